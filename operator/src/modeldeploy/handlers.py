@@ -1,0 +1,245 @@
+"""The kopf handlers: the only module that registers handlers. Each one finds the object and calls the controller.
+
+Every trigger converges through one path, ``Controller.reconcile``:
+- events of a ModelDeployment (the initial listing at start-up = resume, creation, every update);
+- events of its children (Deployments, Services, HPAs labelled ``app.kubernetes.io/managed-by: modeldeploy``);
+- a periodic resync of every ModelDeployment, and delayed re-reconciles the core asks for.
+
+Event handlers keep no progress annotations and need no finalizer (children are owned, so the garbage collector
+removes them), which keeps the operator's own writes to what the spec requires. kopf's indexes are the operator's
+watch caches; kopf does not call handlers before they are filled, so a restarted operator decides from a complete
+view and resumes without rewriting anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from modeldeploy.config import OperatorConfig
+from modeldeploy.controller import Controller, ObjectKey
+from modeldeploy.kube import KubeClient
+from modeldeploy.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_DEPLOYMENT_LABEL
+from modeldeploy.metrics import OperatorMetrics
+from modeldeploy.reconcile import Observed
+
+MD = ("modeldeploy.io", "v1alpha1", "modeldeployments")
+CHILD_KINDS = {
+    "deployments": ("apps", "v1", "deployments"),
+    "services": ("", "v1", "services"),
+    "autoscalers": ("autoscaling", "v2", "horizontalpodautoscalers"),
+}
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+Log = logging.Logger | logging.LoggerAdapter[Any]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Process options given on the command line (``modeldeploy run``), passed to the handlers through ``memo``."""
+
+    metrics_port: int | None = None
+    resync_period: float = 300.0
+
+
+class IndexSource:
+    """Reads ModelDeployments and their children from kopf's indexes."""
+
+    def __init__(self, mds: kopf.Index[Any, Any], children: Mapping[str, kopf.Index[Any, Any]]) -> None:
+        self._mds = mds
+        self._children = children
+
+    def model_deployment(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        store = self._mds.get(key)
+        return next(iter(store), None) if store else None
+
+    def model_deployments(self) -> Sequence[ObjectKey]:
+        return list(self._mds.keys())
+
+    def _get(self, kind: str, key: ObjectKey) -> list[Mapping[str, Any]]:
+        store = self._children[kind].get(key)
+        return list(store) if store else []
+
+    def children(self, key: ObjectKey) -> Observed:
+        return Observed(
+            deployments=self._get("deployments", key),
+            services=self._get("services", key),
+            autoscalers=self._get("autoscalers", key),
+        )
+
+
+def _controller(memo: Any) -> Controller:
+    controller: Controller = memo.controller
+    return controller
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else the kubeconfig (``$KUBECONFIG`` read at call time)."""
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
+        **kwargs
+    )
+    return info
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """Create the process-wide resources once: configuration, API client, metrics, resync loop."""
+    settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    options: RunOptions = getattr(memo, "options", None) or RunOptions()
+    config = OperatorConfig.from_env(os.environ)
+    metrics = OperatorMetrics()
+    kube = KubeClient.connect(field_manager=config.field_manager)
+    controller = Controller(config=config, kube=kube, metrics=metrics)
+    memo.controller = controller
+    memo.resync = asyncio.create_task(controller.resync_forever(options.resync_period))
+    if options.metrics_port is not None:
+        server, _thread = start_http_server(options.metrics_port, registry=metrics.registry)
+        memo.metrics_server = server
+    logger.info("Operator started; default runtime image %s", config.default_runtime_image)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Release what startup created."""
+    resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
+    if resync is not None:
+        resync.cancel()
+        await asyncio.gather(resync, return_exceptions=True)
+    controller: Controller | None = getattr(memo, "controller", None)
+    if controller is not None:
+        await controller.close()
+        await controller.kube.close()
+    server = getattr(memo, "metrics_server", None)
+    if server is not None:
+        server.shutdown()
+
+
+@kopf.on.probe(id="reconciles")
+def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
+    """Liveness detail: how many reconciles this process has done."""
+    controller: Controller | None = getattr(memo, "controller", None)
+    if controller is None:
+        return 0.0
+    return float(sum(s.value for m in controller.metrics.reconciles.collect() for s in m.samples
+                     if s.name.endswith("_total")))
+
+
+# --- watch caches --------------------------------------------------------------------------------------------
+
+
+def _snapshot(body: kopf.Body) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+@kopf.index(*MD)
+def model_deployments_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[ObjectKey, Any]:
+    return {(namespace or "", name): _snapshot(body)}
+
+
+def _owner_key(body: kopf.Body, namespace: str | None) -> ObjectKey | None:
+    owner = body.get("metadata", {}).get("labels", {}).get(MODEL_DEPLOYMENT_LABEL)
+    return (namespace or "", owner) if owner else None
+
+
+@kopf.index(*CHILD_KINDS["deployments"], labels=MANAGED)
+def deployments_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
+@kopf.index(*CHILD_KINDS["services"], labels=MANAGED)
+def services_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
+@kopf.index(*CHILD_KINDS["autoscalers"], labels=MANAGED)
+def autoscalers_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
+def _attach(memo: Any, kwargs: Mapping[str, Any]) -> Controller:
+    controller = _controller(memo)
+    if controller.source is None:
+        controller.source = IndexSource(
+            kwargs["model_deployments_index"],
+            {
+                "deployments": kwargs["deployments_index"],
+                "services": kwargs["services_index"],
+                "autoscalers": kwargs["autoscalers_index"],
+            },
+        )
+    return controller
+
+
+async def _reconcile(controller: Controller, key: ObjectKey, logger: Log) -> None:
+    try:
+        await controller.reconcile(key)
+    except Exception as error:  # Logged and retried by the controller's scheduler; never crash the watcher.
+        logger.warning("Reconcile of %s/%s will be retried: %s", key[0], key[1], error)
+        controller.schedule(key, controller.retry_seconds)
+
+
+# --- triggers ------------------------------------------------------------------------------------------------
+
+
+@kopf.on.event(*MD)
+async def model_deployment_event(
+    type: str, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
+) -> None:
+    """Creation, update, resume (initial listing) and deletion of a ModelDeployment."""
+    controller = _attach(memo, kwargs)
+    if type == "DELETED":
+        controller.forget(("ModelDeployment", namespace or "", name))
+        return
+    await _reconcile(controller, (namespace or "", name), logger)
+
+
+async def _child_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    kwargs: Mapping[str, Any],
+) -> None:
+    controller = _attach(memo, kwargs)
+    if type == "DELETED":
+        controller.forget((str(body.get("kind", "")), namespace or "", name))
+    key = _owner_key(body, namespace)
+    if key is not None:
+        await _reconcile(controller, key, logger)
+
+
+@kopf.on.event(*CHILD_KINDS["deployments"], labels=MANAGED)
+async def deployment_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    **kwargs: Any,
+) -> None:
+    """A Deployment of a ModelDeployment changed (readiness, drift, deletion)."""
+    await _child_event(type, body, namespace, name, memo, logger, kwargs)
+
+
+@kopf.on.event(*CHILD_KINDS["services"], labels=MANAGED)
+async def service_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    **kwargs: Any,
+) -> None:
+    """A Service of a ModelDeployment changed."""
+    await _child_event(type, body, namespace, name, memo, logger, kwargs)
+
+
+@kopf.on.event(*CHILD_KINDS["autoscalers"], labels=MANAGED)
+async def autoscaler_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    **kwargs: Any,
+) -> None:
+    """An HPA of a ModelDeployment changed."""
+    await _child_event(type, body, namespace, name, memo, logger, kwargs)

@@ -1,0 +1,183 @@
+"""A thin asynchronous client for the few API calls the operator makes.
+
+Authentication and TLS come from ``lightkube``'s kubeconfig / service-account handling; requests are plain JSON so
+that desired state stays plain dicts from the builders to the wire.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from lightkube.config.client_adapter import AsyncClient as AdapterClient
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import KubeConfig
+
+from modeldeploy.conditions import rfc3339
+from modeldeploy.kube.resources import EVENTS, MODEL_DEPLOYMENTS, Resource, resource_for
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """An error status from the API server, with its ``Status`` reason and HTTP code."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def load_config(kubeconfig: str | Path | None = None) -> KubeConfig:
+    """A kubeconfig file when given, else in-cluster service account, else ``$KUBECONFIG`` / ``~/.kube/config``."""
+    if kubeconfig:
+        return KubeConfig.from_file(kubeconfig)
+    return KubeConfig.from_env()
+
+
+class KubeClient:
+    """The operator's API client: apply, status patch, delete, read, events."""
+
+    def __init__(self, http: httpx.AsyncClient, *, field_manager: str, component: str = "modeldeploy") -> None:
+        self._http = http
+        self.field_manager = field_manager
+        self.component = component
+
+    @classmethod
+    def connect(
+        cls, kubeconfig: str | Path | None = None, *, field_manager: str, timeout: float = 30.0
+    ) -> KubeClient:
+        config = load_config(kubeconfig).get()
+        if config is None:
+            raise RuntimeError("No Kubernetes configuration found (kubeconfig or service account)")
+        http = AdapterClient(config, ConnectionParams(timeout=httpx.Timeout(timeout)))
+        return cls(http, field_manager=field_manager)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type, "Accept": "application/json"} if content else None
+        response = await self._http.request(method, path, content=content, headers=headers, params=params)
+        if response.status_code >= 400:
+            try:
+                status = response.json()
+            except ValueError:
+                status = {}
+            raise ApiError(
+                response.status_code,
+                str(status.get("reason") or response.reason_phrase),
+                str(status.get("message") or response.text[:500]),
+            )
+        result: dict[str, Any] = response.json() if response.content else {}
+        return result
+
+    async def apply_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``manifest`` with the operator's field manager (create or update)."""
+        resource = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
+        meta = manifest["metadata"]
+        path = resource.path(meta.get("namespace"), meta["name"])
+        params = {"fieldManager": self.field_manager, "force": "true"}
+        return await self._request("PATCH", path, body=manifest, content_type=APPLY, params=params)
+
+    async def create_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``manifest`` (POST); an ApiError 409 when it exists."""
+        resource = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
+        namespace = manifest.get("metadata", {}).get("namespace")
+        return await self._request("POST", resource.path(namespace), body=manifest)
+
+    async def read_object(
+        self, resource: Resource, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self._request("GET", resource.path(namespace, name))
+        except ApiError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    async def list_objects(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self._request("GET", resource.path(namespace), params=params)
+        return list(result.get("items") or [])
+
+    async def delete_object(
+        self, resource: Resource, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> bool:
+        """Delete with background propagation; ``uid`` as a precondition. False when it was already gone."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self._request("DELETE", resource.path(namespace, name), body=body)
+        except ApiError as error:
+            if error.code == 404:
+                return False
+            raise
+        return True
+
+    async def patch_object(
+        self, resource: Resource, namespace: str | None, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch (``null`` deletes a key)."""
+        return await self._request("PATCH", resource.path(namespace, name), body=patch, content_type=MERGE)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the ModelDeployment's status subresource."""
+        path = MODEL_DEPLOYMENTS.path(namespace, name, "status")
+        return await self._request("PATCH", path, body={"status": status}, content_type=MERGE)
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        message: str,
+        now: datetime,
+    ) -> None:
+        """Post a core/v1 Event about ``involved``."""
+        meta = involved.get("metadata", {})
+        namespace = str(meta.get("namespace") or "default")
+        stamp = rfc3339(now)
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'modeldeploy')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        await self._request("POST", EVENTS.path(namespace), body=event)

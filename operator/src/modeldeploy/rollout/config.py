@@ -1,0 +1,488 @@
+"""The ``spec.rollout`` block as typed, frozen dataclasses.
+
+``parse_rollout`` takes the plain mapping (normally already defaulted by the CRD schema) and is robust to
+missing keys: every field has the CRD's default. It checks what the schema cannot express (duration strings,
+int-or-percent values, cross-field rules) and raises ``RolloutSpecError(field_path, message)``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+Strategy: TypeAlias = Literal["RollingUpdate", "Canary", "BlueGreen"]
+RoutingType: TypeAlias = Literal["Replicas", "GatewayAPI"]
+CapacityMode: TypeAlias = Literal["Surge", "Neutral"]
+SourceType: TypeAlias = Literal["Scrape", "Prometheus"]
+
+_BASE = "spec.rollout"
+
+
+class RolloutSpecError(ValueError):
+    """A ``spec.rollout`` value the operator cannot use; ``field_path`` names it."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(f"{field_path}: {message}")
+        self.field_path = field_path
+        self.message = message
+
+
+# --- durations --------------------------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(value: object, field_path: str) -> float:
+    """Seconds in a Go-style duration such as ``30s``, ``5m``, ``1h30m`` or ``1.5h``.
+
+    A bare non-negative number is taken as seconds. Anything else raises ``RolloutSpecError``.
+    """
+    if isinstance(value, bool):
+        raise RolloutSpecError(field_path, f"expected a duration such as 30s, 5m or 1h30m, got {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise RolloutSpecError(field_path, f"a duration must be a non-negative number of seconds, got {value!r}")
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise RolloutSpecError(field_path, f"expected a duration such as 30s, 5m or 1h30m, got {value!r}")
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    position = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position = match.end()
+    if position != len(text) or position == 0:
+        raise RolloutSpecError(
+            field_path,
+            f"invalid duration {value!r}: use numbers with units ns, us, ms, s, m, h, such as 90s or 1h30m",
+        )
+    return total
+
+
+# --- int or percent ---------------------------------------------------------------------------------------
+
+_INT_OR_PERCENT = re.compile(r"^([0-9]+)(%?)$")
+
+
+@dataclass(frozen=True)
+class IntOrPercent:
+    """An absolute count or a percentage of a total, like Kubernetes' maxSurge / maxUnavailable."""
+
+    value: int
+    percent: bool = False
+
+    def resolve(self, total: int, *, round_up: bool) -> int:
+        """The count for ``total`` pods; percentages round up (surge) or down (unavailable)."""
+        if not self.percent:
+            return self.value
+        exact = total * self.value / 100
+        return math.ceil(exact) if round_up else math.floor(exact)
+
+    def __str__(self) -> str:
+        return f"{self.value}%" if self.percent else str(self.value)
+
+
+def parse_int_or_percent(value: object, field_path: str) -> IntOrPercent:
+    """``3`` or ``"25%"`` (or ``"3"``); negative numbers and other strings raise ``RolloutSpecError``."""
+    if isinstance(value, bool):
+        raise RolloutSpecError(field_path, f"expected a number or a percentage such as 25%, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise RolloutSpecError(field_path, f"must not be negative, got {value}")
+        return IntOrPercent(value)
+    if isinstance(value, str):
+        match = _INT_OR_PERCENT.match(value.strip())
+        if match:
+            return IntOrPercent(int(match.group(1)), percent=bool(match.group(2)))
+    raise RolloutSpecError(field_path, f"expected a number or a percentage such as 25%, got {value!r}")
+
+
+# --- the typed spec ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetWeightStep:
+    """Send ``weight`` percent of the traffic to the canary."""
+
+    weight: int
+
+
+@dataclass(frozen=True)
+class PauseStep:
+    """Wait ``seconds``; ``None`` waits until promoted."""
+
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class AnalysisStep:
+    """Run ``spec.rollout.analysis`` once and continue only if it passes."""
+
+
+Step: TypeAlias = SetWeightStep | PauseStep | AnalysisStep
+
+
+@dataclass(frozen=True)
+class RollingUpdateSpec:
+    max_surge: IntOrPercent = IntOrPercent(25, percent=True)
+    max_unavailable: IntOrPercent = IntOrPercent(0)
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class GatewayAPISpec:
+    http_route: str = ""
+    """Existing HTTPRoute to manage our backendRefs in; empty: the operator creates one (NAME)."""
+    parent_refs: tuple[Mapping[str, str], ...] = ()
+    header: HeaderMatch | None = None
+
+
+@dataclass(frozen=True)
+class TrafficRoutingSpec:
+    type: RoutingType = "Replicas"
+    gateway_api: GatewayAPISpec | None = None
+
+
+@dataclass(frozen=True)
+class CapacitySpec:
+    mode: CapacityMode = "Surge"
+    max_surge_pods: int = 1
+
+
+@dataclass(frozen=True)
+class CanarySpec:
+    steps: tuple[Step, ...] = ()
+    traffic_routing: TrafficRoutingSpec = TrafficRoutingSpec()
+    capacity: CapacitySpec = CapacitySpec()
+
+
+@dataclass(frozen=True)
+class BlueGreenSpec:
+    auto_promotion_enabled: bool = False
+    auto_promotion_seconds: int = 0
+    preview_service: bool = True
+
+
+@dataclass(frozen=True)
+class PrometheusSpec:
+    url: str
+    error_ratio_query: str = ""
+    p99_latency_query: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSourceSpec:
+    type: SourceType = "Scrape"
+    prometheus: PrometheusSpec | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    source: MetricSourceSpec = MetricSourceSpec()
+    interval_seconds: float = 30.0
+    count: int = 3
+    min_requests: int = 50
+    failure_limit: int = 1
+    max_error_ratio: float | None = None
+    max_p99_latency_ms: float | None = None
+    max_error_ratio_increase: float | None = None
+    max_p99_latency_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class KeepWarmSpec:
+    replicas: int = 1
+    seconds: int = 600
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    strategy: Strategy = "RollingUpdate"
+    progress_deadline_seconds: int = 600
+    rolling_update: RollingUpdateSpec = RollingUpdateSpec()
+    canary: CanarySpec | None = None
+    blue_green: BlueGreenSpec = BlueGreenSpec()
+    analysis: AnalysisSpec | None = None
+    first_deploy_analysis: bool = False
+    keep_previous_warm: KeepWarmSpec | None = None
+    promote: str = ""
+    abort: bool = False
+    rollback_to: int = 0
+    revision_history_limit: int = 10
+    """From ``spec.revisionHistoryLimit`` (outside the rollout block), passed to ``parse_rollout``."""
+    steps: tuple[Step, ...] = field(default=(), repr=False)
+    """Canary steps (empty unless the strategy is Canary)."""
+
+    @property
+    def routing(self) -> TrafficRoutingSpec:
+        return self.canary.traffic_routing if self.canary is not None else TrafficRoutingSpec()
+
+    @property
+    def capacity(self) -> CapacitySpec:
+        return self.canary.capacity if self.canary is not None else CapacitySpec()
+
+
+# --- parsing ----------------------------------------------------------------------------------------------
+
+
+def _mapping(raw: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise RolloutSpecError(f"{path}.{key}", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, default: int, *, low: int = 0, high: int | None = None) -> int:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RolloutSpecError(f"{path}.{key}", f"expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise RolloutSpecError(f"{path}.{key}", f"must be {bound}, got {value}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RolloutSpecError(f"{path}.{key}", f"expected true or false, got {value!r}")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise RolloutSpecError(f"{path}.{key}", f"expected a string, got {value!r}")
+    return value
+
+
+def _choice(raw: Mapping[str, Any], key: str, path: str, choices: Sequence[str], default: str) -> str:
+    value = _str(raw, key, path, default) or default
+    if value not in choices:
+        raise RolloutSpecError(f"{path}.{key}", f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _number(raw: Mapping[str, Any], key: str, path: str, *, low: float, high: float | None = None) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RolloutSpecError(f"{path}.{key}", f"expected a number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise RolloutSpecError(f"{path}.{key}", f"must be {bound}, got {value!r}")
+    return float(value)
+
+
+def _parse_step(raw: object, path: str) -> Step:
+    if not isinstance(raw, Mapping):
+        raise RolloutSpecError(path, f"expected an object with one of setWeight, pause, analysis, got {raw!r}")
+    keys = [k for k in ("setWeight", "pause", "analysis") if k in raw and raw[k] is not None]
+    if len(keys) != 1:
+        raise RolloutSpecError(path, f"a step must have exactly one of setWeight, pause, analysis, got {sorted(raw)}")
+    key = keys[0]
+    if key == "setWeight":
+        return SetWeightStep(_int(raw, "setWeight", path, 0, low=0, high=100))
+    if key == "pause":
+        pause = _mapping(raw, "pause", path) or {}
+        duration = pause.get("duration")
+        if duration is None or duration == "":
+            return PauseStep(None)
+        return PauseStep(parse_duration(duration, f"{path}.pause.duration"))
+    if _mapping(raw, "analysis", path) is None:
+        raise RolloutSpecError(f"{path}.analysis", "expected an object")
+    return AnalysisStep()
+
+
+def _parse_gateway(raw: Mapping[str, Any], path: str) -> GatewayAPISpec:
+    refs_raw = raw.get("parentRefs") or []
+    if not isinstance(refs_raw, Sequence) or isinstance(refs_raw, str):
+        raise RolloutSpecError(f"{path}.parentRefs", "expected a list of Gateway references")
+    refs: list[Mapping[str, str]] = []
+    for i, ref in enumerate(refs_raw):
+        if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not ref["name"]:
+            raise RolloutSpecError(f"{path}.parentRefs[{i}]", "expected an object with a non-empty name")
+        refs.append({str(k): str(v) for k, v in ref.items() if v not in (None, "")})
+    http_route = _str(raw, "httpRoute", path)
+    if not http_route and not refs:
+        raise RolloutSpecError(
+            path, "set httpRoute (an existing route) or parentRefs (for a route the operator creates)"
+        )
+    header_raw = _mapping(raw, "header", path)
+    header = None
+    if header_raw is not None:
+        name = _str(header_raw, "name", f"{path}.header")
+        if not name:
+            raise RolloutSpecError(f"{path}.header.name", "must not be empty")
+        header = HeaderMatch(name=name, value=_str(header_raw, "value", f"{path}.header"))
+    return GatewayAPISpec(http_route=http_route, parent_refs=tuple(refs), header=header)
+
+
+def _parse_canary(raw: Mapping[str, Any], path: str) -> CanarySpec:
+    steps_raw = raw.get("steps") or []
+    if not isinstance(steps_raw, Sequence) or isinstance(steps_raw, str):
+        raise RolloutSpecError(f"{path}.steps", "expected a list of steps")
+    steps = tuple(_parse_step(s, f"{path}.steps[{i}]") for i, s in enumerate(steps_raw))
+    tr_raw = _mapping(raw, "trafficRouting", path) or {}
+    tr_path = f"{path}.trafficRouting"
+    tr_type = _choice(tr_raw, "type", tr_path, ("Replicas", "GatewayAPI"), "Replicas")
+    gateway = None
+    gw_raw = _mapping(tr_raw, "gatewayAPI", tr_path)
+    if tr_type == "GatewayAPI":
+        if gw_raw is None:
+            raise RolloutSpecError(f"{tr_path}.gatewayAPI", "type GatewayAPI needs the gatewayAPI block")
+        gateway = _parse_gateway(gw_raw, f"{tr_path}.gatewayAPI")
+    cap_raw = _mapping(raw, "capacity", path) or {}
+    capacity = CapacitySpec(
+        mode=_choice(cap_raw, "mode", f"{path}.capacity", ("Surge", "Neutral"), "Surge"),  # type: ignore[arg-type]
+        max_surge_pods=_int(cap_raw, "maxSurgePods", f"{path}.capacity", 1, high=1000),
+    )
+    return CanarySpec(
+        steps=steps,
+        traffic_routing=TrafficRoutingSpec(type=tr_type, gateway_api=gateway),  # type: ignore[arg-type]
+        capacity=capacity,
+    )
+
+
+def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
+    src_raw = _mapping(raw, "source", path) or {}
+    src_path = f"{path}.source"
+    src_type = _choice(src_raw, "type", src_path, ("Scrape", "Prometheus"), "Scrape")
+    prometheus = None
+    prom_raw = _mapping(src_raw, "prometheus", src_path)
+    if src_type == "Prometheus":
+        if prom_raw is None:
+            raise RolloutSpecError(f"{src_path}.prometheus", "source type Prometheus needs the prometheus block")
+        url = _str(prom_raw, "url", f"{src_path}.prometheus")
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise RolloutSpecError(f"{src_path}.prometheus.url", f"expected an http(s) URL, got {url!r}")
+        prometheus = PrometheusSpec(
+            url=url.rstrip("/"),
+            error_ratio_query=_str(prom_raw, "errorRatioQuery", f"{src_path}.prometheus"),
+            p99_latency_query=_str(prom_raw, "p99LatencyQuery", f"{src_path}.prometheus"),
+        )
+    interval = parse_duration(raw.get("interval") or "30s", f"{path}.interval")
+    if interval <= 0:
+        raise RolloutSpecError(f"{path}.interval", "must be longer than zero")
+    spec = AnalysisSpec(
+        source=MetricSourceSpec(type=src_type, prometheus=prometheus),  # type: ignore[arg-type]
+        interval_seconds=interval,
+        count=_int(raw, "count", path, 3, low=1, high=100),
+        min_requests=_int(raw, "minRequests", path, 50),
+        failure_limit=_int(raw, "failureLimit", path, 1, high=100),
+        max_error_ratio=_number(raw, "maxErrorRatio", path, low=0, high=1),
+        max_p99_latency_ms=_number(raw, "maxP99LatencyMs", path, low=0),
+        max_error_ratio_increase=_number(raw, "maxErrorRatioIncrease", path, low=0, high=1),
+        max_p99_latency_ratio=_number(raw, "maxP99LatencyRatio", path, low=1),
+    )
+    if all(
+        v is None
+        for v in (
+            spec.max_error_ratio,
+            spec.max_p99_latency_ms,
+            spec.max_error_ratio_increase,
+            spec.max_p99_latency_ratio,
+        )
+    ):
+        raise RolloutSpecError(
+            path,
+            "analysis needs at least one threshold (maxErrorRatio, maxP99LatencyMs, maxErrorRatioIncrease, "
+            "maxP99LatencyRatio)",
+        )
+    return spec
+
+
+def parse_rollout(raw: Mapping[str, Any] | None, *, revision_history_limit: int = 10) -> RolloutSpec:
+    """Parse ``spec.rollout`` (a plain mapping; ``None`` or ``{}`` for all defaults) to a ``RolloutSpec``."""
+    raw = raw or {}
+    if not isinstance(raw, Mapping):
+        raise RolloutSpecError(_BASE, f"expected an object, got {type(raw).__name__}")
+    if revision_history_limit < 0:
+        raise RolloutSpecError("spec.revisionHistoryLimit", f"must not be negative, got {revision_history_limit}")
+    strategy = _choice(raw, "strategy", _BASE, ("RollingUpdate", "Canary", "BlueGreen"), "RollingUpdate")
+
+    ru_raw = _mapping(raw, "rollingUpdate", _BASE) or {}
+    ru_path = f"{_BASE}.rollingUpdate"
+    rolling = RollingUpdateSpec(
+        max_surge=parse_int_or_percent(ru_raw.get("maxSurge", "25%"), f"{ru_path}.maxSurge"),
+        max_unavailable=parse_int_or_percent(ru_raw.get("maxUnavailable", 0), f"{ru_path}.maxUnavailable"),
+    )
+    if rolling.max_surge.value == 0 and rolling.max_unavailable.value == 0:
+        raise RolloutSpecError(ru_path, "maxSurge and maxUnavailable must not both be zero")
+
+    canary = None
+    canary_raw = _mapping(raw, "canary", _BASE)
+    if canary_raw is not None:
+        canary = _parse_canary(canary_raw, f"{_BASE}.canary")
+    if strategy == "Canary" and (canary is None or not canary.steps):
+        # No steps: the canary is promoted as soon as it is ready (with its analysis gates, if any).
+        canary = canary or CanarySpec()
+
+    bg_raw = _mapping(raw, "blueGreen", _BASE) or {}
+    bg_path = f"{_BASE}.blueGreen"
+    blue_green = BlueGreenSpec(
+        auto_promotion_enabled=_bool(bg_raw, "autoPromotionEnabled", bg_path, False),
+        auto_promotion_seconds=_int(bg_raw, "autoPromotionSeconds", bg_path, 0, high=86400),
+        preview_service=_bool(bg_raw, "previewService", bg_path, True),
+    )
+
+    analysis = None
+    an_raw = _mapping(raw, "analysis", _BASE)
+    if an_raw is not None:
+        analysis = _parse_analysis(an_raw, f"{_BASE}.analysis")
+    first_deploy_analysis = _bool(raw, "firstDeployAnalysis", _BASE, False)
+    if first_deploy_analysis and analysis is None:
+        raise RolloutSpecError(f"{_BASE}.analysis", "firstDeployAnalysis needs rollout.analysis")
+    if strategy == "Canary" and canary is not None and analysis is None:
+        for i, step in enumerate(canary.steps):
+            if isinstance(step, AnalysisStep):
+                raise RolloutSpecError(
+                    f"{_BASE}.canary.steps[{i}].analysis", "a canary analysis step needs rollout.analysis"
+                )
+
+    warm = None
+    warm_raw = _mapping(raw, "keepPreviousWarm", _BASE)
+    if warm_raw is not None:
+        warm_path = f"{_BASE}.keepPreviousWarm"
+        warm = KeepWarmSpec(
+            replicas=_int(warm_raw, "replicas", warm_path, 1, high=100),
+            seconds=_int(warm_raw, "seconds", warm_path, 600, high=86400),
+        )
+
+    return RolloutSpec(
+        strategy=strategy,  # type: ignore[arg-type]
+        progress_deadline_seconds=_int(raw, "progressDeadlineSeconds", _BASE, 600, low=1, high=86400),
+        rolling_update=rolling,
+        canary=canary,
+        blue_green=blue_green,
+        analysis=analysis,
+        first_deploy_analysis=first_deploy_analysis,
+        keep_previous_warm=warm,
+        promote=_str(raw, "promote", _BASE),
+        abort=_bool(raw, "abort", _BASE, False),
+        rollback_to=_int(raw, "rollbackTo", _BASE, 0),
+        revision_history_limit=revision_history_limit,
+        steps=canary.steps if (strategy == "Canary" and canary is not None) else (),
+    )

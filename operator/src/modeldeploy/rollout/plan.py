@@ -1,0 +1,856 @@
+"""The rollout state machine: ``next_rollout`` is one pure step from (spec, status, observed, now, controls)
+to a ``Decision``. The operator calls it on every reconcile, applies the decision and stores its status.
+
+Ordering contract for the I/O layer applying a ``Decision``: (1) scale up every revision whose replicas grow,
+(2) apply the traffic weights, (3) scale down (or delete) the rest. With that order the stable revision is
+never asked to serve more than its ready pods can, and a rollback moves traffic back before the canary goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from modeldeploy.analysis.criteria import assess_measurement, assess_run
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout import replicas as rmath
+from modeldeploy.rollout.config import AnalysisStep, PauseStep, RolloutSpec, SetWeightStep
+from modeldeploy.rollout.state import (
+    MAX_ANALYSIS_RUNS,
+    MAX_REJECTED,
+    AnalysisRun,
+    HistoryEntry,
+    MeasurementRecord,
+    Phase,
+    Rejection,
+    RollbackPin,
+    RolloutStatus,
+)
+
+WAIT_REQUEUE_SECONDS = 10.0
+"""How soon to look again while waiting for pods (child events usually come sooner)."""
+
+
+# --- inputs -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    """The revision the spec resolves to now, and where its pod template inputs are kept."""
+
+    revision: str
+    model_version: str = ""
+    template_ref: str = ""
+
+
+@dataclass(frozen=True)
+class RevisionObservation:
+    """What the cluster shows for one revision's Deployment."""
+
+    desired: int = 0
+    ready: int = 0
+    updated: int = 0
+    crash_looping: bool = False
+    progress_deadline_exceeded: bool = False
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The answer to an ``AnalysisRequest``: echo its ``run_id`` and ``seq``."""
+
+    run_id: str
+    seq: int
+    taken_at: datetime
+    canary: Sample
+    stable: Sample | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    target: RevisionInfo | None
+    """The revision the current spec resolves to; None when there is nothing to run."""
+    replicas: int
+    """Desired pods for 100% of the traffic (spec.replicas or the autoscaler's current choice)."""
+    revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
+    measurement: Measurement | None = None
+    gpus_per_pod: int = 0
+    gpus_free: int | None = None
+    """Free GPUs in the cluster for the pre-flight check; None skips it."""
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Manual controls, from ``spec.rollout`` / ``spec.paused`` or the ``modeldeploy.io/*`` annotations."""
+
+    promote_token: str = ""
+    abort: bool = False
+    rollback_to: int = 0
+    paused: bool = False
+
+    @classmethod
+    def from_spec(
+        cls, spec: RolloutSpec, annotations: Mapping[str, str] | None = None, *, paused: bool = False
+    ) -> Controls:
+        """Combine the declarative fields with the annotations; an annotation wins when it is set."""
+        annotations = annotations or {}
+        promote = annotations.get("modeldeploy.io/promote", "") or spec.promote
+        abort_text = annotations.get("modeldeploy.io/abort", "")
+        abort = spec.abort or abort_text.strip().lower() in ("true", "1", "yes")
+        rollback_to = spec.rollback_to
+        rollback_text = annotations.get("modeldeploy.io/rollback-to", "").strip()
+        if rollback_text.isdigit():
+            rollback_to = int(rollback_text)
+        return cls(promote_token=promote, abort=abort, rollback_to=rollback_to, paused=paused)
+
+
+# --- outputs ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """Take a measurement now and pass it back as ``Observed.measurement`` (same ``run_id`` and ``seq``)."""
+
+    run_id: str
+    seq: int
+    revision: str
+    stable_revision: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    replicas: dict[str, int]
+    """Replicas per revision Deployment; 0 scales to zero; a revision absent here is deleted."""
+    weights: dict[str, int]
+    """Traffic percent per revision, summing to 100; empty while nothing may take traffic yet."""
+    templates: dict[str, str]
+    """Template reference of every revision in ``replicas`` (what to build its Deployment from)."""
+    preview_revision: str | None = None
+    """Revision behind the preview Service (BlueGreen, first-deploy gate); None: no preview Service."""
+    analysis: AnalysisRequest | None = None
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+
+
+# --- the step function ------------------------------------------------------------------------------------
+
+
+def _sec(moment: datetime) -> datetime:
+    """UTC, whole seconds: the precision status keeps, so a restart sees exactly the same times."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+class _Step:
+    """Mutable scratch state of one ``next_rollout`` call."""
+
+    def __init__(self, spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime) -> None:
+        self.spec = spec
+        self.status = status
+        self.observed = observed
+        self.now = now
+        self.total = max(0, observed.replicas)
+        self.events: list[Event] = []
+        self.replicas: dict[str, int] = {}
+        self.weights: dict[str, int] = {}
+        self.preview: str | None = None
+        self.analysis: AnalysisRequest | None = None
+        self.timers: list[float] = []
+        self.templates: dict[str, str] = {}
+
+    def set(self, **changes: object) -> None:
+        self.status = dataclasses.replace(self.status, **changes)  # type: ignore[arg-type]
+
+    def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(kind, reason, message))
+
+    def wake_in(self, seconds: float) -> None:
+        self.timers.append(max(0.0, seconds))
+
+    def obs(self, revision: str) -> RevisionObservation:
+        return self.observed.revisions.get(revision, RevisionObservation())
+
+    def since(self, moment: datetime | None) -> float:
+        return (self.now - moment).total_seconds() if moment is not None else 0.0
+
+    def phase(self, phase: Phase, message: str) -> None:
+        self.set(phase=phase, message=message)
+
+
+def next_rollout(
+    spec: RolloutSpec, status: RolloutStatus, observed: Observed, now: datetime, controls: Controls
+) -> Decision:
+    """One step of the rollout state machine. Pure: same inputs, same decision."""
+    s = _Step(spec, status, observed, _sec(now))
+    target = observed.target
+    if target is None:
+        s.phase("Idle", "Nothing to run")
+        return _finish(s)
+    _record_history(s, target)
+    _handle_rollback_control(s, controls, target)
+    effective, template_ref = _effective_target(s, target)
+    s.templates[effective] = template_ref
+    _forget_rejections(s, effective, controls)
+    _handle_promote_token(s, controls, effective)
+
+    stable = s.status.stable_revision
+    if not stable:
+        _first_deploy(s, effective, controls)
+    elif effective == stable:
+        _steady(s, stable)
+    elif s.status.rejection(effective) is not None:
+        _hold_rejected(s, stable, effective)
+    else:
+        _rollout(s, stable, effective, controls)
+    return _finish(s)
+
+
+def _finish(s: _Step) -> Decision:
+    # Revisions no longer live: scale to zero while they have pods, then delete.
+    for revision, obs in s.observed.revisions.items():
+        if revision not in s.replicas and (obs.desired > 0 or obs.ready > 0):
+            s.replicas[revision] = 0
+    warm = s.status.previous_revision
+    if warm and s.status.warm_until is not None and warm in s.replicas:
+        s.templates.setdefault(warm, _template_of(s, warm))
+    for revision in s.replicas:
+        s.templates.setdefault(revision, _template_of(s, revision))
+    templates = {r: s.templates[r] for r in s.replicas}
+    s.set(history=_trim_history(s, s.status.history))
+    requeue = min(s.timers) if s.timers else None
+    return Decision(
+        status=s.status,
+        replicas=dict(s.replicas),
+        weights={r: w for r, w in s.weights.items()},
+        templates=templates,
+        preview_revision=s.preview,
+        analysis=s.analysis,
+        events=tuple(s.events),
+        requeue_after=requeue,
+    )
+
+
+def _template_of(s: _Step, revision: str) -> str:
+    entry = s.status.history_entry(revision)
+    return entry.template_ref if entry is not None else ""
+
+
+# --- history and controls ---------------------------------------------------------------------------------
+
+
+def _record_history(s: _Step, target: RevisionInfo) -> None:
+    history = list(s.status.history)
+    if not any(h.revision == target.revision for h in history):
+        number = max((h.number for h in history), default=0) + 1
+        history.insert(0, HistoryEntry(target.revision, number, target.model_version, target.template_ref, s.now))
+    s.set(history=_trim_history(s, tuple(history)))
+
+
+def _trim_history(s: _Step, history: tuple[HistoryEntry, ...]) -> tuple[HistoryEntry, ...]:
+    """Keep the newest ``revisionHistoryLimit`` old revisions plus every revision still live."""
+    live = {s.status.stable_revision, s.status.canary_revision, s.status.previous_revision}
+    if s.observed.target is not None:
+        live.add(s.observed.target.revision)
+    if s.status.rollback is not None:
+        live.add(s.status.rollback.revision)
+    kept: list[HistoryEntry] = []
+    old = 0
+    for entry in sorted(history, key=lambda h: -h.number):
+        if entry.revision in live:
+            kept.append(entry)
+        elif old < s.spec.revision_history_limit:
+            kept.append(entry)
+            old += 1
+    return tuple(kept)
+
+
+def _handle_rollback_control(s: _Step, controls: Controls, target: RevisionInfo) -> None:
+    wanted = controls.rollback_to
+    if wanted == 0:
+        if s.status.last_rollback_to:
+            s.set(last_rollback_to=0)
+        return
+    if wanted == s.status.last_rollback_to:
+        return
+    s.set(last_rollback_to=wanted)
+    entry = next((h for h in s.status.history if h.number == wanted), None)
+    if entry is None:
+        numbers = ", ".join(str(h.number) for h in s.status.history) or "none"
+        s.event(
+            "Warning",
+            "RollbackTargetNotFound",
+            f"Revision number {wanted} is not in history (have {numbers})",
+        )
+        return
+    s.set(rollback=RollbackPin(entry.number, entry.revision, entry.template_ref, target.revision))
+    s.event(
+        "Normal",
+        "RollbackRequested",
+        f"Rolling back to revision {entry.number} ({entry.revision}, "
+        f"model version {entry.model_version or '-'}) "
+        f"while the spec resolves to {target.revision}",
+    )
+
+
+def _effective_target(s: _Step, target: RevisionInfo) -> tuple[str, str]:
+    pin = s.status.rollback
+    if pin is not None:
+        if pin.spec_revision == target.revision:
+            return pin.revision, pin.template_ref
+        s.set(rollback=None)
+        s.event("Normal", "RollbackReleased", f"The spec changed to {target.revision}; the manual rollback ends")
+    return target.revision, target.template_ref
+
+
+def _forget_rejections(s: _Step, effective: str, controls: Controls) -> None:
+    kept = tuple(
+        r
+        for r in s.status.rejected_revisions
+        if r.revision == effective and not (r.reason == "Aborted" and not controls.abort)
+    )
+    if kept != s.status.rejected_revisions:
+        s.set(rejected_revisions=kept)
+
+
+def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
+    token = controls.promote_token
+    if not token or token == s.status.last_promote_token:
+        return
+    s.set(last_promote_token=token)
+    in_rollout = s.status.canary_revision == effective and effective != s.status.stable_revision
+    gate = not s.status.stable_revision and s.status.phase in ("Analyzing", "Paused")
+    if s.status.rejection(effective) is not None:
+        s.event(
+            "Warning",
+            "PromoteIgnored",
+            f"Revision {effective} is rejected; change the spec to roll out again",
+        )
+    elif in_rollout or gate:
+        s.set(phase="Promoting")
+        s.event("Normal", "PromoteRequested", f"Promoting revision {effective}, skipping the remaining steps")
+    else:
+        s.event("Normal", "PromoteIgnored", "No rollout in progress to promote")
+
+
+# --- first deploy -----------------------------------------------------------------------------------------
+
+
+def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
+    n = s.total
+    if s.status.rejection(revision) is not None:
+        s.replicas[revision] = 0
+        s.set(canary_revision="", canary_weight=0)
+        return
+    gate = s.spec.first_deploy_analysis and s.spec.analysis is not None and s.status.phase != "Promoting"
+    if s.status.canary_revision != revision:
+        s.set(
+            canary_revision=revision,
+            current_step_index=0,
+            canary_weight=0,
+            step_started_at=s.now,
+            waiting_since=s.now,
+            phase="Progressing",
+            message=f"First deploy of revision {revision}",
+        )
+        s.event("Normal", "FirstDeploy", f"Deploying revision {revision} with {n} replicas")
+    s.replicas[revision] = n
+    if not gate:
+        _make_stable(s, revision, previous="")
+        s.weights[revision] = 100
+        ready = s.obs(revision).ready
+        if ready < n:
+            s.phase("Progressing", f"Waiting for revision {revision}: {ready}/{n} pods ready")
+            s.wake_in(WAIT_REQUEUE_SECONDS)
+        return
+    # Gate: the revision runs behind the preview Service only, until its analysis passes.
+    s.preview = revision
+    if controls.abort:
+        _reject(s, revision, "Aborted", "The first deploy was aborted")
+        s.replicas[revision] = 0
+        s.set(canary_revision="", phase="RolledBack")
+        return
+    obs = s.obs(revision)
+    broken = _canary_broken(s, revision, n)
+    if broken is not None:
+        reason, message = broken
+        _reject(s, revision, reason, message)
+        s.replicas[revision] = 0
+        s.set(canary_revision="", phase="RolledBack", message=f"First deploy failed: {message}")
+        return
+    if obs.ready < n:
+        _waiting(s)
+        s.phase("Progressing", f"Waiting for revision {revision}: {obs.ready}/{n} pods ready before its analysis")
+        return
+    s.set(waiting_since=None)
+    result = _run_analysis(s, revision, None, "first-deploy")
+    if result == "Successful":
+        _make_stable(s, revision, previous="")
+        s.weights[revision] = 100
+        s.preview = None
+        s.event(
+            "Normal",
+            "FirstDeployPassed",
+            f"Revision {revision} passed its first-deploy analysis and takes traffic",
+        )
+    elif result == "Failed":
+        _reject(s, revision, "AnalysisFailed", "The first-deploy analysis failed")
+        s.replicas[revision] = 0
+        s.set(canary_revision="", phase="RolledBack", message="First deploy failed its analysis")
+
+
+# --- steady state and rejected revisions ------------------------------------------------------------------
+
+
+def _steady(s: _Step, stable: str) -> None:
+    if s.status.canary_revision:
+        s.event(
+            "Normal",
+            "RolloutCancelled",
+            f"The spec resolves to the stable revision {stable} again; revision {s.status.canary_revision} is removed",
+        )
+    s.set(canary_revision="", canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None)
+    s.replicas[stable] = s.total
+    s.weights[stable] = 100
+    ready = s.obs(stable).ready
+    if ready < s.total:
+        s.phase("Completed", f"Waiting for revision {stable}: {ready}/{s.total} pods ready")
+        s.wake_in(WAIT_REQUEUE_SECONDS)
+    else:
+        s.phase("Completed", f"Revision {stable} is stable")
+    _keep_warm(s)
+
+
+def _keep_warm(s: _Step) -> None:
+    previous, until = s.status.previous_revision, s.status.warm_until
+    if not previous or until is None or previous in s.replicas:
+        return
+    if s.now < until and s.spec.keep_previous_warm is not None:
+        s.replicas[previous] = min(s.spec.keep_previous_warm.replicas, s.total) or 0
+        s.wake_in((until - s.now).total_seconds())
+    else:
+        s.set(warm_until=None)
+        s.event("Normal", "PreviousScaledDown", f"The warm period of revision {previous} ended")
+
+
+def _hold_rejected(s: _Step, stable: str, rejected: str, *, moving_traffic: bool = False) -> None:
+    """Traffic back to the stable first (RollingBack), then the rejected canary scales down (RolledBack)."""
+    n = s.total
+    s.weights.clear()
+    s.weights[stable] = 100
+    s.replicas[stable] = n
+    s.set(canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None)
+    canary = s.status.canary_revision
+    if moving_traffic and canary:
+        # This decision moves the traffic; the canary keeps its pods until the next one.
+        kept = s.obs(canary).desired
+        s.replicas[canary] = kept
+        if s.spec.strategy == "Canary" and s.spec.capacity.mode == "Neutral":
+            budget = n + s.spec.capacity.max_surge_pods - kept
+            s.replicas[stable] = min(n, max(s.obs(stable).desired, budget))
+        s.set(message=f"Rolled back traffic to {stable}; revision {canary} scales down next")
+        s.wake_in(0)
+        return
+    if canary:
+        s.event("Warning", "RolledBack", f"Traffic is on revision {stable}; revision {canary} scaled down")
+    rejection = s.status.rejection(rejected)
+    reason = rejection.reason if rejection is not None else "Rejected"
+    s.set(
+        canary_revision="",
+        phase="RolledBack",
+        message=f"Revision {rejected} was rejected ({reason}); revision {stable} serves. Change the spec to retry",
+    )
+    _keep_warm(s)
+
+
+def _reject(s: _Step, revision: str, reason: str, message: str) -> None:
+    rejected = tuple(r for r in s.status.rejected_revisions if r.revision != revision)
+    rejected = (*rejected, Rejection(revision, reason, message, s.now))[-MAX_REJECTED:]
+    s.set(rejected_revisions=rejected)
+    s.event("Warning", reason, f"Revision {revision} rejected: {message}")
+
+
+def _start_rollback(s: _Step, stable: str, canary: str, reason: str, message: str) -> None:
+    _reject(s, canary, reason, message)
+    s.set(phase="RollingBack", message=f"Rolling back revision {canary}: {message}")
+    s.event("Warning", "RollingBack", f"Sending all traffic back to revision {stable}, then removing {canary}")
+    _hold_rejected(s, stable, canary, moving_traffic=True)
+
+
+# --- rollouts ---------------------------------------------------------------------------------------------
+
+
+def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
+    n = s.total
+    if s.status.canary_revision != canary:
+        old = s.status.canary_revision
+        if old:
+            s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
+        pinned = s.status.rollback is not None and s.status.rollback.revision == canary
+        s.set(
+            canary_revision=canary,
+            current_step_index=0,
+            canary_weight=0,
+            step_started_at=s.now,
+            waiting_since=s.now,
+            paused_at=None,
+            phase="Promoting" if pinned else "Progressing",
+            message=f"Rolling out revision {canary} ({s.spec.strategy})",
+        )
+        s.event(
+            "Normal",
+            "RolloutStarted",
+            f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})",
+        )
+        _gpu_preflight(s)
+    if controls.abort:
+        _start_rollback(s, stable, canary, "Aborted", "The rollout was aborted; clear abort to roll out again")
+        return
+    broken = _canary_broken(s, canary, n)
+    if broken is not None:
+        _start_rollback(s, stable, canary, *broken)
+        return
+    if controls.paused:
+        _paused(s, stable, canary)
+        return
+    if s.status.paused_at is not None:
+        # Resumed: the time spent paused does not count against the progress deadline.
+        s.set(paused_at=None, waiting_since=s.now if s.status.waiting_since is not None else None)
+        s.event("Normal", "Resumed", f"Rollout of revision {canary} resumed")
+    _keep_warm(s)
+    if s.status.phase == "Promoting":
+        _promote(s, stable, canary)
+    elif s.spec.strategy == "Canary":
+        _canary(s, stable, canary)
+    elif s.spec.strategy == "BlueGreen":
+        _blue_green(s, stable, canary)
+    else:
+        _rolling_update(s, stable, canary)
+
+
+def _gpu_preflight(s: _Step) -> None:
+    if s.observed.gpus_free is None or s.observed.gpus_per_pod <= 0:
+        return
+    spec = s.spec
+    weights = tuple(step.weight for step in spec.steps if isinstance(step, SetWeightStep))
+    extra = rmath.max_extra_pods(
+        s.total,
+        strategy=spec.strategy,
+        weights=weights,
+        mode=spec.capacity.mode,
+        surge=spec.capacity.max_surge_pods,
+        exact_routing=spec.routing.type == "GatewayAPI",
+        rolling_max_surge=spec.rolling_update.max_surge.resolve(s.total, round_up=True),
+    )
+    plan = rmath.plan_gpu_capacity(
+        gpus_per_pod=s.observed.gpus_per_pod, extra_pods=extra, gpus_free=s.observed.gpus_free
+    )
+    if not plan.ok:
+        s.event("Warning", "InsufficientGPUs", plan.message)
+
+
+def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | None:
+    obs = s.obs(canary)
+    if obs.crash_looping:
+        return "CrashLoop", f"Pods of revision {canary} are crash-looping"
+    if obs.progress_deadline_exceeded:
+        return "ProgressDeadlineExceeded", f"Revision {canary} made no progress within its deadline"
+    waiting = s.status.waiting_since
+    if waiting is not None and s.since(waiting) > s.spec.progress_deadline_seconds:
+        return (
+            "ProgressDeadlineExceeded",
+            f"Revision {canary} pods not ready within progressDeadlineSeconds "
+            f"{s.spec.progress_deadline_seconds} "
+            f"({obs.ready}/{desired} ready)",
+        )
+    return None
+
+
+def _waiting(s: _Step) -> None:
+    if s.status.waiting_since is None:
+        s.set(waiting_since=s.now)
+    assert s.status.waiting_since is not None
+    remaining = s.spec.progress_deadline_seconds - s.since(s.status.waiting_since)
+    s.wake_in(min(WAIT_REQUEUE_SECONDS, remaining + 1))
+
+
+def _paused(s: _Step, stable: str, canary: str) -> None:
+    if s.status.paused_at is None:
+        s.set(paused_at=s.now)
+        s.event("Normal", "Paused", f"Rollout of revision {canary} paused")
+    s.phase("Paused", f"Rollout of revision {canary} paused by spec.paused; pods are left as they are")
+    weight = s.status.canary_weight
+    s.weights.update({stable: 100 - weight, canary: weight})
+    for revision in (stable, canary):
+        s.replicas[revision] = s.obs(revision).desired
+
+
+def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
+    warm = s.spec.keep_previous_warm
+    changes: dict[str, object] = {
+        "stable_revision": revision,
+        "canary_revision": "",
+        "canary_weight": 0,
+        "current_step_index": 0,
+        "waiting_since": None,
+        "paused_at": None,
+        "phase": "Completed",
+        "message": f"Revision {revision} is stable",
+    }
+    if previous:
+        changes["previous_revision"] = previous
+        changes["warm_until"] = (
+            s.now + timedelta(seconds=warm.seconds)
+            if warm is not None and warm.seconds > 0 and warm.replicas > 0
+            else None
+        )
+    s.set(**changes)
+
+
+def _promote(s: _Step, stable: str, canary: str) -> None:
+    """Scale the canary to full size, then send it all traffic and retire the old stable."""
+    n = s.total
+    spec = s.spec
+    exact = spec.routing.type == "GatewayAPI" or spec.strategy == "BlueGreen"
+    target = rmath.CanaryScale(canary=n, stable=0, weight=100)
+    obs = s.obs(canary)
+    if obs.ready < n:
+        weight = s.status.canary_weight
+        s.replicas[canary] = n
+        s.replicas[stable] = n
+        if spec.strategy == "Canary":
+            s.replicas[stable] = rmath.transition_stable(
+                n,
+                mode=spec.capacity.mode,
+                surge=spec.capacity.max_surge_pods,
+                exact_routing=exact,
+                applied_weight=weight,
+                target=target,
+            )
+        s.weights.update({stable: 100 - weight, canary: weight})
+        if spec.strategy == "BlueGreen":
+            s.preview = canary if spec.blue_green.preview_service else None
+        _waiting(s)
+        s.phase("Promoting", f"Promoting revision {canary}: {obs.ready}/{n} pods ready")
+        return
+    s.replicas[canary] = n
+    s.weights[canary] = 100
+    _make_stable(s, canary, previous=stable)
+    pin = s.status.rollback
+    if pin is not None and pin.revision == canary:
+        s.event("Normal", "RolledBackToRevision", f"Revision {pin.number} ({canary}) serves all traffic again")
+    s.event("Normal", "Promoted", f"Revision {canary} is now stable; revision {stable} retires")
+    _keep_warm(s)
+
+
+def _canary(s: _Step, stable: str, canary: str) -> None:
+    spec = s.spec
+    n = s.total
+    exact = spec.routing.type == "GatewayAPI"
+    mode, surge = spec.capacity.mode, spec.capacity.max_surge_pods
+    steps = spec.steps
+    for _ in range(len(steps) + 1):
+        index = s.status.current_step_index
+        weight = s.status.canary_weight
+        if index >= len(steps):
+            s.set(phase="Promoting")
+            s.event("Normal", "StepsCompleted", f"All {len(steps)} steps done; promoting revision {canary}")
+            _promote(s, stable, canary)
+            return
+        step = steps[index]
+        current = rmath.plan_canary_scale(n, weight, mode=mode, surge=surge, exact_routing=exact)
+        if isinstance(step, SetWeightStep):
+            target = rmath.plan_canary_scale(n, step.weight, mode=mode, surge=surge, exact_routing=exact)
+            ready = s.obs(canary).ready
+            if ready >= target.canary:
+                if target.weight != step.weight:
+                    s.event(
+                        "Warning",
+                        "WeightLimited",
+                        f"Step {index}: capacity allows weight {target.weight} instead of {step.weight} "
+                        f"({target.canary} canary pods, {n} desired, capacity {mode})",
+                    )
+                _advance(s, index, f"weight {target.weight}", canary_weight=target.weight, waiting_since=None)
+                continue
+            s.replicas[canary] = target.canary
+            s.replicas[stable] = rmath.transition_stable(
+                n, mode=mode, surge=surge, exact_routing=exact, applied_weight=weight, target=target
+            )
+            s.weights.update({stable: 100 - weight, canary: weight})
+            _waiting(s)
+            s.phase("Progressing", f"Step {index}: waiting for {target.canary} canary pods ({ready} ready)")
+            return
+        s.replicas[canary] = current.canary
+        s.replicas[stable] = current.stable
+        s.weights.update({stable: 100 - weight, canary: weight})
+        s.set(waiting_since=None)
+        if isinstance(step, PauseStep):
+            if step.seconds is None:
+                s.phase("Paused", f"Step {index}: paused until promoted (weight {weight})")
+                return
+            started = s.status.step_started_at or s.now
+            remaining = step.seconds - s.since(started)
+            if remaining > 0:
+                s.phase("Paused", f"Step {index}: paused for {remaining:.0f}s more (weight {weight})")
+                s.wake_in(remaining)
+                return
+            _advance(s, index, f"paused {step.seconds:g}s")
+            continue
+        assert isinstance(step, AnalysisStep)
+        result = _run_analysis(s, canary, stable, f"step-{index}")
+        if result == "Successful":
+            _advance(s, index, "analysis passed")
+            continue
+        if result == "Failed":
+            _start_rollback(s, stable, canary, "AnalysisFailed", f"Analysis at step {index} failed")
+        return
+
+
+def _advance(s: _Step, index: int, what: str, **changes: object) -> None:
+    s.set(current_step_index=index + 1, step_started_at=s.now, **changes)
+    s.event("Normal", "StepCompleted", f"Step {index} done ({what}), revision {s.status.canary_revision}")
+
+
+def _blue_green(s: _Step, stable: str, canary: str) -> None:
+    n = s.total
+    bg = s.spec.blue_green
+    s.replicas[stable] = n
+    s.replicas[canary] = n
+    s.weights.update({stable: 100, canary: 0})
+    s.preview = canary if bg.preview_service else None
+    ready = s.obs(canary).ready
+    if ready < n:
+        _waiting(s)
+        s.phase("Progressing", f"Waiting for the preview revision {canary}: {ready}/{n} pods ready")
+        return
+    if s.status.current_step_index == 0:
+        s.set(waiting_since=None, current_step_index=1, step_started_at=s.now)
+        s.event("Normal", "PreviewReady", f"Revision {canary} is ready behind the preview Service")
+    if s.status.current_step_index == 1:
+        if s.spec.analysis is not None:
+            result = _run_analysis(s, canary, stable, "pre-promotion")
+            if result == "Failed":
+                _start_rollback(s, stable, canary, "AnalysisFailed", "Pre-promotion analysis failed")
+                return
+            if result != "Successful":
+                return
+        s.set(current_step_index=2, step_started_at=s.now)
+    if not bg.auto_promotion_enabled:
+        s.phase("Paused", f"Revision {canary} is ready; waiting for promotion")
+        return
+    remaining = bg.auto_promotion_seconds - s.since(s.status.step_started_at)
+    if remaining > 0:
+        s.phase("Paused", f"Revision {canary} is ready; auto-promotion in {remaining:.0f}s")
+        s.wake_in(remaining)
+        return
+    s.set(phase="Promoting")
+    _promote(s, stable, canary)
+
+
+def _rolling_update(s: _Step, stable: str, canary: str) -> None:
+    n = s.total
+    ru = s.spec.rolling_update
+    new_obs, old_obs = s.obs(canary), s.obs(stable)
+    new, old = rmath.rolling_update_step(
+        n,
+        max_surge=ru.max_surge.resolve(n, round_up=True),
+        max_unavailable=ru.max_unavailable.resolve(n, round_up=False),
+        new_desired=new_obs.desired,
+        new_ready=min(new_obs.ready, new_obs.desired),
+        old_desired=old_obs.desired if stable in s.observed.revisions else n,
+        old_ready=min(old_obs.ready, old_obs.desired),
+    )
+    if new_obs.ready >= n and old == 0:
+        s.replicas[canary] = n
+        s.weights[canary] = 100
+        _make_stable(s, canary, previous=stable)
+        s.event("Normal", "Promoted", f"Revision {canary} replaced revision {stable}")
+        _keep_warm(s)
+        return
+    s.replicas[canary] = new
+    s.replicas[stable] = old
+    weight = rmath.ratio_weight(new_obs.ready, min(old_obs.ready, old)) if new_obs.ready else 0
+    s.weights.update({stable: 100 - weight, canary: weight})
+    s.set(canary_weight=weight)
+    if new_obs.ready < new:
+        _waiting(s)
+    else:
+        s.set(waiting_since=None)
+        s.wake_in(WAIT_REQUEUE_SECONDS)
+    s.phase("Progressing", f"Rolling update to {canary}: {new_obs.ready}/{n} new pods ready, {old} old pods")
+
+
+# --- analysis ---------------------------------------------------------------------------------------------
+
+
+def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> str:
+    """Advance the analysis run gating ``revision`` at ``gate``; returns the run's phase."""
+    criteria = s.spec.analysis
+    if criteria is None:
+        return "Successful"
+    run = s.status.active_run(revision, gate)
+    # A run belongs to the current attempt only if it started after this rollout (re)started.
+    attempt_start = s.status.step_started_at
+    if run is None or (attempt_start is not None and run.started_at < attempt_start):
+        number = 1 + max((_run_number(r.id) for r in s.status.analysis_runs), default=0)
+        run = AnalysisRun(id=f"{revision}-{gate}-{number}", revision=revision, gate=gate, started_at=s.now)
+        _store_run(s, run)
+        s.event("Normal", "AnalysisStarted", f"Analysis {run.id} of revision {revision} started ({gate})")
+    if run.phase == "Running":
+        measurement = s.observed.measurement
+        if measurement is not None and measurement.run_id == run.id and measurement.seq == len(run.measurements):
+            verdict = assess_measurement(criteria, measurement.canary, measurement.stable)
+            record = MeasurementRecord(
+                _sec(measurement.taken_at),
+                verdict.outcome,
+                verdict.message,
+                measurement.canary,
+                measurement.stable,
+            )
+            measurements = (*run.measurements, record)
+            outcome = assess_run(criteria, [m.outcome for m in measurements])
+            run = dataclasses.replace(run, measurements=measurements, phase=outcome.phase, message=outcome.message)
+            _store_run(s, run)
+            s.event(
+                "Normal" if verdict.outcome != "Fail" else "Warning",
+                f"Analysis{verdict.outcome}",
+                f"Analysis {run.id} measurement {len(measurements)}: {verdict.message}",
+            )
+            if run.phase != "Running":
+                s.event(
+                    "Normal" if run.phase == "Successful" else "Warning",
+                    f"Analysis{run.phase}",
+                    f"Analysis {run.id} of revision {revision}: {run.phase} ({run.message})",
+                )
+    if run.phase == "Running":
+        last = run.measurements[-1].taken_at if run.measurements else run.started_at
+        due = last + timedelta(seconds=criteria.interval_seconds)
+        if s.now >= due:
+            s.analysis = AnalysisRequest(run.id, len(run.measurements), revision, stable)
+        else:
+            s.wake_in((due - s.now).total_seconds())
+        s.phase("Analyzing", f"Analysis {run.id}: {run.message or 'waiting for the first measurement'}")
+    elif run.phase == "Inconclusive":
+        s.phase("Paused", f"Analysis {run.id} inconclusive ({run.message}); promote or abort")
+    return run.phase
+
+
+def _run_number(run_id: str) -> int:
+    tail = run_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def _store_run(s: _Step, run: AnalysisRun) -> None:
+    runs = [r for r in s.status.analysis_runs if r.id != run.id]
+    runs.append(run)
+    s.set(analysis_runs=tuple(runs[-MAX_ANALYSIS_RUNS:]))

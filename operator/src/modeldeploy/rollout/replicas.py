@@ -1,0 +1,206 @@
+"""Replica arithmetic for rollouts. Pure functions, table-tested.
+
+Conventions (argo-rollouts' ``GetDesiredCanaryWeight`` / canary replica counts):
+
+- ``N`` is the desired pod count of the whole ModelDeployment (``spec.replicas`` or the autoscaler's choice),
+  sized for 100% of the traffic. A revision serving ``w`` percent needs ``ceil(N * w / 100)`` ready pods.
+- Exact routing (Gateway API) with ``Surge`` capacity: the stable keeps all ``N`` pods until promotion and
+  the canary gets ``ceil(N * w / 100)`` extra pods.
+- ``Neutral`` capacity: canary pods come out of the stable's budget; stable + canary never exceed
+  ``N + maxSurgePods``. When that budget cannot hold both revisions' needs, the canary is given less and
+  the weight actually applied is lowered to what its pods can serve.
+- Replica-ratio routing (one Service over both revisions): traffic follows the ready pods, so the weight can
+  only be approximated, in steps of ``100 / (canary + stable pods)`` percent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from modeldeploy.rollout.config import CapacityMode
+
+
+def pods_for_weight(total: int, weight: int) -> int:
+    """Ready pods a revision needs to serve ``weight`` percent of traffic sized for ``total`` pods."""
+    if total < 0 or not 0 <= weight <= 100:
+        raise ValueError(f"need total >= 0 and 0 <= weight <= 100, got total={total} weight={weight}")
+    return math.ceil(total * weight / 100)
+
+
+def weight_for_pods(total: int, pods: int) -> int:
+    """The largest whole weight that ``pods`` ready pods can serve (inverse of ``pods_for_weight``)."""
+    if total <= 0:
+        return 100 if pods > 0 else 0
+    return min(100, (100 * pods) // total)
+
+
+def ratio_weight(canary_pods: int, stable_pods: int) -> int:
+    """Canary weight (rounded percent) when one Service spreads traffic evenly over all ready pods."""
+    pods = canary_pods + stable_pods
+    if pods <= 0:
+        return 0
+    return round(100 * canary_pods / pods)
+
+
+def ratio_granularity(total_pods: int) -> float:
+    """Smallest weight step replica-ratio routing can express with ``total_pods`` pods (100 / pods)."""
+    return 100.0 if total_pods <= 0 else 100.0 / total_pods
+
+
+@dataclass(frozen=True)
+class CanaryScale:
+    """Target replica counts for one canary weight, and the weight those pods allow."""
+
+    canary: int
+    stable: int
+    weight: int
+    """The canary weight to apply once the canary's pods are ready (may be below the requested one)."""
+
+
+def plan_canary_scale(total: int, weight: int, *, mode: CapacityMode, surge: int, exact_routing: bool) -> CanaryScale:
+    """Canary and stable replica targets for ``weight`` percent to the canary.
+
+    ``surge`` is ``maxSurgePods`` (Neutral only). With ``exact_routing`` (Gateway API) the applied weight is
+    exact; without (replica ratio) it is the pod ratio of the targets.
+    """
+    if total < 0 or not 0 <= weight <= 100 or surge < 0:
+        raise ValueError(f"need total >= 0, 0 <= weight <= 100, surge >= 0; got {total}, {weight}, {surge}")
+    if weight == 100:
+        return CanaryScale(canary=total, stable=0, weight=100)
+    if exact_routing:
+        canary = pods_for_weight(total, weight)
+        stable_need = pods_for_weight(total, 100 - weight)
+        if mode == "Surge":
+            return CanaryScale(canary=canary, stable=total, weight=weight)
+        budget = total + surge
+        if canary + stable_need <= budget:
+            return CanaryScale(canary=canary, stable=stable_need, weight=weight)
+        canary = max(0, budget - stable_need)
+        stable = min(total, budget - canary)
+        # What the canary's pods can serve, but never more on the stable than its pods can: whole percents
+        # cannot always be exact, and then the stable is the one protected.
+        applied = max(min(weight, weight_for_pods(total, canary)), 100 - weight_for_pods(total, stable))
+        return CanaryScale(canary=canary, stable=pods_for_weight(total, 100 - applied), weight=applied)
+    # Replica ratio: the stable keeps at least one pod while it has any traffic share.
+    canary = pods_for_weight(total, weight)
+    stable = max(1 if total > 0 else 0, total - canary)
+    if mode == "Neutral":
+        canary = min(canary, max(0, total + surge - stable))
+    return CanaryScale(canary=canary, stable=stable, weight=ratio_weight(canary, stable) if canary else 0)
+
+
+def transition_stable(
+    total: int,
+    *,
+    mode: CapacityMode,
+    surge: int,
+    exact_routing: bool,
+    applied_weight: int,
+    target: CanaryScale,
+) -> int:
+    """Stable replicas while the canary scales towards ``target`` and the traffic is still ``applied_weight``.
+
+    The stable keeps what it has at the applied weight until the canary is ready, except in Neutral mode
+    where the budget ``total + surge`` forces it to give up pods for the canary's target first.
+    """
+    current = plan_canary_scale(total, applied_weight, mode=mode, surge=surge, exact_routing=exact_routing)
+    keep = max(target.stable, current.stable)
+    if mode == "Neutral":
+        keep = max(target.stable, min(keep, total + surge - target.canary))
+    return keep
+
+
+def rolling_update_step(
+    total: int,
+    *,
+    max_surge: int,
+    max_unavailable: int,
+    new_desired: int,
+    new_ready: int,
+    old_desired: int,
+    old_ready: int,
+) -> tuple[int, int]:
+    """Next (new, old) replica counts of a RollingUpdate, as the Deployment controller computes them.
+
+    Scale the new revision up within ``total + max_surge`` pods, then take old pods away while at least
+    ``total - max_unavailable`` pods stay ready (not-ready old pods go first).
+    """
+    if max_surge == 0 and max_unavailable == 0:
+        max_unavailable = 1
+    allowed = total + max_surge
+    new = min(total, max(new_desired, allowed - old_desired))
+    min_available = max(0, total - max_unavailable)
+    removable = max(0, new_ready + old_ready - min_available)
+    unready_old = max(0, old_desired - old_ready)
+    old = max(0, old_desired - min(old_desired, unready_old + removable))
+    return new, old
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """Result of the GPU pre-flight check."""
+
+    ok: bool
+    extra_pods: int
+    gpus_needed: int
+    gpus_free: int
+    message: str
+
+
+def plan_gpu_capacity(
+    *,
+    gpus_per_pod: int,
+    extra_pods: int,
+    gpus_free: int,
+) -> GpuPlan:
+    """Does the cluster have the GPUs for the pods a rollout adds above the current ones?
+
+    ``extra_pods`` comes from ``max_extra_pods``; ``gpus_free`` is allocatable minus requested GPUs on the
+    nodes the pods can use (the caller computes it from Nodes and Pods).
+    """
+    if gpus_per_pod < 0 or extra_pods < 0:
+        raise ValueError(f"need gpus_per_pod >= 0 and extra_pods >= 0, got {gpus_per_pod}, {extra_pods}")
+    needed = gpus_per_pod * extra_pods
+    if needed <= gpus_free:
+        return GpuPlan(
+            True,
+            extra_pods,
+            needed,
+            gpus_free,
+            f"{needed} GPUs needed for {extra_pods} extra pods, {gpus_free} free",
+        )
+    return GpuPlan(
+        False,
+        extra_pods,
+        needed,
+        gpus_free,
+        f"The rollout needs {needed} GPUs for {extra_pods} extra pods but only {gpus_free} are free; "
+        "new pods would stay Pending (use capacity mode Neutral with a smaller maxSurgePods)",
+    )
+
+
+def max_extra_pods(
+    total: int,
+    *,
+    strategy: Literal["RollingUpdate", "Canary", "BlueGreen"],
+    weights: tuple[int, ...] = (),
+    mode: CapacityMode = "Surge",
+    surge: int = 0,
+    exact_routing: bool = True,
+    rolling_max_surge: int = 0,
+) -> int:
+    """Most pods the rollout runs above ``total`` at any moment (for the GPU pre-flight)."""
+    if strategy == "BlueGreen":
+        return total
+    if strategy == "RollingUpdate":
+        return rolling_max_surge
+    if mode == "Neutral":
+        return surge
+    extra = 0
+    for weight in (*weights, 100):
+        scale = plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact_routing)
+        # Before the canary is ready the stable still has all its pods.
+        extra = max(extra, scale.canary + (total if exact_routing else max(scale.stable, total)) - total)
+    return extra

@@ -1,0 +1,344 @@
+"""Rollout progress as data: ``RolloutStatus`` and its JSON form in ``status.rollout`` / ``status.history``.
+
+Everything the state machine needs to resume after a restart lives here (step index, weight, revision hashes,
+timestamps, analysis results, handled control tokens). ``to_status()`` / ``from_status()`` round-trip exactly;
+``from_status`` is tolerant: a missing or malformed field falls back to its default instead of failing, so a
+damaged status can never wedge the operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias, cast
+
+from modeldeploy.analysis.criteria import Outcome
+from modeldeploy.analysis.sample import Sample
+
+Phase: TypeAlias = Literal[
+    "Idle", "Progressing", "Paused", "Analyzing", "Promoting", "RollingBack", "RolledBack", "Completed"
+]
+PHASES: tuple[Phase, ...] = (
+    "Idle",
+    "Progressing",
+    "Paused",
+    "Analyzing",
+    "Promoting",
+    "RollingBack",
+    "RolledBack",
+    "Completed",
+)
+RunPhase: TypeAlias = Literal["Running", "Successful", "Failed", "Inconclusive"]
+RUN_PHASES: tuple[RunPhase, ...] = ("Running", "Successful", "Failed", "Inconclusive")
+
+MAX_ANALYSIS_RUNS = 10
+"""Analysis runs kept in status (oldest dropped first)."""
+MAX_REJECTED = 10
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix, second precision, like Kubernetes timestamps."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object) -> datetime | None:
+    """Inverse of ``format_time``; ``None`` for anything that is not an RFC 3339 timestamp."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _truncate(moment: datetime | None) -> datetime | None:
+    return parse_time(format_time(moment)) if moment is not None else None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One revision that ran: ``templateRef`` names where its exact pod template inputs are kept."""
+
+    revision: str
+    number: int
+    model_version: str = ""
+    template_ref: str = ""
+    created_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "revision": self.revision,
+            "number": self.number,
+            "modelVersion": self.model_version,
+            "templateRef": self.template_ref,
+        }
+        if self.created_at is not None:
+            out["createdAt"] = format_time(self.created_at)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> HistoryEntry | None:
+        revision, number = raw.get("revision"), raw.get("number")
+        if not isinstance(revision, str) or not revision or not isinstance(number, int) or isinstance(number, bool):
+            return None
+        return cls(
+            revision=revision,
+            number=number,
+            model_version=str(raw.get("modelVersion") or ""),
+            template_ref=str(raw.get("templateRef") or ""),
+            created_at=parse_time(raw.get("createdAt")),
+        )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A revision the operator will not roll out again until the spec moves to another revision."""
+
+    revision: str
+    reason: str
+    message: str = ""
+    at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"revision": self.revision, "reason": self.reason, "message": self.message}
+        if self.at is not None:
+            out["at"] = format_time(self.at)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Rejection | None:
+        revision = raw.get("revision")
+        if not isinstance(revision, str) or not revision:
+            return None
+        return cls(
+            revision,
+            str(raw.get("reason") or "Rejected"),
+            str(raw.get("message") or ""),
+            parse_time(raw.get("at")),
+        )
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    taken_at: datetime
+    outcome: Outcome
+    message: str
+    canary: Sample
+    stable: Sample | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "takenAt": format_time(self.taken_at),
+            "verdict": self.outcome,
+            "message": self.message,
+            "canary": self.canary.to_dict(),
+        }
+        if self.stable is not None:
+            out["stable"] = self.stable.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> MeasurementRecord | None:
+        taken = parse_time(raw.get("takenAt"))
+        outcome = raw.get("verdict")
+        canary = raw.get("canary")
+        if taken is None or outcome not in ("Pass", "Fail", "Inconclusive") or not isinstance(canary, Mapping):
+            return None
+        try:
+            stable_raw = raw.get("stable")
+            stable = Sample.from_dict(stable_raw) if isinstance(stable_raw, Mapping) else None
+            return cls(taken, cast(Outcome, outcome), str(raw.get("message") or ""), Sample.from_dict(canary), stable)
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """One analysis run: ``count`` measurements of ``revision``; ``gate`` says what it gates."""
+
+    id: str
+    revision: str
+    gate: str
+    """``step-N`` (canary step N), ``first-deploy`` or ``pre-promotion`` (BlueGreen)."""
+    started_at: datetime
+    phase: RunPhase = "Running"
+    measurements: tuple[MeasurementRecord, ...] = ()
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "gate": self.gate,
+            "startedAt": format_time(self.started_at),
+            "phase": self.phase,
+            "measurements": [m.to_dict() for m in self.measurements],
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AnalysisRun | None:
+        run_id, revision, started = raw.get("id"), raw.get("revision"), parse_time(raw.get("startedAt"))
+        if not isinstance(run_id, str) or not isinstance(revision, str) or started is None:
+            return None
+        phase = raw.get("phase") if raw.get("phase") in RUN_PHASES else "Running"
+        measurements = [
+            m for m in (MeasurementRecord.from_dict(x) for x in _list(raw.get("measurements"))) if m is not None
+        ]
+        return cls(
+            id=run_id,
+            revision=revision,
+            gate=str(raw.get("gate") or ""),
+            started_at=started,
+            phase=cast(RunPhase, phase),
+            measurements=tuple(measurements),
+            message=str(raw.get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class RollbackPin:
+    """A manual rollback in force: run ``revision`` while the spec still resolves to ``spec_revision``."""
+
+    number: int
+    revision: str
+    template_ref: str
+    spec_revision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "revision": self.revision,
+            "templateRef": self.template_ref,
+            "specRevision": self.spec_revision,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> RollbackPin | None:
+        if not isinstance(raw, Mapping):
+            return None
+        number, revision, spec_revision = raw.get("number"), raw.get("revision"), raw.get("specRevision")
+        if not isinstance(number, int) or not isinstance(revision, str) or not isinstance(spec_revision, str):
+            return None
+        return cls(number, revision, str(raw.get("templateRef") or ""), spec_revision)
+
+
+def _list(value: object) -> Sequence[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, Mapping)]
+
+
+def _int(value: object, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """The rollout's progress. Timestamps are kept at second precision (what the JSON form holds)."""
+
+    phase: Phase = "Idle"
+    stable_revision: str = ""
+    canary_revision: str = ""
+    current_step_index: int = 0
+    canary_weight: int = 0
+    step_started_at: datetime | None = None
+    paused_at: datetime | None = None
+    waiting_since: datetime | None = None
+    """Since when the rollout waits for the canary's pods to become ready (progress deadline clock)."""
+    analysis_runs: tuple[AnalysisRun, ...] = ()
+    rejected_revisions: tuple[Rejection, ...] = ()
+    previous_revision: str = ""
+    warm_until: datetime | None = None
+    last_promote_token: str = ""
+    last_rollback_to: int = 0
+    rollback: RollbackPin | None = None
+    message: str = ""
+    history: tuple[HistoryEntry, ...] = field(default=())
+    """Newest first (highest number first)."""
+
+    def __post_init__(self) -> None:
+        for name in ("step_started_at", "paused_at", "waiting_since", "warm_until"):
+            object.__setattr__(self, name, _truncate(getattr(self, name)))
+
+    # -- queries
+
+    def rejection(self, revision: str) -> Rejection | None:
+        return next((r for r in self.rejected_revisions if r.revision == revision), None)
+
+    def history_entry(self, revision: str) -> HistoryEntry | None:
+        return next((h for h in self.history if h.revision == revision), None)
+
+    def active_run(self, revision: str, gate: str) -> AnalysisRun | None:
+        """The latest run for this revision and gate (any phase)."""
+        return next((r for r in reversed(self.analysis_runs) if r.revision == revision and r.gate == gate), None)
+
+    # -- JSON form
+
+    def to_status(self) -> dict[str, Any]:
+        """The JSON-able ``status.rollout`` mapping (history is separate: ``history_to_status``)."""
+        out: dict[str, Any] = {
+            "phase": self.phase,
+            "stableRevision": self.stable_revision,
+            "canaryRevision": self.canary_revision,
+            "currentStepIndex": self.current_step_index,
+            "canaryWeight": self.canary_weight,
+            "analysisRuns": [r.to_dict() for r in self.analysis_runs],
+            "rejectedRevisions": [r.to_dict() for r in self.rejected_revisions],
+            "previousRevision": self.previous_revision,
+            "lastPromoteToken": self.last_promote_token,
+            "lastRollbackTo": self.last_rollback_to,
+            "message": self.message,
+        }
+        for key, moment in (
+            ("stepStartedAt", self.step_started_at),
+            ("pausedAt", self.paused_at),
+            ("waitingSince", self.waiting_since),
+            ("warmUntil", self.warm_until),
+        ):
+            if moment is not None:
+                out[key] = format_time(moment)
+        if self.rollback is not None:
+            out["rollback"] = self.rollback.to_dict()
+        return out
+
+    def history_to_status(self) -> list[dict[str, Any]]:
+        """The JSON-able ``status.history`` list, newest first."""
+        return [h.to_dict() for h in self.history]
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any] | None, history: object = None) -> RolloutStatus:
+        """Rebuild from ``status.rollout`` and ``status.history``; tolerant of missing or malformed fields."""
+        raw = raw if isinstance(raw, Mapping) else {}
+        phase = raw.get("phase") if raw.get("phase") in PHASES else "Idle"
+        entries = [h for h in (HistoryEntry.from_dict(x) for x in _list(history)) if h is not None]
+        runs = [r for r in (AnalysisRun.from_dict(x) for x in _list(raw.get("analysisRuns"))) if r is not None]
+        rejected = [r for r in (Rejection.from_dict(x) for x in _list(raw.get("rejectedRevisions"))) if r is not None]
+        weight = _int(raw.get("canaryWeight"))
+        return cls(
+            phase=cast(Phase, phase),
+            stable_revision=_text(raw.get("stableRevision")),
+            canary_revision=_text(raw.get("canaryRevision")),
+            current_step_index=max(0, _int(raw.get("currentStepIndex"))),
+            canary_weight=min(100, max(0, weight)),
+            step_started_at=parse_time(raw.get("stepStartedAt")),
+            paused_at=parse_time(raw.get("pausedAt")),
+            waiting_since=parse_time(raw.get("waitingSince")),
+            analysis_runs=tuple(runs[-MAX_ANALYSIS_RUNS:]),
+            rejected_revisions=tuple(rejected[-MAX_REJECTED:]),
+            previous_revision=_text(raw.get("previousRevision")),
+            warm_until=parse_time(raw.get("warmUntil")),
+            last_promote_token=_text(raw.get("lastPromoteToken")),
+            last_rollback_to=max(0, _int(raw.get("lastRollbackTo"))),
+            rollback=RollbackPin.from_dict(raw.get("rollback")),
+            message=_text(raw.get("message")),
+            history=tuple(sorted(entries, key=lambda h: -h.number)),
+        )

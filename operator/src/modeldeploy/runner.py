@@ -1,0 +1,58 @@
+"""Start the operator process (``modeldeploy run``): kopf with the project's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import kopf
+
+from modeldeploy.handlers import RunOptions
+
+
+@dataclass(frozen=True)
+class OperatorProcess:
+    """How to run the operator: which namespaces, HA peering, endpoints."""
+
+    namespaces: Sequence[str] = ()
+    health_port: int | None = 8080
+    metrics_port: int | None = 9090
+    standalone: bool = True
+    peering_name: str = "modeldeploy"
+    priority: int = 0
+    resync_period: float = 300.0
+    verbose: bool = False
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def kopf_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {
+            "clusterwide": not self.namespaces,
+            "namespaces": list(self.namespaces),
+            "standalone": self.standalone,
+            "memo": kopf.Memo(options=RunOptions(metrics_port=self.metrics_port, resync_period=self.resync_period)),
+        }
+        if not self.standalone:
+            kwargs["peering_name"] = self.peering_name
+            kwargs["priority"] = self.priority
+        if self.health_port is not None:
+            kwargs["liveness_endpoint"] = f"http://0.0.0.0:{self.health_port}/healthz"
+        kwargs.update(self.extra)
+        return kwargs
+
+
+def run(process: OperatorProcess) -> None:
+    """Run the operator until it is signalled to stop."""
+    import modeldeploy.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=process.verbose, log_format=kopf.LogFormat.PLAIN)
+    kopf.run(**process.kopf_kwargs())  # type: ignore[arg-type]
+
+
+async def serve(process: OperatorProcess, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Run the operator inside an existing event loop until ``stop`` is set (demo, benchmark)."""
+    import modeldeploy.handlers  # noqa: F401  (registers the handlers)
+
+    logging.getLogger("kopf").setLevel(logging.WARNING if not process.verbose else logging.DEBUG)
+    await kopf.operator(stop_flag=stop, ready_flag=ready, **process.kopf_kwargs())  # type: ignore[arg-type]

@@ -1,0 +1,460 @@
+"""The ModelDeployment API as the API server enforces it: the CRD's defaults, OpenAPI schema and CEL rules.
+
+The CRD (``crds/modeldeploy.io_modeldeployments.yaml``, shipped as package data) is the single source of
+truth. ``default_object`` applies its structural defaults the way the API server does on create and update;
+``validate_object`` checks the OpenAPI v3 schema (with the Kubernetes extensions int-or-string,
+preserve-unknown-fields, nullable, list-type map) and evaluates every ``x-kubernetes-validations`` CEL rule
+with ``self`` bound at the rule's location. Unknown fields are reported, as with ``kubectl apply`` (strict
+field validation), rather than silently pruned.
+
+Pure: no API client, no clock, no environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.resources
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import celpy
+import jsonschema
+import yaml
+from celpy import celtypes
+from celpy.adapter import json_to_cel
+
+from modeldeploy.types import FieldPath, Manifest
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+CRD_RESOURCE = "crds/modeldeploy.io_modeldeployments.yaml"
+
+PathTuple = tuple[str | int, ...]
+
+
+class SpecError(ValueError):
+    """An invalid field: ``field`` is its path (``spec.model.storageUri``), ``message`` says what is wrong."""
+
+    def __init__(self, field: FieldPath, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SpecError) and (self.field, self.message) == (other.field, other.message)
+
+    def __hash__(self) -> int:
+        return hash((self.field, self.message))
+
+    def __repr__(self) -> str:
+        return f"SpecError({self.field!r}, {self.message!r})"
+
+
+def format_path(path: Sequence[str | int]) -> FieldPath:
+    """``('spec', 'runtime', 'env', 0, 'name')`` -> ``spec.runtime.env[0].name``; odd keys go in brackets."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{part}]"
+    return out
+
+
+# --- loading the CRD ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _crd() -> Manifest:
+    text = importlib.resources.files("modeldeploy").joinpath(CRD_RESOURCE).read_text(encoding="utf-8")
+    crd = yaml.safe_load(text)
+    if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+        raise RuntimeError(f"package data {CRD_RESOURCE} is not a CustomResourceDefinition")
+    return crd
+
+
+def crd_manifest() -> Manifest:
+    """The CustomResourceDefinition, as a fresh copy the caller may modify."""
+    return copy.deepcopy(_crd())
+
+
+@functools.cache
+def _version() -> Mapping[str, Any]:
+    for version in _crd()["spec"]["versions"]:
+        if version["name"] == VERSION:
+            return dict(version)
+    raise RuntimeError(f"the CRD has no version {VERSION}")
+
+
+def openapi_schema() -> Mapping[str, Any]:
+    """The ``openAPIV3Schema`` of the served version (shared: do not modify)."""
+    schema: Mapping[str, Any] = _version()["schema"]["openAPIV3Schema"]
+    return schema
+
+
+# --- defaulting --------------------------------------------------------------------------------------------
+
+
+def default_object(obj: Mapping[str, Any]) -> Manifest:
+    """A copy of ``obj`` with the CRD's defaults applied, as the API server stores it.
+
+    A default applies where the field is absent (or null and not nullable) and its parent object is present;
+    defaults of the newly added object are applied in turn. Idempotent.
+    """
+    result = copy.deepcopy(dict(obj))
+    _apply_defaults(result, openapi_schema())
+    return result
+
+
+def _apply_defaults(value: Any, schema: Mapping[str, Any]) -> None:
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        for key, sub in properties.items():
+            if "default" not in sub:
+                continue
+            if key not in value or (value[key] is None and not sub.get("nullable", False)):
+                value[key] = copy.deepcopy(sub["default"])
+        for key, sub in properties.items():
+            if key in value:
+                _apply_defaults(value[key], sub)
+        additional = schema.get("additionalProperties")
+        if isinstance(additional, Mapping):
+            for key, item in value.items():
+                if key not in properties:
+                    _apply_defaults(item, additional)
+    elif isinstance(value, list):
+        items = schema.get("items")
+        if isinstance(items, Mapping):
+            for item in value:
+                _apply_defaults(item, items)
+
+
+# --- OpenAPI validation ------------------------------------------------------------------------------------
+
+_COPIED_KEYWORDS = (
+    "type",
+    "enum",
+    "required",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "format",
+)
+
+
+def _to_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate a structural schema node into JSON Schema (draft 4, the dialect of OpenAPI v3.0)."""
+    out: dict[str, Any] = {key: copy.deepcopy(schema[key]) for key in _COPIED_KEYWORDS if key in schema}
+    nullable = bool(schema.get("nullable", False))
+    if schema.get("x-kubernetes-int-or-string"):
+        out["type"] = ["integer", "string"]
+    if nullable and "type" in out:
+        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*types, "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if "properties" in schema:
+        out["properties"] = {key: _to_json_schema(sub) for key, sub in schema["properties"].items()}
+    additional = schema.get("additionalProperties")
+    if isinstance(additional, Mapping):
+        out["additionalProperties"] = _to_json_schema(additional)
+    elif additional is not None:
+        out["additionalProperties"] = bool(additional)
+    elif "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    elif schema.get("type") == "object" and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        # An object with neither properties nor additionalProperties keeps no fields at all.
+        out["additionalProperties"] = False
+    if isinstance(schema.get("items"), Mapping):
+        out["items"] = _to_json_schema(schema["items"])
+    if schema.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True
+    return out
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("int32")
+def _is_int32(value: object) -> bool:
+    return not isinstance(value, int) or -(2**31) <= value < 2**31
+
+
+@_FORMATS.checks("int64")
+def _is_int64(value: object) -> bool:
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
+
+
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_date_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not _DATE_TIME.match(value):
+        return False
+    datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    return True
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft4Validator:
+    schema = _to_json_schema(openapi_schema())
+    # metadata is validated by the API server itself, not by the CRD schema.
+    schema["properties"]["metadata"] = {"type": "object"}
+    return jsonschema.Draft4Validator(schema, format_checker=_FORMATS)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _show(value: object) -> str:
+    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _schema_errors(error: jsonschema.ValidationError) -> Iterator[tuple[PathTuple, str]]:
+    path: PathTuple = tuple(error.absolute_path)
+    kind: Any = error.validator
+    expected: Any = error.validator_value
+    instance: Any = error.instance
+    error_schema: Any = error.schema
+    if kind == "required" and isinstance(instance, dict):
+        for name in expected:
+            if name not in instance:
+                yield (*path, name), "Required value"
+    elif kind == "additionalProperties" and expected is False and isinstance(instance, dict):
+        known = set(error_schema.get("properties") or {})
+        for name in sorted(set(instance) - known):
+            yield (*path, name), "unknown field"
+    elif kind == "type":
+        wanted = " or ".join(
+            t for t in ([expected] if isinstance(expected, str) else expected) if t != "null"
+        )
+        yield path, f"Invalid value: {_show(instance)}: must be of type {wanted}, not {_json_type(instance)}"
+    elif kind == "enum":
+        supported = ", ".join(_show(v) for v in expected if v is not None)
+        yield path, f"Unsupported value: {_show(instance)}: supported values: {supported}"
+    elif kind == "pattern":
+        yield path, f"Invalid value: {_show(instance)}: should match '{expected}'"
+    elif kind == "minimum":
+        yield path, f"Invalid value: {_show(instance)}: must be greater than or equal to {expected}"
+    elif kind == "maximum":
+        yield path, f"Invalid value: {_show(instance)}: must be less than or equal to {expected}"
+    elif kind == "minLength":
+        yield path, f"Invalid value: {_show(instance)}: must be at least {expected} characters long"
+    elif kind == "maxLength":
+        yield path, f"Too long: may not be longer than {expected} characters"
+    elif kind == "maxItems":
+        yield path, f"Too many: {len(instance)}: must have at most {expected} items"
+    elif kind == "minItems":
+        yield path, f"Invalid value: must have at least {expected} items"
+    elif kind == "maxProperties":
+        yield path, f"Too many: {len(instance)}: must have at most {expected} entries"
+    elif kind == "format":
+        yield path, f"Invalid value: {_show(instance)}: must be a valid {expected}"
+    elif kind == "uniqueItems":
+        yield path, "Duplicate value: items must be unique"
+    else:
+        yield path, error.message
+
+
+# --- CEL rules ---------------------------------------------------------------------------------------------
+
+_CEL = celpy.Environment()
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    return _CEL.program(_CEL.compile(rule))
+
+
+def evaluate_rule(rule: str, value: Any) -> bool:
+    """Evaluate one CEL rule with ``self`` bound to ``value``.
+
+    Raises ValueError when the rule cannot be compiled or evaluated (a missing field read without ``has``).
+    """
+    try:
+        program = _program(rule)
+        result = program.evaluate({"self": json_to_cel(value)})
+    except Exception as error:  # celpy raises its own errors and Python ones (KeyError, TypeError)
+        raise ValueError(f"{type(error).__name__}: {error}") from error
+    if isinstance(result, celtypes.BoolType):
+        return bool(result)
+    raise ValueError(f"rule did not return a bool: {result!r}")
+
+
+def _field_path_suffix(field_path: str) -> PathTuple:
+    """``.a.b`` or ``.a['x.y']`` (the CRD's fieldPath syntax) as path parts."""
+    parts: list[str | int] = []
+    for match in re.finditer(r"\.([A-Za-z_][A-Za-z0-9_]*)|\['([^']*)'\]|\[(\d+)\]", field_path):
+        name, key, index = match.groups()
+        parts.append(int(index) if index is not None else (name if name is not None else key))
+    return tuple(parts)
+
+
+def _cel_errors(
+    value: Any, schema: Mapping[str, Any], path: PathTuple, skip: Sequence[PathTuple]
+) -> Iterator[tuple[PathTuple, str]]:
+    if value is None:
+        return
+    # Where the schema already rejected something at or below this node, a rule may fail to evaluate on
+    # the wrong types it reads; that failure says nothing new and is not reported.
+    schema_rejected_below = any(bad[: len(path)] == path for bad in skip)
+    for item in schema.get("x-kubernetes-validations") or []:
+        rule = item["rule"]
+        if "oldSelf" in rule:
+            continue  # transition rules need the stored object; there is none offline
+        where = (*path, *_field_path_suffix(item.get("fieldPath", "")))
+        try:
+            ok = evaluate_rule(rule, value)
+        except ValueError as error:
+            if not schema_rejected_below:
+                yield path, f"Invalid value: rule {rule!r} could not be evaluated: {error}"
+            continue
+        if not ok:
+            yield where, f"Invalid value: {item.get('message') or 'failed rule: ' + rule}"
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            if key in properties:
+                yield from _cel_errors(item, properties[key], (*path, key), skip)
+            elif isinstance(additional, Mapping):
+                yield from _cel_errors(item, additional, (*path, key), skip)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        items: Mapping[str, Any] = schema["items"]
+        for index, item in enumerate(value):
+            yield from _cel_errors(item, items, (*path, index), skip)
+
+
+def _list_map_errors(
+    value: Any, schema: Mapping[str, Any], path: PathTuple
+) -> Iterator[tuple[PathTuple, str]]:
+    """Duplicate keys in ``x-kubernetes-list-type: map`` lists."""
+    if isinstance(value, dict):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        additional = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, additional if isinstance(additional, Mapping) else None)
+            if sub is not None:
+                yield from _list_map_errors(item, sub, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = schema.get("x-kubernetes-list-map-keys") or []
+            seen: set[tuple[Any, ...]] = set()
+            for index, item in enumerate(value):
+                if not isinstance(item, dict):
+                    continue
+                key = tuple(repr(item.get(k)) for k in keys)
+                if key in seen:
+                    shown = ", ".join(f"{k}={_show(item.get(k))}" for k in keys)
+                    yield (*path, index), f"Duplicate value: {shown}"
+                seen.add(key)
+        for index, item in enumerate(value):
+            yield from _list_map_errors(item, schema["items"], (*path, index))
+
+
+# --- the public checks -------------------------------------------------------------------------------------
+
+
+def validate_object(obj: Mapping[str, Any], *, apply_defaults: bool = True) -> list[SpecError]:
+    """Every reason the API server would reject ``obj``, as SpecErrors in document order; empty when valid.
+
+    The CRD's defaults are applied to a copy first (as the API server does before validating) unless
+    ``apply_defaults`` is False. ``obj`` itself is never modified.
+    """
+    if not isinstance(obj, Mapping):
+        return [SpecError("", f"a ModelDeployment must be an object, not {_json_type(obj)}")]
+    value = default_object(obj) if apply_defaults else copy.deepcopy(dict(obj))
+    found: list[tuple[PathTuple, str]] = []
+    if value.get("apiVersion", API_VERSION) != API_VERSION:
+        found.append(
+            (("apiVersion",), f"Unsupported value: {_show(value.get('apiVersion'))}: must be {API_VERSION}")
+        )
+    if value.get("kind", KIND) != KIND:
+        found.append((("kind",), f"Unsupported value: {_show(value.get('kind'))}: must be {KIND}"))
+    for error in _validator().iter_errors(value):
+        found.extend(_schema_errors(error))
+    schema = openapi_schema()
+    found.extend(_list_map_errors(value, schema, ()))
+    bad_paths = [path for path, _ in found]
+    found.extend(_cel_errors(value, schema, (), bad_paths))
+    errors: list[SpecError] = []
+    for path, message in found:
+        error = SpecError(format_path(path), message)
+        if error not in errors:
+            errors.append(error)
+    return errors
+
+
+def admit(obj: Mapping[str, Any]) -> Manifest:
+    """``obj`` with defaults applied, after checking it; raises the first SpecError when it is invalid."""
+    errors = validate_object(obj)
+    if errors:
+        raise errors[0]
+    return default_object(obj)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One CEL rule of the CRD and where it sits (for documentation and tests)."""
+
+    path: PathTuple
+    rule: str
+    message: str
+    field_path: str
+
+
+def cel_rules() -> list[Rule]:
+    """Every ``x-kubernetes-validations`` rule in the CRD; list items appear with index 0 in the path."""
+    rules: list[Rule] = []
+
+    def walk(schema: Mapping[str, Any], path: PathTuple) -> None:
+        for item in schema.get("x-kubernetes-validations") or []:
+            rules.append(Rule(path, item["rule"], item.get("message", ""), item.get("fieldPath", "")))
+        for key, sub in (schema.get("properties") or {}).items():
+            walk(sub, (*path, key))
+        if isinstance(schema.get("additionalProperties"), Mapping):
+            walk(schema["additionalProperties"], (*path, "*"))
+        if isinstance(schema.get("items"), Mapping):
+            walk(schema["items"], (*path, 0))
+
+    walk(openapi_schema(), ())
+    return rules

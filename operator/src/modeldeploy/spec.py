@@ -1,0 +1,369 @@
+"""Typed, frozen views of a ModelDeployment, and the checks its schema cannot express.
+
+``parse_model_deployment`` takes the object as stored by the API server (or as written by a user: the CRD's
+defaults are applied and the object validated first), checks what OpenAPI and CEL cannot (the parts of a
+storage URI, duration strings) and returns a ``ModelDeployment``. Every problem is a ``SpecError`` naming the
+field. The rollout block is kept raw (``rollout_raw``) for ``modeldeploy.rollout`` to interpret.
+
+Pure: no API client, no clock, no environment.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit
+
+from modeldeploy.schema import SpecError, default_object, validate_object
+
+ModelFormat = Literal["TorchScript", "TorchExport", "Safetensors"]
+StorageScheme = Literal["pvc", "http", "https", "s3", "gs", "file"]
+
+DOWNLOADED_SCHEMES: frozenset[str] = frozenset({"http", "https", "s3", "gs"})
+DEFAULT_NAMESPACE = "default"
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+# --- the dataclasses ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    """A parsed ``spec.model.storageUri``.
+
+    ``pvc``: ``claim`` and ``path`` inside it. ``s3``/``gs``: ``bucket`` and object ``path`` (key or prefix).
+    ``http``/``https``: ``host`` and ``path``. ``file``: ``path``, an absolute directory or file in the image.
+    """
+
+    uri: str
+    scheme: StorageScheme
+    path: str = ""
+    claim: str = ""
+    bucket: str = ""
+    host: str = ""
+
+    @property
+    def downloaded(self) -> bool:
+        """True when an init container must fetch the artifact before the server starts."""
+        return self.scheme in DOWNLOADED_SCHEMES
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """``spec.model``."""
+
+    name: str
+    version: str
+    storage_uri: str
+    storage: StorageLocation
+    format: ModelFormat
+    entry_point: str | None = None
+    sha256: str | None = None
+    storage_secret_name: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """``spec.runtime.gpu``."""
+
+    count: int = 0
+    resource_name: str = "nvidia.com/gpu"
+    half_precision: bool = False
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """``spec.runtime.batching``."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: int = 5
+    max_queue_size: int = 1024
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """``spec.runtime``. Embedded core types (env, tolerations, affinity, resources) stay plain data."""
+
+    image: str | None
+    """None means the operator-wide default image."""
+    image_pull_policy: str
+    image_pull_secrets: tuple[str, ...]
+    resources: Mapping[str, Mapping[str, str | int]]
+    gpu: GpuSpec
+    env: tuple[Mapping[str, Any], ...]
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Mapping[str, Any], ...]
+    affinity: Mapping[str, Any] | None
+    service_account_name: str | None
+    pod_annotations: Mapping[str, str]
+    pod_labels: Mapping[str, str]
+    batching: BatchingSpec
+    drain_seconds: int
+    port: int
+
+
+@dataclass(frozen=True)
+class InflightRequestsTarget:
+    """``spec.autoscaling.inflightRequests``: a Pods metric with an AverageValue target."""
+
+    target_average_value: str
+    metric_name: str = "modelserve_inflight_requests"
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """``spec.autoscaling``."""
+
+    min_replicas: int
+    max_replicas: int
+    target_cpu_utilization: int | None = None
+    target_memory_utilization: int | None = None
+    inflight_requests: InflightRequestsTarget | None = None
+    behavior: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ModelDeploymentSpec:
+    """``spec``."""
+
+    model: ModelSpec
+    runtime: RuntimeSpec
+    replicas: int
+    """``spec.replicas`` or 1; not used when ``autoscaling`` is set."""
+    autoscaling: AutoscalingSpec | None
+    rollout_raw: Mapping[str, Any]
+    """``spec.rollout`` with defaults applied, parsed by ``modeldeploy.rollout``."""
+    paused: bool
+    revision_history_limit: int
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """A parsed ModelDeployment: identity from metadata, and the spec."""
+
+    name: str
+    namespace: str
+    uid: str | None
+    generation: int
+    spec: ModelDeploymentSpec
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    # Shortcuts to the spec, so callers can write md.model rather than md.spec.model.
+    @property
+    def model(self) -> ModelSpec:
+        return self.spec.model
+
+    @property
+    def runtime(self) -> RuntimeSpec:
+        return self.spec.runtime
+
+    @property
+    def replicas(self) -> int:
+        return self.spec.replicas
+
+    @property
+    def autoscaling(self) -> AutoscalingSpec | None:
+        return self.spec.autoscaling
+
+    @property
+    def rollout_raw(self) -> Mapping[str, Any]:
+        return self.spec.rollout_raw
+
+    @property
+    def paused(self) -> bool:
+        return self.spec.paused
+
+    @property
+    def revision_history_limit(self) -> int:
+        return self.spec.revision_history_limit
+
+
+# --- checks the schema cannot express ----------------------------------------------------------------------
+
+
+def parse_duration(text: str, field_path: str) -> float:
+    """A Go-style duration (``30s``, ``1m30s``, ``250ms``, ``1h``) in seconds; SpecError when malformed."""
+    if not isinstance(text, str) or not text:
+        raise SpecError(field_path, f"Invalid value: {text!r}: must be a duration such as 30s, 5m or 1h")
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text):
+        raise SpecError(field_path, f"Invalid value: {text!r}: must be a duration such as 30s, 5m or 1h")
+    return total
+
+
+def parse_storage_uri(uri: str, field_path: str = "spec.model.storageUri") -> StorageLocation:
+    """Split a storage URI into its parts, checking each scheme's rules; SpecError when invalid."""
+
+    def bad(reason: str) -> SpecError:
+        return SpecError(field_path, f"Invalid value: {uri!r}: {reason}")
+
+    if any(ch.isspace() for ch in uri):
+        raise bad("must not contain whitespace")
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in ("pvc", "http", "https", "s3", "gs", "file"):
+        raise bad("must start with pvc://, http://, https://, s3://, gs:// or file://")
+    if scheme in ("pvc", "s3", "gs", "file") and ("?" in rest or "#" in rest):
+        raise bad(f"a {scheme}:// URI takes no query or fragment")
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise bad("file:// takes an absolute path inside the image, as in file:///models/iris")
+        _check_path(rest, bad)
+        if rest.rstrip("/") == "":
+            raise bad("file:// must name a directory or file, not /")
+        return StorageLocation(uri=uri, scheme="file", path=rest)
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        if not claim or len(claim) > 253 or not _DNS_SUBDOMAIN.match(claim):
+            raise bad("pvc:// must be followed by a PersistentVolumeClaim name, as in pvc://models/iris/1")
+        _check_path(path, bad)
+        return StorageLocation(uri=uri, scheme="pvc", claim=claim, path=path.strip("/"))
+    if scheme in ("s3", "gs"):
+        bucket, _, key = rest.partition("/")
+        if not _BUCKET.match(bucket):
+            raise bad(f"{scheme}:// must be followed by a bucket name (3 to 63 of a-z, 0-9, '.', '-', '_')")
+        return StorageLocation(uri=uri, scheme=cast(StorageScheme, scheme), bucket=bucket, path=key)
+    parts = urlsplit(uri)
+    try:
+        host, _port = parts.hostname, parts.port
+    except ValueError as error:
+        raise bad(f"invalid URL ({error})") from None
+    if not host:
+        raise bad(f"{scheme}:// URL has no host")
+    return StorageLocation(uri=uri, scheme=cast(StorageScheme, scheme), host=host, path=parts.path)
+
+
+def _check_path(path: str, bad: Any) -> None:
+    if any(segment == ".." for segment in path.split("/")):
+        raise bad("the path must not contain '..'")
+
+
+def _check_rollout_durations(rollout: Mapping[str, Any]) -> None:
+    canary = rollout.get("canary") or {}
+    for index, step in enumerate(canary.get("steps") or []):
+        duration = (step.get("pause") or {}).get("duration")
+        if duration is not None:
+            parse_duration(duration, f"spec.rollout.canary.steps[{index}].pause.duration")
+    analysis = rollout.get("analysis")
+    if analysis is not None and "interval" in analysis:
+        field_path = "spec.rollout.analysis.interval"
+        if parse_duration(analysis["interval"], field_path) <= 0:
+            raise SpecError(field_path, f"Invalid value: {analysis['interval']!r}: must be longer than zero")
+
+
+# --- parsing -----------------------------------------------------------------------------------------------
+
+
+def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
+    """Parse a ModelDeployment object; raises the first SpecError when it is invalid.
+
+    The CRD's defaults are applied and the schema checked first (as the API server would have), so the object
+    may come straight from a user's file.
+    """
+    errors = validate_object(obj)
+    if errors:
+        raise errors[0]
+    defaulted = default_object(obj)
+    metadata: Mapping[str, Any] = defaulted.get("metadata") or {}
+    name = metadata.get("name")
+    if not isinstance(name, str) or not name:
+        raise SpecError("metadata.name", "Required value")
+    namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
+    uid = metadata.get("uid") or None
+    generation = int(metadata.get("generation") or 1)
+    annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
+    spec = _parse_spec(defaulted["spec"], name)
+    return ModelDeployment(
+        name=name, namespace=namespace, uid=uid, generation=generation, spec=spec, annotations=annotations
+    )
+
+
+def _parse_spec(spec: Mapping[str, Any], name: str) -> ModelDeploymentSpec:
+    rollout = copy.deepcopy(dict(spec.get("rollout") or {}))
+    _check_rollout_durations(rollout)
+    autoscaling = spec.get("autoscaling")
+    return ModelDeploymentSpec(
+        model=_parse_model(spec["model"], name),
+        runtime=_parse_runtime(spec["runtime"]),
+        replicas=int(spec.get("replicas", 1)),
+        autoscaling=_parse_autoscaling(autoscaling) if autoscaling is not None else None,
+        rollout_raw=rollout,
+        paused=bool(spec["paused"]),
+        revision_history_limit=int(spec["revisionHistoryLimit"]),
+    )
+
+
+def _parse_model(model: Mapping[str, Any], default_name: str) -> ModelSpec:
+    uri = model["storageUri"]
+    secret = model.get("storageSecretRef")
+    return ModelSpec(
+        name=model.get("name") or default_name,
+        version=model["version"],
+        storage_uri=uri,
+        storage=parse_storage_uri(uri),
+        format=model["format"],
+        entry_point=model.get("entryPoint"),
+        sha256=model.get("sha256"),
+        storage_secret_name=secret["name"] if secret else None,
+    )
+
+
+def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
+    gpu = runtime["gpu"]
+    batching = runtime["batching"]
+    resources = runtime.get("resources") or {}
+    return RuntimeSpec(
+        image=runtime.get("image") or None,
+        image_pull_policy=runtime["imagePullPolicy"],
+        image_pull_secrets=tuple(s["name"] for s in runtime.get("imagePullSecrets") or []),
+        resources={kind: dict(values) for kind, values in resources.items() if values},
+        gpu=GpuSpec(
+            count=int(gpu["count"]),
+            resource_name=gpu["resourceName"],
+            half_precision=bool(gpu["halfPrecision"]),
+        ),
+        env=tuple(copy.deepcopy(dict(e)) for e in runtime.get("env") or []),
+        node_selector=dict(runtime.get("nodeSelector") or {}),
+        tolerations=tuple(copy.deepcopy(dict(t)) for t in runtime.get("tolerations") or []),
+        affinity=copy.deepcopy(dict(runtime["affinity"])) if runtime.get("affinity") else None,
+        service_account_name=runtime.get("serviceAccountName") or None,
+        pod_annotations=dict(runtime.get("podAnnotations") or {}),
+        pod_labels=dict(runtime.get("podLabels") or {}),
+        batching=BatchingSpec(
+            max_batch_size=int(batching["maxBatchSize"]),
+            max_queue_delay_ms=int(batching["maxQueueDelayMs"]),
+            max_queue_size=int(batching["maxQueueSize"]),
+        ),
+        drain_seconds=int(runtime["drainSeconds"]),
+        port=int(runtime["port"]),
+    )
+
+
+def _parse_autoscaling(autoscaling: Mapping[str, Any]) -> AutoscalingSpec:
+    inflight = autoscaling.get("inflightRequests")
+    behavior = autoscaling.get("behavior")
+    return AutoscalingSpec(
+        min_replicas=int(autoscaling["minReplicas"]),
+        max_replicas=int(autoscaling["maxReplicas"]),
+        target_cpu_utilization=autoscaling.get("targetCPUUtilizationPercentage"),
+        target_memory_utilization=autoscaling.get("targetMemoryUtilizationPercentage"),
+        inflight_requests=(
+            InflightRequestsTarget(
+                target_average_value=str(inflight["targetAverageValue"]), metric_name=inflight["metricName"]
+            )
+            if inflight is not None
+            else None
+        ),
+        behavior=copy.deepcopy(dict(behavior)) if behavior is not None else None,
+    )

@@ -1,0 +1,270 @@
+"""Benchmark: raw forward vs modelserve vs KServe on one TorchScript MLP (256-1024-1024-10).
+
+Same machine, one run, the same load generator (wrk with a Lua POST script, pinned to core 0) and the
+same concurrencies; each server is pinned to core 1 with one torch thread.
+Usage: python runtime-image/bench/bench.py --kserve-python .venv-kserve/bin/python [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / ".bench"
+CONCURRENCY = (1, 8, 32, 128)
+SERVER_CPU, CLIENT_CPU = "1", "0"
+
+LUA = """
+wrk.method = "POST"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = "{content_type}"
+{extra}
+"""
+
+
+def build_model() -> Path:
+    from modelserve.testing import build_torchscript
+
+    return build_torchscript(WORK / "model", 256, 1024, 10)
+
+
+def raw_forward(path: Path, seconds: float) -> dict[str, dict[str, float]]:
+    """The limit: in-process forward on the server's core, one torch thread."""
+    import torch
+
+    os.sched_setaffinity(0, {int(SERVER_CPU)})
+    torch.set_num_threads(1)
+    model = torch.jit.load(str(path)).eval()
+    results = {}
+    for batch in (1, 32):
+        x = torch.randn(batch, 256)
+        lat = []
+        with torch.inference_mode():
+            for _ in range(50):
+                model(x)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                model(x)
+                lat.append(time.perf_counter() - t)
+        total = sum(lat)
+        results[f"batch{batch}"] = {
+            "throughput": len(lat) * batch / total,
+            "p50_ms": statistics.median(lat) * 1000,
+            "p99_ms": float(np.percentile(lat, 99)) * 1000,
+        }
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 2)))
+    return results
+
+
+def write_bodies() -> dict[str, tuple[Path, str, str]]:
+    x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
+    json_body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 256], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    ).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 256], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    (WORK / "body.json").write_bytes(json_body)
+    (WORK / "body.bin").write_bytes(header + x.tobytes())
+    return {
+        "json": (WORK / "body.json", "application/json", ""),
+        "binary": (
+            WORK / "body.bin",
+            "application/octet-stream",
+            f'wrk.headers["Inference-Header-Content-Length"] = "{len(header)}"',
+        ),
+    }
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready")
+
+
+def wrk(url: str, lua: Path, conc: int, seconds: float) -> dict[str, float]:
+    threads = 1 if conc < 4 else 2
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        f"-t{threads}",
+        f"-c{conc}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(lua),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {m[0]: _ms(m[1]) for m in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct.get("50", float("nan")),
+        "p99_ms": pct.get("99", float("nan")),
+        "errors": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock.group(1) if sock else "",  # type: ignore[dict-item]
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_server(
+    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float
+) -> dict[str, dict[int, dict[str, float]]]:
+    log = (WORK / f"{name}.log").open("wb")
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *cmd], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    try:
+        wait_ready(f"{base}/v2/health/ready", proc)
+        wait_ready(f"{base}/v2/models/mlp/ready", proc)
+        for payload, (body, ctype, extra) in bodies.items():
+            lua = WORK / f"{payload}.lua"
+            lua.write_text(LUA.format(body=body, content_type=ctype, extra=extra))
+            url = f"{base}/v2/models/mlp/infer"
+            check = subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-X",
+                    "POST",
+                    "--data-binary",
+                    f"@{body}",
+                    "-H",
+                    f"Content-Type: {ctype}",
+                    *(
+                        ["-H", f"Inference-Header-Content-Length: {extra.split('= ')[1].strip(chr(34))}"]
+                        if extra
+                        else []
+                    ),
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if check.stdout != "200":
+                print(f"{name} {payload}: HTTP {check.stdout}; skipped", file=sys.stderr)
+                continue
+            results[payload] = {}
+            wrk(url, lua, 8, 1)  # warm-up
+            for conc in CONCURRENCY:
+                results[payload][conc] = wrk(url, lua, conc, seconds)
+                print(name, payload, conc, results[payload][conc], file=sys.stderr)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kserve-python", default=str(ROOT / ".venv-kserve/bin/python"))
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    WORK.mkdir(exist_ok=True)
+    model = build_model()
+    bodies = write_bodies()
+    raw = raw_forward(model, 3.0)
+    servers = {
+        "modelserve": [
+            sys.executable,
+            "-m",
+            "modelserve",
+            "serve",
+            "--model-dir",
+            str(model.parent),
+            "--model-name",
+            "mlp",
+            "--port",
+            "18080",
+            "--host",
+            "127.0.0.1",
+            "--torch-threads",
+            "1",
+            "--drain-seconds",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        "kserve": [args.kserve_python, str(Path(__file__).parent / "kserve_server.py"), str(model), "18081"],
+    }
+    ports = {"modelserve": 18080, "kserve": 18081}
+    results = {name: run_server(name, cmd, ports[name], bodies, args.seconds) for name, cmd in servers.items()}
+    (WORK / "results.json").write_text(json.dumps({"raw": raw, "servers": results}, indent=2))
+    report(raw, results)
+
+
+def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[int, dict[str, float]]]]) -> None:
+    print("\nRaw in-process forward (one core, one torch thread):")
+    for key, r in raw.items():
+        print(f"  {key:8} {r['throughput']:10.0f} samples/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
+    print(f"\n{'server':11} {'payload':7} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
+    for name, by_payload in results.items():
+        for payload, by_conc in by_payload.items():
+            for conc, r in by_conc.items():
+                row = f"{name:11} {payload:7} {conc:>4} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
+                print(f"{row} {r['errors']:7}")
+    ms, ks = results.get("modelserve", {}), results.get("kserve", {})
+    print("\nRatios:")
+    for payload in ("json", "binary"):
+        if payload in ms and payload in ks:
+            for conc in CONCURRENCY:
+                m, k = ms[payload][conc], ks[payload][conc]
+                print(
+                    f"  {payload:6} c={conc:<3} modelserve/kserve throughput {m['rps'] / k['rps']:.2f}x, "
+                    f"p99 {m['p99_ms']:.2f} vs {k['p99_ms']:.2f} ms"
+                )
+    if "json" in ms:
+        added = ms["json"][1]["p50_ms"] - raw["batch1"]["p50_ms"]
+        print(f"  c=1 JSON p50 added over raw forward: {added:.3f} ms (target <= 1 ms)")
+        for payload in ("json", "binary"):
+            if payload in ms:
+                share = ms[payload][128]["rps"] / raw["batch32"]["throughput"]
+                print(f"  c=128 {payload} throughput vs raw batch-32 forward: {share:.0%} (target >= 50%)")
+
+
+if __name__ == "__main__":
+    main()

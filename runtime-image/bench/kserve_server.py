@@ -1,0 +1,38 @@
+"""KServe 0.21 ModelServer serving the benchmark's TorchScript model (runs in .venv-kserve)."""
+
+from __future__ import annotations
+
+import sys
+
+import kserve
+import torch
+from kserve import InferOutput, InferRequest, InferResponse, ModelServer
+
+
+class TorchScriptModel(kserve.Model):  # type: ignore[misc]
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(name)
+        self.path = path
+        self.load()
+
+    def load(self) -> bool:
+        torch.set_num_threads(1)
+        self.model = torch.jit.load(self.path).eval()
+        self.ready = True
+        return True
+
+    async def predict(
+        self, payload: InferRequest, headers: object = None, response_headers: object = None
+    ) -> InferResponse:
+        x = payload.inputs[0].as_numpy()
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(x)).numpy()
+        out = InferOutput(name="output", shape=list(y.shape), datatype="FP32")
+        out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+
+
+if __name__ == "__main__":
+    path, port = sys.argv[1], int(sys.argv[2])
+    sys.argv = sys.argv[:1]
+    ModelServer(http_port=port, workers=1, enable_grpc=False).start([TorchScriptModel("mlp", path)])

@@ -1,0 +1,31 @@
+# Targets of the inference runtime (runtime-image/). Included by the top-level Makefile.
+RUNTIME_DEMO_DIR := .bench/demo-model
+KSERVE_VENV := .venv-kserve
+RUNTIME_IMAGE ?= modelserve:dev
+
+.PHONY: serve bench-runtime test-runtime runtime-image kserve-venv
+
+## Serve a small demo model built locally (no download) on http://localhost:8080 (see docs/runtime.md).
+serve: setup
+	$(BIN)/python -m modelserve.testing $(RUNTIME_DEMO_DIR) --kind torchscript
+	$(BIN)/modelserve serve --model-dir $(RUNTIME_DEMO_DIR) --model-name demo --port $${PORT:-8080} --drain-seconds 0
+
+test-runtime: setup
+	$(BIN)/pytest -q tests/runtime
+
+$(KSERVE_VENV)/.stamp: runtime-image/runtime.mk
+	$(PY) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/pip install -q --upgrade pip
+	$(KSERVE_VENV)/bin/pip install -q torch==2.13.0 'kserve==0.21.*'
+	touch $@
+
+kserve-venv: $(KSERVE_VENV)/.stamp
+
+## Raw forward vs modelserve vs KServe 0.21, wrk on core 0, servers on core 1.
+bench-runtime: setup kserve-venv
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq wrk)
+	$(BIN)/python runtime-image/bench/bench.py --kserve-python $(KSERVE_VENV)/bin/python
+
+runtime-image:
+	docker build -t $(RUNTIME_IMAGE) runtime-image

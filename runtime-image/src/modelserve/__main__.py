@@ -1,0 +1,5 @@
+import sys
+
+from modelserve.cli import main
+
+sys.exit(main())

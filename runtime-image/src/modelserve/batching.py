@@ -1,0 +1,279 @@
+"""Dynamic batching: a bounded queue, shape-compatible batches, one dedicated inference thread.
+
+The event loop only queues requests and hands batches over; concatenation, the forward pass and
+splitting happen on the inference thread, so health checks and metrics stay responsive under load.
+
+A batch is dispatched when it is full, when its oldest request has waited `max_queue_delay`, or at once
+when no other request is being decoded (nothing could join it soon), so a lone client pays no delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelserve.errors import DeadlineExceeded, DeviceFailed, InferenceFailed, ModelServeError, Overloaded
+from modelserve.signature import Array
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[Sequence[Array]], list[Array]]
+_unique = itertools.count()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingOptions:
+    max_batch_size: int = 32
+    max_queue_delay_s: float = 0.005
+    max_queue_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outputs: list[Array]
+    queue_seconds: float
+    inference_seconds: float
+    batch_rows: int
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    inputs: Sequence[Array]
+    rows: int
+    key: Hashable
+    future: asyncio.Future[Result]
+    enqueued: float
+    deadline: float | None
+    dispatched: float = field(default=0.0)
+
+
+def batch_key(inputs: Sequence[Array], batchable: bool) -> tuple[Hashable, int]:
+    """(compatibility key, rows): requests share a batch only when their keys are equal."""
+    if batchable and inputs and all(a.ndim >= 1 for a in inputs):
+        rows = inputs[0].shape[0]
+        if all(a.shape[0] == rows for a in inputs):
+            return tuple((a.dtype.str, a.shape[1:]) for a in inputs), rows
+    return ("alone", next(_unique)), 1
+
+
+def split_rows(arrays: Sequence[Array], sizes: Sequence[int]) -> list[list[Array]]:
+    """Split each batched output along its first dimension into one list of outputs per request."""
+    bounds = list(itertools.accumulate(sizes))
+    total = bounds[-1]
+    per_item: list[list[Array]] = [[] for _ in sizes]
+    for out in arrays:
+        if out.ndim == 0 or out.shape[0] != total:
+            raise InferenceFailed(
+                f"model output of shape {list(out.shape)} does not keep the batch dimension ({total} rows)"
+            )
+        for i, part in enumerate(np.split(out, bounds[:-1])):
+            per_item[i].append(part)
+    return per_item
+
+
+class Batcher:
+    """Queue of inference requests for one model, served by one inference thread."""
+
+    def __init__(
+        self,
+        predict: Predict,
+        options: BatchingOptions,
+        batchable: bool,
+        executor: ThreadPoolExecutor | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self.options = options
+        self.batchable = batchable and options.max_batch_size > 1
+        self._own_executor = executor is None
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._rows_by_key: dict[Hashable, int] = {}
+        self._arriving = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- producer side (event loop) ----
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def arriving(self) -> None:
+        """A request started decoding: the dispatcher may wait a little for it to join a batch."""
+        self._arriving += 1
+
+    def arrived(self) -> None:
+        """The request announced by `arriving` was submitted or given up."""
+        self._arriving -= 1
+        if self._arriving == 0 and self._queue:
+            self._wakeup.set()
+
+    async def infer(self, inputs: Sequence[Array], deadline: float | None = None) -> Result:
+        """Queue one request (arrays in signature order) and wait for its outputs."""
+        if self._closing:
+            raise Overloaded("the server is shutting down")
+        if len(self._queue) >= self.options.max_queue_size:
+            raise Overloaded(f"queue full ({self.options.max_queue_size} requests waiting); retry later")
+        self.start()
+        key, rows = batch_key(inputs, self.batchable)
+        loop = asyncio.get_running_loop()
+        item = _Item(inputs, rows, key, loop.create_future(), time.perf_counter(), deadline)
+        self._queue.append(item)
+        self._rows_by_key[key] = self._rows_by_key.get(key, 0) + rows
+        self._wakeup.set()
+        if deadline is None:
+            return await item.future
+        remaining = deadline - time.perf_counter()
+        try:
+            return await asyncio.wait_for(item.future, max(remaining, 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded(f"deadline exceeded: no result within {_ms(deadline - item.enqueued)}") from None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._dispatch_forever(), name="batcher")
+
+    async def close(self) -> None:
+        """Refuse new requests, finish every queued one, then stop the inference thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        if self._own_executor:
+            self.executor.shutdown(wait=True)
+
+    async def run_on_thread(self, fn: Callable[[], object]) -> object:
+        """Run `fn` on the inference thread (between batches), e.g. a device probe."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    # ---- dispatcher (event loop) ----
+
+    async def _dispatch_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._wait_for_batch(loop)
+            batch = self._take()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            for item in batch:
+                item.dispatched = started
+            try:
+                results = await loop.run_in_executor(self.executor, self._run_batch, batch)
+            except Exception as exc:  # the batch function itself maps errors; this is a last resort
+                log.exception("Inference thread failed")
+                results = [InferenceFailed(f"inference failed: {exc}")] * len(batch)
+            elapsed = time.perf_counter() - started
+            rows = sum(i.rows for i in batch)
+            if self._on_batch is not None:
+                self._on_batch(rows)
+            for item, res in zip(batch, results, strict=True):
+                if item.future.done():
+                    continue  # timed out or cancelled while running
+                if isinstance(res, BaseException):
+                    item.future.set_exception(res)
+                else:
+                    item.future.set_result(Result(res, item.dispatched - item.enqueued, elapsed, rows))
+
+    async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        first = self._queue[0]
+        opts = self.options
+        while not self._closing:
+            if not self.batchable or self._rows_by_key.get(first.key, 0) >= opts.max_batch_size:
+                return
+            if self._arriving <= 0:
+                return
+            remaining = first.enqueued + opts.max_queue_delay_s - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            timer = loop.call_later(remaining, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
+
+    def _take(self) -> list[_Item]:
+        """Pop the oldest live request and every compatible one that fits in the batch, in FIFO order."""
+        while self._queue and self._queue[0].future.done():
+            self._forget(self._queue.popleft())
+        if not self._queue:
+            return []
+        first = self._queue.popleft()
+        self._forget(first)
+        batch, rows = [first], first.rows
+        if self.batchable:
+            keep: deque[_Item] = deque()
+            while self._queue:
+                item = self._queue.popleft()
+                if item.future.done():
+                    self._forget(item)
+                elif item.key == first.key and rows + item.rows <= self.options.max_batch_size:
+                    batch.append(item)
+                    rows += item.rows
+                    self._forget(item)
+                else:
+                    keep.append(item)
+                    if rows >= self.options.max_batch_size:
+                        break
+            keep.extend(self._queue)
+            self._queue = keep
+        now = time.perf_counter()
+        live = []
+        for item in batch:
+            if item.deadline is not None and item.deadline <= now:
+                item.future.set_exception(DeadlineExceeded("deadline exceeded while queued"))
+            else:
+                live.append(item)
+        return live
+
+    def _forget(self, item: _Item) -> None:
+        left = self._rows_by_key.get(item.key, 0) - item.rows
+        if left > 0:
+            self._rows_by_key[item.key] = left
+        else:
+            self._rows_by_key.pop(item.key, None)
+
+    # ---- inference thread ----
+
+    def _run_batch(self, batch: list[_Item]) -> list[list[Array] | BaseException]:
+        if len(batch) == 1:
+            return [self._run_one(batch[0])]
+        try:
+            columns = [np.concatenate(parts) for parts in zip(*(i.inputs for i in batch), strict=True)]
+            outputs = self._predict(columns)
+            return list(split_rows(outputs, [i.rows for i in batch]))
+        except DeviceFailed as exc:
+            return [exc] * len(batch)
+        except ModelServeError:
+            # One bad request must not fail its neighbours: run each alone to find out which failed.
+            return [self._run_one(item) for item in batch]
+
+    def _run_one(self, item: _Item) -> list[Array] | BaseException:
+        try:
+            return self._predict(item.inputs)
+        except ModelServeError as exc:
+            return exc
+        except Exception as exc:
+            return InferenceFailed(f"model raised {type(exc).__name__}: {exc}")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"

@@ -1,0 +1,109 @@
+"""The `modelserve` command: `fetch` (init container) and `serve` (the server)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from modelserve import __version__
+from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, ServeConfig, add_options, environ, serve_config
+from modelserve.errors import ModelServeError
+
+log = logging.getLogger("modelserve")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelserve",
+        description="PyTorch inference server. Every flag can also be set by MODELSERVE_<FLAG> "
+        "(e.g. --max-batch-size: MODELSERVE_MAX_BATCH_SIZE).",
+    )
+    parser.add_argument("--version", action="version", version=f"modelserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fetch = sub.add_parser("fetch", help="fetch a model artifact into a directory")
+    fetch.add_argument("uri", nargs="?", default=env.get("MODELSERVE_URI"), help="source URI (env MODELSERVE_URI)")
+    fetch.add_argument(
+        "dest", nargs="?", default=env.get("MODELSERVE_DEST"), help="destination directory (env MODELSERVE_DEST)"
+    )
+    add_options(fetch, FETCH_OPTIONS, env)
+
+    serve = sub.add_parser("serve", help="serve a model over HTTP")
+    add_options(serve, SERVE_OPTIONS, env)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from modelserve.fetch import fetch
+
+    if not args.uri or not args.dest:
+        log.error("fetch needs a URI and a destination directory")
+        return 2
+    try:
+        fetched = fetch(args.uri, Path(args.dest), args.sha256, args.timeout_seconds)
+    except ModelServeError as exc:
+        log.error("Fetch failed: %s", exc)
+        return exc.exit_code
+    for f in fetched:
+        print(f"{f.sha256}  {f.size:>12}  {f.path}")
+    return 0
+
+
+def run_serve(config: ServeConfig) -> int:
+    import uvicorn
+
+    from modelserve.app import create_app
+    from modelserve.lifecycle import Lifecycle, Server
+
+    lifecycle = Lifecycle(config.drain_seconds)
+    app = create_app(config, lifecycle=lifecycle)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        loop=_best("uvloop", "asyncio"),
+        http=_best("httptools", "h11"),
+        lifespan="on",
+        access_log=False,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=max(30, int(config.request_timeout_ms / 1000)),
+        backlog=2048,
+    )
+    server = Server(uv_config, lifecycle)
+    server.run()
+    if lifecycle.exit_code:
+        return lifecycle.exit_code
+    return 0 if server.started else 1
+
+
+def _best(preferred: str, fallback: str) -> str:
+    try:
+        __import__(preferred)
+    except ImportError:
+        return fallback
+    return preferred
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    env = environ()
+    args = build_parser(env).parse_args(argv)
+    _setup_logging(getattr(args, "log_level", "info"))
+    if args.command == "fetch":
+        return run_fetch(args)
+    if args.model_dir is None or not args.model_name:
+        log.error("serve needs --model-dir and --model-name (or MODELSERVE_MODEL_DIR and MODELSERVE_MODEL_NAME)")
+        return 2
+    return run_serve(serve_config(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

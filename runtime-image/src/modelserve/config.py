@@ -1,0 +1,142 @@
+"""Settings of the `modelserve` command: every flag has an environment variable MODELSERVE_<FLAG>."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MODELSERVE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_name(flag: str) -> str:
+    """--max-batch-size -> MODELSERVE_MAX_BATCH_SIZE"""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return env_name(self.flag)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+SERVE_OPTIONS: tuple[Option, ...] = (
+    Option("--model-dir", Path, None, "directory holding the model (or the model file itself)"),
+    Option("--model-name", str, None, "name the model is served under"),
+    Option("--model-version", str, "1", "version label served in metadata and metric labels"),
+    Option("--host", str, "0.0.0.0", "address to listen on"),
+    Option("--port", _non_negative_int, 8080, "port to listen on (0: any free port)"),
+    Option("--max-batch-size", _positive_int, 32, "most rows run in one forward pass (1 disables batching)"),
+    Option("--max-queue-delay-ms", _non_negative_float, 5.0, "longest a request waits for a batch to fill"),
+    Option("--max-queue-size", _positive_int, 1024, "queued requests beyond which requests get 503"),
+    Option("--request-timeout-ms", _non_negative_float, 30000.0, "default per-request deadline (0: none)"),
+    Option("--max-body-bytes", _positive_int, 64 * 1024 * 1024, "largest request body accepted (413 above)"),
+    Option("--drain-seconds", _non_negative_float, 15.0, "seconds to keep serving after SIGTERM"),
+    Option("--device", str, "auto", "where to run the model", ("auto", "cpu", "cuda")),
+    Option("--device-index", _non_negative_int, 0, "CUDA device index"),
+    Option("--half-precision", parse_bool, False, "run the model in float16 on CUDA"),
+    Option("--torch-threads", _non_negative_int, 0, "torch intra-op threads (0: half the cores, at least 1)"),
+    Option("--warmup", parse_bool, True, "run the model before reporting ready"),
+    Option("--allow-non-finite", parse_bool, False, "accept NaN and Inf in floating-point inputs"),
+    Option("--log-level", str, "info", "log level", ("debug", "info", "warning", "error")),
+)
+
+FETCH_OPTIONS: tuple[Option, ...] = (
+    Option("--sha256", str, None, "expected sha256 of the artifact (hex)"),
+    Option("--timeout-seconds", _non_negative_float, 300.0, "network timeout per operation"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    model_dir: Path
+    model_name: str
+    model_version: str = "1"
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 5.0
+    max_queue_size: int = 1024
+    request_timeout_ms: float = 30000.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    drain_seconds: float = 15.0
+    device: str = "auto"
+    device_index: int = 0
+    half_precision: bool = False
+    torch_threads: int = 0
+    warmup: bool = True
+    allow_non_finite: bool = False
+    log_level: str = "info"
+
+
+def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:
+    """Add flags whose defaults come from the environment; a bad environment value is a usage error."""
+    for opt in options:
+        default = opt.default
+        raw = env.get(opt.env)
+        if raw is not None:
+            try:
+                default = opt.type(raw)
+            except (ValueError, TypeError) as exc:
+                parser.error(f"{opt.env}={raw!r}: {exc}")
+            if opt.choices and default not in opt.choices:
+                parser.error(f"{opt.env}={raw!r}: expected one of {', '.join(opt.choices)}")
+        shown = f" (env {opt.env}, default {opt.default})"
+        parser.add_argument(
+            opt.flag, dest=opt.dest, type=opt.type, default=default, choices=opt.choices, help=opt.help + shown
+        )
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    values = {opt.dest: getattr(args, opt.dest) for opt in SERVE_OPTIONS}
+    return ServeConfig(**values)
+
+
+def environ() -> Mapping[str, str]:
+    return os.environ

@@ -1,0 +1,243 @@
+"""Open Inference Protocol v2 (KServe v2 / Triton) REST bodies: JSON tensors and the binary data extension.
+
+Pure functions from bytes to arrays and back; the HTTP layer lives in app.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelserve.errors import RequestError
+from modelserve.signature import Array, Signature, datatype_of, dtype_of
+
+HEADER_LENGTH = "inference-header-content-length"
+_NUMPY_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_elements: int  # per input tensor; bounded by the body limit
+    allow_non_finite: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    id: str | None
+    inputs: list[Array]  # in the model's signature order
+    outputs: tuple[str, ...] | None  # requested output names, None: all
+    binary_outputs: frozenset[str]  # outputs to send as binary data
+    timeout_ms: float | None
+
+
+def parse_header_length(value: str | None, body_length: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise RequestError(f"Inference-Header-Content-Length must be an integer, got {value!r}") from None
+    if not 0 < n <= body_length:
+        raise RequestError(f"Inference-Header-Content-Length {n} is outside the body's {body_length} bytes")
+    return n
+
+
+def load_json(data: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc}") from None
+
+
+def decode_request(body: bytes, header_length: int | None, signature: Signature, limits: Limits) -> InferRequest:
+    view = memoryview(body)
+    header = load_json(view[:header_length] if header_length is not None else view)
+    binary = view[header_length:] if header_length is not None else view[:0]
+    if not isinstance(header, dict):
+        raise RequestError("request body must be a JSON object with an 'inputs' list")
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise RequestError("'inputs' must be a non-empty list of tensors")
+    by_name: dict[str, Array] = {}
+    offset = 0
+    for i, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict):
+            raise RequestError(f"inputs[{i}] must be an object with name, shape, datatype and data")
+        name = raw.get("name")
+        if not isinstance(name, str):
+            raise RequestError(f"inputs[{i}].name must be a string")
+        if name in by_name:
+            raise RequestError(f"input {name!r} given twice")
+        spec = signature.input(name)
+        array, offset = _decode_tensor(raw, name, binary, offset, limits)
+        spec.check(array)
+        by_name[name] = array
+    if offset != len(binary):
+        raise RequestError(
+            f"binary data is {len(binary)} bytes but the inputs' binary_data_size values add up to {offset}"
+        )
+    missing = [s.name for s in signature.inputs if s.name not in by_name]
+    if missing:
+        raise RequestError(f"missing input(s): {', '.join(missing)}")
+    params = _params(header.get("parameters"), "parameters")
+    outputs, binary_outputs = _requested_outputs(header.get("outputs"), signature, params)
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise RequestError("'id' must be a string")
+    return InferRequest(
+        request_id,
+        [by_name[s.name] for s in signature.inputs],
+        outputs,
+        binary_outputs,
+        _timeout_ms(params),
+    )
+
+
+def _params(raw: Any, where: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RequestError(f"{where} must be an object")
+    return raw
+
+
+def _timeout_ms(params: Mapping[str, Any]) -> float | None:
+    value = params.get("timeout_ms")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise RequestError("parameters.timeout_ms must be a positive number of milliseconds")
+    return float(value)
+
+
+def _shape(raw: Any, name: str, limits: Limits) -> tuple[int, ...]:
+    if not isinstance(raw, list) or len(raw) > 32:
+        raise RequestError(f"input {name!r}: shape must be a list of at most 32 integers")
+    for d in raw:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise RequestError(f"input {name!r}: shape {raw} must hold non-negative integers")
+    shape = tuple(raw)
+    count = math.prod(shape)
+    if count > limits.max_elements:
+        raise RequestError(
+            f"input {name!r}: declared shape {list(shape)} has {count} elements, more than the "
+            f"{limits.max_elements} this server accepts"
+        )
+    return shape
+
+
+def _decode_tensor(
+    raw: Mapping[str, Any], name: str, binary: memoryview, offset: int, limits: Limits
+) -> tuple[Array, int]:
+    datatype = raw.get("datatype")
+    if not isinstance(datatype, str):
+        raise RequestError(f"input {name!r}: datatype must be a string such as FP32")
+    dtype = dtype_of(datatype)
+    shape = _shape(raw.get("shape"), name, limits)
+    count = math.prod(shape)
+    params = _params(raw.get("parameters"), f"input {name!r} parameters")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise RequestError(f"input {name!r}: binary_data_size must be a non-negative integer")
+        expected = count * dtype.itemsize
+        if size != expected:
+            raise RequestError(
+                f"input {name!r}: binary_data_size {size} does not match shape {list(shape)} of {datatype} "
+                f"({expected} bytes)"
+            )
+        if offset + size > len(binary):
+            raise RequestError(f"input {name!r}: binary data ends after {len(binary) - offset} of {size} bytes")
+        array = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape)
+        offset += size
+    else:
+        data = raw.get("data")
+        if data is None:
+            raise RequestError(f"input {name!r}: no 'data' and no binary_data_size parameter")
+        array = _from_json(data, dtype, name)
+        if array.size != count:
+            raise RequestError(f"input {name!r}: data has {array.size} elements but shape {list(shape)} needs {count}")
+        array = array.reshape(shape)
+    if not limits.allow_non_finite and array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+        raise RequestError(f"input {name!r} contains NaN or Inf")
+    return array, offset
+
+
+def _from_json(data: Any, dtype: np.dtype[Any], name: str) -> Array:
+    if not isinstance(data, list):
+        data = [data]
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise RequestError(f"input {name!r}: data is not a regular array of {datatype_of(dtype)}: {exc}") from None
+    return array
+
+
+def _requested_outputs(
+    raw: Any, signature: Signature, params: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, frozenset[str]]:
+    all_binary = params.get("binary_data_output") is True
+    known = {s.name for s in signature.outputs}
+    if raw is None:
+        return None, frozenset(known if all_binary else ())
+    if not isinstance(raw, list):
+        raise RequestError("'outputs' must be a list of {name} objects")
+    names: list[str] = []
+    binary: set[str] = set()
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise RequestError(f"outputs[{i}] must be an object with a name")
+        name = item["name"]
+        if name not in known:
+            raise RequestError(f"unknown output {name!r}; the model's outputs are: {', '.join(sorted(known))}")
+        names.append(name)
+        out_params = _params(item.get("parameters"), f"outputs[{i}].parameters")
+        if out_params.get("binary_data", all_binary) is True:
+            binary.add(name)
+    return tuple(names), frozenset(binary)
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    output_names: Sequence[str],
+    arrays: Sequence[Array],
+) -> tuple[bytes, int | None]:
+    """The response body and, when any output is binary, the length of its JSON header."""
+    wanted = request.outputs
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, array in zip(output_names, arrays, strict=True):
+        if wanted is not None and name not in wanted:
+            continue
+        entry: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": array.shape}
+        if name in request.binary_outputs:
+            blob = np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        outputs.append(entry)
+    body: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
+    if request.id is not None:
+        body["id"] = request.id
+    header = orjson.dumps(body, option=_NUMPY_OPTS)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
+
+
+def model_metadata(name: str, version: str, signature: Signature, platform: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [version],
+        "platform": platform,
+        "inputs": [s.to_json() for s in signature.inputs],
+        "outputs": [s.to_json() for s in signature.outputs],
+    }

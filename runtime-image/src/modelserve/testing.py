@@ -1,0 +1,202 @@
+"""Demo models and an in-process server, for tests, the benchmark and `make serve`.
+
+This module builds models, so it imports torch; the server itself only imports torch in engine.py.
+Build a demo model from the shell:  python -m modelserve.testing DIR [--kind torchscript|export|safetensors|failing]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import torch
+from safetensors.torch import save_file
+
+from modelserve.app import create_app
+from modelserve.config import ServeConfig
+from modelserve.formats import MANIFEST_NAME
+from modelserve.lifecycle import Lifecycle, Server
+from modelserve.model import EngineLoader, load_from_config
+
+POISON = 1000.0  # FailingMLP raises on inputs whose first feature is at least this
+
+
+class DemoMLP(torch.nn.Module):
+    """in_features -> hidden -> hidden -> out_features with ReLU; the benchmark's 256-1024-1024-10 by default."""
+
+    def __init__(self, in_features: int = 256, hidden: int = 1024, out_features: int = 10) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(in_features, hidden)
+        self.fc2 = torch.nn.Linear(hidden, hidden)
+        self.fc3 = torch.nn.Linear(hidden, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        return out
+
+
+class FailingMLP(DemoMLP):
+    """Raises on any row whose first feature is >= POISON: a model that fails on some inputs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x[:, 0] >= 1000.0).any()):
+            raise RuntimeError("poisoned input")
+        out: torch.Tensor = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+        return out
+
+
+class TwoHeads(torch.nn.Module):
+    """Two inputs (features FP32, scale FP32) and two outputs, for multi-tensor protocol tests."""
+
+    def forward(self, features: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        total = features.sum(dim=1, keepdim=True) * scale
+        return total, features.argmax(dim=1)
+
+
+def _signature(in_features: int, out_features: int) -> dict[str, Any]:
+    return {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, in_features]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, out_features]}],
+    }
+
+
+def _model(in_features: int, hidden: int, out_features: int, cls: type[DemoMLP] = DemoMLP) -> DemoMLP:
+    torch.manual_seed(0)
+    return cls(in_features, hidden, out_features).eval()
+
+
+def build_torchscript(
+    directory: Path, in_features: int = 256, hidden: int = 1024, out_features: int = 10, failing: bool = False
+) -> Path:
+    """TorchScript model with its signature embedded as the extra file `modelserve.json`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model = _model(in_features, hidden, out_features, FailingMLP if failing else DemoMLP)
+    scripted = torch.jit.script(model) if failing else torch.jit.trace(model, torch.zeros(1, in_features))  # type: ignore[no-untyped-call]
+    path = directory / "model.pt"
+    extra = {MANIFEST_NAME: orjson.dumps(_signature(in_features, out_features))}
+    torch.jit.save(scripted, str(path), _extra_files=extra)
+    return path
+
+
+def build_export(directory: Path, in_features: int = 16, hidden: int = 32, out_features: int = 4) -> Path:
+    """torch.export program (.pt2) with a dynamic batch dimension; the signature comes from the program."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model = _model(in_features, hidden, out_features)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model, (torch.zeros(2, in_features),), dynamic_shapes={"x": {0: batch}})
+    path = directory / "model.pt2"
+    torch.export.save(program, str(path))
+    return path
+
+
+def build_safetensors(directory: Path, in_features: int = 16, hidden: int = 32, out_features: int = 4) -> Path:
+    """safetensors weights of DemoMLP plus a manifest naming the entry point and the signature."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model = _model(in_features, hidden, out_features)
+    path = directory / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    manifest = {
+        "format": "Safetensors",
+        "entryPoint": "modelserve.testing:DemoMLP",
+        "init": {"in_features": in_features, "hidden": hidden, "out_features": out_features},
+        **_signature(in_features, out_features),
+    }
+    (directory / MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def build_two_heads(directory: Path, features: int = 3) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    scripted = torch.jit.script(TwoHeads())
+    path = directory / "model.pt"
+    torch.jit.save(scripted, str(path))
+    manifest = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [-1, features]},
+            {"name": "scale", "datatype": "FP32", "shape": [-1, 1]},
+        ],
+        "outputs": [
+            {"name": "total", "datatype": "FP32", "shape": [-1, 1]},
+            {"name": "argmax", "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+    (directory / MANIFEST_NAME).write_bytes(orjson.dumps(manifest))
+    return path
+
+
+def reference_forward(path: Path, batch: torch.Tensor) -> Any:
+    """Run a TorchScript file directly, to compare the server's answers against."""
+    with torch.inference_mode():
+        return torch.jit.load(str(path))(batch).numpy()  # type: ignore[no-untyped-call]
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: ServeConfig, loader: EngineLoader = load_from_config, wait_ready: bool = True, timeout: float = 60.0
+) -> Iterator[tuple[str, Server]]:
+    """Run the real HTTP server (uvicorn) in a thread on a free port; yields (base URL, server)."""
+    import httpx
+    import uvicorn
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    config = replace(config, host="127.0.0.1", port=port)
+    lifecycle = Lifecycle(config.drain_seconds)
+    uv = uvicorn.Config(
+        create_app(config, loader, lifecycle), lifespan="on", access_log=False, log_level="warning",
+        http="httptools", loop="asyncio", timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    server = Server(uv, lifecycle)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        path = "/v2/health/ready" if wait_ready else "/v2/health/live"
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + path, timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"server at {base} did not become {'ready' if wait_ready else 'live'}")
+            time.sleep(0.02)
+        yield base, server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build a demo model into a directory")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--kind", choices=["torchscript", "export", "safetensors", "failing"], default="torchscript")
+    args = parser.parse_args()
+    if args.kind == "torchscript":
+        path = build_torchscript(args.directory)
+    elif args.kind == "failing":
+        path = build_torchscript(args.directory, failing=True)
+    elif args.kind == "export":
+        path = build_export(args.directory)
+    else:
+        path = build_safetensors(args.directory)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,524 @@
+"""The Helm chart: lint, render with several value sets, validate every object, security and RBAC."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from chart_tools import (
+    CHART,
+    NAMESPACE,
+    REPO,
+    ToolsUnavailableError,
+    ensure_helm,
+    helm,
+    of_kind,
+    one,
+    render,
+    template,
+)
+from pod_security import check_restricted
+
+K8S_VERSION = kubernetes_validate.latest_version()
+CRD_SOURCE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+RULES = yaml.safe_load((CHART / "rbac" / "rules.yaml").read_text(encoding="utf-8"))
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "monitoring-and-network-policy": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ],
+            "apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"], "ports": [6443]},
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9090}]}],
+            "defaultForModels": {
+                "enabled": True,
+                "ingressFrom": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+                ],
+            },
+        },
+    },
+    "ha-3": {"replicas": 3, "peering": {"enabled": True, "name": "md-peering", "lifetimeSeconds": 30}},
+    "single-standalone": {"replicas": 1, "peering": {"enabled": False, "name": "", "lifetimeSeconds": 60}},
+    "policy-and-overrides": {
+        "policy": {
+            "requireSha256": True,
+            "allowedSchemes": ["s3", "https"],
+            "allowedHosts": ["*.example.com"],
+        },
+        "image": {
+            "repository": "registry.local/md/operator",
+            "tag": "",
+            "digest": "sha256:" + "a" * 64,
+            "pullPolicy": "Always",
+        },
+        "imagePullSecrets": [{"name": "regcred"}],
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+        "serviceAccount": {"create": True, "name": "md-operator", "annotations": {"example.com/role": "x"}},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
+        "priorityClassName": "system-cluster-critical",
+    },
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def helm_binary() -> None:
+    try:
+        ensure_helm()
+    except ToolsUnavailableError as error:
+        pytest.skip(f"helm is not available: {error}")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: render(values) for name, values in VALUE_SETS.items()}
+
+
+# -- lint
+
+
+def test_helm_lint_strict() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout
+
+
+@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "defaults"])
+def test_helm_lint_strict_with_values(name: str, tmp_path: Any) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(VALUE_SETS[name]))
+    result = helm("lint", "--strict", str(CHART), "-f", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- every object is valid Kubernetes
+
+
+CRD_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+
+
+def check_custom_kind(obj: dict[str, Any]) -> None:
+    """Objects of CRD kinds kubernetes-validate has no schema for, checked by structure."""
+    metadata = obj["metadata"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", metadata["name"])
+    if obj["kind"] == "ServiceMonitor":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+        spec = obj["spec"]
+        assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+        assert spec["selector"]["matchLabels"]
+        for endpoint in spec["endpoints"]:
+            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            assert endpoint["port"] == "metrics"
+            for key in ("interval", "scrapeTimeout"):
+                assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", endpoint[key])
+    else:
+        assert obj["apiVersion"] == "kopf.dev/v1"
+        assert set(obj) == {"apiVersion", "kind", "metadata"}
+        assert ("namespace" in metadata) == (obj["kind"] == "KopfPeering")
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_object_validates_strictly(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
+    for obj in rendered[name]:
+        if obj["kind"] in CRD_KINDS:
+            check_custom_kind(obj)
+        else:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_strict_validation_catches_unknown_fields(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    deployment = json.loads(json.dumps(one(rendered["defaults"], "Deployment")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_expected_objects(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    kinds = sorted(o["kind"] for o in rendered["defaults"])
+    assert kinds == sorted(
+        [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service",
+            "ClusterKopfPeering",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Pod",  # helm test hook
+        ]
+    )
+    assert {o["kind"] for o in rendered["monitoring-and-network-policy"]} >= {
+        "ServiceMonitor",
+        "NetworkPolicy",
+    }
+    assert not of_kind(rendered["single-standalone"], "PodDisruptionBudget")
+    assert not of_kind(rendered["single-standalone"], "ClusterKopfPeering")
+
+
+# -- CRDs
+
+
+def test_chart_crd_is_a_byte_identical_copy() -> None:
+    if not CRD_SOURCE.exists():
+        pytest.skip(f"{CRD_SOURCE} does not exist yet")
+    copy = CHART / "crds" / CRD_SOURCE.name
+    assert copy.read_bytes() == CRD_SOURCE.read_bytes(), "run `make sync-crds`"
+
+
+def test_peering_crds(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    crds = {o["metadata"]["name"]: o for o in of_kind(rendered["defaults"], "CustomResourceDefinition")}
+    assert set(crds) == {
+        "modeldeployments.modeldeploy.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
+    assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
+    for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        version = crds[name]["spec"]["versions"][0]
+        assert version["name"] == "v1" and version["served"] and version["storage"]
+        assert version["schema"]["openAPIV3Schema"]["properties"]["status"][
+            "x-kubernetes-preserve-unknown-fields"
+        ]
+
+
+# -- the operator Deployment
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_operator_command_ports_and_probes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    c = operator_container(rendered["defaults"])
+    assert c["command"] == ["modeldeploy", "run"]
+    assert c["args"] == ["--health-port=8080", "--metrics-port=9090"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["image"] == "ghcr.io/modeldeploy/operator:0.1.0"
+
+
+def test_operator_environment(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    env = env_of(operator_container(rendered["defaults"]))
+    assert env["MODELDEPLOY_WATCH_NAMESPACES"] == ""
+    assert env["MODELDEPLOY_RESYNC_SECONDS"] == "10"
+    assert env["MODELDEPLOY_METRICS_PORT"] == "9090"
+    assert env["MODELDEPLOY_HEALTH_PORT"] == "8080"
+    assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/modelserve:0.1.0"
+    assert env["MODELDEPLOY_PEERING_NAME"] == "modeldeploy"
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["MODELDEPLOY_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["MODELDEPLOY_POLICY_REQUIRE_SHA256"] == "false"
+    assert env["MODELDEPLOY_MODEL_NETWORK_POLICY"] == "false"
+    assert json.loads(env["MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM"]) == []
+
+    env = env_of(operator_container(rendered["namespaced"]))
+    assert env["MODELDEPLOY_WATCH_NAMESPACES"] == "team-a,team-b"
+    env = env_of(operator_container(rendered["policy-and-overrides"]))
+    assert env["MODELDEPLOY_POLICY_REQUIRE_SHA256"] == "true"
+    assert env["MODELDEPLOY_POLICY_ALLOWED_SCHEMES"] == "s3,https"
+    assert env["MODELDEPLOY_POLICY_ALLOWED_HOSTS"] == "*.example.com"
+    assert env["EXTRA"] == "1"
+    env = env_of(operator_container(rendered["monitoring-and-network-policy"]))
+    assert env["MODELDEPLOY_MODEL_NETWORK_POLICY"] == "true"
+    assert (
+        json.loads(env["MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM"])
+        == (VALUE_SETS["monitoring-and-network-policy"]["networkPolicy"]["defaultForModels"]["ingressFrom"])
+    )
+    env = env_of(operator_container(rendered["single-standalone"]))
+    assert env["MODELDEPLOY_PEERING_NAME"] == ""
+
+
+def test_image_digest_wins(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    c = operator_container(rendered["policy-and-overrides"])
+    assert c["image"] == "registry.local/md/operator@sha256:" + "a" * 64
+    assert c["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(("name", "replicas"), [("defaults", 2), ("ha-3", 3), ("single-standalone", 1)])
+def test_replicas_and_disruption_budget(
+    rendered: dict[str, list[dict[str, Any]]], name: str, replicas: int
+) -> None:
+    objects = rendered[name]
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    if replicas > 1:
+        pdb = one(objects, "PodDisruptionBudget")
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_metrics_service_selects_the_operator(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["monitoring-and-network-policy"]
+    service = one(objects, "Service")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["monitoring-and-network-policy"]
+    policy = one(objects, "NetworkPolicy")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert ingress["from"] == VALUE_SETS["monitoring-and-network-policy"]["networkPolicy"]["metricsFrom"]
+    egress = policy["spec"]["egress"]
+    api = [rule for rule in egress if any(p.get("port") == 6443 for p in rule.get("ports", []))]
+    assert api and api[0]["to"] == [
+        {"ipBlock": {"cidr": "10.96.0.1/32"}},
+        {"ipBlock": {"cidr": "172.18.0.2/32"}},
+    ]
+    assert egress[-1] == VALUE_SETS["monitoring-and-network-policy"]["networkPolicy"]["extraEgress"][0]
+
+
+# -- security
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    specs = [
+        (f"Deployment/{o['metadata']['name']}", o["spec"]["template"]["spec"])
+        for o in of_kind(objects, "Deployment")
+    ]
+    specs += [(f"Pod/{o['metadata']['name']}", o["spec"]) for o in of_kind(objects, "Pod")]
+    return specs
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_pods_meet_pod_security_restricted(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
+    specs = pod_specs(rendered[name])
+    assert len(specs) == 2
+    for where, spec in specs:
+        assert check_restricted(spec) == [], where
+        for container in spec["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["resources"]["requests"]
+
+
+def test_restricted_check_catches_violations(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    spec = json.loads(json.dumps(one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]))
+    spec["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    spec["hostNetwork"] = True
+    spec["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    assert len(check_restricted(spec)) == 3
+
+
+# -- RBAC
+
+
+def all_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for o in objects if o["kind"] in ("Role", "ClusterRole") for rule in o["rules"]]
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_rbac_has_no_wildcards_or_escalation(rendered: dict[str, list[dict[str, Any]]], name: str) -> None:
+    rules = all_rules(rendered[name])
+    assert rules
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert "*" not in rule.get(key, []), rule
+            assert not any("*" in item for item in rule.get(key, [])), rule
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+        assert "secrets" not in rule["resources"], rule
+
+
+def test_cluster_wide_rbac_is_the_rules_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["defaults"]
+    role = one(objects, "ClusterRole", "modeldeploy")
+    assert role["rules"] == RULES["namespaced"] + RULES["cluster"] + RULES["peering"]["cluster"]
+    binding = one(objects, "ClusterRoleBinding", "modeldeploy")
+    assert binding["roleRef"]["name"] == "modeldeploy"
+    sa = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    assert not of_kind(objects, "Role")
+
+
+def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["namespaced"]
+    roles = of_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    for role in roles:
+        assert role["rules"] == RULES["namespaced"] + RULES["peering"]["namespaced"]
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    for binding in bindings:
+        assert binding["subjects"][0]["namespace"] == NAMESPACE
+    cluster_role = one(objects, "ClusterRole", "modeldeploy-cluster")
+    assert cluster_role["rules"] == RULES["cluster"]
+    peerings = of_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+    assert not of_kind(objects, "ClusterKopfPeering")
+
+
+def test_rules_file_grants_what_the_operator_needs() -> None:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in (
+        RULES["namespaced"] + RULES["cluster"] + RULES["peering"]["cluster"] + RULES["peering"]["namespaced"]
+    ):
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    crud = {"get", "list", "watch", "create", "patch", "update", "delete"}
+    expected = {
+        ("modeldeploy.io", "modeldeployments"): {"get", "list", "watch", "patch"},
+        ("modeldeploy.io", "modeldeployments/status"): {"get", "patch", "update"},
+        ("apps", "deployments"): crud,
+        ("apps", "controllerrevisions"): crud,
+        ("", "services"): crud,
+        ("autoscaling", "horizontalpodautoscalers"): crud,
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+        ("networking.k8s.io", "networkpolicies"): crud - {"update"},
+        ("gateway.networking.k8s.io", "httproutes"): crud - {"update"},
+        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+    }
+    assert granted == expected
+
+
+def test_rbac_can_be_disabled() -> None:
+    objects = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "existing"}})
+    assert not [o for o in objects if o["kind"].endswith("Role") and "test" not in o["metadata"]["name"]]
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
+
+
+# -- bad values are refused
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 0}, "/replicas"),
+        ({"unknownKey": 1}, "unknownKey"),
+        ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"image": {"repository": "x", "pullPolicy": "Always", "digest": "sha256:abc"}}, "digest"),
+        ({"watchNamespaces": ["Team_A"]}, "watchNamespaces"),
+        ({"watchNamespaces": ["a", "a"]}, "must not repeat"),
+        (
+            {"policy": {"requireSha256": True, "allowedSchemes": ["ftp"], "allowedHosts": []}},
+            "allowedSchemes",
+        ),
+        ({"policy": {"requireSha256": "yes", "allowedSchemes": [], "allowedHosts": []}}, "requireSha256"),
+        ({"securityContext": {"privileged": True}}, "privileged"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "runAsUser"),
+        ({"resources": {"requests": {"cpu": "lots"}}}, "cpu"),
+        ({"metrics": {"port": 70000}}, "port"),
+        ({"health": {"port": 9090}}, "must differ"),
+        ({"replicas": 3, "peering": {"enabled": False}}, "needs peering.enabled"),
+        (
+            {"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+            "needs metrics.service",
+        ),
+        ({"logLevel": "TRACE"}, "logLevel"),
+        (
+            {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["not-a-cidr"], "ports": [443]}}},
+            "cidrs",
+        ),
+        ({"resyncSeconds": 0}, "resyncSeconds"),
+        ({"peering": {"enabled": True, "name": "Bad Name", "lifetimeSeconds": 60}}, "name"),
+        ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, "interval"),
+    ],
+)
+def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
+    result = template(values)
+    assert result.returncode != 0, f"accepted {values}"
+    assert message in result.stderr, result.stderr
+
+
+def test_schema_is_strict_everywhere() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if (
+            node.get("type") == "object"
+            and "properties" in node
+            and path not in ("securityContext", "podSecurityContext")
+        ):
+            assert node.get("additionalProperties") is False, path
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}".strip("."))
+
+    walk(schema, "")
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert set(defaults) == set(schema["properties"])
+
+
+# -- the helm test hook
+
+
+def test_helm_test_hook(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = one(rendered["defaults"], "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["METRICS_URL"] == f"http://modeldeploy-metrics.{NAMESPACE}.svc:9090/metrics"
+    script = pod["spec"]["containers"][0]["args"][0]
+    compile(script, "helm-test", "exec")  # the embedded check is valid Python
+    assert "modeldeployments.modeldeploy.io" in script
+    role = one(rendered["defaults"], "ClusterRole", "modeldeploy-test")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["modeldeployments.modeldeploy.io"],
+            "verbs": ["get"],
+        }
+    ]
+
+
+def test_notes_render() -> None:
+    result = helm(
+        "install",
+        "md",
+        str(CHART),
+        "--dry-run=client",
+        "-n",
+        "ns",
+        "--set",
+        "watchNamespaces={a,b}",
+        "--kubeconfig",
+        "/dev/null",
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert 'kopf peering "md-modeldeploy"' in notes
+    assert "Serving: namespaces a, b." in notes
+    assert "kubectl -n a get kopfpeering md-modeldeploy" in notes

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy.analysis.criteria import assess_measurement, assess_run
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout.config import AnalysisSpec
+
+ALL = AnalysisSpec(
+    min_requests=50,
+    max_error_ratio=0.01,
+    max_p99_latency_ms=500,
+    max_error_ratio_increase=0.005,
+    max_p99_latency_ratio=1.5,
+)
+STABLE = Sample(requests=1000, errors=2, p99_seconds=0.2)
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "outcome", "failed", "text"),
+    [
+        (
+            Sample(requests=10, errors=0, p99_seconds=0.1),
+            STABLE,
+            "Inconclusive",
+            (),
+            "fewer than minRequests 50",
+        ),
+        (Sample(requests=0), STABLE, "Inconclusive", (), "served 0 requests"),
+        (
+            Sample(requests=1000, errors=3, p99_seconds=0.25),
+            STABLE,
+            "Pass",
+            (),
+            "errorRatio 0.30% <= maxErrorRatio 1.00%",
+        ),
+        (
+            Sample(requests=1000, errors=20, p99_seconds=0.25),
+            STABLE,
+            "Fail",
+            ("maxErrorRatio", "maxErrorRatioIncrease"),
+            "2.00%",
+        ),
+        (
+            Sample(requests=1000, errors=0, p99_seconds=0.6),
+            STABLE,
+            "Fail",
+            ("maxP99LatencyMs", "maxP99LatencyRatio"),
+            "600.0ms",
+        ),
+        (
+            Sample(requests=1000, errors=8, p99_seconds=0.35),
+            STABLE,
+            "Fail",
+            ("maxErrorRatioIncrease", "maxP99LatencyRatio"),
+            "1.75",
+        ),
+        # No stable sample: relative criteria are skipped, and the message says so.
+        (Sample(requests=1000, errors=8, p99_seconds=0.35), None, "Pass", (), "relative criteria skipped"),
+        (
+            Sample(requests=1000, errors=8, p99_seconds=0.35),
+            Sample(requests=5),
+            "Pass",
+            (),
+            "stable has 5 requests",
+        ),
+        (Sample(requests=1000, errors=0, p99_seconds=None), STABLE, "Pass", (), "p99 unknown"),
+    ],
+)
+def test_assess_measurement(
+    canary: Sample, stable: Sample | None, outcome: str, failed: tuple[str, ...], text: str
+) -> None:
+    verdict = assess_measurement(ALL, canary, stable)
+    assert verdict.outcome == outcome
+    assert verdict.failed == failed
+    assert text in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("count", "limit", "outcomes", "phase"),
+    [
+        (3, 1, ["Pass", "Pass", "Pass"], "Successful"),
+        (3, 1, ["Pass", "Fail", "Pass"], "Successful"),
+        (3, 1, ["Fail", "Fail"], "Failed"),
+        (3, 0, ["Pass", "Fail"], "Failed"),
+        (3, 1, ["Pass", "Inconclusive", "Pass"], "Running"),
+        (2, 0, ["Inconclusive", "Inconclusive"], "Inconclusive"),
+        (2, 0, [], "Running"),
+    ],
+)
+def test_assess_run(count: int, limit: int, outcomes: list[str], phase: str) -> None:
+    spec = AnalysisSpec(count=count, failure_limit=limit, max_error_ratio=0.1)
+    assert assess_run(spec, outcomes).phase == phase  # type: ignore[arg-type]
+
+
+def test_sample_validation_and_round_trip() -> None:
+    with pytest.raises(ValueError, match="must not exceed"):
+        Sample(requests=1, errors=2)
+    with pytest.raises(ValueError, match="non-negative"):
+        Sample(requests=-1)
+    sample = Sample(requests=10, errors=1, p99_seconds=0.25, pods=2)
+    assert Sample.from_dict(sample.to_dict()) == sample
+    assert sample.error_ratio == 0.1 and Sample().error_ratio is None

@@ -1,0 +1,144 @@
+"""The metric sources against local aiohttp servers standing in for pods and Prometheus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from test_analysis_promparse import exposition
+
+from modeldeploy.analysis.sources import (
+    MetricSourceError,
+    PodTarget,
+    PrometheusSource,
+    ScrapeSource,
+    source_for,
+)
+from modeldeploy.rollout.config import AnalysisSpec, MetricSourceSpec, PrometheusSpec
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, port
+
+
+async def test_scrape_source_measures_deltas(session: aiohttp.ClientSession) -> None:
+    texts = [
+        exposition(100, 0, 0, {"0.1": 100, "+Inf": 100}),
+        exposition(300, 10, 0, {"0.1": 290, "+Inf": 310}),
+    ]
+    calls = {"n": 0}
+
+    async def metrics(request: web.Request) -> web.Response:
+        text = texts[min(calls["n"], len(texts) - 1)]
+        calls["n"] += 1
+        return web.Response(text=text, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner, port = await serve(app)
+    try:
+        source = ScrapeSource(session, model="iris")
+        pod = PodTarget("iris-abc-1", "127.0.0.1", port)
+        first = await source.measure("abc", [pod])
+        assert first.requests == 100 and first.errors == 0
+        second = await source.measure("abc", [pod])
+        assert second.requests == 210 and second.errors == 10 and second.pods == 1
+        assert second.p99_seconds == pytest.approx(0.1)  # rank 207.9 falls in +Inf
+    finally:
+        await runner.cleanup()
+
+
+async def test_scrape_source_errors(session: aiohttp.ClientSession) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="boom")
+
+    app = web.Application()
+    app.router.add_get("/metrics", broken)
+    runner, port = await serve(app)
+    try:
+        source = ScrapeSource(session, timeout_seconds=2)
+        with pytest.raises(MetricSourceError, match="HTTP 500"):
+            await source.measure("abc", [PodTarget("p", "127.0.0.1", port)])
+        with pytest.raises(MetricSourceError, match="no ready pods"):
+            await source.measure("abc", [])
+        with pytest.raises(MetricSourceError, match="failed"):
+            await source.measure("abc", [PodTarget("p", "127.0.0.1", 1)])
+    finally:
+        await runner.cleanup()
+
+
+async def test_prometheus_source_queries(session: aiohttp.ClientSession) -> None:
+    seen: list[str] = []
+
+    async def query(request: web.Request) -> web.Response:
+        promql = request.query["query"]
+        seen.append(promql)
+        if "histogram_quantile" in promql:
+            value: Any = "250"
+        elif "outcome=~" in promql:
+            value = "0.02"
+        else:
+            value = "400"
+        body = {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
+        }
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner, port = await serve(app)
+    try:
+        spec = AnalysisSpec(
+            interval_seconds=30,
+            max_error_ratio=0.1,
+            source=MetricSourceSpec("Prometheus", PrometheusSpec(url=f"http://127.0.0.1:{port}")),
+        )
+        source = source_for(spec, session, namespace="ml")
+        assert isinstance(source, PrometheusSource)
+        sample = await source.measure("abc123", [])
+        assert (
+            sample.requests == 400 and sample.errors == pytest.approx(8) and sample.p99_seconds == pytest.approx(0.25)
+        )
+        assert all('revision="abc123"' in q and 'namespace="ml"' in q and "[30s]" in q for q in seen)
+    finally:
+        await runner.cleanup()
+
+
+async def test_prometheus_source_errors(session: aiohttp.ClientSession) -> None:
+    async def query(request: web.Request) -> web.Response:
+        if "histogram" in request.query["query"]:
+            return web.json_response({"status": "error", "errorType": "bad_data", "error": "parse error"}, status=400)
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    runner, port = await serve(app)
+    try:
+        source = PrometheusSource(
+            session, PrometheusSpec(url=f"http://127.0.0.1:{port}"), namespace="ml", interval_seconds=5
+        )
+        assert await source.query("up") is None
+        with pytest.raises(MetricSourceError, match="parse error"):
+            await source.measure("abc", [])
+    finally:
+        await runner.cleanup()
+
+
+def test_factory_defaults_to_scrape() -> None:
+    spec = AnalysisSpec(max_error_ratio=0.1)
+    assert source_for(spec, None, namespace="ml").source_type == "Scrape"  # type: ignore[arg-type]

@@ -1,0 +1,112 @@
+"""A tiny pure model of the cluster for driving ``next_rollout`` in tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout.config import RolloutSpec, parse_rollout
+from modeldeploy.rollout.plan import (
+    Controls,
+    Decision,
+    Measurement,
+    Observed,
+    RevisionInfo,
+    RevisionObservation,
+    next_rollout,
+)
+from modeldeploy.rollout.state import RolloutStatus
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+GOOD = Sample(requests=1000, errors=1, p99_seconds=0.1, pods=1)
+BAD = Sample(requests=1000, errors=200, p99_seconds=0.1, pods=1)
+THIN = Sample(requests=3, errors=0, p99_seconds=0.1, pods=1)
+
+
+@dataclass
+class Cluster:
+    """Deployments as desired/ready counts; pods become ready when ``auto_ready`` (or via ``make_ready``)."""
+
+    spec: RolloutSpec
+    replicas: int = 4
+    target: RevisionInfo = field(default_factory=lambda: RevisionInfo("aaaaaaaaaa", "1", "tmpl-a"))
+    status: RolloutStatus = field(default_factory=RolloutStatus)
+    now: datetime = T0
+    auto_ready: bool = True
+    deployments: dict[str, RevisionObservation] = field(default_factory=dict)
+    controls: Controls = field(default_factory=Controls)
+    next_sample: Sample | None = GOOD
+    stable_sample: Sample | None = GOOD
+    crash: set[str] = field(default_factory=set)
+    decisions: list[Decision] = field(default_factory=list)
+    last_measurement: Measurement | None = None
+
+    def observed(self, measurement: Measurement | None = None) -> Observed:
+        revisions = {
+            rev: RevisionObservation(
+                desired=d.desired, ready=d.ready, updated=d.desired, crash_looping=rev in self.crash
+            )
+            for rev, d in self.deployments.items()
+        }
+        return Observed(target=self.target, replicas=self.replicas, revisions=revisions, measurement=measurement)
+
+    def step(self, measurement: Measurement | None = None) -> Decision:
+        decision = next_rollout(self.spec, self.status, self.observed(measurement), self.now, self.controls)
+        self.decisions.append(decision)
+        # Restart safety: what is stored is the JSON form; read it back every time.
+        stored = json.loads(json.dumps(decision.status.to_status()))
+        history = json.loads(json.dumps(decision.status.history_to_status()))
+        self.status = RolloutStatus.from_status(stored, history)
+        assert self.status == decision.status
+        self.apply(decision)
+        return decision
+
+    def apply(self, decision: Decision) -> None:
+        for rev in list(self.deployments):
+            if rev not in decision.replicas:
+                del self.deployments[rev]
+        for rev, count in decision.replicas.items():
+            old = self.deployments.get(rev, RevisionObservation())
+            ready = count if self.auto_ready and rev not in self.crash else min(old.ready, count)
+            self.deployments[rev] = RevisionObservation(desired=count, ready=ready)
+
+    def make_ready(self, rev: str) -> None:
+        d = self.deployments[rev]
+        self.deployments[rev] = RevisionObservation(desired=d.desired, ready=d.desired)
+
+    def measure_if_asked(self, decision: Decision) -> Decision:
+        """Answer the decision's analysis request (if any) with ``next_sample``."""
+        request = decision.analysis
+        if request is None or self.next_sample is None:
+            return decision
+        m = Measurement(request.run_id, request.seq, self.now, self.next_sample, self.stable_sample)
+        self.last_measurement = m
+        return self.step(m)
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def run(self, steps: int = 50, seconds: float = 30) -> Decision:
+        """Step (answering analysis requests) until nothing changes and no timer is pending."""
+        decision = self.step()
+        for _ in range(steps):
+            decision = self.measure_if_asked(decision)
+            if decision.requeue_after is None and decision.analysis is None:
+                return decision
+            self.advance(seconds if decision.requeue_after is None else max(decision.requeue_after, 1))
+            decision = self.step()
+        return decision
+
+    def deploy(self, revision: str, version: str = "2") -> None:
+        self.target = RevisionInfo(revision, version, f"tmpl-{revision[:1]}")
+
+
+def spec(raw: dict[str, Any], **kwargs: Any) -> RolloutSpec:
+    return parse_rollout(raw, **kwargs)
+
+
+def reasons(decision: Decision) -> list[str]:
+    return [e.reason for e in decision.events]

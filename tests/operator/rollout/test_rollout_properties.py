@@ -1,0 +1,157 @@
+"""Hypothesis: random event sequences on the pure state machine keep the rollout invariants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rollout_harness import BAD, GOOD, THIN, Cluster, spec
+
+from modeldeploy.rollout.plan import Controls, Decision, RevisionObservation, next_rollout
+from modeldeploy.rollout.replicas import pods_for_weight
+
+ANALYSIS = {"maxErrorRatio": 0.01, "interval": "10s", "count": 2, "failureLimit": 0, "minRequests": 10}
+STEPS = [
+    {"setWeight": 20},
+    {"analysis": {}},
+    {"pause": {"duration": "30s"}},
+    {"setWeight": 60},
+    {"pause": {}},
+]
+SPECS: dict[str, dict[str, Any]] = {
+    "gateway-surge": {
+        "strategy": "Canary",
+        "canary": {
+            "steps": STEPS,
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+        "analysis": ANALYSIS,
+    },
+    "gateway-neutral-0": {
+        "strategy": "Canary",
+        "canary": {
+            "steps": STEPS,
+            "capacity": {"mode": "Neutral", "maxSurgePods": 0},
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+        "analysis": ANALYSIS,
+    },
+    "gateway-neutral-1": {
+        "strategy": "Canary",
+        "canary": {
+            "steps": STEPS,
+            "capacity": {"mode": "Neutral", "maxSurgePods": 1},
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+        "analysis": ANALYSIS,
+    },
+    "replicas": {
+        "strategy": "Canary",
+        "canary": {"steps": STEPS},
+        "analysis": ANALYSIS,
+        "progressDeadlineSeconds": 60,
+    },
+    "bluegreen": {
+        "strategy": "BlueGreen",
+        "blueGreen": {"autoPromotionEnabled": True, "autoPromotionSeconds": 20},
+        "analysis": ANALYSIS,
+    },
+    "rolling": {"strategy": "RollingUpdate"},
+}
+REVISIONS = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"]
+STEP_DONE = re.compile(r"^Step (\d+) done")
+
+events = st.one_of(
+    st.tuples(st.just("time"), st.sampled_from([1, 5, 10, 30, 90])),
+    st.tuples(st.just("ready"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("sample"), st.sampled_from(["good", "bad", "thin"])),
+    st.tuples(st.just("deploy"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("promote"), st.sampled_from(["p1", "p2"])),
+    st.tuples(st.just("abort"), st.booleans()),
+    st.tuples(st.just("pause"), st.booleans()),
+    st.tuples(st.just("rollback"), st.integers(0, 3)),
+    st.tuples(st.just("crash"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("restart"), st.just(0)),
+    st.tuples(st.just("step"), st.just(0)),
+)
+
+
+def check(cluster: Cluster, before_index: int, before_canary: str, decision: Decision, mode: str, surge: int) -> None:
+    status = decision.status
+    n = cluster.replicas
+    # Weights always sum to 100 (or nothing takes traffic yet: first-deploy gate or failed first deploy).
+    assert sum(decision.weights.values()) == 100 or (not decision.weights and not status.stable_revision)
+    assert all(0 <= w <= 100 for w in decision.weights.values())
+    # Every revision is built from exactly its own recorded template.
+    for revision, template in decision.templates.items():
+        assert template == f"tmpl-{revision[0]}", (revision, template)
+    # The stable's capacity covers its traffic share.
+    stable = status.stable_revision or (next(iter(decision.weights)) if len(decision.weights) == 1 else "")
+    if stable and stable in decision.weights and stable in decision.replicas:
+        share = decision.weights[stable]
+        have = decision.replicas[stable]
+        others = sum(c for r, c in decision.replicas.items() if r != stable)
+        if cluster.spec.strategy == "Canary" and cluster.spec.routing.type == "Replicas":
+            assert share == 0 or have >= 1
+        elif mode == "Neutral":
+            assert have >= min(pods_for_weight(n, share), n + surge - others), (decision, share)
+            assert have + others <= n + surge or status.phase in ("RollingBack", "Paused")
+        elif cluster.spec.strategy != "RollingUpdate":
+            assert have >= pods_for_weight(n, share), (decision, share)
+    # No step is skipped or repeated.
+    done = [int(m.group(1)) for e in decision.events if (m := STEP_DONE.match(e.message))]
+    if done:
+        start = before_index if status.canary_revision == before_canary else 0
+        restarted = any(e.reason in ("RolloutStarted", "RolloutReplaced") for e in decision.events)
+        assert done == list(range(0 if restarted else start, (0 if restarted else start) + len(done)))
+        assert status.current_step_index in (done[-1] + 1, 0)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(SPECS)), script=st.lists(events, max_size=40))
+def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[str, Any]]) -> None:
+    raw = SPECS[name]
+    rollout = spec(raw)
+    mode = rollout.capacity.mode if rollout.strategy == "Canary" else "Surge"
+    surge = rollout.capacity.max_surge_pods
+    cluster = Cluster(rollout, auto_ready=False, next_sample=GOOD)
+    promote, abort, paused, rollback = "", False, False, 0
+    pending = None
+    for kind, value in script:
+        if kind == "time":
+            cluster.advance(value)
+        elif kind == "ready" and value in cluster.deployments:
+            cluster.make_ready(value)
+        elif kind == "sample":
+            cluster.next_sample = {"good": GOOD, "bad": BAD, "thin": THIN}[value]
+        elif kind == "deploy":
+            cluster.deploy(value)
+        elif kind == "promote":
+            promote = value
+        elif kind == "abort":
+            abort = value
+        elif kind == "pause":
+            paused = value
+        elif kind == "rollback":
+            rollback = value
+        elif kind == "crash":
+            cluster.crash.symmetric_difference_update({value})
+        elif kind == "restart":
+            # Same inputs, same decision: nothing lives outside the status.
+            one = next_rollout(cluster.spec, cluster.status, cluster.observed(), cluster.now, cluster.controls)
+            two = next_rollout(cluster.spec, cluster.status, cluster.observed(), cluster.now, cluster.controls)
+            assert one == two
+        cluster.controls = Controls(promote_token=promote, abort=abort, rollback_to=rollback, paused=paused)
+        before_index, before_canary = cluster.status.current_step_index, cluster.status.canary_revision
+        measurement = None
+        if pending is not None and cluster.next_sample is not None:
+            from modeldeploy.rollout.plan import Measurement
+
+            measurement = Measurement(pending.run_id, pending.seq, cluster.now, cluster.next_sample, GOOD)
+        decision = cluster.step(measurement)
+        pending = decision.analysis
+        check(cluster, before_index, before_canary, decision, mode, surge)
+        for rev, obs in list(cluster.deployments.items()):
+            cluster.deployments[rev] = RevisionObservation(obs.desired, min(obs.ready, obs.desired))

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy.rollout.config import CapacityMode
+from modeldeploy.rollout.replicas import (
+    CanaryScale,
+    max_extra_pods,
+    plan_canary_scale,
+    plan_gpu_capacity,
+    pods_for_weight,
+    ratio_granularity,
+    ratio_weight,
+    rolling_update_step,
+    transition_stable,
+    weight_for_pods,
+)
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "pods"),
+    [(10, 10, 1), (10, 15, 2), (4, 25, 1), (4, 26, 2), (3, 50, 2), (1, 1, 1), (0, 50, 0), (5, 0, 0)],
+)
+def test_pods_for_weight(total: int, weight: int, pods: int) -> None:
+    assert pods_for_weight(total, weight) == pods
+
+
+@pytest.mark.parametrize(
+    ("total", "pods", "weight"), [(10, 1, 10), (3, 1, 33), (3, 2, 66), (4, 4, 100), (0, 1, 100), (0, 0, 0)]
+)
+def test_weight_for_pods(total: int, pods: int, weight: int) -> None:
+    assert weight_for_pods(total, pods) == weight
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "mode", "surge", "exact", "expected"),
+    [
+        # Exact routing, Surge: the stable keeps everything.
+        (10, 10, "Surge", 0, True, CanaryScale(1, 10, 10)),
+        (4, 50, "Surge", 0, True, CanaryScale(2, 4, 50)),
+        # Exact routing, Neutral: stable + canary within N + surge.
+        (4, 25, "Neutral", 0, True, CanaryScale(1, 3, 25)),
+        (3, 50, "Neutral", 0, True, CanaryScale(1, 2, 34)),  # 2 + 2 > 3: the canary gets less, weight lowered
+        (3, 50, "Neutral", 1, True, CanaryScale(2, 2, 50)),
+        (1, 50, "Neutral", 0, True, CanaryScale(0, 1, 0)),  # one pod, no surge: no room for a canary
+        # Replica ratio: stable = N - canary (at least 1), weight is the pod ratio.
+        (10, 10, "Surge", 0, False, CanaryScale(1, 9, 10)),
+        (3, 50, "Surge", 0, False, CanaryScale(2, 1, 67)),
+        (1, 50, "Surge", 0, False, CanaryScale(1, 1, 50)),
+        (1, 50, "Neutral", 0, False, CanaryScale(0, 1, 0)),
+        (4, 100, "Neutral", 0, False, CanaryScale(4, 0, 100)),
+    ],
+)
+def test_plan_canary_scale(total: int, weight: int, mode: str, surge: int, exact: bool, expected: CanaryScale) -> None:
+    assert plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mode", "surge", "applied", "weight", "stable"),
+    [
+        ("Surge", 0, 0, 50, 4),  # keeps all pods until promotion
+        ("Neutral", 1, 0, 25, 4),  # 1 canary pod fits in the surge: the stable keeps 4
+        ("Neutral", 0, 0, 25, 3),  # no surge: the stable gives up one pod before the canary is ready
+        ("Neutral", 0, 25, 50, 2),
+        ("Neutral", 2, 25, 50, 3),  # keeps its need at 25% (3) since 2 canary + 3 = 5 <= 6
+    ],
+)
+def test_transition_stable(mode: CapacityMode, surge: int, applied: int, weight: int, stable: int) -> None:
+    target = plan_canary_scale(4, weight, mode=mode, surge=surge, exact_routing=True)
+    got = transition_stable(4, mode=mode, surge=surge, exact_routing=True, applied_weight=applied, target=target)
+    assert got == stable
+    if mode == "Neutral":
+        assert got + target.canary <= 4 + surge
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        (
+            dict(max_surge=1, max_unavailable=0, new_desired=0, new_ready=0, old_desired=4, old_ready=4),
+            (1, 4),
+        ),
+        (
+            dict(max_surge=1, max_unavailable=0, new_desired=1, new_ready=1, old_desired=4, old_ready=4),
+            (1, 3),
+        ),
+        (
+            dict(max_surge=1, max_unavailable=0, new_desired=1, new_ready=1, old_desired=3, old_ready=3),
+            (2, 3),
+        ),
+        (
+            dict(max_surge=0, max_unavailable=1, new_desired=0, new_ready=0, old_desired=4, old_ready=4),
+            (0, 3),
+        ),
+        (
+            dict(max_surge=0, max_unavailable=1, new_desired=0, new_ready=0, old_desired=3, old_ready=3),
+            (1, 3),
+        ),
+        (
+            dict(max_surge=2, max_unavailable=0, new_desired=4, new_ready=4, old_desired=2, old_ready=2),
+            (4, 0),
+        ),
+        (
+            dict(max_surge=0, max_unavailable=0, new_desired=0, new_ready=0, old_desired=4, old_ready=4),
+            (0, 3),
+        ),
+        (
+            dict(max_surge=1, max_unavailable=0, new_desired=1, new_ready=0, old_desired=4, old_ready=2),
+            (1, 2),
+        ),
+    ],
+)
+def test_rolling_update_step(kwargs: dict[str, int], expected: tuple[int, int]) -> None:
+    assert rolling_update_step(4, **kwargs) == expected
+
+
+def test_ratio_helpers() -> None:
+    assert ratio_weight(1, 3) == 25 and ratio_weight(0, 0) == 0 and ratio_weight(2, 1) == 67
+    assert ratio_granularity(4) == 25.0 and ratio_granularity(0) == 100.0
+
+
+def test_gpu_preflight() -> None:
+    ok = plan_gpu_capacity(gpus_per_pod=2, extra_pods=1, gpus_free=2)
+    assert ok.ok and ok.gpus_needed == 2
+    short = plan_gpu_capacity(gpus_per_pod=2, extra_pods=2, gpus_free=3)
+    assert not short.ok and "4 GPUs" in short.message and "3 are free" in short.message
+    assert max_extra_pods(4, strategy="BlueGreen") == 4
+    assert max_extra_pods(4, strategy="Canary", weights=(25, 50), mode="Neutral", surge=0) == 0
+    assert max_extra_pods(4, strategy="Canary", weights=(25, 50), mode="Surge", exact_routing=True) == 4
+    assert max_extra_pods(4, strategy="RollingUpdate", rolling_max_surge=1) == 1
+    with pytest.raises(ValueError):
+        plan_gpu_capacity(gpus_per_pod=-1, extra_pods=1, gpus_free=0)

@@ -1,0 +1,50 @@
+"""modeldeploy.config: operator-wide settings, from defaults or an environment mapping."""
+
+from __future__ import annotations
+
+import pytest
+
+from modeldeploy.config import DEFAULT_RUNTIME_IMAGE, OperatorConfig
+
+
+def test_defaults() -> None:
+    config = OperatorConfig()
+    assert config.default_runtime_image == DEFAULT_RUNTIME_IMAGE == "ghcr.io/modeldeploy/modelserve:0.1.0"
+    assert (config.cluster_domain, config.field_manager) == ("cluster.local", "modeldeploy")
+
+
+def test_from_env_reads_only_the_given_mapping() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "MODELDEPLOY_RUNTIME_IMAGE": "r/img:2",
+            "MODELDEPLOY_CLUSTER_DOMAIN": "corp.internal",
+            "MODELDEPLOY_RESYNC_SECONDS": "2.5",
+            "UNRELATED": "x",
+        }
+    )
+    assert config == OperatorConfig(
+        default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5
+    )
+    assert OperatorConfig.from_env({}) == OperatorConfig()
+    assert OperatorConfig.from_env({"MODELDEPLOY_CLUSTER_DOMAIN": ""}).cluster_domain == "cluster.local"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODELDEPLOY_RESYNC_SECONDS": "soon"}, "MODELDEPLOY_RESYNC_SECONDS"),
+        ({"MODELDEPLOY_RESYNC_SECONDS": "0"}, "resync_seconds"),
+        ({"MODELDEPLOY_CLUSTER_DOMAIN": "Bad Domain"}, "cluster_domain"),
+        ({"MODELDEPLOY_RUNTIME_IMAGE": "has space"}, "default_runtime_image"),
+        ({"MODELDEPLOY_MODEL_MOUNT_PATH": "relative"}, "model_mount_path"),
+    ],
+)
+def test_invalid_values_are_rejected_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OperatorConfig.from_env(env)
+
+
+def test_config_is_frozen() -> None:
+    config = OperatorConfig()
+    with pytest.raises(AttributeError):
+        config.cluster_domain = "x"  # type: ignore[misc]

@@ -1,0 +1,94 @@
+"""Tests for modeldeploy.drift: when a child still matches what would be applied."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modeldeploy.drift import contains, needs_apply, parse_quantity
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1", Decimal(1)),
+        ("500m", Decimal("0.5")),
+        ("1000m", Decimal(1)),
+        ("1Gi", Decimal(2**30)),
+        ("1024Mi", Decimal(2**30)),
+        ("2k", Decimal(2000)),
+        ("1e3", Decimal(1000)),
+        (3, Decimal(3)),
+    ],
+)
+def test_parse_quantity(text: object, value: Decimal) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1Zi", "http", True, None, [1]])
+def test_parse_quantity_rejects_non_quantities(text: object) -> None:
+    assert parse_quantity(text) is None
+
+
+def test_server_normalized_quantities_are_equal() -> None:
+    desired = {"spec": {"resources": {"limits": {"cpu": "1000m", "memory": "1024Mi"}}}}
+    observed = {"spec": {"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}, "status": {"x": 1}}
+    assert contains(observed, desired)
+    assert not needs_apply(desired, observed)
+
+
+def test_extra_server_fields_do_not_count_as_drift() -> None:
+    desired = {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}}
+    observed = {
+        "metadata": {"name": "a", "labels": {"x": "1"}, "resourceVersion": "7", "uid": "u"},
+        "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.0.0.1"},
+    }
+    assert not needs_apply(desired, observed)
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        None,
+        {"metadata": {"name": "a", "labels": {"x": "2"}}, "spec": {"ports": [{"port": 80}]}},
+        {"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}},
+        {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}, {"port": 81}]}},
+        {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": []}},
+    ],
+)
+def test_drift_is_detected(observed: dict[str, Any] | None) -> None:
+    desired = {"metadata": {"name": "a", "labels": {"x": "1"}}, "spec": {"ports": [{"port": 80}]}}
+    assert needs_apply(desired, observed)
+
+
+def test_booleans_are_not_numbers() -> None:
+    assert not contains({"a": 1}, {"a": True})
+    assert not contains({"a": True}, {"a": 1})
+
+
+def test_status_is_never_compared() -> None:
+    assert not needs_apply({"metadata": {"name": "a"}, "status": {"x": 1}}, {"metadata": {"name": "a"}})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(json_values)
+def test_every_value_contains_itself(value: Any) -> None:
+    assert contains(value, value)
+
+
+@given(st.dictionaries(st.text(max_size=3), json_values, max_size=4), st.text(max_size=3), json_values)
+def test_a_superset_contains_the_original(base: dict[str, Any], key: str, extra: Any) -> None:
+    bigger = {**base}
+    if key not in bigger:
+        bigger[key] = extra
+    assert contains(bigger, base)

@@ -1,0 +1,321 @@
+"""Tests for modeldeploy.reconcile: the pure decision of what to write.
+
+A tiny in-memory cluster carries plans out (apply = store, delete = remove, status = replace) and a Deployment
+is marked ready on cue, so whole convergence sequences run without any API server.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeldeploy.conditions import find
+from modeldeploy.config import OperatorConfig
+from modeldeploy.reconcile import Observed, Plan, assess_deployment, plan_reconcile
+
+CONFIG = OperatorConfig()
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+UID = "uid-1"
+
+
+def model_deployment(**spec_overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
+        "replicas": 2,
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "default", "uid": UID, "generation": 1},
+        "spec": spec,
+    }
+
+
+@dataclass
+class FakeCluster:
+    """Carries plans out the way the API server would, minus everything irrelevant to the decision."""
+
+    md: dict[str, Any]
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    now: datetime = T0
+    writes: int = 0
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def observed(self) -> Observed:
+        by_kind: dict[str, list[dict[str, Any]]] = {"Deployment": [], "Service": [], "HorizontalPodAutoscaler": []}
+        for (kind, _), obj in self.objects.items():
+            by_kind[kind].append(obj)
+        return Observed(by_kind["Deployment"], by_kind["Service"], by_kind["HorizontalPodAutoscaler"])
+
+    def step(self) -> Plan:
+        plan = plan_reconcile(self.md, self.observed(), CONFIG, self.now)
+        for manifest in plan.apply:
+            key = (manifest["kind"], manifest["metadata"]["name"])
+            old = self.objects.get(key)
+            obj = copy.deepcopy(manifest)
+            obj["metadata"]["uid"] = f"uid-{key[1]}"
+            generation = 1
+            if old is not None:
+                generation = old["metadata"]["generation"] + (old.get("spec") != obj.get("spec"))
+                obj["status"] = old.get("status", {})
+            obj["metadata"]["generation"] = generation
+            self.objects[key] = obj
+        for ref in plan.delete:
+            assert self.objects[(ref.kind, ref.name)]["metadata"]["uid"] == ref.uid
+            del self.objects[(ref.kind, ref.name)]
+        if plan.status is not None:
+            self.md["status"] = copy.deepcopy(plan.status)
+        self.events.extend((e.type, e.reason) for e in plan.events)
+        self.writes += plan.writes
+        return plan
+
+    def converge(self, limit: int = 10) -> None:
+        for _ in range(limit):
+            if self.step().writes == 0:
+                return
+        raise AssertionError("did not converge")
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        return {name: obj for (kind, name), obj in self.objects.items() if kind == "Deployment"}
+
+    def make_ready(self, name: str | None = None, *, ready: bool = True, deadline: bool = False) -> None:
+        for dep_name, dep in self.deployments().items():
+            if name is not None and dep_name != name:
+                continue
+            want = dep["spec"].get("replicas", 1)
+            dep["status"] = {
+                "observedGeneration": dep["metadata"]["generation"],
+                "replicas": want,
+                "updatedReplicas": want,
+                "readyReplicas": want if ready else 0,
+                "availableReplicas": want if ready else 0,
+                "conditions": [
+                    {"type": "Progressing", "status": "False" if deadline else "True",
+                     "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable"}
+                ],
+            }
+
+    def update_spec(self, **spec_overrides: Any) -> None:
+        self.md["spec"].update(spec_overrides)
+        self.md["metadata"]["generation"] += 1
+
+    def condition(self, type_: str) -> Mapping[str, Any]:
+        found = find(self.md["status"]["conditions"], type_)
+        assert found is not None
+        return found
+
+
+def test_first_deploy_creates_deployment_and_service_then_becomes_ready() -> None:
+    cluster = FakeCluster(model_deployment())
+    plan = cluster.step()
+    assert [m["kind"] for m in plan.apply] == ["Deployment", "Service"]
+    assert plan.status is not None and plan.status["phase"] == "Pending"
+    assert ("Normal", "RevisionCreated") in cluster.events
+    assert cluster.step().writes == 0, "a second look with nothing changed writes nothing"
+
+    cluster.make_ready()
+    plan = cluster.step()
+    assert plan.apply == [] and plan.delete == []
+    assert cluster.md["status"]["phase"] == "Ready"
+    assert cluster.condition("Ready")["status"] == "True"
+    assert cluster.condition("Ready")["reason"] == "Available"
+    assert cluster.md["status"]["readyReplicas"] == 2
+    assert cluster.md["status"]["desiredReplicas"] == 2
+    assert cluster.md["status"]["url"] == "http://iris.default.svc.cluster.local/v2/models/iris"
+    assert cluster.md["status"]["observedGeneration"] == 1
+    assert ("Normal", "Available") in cluster.events
+    assert cluster.step().writes == 0
+
+
+def test_writes_for_a_whole_first_deploy_stay_small() -> None:
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    # Deployment, Service, two status patches, RevisionCreated, Deploying and Available events.
+    assert cluster.writes <= 7
+
+
+def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    (old_name,) = cluster.deployments()
+    old_revision = cluster.md["status"]["stableRevision"]
+
+    cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
+    cluster.converge()
+    assert len(cluster.deployments()) == 2, "the old revision is kept until the new one is ready"
+    assert cluster.md["status"]["phase"] == "Progressing"
+    assert cluster.md["status"]["stableRevision"] == old_revision
+    assert cluster.condition("Ready")["status"] == "True"
+    assert cluster.condition("Ready")["reason"] == "PreviousRevisionServing"
+    assert cluster.condition("Progressing")["status"] == "True"
+
+    new_name = next(n for n in cluster.deployments() if n != old_name)
+    cluster.make_ready(new_name)
+    cluster.converge()
+    assert list(cluster.deployments()) == [new_name]
+    assert cluster.md["status"]["stableRevision"] != old_revision
+    assert cluster.md["status"]["modelVersion"] == "2"
+    assert ("Normal", "RevisionRetired") in cluster.events
+
+
+def test_invalid_update_keeps_the_last_good_children_and_says_why() -> None:
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    before = copy.deepcopy(cluster.objects)
+
+    cluster.update_spec(model={"version": "2", "storageUri": "ftp://nowhere/model.pt", "format": "TorchScript"})
+    plan = cluster.step()
+    assert plan.apply == [] and plan.delete == []
+    assert cluster.objects == before
+    ready = cluster.condition("Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "InvalidSpec"
+    assert "spec.model.storageUri" in ready["message"]
+    assert "keeps serving" in ready["message"]
+    assert cluster.md["status"]["observedGeneration"] == 2
+    assert ("Warning", "InvalidSpec") in cluster.events
+    assert cluster.step().writes == 0, "the same invalid spec is reported once"
+
+
+def test_autoscaling_adds_an_hpa_and_omits_replicas_then_removes_it() -> None:
+    autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}
+    runtime = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}
+    md = model_deployment(autoscaling=autoscaling, runtime=runtime)
+    del md["spec"]["replicas"]
+    cluster = FakeCluster(md)
+    cluster.converge()
+    kinds = sorted(kind for kind, _ in cluster.objects)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    (deployment,) = cluster.deployments().values()
+    assert "replicas" not in deployment["spec"]
+    hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+
+    del cluster.md["spec"]["autoscaling"]
+    cluster.update_spec(replicas=3)
+    cluster.converge()
+    assert sorted(kind for kind, _ in cluster.objects) == ["Deployment", "Service"]
+    (deployment,) = cluster.deployments().values()
+    assert deployment["spec"]["replicas"] == 3
+
+
+def test_children_of_someone_else_are_never_changed_or_deleted() -> None:
+    cluster = FakeCluster(model_deployment())
+    foreign = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "iris", "namespace": "default", "uid": "other",
+                     "ownerReferences": [{"uid": "someone-else", "controller": True}]},
+    }
+    cluster.objects[("HorizontalPodAutoscaler", "iris")] = foreign
+    cluster.converge()
+    assert cluster.objects[("HorizontalPodAutoscaler", "iris")] is foreign
+
+
+def test_paused_applies_nothing() -> None:
+    cluster = FakeCluster(model_deployment(paused=True))
+    plan = cluster.step()
+    assert plan.apply == [] and plan.delete == []
+    assert cluster.md["status"]["phase"] == "Paused"
+    assert cluster.condition("Progressing")["reason"] == "Paused"
+
+
+def test_progress_deadline_marks_degraded_and_keeps_the_stable_revision() -> None:
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    stable = cluster.md["status"]["stableRevision"]
+    cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
+    cluster.converge()
+    new_name = next(n for n, d in cluster.deployments().items() if "status" not in d or not d["status"])
+    cluster.make_ready(new_name, ready=False, deadline=True)
+    cluster.converge()
+    assert cluster.md["status"]["phase"] == "Degraded"
+    assert cluster.condition("Degraded")["reason"] == "ProgressDeadlineExceeded"
+    assert cluster.condition("Ready")["status"] == "True", "the stable revision still serves"
+    assert cluster.md["status"]["stableRevision"] == stable
+    assert len(cluster.deployments()) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "available"),
+    [
+        ({}, False),
+        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+          "availableReplicas": 2}, True),
+        ({"observedGeneration": 0, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+          "availableReplicas": 2}, False),
+        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 2,
+          "availableReplicas": 2}, False),
+        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1,
+          "availableReplicas": 1}, False),
+    ],
+)
+def test_assess_deployment(status: dict[str, Any], available: bool) -> None:
+    deployment = {"metadata": {"generation": 1}, "spec": {"replicas": 2}, "status": status}
+    assert assess_deployment(deployment).available is available
+
+
+versions = st.sampled_from(["1", "2", "3"])
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("version"), versions),
+        st.tuples(st.just("replicas"), st.integers(min_value=1, max_value=4)),
+        st.tuples(st.just("invalid"), st.just("")),
+        st.tuples(st.just("ready"), st.booleans()),
+        st.tuples(st.just("tick"), st.just("")),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(actions)
+def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> None:
+    cluster = FakeCluster(model_deployment())
+    last_good_spec = copy.deepcopy(cluster.md["spec"])
+    for action, value in history:
+        if action == "version":
+            last_good_spec = {**last_good_spec, "model": {**last_good_spec["model"], "version": value,
+                                                          "storageUri": f"s3://models/iris/{value}/m.pt"}}
+            cluster.md["spec"] = copy.deepcopy(last_good_spec)
+            cluster.md["metadata"]["generation"] += 1
+        elif action == "replicas":
+            last_good_spec = {**last_good_spec, "replicas": value}
+            cluster.md["spec"] = copy.deepcopy(last_good_spec)
+            cluster.md["metadata"]["generation"] += 1
+        elif action == "invalid":
+            cluster.update_spec(replicas=-1)
+        elif action == "ready":
+            cluster.make_ready(ready=value)
+        cluster.now += timedelta(seconds=5)
+
+        before = {name: dep.get("status", {}).get("readyReplicas", 0) for name, dep in cluster.deployments().items()}
+        plan = cluster.step()
+        if cluster.md["spec"].get("replicas") == -1:
+            assert plan.apply == [] and plan.delete == [], "an invalid spec never changes children"
+            continue
+        # Never delete the last serving revision before its successor is ready.
+        serving_before = {n for n, r in before.items() if r > 0}
+        if serving_before:
+            after = cluster.deployments()
+            assert any(after.get(n, {}).get("status", {}).get("readyReplicas", 0) > 0 for n in after), (
+                "some ready revision remains"
+            )
+        # A second look right away never writes anything.
+        assert cluster.step().writes == 0

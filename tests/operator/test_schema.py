@@ -1,0 +1,523 @@
+"""modeldeploy.schema: the CRD's defaults, OpenAPI checks and CEL rules, as the API server applies them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeldeploy import schema
+from modeldeploy.schema import SpecError, default_object, validate_object
+
+DELETE = object()
+
+
+def base() -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "default"},
+        "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt"}},
+    }
+
+
+def merged(obj: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``obj`` with ``patch`` merged in (``DELETE`` removes a key; lists are replaced)."""
+    out = copy.deepcopy(dict(obj))
+    for key, value in patch.items():
+        if value is DELETE:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def spec(**patch: Any) -> dict[str, Any]:
+    return merged(base(), {"spec": patch})
+
+
+def fields(errors: list[SpecError]) -> list[str]:
+    return [e.field for e in errors]
+
+
+# --- defaults ----------------------------------------------------------------------------------------------
+
+
+def test_defaults_fill_the_documented_values() -> None:
+    obj = default_object(base())
+    s = obj["spec"]
+    assert s["model"]["format"] == "TorchScript"
+    assert s["runtime"]["imagePullPolicy"] == "IfNotPresent"
+    assert s["runtime"]["gpu"] == {"count": 0, "resourceName": "nvidia.com/gpu", "halfPrecision": False}
+    assert s["runtime"]["batching"] == {"maxBatchSize": 32, "maxQueueDelayMs": 5, "maxQueueSize": 1024}
+    assert (s["runtime"]["drainSeconds"], s["runtime"]["port"]) == (15, 8080)
+    assert s["rollout"]["strategy"] == "RollingUpdate"
+    assert s["rollout"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    assert (s["paused"], s["revisionHistoryLimit"]) == (False, 10)
+    assert "replicas" not in s and "autoscaling" not in s
+
+
+def test_defaults_apply_inside_objects_the_user_wrote() -> None:
+    obj = default_object(
+        spec(
+            autoscaling={"maxReplicas": 3, "inflightRequests": {"targetAverageValue": "8"}},
+            runtime={"batching": {"maxBatchSize": 8}},
+            rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}]}, "analysis": {}},
+        )
+    )
+    s = obj["spec"]
+    assert s["autoscaling"]["minReplicas"] == 1
+    assert s["autoscaling"]["inflightRequests"]["metricName"] == "modelserve_inflight_requests"
+    assert s["runtime"]["batching"] == {"maxBatchSize": 8, "maxQueueDelayMs": 5, "maxQueueSize": 1024}
+    assert s["rollout"]["canary"]["trafficRouting"]["type"] == "Replicas"
+    assert s["rollout"]["canary"]["capacity"] == {"mode": "Surge", "maxSurgePods": 1}
+    assert s["rollout"]["analysis"]["source"] == {"type": "Scrape"}
+    assert s["rollout"]["analysis"]["interval"] == "30s"
+    assert "blueGreen" not in s["rollout"]
+
+
+def test_defaults_replace_null_and_keep_user_values() -> None:
+    obj = default_object(spec(paused=None, revisionHistoryLimit=3, model={"format": "TorchExport"}))
+    assert obj["spec"]["paused"] is False
+    assert obj["spec"]["revisionHistoryLimit"] == 3
+    assert obj["spec"]["model"]["format"] == "TorchExport"
+
+
+def test_default_object_copies_and_is_idempotent() -> None:
+    original = base()
+    once = default_object(original)
+    assert original == base()
+    assert default_object(once) == once
+
+
+# --- OpenAPI checks ----------------------------------------------------------------------------------------
+
+
+def test_a_minimal_object_is_valid() -> None:
+    assert validate_object(base()) == []
+
+
+@pytest.mark.parametrize(
+    ("obj", "field", "message"),
+    [
+        (spec(model={"version": DELETE}), "spec.model.version", "Required value"),
+        (merged(base(), {"spec": DELETE}), "spec", "Required value"),
+        (spec(model={"versoin": "2"}), "spec.model.versoin", "unknown field"),
+        (spec(model={"format": "ONNX"}), "spec.model.format", 'Unsupported value: "ONNX"'),
+        (spec(model={"sha256": "ABC"}), "spec.model.sha256", "should match"),
+        (spec(model={"version": "1 beta"}), "spec.model.version", "should match"),
+        (spec(replicas="2"), "spec.replicas", "must be of type integer"),
+        (spec(replicas=1001), "spec.replicas", "less than or equal to 1000"),
+        (spec(runtime={"port": 80}), "spec.runtime.port", "greater than or equal to 1024"),
+        (spec(runtime={"gpu": {"count": True}}), "spec.runtime.gpu.count", "must be of type integer"),
+        (
+            spec(runtime={"resources": {"limits": {"cpu": "two"}}}),
+            "spec.runtime.resources.limits.cpu",
+            "match",
+        ),
+        (spec(runtime={"resources": {"limits": {"cpu": 1.5}}}), "spec.runtime.resources.limits.cpu", "type"),
+        (
+            spec(runtime={"nodeSelector": {"kubernetes.io/os": 1}}),
+            "spec.runtime.nodeSelector[kubernetes.io/os]",
+            "must be of type string",
+        ),
+        (spec(runtime={"env": [{"name": "A"}, {"name": "A"}]}), "spec.runtime.env[1]", "Duplicate value"),
+        (spec(runtime={"env": [{"name": f"V{i}"} for i in range(65)]}), "spec.runtime.env", "at most 64"),
+        (
+            spec(runtime={"tolerations": [{"tolerationSeconds": 2**70}]}),
+            "spec.runtime.tolerations[0]",
+            "int64",
+        ),
+        (spec(rollout={"canary": {"steps": [{"pause": {"duration": "5 min"}}]}}), "spec.rollout", "match"),
+        (spec(rollout={"canary": {"steps": [{"analysis": {"x": 1}}]}}), "spec.rollout", "unknown field"),
+        (merged(base(), {"kind": "Deployment"}), "kind", "must be ModelDeployment"),
+        (
+            merged(base(), {"apiVersion": "modeldeploy.io/v1"}),
+            "apiVersion",
+            "must be modeldeploy.io/v1alpha1",
+        ),
+        (
+            merged(base(), {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            "status.conditions[0].reason",
+            "Required value",
+        ),
+        (
+            merged(
+                base(),
+                {
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Ready",
+                                "status": "Yes",
+                                "reason": "Fine",
+                                "message": "",
+                                "lastTransitionTime": "2024-06-01 10:00",
+                            }
+                        ]
+                    }
+                },
+            ),
+            "status.conditions[0].lastTransitionTime",
+            "date-time",
+        ),
+    ],
+)
+def test_schema_violations_name_the_field(obj: dict[str, Any], field: str, message: str) -> None:
+    errors = validate_object(obj)
+    assert any(e.field.startswith(field) and message in e.message for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"runtime": {"resources": {"limits": {"cpu": 2, "memory": "1Gi", "nvidia.com/gpu": "1"}}}},
+        {"autoscaling": {"maxReplicas": 2, "inflightRequests": {"targetAverageValue": 8}}},
+        {"autoscaling": {"maxReplicas": 2, "behavior": {"scaleDown": {"anything": ["goes", 1]}}}},
+        {"runtime": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}},
+        {"runtime": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
+        {"rollout": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}}},
+    ],
+)
+def test_int_or_string_and_preserved_fields_accept_their_shapes(patch: dict[str, Any]) -> None:
+    assert validate_object(spec(**patch)) == []
+
+
+def test_status_written_by_the_operator_is_valid() -> None:
+    obj = merged(
+        base(),
+        {
+            "status": {
+                "observedGeneration": 2,
+                "phase": "Ready",
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "AllReplicasReady",
+                        "message": "2/2 ready",
+                        "observedGeneration": 2,
+                        "lastTransitionTime": "2026-11-22T05:00:00Z",
+                    }
+                ],
+                "replicas": 2,
+                "readyReplicas": 2,
+                "selector": "modeldeploy.io/model-deployment=iris",
+                "url": "http://iris.default.svc.cluster.local/v2/models/iris",
+                "currentRevision": "5d41402abc",
+                "stableRevision": "5d41402abc",
+                "modelVersion": "1",
+                "rollout": {"step": 2, "anything": {"nested": True}},
+                "history": [{"revision": "0123456789", "number": 1}],
+            }
+        },
+    )
+    assert validate_object(obj) == []
+
+
+def test_nullable_and_int_or_string_translate_to_json_schema() -> None:
+    translated = schema._to_json_schema(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "string", "nullable": True, "enum": ["x"]},
+                "b": {"x-kubernetes-int-or-string": True},
+                "c": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            },
+        }
+    )
+    assert translated["properties"]["a"] == {"type": ["string", "null"], "enum": ["x", None]}
+    assert translated["properties"]["b"] == {"type": ["integer", "string"]}
+    assert "additionalProperties" not in translated["properties"]["c"]
+    assert translated["additionalProperties"] is False
+
+
+def test_validate_object_rejects_non_objects_and_does_not_modify_input() -> None:
+    assert fields(validate_object([])) == [""]  # type: ignore[arg-type]
+    obj = base()
+    validate_object(obj)
+    assert obj == base()
+
+
+# --- CEL rules ---------------------------------------------------------------------------------------------
+
+SAFETENSORS = {"format": "Safetensors", "entryPoint": "pkg.mod:Net"}
+ANALYSIS = {"maxErrorRatio": 0.01}
+
+# (id, failing object, passing object, field of the error, part of the rule's message)
+CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
+    (
+        "name-dns-label",
+        merged(base(), {"metadata": {"name": "Iris_Model"}}),
+        merged(base(), {"metadata": {"name": "iris-model"}}),
+        "metadata.name",
+        "DNS-1035",
+    ),
+    (
+        "name-length",
+        merged(base(), {"metadata": {"name": "a" * 53}}),
+        merged(base(), {"metadata": {"name": "a" * 52}}),
+        "metadata.name",
+        "at most 52",
+    ),
+    (
+        "replicas-xor-autoscaling",
+        spec(replicas=2, autoscaling={"maxReplicas": 3}),
+        spec(replicas=2),
+        "spec",
+        "exclusive",
+    ),
+    (
+        "entrypoint-required",
+        spec(model={"format": "Safetensors"}),
+        spec(model=SAFETENSORS),
+        "spec.model.entryPoint",
+        "required when format is Safetensors",
+    ),
+    (
+        "entrypoint-only-safetensors",
+        spec(model={"entryPoint": "pkg.mod:Net"}),
+        spec(model={"format": "TorchScript"}),
+        "spec.model.entryPoint",
+        "applies only to format Safetensors",
+    ),
+    (
+        "secret-only-downloads",
+        spec(model={"storageUri": "file:///models/iris", "storageSecretRef": {"name": "creds"}}),
+        spec(model={"storageUri": "https://example.com/m.pt", "storageSecretRef": {"name": "creds"}}),
+        "spec.model.storageSecretRef",
+        "downloaded models",
+    ),
+    (
+        "sha256-only-downloads",
+        spec(model={"storageUri": "pvc://models/iris", "sha256": "a" * 64}),
+        spec(model={"storageUri": "gs://models/iris", "sha256": "a" * 64}),
+        "spec.model.sha256",
+        "applies only to http",
+    ),
+    (
+        "storage-scheme",
+        spec(model={"storageUri": "ftp://host/m.pt"}),
+        spec(model={"storageUri": "pvc://models/iris/1"}),
+        "spec.model.storageUri",
+        "must start with",
+    ),
+    (
+        "gpu-once",
+        spec(runtime={"gpu": {"count": 1}, "resources": {"limits": {"nvidia.com/gpu": 1}}}),
+        spec(runtime={"gpu": {"count": 1}, "resources": {"limits": {"cpu": 1}}}),
+        "spec.runtime.gpu.count",
+        "not both",
+    ),
+    (
+        "env-value-xor-valuefrom",
+        spec(runtime={"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]}),
+        spec(runtime={"env": [{"name": "A", "value": "1"}]}),
+        "spec.runtime.env[0]",
+        "value or valueFrom",
+    ),
+    (
+        "env-reserved",
+        spec(runtime={"env": [{"name": "MODELSERVE_MAX_BATCH_SIZE", "value": "8"}]}),
+        spec(runtime={"env": [{"name": "MODELSERVE_THREADS", "value": "8"}]}),
+        "spec.runtime.env[0].name",
+        "set by the operator",
+    ),
+    (
+        "toleration-exists-value",
+        spec(runtime={"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
+        spec(runtime={"tolerations": [{"key": "k", "operator": "Equal", "value": "v"}]}),
+        "spec.runtime.tolerations[0]",
+        "operator is Exists",
+    ),
+    (
+        "pod-labels-reserved",
+        spec(runtime={"podLabels": {"modeldeploy.io/revision": "x"}}),
+        spec(runtime={"podLabels": {"team": "ml", "app.kubernetes.io/part-of": "shop"}}),
+        "spec.runtime.podLabels",
+        "must not set",
+    ),
+    (
+        "queue-holds-a-batch",
+        spec(runtime={"batching": {"maxBatchSize": 64, "maxQueueSize": 32}}),
+        spec(runtime={"batching": {"maxBatchSize": 64, "maxQueueSize": 64}}),
+        "spec.runtime.batching.maxQueueSize",
+        "at least maxBatchSize",
+    ),
+    (
+        "min-le-max",
+        spec(autoscaling={"minReplicas": 4, "maxReplicas": 2}),
+        spec(autoscaling={"minReplicas": 2, "maxReplicas": 2}),
+        "spec.autoscaling.minReplicas",
+        "must not exceed",
+    ),
+    (
+        "canary-needs-steps",
+        spec(rollout={"strategy": "Canary"}),
+        spec(rollout={"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}]}}),
+        "spec.rollout.canary",
+        "needs a canary block",
+    ),
+    (
+        "analysis-step-needs-analysis",
+        spec(rollout={"strategy": "Canary", "canary": {"steps": [{"analysis": {}}]}}),
+        spec(rollout={"strategy": "Canary", "canary": {"steps": [{"analysis": {}}]}, "analysis": ANALYSIS}),
+        "spec.rollout.analysis",
+        "analysis step needs",
+    ),
+    (
+        "first-deploy-analysis",
+        spec(rollout={"firstDeployAnalysis": True}),
+        spec(rollout={"firstDeployAnalysis": True, "analysis": ANALYSIS}),
+        "spec.rollout.analysis",
+        "firstDeployAnalysis needs",
+    ),
+    (
+        "one-key-per-step",
+        spec(rollout={"canary": {"steps": [{"setWeight": 10, "pause": {}}]}}),
+        spec(rollout={"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}),
+        "spec.rollout.canary.steps[0]",
+        "exactly one of",
+    ),
+    (
+        "gateway-block",
+        spec(rollout={"canary": {"trafficRouting": {"type": "GatewayAPI"}}}),
+        spec(
+            rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"httpRoute": "r"}}}}
+        ),
+        "spec.rollout.canary.trafficRouting.gatewayAPI",
+        "needs the gatewayAPI block",
+    ),
+    (
+        "gateway-route-or-parents",
+        spec(
+            rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": []}}}}
+        ),
+        spec(
+            rollout={
+                "canary": {
+                    "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
+                }
+            }
+        ),
+        "spec.rollout.canary.trafficRouting.gatewayAPI",
+        "httpRoute",
+    ),
+    (
+        "analysis-threshold",
+        spec(rollout={"analysis": {"count": 2}}),
+        spec(rollout={"analysis": {"count": 2, "maxP99LatencyMs": 250}}),
+        "spec.rollout.analysis",
+        "at least one threshold",
+    ),
+    (
+        "prometheus-block",
+        spec(rollout={"analysis": {**ANALYSIS, "source": {"type": "Prometheus"}}}),
+        spec(
+            rollout={
+                "analysis": {**ANALYSIS, "source": {"type": "Prometheus", "prometheus": {"url": "http://p"}}}
+            }
+        ),
+        "spec.rollout.analysis.source.prometheus",
+        "needs the prometheus block",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("failing", "passing", "field", "message"), [c[1:] for c in CEL_CASES], ids=[c[0] for c in CEL_CASES]
+)
+def test_cel_rule_rejects_and_accepts(
+    failing: dict[str, Any], passing: dict[str, Any], field: str, message: str
+) -> None:
+    errors = validate_object(failing)
+    assert [(e.field, message in e.message) for e in errors] == [(field, True)], errors
+    assert validate_object(passing) == []
+
+
+def test_every_cel_rule_has_a_failing_case() -> None:
+    covered: set[str] = set()
+    for _, failing, *_ in CEL_CASES:
+        covered.update(e.message.removeprefix("Invalid value: ") for e in validate_object(failing))
+    messages = {rule.message for rule in schema.cel_rules()}
+    assert messages - covered == set()
+
+
+def test_rules_reading_a_missing_field_report_an_evaluation_error() -> None:
+    with pytest.raises(ValueError, match=r"no such member|KeyError"):
+        schema.evaluate_rule("self.missing == 1", {"present": 1})
+    assert schema.evaluate_rule("self.all(k, k.startsWith('a'))", {"ab": 1, "ac": 2}) is True
+    with pytest.raises(ValueError, match="did not return a bool"):
+        schema.evaluate_rule("size(self)", [1, 2])
+
+
+def test_rules_are_skipped_quietly_where_the_schema_already_failed() -> None:
+    errors = validate_object(spec(runtime={"batching": {"maxBatchSize": "many"}}))
+    assert fields(errors) == ["spec.runtime.batching.maxBatchSize"]
+
+
+def test_errors_are_reported_together() -> None:
+    obj = spec(model={"format": "Safetensors", "bogus": 1}, replicas=2, autoscaling={"maxReplicas": 1})
+    assert set(fields(validate_object(obj))) == {"spec.model.bogus", "spec.model.entryPoint", "spec"}
+
+
+def test_spec_error_carries_field_and_message() -> None:
+    error = SpecError("spec.model.storageUri", "bad scheme")
+    assert (error.field, error.message, str(error)) == (
+        "spec.model.storageUri",
+        "bad scheme",
+        "spec.model.storageUri: bad scheme",
+    )
+    assert error == SpecError("spec.model.storageUri", "bad scheme")
+    assert isinstance(error, ValueError)
+
+
+def test_admit_returns_the_defaulted_object_or_raises() -> None:
+    assert schema.admit(base())["spec"]["paused"] is False
+    with pytest.raises(SpecError) as caught:
+        schema.admit(spec(replicas=-1))
+    assert caught.value.field == "spec.replicas"
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        (("spec", "runtime", "env", 0, "name"), "spec.runtime.env[0].name"),
+        (
+            ("spec", "runtime", "nodeSelector", "kubernetes.io/os"),
+            "spec.runtime.nodeSelector[kubernetes.io/os]",
+        ),
+        ((), ""),
+    ],
+)
+def test_format_path(path: tuple[str | int, ...], text: str) -> None:
+    assert schema.format_path(path) == text
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(min_value=1, max_value=4096),
+    queue=st.integers(min_value=1, max_value=10_000),
+    min_replicas=st.integers(min_value=1, max_value=20),
+    max_replicas=st.integers(min_value=1, max_value=20),
+)
+def test_cross_field_rules_match_their_arithmetic(
+    batch: int, queue: int, min_replicas: int, max_replicas: int
+) -> None:
+    obj = spec(
+        runtime={"batching": {"maxBatchSize": batch, "maxQueueSize": queue}},
+        autoscaling={"minReplicas": min_replicas, "maxReplicas": max_replicas},
+    )
+    got = set(fields(validate_object(obj)))
+    expected = set()
+    if queue < batch:
+        expected.add("spec.runtime.batching.maxQueueSize")
+    if min_replicas > max_replicas:
+        expected.add("spec.autoscaling.minReplicas")
+    assert got == expected

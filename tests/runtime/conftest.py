@@ -1,0 +1,78 @@
+"""Fixtures for the runtime tests: small demo models built once per session, and app/server factories."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from modelserve import testing
+from modelserve.app import create_app
+from modelserve.config import ServeConfig
+from modelserve.model import EngineLoader, load_from_config
+
+IN, HIDDEN, OUT = 16, 32, 4
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One directory per demo model kind (small sizes keep the suite fast)."""
+    root = tmp_path_factory.mktemp("models")
+    testing.build_torchscript(root / "mlp", IN, HIDDEN, OUT)
+    testing.build_torchscript(root / "failing", IN, HIDDEN, OUT, failing=True)
+    testing.build_export(root / "export", IN, HIDDEN, OUT)
+    testing.build_safetensors(root / "safetensors", IN, HIDDEN, OUT)
+    testing.build_two_heads(root / "two_heads", 3)
+    return {p.name: p for p in root.iterdir()}
+
+
+def make_config(model_dir: Path, name: str = "mlp", **overrides: Any) -> ServeConfig:
+    values: dict[str, Any] = {"max_queue_delay_ms": 2.0, "drain_seconds": 0.0, "torch_threads": 1}
+    values.update(overrides)
+    return ServeConfig(model_dir=model_dir, model_name=name, **values)
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/v2/health/ready").status_code != 200:
+        if time.monotonic() > deadline:
+            raise AssertionError("server never became ready")
+        time.sleep(0.01)
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client() -> Iterator[ClientFactory]:
+    """make_client(model_dir, name="mlp", loader=..., ready=True, **config) -> a TestClient with lifespan."""
+    opened: list[TestClient] = []
+
+    def factory(
+        model_dir: Path, name: str = "mlp", loader: EngineLoader = load_from_config, ready: bool = True, **kw: Any
+    ) -> TestClient:
+        client = TestClient(create_app(make_config(model_dir, name, **kw), loader), raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        if ready:
+            wait_ready(client)
+        return client
+
+    yield factory
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(models: dict[str, Path], make_client: ClientFactory) -> TestClient:
+    return make_client(models["mlp"])
+
+
+def v2_body(rows: int = 1, features: int = IN, value: float = 0.5, name: str = "input") -> dict[str, Any]:
+    return {
+        "inputs": [{"name": name, "datatype": "FP32", "shape": [rows, features], "data": [value] * (rows * features)}]
+    }

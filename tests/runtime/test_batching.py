@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from modelserve.batching import Batcher, BatchingOptions, batch_key, split_rows
+from modelserve.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from modelserve.signature import Array
+
+
+class Recorder:
+    """A fake model: doubles its input, records batch shapes and the thread it ran on."""
+
+    def __init__(self, delay: float = 0.0, fail_on: float | None = None) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.threads: set[str] = set()
+        self.delay = delay
+        self.fail_on = fail_on
+
+    def __call__(self, inputs: Sequence[Array]) -> list[Array]:
+        self.shapes.append(inputs[0].shape)
+        self.threads.add(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_on is not None and (inputs[0] == self.fail_on).any():
+            raise InferenceFailed("bad row")
+        return [inputs[0] * 2]
+
+
+def rows(n: int, value: float = 1.0, width: int = 4) -> list[Array]:
+    return [np.full((n, width), value, np.float32)]
+
+
+async def test_concurrent_compatible_requests_share_a_batch() -> None:
+    model = Recorder(delay=0.02)
+    b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.05), batchable=True)
+    for _ in range(5):  # keep "arriving" up so the dispatcher waits for company
+        b.arriving()
+
+    async def one(i: int) -> Array:
+        b.arrived()
+        return (await b.infer(rows(1, float(i)))).outputs[0]
+
+    results = await asyncio.gather(*(one(i) for i in range(5)))
+    await b.close()
+    assert [r.tolist() for r in results] == [[[2.0 * i] * 4] for i in range(5)]
+    assert model.shapes == [(5, 4)]
+    assert model.threads and threading.current_thread().name not in model.threads
+
+
+async def test_shape_incompatible_requests_never_share_a_batch() -> None:
+    model = Recorder()
+    b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.01), batchable=True)
+    b.arriving(), b.arriving()
+    a = asyncio.ensure_future(b.infer(rows(1, width=4)))
+    c = asyncio.ensure_future(b.infer(rows(2, width=3)))
+    b.arrived(), b.arrived()
+    ra, rc = await asyncio.gather(a, c)
+    await b.close()
+    assert ra.outputs[0].shape == (1, 4) and rc.outputs[0].shape == (2, 3)
+    assert sorted(model.shapes) == [(1, 4), (2, 3)]
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    model = Recorder(delay=0.01)
+    b = Batcher(model, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
+    results = await asyncio.gather(*(b.infer(rows(1)) for _ in range(10)))
+    await b.close()
+    assert all(r.batch_rows <= 4 for r in results)
+    assert sum(s[0] for s in model.shapes) == 10 and max(s[0] for s in model.shapes) <= 4
+
+
+async def test_lone_request_is_dispatched_without_waiting_for_the_delay() -> None:
+    b = Batcher(Recorder(), BatchingOptions(max_batch_size=32, max_queue_delay_s=1.0), batchable=True)
+    started = time.perf_counter()
+    await b.infer(rows(1))
+    await b.close()
+    assert time.perf_counter() - started < 0.5
+
+
+async def test_full_queue_is_overloaded() -> None:
+    b = Batcher(Recorder(delay=0.2), BatchingOptions(max_batch_size=1, max_queue_size=2), batchable=True)
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.sleep(0.05)  # first is running; the queue is empty again
+    queued = [asyncio.ensure_future(b.infer(rows(1))) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="queue full"):
+        await b.infer(rows(1))
+    await asyncio.gather(first, *queued)
+    await b.close()
+
+
+async def test_deadline_exceeded_while_waiting() -> None:
+    model = Recorder(delay=0.2)
+    b = Batcher(model, BatchingOptions(max_batch_size=1), batchable=True)
+    first = asyncio.ensure_future(b.infer(rows(1)))
+    await asyncio.sleep(0.01)
+    with pytest.raises(DeadlineExceeded):
+        await b.infer(rows(1, 3.0), deadline=time.perf_counter() + 0.05)
+    await first
+    await b.close()
+    assert len(model.shapes) == 1  # the expired request never ran
+
+
+async def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
+    model = Recorder(delay=0.01, fail_on=9.0)
+    b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.05), batchable=True)
+    for _ in range(3):
+        b.arriving()
+
+    async def one(value: float) -> Array:
+        b.arrived()
+        return (await b.infer(rows(1, value))).outputs[0]
+
+    good1, bad, good2 = await asyncio.gather(one(1.0), one(9.0), one(2.0), return_exceptions=True)
+    await b.close()
+    assert isinstance(bad, InferenceFailed)
+    assert isinstance(good1, np.ndarray) and good1.tolist() == [[2.0] * 4]
+    assert isinstance(good2, np.ndarray) and good2.tolist() == [[4.0] * 4]
+
+
+async def test_close_finishes_queued_work_then_refuses() -> None:
+    b = Batcher(Recorder(delay=0.01), BatchingOptions(max_batch_size=1), batchable=True)
+    pending = [asyncio.ensure_future(b.infer(rows(1))) for _ in range(3)]
+    await asyncio.sleep(0)
+    await b.close()
+    assert all(p.done() and not p.exception() for p in pending)
+    with pytest.raises(Overloaded, match="shutting down"):
+        await b.infer(rows(1))
+
+
+def test_batch_key_and_split() -> None:
+    a = np.zeros((2, 3), np.float32)
+    assert batch_key([a], True)[0] == batch_key([np.ones((5, 3), np.float32)], True)[0]
+    assert batch_key([a], True) == (batch_key([a], True)[0], 2)
+    assert batch_key([a], True)[0] != batch_key([a.astype(np.float64)], True)[0]
+    assert batch_key([a], False)[0] != batch_key([a], False)[0]
+    parts = split_rows([np.arange(10).reshape(5, 2)], [2, 3])
+    assert [p[0].shape for p in parts] == [(2, 2), (3, 2)]
+    with pytest.raises(InferenceFailed, match="batch dimension"):
+        split_rows([np.zeros(3)], [2, 3])

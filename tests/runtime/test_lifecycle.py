@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from modelserve.lifecycle import Lifecycle, Phase
+from modelserve.testing import free_socket
+
+from .conftest import v2_body
+
+
+def test_phases_and_second_signal() -> None:
+    exits: list[bool] = []
+    life = Lifecycle(drain_seconds=100)
+    life.request_exit = lambda: exits.append(True)
+    assert not life.ready
+    life.mark_ready()
+    assert life.ready
+    life.begin_drain()  # no loop attached: drains at once when asked twice
+    assert life.phase is Phase.DRAINING or life.phase is Phase.STOPPING
+    life.begin_drain()
+    assert life.phase is Phase.STOPPING and exits
+
+
+def test_load_failure_requests_exit_with_its_code() -> None:
+    life = Lifecycle(drain_seconds=1)
+    exits: list[bool] = []
+    life.request_exit = lambda: exits.append(True)
+    life.fail(11)
+    assert life.phase is Phase.FAILED and life.exit_code == 11 and exits
+
+
+def test_sigterm_drains_with_zero_failed_requests(models: dict[str, Path]) -> None:
+    """A real server process and a client that keeps sending through SIGTERM: nothing fails, exit 0."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {
+        **os.environ,
+        "MODELSERVE_MODEL_DIR": str(models["mlp"]),
+        "MODELSERVE_MODEL_NAME": "mlp",
+        "MODELSERVE_PORT": str(port),
+        "MODELSERVE_HOST": "127.0.0.1",
+        "MODELSERVE_DRAIN_SECONDS": "1.5",
+        "MODELSERVE_TORCH_THREADS": "1",
+        "MODELSERVE_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "modelserve", "serve"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+
+        stop_sending = threading.Event()
+        results: list[int | str] = []
+
+        def client() -> None:
+            with httpx.Client(base_url=base, timeout=10) as c:
+                while not stop_sending.is_set():
+                    try:
+                        results.append(c.post("/v2/models/mlp/infer", json=v2_body()).status_code)
+                    except httpx.HTTPError as exc:
+                        results.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        sent_before = len(results)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        assert httpx.get(base + "/v2/health/ready", timeout=2).status_code == 503  # not ready at once
+        assert httpx.get(base + "/v2/health/live", timeout=2).status_code == 200
+        time.sleep(0.9)  # the client keeps sending during the drain (endpoints not yet updated)
+        stop_sending.set()
+        for t in threads:
+            t.join()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sent_before > 0 and len(results) > sent_before
+    failures = [r for r in results if r != 200]
+    assert failures == []

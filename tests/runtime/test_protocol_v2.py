@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import torch
+from starlette.testclient import TestClient
+
+from modelserve.errors import RequestError
+from modelserve.protocol_v2 import Limits, decode_request, encode_response
+from modelserve.signature import Signature, TensorSpec
+from modelserve.testing import reference_forward
+
+from .conftest import IN, OUT, ClientFactory, v2_body
+
+SIG = Signature((TensorSpec("input", "FP32", (-1, 2)),), (TensorSpec("output", "FP32", (-1, 2)),))
+LIMITS = Limits(max_elements=1000)
+
+
+def binary_body(array: np.ndarray, binary_output: bool = True) -> tuple[bytes, dict[str, str]]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": binary_output},
+        }
+    )
+    return header + array.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+def test_json_inference_matches_the_model(client: TestClient, models: dict[str, Path]) -> None:
+    x = np.random.default_rng(1).standard_normal((3, IN)).astype(np.float32)
+    body = {"id": "r1", "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, IN], "data": x.tolist()}]}
+    r = client.post("/v2/models/mlp/infer", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "r1" and out["model_name"] == "mlp" and out["model_version"] == "1"
+    (tensor,) = out["outputs"]
+    assert tensor["name"] == "output" and tensor["datatype"] == "FP32" and tensor["shape"] == [3, OUT]
+    expected = reference_forward(models["mlp"] / "model.pt", torch.from_numpy(x))
+    np.testing.assert_allclose(np.array(tensor["data"]).reshape(3, OUT), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_inference_round_trip(client: TestClient, models: dict[str, Path]) -> None:
+    x = np.random.default_rng(2).standard_normal((2, IN)).astype(np.float32)
+    body, headers = binary_body(x)
+    r = client.post("/v2/models/mlp/versions/1/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    header = orjson.loads(r.content[:n])
+    (tensor,) = header["outputs"]
+    assert tensor["parameters"]["binary_data_size"] == 2 * OUT * 4
+    got = np.frombuffer(r.content[n:], np.float32).reshape(2, OUT)
+    expected = reference_forward(models["mlp"] / "model.pt", torch.from_numpy(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_metadata_and_health(client: TestClient) -> None:
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json()["ready"] is True
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    meta = client.get("/v2/models/mlp").json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, IN]}]
+    assert meta["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, OUT]}]
+    assert client.get("/v2/models/mlp/versions/1").status_code == 200
+    assert client.get("/v2/models/mlp/ready").json() == {"name": "mlp", "ready": True}
+    assert client.get("/v2/models/mlp/versions/1/ready").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/v2/models/other/infer", 404, "model 'other' not found"),
+        ("/v2/models/mlp/versions/7/infer", 404, "no version '7'"),
+        ("/v2/models/other", 404, "not found"),
+        ("/v2/nothing/here", 404, "no such endpoint"),
+    ],
+)
+def test_not_found(client: TestClient, path: str, status: int, message: str) -> None:
+    r = client.post(path, json=v2_body()) if path.endswith("infer") else client.get(path)
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_wrong_method_is_405_json(client: TestClient) -> None:
+    r = client.get("/v2/models/mlp/infer")
+    assert r.status_code == 405 and "GET" in r.json()["error"]
+    assert client.delete("/v2/health/ready").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"inputs": []}', "non-empty list"),
+        (b'{"inputs": [{"name": "nope", "datatype": "FP32", "shape": [1, 16], "data": []}]}', "unknown input 'nope'"),
+        (b'{"inputs": [{"name": "input", "datatype": "INT64", "shape": [1, 16], "data": [' + b"1," * 15 + b"1]}]}",
+         "datatype INT64 does not match the model's FP32"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}',
+         "input 'input': shape [1, 3] does not match the expected shape [-1, 16]"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [1, 2]}]}',
+         "data has 2 elements but shape [1, 16] needs 16"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": ["a"]}]}', "not a regular"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1000000000, 1000000000], "data": [1]}]}',
+         "more than the"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, -16], "data": [1]}]}', "non-negative"),
+        (b'{"inputs": [{"name": "input", "datatype": "STRING", "shape": [1], "data": [1]}]}', "unsupported datatype"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [NaN]}]}', "malformed JSON"),
+        (b"[" * 5000 + b"]" * 5000, "malformed JSON"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": '
+         + b"[" * 200 + b"1" + b"]" * 200 + b"}]}", "not a regular"),
+        (b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [' + b"1," * 15 + b'1]}],'
+         b' "outputs": [{"name": "nope"}]}', "unknown output 'nope'"),
+    ],
+)  # fmt: skip
+def test_client_mistakes_are_400_with_a_clear_message(client: TestClient, body: bytes, message: str) -> None:
+    r = client.post("/v2/models/mlp/infer", content=body)
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_binary_sizes_that_do_not_match_the_header(client: TestClient) -> None:
+    x = np.ones((1, IN), np.float32)
+    body, headers = binary_body(x)
+    r = client.post("/v2/models/mlp/infer", content=body[:-4], headers=headers)
+    assert r.status_code == 400 and "binary data ends" in r.json()["error"]
+    r = client.post("/v2/models/mlp/infer", content=body + b"xxxx", headers=headers)
+    assert r.status_code == 400 and "add up to" in r.json()["error"]
+    r = client.post("/v2/models/mlp/infer", content=body, headers={"Inference-Header-Content-Length": "99999"})
+    assert r.status_code == 400 and "outside the body" in r.json()["error"]
+    r = client.post("/v2/models/mlp/infer", content=body, headers={"Inference-Header-Content-Length": "x"})
+    assert r.status_code == 400
+
+
+def test_non_finite_binary_input_is_refused(client: TestClient) -> None:
+    x = np.ones((1, IN), np.float32)
+    x[0, 3] = np.inf
+    body, headers = binary_body(x)
+    r = client.post("/v2/models/mlp/infer", content=body, headers=headers)
+    assert r.status_code == 400 and "NaN or Inf" in r.json()["error"]
+
+
+def test_oversized_body_is_413(models: dict[str, Path], make_client: ClientFactory) -> None:
+    client = make_client(models["mlp"], max_body_bytes=1000)
+    r = client.post("/v2/models/mlp/infer", json=v2_body(rows=30))
+    assert r.status_code == 413 and "1000-byte limit" in r.json()["error"]
+
+    def chunks() -> object:  # no Content-Length: the limit holds while streaming
+        for _ in range(10):
+            yield b"x" * 200
+
+    r = client.post("/v2/models/mlp/infer", content=chunks())  # type: ignore[arg-type]
+    assert r.status_code == 413
+
+
+def test_requested_outputs_and_two_inputs(models: dict[str, Path], make_client: ClientFactory) -> None:
+    client = make_client(models["two_heads"], name="heads")
+    body = {
+        "inputs": [
+            {"name": "scale", "datatype": "FP32", "shape": [2, 1], "data": [1, 10]},
+            {"name": "features", "datatype": "FP32", "shape": [2, 3], "data": [[1, 2, 3], [3, 2, 1]]},
+        ],
+        "outputs": [{"name": "argmax"}],
+    }
+    r = client.post("/v2/models/heads/infer", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"] == [{"name": "argmax", "datatype": "INT64", "shape": [2], "data": [2, 0]}]
+    del body["inputs"][0]
+    r = client.post("/v2/models/heads/infer", json=body)
+    assert r.status_code == 400 and "missing input(s): scale" in r.json()["error"]
+
+
+def test_decode_encode_units() -> None:
+    body = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]})
+    req = decode_request(body, None, SIG, LIMITS)
+    assert req.inputs[0].tolist() == [[1.0, 2.0]] and req.outputs is None and not req.binary_outputs
+    payload, header_len = encode_response("m", "1", req, ["output"], [np.array([[3, 4]], np.float32)])
+    assert header_len is None
+    assert orjson.loads(payload)["outputs"][0]["data"] == [3.0, 4.0]
+    with pytest.raises(RequestError, match="timeout_ms"):
+        decode_request(orjson.dumps({**orjson.loads(body), "parameters": {"timeout_ms": -1}}), None, SIG, LIMITS)

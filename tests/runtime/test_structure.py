@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import modelserve
+
+PACKAGE = Path(modelserve.__file__).parent
+ALLOWED = {"engine.py", "testing.py"}  # testing.py builds demo models; the server never imports it
+
+
+def test_only_the_engine_imports_torch() -> None:
+    offenders = []
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "torch" or n.startswith("torch.") or n.startswith("safetensors.torch") for n in names):
+                offenders.append(path.name)
+    assert set(offenders) <= ALLOWED, offenders
+    assert "engine.py" in offenders
+
+
+def test_no_unpickling_anywhere() -> None:
+    for path in PACKAGE.glob("*.py"):
+        text = path.read_text()
+        assert "pickle.load" not in text, path.name
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path.name}: {line.strip()}"

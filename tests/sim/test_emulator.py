@@ -1,0 +1,421 @@
+"""The emulated API server's Kubernetes semantics, driven over HTTP with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import lightkube
+import pytest
+from lightkube import operators
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import ConfigMap, Namespace
+from lightkube.types import PatchType
+
+from modeldeploy.sim.cluster import Cluster
+from modeldeploy.sim.resources import schema_admission
+
+Widget = create_namespaced_resource("sim.example.com", "v1", "Widget", "widgets")
+WIDGETS = "sim.example.com/v1/widgets"
+
+
+@pytest.fixture
+def cluster_crds(widget_crd: dict[str, Any]) -> list[Any]:
+    return [widget_crd]
+
+
+def widget(name: str, **spec: Any) -> Any:
+    return Widget.from_dict(
+        {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+def configmap(name: str, labels: dict[str, str] | None = None, owner: dict[str, Any] | None = None) -> ConfigMap:
+    metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
+    if owner is not None:
+        metadata["ownerReferences"] = [
+            {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+             "uid": owner["metadata"]["uid"]}
+        ]
+    return ConfigMap.from_dict({"metadata": metadata, "data": {"k": "v"}})
+
+
+async def raw(
+    cluster: Cluster, method: str, path: str, body: Any = None, content_type: str = "application/json"
+) -> tuple[int, Any]:
+    """One HTTP request to the emulator: (status, decoded JSON body)."""
+    data = None if body is None else body if isinstance(body, str) else json.dumps(body)
+    async with aiohttp.ClientSession() as session, session.request(
+        method, cluster.url + path, data=data, headers={"Content-Type": content_type}
+    ) as response:
+        return response.status, await response.json(content_type=None)
+
+
+WIDGET_PATH = "/apis/sim.example.com/v1/namespaces/default/widgets"
+
+
+async def test_create_sets_server_fields_and_resource_versions_grow(kube: lightkube.AsyncClient) -> None:
+    first = await kube.create(widget("a", size="s"), namespace="default")
+    second = await kube.create(configmap("b"), namespace="default")
+    assert first.metadata.uid and first.metadata.uid != second.metadata.uid
+    assert first.metadata.creationTimestamp is not None
+    assert first.metadata.generation == 1
+    assert int(second.metadata.resourceVersion) > int(first.metadata.resourceVersion)
+    fetched = await kube.get(Widget, "a", namespace="default")
+    assert fetched.metadata.resourceVersion == first.metadata.resourceVersion
+
+
+async def test_create_twice_is_already_exists(cluster: Cluster) -> None:
+    body = {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {}}
+    assert (await raw(cluster, "POST", WIDGET_PATH, body))[0] == 201
+    code, status = await raw(cluster, "POST", WIDGET_PATH, body)
+    assert code == 409
+    assert status["kind"] == "Status" and status["reason"] == "AlreadyExists" and status["code"] == 409
+    assert status["message"] == 'widgets.sim.example.com "a" already exists'
+
+
+async def test_missing_object_and_namespace_and_resource_are_404(cluster: Cluster) -> None:
+    code, status = await raw(cluster, "GET", WIDGET_PATH + "/nope")
+    assert (code, status["reason"], status["details"]["name"]) == (404, "NotFound", "nope")
+    code, status = await raw(cluster, "POST", "/api/v1/namespaces/ghost/configmaps", {"metadata": {"name": "x"}})
+    assert (code, status["message"]) == (404, 'namespaces "ghost" not found')
+    code, _ = await raw(cluster, "GET", "/apis/sim.example.com/v1/namespaces/default/gadgets")
+    assert code == 404
+
+
+async def test_stale_update_is_a_409_conflict(kube: lightkube.AsyncClient) -> None:
+    created = await kube.create(widget("a", size="s"), namespace="default")
+    created.spec["size"] = "m"
+    await kube.replace(created)  # carries the current resourceVersion: accepted
+    created.spec["size"] = "l"  # still carries the old resourceVersion
+    with pytest.raises(lightkube.ApiError) as raised:
+        await kube.replace(created)
+    assert raised.value.status.code == 409 and raised.value.status.reason == "Conflict"
+    stale_patch = {"metadata": {"resourceVersion": created.metadata.resourceVersion}, "spec": {"size": "xl"}}
+    with pytest.raises(lightkube.ApiError) as raised:
+        await kube.patch(Widget, "a", stale_patch, namespace="default", patch_type=PatchType.MERGE)
+    assert raised.value.status.code == 409
+    assert (await kube.get(Widget, "a", namespace="default")).spec["size"] == "m"
+
+
+async def test_custom_resource_update_needs_a_resource_version(cluster: Cluster) -> None:
+    body = {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {}}
+    await raw(cluster, "POST", WIDGET_PATH, body)
+    code, status = await raw(cluster, "PUT", WIDGET_PATH + "/a", body)
+    assert (code, status["reason"]) == (422, "Invalid")
+
+
+async def test_generation_bumps_only_on_spec_changes(kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a", size="s"), namespace="default")
+    merge = PatchType.MERGE
+    labelled = await kube.patch(Widget, "a", {"metadata": {"labels": {"x": "1"}}}, namespace="default", patch_type=merge)
+    assert labelled.metadata.generation == 1
+    status = await kube.patch(Widget, "a", {"status": {"phase": "Ok"}}, namespace="default",
+                              patch_type=merge, subresource="status")
+    assert status.metadata.generation == 1
+    assert int(status.metadata.resourceVersion) > int(labelled.metadata.resourceVersion)
+    spec = await kube.patch(Widget, "a", {"spec": {"size": "m"}}, namespace="default", patch_type=merge)
+    assert spec.metadata.generation == 2
+    same = await kube.patch(Widget, "a", {"spec": {"size": "m"}}, namespace="default", patch_type=merge)
+    assert (same.metadata.generation, same.metadata.resourceVersion) == (2, spec.metadata.resourceVersion)
+
+
+async def test_status_subresource_isolation(kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a", size="s"), namespace="default")
+    merge = PatchType.MERGE
+    main = await kube.patch(Widget, "a", {"spec": {"size": "m"}, "status": {"phase": "Ignored"}},
+                            namespace="default", patch_type=merge)
+    assert main.spec["size"] == "m" and "phase" not in (main.get("status") or {})
+    status = await kube.patch(Widget, "a", {"spec": {"size": "xl"}, "metadata": {"labels": {"l": "v"}},
+                                            "status": {"phase": "Ready"}},
+                              namespace="default", patch_type=merge, subresource="status")
+    assert status["status"]["phase"] == "Ready"
+    assert status.spec["size"] == "m" and not status.metadata.labels
+
+
+async def test_merge_patch_null_deletes_keys(kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a", size="s", extra={"keep": 1, "drop": 2}), namespace="default")
+    patch = {"spec": {"size": None, "extra": {"drop": None}}}
+    patched = await kube.patch(Widget, "a", patch, namespace="default", patch_type=PatchType.MERGE)
+    assert patched.spec == {"extra": {"keep": 1}}
+
+
+async def test_json_patch_and_failed_test_operation(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a", items=["x"]), namespace="default")
+    ops = [{"op": "add", "path": "/spec/items/-", "value": "y"}, {"op": "replace", "path": "/spec/size", "value": "m"}]
+    with pytest.raises(lightkube.ApiError):  # replace of a missing path fails
+        await kube.patch(Widget, "a", ops, namespace="default", patch_type=PatchType.JSON)
+    ops[1]["op"] = "add"
+    patched = await kube.patch(Widget, "a", ops, namespace="default", patch_type=PatchType.JSON)
+    assert patched.spec == {"items": ["x", "y"], "size": "m"}
+    code, status = await raw(cluster, "PATCH", WIDGET_PATH + "/a", [{"op": "test", "path": "/spec/size", "value": "s"}],
+                             "application/json-patch+json")
+    assert (code, status["reason"]) == (422, "Invalid")
+
+
+async def test_strategic_merge_patch(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a"), namespace="default")
+    code, status = await raw(cluster, "PATCH", WIDGET_PATH + "/a", {"spec": {"size": "m"}},
+                             "application/strategic-merge-patch+json")
+    assert (code, status["reason"]) == (415, "UnsupportedMediaType")  # as for real custom resources
+    deployment = {
+        "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {
+            "containers": [{"name": "main", "image": "one"}, {"name": "side", "image": "two"}]}}},
+    }
+    await raw(cluster, "POST", "/apis/apps/v1/namespaces/default/deployments", deployment)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "three"}]}}}}
+    code, body = await raw(cluster, "PATCH", "/apis/apps/v1/namespaces/default/deployments/d", patch,
+                           "application/strategic-merge-patch+json")
+    assert code == 200
+    containers = body["spec"]["template"]["spec"]["containers"]
+    assert containers == [{"name": "main", "image": "one"}, {"name": "side", "image": "three"}]
+
+
+async def test_server_side_apply_lifecycle(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    config = widget("a", size="s", color="red")
+    created = await kube.apply(config, namespace="default", field_manager="me")
+    assert created.spec == {"size": "s", "color": "red"} and created.metadata.generation == 1
+    entry = next(e for e in created.metadata.managedFields if e.manager == "me")
+    assert entry.operation == "Apply" and "f:color" in entry.fieldsV1["f:spec"]
+
+    # Another writer's field survives this manager's applies; a field this manager stops applying goes away.
+    await kube.patch(Widget, "a", {"spec": {"owner": "them"}}, namespace="default", patch_type=PatchType.MERGE)
+    updated = await kube.apply(widget("a", size="m"), namespace="default", field_manager="me")
+    assert updated.spec == {"size": "m", "owner": "them"}
+    assert updated.metadata.generation == 3
+
+    # Re-applying the same configuration writes nothing: no new resourceVersion, no watch event.
+    writes_before = cluster.emulator.resource_version
+    again = await kube.apply(widget("a", size="m"), namespace="default", field_manager="me")
+    assert again.metadata.resourceVersion == updated.metadata.resourceVersion
+    assert cluster.emulator.resource_version == writes_before
+    events = []
+    async for event_type, obj in kube.watch(Widget, namespace="default", resource_version=updated.metadata.resourceVersion,
+                                            server_timeout=1):
+        events.append((event_type, obj.metadata.name))
+    assert events == []
+
+
+async def test_apply_conflicts_between_managers(kube: lightkube.AsyncClient) -> None:
+    await kube.apply(widget("a", size="s"), namespace="default", field_manager="one")
+    with pytest.raises(lightkube.ApiError) as raised:
+        await kube.apply(widget("a", size="m"), namespace="default", field_manager="two")
+    assert raised.value.status.code == 409 and "one" in raised.value.status.message
+    forced = await kube.apply(widget("a", size="m"), namespace="default", field_manager="two", force=True)
+    assert forced.spec["size"] == "m"
+    # The field moved to "two": "one" no longer applying it does not remove it.
+    after = await kube.apply(widget("a", other="x"), namespace="default", field_manager="one")
+    assert after.spec == {"size": "m", "other": "x"}
+
+
+async def test_apply_merges_lists_of_named_maps(kube: lightkube.AsyncClient) -> None:
+    await kube.apply(widget("a", ports=[{"name": "http", "port": 80}]), namespace="default", field_manager="one")
+    await kube.apply(widget("a", ports=[{"name": "metrics", "port": 9090}]), namespace="default", field_manager="two")
+    both = await kube.get(Widget, "a", namespace="default")
+    assert [p["name"] for p in both.spec["ports"]] == ["http", "metrics"]
+    dropped = await kube.apply(widget("a", other=1), namespace="default", field_manager="one")
+    assert dropped.spec["ports"] == [{"name": "metrics", "port": 9090}]
+
+
+async def test_finalizers_hold_deletion(kube: lightkube.AsyncClient) -> None:
+    created = widget("a")
+    created.metadata["finalizers"] = ["sim.example.com/hold"]
+    await kube.create(created, namespace="default")
+    await kube.delete(Widget, "a", namespace="default")
+    held = await kube.get(Widget, "a", namespace="default")
+    assert held.metadata.deletionTimestamp is not None
+    with pytest.raises(lightkube.ApiError) as raised:  # no new finalizers on a terminating object
+        await kube.patch(Widget, "a", {"metadata": {"finalizers": ["sim.example.com/hold", "more"]}},
+                         namespace="default", patch_type=PatchType.MERGE)
+    assert raised.value.status.code == 422
+    await kube.patch(Widget, "a", {"metadata": {"finalizers": None}}, namespace="default", patch_type=PatchType.MERGE)
+    with pytest.raises(lightkube.ApiError) as raised:
+        await kube.get(Widget, "a", namespace="default")
+    assert raised.value.status.code == 404
+
+
+async def test_owner_references_cascade(cluster: Cluster, kube: lightkube.AsyncClient, eventually: Any) -> None:
+    owner = (await kube.create(widget("owner"), namespace="default")).to_dict()
+    child = (await kube.create(configmap("child", owner=owner), namespace="default")).to_dict()
+    child["apiVersion"], child["kind"] = "v1", "ConfigMap"
+    await kube.create(configmap("grandchild", owner=child), namespace="default")
+    await kube.create(configmap("bystander"), namespace="default")
+    await kube.delete(Widget, "owner", namespace="default")
+
+    def remaining() -> list[str]:
+        return [c["metadata"]["name"] for c in cluster.emulator.list_objects("v1/configmaps", "default")]
+
+    await eventually(lambda: remaining() == ["bystander"])
+
+
+async def test_orphan_propagation_keeps_dependents(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    owner = (await kube.create(widget("owner"), namespace="default")).to_dict()
+    await kube.create(configmap("child", owner=owner), namespace="default")
+    code, _ = await raw(cluster, "DELETE", WIDGET_PATH + "/owner", {"propagationPolicy": "Orphan"})
+    assert code == 200
+    await asyncio.sleep(0.05)
+    child = await kube.get(ConfigMap, "child", namespace="default")
+    assert not child.metadata.ownerReferences
+
+
+async def test_label_selectors_on_list(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    for name, labels in [("a", {"app": "x", "tier": "web"}), ("b", {"app": "y"}), ("c", {"tier": "db"})]:
+        await kube.create(configmap(name, labels), namespace="default")
+
+    async def names(labels: dict[str, Any]) -> list[str]:
+        return [c.metadata.name async for c in kube.list(ConfigMap, namespace="default", labels=labels)]
+
+    assert await names({"app": "x"}) == ["a"]
+    assert await names({"app": operators.not_equal("x")}) == ["b", "c"]
+    assert await names({"app": operators.in_(["x", "y"])}) == ["a", "b"]
+    assert await names({"app": operators.not_in(["x"])}) == ["b", "c"]
+    assert await names({"tier": operators.exists()}) == ["a", "c"]
+    assert await names({"tier": operators.not_exists()}) == ["b"]
+    assert await names({"app": operators.exists(), "tier": "web"}) == ["a"]
+    code, body = await raw(cluster, "GET", "/api/v1/namespaces/default/configmaps?labelSelector=app%3D%3Dy")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["b"]
+
+
+async def test_selectors_and_errors_over_http(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    for name, labels in [("a", {"app": "x"}), ("b", {"app": "y"})]:
+        await kube.create(configmap(name, labels), namespace="default")
+    code, body = await raw(cluster, "GET", "/api/v1/namespaces/default/configmaps?labelSelector=app%20in%20(y)")
+    assert code == 200 and [i["metadata"]["name"] for i in body["items"]] == ["b"]
+    assert body["kind"] == "ConfigMapList" and int(body["metadata"]["resourceVersion"]) > 0
+    code, body = await raw(cluster, "GET", "/api/v1/configmaps?fieldSelector=metadata.name%3Da")
+    assert [i["metadata"]["name"] for i in body["items"]] == ["a"]
+    code, body = await raw(cluster, "GET", "/api/v1/configmaps?fieldSelector=metadata.namespace!%3Ddefault")
+    assert body["items"] == []
+    code, status = await raw(cluster, "GET", "/api/v1/configmaps?labelSelector=app%20in%20(x")
+    assert (code, status["reason"]) == (400, "BadRequest")
+    code, status = await raw(cluster, "GET", "/api/v1/configmaps?fieldSelector=spec.x%3D1")
+    assert code == 400 and "not supported" in status["message"]
+
+
+async def test_watch_filters_by_label_and_reports_leaving_objects(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    start = str(emulator.resource_version)
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a", "labels": {"app": "x"}}}, namespace="default")
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "b", "labels": {"app": "y"}}}, namespace="default")
+    emulator.patch_object("v1/configmaps", "default", "a", {"data": {"k": "1"}})
+    emulator.patch_object("v1/configmaps", "default", "a", {"metadata": {"labels": {"app": "z"}}})
+    emulator.patch_object("v1/configmaps", "default", "b", {"metadata": {"labels": {"app": "x"}}})
+    events = await _watch(cluster, f"/api/v1/namespaces/default/configmaps?watch=true&labelSelector=app%3Dx"
+                                   f"&resourceVersion={start}&timeoutSeconds=1")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "a"), ("ADDED", "b"),
+    ]
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(rvs) and rvs[0] > int(start)
+
+
+async def test_watch_resumes_and_streams_live_events(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    first = await kube.create(configmap("before"), namespace="default")
+    await kube.create(configmap("after"), namespace="default")
+    seen: list[tuple[str, str]] = []
+
+    async def consume() -> None:
+        async for event_type, obj in kube.watch(ConfigMap, namespace="default",
+                                                resource_version=first.metadata.resourceVersion):
+            seen.append((event_type, obj.metadata.name))
+            if len(seen) == 2:
+                return
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    await kube.delete(ConfigMap, "before", namespace="default")
+    await asyncio.wait_for(task, timeout=5)
+    assert seen == [("ADDED", "after"), ("DELETED", "before")]
+
+
+async def test_watch_without_version_lists_then_streams(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    await kube.create(configmap("existing"), namespace="default")
+    seen: list[tuple[str, str]] = []
+
+    async def consume() -> None:
+        async for event_type, obj in kube.watch(ConfigMap, namespace="default"):
+            seen.append((event_type, obj.metadata.name))
+            if len(seen) == 2:
+                return
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    await kube.create(configmap("live"), namespace="default")
+    await asyncio.wait_for(task, timeout=5)
+    assert seen == [("ADDED", "existing"), ("ADDED", "live")]
+
+
+async def test_watch_from_a_compacted_version_is_410_gone(cluster: Cluster) -> None:
+    cluster.emulator.history_limit = 2
+    for index in range(4):
+        cluster.emulator.create_object("v1/configmaps", {"metadata": {"name": f"c{index}"}}, namespace="default")
+    events = await _watch(cluster, "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=2")
+    assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+
+
+async def _watch(cluster: Cluster, path: str) -> list[dict[str, Any]]:
+    events = []
+    async with aiohttp.ClientSession() as session, session.get(cluster.url + path) as response:
+        assert response.status == 200
+        async for line in response.content:
+            if line.strip():
+                events.append(json.loads(line))
+    return events
+
+
+async def test_scale_subresource(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    await kube.create(widget("a", replicas=2), namespace="default")
+    await kube.patch(Widget, "a", {"status": {"replicas": 1, "selector": "app=a"}}, namespace="default",
+                     patch_type=PatchType.MERGE, subresource="status")
+    code, scale = await raw(cluster, "GET", WIDGET_PATH + "/a/scale")
+    assert code == 200 and scale["kind"] == "Scale"
+    assert (scale["spec"], scale["status"]) == ({"replicas": 2}, {"replicas": 1, "selector": "app=a"})
+    code, scaled = await raw(cluster, "PATCH", WIDGET_PATH + "/a/scale", {"spec": {"replicas": 5}},
+                             "application/merge-patch+json")
+    assert code == 200 and scaled["spec"]["replicas"] == 5
+    after = await kube.get(Widget, "a", namespace="default")
+    assert after.spec["replicas"] == 5 and after.metadata.generation == 2
+    code, status = await raw(cluster, "PATCH", WIDGET_PATH + "/a/scale", {"spec": {"replicas": -1}},
+                             "application/merge-patch+json")
+    assert code == 422
+
+
+async def test_admission_hook_rejects_with_422(cluster: Cluster, widget_crd: dict[str, Any]) -> None:
+    cluster.emulator.set_admission(WIDGETS, schema_admission(widget_crd))
+    body = {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {"replicas": -3}}
+    code, status = await raw(cluster, "POST", WIDGET_PATH, body)
+    assert (code, status["reason"], status["kind"]) == (422, "Invalid", "Status")
+    assert status["message"].startswith('Widget.sim.example.com "a" is invalid: spec.replicas')
+    body["spec"]["replicas"] = 1
+    assert (await raw(cluster, "POST", WIDGET_PATH, body))[0] == 201
+
+
+async def test_requests_are_logged(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    cluster.requests.clear()
+    await kube.create(configmap("a"), namespace="default")
+    await kube.get(ConfigMap, "a", namespace="default")
+    [_ async for _ in kube.list(Namespace)]
+    await kube.patch(ConfigMap, "a", {"data": {"x": "y"}}, namespace="default", patch_type=PatchType.MERGE)
+    await kube.delete(ConfigMap, "a", namespace="default")
+    log = [(r.verb, r.resource, r.namespace, r.name) for r in cluster.requests]
+    assert log == [
+        ("create", "configmaps", "default", None),
+        ("get", "configmaps", "default", "a"),
+        ("list", "namespaces", None, None),
+        ("patch", "configmaps", "default", "a"),
+        ("delete", "configmaps", "default", "a"),
+    ]
+    assert all(r.user_agent for r in cluster.requests)
+    assert [r.is_write for r in cluster.requests] == [True, False, False, True, True]
+
+
+async def test_crd_created_over_the_api_is_served(cluster: Cluster, widget_crd: dict[str, Any]) -> None:
+    crd = json.loads(json.dumps(widget_crd).replace("widget", "gadget").replace("Widget", "Gadget"))
+    code, stored = await raw(cluster, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert code == 201
+    assert {c["type"] for c in stored["status"]["conditions"]} == {"Established", "NamesAccepted"}
+    code, _ = await raw(cluster, "GET", "/apis/sim.example.com/v1/namespaces/default/gadgets")
+    assert code == 200
