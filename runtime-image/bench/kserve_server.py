@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 
 import kserve
 import torch
@@ -29,7 +30,7 @@ class TorchScriptModel(kserve.Model):  # type: ignore[misc]
             y = self.model(torch.from_numpy(x)).numpy()
         out = InferOutput(name="output", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4()))
 
 
 if __name__ == "__main__":

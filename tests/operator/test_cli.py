@@ -39,8 +39,9 @@ def test_render_prints_complete_objects(name: str, capsys: pytest.CaptureFixture
     assert (code, err) == (0, "")
     objects = [o for o in yaml.safe_load_all(out) if o is not None]
     kinds = [o["kind"] for o in objects]
-    assert kinds[:2] == ["Deployment", "Service"]
-    assert kinds[2:] in ([], ["HorizontalPodAutoscaler"])
+    # Exactly what the operator applies first: the revision's record, its Deployment, the Service, an HPA.
+    assert kinds[:3] == ["ControllerRevision", "Deployment", "Service"]
+    assert kinds[3:] in ([], ["HorizontalPodAutoscaler"])
     for obj in objects:
         assert obj["apiVersion"] and obj["metadata"]["name"] and obj["metadata"]["namespace"]
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -59,7 +60,9 @@ def test_json_output_is_a_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     document = json.loads(out)
     assert (document["apiVersion"], document["kind"]) == ("v1", "List")
-    assert [i["kind"] for i in document["items"]] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert [i["kind"] for i in document["items"]] == [
+        "ControllerRevision", "Deployment", "Service", "HorizontalPodAutoscaler"
+    ]
 
 
 def test_stdin_with_several_documents(
@@ -69,8 +72,8 @@ def test_stdin_with_several_documents(
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"---\n{VALID}---\n{second}\n---\n"))
     code, out, _ = run(["render", "-f", "-"], capsys)
     assert code == 0
-    names = [o["metadata"]["name"] for o in yaml.safe_load_all(out)]
-    assert names[1] == "iris" and names[3] == "wine" and len(names) == 4
+    services = [o["metadata"]["name"] for o in yaml.safe_load_all(out) if o["kind"] == "Service"]
+    assert services == ["iris", "wine"]
 
 
 def test_default_runtime_image_flag_and_environment(

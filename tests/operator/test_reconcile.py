@@ -50,10 +50,17 @@ class FakeCluster:
     events: list[tuple[str, str]] = field(default_factory=list)
 
     def observed(self) -> Observed:
-        by_kind: dict[str, list[dict[str, Any]]] = {"Deployment": [], "Service": [], "HorizontalPodAutoscaler": []}
+        by_kind: dict[str, list[dict[str, Any]]] = {
+            "Deployment": [], "Service": [], "HorizontalPodAutoscaler": [], "ControllerRevision": []
+        }
         for (kind, _), obj in self.objects.items():
             by_kind[kind].append(obj)
-        return Observed(by_kind["Deployment"], by_kind["Service"], by_kind["HorizontalPodAutoscaler"])
+        return Observed(
+            deployments=by_kind["Deployment"],
+            services=by_kind["Service"],
+            autoscalers=by_kind["HorizontalPodAutoscaler"],
+            revisions=by_kind["ControllerRevision"],
+        )
 
     def step(self) -> Plan:
         plan = plan_reconcile(self.md, self.observed(), CONFIG, self.now)
@@ -77,8 +84,9 @@ class FakeCluster:
         self.writes += plan.writes
         return plan
 
-    def converge(self, limit: int = 10) -> None:
+    def converge(self, limit: int = 12) -> None:
         for _ in range(limit):
+            self.simulate()
             if self.step().writes == 0:
                 return
         raise AssertionError("did not converge")
@@ -86,22 +94,33 @@ class FakeCluster:
     def deployments(self) -> dict[str, dict[str, Any]]:
         return {name: obj for (kind, name), obj in self.objects.items() if kind == "Deployment"}
 
-    def make_ready(self, name: str | None = None, *, ready: bool = True, deadline: bool = False) -> None:
+    healthy: set[str] = field(default_factory=set)
+    failing: set[str] = field(default_factory=set)
+
+    def simulate(self) -> None:
+        """The Deployment controller: healthy Deployments have all their pods ready, others none."""
         for dep_name, dep in self.deployments().items():
-            if name is not None and dep_name != name:
-                continue
             want = dep["spec"].get("replicas", 1)
+            ok = dep_name in self.healthy or "*" in self.healthy
+            deadline = dep_name in self.failing
             dep["status"] = {
                 "observedGeneration": dep["metadata"]["generation"],
                 "replicas": want,
                 "updatedReplicas": want,
-                "readyReplicas": want if ready else 0,
-                "availableReplicas": want if ready else 0,
+                "readyReplicas": want if ok else 0,
+                "availableReplicas": want if ok else 0,
                 "conditions": [
                     {"type": "Progressing", "status": "False" if deadline else "True",
                      "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable"}
                 ],
             }
+
+    def make_ready(self, name: str | None = None, *, ready: bool = True, deadline: bool = False) -> None:
+        names = [name] if name is not None else list(self.deployments())
+        for dep_name in names:
+            (self.healthy.add if ready else self.healthy.discard)(dep_name)
+            (self.failing.add if deadline else self.failing.discard)(dep_name)
+        self.simulate()
 
     def update_spec(self, **spec_overrides: Any) -> None:
         self.md["spec"].update(spec_overrides)
@@ -116,9 +135,9 @@ class FakeCluster:
 def test_first_deploy_creates_deployment_and_service_then_becomes_ready() -> None:
     cluster = FakeCluster(model_deployment())
     plan = cluster.step()
-    assert [m["kind"] for m in plan.apply] == ["Deployment", "Service"]
+    assert [m["kind"] for m in plan.apply] == ["ControllerRevision", "Deployment", "Service"]
     assert plan.status is not None and plan.status["phase"] == "Pending"
-    assert ("Normal", "RevisionCreated") in cluster.events
+    assert ("Normal", "FirstDeploy") in cluster.events
     assert cluster.step().writes == 0, "a second look with nothing changed writes nothing"
 
     cluster.make_ready()
@@ -140,8 +159,8 @@ def test_writes_for_a_whole_first_deploy_stay_small() -> None:
     cluster.converge()
     cluster.make_ready()
     cluster.converge()
-    # Deployment, Service, two status patches, RevisionCreated, Deploying and Available events.
-    assert cluster.writes <= 7
+    # ControllerRevision, Deployment, Service, two status patches, and a few Events.
+    assert cluster.writes <= 8
 
 
 def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
@@ -167,7 +186,7 @@ def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
     assert list(cluster.deployments()) == [new_name]
     assert cluster.md["status"]["stableRevision"] != old_revision
     assert cluster.md["status"]["modelVersion"] == "2"
-    assert ("Normal", "RevisionRetired") in cluster.events
+    assert ("Normal", "Promoted") in cluster.events
 
 
 def test_invalid_update_keeps_the_last_good_children_and_says_why() -> None:
@@ -199,7 +218,7 @@ def test_autoscaling_adds_an_hpa_and_omits_replicas_then_removes_it() -> None:
     cluster = FakeCluster(md)
     cluster.converge()
     kinds = sorted(kind for kind, _ in cluster.objects)
-    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    assert kinds == ["ControllerRevision", "Deployment", "HorizontalPodAutoscaler", "Service"]
     (deployment,) = cluster.deployments().values()
     assert "replicas" not in deployment["spec"]
     hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
@@ -208,7 +227,7 @@ def test_autoscaling_adds_an_hpa_and_omits_replicas_then_removes_it() -> None:
     del cluster.md["spec"]["autoscaling"]
     cluster.update_spec(replicas=3)
     cluster.converge()
-    assert sorted(kind for kind, _ in cluster.objects) == ["Deployment", "Service"]
+    assert sorted(kind for kind, _ in cluster.objects) == ["ControllerRevision", "Deployment", "Service"]
     (deployment,) = cluster.deployments().values()
     assert deployment["spec"]["replicas"] == 3
 
@@ -226,30 +245,36 @@ def test_children_of_someone_else_are_never_changed_or_deleted() -> None:
     assert cluster.objects[("HorizontalPodAutoscaler", "iris")] is foreign
 
 
-def test_paused_applies_nothing() -> None:
+def test_paused_first_deploy_runs_no_pods() -> None:
     cluster = FakeCluster(model_deployment(paused=True))
     plan = cluster.step()
-    assert plan.apply == [] and plan.delete == []
+    assert [m for m in plan.apply if m["kind"] == "Deployment"] == []
     assert cluster.md["status"]["phase"] == "Paused"
     assert cluster.condition("Progressing")["reason"] == "Paused"
+    cluster.update_spec(paused=False)
+    cluster.converge()
+    assert len(cluster.deployments()) == 1
 
 
-def test_progress_deadline_marks_degraded_and_keeps_the_stable_revision() -> None:
+def test_progress_deadline_rolls_back_and_keeps_the_stable_revision() -> None:
     cluster = FakeCluster(model_deployment())
     cluster.converge()
     cluster.make_ready()
     cluster.converge()
     stable = cluster.md["status"]["stableRevision"]
+    (stable_name,) = cluster.deployments()
     cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
     cluster.converge()
-    new_name = next(n for n, d in cluster.deployments().items() if "status" not in d or not d["status"])
+    new_name = next(n for n in cluster.deployments() if n != stable_name)
     cluster.make_ready(new_name, ready=False, deadline=True)
     cluster.converge()
     assert cluster.md["status"]["phase"] == "Degraded"
-    assert cluster.condition("Degraded")["reason"] == "ProgressDeadlineExceeded"
+    assert cluster.condition("Degraded")["status"] == "True"
     assert cluster.condition("Ready")["status"] == "True", "the stable revision still serves"
     assert cluster.md["status"]["stableRevision"] == stable
-    assert len(cluster.deployments()) == 2
+    assert cluster.md["status"]["rollout"]["rejectedRevisions"][0]["revision"] == new_name.split("-")[-1]
+    assert list(cluster.deployments()) == [stable_name], "the rejected revision is scaled down and removed"
+    assert ("Warning", "RollingBack") in cluster.events
 
 
 @pytest.mark.parametrize(
@@ -306,16 +331,16 @@ def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> Non
         cluster.now += timedelta(seconds=5)
 
         before = {name: dep.get("status", {}).get("readyReplicas", 0) for name, dep in cluster.deployments().items()}
-        plan = cluster.step()
         if cluster.md["spec"].get("replicas") == -1:
+            plan = cluster.step()
             assert plan.apply == [] and plan.delete == [], "an invalid spec never changes children"
             continue
-        # Never delete the last serving revision before its successor is ready.
-        serving_before = {n for n, r in before.items() if r > 0}
-        if serving_before:
-            after = cluster.deployments()
-            assert any(after.get(n, {}).get("status", {}).get("readyReplicas", 0) > 0 for n in after), (
-                "some ready revision remains"
-            )
-        # A second look right away never writes anything.
+        cluster.converge()
+        # Never remove the last serving revision's pods before a successor is ready.
+        if any(r > 0 for r in before.values()):
+            assert any(
+                d["spec"].get("replicas", 1) > 0 and d.get("status", {}).get("readyReplicas", 0) > 0
+                for d in cluster.deployments().values()
+            ), "some ready revision keeps its pods"
+        # Once converged, another look writes nothing.
         assert cluster.step().writes == 0

@@ -112,8 +112,8 @@ async def test_generation_bumps_only_on_spec_changes(kube: lightkube.AsyncClient
     merge = PatchType.MERGE
     labelled = await kube.patch(Widget, "a", {"metadata": {"labels": {"x": "1"}}}, namespace="default", patch_type=merge)
     assert labelled.metadata.generation == 1
-    status = await kube.patch(Widget, "a", {"status": {"phase": "Ok"}}, namespace="default",
-                              patch_type=merge, subresource="status")
+    status = await kube.patch(Widget.Status, "a", {"status": {"phase": "Ok"}}, namespace="default",
+                              patch_type=merge)
     assert status.metadata.generation == 1
     assert int(status.metadata.resourceVersion) > int(labelled.metadata.resourceVersion)
     spec = await kube.patch(Widget, "a", {"spec": {"size": "m"}}, namespace="default", patch_type=merge)
@@ -128,9 +128,9 @@ async def test_status_subresource_isolation(kube: lightkube.AsyncClient) -> None
     main = await kube.patch(Widget, "a", {"spec": {"size": "m"}, "status": {"phase": "Ignored"}},
                             namespace="default", patch_type=merge)
     assert main.spec["size"] == "m" and "phase" not in (main.get("status") or {})
-    status = await kube.patch(Widget, "a", {"spec": {"size": "xl"}, "metadata": {"labels": {"l": "v"}},
+    status = await kube.patch(Widget.Status, "a", {"spec": {"size": "xl"}, "metadata": {"labels": {"l": "v"}},
                                             "status": {"phase": "Ready"}},
-                              namespace="default", patch_type=merge, subresource="status")
+                              namespace="default", patch_type=merge)
     assert status["status"]["phase"] == "Ready"
     assert status.spec["size"] == "m" and not status.metadata.labels
 
@@ -192,10 +192,8 @@ async def test_server_side_apply_lifecycle(cluster: Cluster, kube: lightkube.Asy
     again = await kube.apply(widget("a", size="m"), namespace="default", field_manager="me")
     assert again.metadata.resourceVersion == updated.metadata.resourceVersion
     assert cluster.emulator.resource_version == writes_before
-    events = []
-    async for event_type, obj in kube.watch(Widget, namespace="default", resource_version=updated.metadata.resourceVersion,
-                                            server_timeout=1):
-        events.append((event_type, obj.metadata.name))
+    events = await _watch(cluster, f"{WIDGET_PATH}?watch=true&resourceVersion={updated.metadata.resourceVersion}"
+                                   "&timeoutSeconds=1")
     assert events == []
 
 
@@ -221,9 +219,9 @@ async def test_apply_merges_lists_of_named_maps(kube: lightkube.AsyncClient) -> 
 
 
 async def test_finalizers_hold_deletion(kube: lightkube.AsyncClient) -> None:
-    created = widget("a")
-    created.metadata["finalizers"] = ["sim.example.com/hold"]
-    await kube.create(created, namespace="default")
+    created = widget("a").to_dict()
+    created["metadata"]["finalizers"] = ["sim.example.com/hold"]
+    await kube.create(Widget.from_dict(created), namespace="default")
     await kube.delete(Widget, "a", namespace="default")
     held = await kube.get(Widget, "a", namespace="default")
     assert held.metadata.deletionTimestamp is not None
@@ -368,8 +366,8 @@ async def _watch(cluster: Cluster, path: str) -> list[dict[str, Any]]:
 
 async def test_scale_subresource(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
     await kube.create(widget("a", replicas=2), namespace="default")
-    await kube.patch(Widget, "a", {"status": {"replicas": 1, "selector": "app=a"}}, namespace="default",
-                     patch_type=PatchType.MERGE, subresource="status")
+    await kube.patch(Widget.Status, "a", {"status": {"replicas": 1, "selector": "app=a"}}, namespace="default",
+                     patch_type=PatchType.MERGE)
     code, scale = await raw(cluster, "GET", WIDGET_PATH + "/a/scale")
     assert code == 200 and scale["kind"] == "Scale"
     assert (scale["spec"], scale["status"]) == ({"replicas": 2}, {"replicas": 1, "selector": "app=a"})

@@ -403,3 +403,28 @@ def build_children(md: ModelDeployment, config: OperatorConfig) -> Children:
     deployment = build_deployment(md, config, revision, None if autoscaled else md.replicas)
     hpa = build_hpa(md, config, deployment["metadata"]["name"]) if autoscaled else None
     return Children(revision=revision, deployment=deployment, service=build_service(md, config), hpa=hpa)
+
+
+# --- ControllerRevision ------------------------------------------------------------------------------------
+
+
+def build_controller_revision(
+    md: ModelDeployment, revision: str, number: int, template: Manifest
+) -> Manifest:
+    """The apps/v1 ControllerRevision ``NAME-REV`` recording what revision ``revision`` runs.
+
+    ``template`` holds the model and runtime blocks as they were (see ``modeldeploy.reconcile.template_of``);
+    the operator rebuilds the revision's Deployment from it, so a rollback restores exactly what ran.
+    """
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": _metadata(
+            md,
+            deployment_name(md, revision),
+            labels.revision_labels(md.name, revision, md.model.version),
+            {labels.REVISION_ANNOTATION: revision},
+        ),
+        "data": copy.deepcopy(template),
+        "revision": number,
+    }

@@ -16,17 +16,17 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
 
 from modeldeploy import __version__
-from modeldeploy.build import build_children
 from modeldeploy.config import OperatorConfig
+from modeldeploy.reconcile import Observed, check_spec, plan_reconcile
 from modeldeploy.runner import OperatorProcess
 from modeldeploy.schema import API_VERSION, KIND, SpecError, validate_object
-from modeldeploy.spec import parse_model_deployment
 from modeldeploy.types import Manifest
 
 EXIT_OK = 0
@@ -95,12 +95,15 @@ def render_documents(
         try:
             if spec_errors:
                 raise spec_errors[0]
-            md = parse_model_deployment(body)
+            check_spec(body)
         except SpecError as error:
             spec_errors = spec_errors or [error]
             errors.extend(f"{where}: {e}" for e in spec_errors)
             continue
-        objects.extend(build_children(md, config).objects())
+        # Exactly what the operator applies for a new object: the same reconcile pass, nothing observed yet.
+        fresh = {**body, "metadata": {"namespace": "default", **(body.get("metadata") or {})}}
+        plan = plan_reconcile(fresh, Observed(), config, datetime.now(UTC))
+        objects.extend(plan.apply)
     return objects, errors
 
 

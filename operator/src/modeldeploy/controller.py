@@ -11,18 +11,23 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import aiohttp
+
+from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, source_for
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
 from modeldeploy.fresh import FreshObjects, Key, key_of
 from modeldeploy.kube import ApiError, KubeClient
-from modeldeploy.kube.resources import resource_for
-from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL
+from modeldeploy.kube.resources import HTTP_ROUTES, resource_for
+from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
 from modeldeploy.metrics import OperatorMetrics
-from modeldeploy.reconcile import Event, Observed, Plan, owned_by, plan_reconcile
+from modeldeploy.reconcile import Event, Observed, Plan, check_spec, owned_by, plan_reconcile
+from modeldeploy.rollout.plan import AnalysisRequest, Measurement
+from modeldeploy.schema import SpecError
 
 logger = logging.getLogger("modeldeploy")
 
@@ -49,6 +54,14 @@ class Controller:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     source: ObjectSource | None = None
     retry_seconds: float = 5.0
+    pod_address: Callable[[Mapping[str, Any]], tuple[str, int] | None] = field(
+        default=lambda pod: default_pod_address(pod)
+    )
+    """Where a model-server pod answers (IP, port): its pod IP and container port ``http``."""
+    _measurements: dict[ObjectKey, Measurement] = field(default_factory=dict)
+    _measuring: dict[ObjectKey, asyncio.Task[None]] = field(default_factory=dict)
+    _sources: dict[ObjectKey, MetricSource] = field(default_factory=dict)
+    _session: aiohttp.ClientSession | None = None
     fresh: FreshObjects = field(default_factory=FreshObjects)
     _locks: defaultdict[ObjectKey, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _timers: dict[ObjectKey, asyncio.TimerHandle] = field(default_factory=dict)
@@ -61,33 +74,48 @@ class Controller:
         md = self.source.model_deployment(key)
         md = self.fresh.resolve(("ModelDeployment", *key), md)
         seen = self.source.children(key)
-
-        def freshen(objs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-            out = []
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        known: set[Key] = set()
+        for kind, objs in (
+            ("Deployment", seen.deployments),
+            ("Service", seen.services),
+            ("HorizontalPodAutoscaler", seen.autoscalers),
+            ("ControllerRevision", seen.revisions),
+            ("HTTPRoute", seen.routes),
+        ):
+            out = groups.setdefault(kind, [])
             for obj in objs:
+                known.add(key_of(obj))
                 resolved = self.fresh.resolve(key_of(obj), obj)
                 if resolved is not None:
                     out.append(resolved)
-            return out
-
-        observed = Observed(
-            deployments=freshen(seen.deployments),
-            services=freshen(seen.services),
-            autoscalers=freshen(seen.autoscalers),
-        )
-        # Children the operator just created but the watch has not delivered yet.
-        known = {key_of(o) for group in (observed.deployments, observed.services, observed.autoscalers) for o in group}
-        extra: dict[str, list[Mapping[str, Any]]] = {"Deployment": [], "Service": [], "HorizontalPodAutoscaler": []}
+        # Children the operator just wrote but the watch has not delivered yet.
         for fkey, obj in self.fresh.items_for(key[0]):
-            if fkey not in known and fkey[0] in extra and _child_of(obj, key[1]):
-                extra[fkey[0]].append(obj)
-        if any(extra.values()):
-            observed = Observed(
-                deployments=[*observed.deployments, *extra["Deployment"]],
-                services=[*observed.services, *extra["Service"]],
-                autoscalers=[*observed.autoscalers, *extra["HorizontalPodAutoscaler"]],
-            )
+            if fkey not in known and fkey[0] in groups and _child_of(obj, key[1]):
+                groups[fkey[0]].append(obj)
+        observed = Observed(
+            deployments=groups["Deployment"],
+            services=groups["Service"],
+            autoscalers=groups["HorizontalPodAutoscaler"],
+            revisions=groups["ControllerRevision"],
+            pods=seen.pods,
+            routes=groups["HTTPRoute"],
+            measurement=self._measurements.get(key),
+        )
         return md, observed
+
+    async def _existing_route(self, md: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The HTTPRoute of GatewayAPI routing (the user's named one, or the one the operator created), read now.
+
+        Read rather than watched: Gateway API is optional in a cluster, and a watch on a resource the cluster
+        does not serve would hold back every handler.
+        """
+        routing = (((md.get("spec") or {}).get("rollout") or {}).get("canary") or {}).get("trafficRouting") or {}
+        if routing.get("type") != "GatewayAPI":
+            return None
+        name = (routing.get("gatewayAPI") or {}).get("httpRoute") or md["metadata"]["name"]
+        self.metrics.api_reads.labels("HTTPRoute").inc()
+        return await self.kube.read_object(HTTP_ROUTES, md["metadata"]["namespace"], str(name))
 
     # --- reconciling ---------------------------------------------------------------------------------------
 
@@ -100,6 +128,9 @@ class Controller:
                 self._locks.pop(key, None)
                 return None
             try:
+                route = await self._existing_route(md)
+                if route is not None:
+                    observed = replace(observed, routes=[*observed.routes, route])
                 plan = plan_reconcile(md, observed, self.config, self.clock())
                 conflicts = await self._execute(md, observed, plan)
                 if conflicts:
@@ -113,6 +144,12 @@ class Controller:
             finally:
                 self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("changed" if plan.writes else "unchanged").inc()
+            measured = self._measurements.get(key)
+            if measured is not None and (plan.analysis is None or (plan.analysis.run_id, plan.analysis.seq) != (
+                    measured.run_id, measured.seq)):
+                self._measurements.pop(key, None)  # Consumed by the state machine (or no longer wanted).
+            if plan.analysis is not None:
+                self._start_measurement(key, md, observed, plan.analysis)
             if plan.requeue_after is not None:
                 self.schedule(key, plan.requeue_after)
             return plan
@@ -136,6 +173,12 @@ class Controller:
                 if existing is not None and not needs_apply(manifest, existing):
                     self.fresh.put(existing)
                     continue
+            if manifest["metadata"].get("resourceVersion"):
+                # An object the operator edits but does not own (an existing HTTPRoute): replace with the
+                # resourceVersion it was read at, so a concurrent edit by its owner is never lost.
+                self.metrics.api_writes.labels("replace", resource.kind).inc()
+                self.fresh.put(await self.kube.replace_object(manifest))
+                continue
             self.metrics.api_writes.labels("apply", resource.kind).inc()
             self.fresh.put(await self.kube.apply_object(manifest))
         for ref in plan.delete:
@@ -165,6 +208,67 @@ class Controller:
         message = "; ".join(conflicts)
         logger.warning("ModelDeployment %s/%s: %s", meta.get("namespace"), meta.get("name"), message)
         await self.post_event(md, Event("Warning", "ChildConflict", message))
+
+    # --- analysis measurements ------------------------------------------------------------------------------
+
+    def _start_measurement(
+        self, key: ObjectKey, md: Mapping[str, Any], observed: Observed, request: AnalysisRequest
+    ) -> None:
+        """Take the measurement the state machine asked for, off the reconcile path; reconcile again after."""
+        if key in self._measuring or self._measurements.get(key) is not None:
+            return
+        try:
+            _, parsed, rollout = check_spec(md)
+        except SpecError:
+            return
+        if rollout.analysis is None:
+            return
+        spec = rollout.analysis
+        namespace = parsed.namespace
+
+        def targets(revision: str | None) -> list[PodTarget]:
+            if not revision:
+                return []
+            out = []
+            for pod in observed.pods:
+                labels = pod.get("metadata", {}).get("labels") or {}
+                if labels.get(REVISION_LABEL) != revision or not _pod_ready(pod):
+                    continue
+                address = self.pod_address(pod)
+                if address is not None:
+                    out.append(PodTarget(pod["metadata"]["name"], address[0], address[1]))
+            return out
+
+        async def measure() -> None:
+            try:
+                source = self._metric_source(key, spec, namespace, parsed.model.name)
+                canary = await source.measure(request.revision, targets(request.revision))
+                stable = None
+                if request.stable_revision:
+                    stable = await source.measure(request.stable_revision, targets(request.stable_revision))
+                self._measurements[key] = Measurement(request.run_id, request.seq, self.clock(), canary, stable)
+                self.schedule(key, 0)
+            except MetricSourceError as error:
+                logger.warning("Measurement for %s/%s failed: %s", key[0], key[1], error)
+                await self.post_event(md, Event("Warning", "MeasurementFailed", str(error)[:500]))
+                self.schedule(key, min(spec.interval_seconds, 30.0))
+            finally:
+                self._measuring.pop(key, None)
+
+        task = asyncio.get_running_loop().create_task(measure())
+        self._measuring[key] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _metric_source(self, key: ObjectKey, spec: Any, namespace: str, model: str) -> MetricSource:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        kind = spec.source.type
+        cached = self._sources.get(key)
+        if cached is None or cached.source_type != kind:
+            cached = source_for(spec, self._session, namespace=namespace, model=model)
+            self._sources[key] = cached
+        return cached
 
     # --- scheduling ----------------------------------------------------------------------------------------
 
@@ -208,6 +312,8 @@ class Controller:
         self.fresh.forget(key)
 
     async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -216,5 +322,22 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(bool(c.get("type") == "Ready" and c.get("status") == "True") for c in conditions)
+
+
+def default_pod_address(pod: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The pod IP and the port of its container port named ``http`` (8080 when not declared)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == "http":
+                return str(ip), int(port.get("containerPort", 8080))
+    return str(ip), 8080
+
+
 def _child_of(obj: Mapping[str, Any], name: str) -> bool:
-    return obj.get("metadata", {}).get("labels", {}).get(MODEL_DEPLOYMENT_LABEL) == name
+    return bool(obj.get("metadata", {}).get("labels", {}).get(MODEL_DEPLOYMENT_LABEL) == name)

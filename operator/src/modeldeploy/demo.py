@@ -56,10 +56,10 @@ def _summary(md: Mapping[str, Any]) -> str:
     )
 
 
-async def _watch_until(kube: KubeClient, done: Any, timeout: float, seen: dict[str, str]) -> bool:
-    """Print every status change until ``done(mds)`` holds or ``timeout`` passes."""
+async def _watch_until(kube: KubeClient, done: Any, seconds: float, seen: dict[str, str]) -> bool:
+    """Print every status change until ``done(mds)`` holds or ``seconds`` pass."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + seconds
     while loop.time() < deadline:
         mds = await kube.list_objects(MODEL_DEPLOYMENTS)
         for md in mds:
@@ -88,27 +88,37 @@ async def _print_children(kube: KubeClient) -> None:
             if resource is DEPLOYMENTS:
                 st = obj.get("status") or {}
                 container = obj["spec"]["template"]["spec"]["containers"][0]
+                gpus = container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)
                 detail = (
                     f"replicas={obj['spec'].get('replicas', 'HPA')} ready={st.get('readyReplicas', 0)} "
-                    f"image={container['image']} gpu={container.get('resources', {}).get('limits', {}).get('nvidia.com/gpu', 0)}"
+                    f"image={container['image']} gpu={gpus}"
                 )
             elif resource is SERVICES:
                 detail = f"type={obj['spec'].get('type')} ports={[p['port'] for p in obj['spec']['ports']]}"
             else:
                 spec = obj["spec"]
-                detail = f"min={spec.get('minReplicas')} max={spec.get('maxReplicas')} -> {spec['scaleTargetRef']['name']}"
+                target = spec["scaleTargetRef"]["name"]
+                detail = f"min={spec.get('minReplicas')} max={spec.get('maxReplicas')} -> {target}"
             _say(f"  {resource.kind:<24} {meta['namespace']}/{meta['name']:<28} owner={owner} {detail}")
 
 
-async def _demo(files: Sequence[str | Path]) -> int:
+def _load(files: Sequence[str | Path]) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
     for path in files:
         documents.extend(d for d in yaml.safe_load_all(Path(path).read_text(encoding="utf-8")) if d)
+    return documents
+
+
+async def _demo(documents: list[dict[str, Any]]) -> int:
     if not documents:
-        print("error: no ModelDeployment documents to apply (is this a source checkout with examples/?)", file=sys.stderr)
+        print("error: no ModelDeployment documents to apply (is this a source checkout with examples/?)",
+              file=sys.stderr)
         return 2
 
-    async with run_cluster(crds=[crd_manifest()], admission={MD_RESOURCE: admission}, ready_delay=1.0) as cluster:
+    namespaces = sorted({d.get("metadata", {}).get("namespace") or "default" for d in documents} | {"default"})
+    async with run_cluster(
+        crds=[crd_manifest()], admission={MD_RESOURCE: admission}, ready_delay=1.0, namespaces=namespaces
+    ) as cluster:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
         _say(f"Emulated cluster at {cluster.url}; starting the operator.")
         stop, ready = asyncio.Event(), asyncio.Event()
@@ -121,9 +131,6 @@ async def _demo(files: Sequence[str | Path]) -> int:
             seen: dict[str, str] = {}
 
             _say("\n== 1. kubectl apply -f examples/")
-            for ns in sorted({d.get("metadata", {}).get("namespace") or "default" for d in documents} - {"default"}):
-                await kube.create_object({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-                _say(f"  created Namespace {ns}")
             for doc in documents:
                 doc.setdefault("metadata", {}).setdefault("namespace", "default")
                 await kube.create_object(doc)
@@ -161,7 +168,8 @@ async def _demo(files: Sequence[str | Path]) -> int:
             _say("\n== Events")
             for event in await kube.list_objects(EVENTS):
                 involved = event.get("involvedObject", {})
-                _say(f"  {event.get('type'):<8} {event.get('reason'):<24} {involved.get('name')}: {event.get('message')}")
+                what = f"{event.get('type'):<8} {event.get('reason'):<24} {involved.get('name')}"
+                _say(f"  {what}: {event.get('message')}")
             writes = [r for r in cluster.requests if r.verb in ("create", "update", "patch", "delete")]
             _say(f"\nThe operator and this demo made {len(cluster.requests)} API requests ({len(writes)} writes).")
             return 0
@@ -173,4 +181,4 @@ async def _demo(files: Sequence[str | Path]) -> int:
 
 def run_demo(files: Sequence[str | Path] | None = None) -> int:
     """Run the demo; returns the exit status."""
-    return asyncio.run(_demo(list(files) if files else default_examples()))
+    return asyncio.run(_demo(_load(list(files) if files else default_examples())))

@@ -36,9 +36,13 @@ CHILD_KINDS = {
     "deployments": ("apps", "v1", "deployments"),
     "services": ("", "v1", "services"),
     "autoscalers": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "revisions": ("apps", "v1", "controllerrevisions"),
+    "pods": ("", "v1", "pods"),
 }
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 Log = logging.Logger | logging.LoggerAdapter[Any]
+POD_EVENT_DELAY = 0.5
+"""Seconds to wait after a pod event before reconciling its owner (events of a rollout's pods come in bursts)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class IndexSource:
             deployments=self._get("deployments", key),
             services=self._get("services", key),
             autoscalers=self._get("autoscalers", key),
+            revisions=self._get("revisions", key),
+            pods=self._get("pods", key),
         )
 
 
@@ -90,7 +96,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: Any) -> None:
     """Create the process-wide resources once: configuration, API client, metrics, resync loop."""
     settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
     settings.watching.server_timeout = 300
@@ -169,16 +175,32 @@ def autoscalers_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[
     return {key: _snapshot(body)} if key else None
 
 
+@kopf.index(*CHILD_KINDS["revisions"], labels=MANAGED)
+def revisions_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
+@kopf.index(*CHILD_KINDS["pods"], labels=MANAGED)
+def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    if key is None:
+        return None
+    # Only what analysis and crash-loop detection read: pods are many, keep the cache small.
+    return {key: {"metadata": {"name": body.get("metadata", {}).get("name"),
+                               "labels": dict(body.get("metadata", {}).get("labels") or {}),
+                               "deletionTimestamp": body.get("metadata", {}).get("deletionTimestamp")},
+                  "spec": {"containers": [{"ports": c.get("ports") or []}
+                                          for c in (body.get("spec") or {}).get("containers") or []]},
+                  "status": copy.deepcopy(dict(body.get("status") or {}))}}
+
+
 def _attach(memo: Any, kwargs: Mapping[str, Any]) -> Controller:
     controller = _controller(memo)
     if controller.source is None:
         controller.source = IndexSource(
             kwargs["model_deployments_index"],
-            {
-                "deployments": kwargs["deployments_index"],
-                "services": kwargs["services_index"],
-                "autoscalers": kwargs["autoscalers_index"],
-            },
+            {kind: kwargs[f"{kind}_index"] for kind in CHILD_KINDS},
         )
     return controller
 
@@ -243,3 +265,15 @@ async def autoscaler_event(
 ) -> None:
     """An HPA of a ModelDeployment changed."""
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
+
+
+@kopf.on.event(*CHILD_KINDS["pods"], labels=MANAGED)
+async def pod_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
+) -> None:
+    """A model-server pod changed (readiness, restarts): the rollout may advance or roll back."""
+    controller = _attach(memo, kwargs)
+    key = _owner_key(body, namespace)
+    if key is not None:
+        # Pods change often; coalesce their events into one reconcile shortly after.
+        controller.schedule(key, POD_EVENT_DELAY)

@@ -3,25 +3,57 @@
 Pure: no API client, no clock, no kopf. The I/O layer (``modeldeploy.kube``) carries the plan out; the handlers
 (``modeldeploy.handlers``) glue the two. Every decision is recomputed from what is observed (level-triggered),
 and a plan for an object that already matches its spec holds no writes at all.
+
+One pass:
+1. check the spec as the API server would (defaults, schema, CEL) plus what only the operator can check;
+2. step the rollout state machine (``modeldeploy.rollout``) with the revisions observed now;
+3. build every object the decision needs: one Deployment per live revision (each from its own recorded
+   template, a ControllerRevision), the routing objects (Service, preview Service, HTTPRoute), the HPA;
+4. keep only what differs from the cluster, in the order that never starves traffic (grow, route, shrink);
+5. compute status and conditions; Events for every transition.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from modeldeploy import conditions as cond
-from modeldeploy.build import build_deployment, build_hpa, build_service, revision_of
+from modeldeploy.build import (
+    build_controller_revision,
+    build_deployment,
+    build_hpa,
+    owner_references,
+    revision_of,
+    runtime_image,
+)
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
+from modeldeploy.rollout.plan import (
+    AnalysisRequest,
+    Controls,
+    Decision,
+    Measurement,
+    RevisionInfo,
+    RevisionObservation,
+    next_rollout,
+)
+from modeldeploy.rollout.plan import Observed as RolloutObserved
+from modeldeploy.rollout.routing import RoutingError, router_for
+from modeldeploy.rollout.state import RolloutStatus
 from modeldeploy.schema import SpecError, default_object, validate_object
 from modeldeploy.spec import ModelDeployment, parse_model_deployment
 from modeldeploy.types import Manifest
 
 EventType = Literal["Normal", "Warning"]
+
+CRASH_LOOP_RESTARTS = 3
+"""Restarts after which a container waiting in CrashLoopBackOff marks its revision as crash-looping."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +83,13 @@ class Observed:
     deployments: Sequence[Mapping[str, Any]] = ()
     services: Sequence[Mapping[str, Any]] = ()
     autoscalers: Sequence[Mapping[str, Any]] = ()
+    revisions: Sequence[Mapping[str, Any]] = ()
+    """ControllerRevisions: the recorded template of every revision in history."""
+    pods: Sequence[Mapping[str, Any]] = ()
+    routes: Sequence[Mapping[str, Any]] = ()
+    """HTTPRoutes: the one the operator created, or the existing one it edits."""
+    measurement: Measurement | None = None
+    """The analysis measurement the previous decision asked for, once taken."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +101,8 @@ class Plan:
     status: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+    analysis: AnalysisRequest | None = None
+    """A measurement to take (then pass back in ``Observed.measurement``)."""
 
     @property
     def writes(self) -> int:
@@ -86,9 +127,15 @@ def _ref(obj: Mapping[str, Any]) -> ChildRef:
     )
 
 
-def _desired_replicas(deployment: Mapping[str, Any]) -> int:
-    replicas = deployment.get("spec", {}).get("replicas")
-    return 1 if replicas is None else int(replicas)
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def _revision(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata", {}).get("labels") or {}).get(REVISION_LABEL, ""))
+
+
+# --- reading observed state --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -106,7 +153,8 @@ class RevisionState:
 def assess_deployment(deployment: Mapping[str, Any]) -> RevisionState:
     """Read a Deployment's status the way ``kubectl rollout status`` does."""
     meta, status = deployment.get("metadata", {}), deployment.get("status") or {}
-    desired = _desired_replicas(deployment)
+    replicas = deployment.get("spec", {}).get("replicas")
+    desired = 1 if replicas is None else int(replicas)
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
     available_replicas = int(status.get("availableReplicas") or 0)
@@ -119,7 +167,42 @@ def assess_deployment(deployment: Mapping[str, Any]) -> RevisionState:
     return RevisionState(desired, int(status.get("replicas") or 0), ready, updated, available, deadline)
 
 
-def _invalid_plan(obj: Mapping[str, Any], error: SpecError, now: datetime) -> Plan:
+def crash_looping(pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any container of these pods waits in CrashLoopBackOff after several restarts."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            restarts = int(container.get("restartCount") or 0)
+            if waiting.get("reason") == "CrashLoopBackOff" and restarts >= CRASH_LOOP_RESTARTS:
+                return True
+    return False
+
+
+def _pods_of(pods: Sequence[Mapping[str, Any]], revision: str) -> list[Mapping[str, Any]]:
+    return [p for p in pods if _revision(p) == revision and not p.get("metadata", {}).get("deletionTimestamp")]
+
+
+def observe_revisions(
+    deployments: Mapping[str, Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+) -> dict[str, RevisionObservation]:
+    """What the rollout state machine needs to know of each revision's Deployment and pods."""
+    out: dict[str, RevisionObservation] = {}
+    for revision, deployment in deployments.items():
+        state = assess_deployment(deployment)
+        out[revision] = RevisionObservation(
+            desired=state.desired,
+            ready=state.ready,
+            updated=state.updated,
+            crash_looping=crash_looping(_pods_of(pods, revision)),
+            progress_deadline_exceeded=state.deadline_exceeded,
+        )
+    return out
+
+
+# --- the decision ------------------------------------------------------------------------------------------
+
+
+def _invalid_plan(obj: Mapping[str, Any], error: ValueError, now: datetime) -> Plan:
     status = dict(obj.get("status") or {})
     generation = int(obj.get("metadata", {}).get("generation") or 1)
     serving = status.get("stableRevision")
@@ -143,192 +226,348 @@ def _invalid_plan(obj: Mapping[str, Any], error: SpecError, now: datetime) -> Pl
     return Plan(status=None if desired == status else desired, events=events)
 
 
+def template_of(defaulted: Mapping[str, Any], md: ModelDeployment, config: OperatorConfig) -> Manifest:
+    """What a revision runs, as spec blocks: the defaulted model and runtime, with name and image resolved."""
+    spec = defaulted.get("spec") or {}
+    model = {**copy.deepcopy(dict(spec.get("model") or {})), "name": md.model.name}
+    runtime = {**copy.deepcopy(dict(spec.get("runtime") or {})), "image": runtime_image(md, config)}
+    return {"model": model, "runtime": runtime}
+
+
+def check_spec(obj: Mapping[str, Any]) -> tuple[Manifest, ModelDeployment, RolloutSpec]:
+    """The defaulted object, its parsed form and its rollout settings; SpecError naming the field if invalid."""
+    defaulted = default_object(dict(obj))
+    errors = validate_object(defaulted)
+    if errors:
+        raise errors[0]
+    md = parse_model_deployment(defaulted)
+    try:
+        rollout = parse_rollout(md.rollout_raw, revision_history_limit=md.revision_history_limit)
+    except RolloutSpecError as error:
+        path = error.field_path if error.field_path.startswith("spec.") else f"spec.rollout.{error.field_path}"
+        raise SpecError(path, error.message) from None
+    return defaulted, md, rollout
+
+
 def plan_reconcile(obj: Mapping[str, Any], observed: Observed, config: OperatorConfig, now: datetime) -> Plan:
     """Decide the writes that converge the cluster toward ``obj``'s spec.
 
-    ``obj`` is the ModelDeployment as read from the API server (defaults applied by the server, but the
-    operator applies the CRD's defaults again so that it never depends on them). Children in ``observed``
-    that are not controlled by ``obj`` are never changed or deleted.
+    ``obj`` is the ModelDeployment as read from the API server. The operator applies the CRD's defaults and
+    checks again, so that it never depends on the server having done so. Children in ``observed`` that are not
+    controlled by ``obj`` are never changed or deleted.
     """
     try:
-        defaulted = default_object(dict(obj))
-        errors = validate_object(defaulted)
-        if errors:
-            raise errors[0]
-        md = parse_model_deployment(defaulted)
+        defaulted, md, rollout = check_spec(obj)
     except SpecError as error:
         return _invalid_plan(obj, error, now)
-    return _plan_valid(obj, md, observed, config, now)
+    return _Reconcile(obj, defaulted, md, rollout, observed, config, now).plan()
 
 
-def _plan_valid(
-    obj: Mapping[str, Any], md: ModelDeployment, observed: Observed, config: OperatorConfig, now: datetime
-) -> Plan:
-    uid = md.uid
-    status = dict(obj.get("status") or {})
-    old_conditions = list(status.get("conditions") or [])
-    revision = revision_of(md, config)
+class _Reconcile:
+    """The scratch state of one ``plan_reconcile`` call on a valid spec."""
 
-    deployments = {
-        d["metadata"].get("labels", {}).get(REVISION_LABEL, ""): d
-        for d in observed.deployments
-        if owned_by(d, uid)
-    }
-    services = [s for s in observed.services if owned_by(s, uid)]
-    autoscalers = [h for h in observed.autoscalers if owned_by(h, uid)]
+    def __init__(
+        self,
+        obj: Mapping[str, Any],
+        defaulted: Manifest,
+        md: ModelDeployment,
+        rollout: RolloutSpec,
+        observed: Observed,
+        config: OperatorConfig,
+        now: datetime,
+    ) -> None:
+        self.obj, self.defaulted, self.md, self.rollout = obj, defaulted, md, rollout
+        self.config, self.now = config, now
+        uid = md.uid or ""
+        self.status: dict[str, Any] = dict(obj.get("status") or {})
+        self.deployments = {_revision(d): d for d in observed.deployments if owned_by(d, uid) and _revision(d)}
+        self.services = {_name(s): s for s in observed.services if owned_by(s, uid)}
+        self.autoscalers = {_name(h): h for h in observed.autoscalers if owned_by(h, uid)}
+        self.revisions = {_revision(r): r for r in observed.revisions if owned_by(r, uid) and _revision(r)}
+        self.pods = [p for p in observed.pods if (p.get("metadata", {}).get("labels") or {}).get(
+            MODEL_DEPLOYMENT_LABEL) == md.name]
+        self.routes = {_name(r): r for r in observed.routes}
+        self.measurement = observed.measurement
+        self.events: list[Event] = []
+        self.router = router_for(rollout, md.name, md.namespace)
 
-    autoscaled = md.autoscaling is not None
-    desired_deployment = build_deployment(md, config, revision, None if autoscaled else md.replicas)
-    desired_service = build_service(md, config)
-    desired_hpa = build_hpa(md, config, desired_deployment["metadata"]["name"]) if autoscaled else None
+    # --- templates -----------------------------------------------------------------------------------------
 
-    applies: list[Manifest] = []
-    deletes: list[ChildRef] = []
-    events: list[Event] = []
+    def template_for(self, revision: str) -> Mapping[str, Any] | None:
+        """The recorded template (model and runtime blocks) of ``revision``."""
+        if revision == self.revision:
+            return self.template
+        recorded = self.revisions.get(revision)
+        data = (recorded or {}).get("data")
+        return data if isinstance(data, Mapping) else None
 
-    current = deployments.get(revision)
-    previous_stable = str(status.get("stableRevision") or "")
-    if not md.paused:
-        if needs_apply(desired_deployment, current):
-            applies.append(desired_deployment)
-            if current is None:
-                events.append(
-                    Event(
-                        "Normal",
-                        "RevisionCreated",
-                        f"Created revision {revision} of {md.namespace}/{md.name} "
-                        f"(model {md.model.name} version {md.model.version})",
-                    )
-                )
-        by_name = {s["metadata"]["name"]: s for s in services}
-        if needs_apply(desired_service, by_name.get(desired_service["metadata"]["name"])):
-            applies.append(desired_service)
-        hpa_by_name = {h["metadata"]["name"]: h for h in autoscalers}
-        if desired_hpa is not None and needs_apply(desired_hpa, hpa_by_name.get(desired_hpa["metadata"]["name"])):
-            applies.append(desired_hpa)
-        for hpa in autoscalers:
-            if desired_hpa is None or hpa["metadata"]["name"] != desired_hpa["metadata"]["name"]:
-                deletes.append(_ref(hpa))
+    def md_for(self, revision: str) -> ModelDeployment | None:
+        """The ModelDeployment as it was when ``revision`` was current (its template in today's object)."""
+        if revision == self.revision:
+            return self.md
+        template = self.template_for(revision)
+        if template is None:
+            return None
+        replayed = copy.deepcopy(self.defaulted)
+        replayed["spec"]["model"] = copy.deepcopy(dict(template.get("model") or {}))
+        replayed["spec"]["runtime"] = copy.deepcopy(dict(template.get("runtime") or {}))
+        try:
+            return parse_model_deployment(replayed)
+        except SpecError:
+            return None
 
-    if current is not None and any(m is desired_deployment for m in applies):
-        # Decide status from what the Deployment will be once applied: a changed spec bumps its generation,
-        # so it is not available until its controller has observed the change.
-        generation_after = int(current["metadata"].get("generation") or 1) + int(
-            current.get("spec") != desired_deployment.get("spec")
+    # --- the pass ------------------------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        md = self.md
+        self.revision = revision_of(md, self.config)
+        self.template = template_of(self.defaulted, md, self.config)
+        status = RolloutStatus.from_status(self.status.get("rollout"), self.status.get("history"))
+        decision = next_rollout(
+            self.rollout,
+            status,
+            RolloutObserved(
+                target=RevisionInfo(self.revision, md.model.version, self.revision),
+                replicas=self.total_replicas(),
+                revisions=observe_revisions(self.deployments, self.pods),
+                measurement=self.measurement,
+                gpus_per_pod=md.runtime.gpu.count if md.runtime.gpu else 0,
+            ),
+            self.now,
+            Controls.from_spec(self.rollout, md.annotations, paused=md.paused),
         )
-        current = {
-            **desired_deployment,
-            "metadata": {**desired_deployment["metadata"], "generation": generation_after},
-            "status": current.get("status") or {},
+        self.events.extend(Event(e.type, e.reason, e.message) for e in decision.events)
+        try:
+            grow, route, shrink, deletes = self.children(decision)
+        except RoutingError as error:
+            return _invalid_plan(self.obj, SpecError("spec.rollout.canary.trafficRouting", str(error)), self.now)
+        applies = [m for m in [*grow, *route, *shrink] if needs_apply(m, self.observed_copy(m))]
+        status_out = self.status_for(decision)
+        return Plan(
+            apply=applies,
+            delete=deletes,
+            status=None if status_out == self.status else status_out,
+            events=self.events,
+            requeue_after=decision.requeue_after,
+            analysis=decision.analysis,
+        )
+
+    def total_replicas(self) -> int:
+        """The pods the ModelDeployment should run in all: spec.replicas, or what the HPA wants now."""
+        autoscaling = self.md.autoscaling
+        if autoscaling is None:
+            return self.md.replicas
+        stable = self.deployments.get(str(self.status.get("stableRevision") or ""))
+        current = (stable or {}).get("spec", {}).get("replicas")
+        floor = autoscaling.min_replicas
+        return max(floor, int(current)) if current is not None else floor
+
+    def observed_copy(self, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        kind, name = manifest["kind"], _name(manifest)
+        if kind == "Deployment":
+            return next((d for d in self.deployments.values() if _name(d) == name), None)
+        if kind == "Service":
+            return self.services.get(name)
+        if kind == "HorizontalPodAutoscaler":
+            return self.autoscalers.get(name)
+        if kind == "ControllerRevision":
+            return next((r for r in self.revisions.values() if _name(r) == name), None)
+        if kind == "HTTPRoute":
+            return self.routes.get(name)
+        return None
+
+    def owned(self, manifest: Manifest) -> Manifest:
+        """``manifest`` with the controller reference to the ModelDeployment."""
+        refs = owner_references(self.md)
+        if refs:
+            manifest["metadata"]["ownerReferences"] = refs
+        return manifest
+
+    def children(self, decision: Decision) -> tuple[list[Manifest], list[Manifest], list[Manifest], list[ChildRef]]:
+        """Desired children in three groups (grow, route, shrink) and the owned children to delete."""
+        md = self.md
+        grow: list[Manifest] = []
+        shrink: list[Manifest] = []
+        deletes: list[ChildRef] = []
+        stable = decision.status.stable_revision
+        autoscaled = md.autoscaling is not None
+        sole = len([w for w in decision.weights.values() if w > 0]) == 1
+
+        # The current revision's template is recorded before anything runs it.
+        history_entry = decision.status.history_entry(self.revision)
+        if history_entry is not None and self.revision not in self.revisions:
+            grow.append(build_controller_revision(md, self.revision, history_entry.number, self.template))
+
+        for revision, replicas in decision.replicas.items():
+            source = self.md_for(revision)
+            if source is None:
+                self.events.append(Event("Warning", "TemplateMissing",
+                                         f"Revision {revision} of {md.namespace}/{md.name} has no recorded template; "
+                                         "its Deployment is left as it is"))
+                continue
+            hpa_owns = autoscaled and revision == stable and sole and decision.weights.get(revision) == 100
+            manifest = self.owned(build_deployment(source, self.config, revision, None if hpa_owns else replicas))
+            current = self.deployments.get(revision)
+            before = assess_deployment(current).desired if current is not None else 0
+            (grow if replicas >= before else shrink).append(manifest)
+
+        for revision, deployment in self.deployments.items():
+            if revision not in decision.replicas:
+                deletes.append(_ref(deployment))
+
+        route: list[Manifest] = []
+        if decision.weights or decision.preview_revision:
+            existing = None
+            route_name = getattr(self.router, "route_name", None)
+            if route_name and not getattr(self.router, "creates_route", True):
+                existing = self.routes.get(route_name)
+                if existing is None:
+                    raise RoutingError(f"HTTPRoute {md.namespace}/{route_name} does not exist")
+            desired_routing = self.router.build_desired(
+                decision.weights,
+                preview=decision.preview_revision,
+                existing=existing,
+                canary=decision.status.canary_revision or None,
+            )
+            for manifest in desired_routing:
+                # An existing HTTPRoute stays its owner's: only our backendRefs in it are edited.
+                route.append(manifest if existing is not None and manifest.get("kind") == "HTTPRoute"
+                             else self.owned(manifest))
+            wanted = {_name(m) for m in desired_routing if m.get("kind") == "Service"}
+            deletes.extend(_ref(s) for name, s in self.services.items() if name not in wanted)
+        elif not self.services:
+            # Nothing may take traffic yet (first-deploy gate): the Service exists and selects no pod.
+            route.extend(self.owned(m) for m in self.router.build_desired({}))
+
+        if autoscaled and stable and stable in decision.replicas:
+            route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}")))
+        desired_hpas = {md.name} if autoscaled and stable and stable in decision.replicas else set()
+        deletes.extend(_ref(h) for name, h in self.autoscalers.items() if name not in desired_hpas)
+
+        live = {h.revision for h in decision.status.history} | set(decision.replicas)
+        deletes.extend(_ref(r) for rev, r in self.revisions.items() if rev not in live)
+        return grow, route, shrink, deletes
+
+    # --- status --------------------------------------------------------------------------------------------
+
+    def status_for(self, decision: Decision) -> dict[str, Any]:
+        md = self.md
+        rollout = decision.status
+        stable = rollout.stable_revision
+        canary = rollout.canary_revision
+        stable_dep = self.deployments.get(stable)
+        stable_state = assess_deployment(stable_dep) if stable_dep is not None else None
+        serving = stable_state is not None and stable_state.ready > 0 and bool(decision.weights.get(stable))
+        phase_of_rollout = rollout.phase
+        stable_version = self.version_of(stable)
+        ready_replicas = sum(assess_deployment(d).ready for d in self.deployments.values())
+        replicas = sum(assess_deployment(d).current for d in self.deployments.values())
+        desired_replicas = self.total_replicas()
+
+        conditions: list[cond.Condition]
+        never_served = self.status.get("phase") in (None, "Pending", "Failed") and not rollout.previous_revision
+        first_deploy = not stable or (
+            stable == self.revision and never_served and not (stable_state is not None and stable_state.available)
+        )
+        if first_deploy:
+            phase = "Paused" if md.paused else "Pending"
+            waiting = rollout.message or f"Waiting for revision {self.revision} to become ready."
+            conditions = [
+                cond.Condition(cond.READY, "False", "ReplicasNotReady", waiting),
+                cond.Condition(cond.PROGRESSING, "False" if md.paused else "True",
+                               "Paused" if md.paused else "NewRevisionRollingOut", waiting),
+                cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
+            ]
+        else:
+            ready_message = (
+                f"Revision {stable} serves {md.model.name} version {stable_version} with "
+                f"{stable_state.ready if stable_state else 0} ready replicas."
+            )
+            rejected = rollout.rejection(self.revision)
+            if phase_of_rollout in ("RolledBack",) or rejected is not None:
+                phase = "Degraded"
+                why = rejected.message if rejected is not None else rollout.message
+                message = f"Revision {self.revision} was rolled back: {why}"
+                conditions = [
+                    cond.Condition(cond.READY, "True" if serving else "False", "RolledBack",
+                                   f"{ready_message} {message}"),
+                    cond.Condition(cond.PROGRESSING, "False", "RolledBack", message),
+                    cond.Condition(cond.DEGRADED, "True", rejected.reason if rejected else "RolledBack", message),
+                ]
+            elif md.paused or phase_of_rollout == "Paused":
+                phase = "Paused"
+                message = rollout.message or "Rollout paused."
+                conditions = [
+                    cond.Condition(cond.READY, "True" if serving else "False", "Available" if serving
+                                   else "ReplicasNotReady", ready_message),
+                    cond.Condition(cond.PROGRESSING, "False", "Paused", message),
+                    cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
+                ]
+            elif canary or phase_of_rollout in ("Progressing", "Analyzing", "Promoting", "RollingBack"):
+                phase = "Progressing"
+                reason = {"Analyzing": "Analyzing", "Promoting": "Promoting", "RollingBack": "RollingBack"}.get(
+                    phase_of_rollout, "NewRevisionRollingOut")
+                message = rollout.message or f"Rolling out revision {canary or self.revision}."
+                conditions = [
+                    cond.Condition(cond.READY, "True" if serving else "False",
+                                   "PreviousRevisionServing" if serving else "ReplicasNotReady",
+                                   f"{ready_message} {message}"),
+                    cond.Condition(cond.PROGRESSING, "True", reason, message),
+                    cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
+                ]
+            elif stable_state is not None and stable_state.available:
+                phase = "Ready"
+                conditions = [
+                    cond.Condition(cond.READY, "True", "Available", ready_message),
+                    cond.Condition(cond.PROGRESSING, "False", "RolloutComplete", f"Revision {stable} is stable."),
+                    cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
+                ]
+            else:
+                phase = "Degraded"
+                have = stable_state.ready if stable_state else 0
+                want = stable_state.desired if stable_state else desired_replicas
+                message = f"Revision {stable} has {have}/{want} ready replicas."
+                conditions = [
+                    cond.Condition(cond.READY, "True" if serving else "False",
+                                   "ReplicasUnavailable" if serving else "ReplicasNotReady", message),
+                    cond.Condition(cond.PROGRESSING, "False", "RolloutComplete", f"Revision {stable} is stable."),
+                    cond.Condition(cond.DEGRADED, "True", "ReplicasUnavailable", message),
+                ]
+
+        old_conditions = list(self.status.get("conditions") or [])
+        new_conditions = cond.merge_conditions(old_conditions, conditions, generation=md.generation, now=self.now)
+        had_ready = cond.find(old_conditions, cond.READY) is not None
+        if had_ready and cond.changed(old_conditions, new_conditions, cond.READY):
+            ready = cond.find(new_conditions, cond.READY) or {}
+            expected = ready.get("status") == "True" or phase in ("Pending", "Progressing", "Paused")
+            self.events.append(
+                Event("Normal" if expected else "Warning", str(ready.get("reason")), str(ready.get("message")))
+            )
+
+        return {
+            **self.status,
+            "observedGeneration": md.generation,
+            "phase": phase,
+            "conditions": new_conditions,
+            "replicas": replicas,
+            "readyReplicas": ready_replicas,
+            "desiredReplicas": desired_replicas,
+            "selector": f"{MODEL_DEPLOYMENT_LABEL}={md.name}",
+            "url": f"http://{md.name}.{md.namespace}.svc.{self.config.cluster_domain}/v2/models/{md.model.name}",
+            "currentRevision": self.revision,
+            "stableRevision": stable,
+            "canaryRevision": canary,
+            "canaryWeight": decision.weights.get(canary, 0) if canary else 0,
+            "modelName": md.model.name,
+            "modelVersion": stable_version or md.model.version,
+            "rollout": rollout.to_status(),
+            "history": rollout.history_to_status(),
         }
-    elif current is None and any(m is desired_deployment for m in applies):
-        current = {**desired_deployment, "metadata": {**desired_deployment["metadata"], "generation": 1}}
-    state = assess_deployment(current) if current is not None else None
-    new_ready = state is not None and state.available
-    if new_ready and not md.paused:
-        for rev, dep in deployments.items():
-            if rev != revision:
-                deletes.append(_ref(dep))
-                events.append(
-                    Event("Normal", "RevisionRetired", f"Removed revision {rev} of {md.namespace}/{md.name}")
-                )
 
-    stable = revision if new_ready else (previous_stable if previous_stable in deployments else "")
-    stable_state = assess_deployment(deployments[stable]) if stable in deployments else None
-
-    generation = md.generation
-    ready_replicas = state.ready if state else 0
-    desired_replicas = state.desired if state else (md.replicas if not autoscaled else 0)
-    replicas = state.current if state else 0
-    conditions: list[cond.Condition]
-    if md.paused:
-        phase = "Paused"
-        serving = stable_state is not None and stable_state.ready > 0
-        conditions = [
-            cond.Condition(
-                cond.READY,
-                "True" if serving else "False",
-                "Paused",
-                f"Reconciliation of {md.namespace}/{md.name} is paused (spec.paused).",
-            ),
-            cond.Condition(cond.PROGRESSING, "False", "Paused", "Rollout paused by spec.paused."),
-            cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
-        ]
-    elif new_ready:
-        phase = "Ready"
-        conditions = [
-            cond.Condition(
-                cond.READY,
-                "True",
-                "Available",
-                f"Revision {revision} serves {md.model.name} version {md.model.version} "
-                f"with {ready_replicas}/{desired_replicas} ready replicas.",
-            ),
-            cond.Condition(cond.PROGRESSING, "False", "RolloutComplete", f"Revision {revision} is stable."),
-            cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
-        ]
-    elif state is not None and state.deadline_exceeded:
-        phase = "Degraded"
-        message = (
-            f"Revision {revision} did not become ready within its progress deadline "
-            f"({ready_replicas}/{desired_replicas} ready)."
-        )
-        if stable_state is not None:
-            message += f" Revision {stable} keeps serving."
-        conditions = [
-            cond.Condition(
-                cond.READY,
-                "True" if stable_state is not None and stable_state.ready > 0 else "False",
-                "ProgressDeadlineExceeded",
-                message,
-            ),
-            cond.Condition(cond.PROGRESSING, "False", "ProgressDeadlineExceeded", message),
-            cond.Condition(cond.DEGRADED, "True", "ProgressDeadlineExceeded", message),
-        ]
-    else:
-        serving = stable_state is not None and stable_state.ready > 0
-        phase = "Progressing" if serving else "Pending"
-        waiting = f"Waiting for revision {revision}: {ready_replicas}/{desired_replicas} replicas ready."
-        conditions = [
-            cond.Condition(
-                cond.READY,
-                "True" if serving else "False",
-                "PreviousRevisionServing" if serving else "ReplicasNotReady",
-                f"Revision {stable} keeps serving. {waiting}" if serving else waiting,
-            ),
-            cond.Condition(cond.PROGRESSING, "True", "NewRevisionRollingOut", waiting),
-            cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
-        ]
-
-    new_conditions = cond.merge_conditions(old_conditions, conditions, generation=generation, now=now)
-    if cond.changed(old_conditions, new_conditions, cond.READY):
-        ready = cond.find(new_conditions, cond.READY) or {}
-        expected = ready.get("status") == "True" or phase in ("Pending", "Progressing")
-        events.append(
-            Event("Normal" if expected else "Warning", str(ready.get("reason")), str(ready.get("message")))
-        )
-
-    desired_status = {
-        **status,
-        "observedGeneration": generation,
-        "phase": phase,
-        "conditions": new_conditions,
-        "replicas": replicas,
-        "readyReplicas": ready_replicas,
-        "selector": f"{MODEL_DEPLOYMENT_LABEL}={md.name}",
-        "url": f"http://{md.name}.{md.namespace}.svc.{config.cluster_domain}/v2/models/{md.model.name}",
-        "currentRevision": revision,
-        "stableRevision": stable,
-        "modelName": md.model.name,
-        "modelVersion": md.model.version,
-        "desiredReplicas": desired_replicas,
-    }
-    requeue = None if new_ready or md.paused else config.resync_seconds
-    return Plan(
-        apply=applies,
-        delete=deletes,
-        status=None if desired_status == status else desired_status,
-        events=events,
-        requeue_after=requeue,
-    )
-
+    def version_of(self, revision: str) -> str:
+        if not revision:
+            return ""
+        if revision == self.revision:
+            return self.md.model.version
+        template = self.template_for(revision) or {}
+        return str((template.get("model") or {}).get("version") or "")

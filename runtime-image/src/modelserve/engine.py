@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -258,9 +259,11 @@ def _manifest_signature(source: ModelSource, fallback: Signature | None) -> Sign
 
 def _load_torchscript(source: ModelSource, device: str) -> tuple[Any, Signature, list[str] | None]:
     extra: dict[str, Any] = {MANIFEST_NAME: ""}
-    module = torch.jit.load(  # type: ignore[no-untyped-call]
-        str(source.artifact), map_location=device, _extra_files=extra
-    )
+    with warnings.catch_warnings():  # TorchScript is deprecated upstream but remains a supported format here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(source.artifact), map_location=device, _extra_files=extra
+        )
     module.eval()
     embedded: Signature | None = None
     raw = extra.get(MANIFEST_NAME)

@@ -11,6 +11,7 @@ import contextlib
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from modelserve.config import ServeConfig
 from modelserve.formats import MANIFEST_NAME
 from modelserve.lifecycle import Lifecycle, Server
 from modelserve.model import EngineLoader, load_from_config
+
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
 
 POISON = 1000.0  # FailingMLP raises on inputs whose first feature is at least this
 

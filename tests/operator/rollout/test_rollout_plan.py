@@ -28,8 +28,10 @@ def test_first_deploy_takes_traffic_at_once() -> None:
     cluster = Cluster(spec({}), auto_ready=False)
     d = cluster.step()
     assert d.replicas == {A: 4} and d.weights == {A: 100} and d.status.stable_revision == A
-    assert d.status.phase == "Progressing" and d.templates == {A: "tmpl-a"}
+    assert d.status.phase == "Completed" and d.templates == {A: "tmpl-a"}
     assert [h.number for h in d.status.history] == [1]
+    again = cluster.step()
+    assert again.status == d.status, "the first step is already a fixed point: nothing changes until pods do"
     cluster.make_ready(A)
     assert cluster.step().status.phase == "Completed"
 

@@ -51,9 +51,15 @@ class KubeClient:
 
     @classmethod
     def connect(
-        cls, kubeconfig: str | Path | None = None, *, field_manager: str, timeout: float = 30.0
+        cls,
+        kubeconfig: str | Path | None = None,
+        *,
+        field_manager: str,
+        timeout: float = 30.0,
+        context: str | None = None,
     ) -> KubeClient:
-        config = load_config(kubeconfig).get()
+        """A client for ``context`` of the kubeconfig (default: its current context)."""
+        config = load_config(kubeconfig).get(context)
         if config is None:
             raise RuntimeError("No Kubernetes configuration found (kubeconfig or service account)")
         http = AdapterClient(config, ConnectionParams(timeout=httpx.Timeout(timeout)))
@@ -100,6 +106,12 @@ class KubeClient:
         resource = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
         namespace = manifest.get("metadata", {}).get("namespace")
         return await self._request("POST", resource.path(namespace), body=manifest)
+
+    async def replace_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace (PUT) ``manifest``; its metadata.resourceVersion makes a concurrent change a 409 Conflict."""
+        resource = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
+        meta = manifest["metadata"]
+        return await self._request("PUT", resource.path(meta.get("namespace"), meta["name"]), body=manifest)
 
     async def read_object(
         self, resource: Resource, namespace: str | None, name: str

@@ -348,6 +348,10 @@ def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
 
 def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
     n = s.total
+    if controls.paused and s.status.canary_revision != revision:
+        # Nothing runs yet and the rollout is paused: the first deploy waits for spec.paused to clear.
+        s.phase("Paused", f"First deploy of revision {revision} waits: paused by spec.paused")
+        return
     if s.status.rejection(revision) is not None:
         s.replicas[revision] = 0
         s.set(canary_revision="", canary_weight=0)
@@ -366,12 +370,10 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         s.event("Normal", "FirstDeploy", f"Deploying revision {revision} with {n} replicas")
     s.replicas[revision] = n
     if not gate:
+        # Without a gate the revision is stable at once: end in exactly the state the next step keeps
+        # (a fixed point), so an unchanged cluster never sees a second status write.
         _make_stable(s, revision, previous="")
-        s.weights[revision] = 100
-        ready = s.obs(revision).ready
-        if ready < n:
-            s.phase("Progressing", f"Waiting for revision {revision}: {ready}/{n} pods ready")
-            s.wake_in(WAIT_REQUEUE_SECONDS)
+        _steady(s, revision)
         return
     # Gate: the revision runs behind the preview Service only, until its analysis passes.
     s.preview = revision

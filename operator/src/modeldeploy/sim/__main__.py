@@ -36,9 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="CRD manifest to install (repeatable; default: the package's crds/ or ./crds/*.yaml)",
     )
-    parser.add_argument(
-        "--ready-delay", type=float, default=0.5, help="seconds until simulated pods are Ready"
-    )
+    parser.add_argument("--ready-delay", type=float, default=0.5, help="seconds until simulated pods are Ready")
     parser.add_argument("--verbose", action="store_true")
     return parser
 
@@ -68,9 +66,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         asyncio.run(_serve(args))
     except (OSError, ValueError) as error:

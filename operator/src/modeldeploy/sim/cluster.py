@@ -43,9 +43,7 @@ def kubeconfig_for(url: str, *, context: str = "modeldeploy-sim") -> dict[str, A
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": url}}],
         "users": [{"name": context, "user": {"token": "modeldeploy-sim"}}],
-        "contexts": [
-            {"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}
-        ],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": "default"}}],
         "current-context": context,
         "preferences": {},
     }

@@ -260,9 +260,7 @@ class DeploymentController:
         if chosen is not None:
             return chosen
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        by_annotation = behavior_from_annotation(
-            annotations.get(BEHAVIOR_ANNOTATION), ready_delay=self.ready_delay
-        )
+        by_annotation = behavior_from_annotation(annotations.get(BEHAVIOR_ANNOTATION), ready_delay=self.ready_delay)
         return by_annotation or Ready(self.ready_delay)
 
     def reconcile(self, deployment: Obj) -> None:
@@ -281,9 +279,7 @@ class DeploymentController:
             if _owned_by(pod, uid) and not pod["metadata"].get("deletionTimestamp")
         ]
         pods = [self._sync_pod(deployment, pod) for pod in pods]
-        new = [
-            p for p in pods if (p["metadata"].get("labels") or {}).get("pod-template-hash") == current_hash
-        ]
+        new = [p for p in pods if (p["metadata"].get("labels") or {}).get("pod-template-hash") == current_hash]
         old = [p for p in pods if p not in new]
 
         strategy = spec.get("strategy") or {}
@@ -426,9 +422,7 @@ class DeploymentController:
         state = self.behavior(deployment, pod).state(time.monotonic() - born)
         status = self._pod_status(pod, state)
         if status != pod.get("status"):
-            pod = self.emulator.update_object(
-                PODS, {**pod, "status": status}, subresource="status", manager=MANAGER
-            )
+            pod = self.emulator.update_object(PODS, {**pod, "status": status}, subresource="status", manager=MANAGER)
         if state.running and uid not in self._running:
             self._running.add(uid)
             self._fire(self.on_pod_running, pod)
@@ -472,10 +466,8 @@ class DeploymentController:
                 "NewReplicaSetAvailable",
                 f'ReplicaSet "{rs_name}" has successfully progressed.',
             )
-        elif (
-            (progressing_before.get("reason") == "ProgressDeadlineExceeded"
-            and signature == last_signature)
-            or (time.monotonic() - since > float(deadline))
+        elif (progressing_before.get("reason") == "ProgressDeadlineExceeded" and signature == last_signature) or (
+            time.monotonic() - since > float(deadline)
         ):
             progressing = (
                 "False",

@@ -75,9 +75,7 @@ def now_iso() -> str:
 class ApiError(Exception):
     """An API failure rendered as a ``kind: Status`` body with the given HTTP code and reason."""
 
-    def __init__(
-        self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -162,6 +160,15 @@ class WatchEvent:
 
 
 @dataclass(frozen=True)
+class _HttpRequest:
+    method: str
+    params: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+    raw: aiohttp.web.BaseRequest
+
+
+@dataclass(frozen=True)
 class _Route:
     resource: ResourceType
     namespace: str | None
@@ -225,9 +232,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     get 404, like a real server. Every HTTP request is recorded in :attr:`requests_log`.
     """
 
-    require_namespaces: bool = (
-        True  # creating in a namespace that does not exist fails (when namespaces exist)
-    )
+    require_namespaces: bool = True  # creating in a namespace that does not exist fails (when namespaces exist)
     history_limit: int = 20000  # watch events kept for resuming; older resourceVersions get 410 Gone
     requests_log: list[RequestRecord] = attrs.field(factory=list, init=False)
 
@@ -237,9 +242,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=1, init=False)
     _history: deque[WatchEvent] = attrs.field(factory=deque, init=False)
     _compacted_rv: int = attrs.field(default=0, init=False)
-    _watchers: dict[tuple[str, str], set[asyncio.Queue[WatchEvent | None]]] = attrs.field(
-        factory=dict, init=False
-    )
+    _watchers: dict[tuple[str, str], set[asyncio.Queue[WatchEvent | None]]] = attrs.field(factory=dict, init=False)
     _listeners: list[Callable[[WatchEvent], None]] = attrs.field(factory=list, init=False)
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
@@ -278,11 +281,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return ref
         parts = ref.strip("/").split("/")
         key = (
-            ("", parts[0], parts[1])
-            if len(parts) == 2
-            else (parts[0], parts[1], parts[2])
-            if len(parts) == 3
-            else None
+            ("", parts[0], parts[1]) if len(parts) == 2 else (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
         )
         if key is None or key not in self._types:
             raise KeyError(f"resource {ref!r} is not served (use group/version/plural or v1/plural)")
@@ -425,9 +424,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _not_found(rt, name)
         return obj
 
-    def _list(
-        self, rt: ResourceType, namespace: str | None, labels: LabelSelector, fields: FieldSelector
-    ) -> list[Obj]:
+    def _list(self, rt: ResourceType, namespace: str | None, labels: LabelSelector, fields: FieldSelector) -> list[Obj]:
         items = [
             self._present(rt, obj)
             for (group, plural, ns, _), obj in sorted(self._store.items(), key=lambda item: item[0])
@@ -474,9 +471,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             for key in [k for k in self._store if k[:2] == (types[0].group, types[0].plural)]:
                 del self._store[key]
             return
-        for old_rt in [
-            t for t in self._types.values() if (t.group, t.plural) == (types[0].group, types[0].plural)
-        ]:
+        for old_rt in [t for t in self._types.values() if (t.group, t.plural) == (types[0].group, types[0].plural)]:
             self.unregister(old_rt)
         self.register(*types)
         names = (crd.get("spec") or {}).get("names") or {}
@@ -547,9 +542,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             metadata["name"] = metadata["generateName"] + _random_suffix()
         name = metadata["name"]
         if not isinstance(name, str) or len(name) > 253:
-            raise _invalid(
-                rt, str(name), ["metadata.name: Invalid value: must be a string of at most 253 characters"]
-            )
+            raise _invalid(rt, str(name), ["metadata.name: Invalid value: must be a string of at most 253 characters"])
         if self._key(rt, namespace, name) in self._store:
             raise ApiError(409, "AlreadyExists", f'{rt.display} "{name}" already exists', _details(rt, name))
         if "status" in rt.subresources and rt.plural != "customresourcedefinitions":
@@ -572,9 +565,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _check_type(self, rt: ResourceType, body: Obj) -> None:
         kind, api_version = body.get("kind"), body.get("apiVersion")
         if kind is not None and kind != rt.kind:
-            raise _bad_request(
-                f"the object kind {kind!r} does not match the resource {rt.display} ({rt.kind})"
-            )
+            raise _bad_request(f"the object kind {kind!r} does not match the resource {rt.display} ({rt.kind})")
         if api_version is not None and api_version != rt.api_version:
             group = api_version.rpartition("/")[0] if isinstance(api_version, str) else None
             if group != rt.group:
@@ -643,14 +634,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._check_identity(rt, body, namespace, name)
         body_rv = _meta(body).get("resourceVersion")
         if not body_rv and rt.custom:
-            raise _invalid(
-                rt, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"]
-            )
+            raise _invalid(rt, name, ["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"])
         if body_rv and body_rv != _meta(old)["resourceVersion"]:
             raise _conflict(rt, name)
-        fields = patching.field_paths(
-            body, status_only=subresource == "status", with_status=subresource is None
-        )
+        fields = patching.field_paths(body, status_only=subresource == "status", with_status=subresource is None)
         managed = self._with_entry(
             _meta(old).get("managedFields") or [],
             self._managed_entry(rt, manager, "Update", fields, subresource),
@@ -664,15 +651,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 f"the name of the object ({metadata['name']}) does not match the name on the URL ({name})"
             )
         if rt.namespaced and metadata.get("namespace") not in (None, namespace):
-            raise _bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise _bad_request("the namespace of the provided object does not match the namespace sent on the request")
 
     def _spec_changed(self, rt: ResourceType, old: Obj, new: Obj) -> bool:
         ignored = {"metadata", "apiVersion", "kind"} | ({"status"} if "status" in rt.subresources else set())
-        return {k: v for k, v in old.items() if k not in ignored} != {
-            k: v for k, v in new.items() if k not in ignored
-        }
+        return {k: v for k, v in old.items() if k not in ignored} != {k: v for k, v in new.items() if k not in ignored}
 
     def _finish_update(
         self,
@@ -721,10 +704,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _invalid(
                 rt,
                 metadata["name"],
-                [
-                    "metadata.finalizers: Forbidden: "
-                    "no new finalizers can be added if the object is being deleted"
-                ],
+                ["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"],
             )
         self._admit(rt, new, old)
         unchanged = new == old if compare_managed else _strip_managed(new) == _strip_managed(old)
@@ -784,9 +764,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     f"the body of the request was in an unknown format: {content_type!r}",
                 )
         except patching.PatchError as error:
-            raise ApiError(
-                422, "Invalid", f"the patch could not be applied: {error}", _details(rt, name)
-            ) from error
+            raise ApiError(422, "Invalid", f"the patch could not be applied: {error}", _details(rt, name)) from error
         if not isinstance(patched, dict):
             raise _bad_request("the patched object is not a JSON object")
         self._check_identity(rt, patched, namespace, name)
@@ -795,12 +773,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _conflict(rt, name)
         managed = _meta(old).get("managedFields") or []
         if fields:
-            managed = self._with_entry(
-                managed, self._managed_entry(rt, manager, "Update", fields, subresource)
-            )
-        return self._finish_update(
-            rt, old, patched, subresource=subresource, managed=managed, dry_run=dry_run
-        )
+            managed = self._with_entry(managed, self._managed_entry(rt, manager, "Update", fields, subresource))
+        return self._finish_update(rt, old, patched, subresource=subresource, managed=managed, dry_run=dry_run)
 
     def _apply(
         self,
@@ -822,9 +796,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._check_type(rt, applied)
         self._check_identity(rt, applied, namespace, name)
         status_only = subresource == "status"
-        new_fields = patching.field_paths(
-            applied, status_only=status_only, with_status="status" not in rt.subresources
-        )
+        new_fields = patching.field_paths(applied, status_only=status_only, with_status="status" not in rt.subresources)
         old = self._store.get(self._key(rt, namespace, name))
         if old is None:
             if subresource:
@@ -859,9 +831,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if force:
                 entries[index]["fieldsV1"] = patching.fields_to_v1(fields)
         if conflicts and not force:
-            described = ", ".join(
-                f'conflict with "{who}": .{".".join(t[2:] for t in path)}' for who, path in conflicts
-            )
+            described = ", ".join(f'conflict with "{who}": .{".".join(t[2:] for t in path)}' for who, path in conflicts)
             raise ApiError(
                 409,
                 "Conflict",
@@ -872,9 +842,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         source = {"status": applied.get("status")} if status_only else applied
         merged = patching.apply_merge(self._present(rt, old), source)
         merged = patching.prune_paths(merged, mine - new_fields, new_fields | kept)
-        entries = self._with_entry(
-            entries, self._managed_entry(rt, manager, "Apply", new_fields, subresource)
-        )
+        entries = self._with_entry(entries, self._managed_entry(rt, manager, "Apply", new_fields, subresource))
         return self._finish_update(
             rt, old, merged, subresource=subresource, managed=entries, dry_run=dry_run, compare_managed=True
         )
@@ -908,9 +876,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             elif content_type == _JSON_PATCH:
                 patched = patching.json_patch(view, patch)
             else:
-                raise ApiError(
-                    415, "UnsupportedMediaType", f"unsupported patch type for scale: {content_type!r}"
-                )
+                raise ApiError(415, "UnsupportedMediaType", f"unsupported patch type for scale: {content_type!r}")
         except patching.PatchError as error:
             raise ApiError(422, "Invalid", f"the patch could not be applied: {error}") from error
         return self._write_scale(rt, old, patched, dry_run)
@@ -924,9 +890,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _conflict(rt, name)
         replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise _invalid(
-                rt, name, [f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"]
-            )
+            raise _invalid(rt, name, [f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"])
         candidate = copy.deepcopy(old)
         _set_at(candidate, rt.spec_replicas_path, replicas)
         result = self._finish_update(
@@ -948,10 +912,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 f"UID in object meta: {metadata.get('uid')}",
                 _details(rt, name),
             )
-        if (
-            preconditions.get("resourceVersion")
-            and preconditions["resourceVersion"] != metadata["resourceVersion"]
-        ):
+        if preconditions.get("resourceVersion") and preconditions["resourceVersion"] != metadata["resourceVersion"]:
             raise _conflict(rt, name)
         policy = options.get("propagationPolicy") or "Background"
         if policy not in ("Background", "Foreground", "Orphan"):
@@ -1047,11 +1008,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         else:
             return None
         namespace: str | None = None
-        if (
-            rest[0] == "namespaces"
-            and len(rest) >= 3
-            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-        ):
+        if rest[0] == "namespaces" and len(rest) >= 3 and not (len(rest) == 3 and rest[2] in ("status", "finalize")):
             namespace, rest = rest[1], rest[2:]
         rt = self._types.get((group, version, rest[0]))
         if rt is None:
@@ -1066,31 +1023,36 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return _Route(rt, namespace, name, subresource)
 
-    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        """Serve resource requests here; discovery (``/api``, ``/apis/...``, ``/version``) is kmock's."""
         try:
-            route = self._route(request.url.path)
+            route = self._route(raw.path)
         except ApiError as error:
             return _json_response(error.status(), status=error.code)
         if route is None:
-            return await kmock.KubernetesScaffold._handle(
-                self, request
-            )  # discovery: /api, /apis/..., /version
+            response: aiohttp.web.StreamResponse = await super().__call__(raw)
+            return response
+        request = _HttpRequest(
+            method=raw.method.upper(),
+            params=dict(raw.query),
+            headers=dict(raw.headers),
+            body=await raw.read(),
+            raw=raw,
+        )
         record = self._record(request, route)
         try:
             response = await self._serve(request, route, record)
         except ApiError as error:
             response = _json_response(error.status(), status=error.code)
         except Exception as error:
-            logger.exception("The emulated API server failed on %s %s", request.method, request.url.path)
-            failure = ApiError(
-                500, "InternalError", f"an error on the server ({error!r}) has prevented the request"
-            )
+            logger.exception("The emulated API server failed on %s %s", raw.method, raw.path)
+            failure = ApiError(500, "InternalError", f"an error on the server ({error!r}) has prevented the request")
             response = _json_response(failure.status(), status=500)
         record.code = record.code or response.status
         return response
 
-    def _record(self, request: kmock.Request, route: _Route) -> RequestRecord:
-        method = str(request.method.value).upper()
+    def _record(self, request: _HttpRequest, route: _Route) -> RequestRecord:
+        method = request.method
         watching = request.params.get("watch") in ("true", "1")
         if method == "GET":
             verb = "watch" if watching else "get" if route.name else "list"
@@ -1119,7 +1081,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self.requests_log.append(record)
         return record
 
-    def _body(self, request: kmock.Request, *, yaml_allowed: bool = False) -> Any:
+    def _body(self, request: _HttpRequest, *, yaml_allowed: bool = False) -> Any:
         if not request.body:
             return None
         try:
@@ -1131,20 +1093,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 f"the request body is not valid {'YAML' if yaml_allowed else 'JSON'}: {error}"
             ) from error
 
-    async def _serve(
-        self, request: kmock.Request, route: _Route, record: RequestRecord
-    ) -> aiohttp.web.StreamResponse:
+    async def _serve(self, request: _HttpRequest, route: _Route, record: RequestRecord) -> aiohttp.web.StreamResponse:
         rt, namespace, name, sub = route.resource, route.namespace, route.name, route.subresource
         params = request.params
         dry_run = params.get("dryRun") == "All"
-        manager = params.get("fieldManager") or (
-            record.user_agent.split("/")[0] if record.user_agent else "unknown"
-        )
+        manager = params.get("fieldManager") or (record.user_agent.split("/")[0] if record.user_agent else "unknown")
         verb = record.verb
         if verb not in rt.verbs and not (verb == "get" and sub):
-            raise ApiError(
-                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-            )
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if verb == "watch":
             fields = params.get("fieldSelector")
             if name is not None:
@@ -1176,14 +1132,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         assert name is not None
         if verb == "get":
             obj = self._require(rt, namespace, name)
-            return _json_response(
-                self._scale_view(rt, obj) if sub == "scale" else self._present(rt, obj)
-            )
+            return _json_response(self._scale_view(rt, obj) if sub == "scale" else self._present(rt, obj))
         if verb == "update":
             if sub == "scale":
-                scale = self._write_scale(
-                    rt, self._require(rt, namespace, name), self._body(request), dry_run
-                )
+                scale = self._write_scale(rt, self._require(rt, namespace, name), self._body(request), dry_run)
                 return _json_response(scale)
             obj = self._replace(rt, namespace, name, self._body(request), sub, manager, dry_run)
             return _json_response(obj)
@@ -1202,9 +1154,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 if key in params:
                     options[key] = params[key]
             return _json_response(self._delete(rt, namespace, name, options, dry_run))
-        raise ApiError(
-            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-        )
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
     def _selectors(self, labels: str | None, fields: str | None) -> tuple[LabelSelector, FieldSelector]:
         try:
@@ -1237,7 +1187,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _stream_watch(
         self,
-        request: kmock.Request,
+        request: _HttpRequest,
         rt: ResourceType,
         namespace: str | None,
         label_text: str | None,
@@ -1266,20 +1216,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
         watchers = self._watchers.setdefault((rt.group, rt.plural), set())
         watchers.add(queue)
-        raw = request._raw_request
-        if raw is None:
-            raise _bad_request("a watch needs an HTTP request")
+        raw = request.raw
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         try:
             await response.prepare(raw)
             if gone:
-                expired = ApiError(
-                    410, "Expired", f"too old resource version: {since} ({self._compacted_rv})"
-                )
-                await response.write(
-                    json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n"
-                )
+                expired = ApiError(410, "Expired", f"too old resource version: {since} ({self._compacted_rv})")
+                await response.write(json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n")
                 return response
             for kind, obj in initial:
                 await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
@@ -1320,7 +1264,6 @@ def describe(records: Iterable[RequestRecord]) -> list[str]:
         api = f"{r.group}/{r.version}" if r.group else r.version
         sub = f"/{r.subresource}" if r.subresource else ""
         lines.append(
-            f"{r.verb} {api}/{r.resource}{sub} {r.namespace or ''}/{r.name or ''}"
-            f" [{r.user_agent}] -> {r.code}"
+            f"{r.verb} {api}/{r.resource}{sub} {r.namespace or ''}/{r.name or ''} [{r.user_agent}] -> {r.code}"
         )
     return lines

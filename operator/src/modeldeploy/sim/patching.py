@@ -363,13 +363,7 @@ def apply_merge(live: Any, applied: Any) -> Any:
             result.pop(key, None)
         elif isinstance(value, dict) and value and isinstance(current, dict):
             result[key] = apply_merge(current, value)
-        elif (
-            isinstance(value, list)
-            and value
-            and isinstance(current, list)
-            and _keyed(value)
-            and _keyed(current)
-        ):
+        elif isinstance(value, list) and value and isinstance(current, list) and _keyed(value) and _keyed(current):
             merged = copy.deepcopy(current)
             for item in value:
                 index = _find_element(merged, _element_token(item))

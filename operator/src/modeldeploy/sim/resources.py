@@ -92,9 +92,7 @@ def standard_resources() -> list[ResourceType]:
         _builtin("apps/v1", "deployments", "Deployment", subresources=("status", "scale")),
         _builtin("apps/v1", "replicasets", "ReplicaSet", subresources=("status", "scale")),
         _builtin("apps/v1", "controllerrevisions", "ControllerRevision"),
-        _builtin(
-            "autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", subresources=("status",)
-        ),
+        _builtin("autoscaling/v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", subresources=("status",)),
         _builtin("events.k8s.io/v1", "events", "Event"),
         _builtin("coordination.k8s.io/v1", "leases", "Lease"),
         _builtin("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
