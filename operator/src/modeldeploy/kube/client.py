@@ -17,6 +17,7 @@ from lightkube.config.client_adapter import AsyncClient as AdapterClient
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.config.kubeconfig import KubeConfig
 
+from modeldeploy import __version__
 from modeldeploy.conditions import rfc3339
 from modeldeploy.kube.resources import EVENTS, MODEL_DEPLOYMENTS, Resource, resource_for
 
@@ -63,6 +64,7 @@ class KubeClient:
         if config is None:
             raise RuntimeError("No Kubernetes configuration found (kubeconfig or service account)")
         http = AdapterClient(config, ConnectionParams(timeout=httpx.Timeout(timeout)))
+        http.headers["User-Agent"] = f"modeldeploy/{__version__}"
         return cls(http, field_manager=field_manager)
 
     async def close(self) -> None:

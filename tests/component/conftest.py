@@ -1,0 +1,156 @@
+"""Tier 2: the real operator (``kopf.testing.KopfRunner``) against the emulated API server.
+
+The emulated cluster runs in a thread of its own with its own event loop, so the operator's thread (KopfRunner)
+and the test's own code never wait on each other. ``ThreadedCluster`` offers a small synchronous API over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from kopf.testing import KopfRunner
+
+from modeldeploy.demo import admission
+from modeldeploy.schema import crd_manifest
+from modeldeploy.sim.cluster import Cluster, run_cluster
+from modeldeploy.sim.emulator import RequestRecord
+
+T = TypeVar("T")
+MD = "modeldeploy.io/v1alpha1/modeldeployments"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
+REVISIONS = "apps/v1/controllerrevisions"
+EVENTS = "v1/events"
+PODS = "v1/pods"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+class ThreadedCluster:
+    """An emulated cluster served from a background thread, with a synchronous API for tests."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._cluster: Cluster | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="emulated-cluster", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as error:  # Reported to the test thread.
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with run_cluster(**self._options) as cluster:
+            self._cluster = cluster
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> ThreadedCluster:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None or self._cluster is None:
+            raise RuntimeError(f"the emulated cluster did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self._cluster is not None
+        return self._cluster
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.cluster.kubeconfig_path)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` in the cluster's thread (the emulator is not thread-safe) and return its result."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:
+                future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(30)
+
+    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.call(self.cluster.emulator.get_object, resource, namespace, name)
+
+    def list(self, resource: str, namespace: str | None = None, selector: str | None = None) -> list[dict[str, Any]]:
+        return self.call(self.cluster.emulator.list_objects, resource, namespace, label_selector=selector)
+
+    def create(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.call(self.cluster.emulator.create_object, resource, body, manager="kubectl")
+
+    def patch(self, resource: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.call(self.cluster.emulator.patch_object, resource, namespace, name, patch, manager="kubectl")
+
+    def delete(self, resource: str, namespace: str, name: str) -> Any:
+        return self.call(self.cluster.emulator.delete_object, resource, namespace, name)
+
+    def requests(self) -> list[RequestRecord]:
+        return self.call(lambda: list(self.cluster.requests))
+
+    def writes(self, since: int = 0) -> list[RequestRecord]:
+        """Write requests that reached the API server over HTTP: the operator's (kopf's and its own).
+
+        The test and the simulated controllers change the store directly, so they never appear here.
+        """
+        return [r for r in self.requests()[since:] if r.verb in WRITE_VERBS]
+
+    def wait_for(self, check: Callable[[], T], timeout: float = 20.0, message: str = "") -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not reached within {timeout}s: {message or check}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def emulated() -> Iterator[ThreadedCluster]:
+    """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission."""
+    threaded = ThreadedCluster(
+        crds=[crd_manifest()], admission={MD: admission}, ready_delay=0.1, tick=0.02,
+        namespaces=("default", "kube-system", "ml"),
+    ).start()
+    try:
+        yield threaded
+    finally:
+        threaded.stop()
+
+
+@pytest.fixture
+def operator_factory(emulated: ThreadedCluster, monkeypatch: pytest.MonkeyPatch) -> Callable[[], KopfRunner]:
+    """Start the real operator against ``emulated`` (use as a context manager; exiting stops it)."""
+    monkeypatch.setenv("KUBECONFIG", emulated.kubeconfig)
+    monkeypatch.setenv("MODELDEPLOY_RESYNC_SECONDS", "1")
+
+    def make() -> KopfRunner:
+        return KopfRunner(
+            ["run", "--standalone", "--all-namespaces", "-m", "modeldeploy.handlers"], timeout=60
+        )
+
+    return make

@@ -1,0 +1,216 @@
+"""The real operator (kopf, KopfRunner) against the emulated API server: create, converge, update, no-op
+resync, invalid specs, autoscaling on and off, ownership, restart and deletion."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from modeldeploy.conditions import find
+
+from .conftest import DEPLOYMENTS, EVENTS, HPAS, MD, REVISIONS, SERVICES, ThreadedCluster
+
+pytestmark = pytest.mark.component
+
+IRIS: dict[str, Any] = {
+    "apiVersion": "modeldeploy.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "iris", "namespace": "ml"},
+    "spec": {
+        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
+        "runtime": {"resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}},
+        "replicas": 2,
+    },
+}
+
+
+def md(**spec: Any) -> dict[str, Any]:
+    body = copy.deepcopy(IRIS)
+    body["spec"].update(spec)
+    return body
+
+
+def status(emulated: ThreadedCluster, name: str = "iris") -> dict[str, Any]:
+    obj = emulated.get(MD, "ml", name) or {}
+    return dict(obj.get("status") or {})
+
+
+def ready(emulated: ThreadedCluster, name: str = "iris", version: str | None = None) -> bool:
+    st = status(emulated, name)
+    ok = st.get("phase") == "Ready" and st.get("observedGeneration") == (emulated.get(MD, "ml", name) or {}).get(
+        "metadata", {}).get("generation")
+    return ok and (version is None or st.get("modelVersion") == version)
+
+
+def condition(emulated: ThreadedCluster, type_: str, name: str = "iris") -> dict[str, Any]:
+    found = find(status(emulated, name).get("conditions") or [], type_)
+    assert found is not None, f"no {type_} condition in {status(emulated, name)}"
+    return dict(found)
+
+
+def children(emulated: ThreadedCluster, resource: str) -> list[dict[str, Any]]:
+    return emulated.list(resource, "ml", "modeldeploy.io/model-deployment=iris")
+
+
+def events(emulated: ThreadedCluster) -> list[tuple[str, str]]:
+    return [(e["type"], e["reason"]) for e in emulated.list(EVENTS, "ml")]
+
+
+def quiet_period(emulated: ThreadedCluster, seconds: float = 2.5) -> list[Any]:
+    """Writes the operator makes while nothing changes for ``seconds`` (several resync periods)."""
+    before = len(emulated.requests())
+    time.sleep(seconds)
+    return emulated.writes(before)
+
+
+def test_create_converges_with_owned_labelled_children(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory() as runner:
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated), message="iris Ready")
+        st = status(emulated)
+        uid = emulated.get(MD, "ml", "iris")["metadata"]["uid"]  # type: ignore[index]
+        (deployment,) = children(emulated, DEPLOYMENTS)
+        (service,) = children(emulated, SERVICES)
+        (revision,) = children(emulated, REVISIONS)
+        for child in (deployment, service, revision):
+            meta = child["metadata"]
+            assert meta["ownerReferences"][0]["uid"] == uid and meta["ownerReferences"][0]["controller"]
+            assert meta["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy"
+            assert meta["labels"]["app.kubernetes.io/instance"] == "iris"
+        assert deployment["metadata"]["name"] == f"iris-{st['stableRevision']}"
+        assert deployment["spec"]["replicas"] == 2
+        assert "modeldeploy" in [m["manager"] for m in deployment["metadata"].get("managedFields", [])]
+        assert st["readyReplicas"] == 2 and st["desiredReplicas"] == 2
+        assert st["url"] == "http://iris.ml.svc.cluster.local/v2/models/iris"
+        assert condition(emulated, "Ready")["status"] == "True"
+        assert condition(emulated, "Progressing")["reason"] == "RolloutComplete"
+        assert condition(emulated, "Degraded")["status"] == "False"
+        assert ("Normal", "FirstDeploy") in events(emulated)
+        assert emulated.list(HPAS, "ml") == []
+
+        assert quiet_period(emulated) == [], "a converged object gets no writes, resyncs included"
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
+
+
+def test_writes_per_object_are_few(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:
+    with operator_factory():
+        start = len(emulated.requests())
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        time.sleep(1.0)
+        writes = emulated.writes(start)
+    assert len(writes) <= 8, [f"{w.verb} {w.resource}/{w.subresource or ''} {w.name}" for w in writes]
+
+
+def test_new_version_rolls_out_and_old_revision_is_removed(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        first = status(emulated)["stableRevision"]
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+        emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 Ready")
+        second = status(emulated)["stableRevision"]
+        assert second != first
+        emulated.wait_for(lambda: [d["metadata"]["name"] for d in children(emulated, DEPLOYMENTS)] == [
+            f"iris-{second}"], message="old revision removed")
+        history = status(emulated)["history"]
+        assert [h["revision"] for h in history][:2] == [second, first]
+        assert {r["metadata"]["name"] for r in children(emulated, REVISIONS)} == {f"iris-{first}", f"iris-{second}"}
+        assert ("Normal", "Promoted") in events(emulated)
+
+
+def test_invalid_update_reports_and_keeps_the_last_good_children(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in children(emulated, DEPLOYMENTS)}
+        # Passes the schema (the API server accepts it) but only the operator can check it.
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": {"version": "2", "storageUri": "s3://Models/iris/2/model.pt"}}})
+        emulated.wait_for(lambda: condition(emulated, "Ready")["reason"] == "InvalidSpec", message="InvalidSpec")
+        ready_condition = condition(emulated, "Ready")
+        assert ready_condition["status"] == "False"
+        assert "spec.model.storageUri" in ready_condition["message"]
+        assert "keeps serving" in ready_condition["message"]
+        assert status(emulated)["phase"] == "Failed"
+        assert ("Warning", "InvalidSpec") in events(emulated)
+        after = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in children(emulated, DEPLOYMENTS)}
+        assert after == before, "nothing of the last good spec was changed or deleted"
+        assert quiet_period(emulated, 1.5) == [], "the same invalid spec is reported once"
+
+
+def test_schema_rejects_bad_input_at_admission(emulated: ThreadedCluster) -> None:
+    bad = md()
+    bad["spec"]["model"]["storageUri"] = "ftp://host/model.pt"
+    with pytest.raises(Exception, match=r"spec\.model\.storageUri"):
+        emulated.create(MD, bad)
+
+
+def test_autoscaling_on_then_off(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        emulated.patch(MD, "ml", "iris", {"spec": {"replicas": None, "autoscaling": {
+            "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}}})
+        (hpa,) = emulated.wait_for(lambda: children(emulated, HPAS), message="HPA created")
+        (deployment,) = children(emulated, DEPLOYMENTS)
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
+        emulated.patch(MD, "ml", "iris", {"spec": {"autoscaling": None, "replicas": 3}})
+        emulated.wait_for(lambda: children(emulated, HPAS) == [], message="HPA removed")
+        emulated.wait_for(lambda: children(emulated, DEPLOYMENTS)[0]["spec"].get("replicas") == 3)
+
+
+def test_objects_of_someone_else_are_left_alone(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    foreign = {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "iris", "namespace": "ml", "labels": {"team": "web"}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    emulated.create(SERVICES, foreign)
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ("Warning", "ChildConflict") in events(emulated), message="ChildConflict event")
+        service = emulated.get(SERVICES, "ml", "iris")
+        assert service is not None
+        assert service["spec"]["selector"] == {"app": "web"}
+        assert "ownerReferences" not in service["metadata"]
+
+
+def test_restart_resumes_without_writes(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        time.sleep(0.5)
+    before = len(emulated.requests())
+    with operator_factory():
+        time.sleep(3.0)
+    assert emulated.writes(before) == [], "a restarted operator finds everything converged"
+
+
+def test_deleting_the_model_deployment_removes_its_children(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        emulated.delete(MD, "ml", "iris")
+        emulated.wait_for(lambda: not children(emulated, DEPLOYMENTS) and not children(emulated, SERVICES),
+                          message="children garbage-collected")
+        assert emulated.get(MD, "ml", "iris") is None
