@@ -25,7 +25,7 @@ test: setup lint
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check operator runtime-image tests
+	$(BIN)/ruff check operator runtime-image tests benchmarks integrations charts/scripts docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -17,6 +17,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from modeldeploy.demo import admission
+from modeldeploy.handlers import REGISTRY
 from modeldeploy.schema import crd_manifest
 from modeldeploy.sim.cluster import Cluster, run_cluster
 from modeldeploy.sim.emulator import RequestRecord
@@ -150,7 +151,7 @@ def operator_factory(emulated: ThreadedCluster, monkeypatch: pytest.MonkeyPatch)
 
     def make() -> KopfRunner:
         return KopfRunner(
-            ["run", "--standalone", "--all-namespaces", "-m", "modeldeploy.handlers"], timeout=60
+            ["run", "--standalone", "--all-namespaces", "-m", "modeldeploy.handlers"], registry=REGISTRY, timeout=60
         )
 
     return make

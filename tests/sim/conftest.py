@@ -104,7 +104,7 @@ async def kube(cluster: Cluster) -> AsyncIterator[lightkube.AsyncClient]:
 Eventually = Callable[..., Awaitable[Any]]
 
 
-async def _eventually(check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> Any:
+async def _eventually(check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while True:
         result = check()

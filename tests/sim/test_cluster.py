@@ -41,7 +41,9 @@ async def test_kubeconfig_works_with_the_kubernetes_client(cluster: Cluster) -> 
             custom.patch_namespaced_custom_object_status(
                 "sim.example.com", "v1", "default", "widgets", "w", {"status": {"ok": True}}
             )
-            result: dict[str, Any] = custom.get_namespaced_custom_object("sim.example.com", "v1", "default", "widgets", "w")
+            result: dict[str, Any] = custom.get_namespaced_custom_object(
+                "sim.example.com", "v1", "default", "widgets", "w"
+            )
             return result
 
     widget = await asyncio.to_thread(create_and_read_widget)
@@ -88,7 +90,14 @@ async def test_kopf_operator_runs_against_the_emulator(cluster: Cluster, eventua
 async def test_standalone_command_serves_a_cluster(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "modeldeploy.sim", "--port", "0", "--kubeconfig", str(kubeconfig), "--crd",
+        sys.executable,
+        "-m",
+        "modeldeploy.sim",
+        "--port",
+        "0",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--crd",
         str(Path(__file__).parent / "widget-crd.yaml"),
         stdout=asyncio.subprocess.PIPE,
     )
@@ -104,6 +113,6 @@ async def test_standalone_command_serves_a_cluster(tmp_path: Path) -> None:
 
 
 async def test_run_cluster_validates_crds() -> None:
-    with pytest.raises(ValueError, match="spec.group"):
+    with pytest.raises(ValueError, match=r"spec\.group"):
         async with run_cluster(crds=[{"metadata": {"name": "x"}, "spec": {"names": {}}}]):
             pass

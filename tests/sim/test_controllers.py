@@ -13,8 +13,9 @@ from modeldeploy.sim.controllers import BEHAVIOR_ANNOTATION, CrashLoop, NeverRea
 DEPLOYMENTS = "apps/v1/deployments"
 
 
-def deployment(name: str, replicas: int | None = 1, annotations: dict[str, str] | None = None,
-               image: str = "model:1", **spec: Any) -> dict[str, Any]:
+def deployment(
+    name: str, replicas: int | None = 1, annotations: dict[str, str] | None = None, image: str = "model:1", **spec: Any
+) -> dict[str, Any]:
     template_meta: dict[str, Any] = {"labels": {"app": name}}
     if annotations:
         template_meta["annotations"] = annotations
@@ -114,8 +115,12 @@ async def test_crashloop_by_annotation(cluster: Cluster, eventually: Any) -> Non
     body = deployment("bad", annotations={BEHAVIOR_ANNOTATION: "crashloop"})
     cluster.emulator.create_object(DEPLOYMENTS, body, namespace="default")
     await eventually(
-        lambda: (found := pods(cluster, "bad")) and "status" in found[0]
-        and found[0]["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff"
+        lambda: (
+            (found := pods(cluster, "bad"))
+            and "status" in found[0]
+            and found[0]["status"]["containerStatuses"][0]["state"].get("waiting", {}).get("reason")
+            == "CrashLoopBackOff"
+        )
     )
 
 

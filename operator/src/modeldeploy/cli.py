@@ -102,7 +102,7 @@ def render_documents(
             continue
         # Exactly what the operator applies for a new object: the same reconcile pass, nothing observed yet.
         fresh = {**body, "metadata": {"namespace": "default", **(body.get("metadata") or {})}}
-        plan = plan_reconcile(fresh, Observed(), config, datetime.now(UTC))
+        plan = plan_reconcile(fresh, Observed(), config, datetime.now(UTC), admitted=False)
         objects.extend(plan.apply)
     return objects, errors
 

@@ -218,7 +218,7 @@ class Controller:
         if key in self._measuring or self._measurements.get(key) is not None:
             return
         try:
-            _, parsed, rollout = check_spec(md)
+            _, parsed, rollout = check_spec(md, admitted=True)
         except SpecError:
             return
         if rollout.analysis is None:

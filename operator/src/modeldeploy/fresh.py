@@ -37,6 +37,9 @@ class FreshObjects:
         return len(self._objects)
 
     def put(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if "managedFields" in meta:  # Large and never read: do not keep it.
+            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
         self._objects[key_of(obj)] = obj
 
     def forget(self, key: Key) -> None:

@@ -40,6 +40,8 @@ CHILD_KINDS = {
     "pods": ("", "v1", "pods"),
 }
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+REGISTRY = kopf.OperatorRegistry()
+"""The operator's handlers, in a registry of their own (kopf's default registry is process-global)."""
 Log = logging.Logger | logging.LoggerAdapter[Any]
 POD_EVENT_DELAY = 0.5
 """Seconds to wait after a pod event before reconciling its owner (events of a rollout's pods come in bursts)."""
@@ -86,7 +88,7 @@ def _controller(memo: Any) -> Controller:
     return controller
 
 
-@kopf.on.login()
+@kopf.on.login(registry=REGISTRY)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account first, else the kubeconfig (``$KUBECONFIG`` read at call time)."""
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
@@ -95,7 +97,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-@kopf.on.startup()
+@kopf.on.startup(registry=REGISTRY)
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: Any) -> None:
     """Create the process-wide resources once: configuration, API client, metrics, resync loop."""
     settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
@@ -114,7 +116,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     logger.info("Operator started; default runtime image %s", config.default_runtime_image)
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(registry=REGISTRY)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Release what startup created."""
     resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
@@ -130,7 +132,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         server.shutdown()
 
 
-@kopf.on.probe(id="reconciles")
+@kopf.on.probe(id="reconciles", registry=REGISTRY)
 def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
     """Liveness detail: how many reconciles this process has done."""
     controller: Controller | None = getattr(memo, "controller", None)
@@ -144,10 +146,13 @@ def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """A private copy of the object for the caches, without ``managedFields`` (large, never read)."""
+    snapshot = copy.deepcopy({k: v for k, v in body.items() if k != "metadata"})
+    snapshot["metadata"] = copy.deepcopy({k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"})
+    return snapshot
 
 
-@kopf.index(*MD)
+@kopf.index(*MD, registry=REGISTRY)
 def model_deployments_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[ObjectKey, Any]:
     return {(namespace or "", name): _snapshot(body)}
 
@@ -157,31 +162,31 @@ def _owner_key(body: kopf.Body, namespace: str | None) -> ObjectKey | None:
     return (namespace or "", owner) if owner else None
 
 
-@kopf.index(*CHILD_KINDS["deployments"], labels=MANAGED)
+@kopf.index(*CHILD_KINDS["deployments"], labels=MANAGED, registry=REGISTRY)
 def deployments_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
 
-@kopf.index(*CHILD_KINDS["services"], labels=MANAGED)
+@kopf.index(*CHILD_KINDS["services"], labels=MANAGED, registry=REGISTRY)
 def services_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
 
-@kopf.index(*CHILD_KINDS["autoscalers"], labels=MANAGED)
+@kopf.index(*CHILD_KINDS["autoscalers"], labels=MANAGED, registry=REGISTRY)
 def autoscalers_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
 
-@kopf.index(*CHILD_KINDS["revisions"], labels=MANAGED)
+@kopf.index(*CHILD_KINDS["revisions"], labels=MANAGED, registry=REGISTRY)
 def revisions_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
 
-@kopf.index(*CHILD_KINDS["pods"], labels=MANAGED)
+@kopf.index(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
 def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     if key is None:
@@ -216,7 +221,7 @@ async def _reconcile(controller: Controller, key: ObjectKey, logger: Log) -> Non
 # --- triggers ------------------------------------------------------------------------------------------------
 
 
-@kopf.on.event(*MD)
+@kopf.on.event(*MD, registry=REGISTRY)
 async def model_deployment_event(
     type: str, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
 ) -> None:
@@ -240,7 +245,7 @@ async def _child_event(
         await _reconcile(controller, key, logger)
 
 
-@kopf.on.event(*CHILD_KINDS["deployments"], labels=MANAGED)
+@kopf.on.event(*CHILD_KINDS["deployments"], labels=MANAGED, registry=REGISTRY)
 async def deployment_event(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
     **kwargs: Any,
@@ -249,7 +254,7 @@ async def deployment_event(
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
 
 
-@kopf.on.event(*CHILD_KINDS["services"], labels=MANAGED)
+@kopf.on.event(*CHILD_KINDS["services"], labels=MANAGED, registry=REGISTRY)
 async def service_event(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
     **kwargs: Any,
@@ -258,7 +263,7 @@ async def service_event(
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
 
 
-@kopf.on.event(*CHILD_KINDS["autoscalers"], labels=MANAGED)
+@kopf.on.event(*CHILD_KINDS["autoscalers"], labels=MANAGED, registry=REGISTRY)
 async def autoscaler_event(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
     **kwargs: Any,
@@ -267,7 +272,7 @@ async def autoscaler_event(
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
 
 
-@kopf.on.event(*CHILD_KINDS["pods"], labels=MANAGED)
+@kopf.on.event(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
 async def pod_event(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
 ) -> None:

@@ -16,6 +16,8 @@ One pass:
 from __future__ import annotations
 
 import copy
+import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,7 +48,7 @@ from modeldeploy.rollout.plan import (
 from modeldeploy.rollout.plan import Observed as RolloutObserved
 from modeldeploy.rollout.routing import RoutingError, router_for
 from modeldeploy.rollout.state import RolloutStatus
-from modeldeploy.schema import SpecError, default_object, validate_object
+from modeldeploy.schema import SpecError, default_object
 from modeldeploy.spec import ModelDeployment, parse_model_deployment
 from modeldeploy.types import Manifest
 
@@ -234,30 +236,65 @@ def template_of(defaulted: Mapping[str, Any], md: ModelDeployment, config: Opera
     return {"model": model, "runtime": runtime}
 
 
-def check_spec(obj: Mapping[str, Any]) -> tuple[Manifest, ModelDeployment, RolloutSpec]:
-    """The defaulted object, its parsed form and its rollout settings; SpecError naming the field if invalid."""
-    defaulted = default_object(dict(obj))
-    errors = validate_object(defaulted)
-    if errors:
-        raise errors[0]
-    md = parse_model_deployment(defaulted)
+CheckedSpec = tuple[Manifest, ModelDeployment, RolloutSpec]
+_CHECKED: OrderedDict[str, CheckedSpec | SpecError] = OrderedDict()
+_CHECKED_SIZE = 4096
+
+
+def check_spec(obj: Mapping[str, Any], *, admitted: bool = False) -> CheckedSpec:
+    """The defaulted object, its parsed form and its rollout settings; SpecError naming the field if invalid.
+
+    ``admitted``: ``obj`` was read from an API server, which enforced the CRD's CEL rules already.
+
+    Checking runs the schema and every CEL rule, which costs milliseconds; an operator looks at the same spec
+    many times (every child event), so results are memoized by the content they depend on (identity,
+    generation, annotations, spec). Callers must treat the returned objects as read-only.
+    """
+    meta = obj.get("metadata") or {}
+    key = json.dumps(
+        [admitted, meta.get("name"), meta.get("namespace"), meta.get("uid"), meta.get("generation"),
+         meta.get("annotations"), obj.get("apiVersion"), obj.get("kind"), obj.get("spec")],
+        sort_keys=True, default=str,
+    )
+    cached = _CHECKED.get(key)
+    if cached is None:
+        cached = _check_spec(obj, admitted)
+        _CHECKED[key] = cached
+        if len(_CHECKED) > _CHECKED_SIZE:
+            _CHECKED.popitem(last=False)
+    else:
+        _CHECKED.move_to_end(key)
+    if isinstance(cached, SpecError):
+        raise cached
+    return cached
+
+
+def _check_spec(obj: Mapping[str, Any], admitted: bool) -> CheckedSpec | SpecError:
     try:
+        # Defaults, schema (and CEL rules unless admitted), then what only the operator checks.
+        md = parse_model_deployment(obj, admitted=admitted)
         rollout = parse_rollout(md.rollout_raw, revision_history_limit=md.revision_history_limit)
+    except SpecError as error:
+        return error
     except RolloutSpecError as error:
         path = error.field_path if error.field_path.startswith("spec.") else f"spec.rollout.{error.field_path}"
-        raise SpecError(path, error.message) from None
-    return defaulted, md, rollout
+        return SpecError(path, error.message)
+    return default_object(dict(obj)), md, rollout
 
 
-def plan_reconcile(obj: Mapping[str, Any], observed: Observed, config: OperatorConfig, now: datetime) -> Plan:
+def plan_reconcile(
+    obj: Mapping[str, Any], observed: Observed, config: OperatorConfig, now: datetime, *, admitted: bool = True
+) -> Plan:
     """Decide the writes that converge the cluster toward ``obj``'s spec.
 
-    ``obj`` is the ModelDeployment as read from the API server. The operator applies the CRD's defaults and
-    checks again, so that it never depends on the server having done so. Children in ``observed`` that are not
-    controlled by ``obj`` are never changed or deleted.
+    ``obj`` is the ModelDeployment as read from the API server (``admitted``). The operator applies the CRD's
+    defaults and checks the structural schema again, so that it never depends on the installed CRD matching its
+    own version; the CEL rules, which the API server enforces, are checked again only when not ``admitted``
+    (``modeldeploy render``). Children in ``observed`` that are not controlled by ``obj`` are never changed or
+    deleted.
     """
     try:
-        defaulted, md, rollout = check_spec(obj)
+        defaulted, md, rollout = check_spec(obj, admitted=admitted)
     except SpecError as error:
         return _invalid_plan(obj, error, now)
     return _Reconcile(obj, defaulted, md, rollout, observed, config, now).plan()

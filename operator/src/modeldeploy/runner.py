@@ -27,7 +27,10 @@ class OperatorProcess:
     extra: dict[str, object] = field(default_factory=dict)
 
     def kopf_kwargs(self) -> dict[str, object]:
+        from modeldeploy.handlers import REGISTRY
+
         kwargs: dict[str, object] = {
+            "registry": REGISTRY,
             "clusterwide": not self.namespaces,
             "namespaces": list(self.namespaces),
             "standalone": self.standalone,
@@ -44,15 +47,14 @@ class OperatorProcess:
 
 def run(process: OperatorProcess) -> None:
     """Run the operator until it is signalled to stop."""
-    import modeldeploy.handlers  # noqa: F401  (registers the handlers)
-
     kopf.configure(verbose=process.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not process.verbose:
+        # One line per handled watch event is noise at scale; the operator logs and posts what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(**process.kopf_kwargs())  # type: ignore[arg-type]
 
 
 async def serve(process: OperatorProcess, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
     """Run the operator inside an existing event loop until ``stop`` is set (demo, benchmark)."""
-    import modeldeploy.handlers  # noqa: F401  (registers the handlers)
-
     logging.getLogger("kopf").setLevel(logging.WARNING if not process.verbose else logging.DEBUG)
     await kopf.operator(stop_flag=stop, ready_flag=ready, **process.kopf_kwargs())  # type: ignore[arg-type]

@@ -265,13 +265,14 @@ def _check_rollout_durations(rollout: Mapping[str, Any]) -> None:
 # --- parsing -----------------------------------------------------------------------------------------------
 
 
-def parse_model_deployment(obj: Mapping[str, Any]) -> ModelDeployment:
+def parse_model_deployment(obj: Mapping[str, Any], *, admitted: bool = False) -> ModelDeployment:
     """Parse a ModelDeployment object; raises the first SpecError when it is invalid.
 
     The CRD's defaults are applied and the schema checked first (as the API server would have), so the object
-    may come straight from a user's file.
+    may come straight from a user's file. ``admitted=True`` (an object read from the API server, which has
+    enforced the CRD's CEL rules) still checks the structural schema but not the CEL rules again.
     """
-    errors = validate_object(obj)
+    errors = validate_object(obj, cel=not admitted)
     if errors:
         raise errors[0]
     defaulted = default_object(obj)

@@ -248,10 +248,18 @@ class DeploymentController:
             self.reconcile_all()
 
     def reconcile_all(self) -> None:
-        """One pass over all Deployments (also callable directly from tests)."""
-        for deployment in self.emulator.list_objects(DEPLOYMENTS):
+        """One pass over all Deployments (also callable directly from tests).
+
+        Pods are listed once per pass and grouped by owner, so a pass costs O(objects), not O(objects^2).
+        """
+        # Stored objects are read without copying (this pass never mutates them; writes go through the API).
+        pods_by_owner: dict[str, list[Obj]] = {}
+        for pod in self.emulator.iter_stored(PODS):
+            for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+                pods_by_owner.setdefault(str(ref.get("uid")), []).append(pod)
+        for deployment in self.emulator.iter_stored(DEPLOYMENTS):
             try:
-                self.reconcile(deployment)
+                self.reconcile(deployment, pods_by_owner.get(str(deployment["metadata"].get("uid")), []))
             except ApiError as error:  # e.g. a concurrent deletion; the next pass sees the new state
                 logger.debug("Deployment reconciliation deferred: %s", error.message)
 
@@ -263,7 +271,8 @@ class DeploymentController:
         by_annotation = behavior_from_annotation(annotations.get(BEHAVIOR_ANNOTATION), ready_delay=self.ready_delay)
         return by_annotation or Ready(self.ready_delay)
 
-    def reconcile(self, deployment: Obj) -> None:
+    def reconcile(self, deployment: Obj, owned_pods: list[Obj] | None = None) -> None:
+        """Converge one Deployment's pods and status (``owned_pods``: its pods, when the caller has them)."""
         metadata = deployment["metadata"]
         if metadata.get("deletionTimestamp"):
             return
@@ -273,11 +282,8 @@ class DeploymentController:
         template = spec.get("template") or {}
         current_hash = template_hash(template)
 
-        pods = [
-            pod
-            for pod in self.emulator.list_objects(PODS, namespace)
-            if _owned_by(pod, uid) and not pod["metadata"].get("deletionTimestamp")
-        ]
+        candidates = owned_pods if owned_pods is not None else self.emulator.list_objects(PODS, namespace)
+        pods = [pod for pod in candidates if _owned_by(pod, uid) and not pod["metadata"].get("deletionTimestamp")]
         pods = [self._sync_pod(deployment, pod) for pod in pods]
         new = [p for p in pods if (p["metadata"].get("labels") or {}).get("pod-template-hash") == current_hash]
         old = [p for p in pods if p not in new]
@@ -425,7 +431,7 @@ class DeploymentController:
             pod = self.emulator.update_object(PODS, {**pod, "status": status}, subresource="status", manager=MANAGER)
         if state.running and uid not in self._running:
             self._running.add(uid)
-            self._fire(self.on_pod_running, pod)
+            self._fire(self.on_pod_running, copy.deepcopy(pod))
         return pod
 
     def _write_status(
