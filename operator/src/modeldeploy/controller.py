@@ -82,6 +82,7 @@ class Controller:
             ("HorizontalPodAutoscaler", seen.autoscalers),
             ("ControllerRevision", seen.revisions),
             ("HTTPRoute", seen.routes),
+            ("NetworkPolicy", seen.network_policies),
         ):
             out = groups.setdefault(kind, [])
             for obj in objs:
@@ -100,6 +101,7 @@ class Controller:
             revisions=groups["ControllerRevision"],
             pods=seen.pods,
             routes=groups["HTTPRoute"],
+            network_policies=groups["NetworkPolicy"],
             measurement=self._measurements.get(key),
         )
         return md, observed
@@ -126,6 +128,7 @@ class Controller:
             md, observed = self._observe(key)
             if md is None or md.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop(key, None)
+                self.metrics.forget(*key)
                 return None
             try:
                 route = await self._existing_route(md)
@@ -144,6 +147,7 @@ class Controller:
             finally:
                 self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("changed" if plan.writes else "unchanged").inc()
+            self.metrics.record_rollout(key[0], key[1], plan.status, [e.reason for e in plan.events])
             measured = self._measurements.get(key)
             if measured is not None and (plan.analysis is None or (plan.analysis.run_id, plan.analysis.seq) != (
                     measured.run_id, measured.seq)):
