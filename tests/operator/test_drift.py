@@ -92,3 +92,15 @@ def test_a_superset_contains_the_original(base: dict[str, Any], key: str, extra:
     if key not in bigger:
         bigger[key] = extra
     assert contains(bigger, base)
+
+
+def test_a_field_no_longer_applied_is_noticed_through_the_digest() -> None:
+    from modeldeploy.drift import APPLIED_ANNOTATION, stamp
+
+    before = stamp({"kind": "Service", "metadata": {"name": "a"}, "spec": {"selector": {"app": "a", "rev": "1"}}})
+    observed = {**before, "metadata": {**before["metadata"], "resourceVersion": "5"}}
+    assert not needs_apply(before, observed)
+    after = stamp({"kind": "Service", "metadata": {"name": "a"}, "spec": {"selector": {"app": "a"}}})
+    assert contains(observed, {k: v for k, v in after.items() if k != "metadata"}), "a subset check alone misses it"
+    assert after["metadata"]["annotations"][APPLIED_ANNOTATION] != before["metadata"]["annotations"][APPLIED_ANNOTATION]
+    assert needs_apply(after, observed)

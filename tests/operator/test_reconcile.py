@@ -344,3 +344,27 @@ def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> Non
             ), "some ready revision keeps its pods"
         # Once converged, another look writes nothing.
         assert cluster.step().writes == 0
+
+
+def test_a_serving_revision_is_not_removed_when_the_spec_moves_on_mid_rollout() -> None:
+    """v1 never became ready, v3 took over and is ready, then v2 arrives: v3 keeps serving until v2 is ready."""
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+
+    def set_version(version: str) -> None:
+        model = {"version": version, "storageUri": f"s3://models/iris/{version}/m.pt", "format": "TorchScript"}
+        cluster.update_spec(model=model)
+
+    set_version("3")
+    cluster.converge()
+    v3 = next(n for n in cluster.deployments() if cluster.deployments()[n]["spec"].get("replicas"))
+    cluster.make_ready(v3)
+    set_version("2")
+    cluster.converge()
+    assert cluster.deployments()[v3]["spec"]["replicas"] == 2, "the only serving revision keeps its pods"
+    assert cluster.md["status"]["stableRevision"] == v3.split("-")[-1]
+    assert ("Normal", "RolloutReplaced") in cluster.events
+    v2 = next(n for n in cluster.deployments() if n != v3)
+    cluster.make_ready(v2)
+    cluster.converge()
+    assert list(cluster.deployments()) == [v2]

@@ -27,6 +27,13 @@ SERVICE_PORT = 80
 RUNTIME_UID = 1000
 GRACE_EXTRA_SECONDS = 30
 
+AUTH_VOLUME = "auth-tokens"
+AUTH_MOUNT_PATH = "/var/run/modelserve/auth"
+AUTH_ENV = "MODELSERVE_AUTH_TOKENS_FILE"
+AUTH_FILE_MODE = 0o440
+"""Token files readable by the runtime's group (fsGroup) only."""
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 
@@ -58,9 +65,13 @@ def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> st
     ``config`` whenever its default image is not the built-in one.
     """
     config = config or OperatorConfig()
+    runtime = asdict(md.runtime)
+    if runtime.get("auth_secret_name") is None:
+        # Added after v1alpha1 first shipped: left out when unset, so existing revisions keep their hash.
+        runtime.pop("auth_secret_name", None)
     inputs = {
         "model": asdict(md.model),
-        "runtime": asdict(md.runtime),
+        "runtime": runtime,
         "image": runtime_image(md, config),
         "modelMountPath": config.model_mount_path,
     }
@@ -150,6 +161,8 @@ def _server_env(md: ModelDeployment) -> list[Manifest]:
     }
     if md.model.entry_point:
         ours["MODELSERVE_ENTRY_POINT"] = md.model.entry_point
+    if md.runtime.auth_secret_name:
+        ours[AUTH_ENV] = AUTH_MOUNT_PATH
     env: list[Manifest] = [{"name": key, "value": ours[key]} for key in sorted(ours)]
     # The user's variables follow ours in their own order: $(VAR) references depend on that order.
     env.extend(copy.deepcopy(dict(item)) for item in md.runtime.env)
@@ -209,6 +222,12 @@ def build_deployment(
 
     volumes: list[Manifest] = [{"name": TMP_VOLUME, "emptyDir": {}}]
     server_mounts: list[Manifest] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    if runtime.auth_secret_name:
+        # The tokens reach the server only, as files (never env), so a rotation needs no restart.
+        volumes.append(
+            {"name": AUTH_VOLUME, "secret": {"secretName": runtime.auth_secret_name, "defaultMode": AUTH_FILE_MODE}}
+        )
+        server_mounts.append({"name": AUTH_VOLUME, "mountPath": AUTH_MOUNT_PATH, "readOnly": True})
     init_containers: list[Manifest] = []
     storage = model.storage
     if storage.scheme == "pvc":
@@ -393,6 +412,56 @@ def build_hpa(md: ModelDeployment, config: OperatorConfig | None, target_deploym
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
         "spec": spec,
+    }
+
+
+# --- NetworkPolicy -----------------------------------------------------------------------------------------
+
+
+def wants_network_policy(md: ModelDeployment, config: OperatorConfig) -> bool:
+    """Whether the ModelDeployment gets a NetworkPolicy: the operator-wide default, or its own opt-in.
+
+    A ModelDeployment may switch it on; it cannot switch off the operator-wide default.
+    """
+    return config.model_network_policy or md.network_policy.enabled is True
+
+
+def _namespace_peer(namespace: str) -> Manifest:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}}
+
+
+def network_policy_callers(md: ModelDeployment, config: OperatorConfig) -> list[Manifest]:
+    """The declared callers: ``spec.networkPolicy.ingressFrom`` when set, else the ModelDeployment's own
+    namespace plus the operator's default callers."""
+    declared = md.network_policy.ingress_from
+    if declared is not None:
+        return [copy.deepcopy(dict(peer)) for peer in declared]
+    return [{"podSelector": {}}, *(copy.deepcopy(dict(peer)) for peer in config.model_network_policy_ingress_from)]
+
+
+def build_network_policy(md: ModelDeployment, config: OperatorConfig) -> Manifest:
+    """The networking.k8s.io/v1 NetworkPolicy ``NAME``: the model's pods (every revision) accept ingress on their
+    ``http`` port only from the declared callers, the operator's namespace and the monitoring namespace.
+
+    Egress is not restricted (downloads, metric pushes). Kubelet probes come from the node and are not subject to
+    NetworkPolicy. Only enforced by a CNI that implements NetworkPolicy (see docs/security.md).
+    """
+    peers = network_policy_callers(md, config)
+    for namespace in (config.operator_namespace, config.monitoring_namespace):
+        if namespace and _namespace_peer(namespace) not in peers:
+            peers.append(_namespace_peer(namespace))
+    ingress: Manifest = {"ports": [{"protocol": "TCP", "port": PORT_NAME}]}
+    if peers:
+        ingress["from"] = peers
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
+        "spec": {
+            "podSelector": {"matchLabels": labels.selector(md.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": [ingress] if peers else [],
+        },
     }
 
 

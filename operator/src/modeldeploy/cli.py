@@ -24,6 +24,7 @@ import yaml
 
 from modeldeploy import __version__
 from modeldeploy.config import OperatorConfig
+from modeldeploy.policy import check_policy
 from modeldeploy.reconcile import Observed, check_spec, plan_reconcile
 from modeldeploy.runner import OperatorProcess
 from modeldeploy.schema import API_VERSION, KIND, SpecError, validate_object
@@ -95,7 +96,10 @@ def render_documents(
         try:
             if spec_errors:
                 raise spec_errors[0]
-            check_spec(body)
+            _, parsed, _ = check_spec(body)
+            violation = check_policy(parsed, config)
+            if violation is not None:
+                raise violation
         except SpecError as error:
             spec_errors = spec_errors or [error]
             errors.extend(f"{where}: {e}" for e in spec_errors)

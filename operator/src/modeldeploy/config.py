@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/modeldeploy/modelserve:0.1.0"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE = re.compile(r"^[^\s]+$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HOST_PATTERN = re.compile(r"^[a-z0-9*?.\[\]_-]+$")
+STORAGE_SCHEMES = frozenset({"pvc", "http", "https", "s3", "gs", "file"})
+_PEER_KEYS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_BOOLS = ("require_sha256", "model_network_policy")
+_LISTS = ("allowed_schemes", "allowed_hosts")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,21 @@ class OperatorConfig:
     """How soon to look again at a ModelDeployment that has not converged yet."""
     model_mount_path: str = "/mnt/models"
     """Where the model artifact is put (emptyDir) or mounted (PersistentVolumeClaim) in the pods."""
+    require_sha256: bool = False
+    """Artifact policy: refuse downloaded models (http, https, s3, gs) without ``spec.model.sha256``."""
+    allowed_schemes: tuple[str, ...] = ()
+    """Artifact policy: the ``storageUri`` schemes allowed; empty allows every scheme the API supports."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Artifact policy: host (http, https) or bucket (s3, gs) patterns allowed (``fnmatch`` globs, so
+    ``*.example.com`` matches every subdomain); empty allows any."""
+    model_network_policy: bool = False
+    """Create a NetworkPolicy for every ModelDeployment; a ModelDeployment cannot switch it off."""
+    model_network_policy_ingress_from: tuple[Mapping[str, Any], ...] = ()
+    """Callers (NetworkPolicyPeer objects) admitted by default besides the ModelDeployment's own namespace."""
+    operator_namespace: str = ""
+    """Namespace the operator runs in; model NetworkPolicies admit it (analysis scrapes the pods)."""
+    monitoring_namespace: str = ""
+    """Namespace of the metrics scraper (Prometheus); model NetworkPolicies admit it. Empty: none."""
 
     def __post_init__(self) -> None:
         if not self.default_runtime_image or not _IMAGE.match(self.default_runtime_image):
@@ -45,6 +70,26 @@ class OperatorConfig:
             raise ValueError(f"resync_seconds must be positive, got {self.resync_seconds!r}")
         if not self.model_mount_path.startswith("/") or self.model_mount_path == "/":
             raise ValueError(f"model_mount_path must be an absolute directory, got {self.model_mount_path!r}")
+        unknown = sorted(set(self.allowed_schemes) - STORAGE_SCHEMES)
+        if unknown:
+            raise ValueError(
+                f"allowed_schemes must be among {', '.join(sorted(STORAGE_SCHEMES))}, got {', '.join(unknown)}"
+            )
+        for pattern in self.allowed_hosts:
+            if not _HOST_PATTERN.match(pattern):
+                raise ValueError(
+                    f"allowed_hosts entries must be lowercase host or bucket names or glob patterns, got {pattern!r}"
+                )
+        for index, peer in enumerate(self.model_network_policy_ingress_from):
+            if not isinstance(peer, Mapping) or not peer or not set(peer) <= _PEER_KEYS:
+                raise ValueError(
+                    f"model_network_policy_ingress_from[{index}] must be a NetworkPolicyPeer object with "
+                    f"namespaceSelector, podSelector or ipBlock, got {peer!r}"
+                )
+        for name in ("operator_namespace", "monitoring_namespace"):
+            value = getattr(self, name)
+            if value and not _DNS_LABEL.match(value):
+                raise ValueError(f"{name} must be a namespace name, got {value!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -63,6 +108,20 @@ class OperatorConfig:
                     values[field.name] = float(raw)
                 except ValueError:
                     raise ValueError(f"{var} must be a number of seconds, got {raw!r}") from None
+            elif field.name in _BOOLS:
+                if raw.strip().lower() not in _TRUE | _FALSE:
+                    raise ValueError(f"{var} must be true or false, got {raw!r}")
+                values[field.name] = raw.strip().lower() in _TRUE
+            elif field.name in _LISTS:
+                values[field.name] = tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+            elif field.name == "model_network_policy_ingress_from":
+                try:
+                    peers = json.loads(raw)
+                except ValueError:
+                    raise ValueError(f"{var} must be a JSON list of NetworkPolicyPeer objects, got {raw!r}") from None
+                if not isinstance(peers, list):
+                    raise ValueError(f"{var} must be a JSON list of NetworkPolicyPeer objects, got {raw!r}")
+                values[field.name] = tuple(peers)
             else:
                 values[field.name] = raw
         try:
@@ -77,5 +136,12 @@ ENV_VARS: Mapping[str, str] = {
     "field_manager": "MODELDEPLOY_FIELD_MANAGER",
     "resync_seconds": "MODELDEPLOY_RESYNC_SECONDS",
     "model_mount_path": "MODELDEPLOY_MODEL_MOUNT_PATH",
+    "require_sha256": "MODELDEPLOY_POLICY_REQUIRE_SHA256",
+    "allowed_schemes": "MODELDEPLOY_POLICY_ALLOWED_SCHEMES",
+    "allowed_hosts": "MODELDEPLOY_POLICY_ALLOWED_HOSTS",
+    "model_network_policy": "MODELDEPLOY_MODEL_NETWORK_POLICY",
+    "model_network_policy_ingress_from": "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM",
+    "operator_namespace": "MODELDEPLOY_OPERATOR_NAMESPACE",
+    "monitoring_namespace": "MODELDEPLOY_MONITORING_NAMESPACE",
 }
 """Environment variable for each field of ``OperatorConfig``."""

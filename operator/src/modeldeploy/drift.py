@@ -8,6 +8,8 @@ subset check that treats equal quantities as equal.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -84,9 +86,38 @@ def contains(observed: Any, desired: Any) -> bool:
     return _same_scalar(desired, observed)
 
 
+APPLIED_ANNOTATION = "modeldeploy.io/applied"
+"""Annotation on every owned child: a digest of the configuration the operator last applied to it."""
+
+
+def applied_digest(desired: Mapping[str, Any]) -> str:
+    """A short digest of an applied configuration (without status and without the digest annotation itself)."""
+    meta = dict(desired.get("metadata") or {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_ANNOTATION}
+    body = {k: v for k, v in desired.items() if k not in ("status", "metadata")}
+    body["metadata"] = {**meta, "annotations": annotations}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def stamp(desired: dict[str, Any]) -> dict[str, Any]:
+    """``desired`` with its applied-configuration digest annotation set (returns the same dict)."""
+    meta = desired.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_ANNOTATION: applied_digest(desired)}
+    return desired
+
+
 def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
-    """Whether applying ``desired`` would change ``observed`` (status is never compared)."""
+    """Whether applying ``desired`` would change ``observed`` (status is never compared).
+
+    A subset check finds drift (someone changed a field the operator sets) but not a field the operator stopped
+    applying, which server-side apply removes: a stamped ``desired`` is also compared by its digest with the one
+    ``observed`` was last applied with.
+    """
     if observed is None:
+        return True
+    wanted = (desired.get("metadata") or {}).get("annotations", {}).get(APPLIED_ANNOTATION)
+    if wanted is not None and (observed.get("metadata") or {}).get("annotations", {}).get(APPLIED_ANNOTATION) != wanted:
         return True
     trimmed = {k: v for k, v in desired.items() if k != "status"}
     return not contains(observed, trimmed)

@@ -38,6 +38,7 @@ CHILD_KINDS = {
     "autoscalers": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "revisions": ("apps", "v1", "controllerrevisions"),
     "pods": ("", "v1", "pods"),
+    "network_policies": ("networking.k8s.io", "v1", "networkpolicies"),
 }
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 REGISTRY = kopf.OperatorRegistry()
@@ -80,6 +81,7 @@ class IndexSource:
             autoscalers=self._get("autoscalers", key),
             revisions=self._get("revisions", key),
             pods=self._get("pods", key),
+            network_policies=self._get("network_policies", key),
         )
 
 
@@ -89,7 +91,7 @@ def _controller(memo: Any) -> Controller:
 
 
 @kopf.on.login(registry=REGISTRY)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account first, else the kubeconfig (``$KUBECONFIG`` read at call time)."""
     info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
         **kwargs
@@ -133,7 +135,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="reconciles", registry=REGISTRY)
-def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
+async def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
     """Liveness detail: how many reconciles this process has done."""
     controller: Controller | None = getattr(memo, "controller", None)
     if controller is None:
@@ -182,6 +184,12 @@ def autoscalers_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[
 
 @kopf.index(*CHILD_KINDS["revisions"], labels=MANAGED, registry=REGISTRY)
 def revisions_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
+@kopf.index(*CHILD_KINDS["network_policies"], labels=MANAGED, registry=REGISTRY)
+def network_policies_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
@@ -269,6 +277,15 @@ async def autoscaler_event(
     **kwargs: Any,
 ) -> None:
     """An HPA of a ModelDeployment changed."""
+    await _child_event(type, body, namespace, name, memo, logger, kwargs)
+
+
+@kopf.on.event(*CHILD_KINDS["network_policies"], labels=MANAGED, registry=REGISTRY)
+async def network_policy_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    **kwargs: Any,
+) -> None:
+    """A NetworkPolicy of a ModelDeployment changed (drift, deletion)."""
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
 
 

@@ -28,13 +28,16 @@ from modeldeploy.build import (
     build_controller_revision,
     build_deployment,
     build_hpa,
+    build_network_policy,
     owner_references,
     revision_of,
     runtime_image,
+    wants_network_policy,
 )
 from modeldeploy.config import OperatorConfig
-from modeldeploy.drift import needs_apply
+from modeldeploy.drift import needs_apply, stamp
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+from modeldeploy.policy import check_policy
 from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
 from modeldeploy.rollout.plan import (
     AnalysisRequest,
@@ -90,6 +93,7 @@ class Observed:
     pods: Sequence[Mapping[str, Any]] = ()
     routes: Sequence[Mapping[str, Any]] = ()
     """HTTPRoutes: the one the operator created, or the existing one it edits."""
+    network_policies: Sequence[Mapping[str, Any]] = ()
     measurement: Measurement | None = None
     """The analysis measurement the previous decision asked for, once taken."""
 
@@ -297,6 +301,10 @@ def plan_reconcile(
         defaulted, md, rollout = check_spec(obj, admitted=admitted)
     except SpecError as error:
         return _invalid_plan(obj, error, now)
+    # The artifact policy depends on the operator's configuration, so it is checked outside the memoized part.
+    violation = check_policy(md, config)
+    if violation is not None:
+        return _invalid_plan(obj, violation, now)
     return _Reconcile(obj, defaulted, md, rollout, observed, config, now).plan()
 
 
@@ -324,6 +332,7 @@ class _Reconcile:
         self.pods = [p for p in observed.pods if (p.get("metadata", {}).get("labels") or {}).get(
             MODEL_DEPLOYMENT_LABEL) == md.name]
         self.routes = {_name(r): r for r in observed.routes}
+        self.network_policies = {_name(n): n for n in observed.network_policies if owned_by(n, uid)}
         self.measurement = observed.measurement
         self.events: list[Event] = []
         self.router = router_for(rollout, md.name, md.namespace)
@@ -378,7 +387,9 @@ class _Reconcile:
             grow, route, shrink, deletes = self.children(decision)
         except RoutingError as error:
             return _invalid_plan(self.obj, SpecError("spec.rollout.canary.trafficRouting", str(error)), self.now)
-        applies = [m for m in [*grow, *route, *shrink] if needs_apply(m, self.observed_copy(m))]
+        # Owned children carry the digest of what was applied; an edited existing object (not ours) does not.
+        desired = [m if m["metadata"].get("resourceVersion") else stamp(m) for m in [*grow, *route, *shrink]]
+        applies = [m for m in desired if needs_apply(m, self.observed_copy(m))]
         status_out = self.status_for(decision)
         return Plan(
             apply=applies,
@@ -411,6 +422,8 @@ class _Reconcile:
             return next((r for r in self.revisions.values() if _name(r) == name), None)
         if kind == "HTTPRoute":
             return self.routes.get(name)
+        if kind == "NetworkPolicy":
+            return self.network_policies.get(name)
         return None
 
     def owned(self, manifest: Manifest) -> Manifest:
@@ -478,6 +491,12 @@ class _Reconcile:
 
         if autoscaled and stable and stable in decision.replicas:
             route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}")))
+        # The NetworkPolicy goes in with the routing objects: it exists before the Service first selects a pod.
+        wanted_policies = {md.name} if wants_network_policy(md, self.config) else set()
+        if wanted_policies:
+            route.append(self.owned(build_network_policy(md, self.config)))
+        deletes.extend(_ref(n) for name, n in self.network_policies.items() if name not in wanted_policies)
+
         desired_hpas = {md.name} if autoscaled and stable and stable in decision.replicas else set()
         deletes.extend(_ref(h) for name, h in self.autoscalers.items() if name not in desired_hpas)
 

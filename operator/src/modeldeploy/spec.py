@@ -107,6 +107,8 @@ class RuntimeSpec:
     batching: BatchingSpec
     drain_seconds: int
     port: int
+    auth_secret_name: str | None = None
+    """``spec.runtime.auth.secretRef.name``: the Secret of accepted caller tokens, or None (no caller auth)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,15 @@ class AutoscalingSpec:
 
 
 @dataclass(frozen=True)
+class NetworkPolicySpec:
+    """``spec.networkPolicy``; None fields follow the operator's defaults."""
+
+    enabled: bool | None = None
+    ingress_from: tuple[Mapping[str, Any], ...] | None = None
+    """NetworkPolicyPeer objects admitted as callers; None means the operator's default callers."""
+
+
+@dataclass(frozen=True)
 class ModelDeploymentSpec:
     """``spec``."""
 
@@ -142,6 +153,7 @@ class ModelDeploymentSpec:
     """``spec.rollout`` with defaults applied, parsed by ``modeldeploy.rollout``."""
     paused: bool
     revision_history_limit: int
+    network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,10 @@ class ModelDeployment:
     @property
     def revision_history_limit(self) -> int:
         return self.spec.revision_history_limit
+
+    @property
+    def network_policy(self) -> NetworkPolicySpec:
+        return self.spec.network_policy
 
 
 # --- checks the schema cannot express ----------------------------------------------------------------------
@@ -302,6 +318,16 @@ def _parse_spec(spec: Mapping[str, Any], name: str) -> ModelDeploymentSpec:
         rollout_raw=rollout,
         paused=bool(spec["paused"]),
         revision_history_limit=int(spec["revisionHistoryLimit"]),
+        network_policy=_parse_network_policy(spec.get("networkPolicy") or {}),
+    )
+
+
+def _parse_network_policy(block: Mapping[str, Any]) -> NetworkPolicySpec:
+    enabled = block.get("enabled")
+    peers = block.get("ingressFrom")
+    return NetworkPolicySpec(
+        enabled=bool(enabled) if enabled is not None else None,
+        ingress_from=tuple(copy.deepcopy(dict(p)) for p in peers) if peers is not None else None,
     )
 
 
@@ -348,6 +374,7 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
         ),
         drain_seconds=int(runtime["drainSeconds"]),
         port=int(runtime["port"]),
+        auth_secret_name=((runtime.get("auth") or {}).get("secretRef") or {}).get("name") or None,
     )
 
 

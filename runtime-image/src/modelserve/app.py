@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from modelserve import __version__, protocol_v1, protocol_v2
+from modelserve.auth import BearerAuth, TokenStore
 from modelserve.config import ServeConfig
 from modelserve.errors import (
     MethodNotAllowed,
@@ -307,7 +309,9 @@ def create_app(
     config: ServeConfig, loader: EngineLoader = load_from_config, lifecycle: Lifecycle | None = None
 ) -> Starlette:
     """The ASGI application. The model loads in the background once the lifespan starts; the server is
-    live at once and ready after load and warm-up. A load failure asks the process to exit non-zero."""
+    live at once and ready after load and warm-up. A load failure asks the process to exit non-zero.
+    With `auth_tokens_file` every route but health (and /metrics unless `auth_metrics`) needs a bearer
+    token; an unreadable or empty token source raises auth.TokenSourceError here, before serving."""
     life = lifecycle or Lifecycle(config.drain_seconds)
 
     @contextlib.asynccontextmanager
@@ -338,8 +342,14 @@ def create_app(
                 task.cancel()
             await model.close()
 
+    middleware = []
+    if config.auth_tokens_file is not None:
+        store = TokenStore(config.auth_tokens_file)
+        log.info("Bearer token authentication on: %d token(s) from %s", len(store.tokens), store.path)
+        middleware.append(Middleware(BearerAuth, store=store, protect_metrics=config.auth_metrics))
     return Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=middleware,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

@@ -45,12 +45,22 @@ def _setup_logging(level: str) -> None:
 
 def run_fetch(args: argparse.Namespace) -> int:
     from modelserve.fetch import fetch
+    from modelserve.provenance import SignaturePolicy
 
     if not args.uri or not args.dest:
         log.error("fetch needs a URI and a destination directory")
         return 2
+    policy = None
+    if args.verify_identity or args.verify_issuer:
+        if not (args.verify_identity and args.verify_issuer):
+            log.error("--verify-identity and --verify-issuer go together: an identity means little without its issuer")
+            return 2
+        policy = SignaturePolicy(args.verify_identity, args.verify_issuer, args.signature_bundle, args.trusted_root)
+    elif args.signature_bundle or args.trusted_root:
+        log.error("--signature-bundle and --trusted-root need --verify-identity and --verify-issuer")
+        return 2
     try:
-        fetched = fetch(args.uri, Path(args.dest), args.sha256, args.timeout_seconds)
+        fetched = fetch(args.uri, Path(args.dest), args.sha256, args.timeout_seconds, policy)
     except ModelServeError as exc:
         log.error("Fetch failed: %s", exc)
         return exc.exit_code
@@ -67,7 +77,11 @@ def run_serve(config: ServeConfig) -> int:
 
     tune_interpreter()
     lifecycle = Lifecycle(config.drain_seconds)
-    app = create_app(config, lifecycle=lifecycle)
+    try:
+        app = create_app(config, lifecycle=lifecycle)
+    except ModelServeError as exc:  # e.g. an unreadable token file
+        log.error("Cannot start: %s", exc)
+        return exc.exit_code
     uv_config = uvicorn.Config(
         app,
         host=config.host,

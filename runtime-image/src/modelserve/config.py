@@ -66,6 +66,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text.strip() else None
+
+
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--model-dir", Path, None, "directory holding the model (or the model file itself)"),
     Option("--model-name", str, None, "name the model is served under"),
@@ -85,11 +89,17 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--warmup", parse_bool, True, "run the model before reporting ready"),
     Option("--allow-non-finite", parse_bool, False, "accept NaN and Inf in floating-point inputs"),
     Option("--log-level", str, "info", "log level", ("debug", "info", "warning", "error")),
+    Option("--auth-tokens-file", _optional_path, None, "bearer tokens: a file (one per line) or a Secret directory"),
+    Option("--auth-metrics", parse_bool, False, "also require a bearer token for /metrics"),
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
     Option("--sha256", str, None, "expected sha256 of the artifact (hex)"),
     Option("--timeout-seconds", _non_negative_float, 300.0, "network timeout per operation"),
+    Option("--verify-identity", str, None, "require a Sigstore signature by this identity (e-mail or URI)"),
+    Option("--verify-issuer", str, None, "OIDC issuer the signing identity must come from"),
+    Option("--signature-bundle", str, None, "Sigstore bundle URI or path (default: <URI>.sigstore.json)"),
+    Option("--trusted-root", _optional_path, None, "Sigstore trusted_root.json (default: the public-good root)"),
 )
 
 
@@ -113,6 +123,8 @@ class ServeConfig:
     warmup: bool = True
     allow_non_finite: bool = False
     log_level: str = "info"
+    auth_tokens_file: Path | None = None
+    auth_metrics: bool = False
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

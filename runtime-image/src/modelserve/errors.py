@@ -44,6 +44,12 @@ class MissingDependency(FetchError):
     exit_code = 8
 
 
+class SignatureInvalid(FetchError):
+    """The artifact's Sigstore signature is missing, malformed or does not satisfy the policy."""
+
+    exit_code = 9
+
+
 # ---- loading a model ----
 
 

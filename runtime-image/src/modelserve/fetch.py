@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,10 +27,12 @@ from modelserve.errors import (
     DigestMismatch,
     FetchError,
     MissingDependency,
+    SignatureInvalid,
     SourceForbidden,
     SourceNotFound,
     UnsupportedScheme,
 )
+from modelserve.provenance import SignaturePolicy, verify_artifact
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,49 @@ class Fetched:
     size: int
 
 
-def fetch(uri: str, dest: Path, sha256: str | None = None, timeout: float = 300.0) -> list[Fetched]:
-    """Fetch `uri` into directory `dest`; returns what was written. Raises a FetchError subclass."""
+def fetch(
+    uri: str,
+    dest: Path,
+    sha256: str | None = None,
+    timeout: float = 300.0,
+    signature: SignaturePolicy | None = None,
+) -> list[Fetched]:
+    """Fetch `uri` into directory `dest`; returns what was written. Raises a FetchError subclass.
+    With `signature`, the artifact (a single file) and its Sigstore bundle are fetched into a hidden
+    staging directory inside `dest`, verified, and only then renamed into place."""
     if sha256 is not None and not _HEX64.match(sha256):
         raise FetchUsageError(f"--sha256 must be 64 hex characters, got {sha256!r}")
+    if signature is not None:
+        return _fetch_verified(uri, dest, sha256, timeout, signature)
+    return _fetch(uri, dest, sha256, timeout)
+
+
+def _fetch_verified(uri: str, dest: Path, sha256: str | None, timeout: float, policy: SignaturePolicy) -> list[Fetched]:
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".verify-", dir=dest))
+    try:
+        fetched = _fetch(uri, staging / "artifact", sha256, timeout)
+        if len(fetched) != 1:
+            raise FetchUsageError(
+                f"signature verification applies to a single file, but {uri} is a directory or prefix"
+            )
+        artifact = fetched[0]
+        bundle_uri = policy.bundle_uri(uri)
+        try:
+            bundles = _fetch(bundle_uri, staging / "bundle", None, timeout)
+        except SourceNotFound:
+            raise SignatureInvalid(f"no signature bundle at {bundle_uri}") from None
+        if len(bundles) != 1:
+            raise SignatureInvalid(f"signature bundle {bundle_uri} must be a single file")
+        verify_artifact(artifact.sha256, bundles[0].path, policy, artifact.path.name)
+        target = dest / artifact.path.name
+        artifact.path.replace(target)
+        return [Fetched(target, artifact.sha256, artifact.size)]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch(uri: str, dest: Path, sha256: str | None, timeout: float) -> list[Fetched]:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if len(scheme) == 1:  # a Windows drive letter is not a scheme; treat as a path

@@ -496,7 +496,18 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
     n = s.total
     if s.status.canary_revision != canary:
         old = s.status.canary_revision
-        if old:
+        if old and s.obs(stable).ready == 0 and s.obs(old).ready > 0:
+            # The stable serves nothing and the replaced revision does: it is what users reach, so it becomes
+            # the base of the next rollout rather than being removed before its successor is ready.
+            _make_stable(s, old, previous=stable)
+            s.event(
+                "Normal",
+                "RolloutReplaced",
+                f"Revision {canary} replaces revision {old} mid-rollout; {old} serves (revision {stable} has no "
+                "ready pods) and stays until its successor is ready",
+            )
+            stable = old
+        elif old:
             s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
         pinned = s.status.rollback is not None and s.status.rollback.revision == canary
         s.set(
@@ -646,6 +657,8 @@ def _promote(s: _Step, stable: str, canary: str) -> None:
         s.phase("Promoting", f"Promoting revision {canary}: {obs.ready}/{n} pods ready")
         return
     s.replicas[canary] = n
+    # Earlier steps of this same pass may have set the split; all traffic now goes to the canary.
+    s.weights.clear()
     s.weights[canary] = 100
     _make_stable(s, canary, previous=stable)
     pin = s.status.rollback
