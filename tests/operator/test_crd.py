@@ -250,6 +250,7 @@ def test_rollout_status_is_open_for_the_rollout_engine(path: str) -> None:
     assert nodes[path]["x-kubernetes-preserve-unknown-fields"] is True
 
 
-def test_rollout_block_says_it_is_not_yet_active() -> None:
+def test_rollout_block_describes_every_strategy() -> None:
     rollout = _root()["properties"]["spec"]["properties"]["rollout"]
-    assert "Not yet active" in rollout["description"]
+    for word in ("RollingUpdate", "Canary", "BlueGreen", "roll back", "status.rollout"):
+        assert word in rollout["description"]
