@@ -1,0 +1,553 @@
+"""Progressive-delivery scenarios against real ``modelserve`` processes: shared by the local harness and kind.
+
+The local harness (:class:`LocalHarness`) runs the emulated cluster (``run_cluster``) in a thread, a
+:class:`~modeldeploy.sim.kubelet.SimKubelet` that runs every pod as a ``modelserve`` process, a
+:class:`~modeldeploy.sim.proxy.ServiceProxy` for the Service, and the real operator (``kopf.testing.KopfRunner``)
+in the same process. The operator scrapes the pods' ``/metrics`` through ``Controller.pod_address``; its
+default resolver is the module function ``modeldeploy.controller.default_pod_address`` (looked up at call time),
+which the harness points at the kubelet's loopback addresses while it runs, so no operator code or option
+exists only for the harness.
+
+Scenarios (each returns a :class:`ScenarioResult` with the numbers to quote):
+
+- :func:`canary_promotes` (a): v1 -> v2 Canary (setWeight 50, pause, analysis, promote) under load.
+- :func:`failing_canary_rolls_back` (b): v2 -> v3, a model that fails on some inputs; maxErrorRatio fails.
+- :func:`slow_canary_rolls_back` (c): v2 -> v3-slow, a slower model; maxP99LatencyRatio fails.
+- :func:`operator_restart_mid_canary` (d): the operator stops while the canary pauses and starts again.
+
+:func:`model_deployment` builds the manifests (also used by the kind driver, ``e2e/kind_e2e.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from modeldeploy.sim.cluster import Cluster, run_cluster
+from modeldeploy.sim.kubelet import SimKubelet
+from modeldeploy.sim.proxy import REVISION_HEADER, ServiceProxy
+
+__all__ = [
+    "IN_FEATURES",
+    "LoadGenerator",
+    "LoadReport",
+    "LocalHarness",
+    "ScenarioResult",
+    "build_models",
+    "canary_promotes",
+    "failing_canary_rolls_back",
+    "model_deployment",
+    "operator_restart_mid_canary",
+    "slow_canary_rolls_back",
+]
+
+T = TypeVar("T")
+MD = "modeldeploy.io/v1alpha1/modeldeployments"
+NAMESPACE = "ml"
+NAME = "iris"
+IN_FEATURES, HIDDEN, OUT_FEATURES = 16, 64, 4
+POISON = 1000.0
+
+
+# --- models ------------------------------------------------------------------------------------------------
+
+
+def build_models(root: Path) -> dict[str, Path]:
+    """Model directories: ``v1``, ``v2`` (healthy), ``v3`` (fails on poisoned rows), ``v3-slow`` (slow).
+
+    The slow model adds ``SLOW_LOOPS`` 256x256 matrix products to the forward pass (about 18 ms on one CPU
+    thread, against 0.03 ms for the healthy one), which puts its server-side p99 at several times the stable's
+    (the scenario prints the measured ratio). Imports torch (only this function does).
+    """
+    import torch
+
+    from modelserve import testing
+
+    dirs = {key: root / key for key in ("v1", "v2", "v3", "v3-slow")}
+    testing.build_torchscript(dirs["v1"], IN_FEATURES, HIDDEN, OUT_FEATURES)
+    testing.build_torchscript(dirs["v2"], IN_FEATURES, HIDDEN, OUT_FEATURES)
+    testing.build_torchscript(dirs["v3"], IN_FEATURES, HIDDEN, OUT_FEATURES, failing=True)
+
+    class SlowMLP(testing.DemoMLP):
+        def __init__(self) -> None:
+            super().__init__(IN_FEATURES, HIDDEN, OUT_FEATURES)
+            self.heavy = torch.nn.Linear(256, 256)
+            self.loops: int = SLOW_LOOPS
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.ones(x.shape[0], 256)
+            for _ in range(self.loops):
+                h = torch.tanh(self.heavy(h))
+            out: torch.Tensor = self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))) + h[:, :4] * 0
+            return out
+
+    torch.manual_seed(0)
+    dirs["v3-slow"].mkdir(parents=True, exist_ok=True)
+    scripted = torch.jit.script(SlowMLP().eval())
+    signature = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, IN_FEATURES]}],
+        "outputs": [{"name": "output", "datatype": "FP32", "shape": [-1, OUT_FEATURES]}],
+    }
+    extra = {"modelserve.json": json.dumps(signature).encode()}
+    torch.jit.save(scripted, str(dirs["v3-slow"] / "model.pt"), _extra_files=extra)
+    return dirs
+
+
+SLOW_LOOPS = 900
+
+
+def model_deployment(
+    version: str, storage_uri: str, *, name: str = NAME, namespace: str = NAMESPACE, pause: str = "5s",
+    analysis: dict[str, Any] | None = None, replicas: int = 1, extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A ModelDeployment of ``version`` with a Canary rollout: setWeight 50, pause, analysis (then promote)."""
+    criteria = analysis if analysis is not None else {"maxErrorRatio": 0.05}
+    env = {"MODELSERVE_TORCH_THREADS": "1", **(extra_env or {})}
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "model": {"version": version, "storageUri": storage_uri, "format": "TorchScript"},
+            "runtime": {"drainSeconds": 1, "env": [{"name": k, "value": v} for k, v in sorted(env.items())]},
+            "replicas": replicas,
+            "rollout": {
+                "strategy": "Canary",
+                "progressDeadlineSeconds": 120,
+                "canary": {
+                    "steps": [{"setWeight": 50}, {"pause": {"duration": pause}}, {"analysis": {}}],
+                    "trafficRouting": {"type": "Replicas"},
+                },
+                "analysis": {"interval": "2s", "count": 2, "minRequests": 20, "failureLimit": 0, **criteria},
+            },
+        },
+    }
+
+
+# --- load ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    started: float  # monotonic
+    seconds: float
+    status: int
+    revision: str
+    poisoned: bool
+
+
+@dataclass
+class LoadReport:
+    """Every answer of a load run, with summaries."""
+
+    responses: list[Response] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.responses)
+
+    def failures(self) -> list[Response]:
+        return [r for r in self.responses if r.status != 200]
+
+    def by_revision(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.responses:
+            out[r.revision] = out.get(r.revision, 0) + 1
+        return out
+
+    def window(self, revision: str) -> tuple[float, float] | None:
+        """First and last moment a response came from ``revision``."""
+        times = [r.started for r in self.responses if r.revision == revision]
+        return (min(times), max(times)) if times else None
+
+    def p99_ms(self, revision: str | None = None) -> float:
+        values = sorted(r.seconds for r in self.responses if revision is None or r.revision == revision)
+        if not values:
+            return float("nan")
+        return 1000.0 * values[min(len(values) - 1, math.ceil(0.99 * len(values)) - 1)]
+
+    def summary(self) -> str:
+        failures = self.failures()
+        statuses: dict[int, int] = {}
+        for r in failures:
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        per_rev = ", ".join(
+            f"{rev or '-'}: {n} req, p99 {self.p99_ms(rev):.1f} ms" for rev, n in sorted(self.by_revision().items())
+        )
+        return f"{self.total} requests, {len(failures)} failed {statuses or ''}; per revision: {per_rev}"
+
+
+class LoadGenerator:
+    """Sends inference requests to ``url`` from ``concurrency`` workers in a thread of its own until stopped.
+
+    A ``poison`` fraction of the requests carries a first feature of 1000 (the failing demo model raises on it).
+    """
+
+    def __init__(self, url: str, model: str = NAME, *, concurrency: int = 4, poison: float = 0.0) -> None:
+        self.url = f"{url}/v2/models/{model}/infer"
+        self.concurrency = concurrency
+        self.poison = poison
+        self.report = LoadReport()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="load", daemon=True)
+
+    async def _worker(self, session: aiohttp.ClientSession, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self._stop.is_set():
+            poisoned = rng.random() < self.poison
+            data = [rng.random() for _ in range(IN_FEATURES)]
+            if poisoned:
+                data[0] = POISON
+            body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, IN_FEATURES], "data": data}]}
+            started = time.monotonic()
+            try:
+                async with session.post(self.url, json=body) as response:
+                    await response.read()
+                    status, revision = response.status, response.headers.get(REVISION_HEADER, "")
+            except (aiohttp.ClientError, TimeoutError):
+                status, revision = 599, ""
+            self.report.responses.append(Response(started, time.monotonic() - started, status, revision, poisoned))
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            await asyncio.gather(*(self._worker(session, i) for i in range(self.concurrency)))
+
+    def __enter__(self) -> LoadGenerator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+# --- the local harness ---------------------------------------------------------------------------------------
+
+
+class LocalHarness:
+    """The emulated cluster, the kubelet running real ``modelserve`` processes, Service proxies and the operator.
+
+    Use as a context manager; ``operator()`` gives a KopfRunner context (stop and start it again at will).
+    """
+
+    def __init__(self, workdir: Path, *, tick: float = 0.05) -> None:
+        self.workdir = workdir
+        self.kubelet = SimKubelet(log_dir=workdir / "pod-logs")
+        self._tick = tick
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._cluster: Cluster | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="local-harness", daemon=True)
+        self._proxies: list[ServiceProxy] = []
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_resolver: Any = None
+        self.runners: list[Any] = []
+
+    # threading
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        from modeldeploy.demo import admission
+        from modeldeploy.schema import crd_manifest
+
+        self._stop = asyncio.Event()
+        async with run_cluster(
+            crds=[crd_manifest()], admission={MD: admission}, tick=self._tick,
+            on_pod_running=self.kubelet.on_pod_running, on_pod_stopped=self.kubelet.on_pod_stopped,
+            namespaces=("default", "kube-system", NAMESPACE),
+        ) as cluster:  # fmt: skip
+            self.kubelet.attach(cluster.controller)
+            self._cluster = cluster
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                for proxy in self._proxies:
+                    await proxy.close()
+                await self.kubelet.close()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the cluster's thread (the emulator is not thread-safe)."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as error:
+                future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(30)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self._cluster is not None, "the harness is not running"
+        return self._cluster
+
+    def __enter__(self) -> LocalHarness:
+        import modeldeploy.controller
+
+        self._thread.start()
+        self._ready.wait(60)
+        if self._error is not None or self._cluster is None:
+            raise RuntimeError(f"the emulated cluster did not start: {self._error!r}")
+        for key, value in (("KUBECONFIG", str(self.cluster.kubeconfig_path)), ("MODELDEPLOY_RESYNC_SECONDS", "1")):
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        self._saved_resolver = modeldeploy.controller.default_pod_address
+        modeldeploy.controller.default_pod_address = self.kubelet.address
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import modeldeploy.controller
+
+        modeldeploy.controller.default_pod_address = self._saved_resolver
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+    # cluster access
+    def get(self, resource: str = MD, name: str = NAME) -> dict[str, Any] | None:
+        return self.call(self.cluster.emulator.get_object, resource, NAMESPACE, name)
+
+    def apply(self, body: dict[str, Any]) -> None:
+        """Create the ModelDeployment, or replace its spec when it exists."""
+        existing = self.get(MD, body["metadata"]["name"])
+        if existing is None:
+            self.call(lambda: self.cluster.emulator.create_object(MD, copy.deepcopy(body), manager="kubectl"))
+        else:
+            self.call(
+                lambda: self.cluster.emulator.patch_object(
+                    MD, NAMESPACE, body["metadata"]["name"], {"spec": body["spec"]}, manager="kubectl"
+                )
+            )
+
+    def status(self, name: str = NAME) -> dict[str, Any]:
+        return dict((self.get(MD, name) or {}).get("status") or {})
+
+    def deployments(self) -> list[str]:
+        objs = self.call(self.cluster.emulator.list_objects, "apps/v1/deployments", NAMESPACE)
+        return sorted(str(d["metadata"]["name"]) for d in objs)
+
+    def pods(self, revision: str) -> list[str]:
+        """Names of the pods of ``revision``."""
+        objs = self.call(
+            lambda: self.cluster.emulator.list_objects(
+                "v1/pods", NAMESPACE, label_selector=f"modeldeploy.io/revision={revision}"
+            )
+        )
+        return sorted(str(p["metadata"]["name"]) for p in objs)
+
+    def proxy(self, service: str = NAME) -> str:
+        """Start a proxy for ``service``; returns its URL."""
+        proxy = ServiceProxy(self.cluster.emulator, NAMESPACE, service, self.kubelet.address)
+        self._proxies.append(proxy)
+        return self.run(proxy.start())
+
+    def operator(self) -> Any:
+        from kopf.testing import KopfRunner
+
+        from modeldeploy.handlers import REGISTRY
+
+        runner = KopfRunner(
+            ["run", "--standalone", "--all-namespaces", "-m", "modeldeploy.handlers"], registry=REGISTRY, timeout=60
+        )
+        self.runners.append(runner)
+        return runner
+
+    def operator_problems(self) -> list[str]:
+        """Operator runs that exited badly or logged a traceback (their output), for assertions."""
+        return [r.output[-3000:] for r in self.runners if r.exit_code not in (0, None) or "Traceback" in r.output]
+
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not reached within {timeout:.0f}s: {what}; status: {self.status()}; "
+                    f"kubelet errors: {self.kubelet.errors}"
+                )
+            time.sleep(0.1)
+
+    def rollout(self) -> dict[str, Any]:
+        return dict(self.status().get("rollout") or {})
+
+    def settled(self, version: str) -> bool:
+        st = self.status()
+        md = self.get() or {}
+        return bool(
+            st.get("phase") == "Ready" and st.get("modelVersion") == version
+            and st.get("observedGeneration") == md.get("metadata", {}).get("generation")
+            and self.rollout().get("phase") in ("Idle", "Completed", "RolledBack")
+            and len(self.deployments()) == 1
+        )  # fmt: skip
+
+
+# --- scenarios -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    seconds: float
+    load: LoadReport
+    canary_revision: str
+    stable_revision: str
+    final_phase: str
+    final_version: str
+    analysis_runs: list[dict[str, Any]]
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def print(self) -> None:
+        print(
+            f"\n=== scenario {self.name}: {self.seconds:.1f} s, rollout {self.final_phase}, "
+            f"serving version {self.final_version}"
+        )
+        print(f"    load: {self.load.summary()}")
+        for run in self.analysis_runs:
+            for m in run.get("measurements") or []:
+                print(f"    analysis {run.get('phase')}: {m.get('verdict', '')} {m.get('message', '')}")
+        for key, value in self.notes.items():
+            print(f"    {key}: {value}")
+
+
+def _deploy(h: LocalHarness, body: dict[str, Any], version: str, timeout: float = 60) -> None:
+    h.apply(body)
+    h.wait_for(lambda: h.settled(version), timeout, f"version {version} Ready")
+
+
+@contextlib.contextmanager
+def _timed() -> Iterator[list[float]]:
+    box = [time.monotonic()]
+    yield box
+    box.append(time.monotonic() - box[0])
+
+
+def _result(h: LocalHarness, name: str, seconds: float, load: LoadReport, canary: str, stable: str,
+            **notes: Any) -> ScenarioResult:  # fmt: skip
+    rollout = h.rollout()
+    return ScenarioResult(
+        name, seconds, load, canary, stable, str(rollout.get("phase")), str(h.status().get("modelVersion")),
+        list(rollout.get("analysisRuns") or []), notes,
+    )  # fmt: skip
+
+
+def canary_promotes(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(a) v1 -> v2 under continuous load: setWeight 50, pause 5s, analysis (2 x 2s), promote."""
+    with h.operator(), _timed() as clock:
+        _deploy(h, model_deployment("1", f"file://{models['v1']}"), "1")
+        stable = str(h.rollout().get("stableRevision") or h.status().get("stableRevision"))
+        url = h.proxy()
+        with LoadGenerator(url) as load:
+            time.sleep(1.0)
+            h.apply(model_deployment("2", f"file://{models['v2']}"))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.settled("2"), 90, "v2 promoted")
+            time.sleep(1.0)
+    return _result(h, "a: canary v1 -> v2 promoted", clock[1], load.report, canary, stable)
+
+
+def _rollback_scenario(
+    h: LocalHarness, name: str, body: dict[str, Any], poison: float, timeout: float = 90
+) -> ScenarioResult:
+    models_stable = body.pop("_stable")
+    with h.operator(), _timed() as clock:
+        _deploy(h, models_stable, "2")
+        stable = str(h.status().get("stableRevision"))
+        url = h.proxy()
+        with LoadGenerator(url, poison=poison) as load:
+            time.sleep(1.0)
+            h.apply(body)
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), timeout, "rolled back")
+            rolled_back_at = time.monotonic()
+            time.sleep(1.5)
+    report = load.report
+    window = report.window(canary)
+    in_window = [r for r in report.responses if window and window[0] <= r.started <= window[1]]
+    after = [r for r in report.responses if r.started > rolled_back_at]
+    return _result(
+        h, name, clock[1], report, canary, stable,
+        canary_window_s=round(window[1] - window[0], 2) if window else 0.0,
+        requests_in_window=len(in_window),
+        canary_requests=report.by_revision().get(canary, 0),
+        failed_in_window=sum(1 for r in in_window if r.status != 200),
+        failed_by_canary=sum(1 for r in report.failures() if r.revision == canary),
+        requests_after_rollback=len(after), failed_after_rollback=sum(1 for r in after if r.status != 200),
+    )  # fmt: skip
+
+
+def failing_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(b) v2 -> v3 (raises on poisoned rows, 30% of the load): maxErrorRatio 5% fails; automatic rollback."""
+    body = model_deployment("3", f"file://{models['v3']}", pause="2s")
+    body["_stable"] = model_deployment("2", f"file://{models['v2']}", pause="2s")
+    return _rollback_scenario(h, "b: failing canary v2 -> v3 rolled back", body, poison=0.3)
+
+
+def slow_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(c) v2 -> v3-slow: maxP99LatencyRatio 2 fails (measured: about 9x the stable p99); automatic rollback."""
+    criteria = {"maxP99LatencyRatio": 2}
+    body = model_deployment("3-slow", f"file://{models['v3-slow']}", pause="2s", analysis=criteria)
+    body["_stable"] = model_deployment("2", f"file://{models['v2']}", pause="2s", analysis=criteria)
+    result = _rollback_scenario(h, "c: slow canary v2 -> v3-slow rolled back", body, poison=0.0)
+    result.notes["client p99 ms stable / canary"] = (
+        f"{result.load.p99_ms(result.stable_revision):.1f} / {result.load.p99_ms(result.canary_revision):.1f}"
+    )
+    return result
+
+
+def operator_restart_mid_canary(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(d) v1 -> v2; the operator stops while the canary pauses (8s), is down 3s, starts again and completes."""
+    with _timed() as clock:
+        with h.operator():
+            _deploy(h, model_deployment("1", f"file://{models['v1']}", pause="8s"), "1")
+        stable = str(h.status().get("stableRevision"))
+        url = h.proxy()
+        with LoadGenerator(url) as load:
+            with h.operator():
+                h.apply(model_deployment("2", f"file://{models['v2']}", pause="8s"))
+                canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+                h.wait_for(lambda: h.rollout().get("phase") == "Paused", 60, "canary paused")
+            stopped_phase = h.rollout().get("phase")
+            time.sleep(3.0)
+            phase_while_down = h.rollout().get("phase")
+            with h.operator():
+                h.wait_for(lambda: h.settled("2"), 90, "v2 promoted after the restart")
+                time.sleep(1.0)
+    return _result(
+        h, "d: operator restarted mid-canary", clock[1], load.report, canary, stable,
+        phase_when_stopped=stopped_phase, phase_while_down=phase_while_down,
+    )  # fmt: skip
