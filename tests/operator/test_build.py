@@ -604,3 +604,18 @@ def test_restricted_checker_catches_violations() -> None:
         "model-server: allowPrivilegeEscalation not false",
         "model-server: seccompProfile",
     ]
+
+
+def test_signature_verification_is_passed_to_the_model_download() -> None:
+    signed = md_of(model={"signature": {"identity": "ci@example.com", "issuer": "https://token.actions.example",
+                                        "bundleUri": "s3://models/iris/1/model.pt.bundle"}})
+    deployment = build_deployment(signed, CONFIG, revision_of(signed, CONFIG), 1)
+    (fetch,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    args = fetch["args"]
+    assert args[args.index("--verify-identity") + 1] == "ci@example.com"
+    assert args[args.index("--verify-issuer") + 1] == "https://token.actions.example"
+    assert args[args.index("--signature-bundle") + 1] == "s3://models/iris/1/model.pt.bundle"
+    kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+    unsigned = md_of()
+    assert revision_of(signed, CONFIG) != revision_of(unsigned, CONFIG), "a signing requirement is a new revision"
+    assert "--verify-identity" not in str(build_deployment(unsigned, CONFIG, "r", 1))

@@ -251,6 +251,8 @@ SAFETENSORS = {"format": "Safetensors", "entryPoint": "pkg.mod:Net"}
 ANALYSIS = {"maxErrorRatio": 0.01}
 
 # (id, failing object, passing object, field of the error, part of the rule's message)
+SIGNER = {"identity": "ci@example.com", "issuer": "https://accounts.google.com"}
+
 CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     (
         "name-dns-label",
@@ -300,6 +302,13 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(model={"storageUri": "gs://models/iris", "sha256": "a" * 64}),
         "spec.model.sha256",
         "applies only to http",
+    ),
+    (
+        "signature-only-downloads",
+        spec(model={"storageUri": "file:///models/iris", "signature": SIGNER}),
+        spec(model={"storageUri": "s3://models/iris/m.pt", "signature": SIGNER}),
+        "spec.model.signature",
+        "signature is verified when the model is downloaded",
     ),
     (
         "storage-scheme",

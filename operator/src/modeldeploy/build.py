@@ -69,8 +69,11 @@ def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> st
     if runtime.get("auth_secret_name") is None:
         # Added after v1alpha1 first shipped: left out when unset, so existing revisions keep their hash.
         runtime.pop("auth_secret_name", None)
+    model = asdict(md.model)
+    if model.get("signature") is None:
+        model.pop("signature", None)  # Unset optional blocks do not enter the hash, as for auth below.
     inputs = {
-        "model": asdict(md.model),
+        "model": model,
         "runtime": runtime,
         "image": runtime_image(md, config),
         "modelMountPath": config.model_mount_path,
@@ -241,6 +244,10 @@ def build_deployment(
         fetch_args = ["fetch", model.storage_uri, config.model_mount_path]
         if model.sha256:
             fetch_args += ["--sha256", model.sha256]
+        if model.signature is not None:
+            fetch_args += ["--verify-identity", model.signature.identity, "--verify-issuer", model.signature.issuer]
+            if model.signature.bundle_uri:
+                fetch_args += ["--signature-bundle", model.signature.bundle_uri]
         fetch: Manifest = {
             "name": FETCH_CONTAINER_NAME,
             "image": image,

@@ -56,6 +56,15 @@ class StorageLocation:
 
 
 @dataclass(frozen=True)
+class SignatureSpec:
+    """``spec.model.signature``: the Sigstore signer the artifact must be signed by."""
+
+    identity: str
+    issuer: str
+    bundle_uri: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """``spec.model``."""
 
@@ -67,6 +76,7 @@ class ModelSpec:
     entry_point: str | None = None
     sha256: str | None = None
     storage_secret_name: str | None = None
+    signature: SignatureSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -343,7 +353,14 @@ def _parse_model(model: Mapping[str, Any], default_name: str) -> ModelSpec:
         entry_point=model.get("entryPoint"),
         sha256=model.get("sha256"),
         storage_secret_name=secret["name"] if secret else None,
+        signature=_parse_signature(model.get("signature")),
     )
+
+
+def _parse_signature(raw: Mapping[str, Any] | None) -> SignatureSpec | None:
+    if not raw:
+        return None
+    return SignatureSpec(identity=raw["identity"], issuer=raw["issuer"], bundle_uri=raw.get("bundleUri") or None)
 
 
 def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
