@@ -279,13 +279,15 @@ def _add_demo(subparsers: Any) -> None:
     )
     parser.add_argument("-f", "--filename", dest="files", action="append", default=None, metavar="FILE",
                         help="ModelDeployment files to apply (default: the examples shipped with the project)")
+    parser.add_argument("--no-progressive", dest="progressive", action="store_false",
+                        help="skip the canary scenarios with real model servers")
     parser.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from modeldeploy.demo import run_demo
 
-    return run_demo(args.files)
+    return run_demo(args.files, progressive=args.progressive)
 
 
 # --- entry point -------------------------------------------------------------------------------------------

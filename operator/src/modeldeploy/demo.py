@@ -9,8 +9,11 @@ what the schema forbids; the operator reports what only it can check, and the la
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
+import tempfile
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -185,6 +188,55 @@ async def _demo(documents: list[dict[str, Any]]) -> int:
             await kube.close()
 
 
-def run_demo(files: Sequence[str | Path] | None = None) -> int:
+def _predict(url: str, model: str, features: int) -> str:
+    """One OIP v2 inference through the Service proxy, as a client would send it."""
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, features], "data": [0.5] * features}]}
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/v2/models/{model}/infer", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # Loopback only: the harness's Service proxy.
+        answer = json.loads(response.read())
+        served_by = response.headers.get("X-Sim-Revision", "?")
+    output = answer["outputs"][0]
+    values = f"{output['name']} {output['datatype']} {output['shape']} = {output['data']}"
+    return f"{values} (served by revision {served_by})"
+
+
+def run_progressive_demo() -> int:
+    """Scenarios (a) and (b) with real modelserve processes behind a Service proxy, under continuous load."""
+    from modeldeploy.sim import scenarios
+
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
+        root = Path(tmp)
+        _say("\n== 4. Progressive delivery with real model servers (pods are modelserve processes on loopback)")
+        _say("  Building demo models v1, v2 and v3 (v3 fails on some inputs)...")
+        models = scenarios.build_models(root / "models")
+
+        _say("\n== 4a. Canary v1 -> v2 under continuous load: setWeight 50, pause, analysis, promote")
+        with scenarios.LocalHarness(root / "a") as harness:
+            result = scenarios.canary_promotes(harness, models)
+            result.print()
+            _say(f"  A prediction through Service {scenarios.NAME}: "
+                 f"{_predict(harness.proxy(), scenarios.NAME, scenarios.IN_FEATURES)}")
+            if result.final_phase != "Completed" or result.load.failures():
+                _say("error: the canary did not complete without failed requests")
+                return 1
+
+        _say("\n== 4b. Canary v2 -> v3, where v3 fails on 30% of the inputs: analysis fails, automatic rollback")
+        with scenarios.LocalHarness(root / "b") as harness:
+            result = scenarios.failing_canary_rolls_back(harness, models)
+            result.print()
+            if result.final_phase != "RolledBack" or result.final_version != "2":
+                _say("error: the failing canary was not rolled back")
+                return 1
+    return 0
+
+
+def run_demo(files: Sequence[str | Path] | None = None, *, progressive: bool = True) -> int:
     """Run the demo; returns the exit status."""
-    return asyncio.run(_demo(_load(list(files) if files else default_examples())))
+    status = asyncio.run(_demo(_load(list(files) if files else default_examples())))
+    if status == 0 and progressive:
+        status = run_progressive_demo()
+    return status
