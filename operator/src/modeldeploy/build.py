@@ -355,19 +355,26 @@ def build_deployment(
 # --- Service and HPA ---------------------------------------------------------------------------------------
 
 
-def build_service(md: ModelDeployment, config: OperatorConfig | None = None) -> Manifest:
-    """The ClusterIP Service ``NAME`` in front of every revision's ready pods (port 80 -> ``http``)."""
-    del config  # the Service does not depend on operator settings; accepted for a uniform signature
+def service_manifest(name: str, namespace: str, service_name: str, selector: Labels) -> Manifest:
+    """A ClusterIP Service ``service_name`` of the ModelDeployment ``name``: port 80 -> the pods' ``http`` port."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
+        "metadata": {"name": service_name, "namespace": namespace, "labels": dict(labels.common_labels(name))},
         "spec": {
             "type": "ClusterIP",
-            "selector": labels.selector(md.name),
+            "selector": dict(selector),
             "ports": [{"name": PORT_NAME, "port": SERVICE_PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
         },
     }
+
+
+def build_service(md: ModelDeployment, config: OperatorConfig | None = None) -> Manifest:
+    """The ClusterIP Service ``NAME`` in front of every revision's ready pods (port 80 -> ``http``)."""
+    del config  # the Service does not depend on operator settings; accepted for a uniform signature
+    service = service_manifest(md.name, md.namespace, md.name, labels.selector(md.name))
+    service["metadata"] = _metadata(md, md.name, labels.common_labels(md.name))
+    return service
 
 
 def build_hpa(md: ModelDeployment, config: OperatorConfig | None, target_deployment: str) -> Manifest:

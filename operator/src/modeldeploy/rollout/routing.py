@@ -22,12 +22,12 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from modeldeploy.build import SERVICE_PORT, service_manifest
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, common_labels
 from modeldeploy.rollout.config import GatewayAPISpec, RolloutSpec
 from modeldeploy.types import Manifest
 
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
-SERVICE_PORT = 80
 NO_REVISION = "none"
 """Revision label value no pod carries: the selector of a Service that must have no endpoints."""
 
@@ -52,16 +52,7 @@ def _check_weights(weights: Mapping[str, int]) -> None:
 
 
 def _service(name: str, namespace: str, service_name: str, selector: dict[str, str]) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": service_name, "namespace": namespace, "labels": common_labels(name)},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return service_manifest(name, namespace, service_name, selector)
 
 
 class TrafficRouter(Protocol):
