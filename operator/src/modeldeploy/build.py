@@ -67,11 +67,12 @@ def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> st
     config = config or OperatorConfig()
     runtime = asdict(md.runtime)
     if runtime.get("auth_secret_name") is None:
-        # Added after v1alpha1 first shipped: left out when unset, so existing revisions keep their hash.
         runtime.pop("auth_secret_name", None)
+    # Optional blocks enter the hash only when set: adding an optional field to the API never changes the
+    # revision of objects that do not use it, so an operator upgrade causes no rollout.
     model = asdict(md.model)
     if model.get("signature") is None:
-        model.pop("signature", None)  # Unset optional blocks do not enter the hash, as for auth below.
+        model.pop("signature", None)
     inputs = {
         "model": model,
         "runtime": runtime,
