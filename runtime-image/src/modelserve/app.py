@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from modelserve import __version__, protocol_v1, protocol_v2
 from modelserve.auth import BearerAuth, TokenStore
+from modelserve.batching import Result
 from modelserve.config import ServeConfig
 from modelserve.errors import (
     MethodNotAllowed,
@@ -38,7 +39,8 @@ from modelserve.lifecycle import Lifecycle
 from modelserve.metrics import CONTENT_TYPE, Metrics, outcome_of
 from modelserve.model import EngineLoader, ServedModel, load_from_config
 from modelserve.openapi import openapi_document
-from modelserve.protocol_v2 import HEADER_LENGTH, Limits
+from modelserve.protocol_v1 import PredictRequest
+from modelserve.protocol_v2 import HEADER_LENGTH, InferRequest, Limits
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +146,21 @@ async def _inference(request: Request, protocol: str, handler: Handler) -> Respo
         metrics.record(protocol, outcome_of(status), time.perf_counter() - started)
 
 
-async def _infer_v2(request: Request, state: State, model: ServedModel, started: float) -> Response:
+R = TypeVar("R", InferRequest, PredictRequest)
+
+
+async def _decode_and_infer(
+    request: Request,
+    state: State,
+    model: ServedModel,
+    started: float,
+    decode: Callable[[bytes], tuple[R, float | None]],
+) -> tuple[R, Result]:
+    """Read and decode the body, then run it through the batcher, timing each stage.
+
+    The batcher is told a request is arriving before the body is read (so a batch may wait for it) and that it has
+    arrived once decoded, or failed to.
+    """
     assert model.batcher is not None
     batcher, stage = model.batcher, state.metrics.stage
     batcher.arriving()
@@ -152,9 +168,8 @@ async def _infer_v2(request: Request, state: State, model: ServedModel, started:
     try:
         body = await read_body(request, state.config.max_body_bytes)
         t0 = time.perf_counter()
-        header_length = protocol_v2.parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
-        req = protocol_v2.decode_request(body, header_length, model.signature, state.limits)
-        deadline = _deadline(state, started, request.headers.get(TIMEOUT_HEADER), req.timeout_ms)
+        req, timeout_ms = decode(body)
+        deadline = _deadline(state, started, request.headers.get(TIMEOUT_HEADER), timeout_ms)
         stage["decode"].observe(time.perf_counter() - t0)
         batcher.arrived()
         arrived = True
@@ -164,11 +179,21 @@ async def _infer_v2(request: Request, state: State, model: ServedModel, started:
             batcher.arrived()
     stage["queue"].observe(result.queue_seconds)
     stage["inference"].observe(result.inference_seconds)
+    return req, result
+
+
+async def _infer_v2(request: Request, state: State, model: ServedModel, started: float) -> Response:
+    def decode(body: bytes) -> tuple[InferRequest, float | None]:
+        header_length = protocol_v2.parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        req = protocol_v2.decode_request(body, header_length, model.signature, state.limits)
+        return req, req.timeout_ms
+
+    req, result = await _decode_and_infer(request, state, model, started, decode)
     t1 = time.perf_counter()
     payload, json_length = protocol_v2.encode_response(
         model.name, model.version, req, model.output_names, result.outputs
     )
-    stage["encode"].observe(time.perf_counter() - t1)
+    state.metrics.stage["encode"].observe(time.perf_counter() - t1)
     if json_length is None:
         return Response(payload, media_type=JSON)
     return Response(
@@ -179,27 +204,13 @@ async def _infer_v2(request: Request, state: State, model: ServedModel, started:
 
 
 async def _predict_v1(request: Request, state: State, model: ServedModel, started: float) -> Response:
-    assert model.batcher is not None
-    batcher, stage = model.batcher, state.metrics.stage
-    batcher.arriving()
-    arrived = False
-    try:
-        body = await read_body(request, state.config.max_body_bytes)
-        t0 = time.perf_counter()
-        req = protocol_v1.decode_request(body, model.signature, state.limits)
-        deadline = _deadline(state, started, request.headers.get(TIMEOUT_HEADER), None)
-        stage["decode"].observe(time.perf_counter() - t0)
-        batcher.arrived()
-        arrived = True
-        result = await model.infer(req.inputs, deadline)
-    finally:
-        if not arrived:
-            batcher.arrived()
-    stage["queue"].observe(result.queue_seconds)
-    stage["inference"].observe(result.inference_seconds)
+    def decode(body: bytes) -> tuple[PredictRequest, float | None]:
+        return protocol_v1.decode_request(body, model.signature, state.limits), None
+
+    req, result = await _decode_and_infer(request, state, model, started, decode)
     t1 = time.perf_counter()
     payload = protocol_v1.encode_response(req, model.output_names, result.outputs)
-    stage["encode"].observe(time.perf_counter() - t1)
+    state.metrics.stage["encode"].observe(time.perf_counter() - t1)
     return Response(payload, media_type=JSON)
 
 
