@@ -96,7 +96,7 @@ def test_status_and_scale_subresources() -> None:
 def test_printer_columns_point_at_schema_fields() -> None:
     columns = _crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     names = [c["name"] for c in columns]
-    assert names[:6] == ["Model", "Version", "Ready", "Desired", "Phase", "Canary"]
+    assert names[:8] == ["Model", "Stable", "Canary", "Ready", "Desired", "Phase", "Weight", "Revision"]
     assert names[-1] == "Age"
     known = {path for path, _ in _walk(_root())}
     for column in columns:

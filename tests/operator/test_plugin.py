@@ -137,7 +137,8 @@ def status_of(rollout: RolloutStatus, **extra: Any) -> dict[str, Any]:
         "canaryRevision": rollout.canary_revision,
         "canaryWeight": rollout.canary_weight,
         "modelName": "iris",
-        "modelVersion": "3",
+        "modelVersion": "2",
+        "canaryVersion": "3",
         "rollout": rollout.to_status(),
         "history": rollout.history_to_status(),
         **extra,
@@ -382,17 +383,18 @@ def test_history_records_carry_roles_and_an_empty_history_says_so() -> None:
 def test_list_uses_the_crd_printer_columns() -> None:
     other = md()
     other["metadata"].update(name="bert", namespace="nlp")
-    other["status"].update(phase="Ready", canaryWeight=0, readyReplicas=2, desiredReplicas=2, modelName="bert")
+    other["status"].update(phase="Ready", canaryWeight=0, readyReplicas=2, desiredReplicas=2, modelName="bert",
+                           modelVersion="7", canaryVersion="", stableRevision="")
     other["spec"]["model"]["version"] = "7"
     # Sorted by namespace, then name, as kubectl get does.
     assert plugin.format_list([other, md()], NOW) == (
-        "NAME   MODEL   VERSION   READY   DESIRED   PHASE         CANARY   AGE\n"
-        "iris   iris    3         6       4         Progressing   50       24h\n"
-        "bert   bert    7         2       2         Ready         0        24h\n"
+        "NAME   MODEL   STABLE   CANARY   READY   DESIRED   PHASE         WEIGHT   AGE\n"
+        "iris   iris    2        3        6       4         Progressing   50       24h\n"
+        "bert   bert    7                 2       2         Ready         0        24h\n"
     )
     wide = plugin.format_list([md()], NOW, wide=True, all_namespaces=True).splitlines()
-    assert wide[0].split() == ["NAMESPACE", "NAME", "MODEL", "VERSION", "READY", "DESIRED", "PHASE", "CANARY",
-                               "REVISION", "URL", "AGE"]  # fmt: skip
+    assert wide[0].split() == ["NAMESPACE", "NAME", "MODEL", "STABLE", "CANARY", "READY", "DESIRED", "PHASE",
+                               "WEIGHT", "REVISION", "URL", "AGE"]  # fmt: skip
     assert wide[1].split()[:2] == ["default", "iris"] and B in wide[1]
 
 
@@ -650,7 +652,7 @@ async def test_history_and_list_end_to_end(cluster: Cluster) -> None:
     r = await run(cluster, "history", "iris", "-o", "json")
     assert [h["number"] for h in json.loads(r.out)] == [3, 2, 1]
     r = await run(cluster, "list")
-    assert r.code == 0 and r.out.splitlines()[1].split()[:6] == ["iris", "iris", "3", "6", "4", "Progressing"]
+    assert r.code == 0 and r.out.splitlines()[1].split()[:7] == ["iris", "iris", "2", "3", "6", "4", "Progressing"]
     assert r.requests == [("list", "modeldeployments", None)]
     r = await run(cluster, "list", "-n", "kube-system")
     assert (r.code, r.out, r.err) == (0, "", 'No modeldeployments found in namespace "kube-system".\n')

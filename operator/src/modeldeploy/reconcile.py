@@ -613,6 +613,7 @@ class _Reconcile:
             "currentRevision": self.revision,
             "stableRevision": stable,
             "canaryRevision": canary,
+            "canaryVersion": self.version_of(canary),
             "canaryWeight": decision.weights.get(canary, 0) if canary else 0,
             "modelName": md.model.name,
             "modelVersion": stable_version or md.model.version,
