@@ -55,6 +55,12 @@ def _service(name: str, namespace: str, service_name: str, selector: dict[str, s
     return service_manifest(name, namespace, service_name, selector)
 
 
+def _preview_service(name: str, namespace: str, revision: str) -> Manifest:
+    """Service ``NAME-preview`` selecting only ``revision`` (BlueGreen preview, first-deploy gate)."""
+    selector = {MODEL_DEPLOYMENT_LABEL: name, REVISION_LABEL: revision}
+    return _service(name, namespace, preview_service_name(name), selector)
+
+
 class TrafficRouter(Protocol):
     """What every routing mode provides."""
 
@@ -118,8 +124,7 @@ class ReplicaRatioRouter:
     ) -> list[Manifest]:
         out = [_service(self.name, self.namespace, self.name, self.main_service_selector(weights))]
         if preview:
-            selector = {MODEL_DEPLOYMENT_LABEL: self.name, REVISION_LABEL: preview}
-            out.append(_service(self.name, self.namespace, preview_service_name(self.name), selector))
+            out.append(_preview_service(self.name, self.namespace, preview))
         return out
 
     def verify(self, observed_objects: Sequence[Mapping[str, Any]], weights: Mapping[str, int]) -> bool:
@@ -288,8 +293,7 @@ class GatewayAPIRouter:
     ) -> list[Manifest]:
         out = self.services(weights)
         if preview:
-            selector = {MODEL_DEPLOYMENT_LABEL: self.name, REVISION_LABEL: preview}
-            out.append(_service(self.name, self.namespace, preview_service_name(self.name), selector))
+            out.append(_preview_service(self.name, self.namespace, preview))
         if weights:
             out.append(self.build_route(weights, existing, canary=canary))
         return out
