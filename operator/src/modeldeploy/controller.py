@@ -289,11 +289,13 @@ class Controller:
 
     def _fire(self, key: ObjectKey) -> None:
         self._timers.pop(key, None)
-        task = asyncio.get_running_loop().create_task(self._reconcile_quietly(key))
+        task = asyncio.get_running_loop().create_task(self.reconcile_quietly(key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reconcile_quietly(self, key: ObjectKey) -> None:
+    async def reconcile_quietly(self, key: ObjectKey) -> None:
+        """Reconcile, never raising: API errors were counted and rescheduled by ``reconcile``; anything else is
+        logged, counted as a crash and retried later (the watch that triggered it must keep going)."""
         try:
             await self.reconcile(key)
         except ApiError:
@@ -310,7 +312,7 @@ class Controller:
             if self.source is None:
                 continue
             for key in list(self.source.model_deployments()):
-                await self._reconcile_quietly(key)
+                await self.reconcile_quietly(key)
 
     def forget(self, key: Key) -> None:
         self.fresh.forget(key)

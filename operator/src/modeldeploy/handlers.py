@@ -222,14 +222,6 @@ def _attach(memo: Any, kwargs: Mapping[str, Any]) -> Controller:
     return controller
 
 
-async def _reconcile(controller: Controller, key: ObjectKey, logger: Log) -> None:
-    try:
-        await controller.reconcile(key)
-    except Exception as error:  # Logged and retried by the controller's scheduler; never crash the watcher.
-        logger.warning("Reconcile of %s/%s will be retried: %s", key[0], key[1], error)
-        controller.schedule(key, controller.retry_seconds)
-
-
 # --- triggers ------------------------------------------------------------------------------------------------
 
 
@@ -242,7 +234,7 @@ async def model_deployment_event(
     if type == "DELETED":
         controller.forget(("ModelDeployment", namespace or "", name))
         return
-    await _reconcile(controller, (namespace or "", name), logger)
+    await controller.reconcile_quietly((namespace or "", name))
 
 
 async def _child_event(
@@ -254,7 +246,7 @@ async def _child_event(
         controller.forget((str(body.get("kind", "")), namespace or "", name))
     key = _owner_key(body, namespace)
     if key is not None:
-        await _reconcile(controller, key, logger)
+        await controller.reconcile_quietly(key)
 
 
 @kopf.on.event(*CHILD_KINDS["deployments"], labels=MANAGED, registry=REGISTRY)
