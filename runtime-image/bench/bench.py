@@ -203,6 +203,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kserve-python", default=str(ROOT / ".venv-kserve/bin/python"))
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--servers", default="modelserve,modelserve-asgi,kserve", help="comma-separated subset of the servers to run"
+    )
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     model = build_model()
@@ -231,8 +234,11 @@ def main() -> None:
         ],
         "kserve": [args.kserve_python, str(Path(__file__).parent / "kserve_server.py"), str(model), "18081"],
     }
-    ports = {"modelserve": 18080, "kserve": 18081}
-    results = {name: run_server(name, cmd, ports[name], bodies, args.seconds) for name, cmd in servers.items()}
+    # The same server with uvicorn's own protocol: what the fast path (docs/runtime.md) is worth.
+    servers["modelserve-asgi"] = [*servers["modelserve"], "--fast-path", "false", "--port", "18082"]
+    ports = {"modelserve": 18080, "kserve": 18081, "modelserve-asgi": 18082}
+    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
+    results = {name: run_server(name, servers[name], ports[name], bodies, args.seconds) for name in wanted}
     (WORK / "results.json").write_text(json.dumps({"raw": raw, "servers": results}, indent=2))
     report(raw, results)
 
@@ -241,11 +247,11 @@ def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[i
     print("\nRaw in-process forward (one core, one torch thread):")
     for key, r in raw.items():
         print(f"  {key:8} {r['throughput']:10.0f} samples/s   p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms")
-    print(f"\n{'server':11} {'payload':7} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
+    print(f"\n{'server':15} {'payload':7} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>7}")
     for name, by_payload in results.items():
         for payload, by_conc in by_payload.items():
             for conc, r in by_conc.items():
-                row = f"{name:11} {payload:7} {conc:>4} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
+                row = f"{name:15} {payload:7} {conc:>4} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
                 print(f"{row} {r['errors']:7}")
     ms, ks = results.get("modelserve", {}), results.get("kserve", {})
     print("\nRatios:")
@@ -257,6 +263,11 @@ def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[i
                     f"  {payload:6} c={conc:<3} modelserve/kserve throughput {m['rps'] / k['rps']:.2f}x, "
                     f"p99 {m['p99_ms']:.2f} vs {k['p99_ms']:.2f} ms"
                 )
+    asgi = results.get("modelserve-asgi", {})
+    for payload in ("json", "binary"):
+        if payload in ms and payload in asgi:
+            gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / asgi[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
+            print(f"  {payload:6} fast path / ASGI path throughput: {gains}")
     if "json" in ms:
         added = ms["json"][1]["p50_ms"] - raw["batch1"]["p50_ms"]
         print(f"  c=1 JSON p50 added over raw forward: {added:.3f} ms (target <= 1 ms)")

@@ -1,7 +1,8 @@
 """The HTTP application: routes of both protocols, health, metrics and OpenAPI, over one served model.
 
-Handlers are thin: read the body, decode (protocol_v1/v2), run (model.ServedModel), encode, and map
-errors to `{"error": "..."}` JSON bodies. The model lives in the lifespan state, loaded once.
+Handlers are thin: the inference routes hand the body to `modelserve.inference` (decode, batch, encode, errors
+as `{"error": "..."}` JSON bodies), which `modelserve.fastpath` also calls for the requests it carries without
+ASGI. The model lives in the lifespan state, loaded once.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -24,37 +24,18 @@ from starlette.routing import Route
 
 from modelserve import __version__, protocol_v1, protocol_v2
 from modelserve.auth import BearerAuth, TokenStore
-from modelserve.batching import Result
 from modelserve.config import ServeConfig
-from modelserve.errors import (
-    MethodNotAllowed,
-    ModelLoadError,
-    ModelNotFound,
-    ModelServeError,
-    NotReady,
-    PayloadTooLarge,
-    RequestError,
-)
+from modelserve.errors import MethodNotAllowed, ModelLoadError, ModelServeError, NotReady, PayloadTooLarge, RequestError
+from modelserve.inference import JSON, Reply, State, begin, error_reply, find_model, finish, refuse
 from modelserve.lifecycle import Lifecycle
-from modelserve.metrics import CONTENT_TYPE, Metrics, outcome_of
+from modelserve.metrics import CONTENT_TYPE, Metrics
 from modelserve.model import EngineLoader, ServedModel, load_from_config
 from modelserve.openapi import openapi_document
-from modelserve.protocol_v1 import PredictRequest
-from modelserve.protocol_v2 import HEADER_LENGTH, InferRequest, Limits
+from modelserve.protocol_v2 import Limits
+
+__all__ = ["JSON", "State", "create_app", "error_response", "json_response", "read_body"]
 
 log = logging.getLogger(__name__)
-
-TIMEOUT_HEADER = "modelserve-timeout-ms"
-JSON = "application/json"
-
-
-@dataclass(slots=True)
-class State:
-    config: ServeConfig
-    model: ServedModel
-    metrics: Metrics
-    lifecycle: Lifecycle
-    limits: Limits
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,8 +43,11 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(exc: ModelServeError) -> Response:
-    headers = {"Retry-After": "1"} if exc.status == 503 else None
-    return json_response({"error": str(exc)}, exc.status, headers)
+    return _response(error_reply(exc))
+
+
+def _response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=dict(reply.headers))
 
 
 def _state(request: Request) -> State:
@@ -72,15 +56,7 @@ def _state(request: Request) -> State:
 
 
 def _model(state: State, request: Request) -> ServedModel:
-    """The served model if the path names it (and its version, when given); ModelNotFound otherwise."""
-    name = request.path_params["name"]
-    version = request.path_params.get("version")
-    model = state.model
-    if name != model.name:
-        raise ModelNotFound(f"model {name!r} not found; this server serves {model.name!r}")
-    if version is not None and version != model.version:
-        raise ModelNotFound(f"model {name!r} has no version {version!r}; it serves version {model.version!r}")
-    return model
+    return find_model(state, request.path_params["name"], request.path_params.get("version"))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -101,128 +77,47 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _deadline(state: State, started: float, header: str | None, param_ms: float | None) -> float | None:
-    timeout_ms = state.config.request_timeout_ms or None
-    if header is not None:
-        try:
-            timeout_ms = float(header)
-        except ValueError:
-            raise RequestError(f"{TIMEOUT_HEADER} must be a number of milliseconds, got {header!r}") from None
-        if not timeout_ms > 0:
-            raise RequestError(f"{TIMEOUT_HEADER} must be positive")
-    if param_ms is not None:
-        timeout_ms = param_ms
-    return None if timeout_ms is None else started + timeout_ms / 1000
-
-
-Handler = Callable[[Request, State, ServedModel, float], Awaitable[Response]]
-
-
-async def _inference(request: Request, protocol: str, handler: Handler) -> Response:
-    """Accounting shared by both protocols: in-flight gauge, outcome counter, end-to-end latency."""
+async def _serve_inference(request: Request, protocol: str) -> Response:
+    """An inference request carried by ASGI (modelserve.fastpath carries most of them without ASGI)."""
     started = time.perf_counter()
     state = _state(request)
+    name, version = request.path_params["name"], request.path_params.get("version")
     try:
-        model = _model(state, request)
+        find_model(state, name, version)
     except ModelServeError as exc:
         return error_response(exc)  # unknown models are not counted: their names are unbounded
-    metrics = state.metrics
-    metrics.inflight_gauge.inc()
-    status = 500
-    try:
-        if model.batcher is None:
-            raise NotReady(f"model {model.name!r} is not ready")
-        response = await handler(request, state, model, started)
-        status = response.status_code
-        return response
-    except ModelServeError as exc:
-        status = exc.status
-        return error_response(exc)
-    except Exception as exc:
-        log.exception("Unexpected error in %s inference", protocol)
-        return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
-    finally:
-        metrics.inflight_gauge.dec()
-        metrics.record(protocol, outcome_of(status), time.perf_counter() - started)
-
-
-R = TypeVar("R", InferRequest, PredictRequest)
-
-
-async def _decode_and_infer(
-    request: Request,
-    state: State,
-    model: ServedModel,
-    started: float,
-    decode: Callable[[bytes], tuple[R, float | None]],
-) -> tuple[R, Result]:
-    """Read and decode the body, then run it through the batcher, timing each stage.
-
-    The batcher is told a request is arriving before the body is read (so a batch may wait for it) and that it has
-    arrived once decoded, or failed to.
-    """
-    assert model.batcher is not None
-    batcher, stage = model.batcher, state.metrics.stage
-    batcher.arriving()
-    arrived = False
+    batcher = state.model.batcher
+    if batcher is not None:
+        batcher.arriving()  # a batch may wait for this body
     try:
         body = await read_body(request, state.config.max_body_bytes)
-        t0 = time.perf_counter()
-        req, timeout_ms = decode(body)
-        deadline = _deadline(state, started, request.headers.get(TIMEOUT_HEADER), timeout_ms)
-        stage["decode"].observe(time.perf_counter() - t0)
-        batcher.arrived()
-        arrived = True
-        result = await model.infer(req.inputs, deadline)
+    except ModelServeError as exc:
+        return _response(refuse(state, protocol, started, exc))
     finally:
-        if not arrived:
-            batcher.arrived()
-    stage["queue"].observe(result.queue_seconds)
-    stage["inference"].observe(result.inference_seconds)
-    return req, result
-
-
-async def _infer_v2(request: Request, state: State, model: ServedModel, started: float) -> Response:
-    def decode(body: bytes) -> tuple[InferRequest, float | None]:
-        header_length = protocol_v2.parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
-        req = protocol_v2.decode_request(body, header_length, model.signature, state.limits)
-        return req, req.timeout_ms
-
-    req, result = await _decode_and_infer(request, state, model, started, decode)
-    t1 = time.perf_counter()
-    payload, json_length = protocol_v2.encode_response(
-        model.name, model.version, req, model.output_names, result.outputs
-    )
-    state.metrics.stage["encode"].observe(time.perf_counter() - t1)
-    if json_length is None:
-        return Response(payload, media_type=JSON)
-    return Response(
-        payload,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(json_length)},
-    )
-
-
-async def _predict_v1(request: Request, state: State, model: ServedModel, started: float) -> Response:
-    def decode(body: bytes) -> tuple[PredictRequest, float | None]:
-        return protocol_v1.decode_request(body, model.signature, state.limits), None
-
-    req, result = await _decode_and_infer(request, state, model, started, decode)
-    t1 = time.perf_counter()
-    payload = protocol_v1.encode_response(req, model.output_names, result.outputs)
-    state.metrics.stage["encode"].observe(time.perf_counter() - t1)
-    return Response(payload, media_type=JSON)
+        if batcher is not None:
+            batcher.arrived()  # `begin` queues it (or gives up) before anything else runs on the loop
+    outcome = begin(state, protocol, name, version, request.headers.get, body, started)
+    if isinstance(outcome, Reply):
+        return _response(outcome)
+    try:
+        await outcome.future
+    except asyncio.CancelledError:
+        finish(outcome)  # counts it
+        raise
+    except Exception:  # finish() reads the error from the future
+        pass
+    return _response(finish(outcome))
 
 
 # ---- route handlers ----
 
 
 async def infer_v2(request: Request) -> Response:
-    return await _inference(request, "v2", _infer_v2)
+    return await _serve_inference(request, "v2")
 
 
 async def predict_v1(request: Request) -> Response:
-    return await _inference(request, "v1", _predict_v1)
+    return await _serve_inference(request, "v1")
 
 
 async def live(request: Request) -> Response:
@@ -332,7 +227,7 @@ def create_app(
         model = ServedModel(config, metrics, loader)
         model_holder.append(model)
         limits = Limits(max(1, config.max_body_bytes), config.allow_non_finite)
-        state = State(config, model, metrics, life, limits)
+        state = State(config, model, metrics, life, limits, store, config.auth_metrics)
         life.attach(asyncio.get_running_loop())
 
         async def load() -> None:
@@ -354,6 +249,7 @@ def create_app(
             await model.close()
 
     middleware = []
+    store: TokenStore | None = None
     if config.auth_tokens_file is not None:
         store = TokenStore(config.auth_tokens_file)
         log.info("Bearer token authentication on: %d token(s) from %s", len(store.tokens), store.path)

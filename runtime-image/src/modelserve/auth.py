@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,26 +134,64 @@ class TokenStore:
         return ok
 
 
-def _bearer(scope: Scope) -> bytes | None:
-    """The token of an `Authorization: Bearer <token>` header; None when absent or malformed."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, token = bytes(value).partition(b" ")
-            token = token.strip()
-            if scheme.lower() != b"bearer" or not token or b" " in token:
-                return None
-            return token
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a request is refused: the status, the JSON error message and the WWW-Authenticate challenge."""
+
+    status: int
+    message: str
+
+    @property
+    def body(self) -> bytes:
+        return orjson.dumps({"error": self.message})
+
+    @property
+    def challenge(self) -> bytes:
+        if self.status == 401:
+            return b'Bearer realm="modelserve"'
+        return b'Bearer realm="modelserve", error="invalid_token"'
+
+
+_MISSING = Denial(401, "missing or malformed Authorization header; expected 'Bearer <token>'")
+_INVALID = Denial(403, "the bearer token is not valid for this server")
+
+
+def authorize(store: TokenStore, authorization: bytes | None) -> Denial | None:
+    """None when the `Authorization` header value carries a valid bearer token; the Denial otherwise."""
+    token = _bearer(authorization)
+    if token is None:
+        return _MISSING
+    if not store.check(token):
+        return _INVALID
     return None
 
 
-async def _deny(send: Send, status: int, message: str) -> None:
-    body = orjson.dumps({"error": message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="modelserve"'))
-    else:
-        headers.append((b"www-authenticate", b'Bearer realm="modelserve", error="invalid_token"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+def _bearer(value: bytes | None) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` header; None when absent or malformed."""
+    if value is None:
+        return None
+    scheme, _, token = bytes(value).partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not token or b" " in token:
+        return None
+    return token
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return bytes(value)
+    return None
+
+
+async def _deny(send: Send, denial: Denial) -> None:
+    body = denial.body
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", denial.challenge),
+    ]
+    await send({"type": "http.response.start", "status": denial.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -168,11 +207,8 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        token = _bearer(scope)
-        if token is None:
-            await _deny(send, 401, "missing or malformed Authorization header; expected 'Bearer <token>'")
-            return
-        if not self.store.check(token):
-            await _deny(send, 403, "the bearer token is not valid for this server")
+        denial = authorize(self.store, _authorization(scope))
+        if denial is not None:
+            await _deny(send, denial)
             return
         await self.app(scope, receive, send)

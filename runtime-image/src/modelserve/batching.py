@@ -53,6 +53,7 @@ class _Item:
     enqueued: float
     deadline: float | None
     dispatched: float = field(default=0.0)
+    timer: asyncio.TimerHandle | None = None
 
 
 def batch_key(inputs: Sequence[Array], batchable: bool) -> tuple[Hashable, int]:
@@ -121,6 +122,14 @@ class Batcher:
 
     async def infer(self, inputs: Sequence[Array], deadline: float | None = None) -> Result:
         """Queue one request (arrays in signature order) and wait for its outputs."""
+        return await self.submit(inputs, deadline)
+
+    def submit(self, inputs: Sequence[Array], deadline: float | None = None) -> asyncio.Future[Result]:
+        """Queue one request and return the future of its outputs, without waiting (call on the event loop).
+
+        The future fails with DeadlineExceeded once `deadline` (a `time.perf_counter` value) passes, whether
+        the request is still queued or its batch is running; Overloaded is raised at once when the queue is full.
+        """
         if self._closing:
             raise Overloaded("the server is shutting down")
         if len(self._queue) >= self.options.max_queue_size:
@@ -128,17 +137,14 @@ class Batcher:
         self.start()
         key, rows = batch_key(inputs, self.batchable)
         loop = asyncio.get_running_loop()
-        item = _Item(inputs, rows, key, loop.create_future(), time.perf_counter(), deadline)
+        now = time.perf_counter()
+        item = _Item(inputs, rows, key, loop.create_future(), now, deadline)
+        if deadline is not None:
+            item.timer = loop.call_at(loop.time() + max(deadline - now, 0.0), _expire, item)
         self._queue.append(item)
         self._rows_by_key[key] = self._rows_by_key.get(key, 0) + rows
         self._wakeup.set()
-        if deadline is None:
-            return await item.future
-        remaining = deadline - time.perf_counter()
-        try:
-            return await asyncio.wait_for(item.future, max(remaining, 0.0))
-        except TimeoutError:
-            raise DeadlineExceeded(f"deadline exceeded: no result within {_ms(deadline - item.enqueued)}") from None
+        return item.future
 
     def start(self) -> None:
         if self._task is None:
@@ -185,6 +191,8 @@ class Batcher:
             if self._on_batch is not None:
                 self._on_batch(rows)
             for item, res in zip(batch, results, strict=True):
+                if item.timer is not None:
+                    item.timer.cancel()
                 if item.future.done():
                     continue  # timed out or cancelled while running
                 if isinstance(res, BaseException):
@@ -239,7 +247,7 @@ class Batcher:
         live = []
         for item in batch:
             if item.deadline is not None and item.deadline <= now:
-                item.future.set_exception(DeadlineExceeded("deadline exceeded while queued"))
+                _expire(item, "deadline exceeded while queued")
             else:
                 live.append(item)
         return live
@@ -273,6 +281,14 @@ class Batcher:
             return exc
         except Exception as exc:
             return InferenceFailed(f"model raised {type(exc).__name__}: {exc}")
+
+
+def _expire(item: _Item, message: str | None = None) -> None:
+    if item.timer is not None:
+        item.timer.cancel()
+    if not item.future.done():
+        waited = _ms(item.deadline - item.enqueued) if item.deadline is not None else "its deadline"
+        item.future.set_exception(DeadlineExceeded(message or f"deadline exceeded: no result within {waited}"))
 
 
 def _ms(seconds: float) -> str:

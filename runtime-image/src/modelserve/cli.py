@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -87,7 +88,7 @@ def run_serve(config: ServeConfig) -> int:
         host=config.host,
         port=config.port,
         loop=_best("uvloop", "asyncio"),
-        http=_best("httptools", "h11"),
+        http=http_protocol(config),
         lifespan="on",
         access_log=False,
         log_level=config.log_level,
@@ -99,6 +100,17 @@ def run_serve(config: ServeConfig) -> int:
     if lifecycle.exit_code:
         return lifecycle.exit_code
     return 0 if server.started else 1
+
+
+def http_protocol(config: ServeConfig) -> str | type[asyncio.Protocol]:
+    """modelserve's fast-path connection when httptools is there (the image has it); uvicorn's own otherwise."""
+    if _best("httptools", "h11") == "h11":
+        return "h11"
+    if not config.fast_path:
+        return "httptools"
+    from modelserve.fastpath import FastPathProtocol
+
+    return FastPathProtocol
 
 
 def tune_interpreter() -> None:

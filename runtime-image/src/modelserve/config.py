@@ -91,6 +91,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--log-level", str, "info", "log level", ("debug", "info", "warning", "error")),
     Option("--auth-tokens-file", _optional_path, None, "bearer tokens: a file (one per line) or a Secret directory"),
     Option("--auth-metrics", parse_bool, False, "also require a bearer token for /metrics"),
+    Option("--fast-path", parse_bool, True, "carry inference requests without ASGI (same replies, less overhead)"),
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
@@ -125,6 +126,7 @@ class ServeConfig:
     log_level: str = "info"
     auth_tokens_file: Path | None = None
     auth_metrics: bool = False
+    fast_path: bool = True
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

@@ -116,9 +116,13 @@ class ServedModel:
         return engine.healthy
 
     async def infer(self, inputs: Sequence[Array], deadline: float | None) -> Result:
+        return await self.submit(inputs, deadline)
+
+    def submit(self, inputs: Sequence[Array], deadline: float | None) -> asyncio.Future[Result]:
+        """Queue a request with the batcher; the future holds its Result (see Batcher.submit)."""
         if self.batcher is None:
             raise NotReady(f"model {self.name!r} is not ready")
-        return await self.batcher.infer(inputs, deadline)
+        return self.batcher.submit(inputs, deadline)
 
     def memory(self) -> dict[str, dict[str, int]]:
         engine = self.engine

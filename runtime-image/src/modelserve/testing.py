@@ -152,9 +152,12 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
 def serve_in_thread(
     config: ServeConfig, loader: EngineLoader = load_from_config, wait_ready: bool = True, timeout: float = 60.0
 ) -> Iterator[tuple[str, Server]]:
-    """Run the real HTTP server (uvicorn) in a thread on a free port; yields (base URL, server)."""
+    """Run the real HTTP server (uvicorn, with the fast path unless `config.fast_path` is off) in a thread on a
+    free port; yields (base URL, server)."""
     import httpx
     import uvicorn
+
+    from modelserve.cli import http_protocol
 
     sock = free_socket()
     port = sock.getsockname()[1]
@@ -162,7 +165,7 @@ def serve_in_thread(
     lifecycle = Lifecycle(config.drain_seconds)
     uv = uvicorn.Config(
         create_app(config, loader, lifecycle), lifespan="on", access_log=False, log_level="warning",
-        http="httptools", loop="asyncio", timeout_graceful_shutdown=10,
+        http=http_protocol(config), loop="asyncio", timeout_graceful_shutdown=10,
     )  # fmt: skip
     server = Server(uv, lifecycle)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1,0 +1,257 @@
+"""The server's HTTP/1.1 connection: uvicorn's httptools protocol, with inference requests carried without ASGI.
+
+With a small model most of a request's time under load goes to HTTP and ASGI plumbing, not to the forward pass
+(see docs/runtime.md, "Performance"). For `POST /v2/models/{name}[/versions/{version}]/infer` and
+`POST /v1/models/{name}:predict` this protocol collects the body itself, hands it to `modelserve.inference` once
+complete, and writes the reply from the batcher's future callback: no ASGI scope, no task, no middleware per
+request. Every other request goes through uvicorn's ASGI cycle to the Starlette app, and so do the inference
+requests this path does not take: one pipelined behind a response still in progress (uvicorn keeps the order),
+one with `Expect: 100-continue`, a percent-encoded path, or any before the app's lifespan state exists. The
+Starlette inference routes call the same `inference.begin`/`finish`, so either way the reply is the same; the tests
+compare the two byte for byte.
+
+What this path keeps of the server's contract: bearer-token authentication (`auth.authorize`, as the ASGI
+middleware does), the body limit (413 at once from `Content-Length`, or as soon as a chunked body passes it;
+the connection is then closed rather than reading the rest), keep-alive and `Connection: close`, HTTP/1.0,
+uvicorn's `Server` and `Date` headers, graceful shutdown (uvicorn's `shutdown()` sees a request in progress and
+closes the connection after its reply), and the batcher's arrival accounting (a batch may wait for a body that is
+still arriving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from modelserve.auth import authorize
+from modelserve.batching import Batcher, Result
+from modelserve.errors import PayloadTooLarge, RequestError
+from modelserve.inference import Pending, Reply, State, begin, finish, refuse
+
+__all__ = ["FastPathProtocol", "match_route"]
+
+log = logging.getLogger(__name__)
+
+_V2_PREFIX, _V2_SUFFIX = b"/v2/models/", b"/infer"
+_V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
+
+
+def match_route(path: bytes) -> tuple[str, str, str | None] | None:
+    """(protocol, model name, version) when `path` is one of the inference routes, as Starlette would match it
+    (a `{name}` is one non-empty path segment); None otherwise."""
+    if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+        parts = path[len(_V2_PREFIX) : -len(_V2_SUFFIX)].split(b"/")
+        if len(parts) == 1 and parts[0]:
+            return "v2", parts[0].decode("latin-1"), None
+        if len(parts) == 3 and parts[0] and parts[1] == b"versions" and parts[2]:
+            return "v2", parts[0].decode("latin-1"), parts[2].decode("latin-1")
+        return None
+    if path.startswith(_V1_PREFIX) and path.endswith(_V1_SUFFIX):
+        name = path[len(_V1_PREFIX) : -len(_V1_SUFFIX)]
+        if name and b"/" not in name:
+            return "v1", name.decode("latin-1"), None
+    return None
+
+
+class _NoEvent:
+    """uvicorn sets a cycle's `message_event` when the connection drops; nothing waits on it here."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class _Request:
+    """One inference request on the fast path. It stands in for uvicorn's RequestResponseCycle as the
+    protocol's `cycle`, whose `response_complete`, `keep_alive`, `disconnected` and `message_event` uvicorn reads
+    (pipelining, shutdown, connection loss)."""
+
+    __slots__ = (
+        "announced",
+        "chunks",
+        "denial",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "name",
+        "protocol",
+        "response_complete",
+        "size",
+        "started",
+        "state",
+        "version",
+    )
+
+    message_event = _NO_EVENT
+
+    def __init__(
+        self, state: State, protocol: str, name: str, version: str | None, headers: dict[str, str], keep_alive: bool,
+        started: float,
+    ) -> None:  # fmt: skip
+        self.state = state
+        self.protocol = protocol
+        self.name = name
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.started = started
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.denial: Reply | None = None
+        self.announced: Batcher | None = None
+        self.response_complete = False
+        self.disconnected = False
+
+
+class FastPathProtocol(HttpToolsProtocol):
+    """Pass as `uvicorn.Config(http=FastPathProtocol)`."""
+
+    def __init__(
+        self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, server_state, app_state, _loop)
+        self._fast: _Request | None = None  # the fast request whose body is being received
+
+    # ---- parser callbacks ----
+
+    def on_headers_complete(self) -> None:
+        request = self._take()
+        if request is None:
+            super().on_headers_complete()
+            return
+        self._fast = request
+        self.cycle = request  # type: ignore[assignment]  # read by uvicorn as a cycle; see _Request
+        state = request.state
+        declared = request.headers.get("content-length")
+        limit = state.config.max_body_bytes
+        if declared is not None:
+            exc: RequestError | None = None
+            if not declared.isdigit():
+                exc = RequestError("invalid Content-Length header")
+            elif int(declared) > limit:
+                exc = PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+            if exc is not None:
+                self._reply(request, refuse(state, request.protocol, request.started, exc), close=True)
+                return
+        if state.auth is not None:
+            authorization = request.headers.get("authorization")
+            denial = authorize(state.auth, None if authorization is None else authorization.encode("latin-1"))
+            if denial is not None:
+                challenge = denial.challenge.decode("latin-1")
+                request.denial = Reply(denial.status, denial.body, headers=(("WWW-Authenticate", challenge),))
+                return
+        batcher = state.model.batcher
+        if batcher is not None and state.model.name == request.name:
+            batcher.arriving()
+            request.announced = batcher
+
+    def on_body(self, body: bytes) -> None:
+        request = self._fast
+        if request is None:
+            super().on_body(body)
+            return
+        if request.response_complete or request.denial is not None:
+            return  # answered already (413) or refused: the body is discarded
+        request.size += len(body)
+        limit = request.state.config.max_body_bytes
+        if request.size > limit:
+            self._arrived(request)
+            exc = PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+            self._reply(request, refuse(request.state, request.protocol, request.started, exc), close=True)
+            return
+        request.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        request = self._fast
+        if request is None:
+            super().on_message_complete()
+            return
+        self._fast = None
+        if request.response_complete:
+            return
+        if request.denial is not None:
+            self._reply(request, request.denial)
+            return
+        body = request.chunks[0] if len(request.chunks) == 1 else b"".join(request.chunks)
+        request.chunks = []
+        self._arrived(request)  # `begin` queues it before anything else runs on the loop
+        outcome = begin(
+            request.state, request.protocol, request.name, request.version, request.headers.get, body, request.started
+        )
+        if isinstance(outcome, Reply):
+            self._reply(request, outcome)
+        else:
+            outcome.future.add_done_callback(functools.partial(self._reply_when_done, request, outcome))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._fast is not None:
+            self._arrived(self._fast)
+            self._fast = None
+        super().connection_lost(exc)
+
+    # ---- helpers ----
+
+    def _take(self) -> _Request | None:
+        """The fast-path request for the headers just parsed, or None to leave it to the ASGI cycle."""
+        if self.expect_100_continue or self.parser.get_method() != b"POST":
+            return None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return None  # pipelined behind a response in progress: uvicorn queues it in order
+        state = self.app_state.get("modelserve")
+        if not isinstance(state, State) or self.parser.should_upgrade():
+            return None
+        path = self.url.partition(b"?")[0]
+        if b"%" in path:
+            return None
+        route = match_route(path)
+        if route is None:
+            return None
+        headers: dict[str, str] = {}
+        for name, value in self.headers:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        http_version = self.parser.get_http_version()
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        return _Request(state, *route, headers, keep_alive, time.perf_counter())
+
+    def _arrived(self, request: _Request) -> None:
+        if request.announced is not None:
+            request.announced.arrived()
+            request.announced = None
+
+    def _reply_when_done(self, request: _Request, pending: Pending, _future: asyncio.Future[Result]) -> None:
+        self._reply(request, finish(pending))
+
+    def _reply(self, request: _Request, reply: Reply, close: bool = False) -> None:
+        request.response_complete = True
+        transport = self.transport
+        if transport.is_closing():
+            return
+        keep_alive = request.keep_alive and not close
+        status = STATUS_LINE.get(reply.status) or b"HTTP/1.1 %d \r\n" % reply.status
+        head = [status]
+        for name, value in self.server_state.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        head += (b"content-type: ", reply.content_type.encode("latin-1"), b"\r\n")
+        head += (b"content-length: ", str(len(reply.body)).encode(), b"\r\n")
+        for name_s, value_s in reply.headers:
+            head += (name_s.encode("latin-1"), b": ", value_s.encode("latin-1"), b"\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", reply.body)
+        transport.write(b"".join(head))
+        if not keep_alive:
+            self._fast = None
+            transport.close()
+        self.on_response_complete()
