@@ -30,20 +30,17 @@ RULES = yaml.safe_load((CHART / "rbac" / "rules.yaml").read_text(encoding="utf-8
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "no-gpu-preflight": {"watchNamespaces": ["team-a"], "gpuPreflight": {"enabled": False}},
     "monitoring-and-network-policy": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "networkPolicy": {
             "enabled": True,
-            "metricsFrom": [
-                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-            ],
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
             "apiServer": {"cidrs": ["10.96.0.1/32", "172.18.0.2/32"], "ports": [6443]},
             "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9090}]}],
             "defaultForModels": {
                 "enabled": True,
-                "ingressFrom": [
-                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
-                ],
+                "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
             },
         },
     },
@@ -193,9 +190,7 @@ def test_peering_crds(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for name in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
         version = crds[name]["spec"]["versions"][0]
         assert version["name"] == "v1" and version["served"] and version["storage"]
-        assert version["schema"]["openAPIV3Schema"]["properties"]["status"][
-            "x-kubernetes-preserve-unknown-fields"
-        ]
+        assert version["schema"]["openAPIV3Schema"]["properties"]["status"]["x-kubernetes-preserve-unknown-fields"]
 
 
 # -- the operator Deployment
@@ -261,9 +256,7 @@ def test_image_digest_wins(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
 
 @pytest.mark.parametrize(("name", "replicas"), [("defaults", 2), ("ha-3", 3), ("single-standalone", 1)])
-def test_replicas_and_disruption_budget(
-    rendered: dict[str, list[dict[str, Any]]], name: str, replicas: int
-) -> None:
+def test_replicas_and_disruption_budget(rendered: dict[str, list[dict[str, Any]]], name: str, replicas: int) -> None:
     objects = rendered[name]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == replicas
@@ -281,9 +274,7 @@ def test_metrics_service_selects_the_operator(rendered: dict[str, list[dict[str,
     service = one(objects, "Service")
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["ports"] == [
-        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
-    ]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
@@ -313,8 +304,7 @@ def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
 def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     specs = [
-        (f"Deployment/{o['metadata']['name']}", o["spec"]["template"]["spec"])
-        for o in of_kind(objects, "Deployment")
+        (f"Deployment/{o['metadata']['name']}", o["spec"]["template"]["spec"]) for o in of_kind(objects, "Deployment")
     ]
     specs += [(f"Pod/{o['metadata']['name']}", o["spec"]) for o in of_kind(objects, "Pod")]
     return specs
@@ -361,7 +351,7 @@ def test_rbac_has_no_wildcards_or_escalation(rendered: dict[str, list[dict[str, 
 def test_cluster_wide_rbac_is_the_rules_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
     objects = rendered["defaults"]
     role = one(objects, "ClusterRole", "modeldeploy")
-    assert role["rules"] == RULES["namespaced"] + RULES["cluster"] + RULES["peering"]["cluster"]
+    assert role["rules"] == RULES["namespaced"] + RULES["cluster"] + RULES["gpuPreflight"] + RULES["peering"]["cluster"]
     binding = one(objects, "ClusterRoleBinding", "modeldeploy")
     assert binding["roleRef"]["name"] == "modeldeploy"
     sa = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
@@ -380,16 +370,32 @@ def test_namespaced_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for binding in bindings:
         assert binding["subjects"][0]["namespace"] == NAMESPACE
     cluster_role = one(objects, "ClusterRole", "modeldeploy-cluster")
-    assert cluster_role["rules"] == RULES["cluster"]
+    assert cluster_role["rules"] == RULES["cluster"] + RULES["gpuPreflight"]
     peerings = of_kind(objects, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
     assert not of_kind(objects, "ClusterKopfPeering")
 
 
+def test_gpu_preflight_off_drops_its_cluster_wide_reads(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["no-gpu-preflight"]
+    assert one(objects, "ClusterRole", "modeldeploy-cluster")["rules"] == RULES["cluster"]
+    env = {
+        e["name"]: e.get("value")
+        for e in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MODELDEPLOY_GPU_PREFLIGHT"] == "false"
+    default_env = one(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MODELDEPLOY_GPU_PREFLIGHT", "value": "true"} in default_env
+
+
 def test_rules_file_grants_what_the_operator_needs() -> None:
     granted: dict[tuple[str, str], set[str]] = {}
     for rule in (
-        RULES["namespaced"] + RULES["cluster"] + RULES["peering"]["cluster"] + RULES["peering"]["namespaced"]
+        RULES["namespaced"]
+        + RULES["cluster"]
+        + RULES["gpuPreflight"]
+        + RULES["peering"]["cluster"]
+        + RULES["peering"]["namespaced"]
     ):
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
@@ -405,7 +411,8 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
         ("", "services"): child,
         ("autoscaling", "horizontalpodautoscalers"): child,
         ("networking.k8s.io", "networkpolicies"): child,
-        ("", "pods"): {"list", "watch"},
+        ("", "pods"): {"list", "watch"},  # list also cluster-wide: the GPU pre-flight (rules.yaml, gpuPreflight)
+        ("", "nodes"): {"list"},  # the GPU pre-flight's allocatable GPUs
         ("", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},

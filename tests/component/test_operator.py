@@ -214,3 +214,29 @@ def test_deleting_the_model_deployment_removes_its_children(
         emulated.wait_for(lambda: not children(emulated, DEPLOYMENTS) and not children(emulated, SERVICES),
                           message="children garbage-collected")
         assert emulated.get(MD, "ml", "iris") is None
+
+
+def test_fields_the_rollout_drops_are_deleted_from_status(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    """Status is a merge patch: keys of status.rollout that exist only mid-rollout (waitingSince, the progress
+    deadline's clock) must be nulled when the rollout ends, or they would linger and be read back."""
+    canary = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    with operator_factory():
+        emulated.create(MD, md(rollout=canary))
+        emulated.wait_for(lambda: ready(emulated), message="iris Ready")
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+        emulated.wait_for(
+            lambda: (status(emulated).get("rollout") or {}).get("currentStepIndex") == 1,
+            message="canary holding at its indefinite pause",
+        )
+        # waitingSince was set when the rollout started and dropped once the canary's pods were ready.
+        assert "waitingSince" not in status(emulated)["rollout"], status(emulated)["rollout"]
+        emulated.patch(MD, "ml", "iris", {"metadata": {"annotations": {"modeldeploy.io/promote": "go"}}})
+        emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 promoted")
+        emulated.wait_for(lambda: len(children(emulated, DEPLOYMENTS)) == 1, message="old revision removed")
+        rollout = status(emulated)["rollout"]
+        lingering = {"pausedAt", "waitingSince"} & set(rollout)
+        assert not lingering, {k: rollout[k] for k in lingering}
+        assert [(w.verb, w.resource, w.subresource) for w in quiet_period(emulated)] == []

@@ -15,6 +15,7 @@ import yaml
 from kopf.testing import KopfRunner
 
 from modeldeploy.conditions import find
+from modeldeploy.sim.cluster import add_node, node_manifest
 from modeldeploy.sim.emulator import RequestRecord
 
 from .conftest import DEPLOYMENTS, EVENTS, HPAS, MD, ThreadedCluster
@@ -31,8 +32,7 @@ IRIS: dict[str, Any] = {
     "kind": "ModelDeployment",
     "metadata": {"name": "iris", "namespace": "ml"},
     "spec": {
-        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript",
-                  "sha256": SHA},
+        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript", "sha256": SHA},
         "replicas": 1,
     },
 }
@@ -67,12 +67,24 @@ NOT_EXERCISED: dict[Permission, str] = {
 }
 
 
+def granted_cluster_wide() -> set[Permission]:
+    """What rules.yaml grants across all namespaces even when the operator serves a list of namespaces."""
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return {
+        (g, r, v)
+        for rule in [*rules["cluster"], *rules["gpuPreflight"]]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+
+
 def granted() -> set[Permission]:
     """What rules.yaml grants in the operator's namespaces and cluster-wide (not kopf's peering section, which
     a standalone run never uses: peering is checked by tests/chart)."""
     rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     out: set[Permission] = set()
-    for rule in [*rules["namespaced"], *rules["cluster"]]:
+    for rule in [*rules["namespaced"], *rules["cluster"], *rules["gpuPreflight"]]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
@@ -98,8 +110,11 @@ def status(emulated: ThreadedCluster) -> dict[str, Any]:
 def ready(emulated: ThreadedCluster, version: str | None = None) -> bool:
     st = status(emulated)
     generation = (emulated.get(MD, "ml", "iris") or {}).get("metadata", {}).get("generation")
-    return bool(st.get("phase") == "Ready" and st.get("observedGeneration") == generation
-                and (version is None or st.get("modelVersion") == version))
+    return bool(
+        st.get("phase") == "Ready"
+        and st.get("observedGeneration") == generation
+        and (version is None or st.get("modelVersion") == version)
+    )
 
 
 def ready_reason(emulated: ThreadedCluster) -> str:
@@ -119,8 +134,10 @@ def test_artifact_policy_blocks_new_and_updated_models(
     monkeypatch.setenv("MODELDEPLOY_POLICY_ALLOWED_HOSTS", "models")
     with operator_factory() as runner:
         # A new object from a bucket outside the policy: nothing at all is deployed.
-        emulated.create(MD, md(model={"version": "1", "storageUri": "s3://untrusted/iris.pt",
-                                      "format": "TorchScript", "sha256": SHA}))
+        emulated.create(
+            MD,
+            md(model={"version": "1", "storageUri": "s3://untrusted/iris.pt", "format": "TorchScript", "sha256": SHA}),
+        )
         emulated.wait_for(lambda: ready_reason(emulated) == "InvalidSpec", message="InvalidSpec")
         ready_message = str((find(status(emulated)["conditions"], "Ready") or {}).get("message"))
         assert "spec.model.storageUri" in ready_message and "untrusted" in ready_message
@@ -130,8 +147,12 @@ def test_artifact_policy_blocks_new_and_updated_models(
         emulated.wait_for(lambda: ready(emulated), message="Ready once compliant")
         before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in owned(emulated, DEPLOYMENTS)}
         # An update without a digest: refused, the last good revision keeps serving untouched.
-        emulated.patch(MD, "ml", "iris", {"spec": {"model": {"version": "2", "sha256": None,
-                                                             "storageUri": "s3://models/iris/2/model.pt"}}})
+        emulated.patch(
+            MD,
+            "ml",
+            "iris",
+            {"spec": {"model": {"version": "2", "sha256": None, "storageUri": "s3://models/iris/2/model.pt"}}},
+        )
         emulated.wait_for(lambda: ready_reason(emulated) == "InvalidSpec", message="InvalidSpec on update")
         ready_message = str((find(status(emulated)["conditions"], "Ready") or {}).get("message"))
         assert "spec.model.sha256" in ready_message and "keeps serving" in ready_message
@@ -142,10 +163,9 @@ def test_artifact_policy_blocks_new_and_updated_models(
     assert "Traceback" not in runner.output, runner.output
 
 
-def test_least_privilege(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
-) -> None:
+def test_least_privilege(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:
     """Record every API call over a representative run and compare with rules.yaml, both ways."""
+    emulated.call(add_node, emulated.cluster.emulator, node_manifest("gpu-a", gpus=8))
     with operator_factory() as runner:
         # Create, with the NetworkPolicy switched on by the ModelDeployment.
         emulated.create(MD, md(networkPolicy={"enabled": True}))
@@ -156,9 +176,25 @@ def test_least_privilege(
         emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
         emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 Ready")
         emulated.wait_for(lambda: len(owned(emulated, DEPLOYMENTS)) == 1, message="old revision removed")
+        # A GPU model's rollout: the pre-flight lists Nodes and Pods cluster-wide.
+        emulated.patch(MD, "ml", "iris", {"spec": {"runtime": {"gpu": {"count": 1}}}})
+        emulated.wait_for(
+            lambda: status(emulated).get("rollout", {}).get("gpuPreflight", {}).get("result") == "Sufficient",
+            message="GPU pre-flight done",
+        )
+        emulated.wait_for(lambda: ready(emulated), message="GPU revision Ready")
         # Autoscaling on, then off.
-        emulated.patch(MD, "ml", "iris", {"spec": {"replicas": None, "autoscaling": {
-            "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60}}})
+        emulated.patch(
+            MD,
+            "ml",
+            "iris",
+            {
+                "spec": {
+                    "replicas": None,
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 60},
+                }
+            },
+        )
         emulated.wait_for(lambda: owned(emulated, HPAS), message="HPA created")
         emulated.patch(MD, "ml", "iris", {"spec": {"autoscaling": None, "replicas": 2}})
         emulated.wait_for(lambda: owned(emulated, HPAS) == [], message="HPA removed")
@@ -184,22 +220,39 @@ def test_least_privilege(
     assert sorted(unexplained) == [], f"granted, never used (remove or justify in NOT_EXERCISED); seen {sorted(seen)}"
     assert set(NOT_EXERCISED) <= grants, "NOT_EXERCISED lists a permission rules.yaml does not grant"
     assert not any(r.resource == "secrets" for r in requests(emulated)), "the operator never touches Secrets"
+    # The operator's own cluster-wide reads (the GPU pre-flight) must be granted outside the namespaced rules too:
+    # with watchNamespaces the chart grants those only per namespace.
+    across = {
+        (r.group, r.resource, r.verb)
+        for r in requests(emulated)
+        if r.namespace is None and r.user_agent.startswith("modeldeploy/")
+    }
+    assert ("", "nodes", "list") in across and ("", "pods", "list") in across, across
+    assert sorted(across - granted_cluster_wide()) == [], "cluster-wide calls not in the cluster section"
 
 
-def test_secret_values_never_leak(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
-) -> None:
+def test_secret_values_never_leak(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:
     storage_value = "AKIA-STORAGE-SECRET-VALUE-8d1f"
     token_value = "token-SECRET-VALUE-51c2e9"
-    for name, key, value in (("iris-storage", "AWS_SECRET_ACCESS_KEY", storage_value),
-                             ("iris-tokens", "caller-a", token_value)):
-        emulated.create(SECRETS, {"apiVersion": "v1", "kind": "Secret",
-                                  "metadata": {"name": name, "namespace": "ml"}, "stringData": {key: value}})
+    for name, key, value in (
+        ("iris-storage", "AWS_SECRET_ACCESS_KEY", storage_value),
+        ("iris-tokens", "caller-a", token_value),
+    ):
+        emulated.create(
+            SECRETS,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": "ml"},
+                "stringData": {key: value},
+            },
+        )
     spec_model = {**IRIS["spec"]["model"], "storageSecretRef": {"name": "iris-storage"}}
     runtime = {
         "auth": {"secretRef": {"name": "iris-tokens"}},
-        "env": [{"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "iris-storage",
-                                                                   "key": "AWS_SECRET_ACCESS_KEY"}}}],
+        "env": [
+            {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "iris-storage", "key": "AWS_SECRET_ACCESS_KEY"}}}
+        ],
     }
     with operator_factory() as runner:
         emulated.create(MD, md(model=spec_model, runtime=runtime))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
-from modeldeploy.reconcile import Observed, Plan, assess_deployment, plan_reconcile
+from modeldeploy.reconcile import Observed, Plan, assess_deployment, gpu_query, plan_reconcile
 
 CONFIG = OperatorConfig()
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -368,3 +368,61 @@ def test_a_serving_revision_is_not_removed_when_the_spec_moves_on_mid_rollout() 
     cluster.make_ready(v2)
     cluster.converge()
     assert list(cluster.deployments()) == [v2]
+
+
+# --- the GPU pre-flight's question to the cluster ---------------------------------------------------------------
+
+GPU_RUNTIME = {"gpu": {"count": 2}, "nodeSelector": {"pool": "l4"},
+               "tolerations": [{"key": "team", "operator": "Exists"}]}
+V2 = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+
+
+def test_gpu_query_is_asked_once_per_rollout_of_a_gpu_model() -> None:
+    cluster = FakeCluster(model_deployment(runtime=GPU_RUNTIME))
+    assert gpu_query(cluster.md, CONFIG) is None, "nothing runs yet: no rollout"
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    stable = cluster.md["status"]["stableRevision"]
+    assert gpu_query(cluster.md, CONFIG) is None, "steady state: no question"
+
+    cluster.update_spec(model=V2)
+    query = gpu_query(cluster.md, CONFIG)
+    assert query is not None
+    assert (query.namespace, query.name, query.resource_name, query.gpus_per_pod) == ("default", "iris",
+                                                                                       "nvidia.com/gpu", 2)
+    assert query.node_selector == {"pool": "l4"} and query.keep_revisions == frozenset({stable})
+    # The pods' tolerations: the user's and the one gpu.count adds.
+    assert {t.get("key") for t in query.tolerations} == {"team", "nvidia.com/gpu"}
+
+    # The planner records the answer; after that the cluster is not asked again for this rollout.
+    plan = plan_reconcile(cluster.md, replace(cluster.observed(), gpus_free=0), CONFIG, cluster.now)
+    assert [e.reason for e in plan.events].count("InsufficientGPUs") == 1
+    assert plan.status is not None and plan.status["rollout"]["gpuPreflight"]["result"] == "Insufficient"
+    cluster.md["status"] = plan.status
+    assert gpu_query(cluster.md, CONFIG) is None
+
+    # A result that could not be read yet (Unknown) keeps the question open.
+    cluster.md["status"]["rollout"]["gpuPreflight"]["result"] = "Unknown"
+    assert gpu_query(cluster.md, CONFIG) is not None
+
+
+def test_gpu_query_for_gpus_in_resources_and_never_for_cpu_models() -> None:
+    cpu = FakeCluster(model_deployment())
+    cpu.converge()
+    cpu.make_ready()
+    cpu.converge()
+    cpu.update_spec(model=V2)
+    assert gpu_query(cpu.md, CONFIG) is None
+
+    raw = FakeCluster(model_deployment(runtime={"resources": {"limits": {"nvidia.com/gpu": 1}}}))
+    raw.converge()
+    raw.make_ready()
+    raw.converge()
+    raw.update_spec(model=V2)
+    query = gpu_query(raw.md, CONFIG)
+    assert query is not None and query.gpus_per_pod == 1
+
+    broken = copy.deepcopy(raw.md)
+    broken["spec"]["replicas"] = -1
+    assert gpu_query(broken, CONFIG) is None, "an invalid spec asks nothing"

@@ -18,7 +18,7 @@ STORAGE_SCHEMES = frozenset({"pvc", "http", "https", "s3", "gs", "file"})
 _PEER_KEYS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_BOOLS = ("require_sha256", "model_network_policy")
+_BOOLS = ("require_sha256", "model_network_policy", "gpu_preflight")
 _LISTS = ("allowed_schemes", "allowed_hosts")
 
 
@@ -55,6 +55,8 @@ class OperatorConfig:
     """Namespace the operator runs in; model NetworkPolicies admit it (analysis scrapes the pods)."""
     monitoring_namespace: str = ""
     """Namespace of the metrics scraper (Prometheus); model NetworkPolicies admit it. Empty: none."""
+    gpu_preflight: bool = True
+    """Check free GPUs before a GPU rollout (lists Nodes and the Pods of every namespace; see docs/rollouts.md)."""
 
     def __post_init__(self) -> None:
         if not self.default_runtime_image or not _IMAGE.match(self.default_runtime_image):
@@ -143,5 +145,6 @@ ENV_VARS: Mapping[str, str] = {
     "model_network_policy_ingress_from": "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM",
     "operator_namespace": "MODELDEPLOY_OPERATOR_NAMESPACE",
     "monitoring_namespace": "MODELDEPLOY_MONITORING_NAMESPACE",
+    "gpu_preflight": "MODELDEPLOY_GPU_PREFLIGHT",
 }
 """Environment variable for each field of ``OperatorConfig``."""

@@ -18,15 +18,17 @@ from typing import Any, Protocol
 import aiohttp
 
 from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, source_for
+from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
 from modeldeploy.fresh import FreshObjects, Key, key_of
 from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import HTTP_ROUTES, resource_for
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+from modeldeploy.mergepatch import create_merge_patch
 from modeldeploy.metrics import OperatorMetrics
-from modeldeploy.reconcile import Event, Observed, Plan, check_spec, owned_by, plan_reconcile
-from modeldeploy.rollout.plan import AnalysisRequest, Measurement
+from modeldeploy.reconcile import Event, Observed, Plan, check_spec, gpu_query, owned_by, plan_reconcile
+from modeldeploy.rollout.plan import AnalysisRequest, Measurement, keep_measurement
 from modeldeploy.schema import SpecError
 
 logger = logging.getLogger("modeldeploy")
@@ -66,6 +68,8 @@ class Controller:
     _locks: defaultdict[ObjectKey, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
     _timers: dict[ObjectKey, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    gpu_capacity: GpuCapacity | None = None
+    """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -119,6 +123,20 @@ class Controller:
         self.metrics.api_reads.labels("HTTPRoute").inc()
         return await self.kube.read_object(HTTP_ROUTES, md["metadata"]["namespace"], str(name))
 
+    async def _gpus_free(self, md: Mapping[str, Any]) -> int | None:
+        """Free GPUs for a starting GPU rollout (``reconcile.gpu_query``), else None. Never raises."""
+        query = gpu_query(md, self.config)
+        if query is None:
+            return None
+        if self.gpu_capacity is None:
+            self.gpu_capacity = GpuCapacity(self.kube)
+        reads = self.gpu_capacity.reads
+        found = await self.gpu_capacity.free_gpus(query)
+        if self.gpu_capacity.reads != reads:
+            self.metrics.api_reads.labels("Node").inc()
+            self.metrics.api_reads.labels("Pod").inc()
+        return None if found is None else found.usable
+
     # --- reconciling ---------------------------------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> Plan | None:
@@ -128,12 +146,16 @@ class Controller:
             md, observed = self._observe(key)
             if md is None or md.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop(key, None)
+                self._measurements.pop(key, None)
                 self.metrics.forget(*key)
                 return None
             try:
                 route = await self._existing_route(md)
                 if route is not None:
                     observed = replace(observed, routes=[*observed.routes, route])
+                gpus_free = await self._gpus_free(md)
+                if gpus_free is not None:
+                    observed = replace(observed, gpus_free=gpus_free)
                 plan = plan_reconcile(md, observed, self.config, self.clock())
                 conflicts = await self._execute(md, observed, plan)
                 if conflicts:
@@ -149,9 +171,9 @@ class Controller:
             self.metrics.reconciles.labels("changed" if plan.writes else "unchanged").inc()
             self.metrics.record_rollout(key[0], key[1], plan.status, [e.reason for e in plan.events])
             measured = self._measurements.get(key)
-            if measured is not None and (plan.analysis is None or (plan.analysis.run_id, plan.analysis.seq) != (
-                    measured.run_id, measured.seq)):
-                self._measurements.pop(key, None)  # Consumed by the state machine (or no longer wanted).
+            status_after = plan.status if plan.status is not None else md.get("status")
+            if measured is not None and not keep_measurement(measured, plan.analysis, status_after):
+                self._measurements.pop(key, None)  # Recorded by the state machine, or its run is over or gone.
             if plan.analysis is not None:
                 self._start_measurement(key, md, observed, plan.analysis)
             if plan.requeue_after is not None:
@@ -193,7 +215,8 @@ class Controller:
         if plan.status is not None:
             meta = md["metadata"]
             self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
-            self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], plan.status))
+            patch = create_merge_patch(md.get("status") or {}, plan.status)  # nulls for keys the plan dropped
+            self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], patch))
         for event in plan.events:
             await self.post_event(md, event)
         return conflicts

@@ -51,6 +51,7 @@ from modeldeploy.rollout.plan import (
 from modeldeploy.rollout.plan import Observed as RolloutObserved
 from modeldeploy.rollout.routing import RoutingError, router_for
 from modeldeploy.rollout.state import RolloutStatus
+from modeldeploy.scheduling import GpuQuery, parse_count
 from modeldeploy.schema import SpecError, default_object
 from modeldeploy.spec import ModelDeployment, parse_model_deployment
 from modeldeploy.types import Manifest
@@ -96,6 +97,8 @@ class Observed:
     network_policies: Sequence[Mapping[str, Any]] = ()
     measurement: Measurement | None = None
     """The analysis measurement the previous decision asked for, once taken."""
+    gpus_free: int | None = None
+    """Free GPUs for the new pods of a rollout (``scheduling.free_gpus`` for ``gpu_query``); None: not read."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +289,65 @@ def _check_spec(obj: Mapping[str, Any], admitted: bool) -> CheckedSpec | SpecErr
     return default_object(dict(obj)), md, rollout
 
 
+def gpus_per_pod(md: ModelDeployment) -> int:
+    """GPUs each pod requests: ``runtime.gpu.count``, or the same resource put in ``runtime.resources``."""
+    gpu = md.runtime.gpu
+    if gpu.count > 0:
+        return gpu.count
+    resources = md.runtime.resources
+    return parse_count((resources.get("limits") or {}).get(gpu.resource_name)) or parse_count(
+        (resources.get("requests") or {}).get(gpu.resource_name)
+    )
+
+
+def gpu_query(obj: Mapping[str, Any], config: OperatorConfig) -> GpuQuery | None:
+    """What to ask the cluster for the GPU pre-flight of ``obj``'s rollout; None when no pre-flight is due.
+
+    Due when the pods request GPUs, a revision is stable, and a rollout is starting (the spec resolves to another
+    revision than the stable and the canary) or in progress without a result yet (``Unknown``, or none: an
+    operator upgraded mid-rollout). So the cluster is read about once per rollout, not on every reconcile.
+    The node selector, tolerations and affinity are the ones the new revision's pods will carry. Never due when
+    ``config.gpu_preflight`` is off.
+    """
+    if not config.gpu_preflight:
+        return None
+    try:
+        _, md, _ = check_spec(obj, admitted=True)
+    except SpecError:
+        return None
+    per_pod = gpus_per_pod(md)
+    if check_policy(md, config) is not None or per_pod <= 0:
+        return None
+    raw = (obj.get("status") or {}).get("rollout")
+    status = RolloutStatus.from_status(raw if isinstance(raw, Mapping) else None)
+    stable = status.stable_revision
+    if not stable:
+        return None
+    target = revision_of(md, config)
+    canary = status.canary_revision
+    starting = target != stable and target != canary and status.rejection(target) is None
+    record = status.gpu_preflight
+    pending = bool(canary) and canary != stable and (
+        record is None or record.revision != canary or record.result == "Unknown"
+    )
+    if not (starting or pending):
+        return None
+    pod_spec = build_deployment(md, config, target, 1)["spec"]["template"]["spec"]
+    keep = {stable}
+    if status.previous_revision and status.warm_until is not None:
+        keep.add(status.previous_revision)
+    return GpuQuery(
+        namespace=md.namespace,
+        name=md.name,
+        resource_name=md.runtime.gpu.resource_name,
+        gpus_per_pod=per_pod,
+        node_selector=dict(pod_spec.get("nodeSelector") or {}),
+        tolerations=tuple(pod_spec.get("tolerations") or ()),
+        affinity=pod_spec.get("affinity"),
+        keep_revisions=frozenset(keep),
+    )
+
+
 def plan_reconcile(
     obj: Mapping[str, Any], observed: Observed, config: OperatorConfig, now: datetime, *, admitted: bool = True
 ) -> Plan:
@@ -334,6 +396,7 @@ class _Reconcile:
         self.routes = {_name(r): r for r in observed.routes}
         self.network_policies = {_name(n): n for n in observed.network_policies if owned_by(n, uid)}
         self.measurement = observed.measurement
+        self.gpus_free = observed.gpus_free
         self.events: list[Event] = []
         self.router = router_for(rollout, md.name, md.namespace)
 
@@ -377,7 +440,8 @@ class _Reconcile:
                 replicas=self.total_replicas(),
                 revisions=observe_revisions(self.deployments, self.pods),
                 measurement=self.measurement,
-                gpus_per_pod=md.runtime.gpu.count if md.runtime.gpu else 0,
+                gpus_per_pod=gpus_per_pod(md),
+                gpus_free=self.gpus_free,
             ),
             self.now,
             Controls.from_spec(self.rollout, md.annotations, paused=md.paused),
@@ -433,6 +497,19 @@ class _Reconcile:
             manifest["metadata"]["ownerReferences"] = refs
         return manifest
 
+    def header_target(self, decision: Decision) -> str | None:
+        """The canary that header-matched requests may go to: only once its Deployment has a ready pod.
+
+        A weight moves only when the canary's pods are ready; the header route follows the same rule, otherwise
+        every tagged request fails (503, no endpoints) while the canary's first pods start. A rollback takes the
+        header route away in the same decision that moves the weights back to the stable.
+        """
+        canary = decision.status.canary_revision
+        if not canary or decision.status.rejection(canary) is not None:
+            return None  # a rejected canary (rolling back, aborted) gets no traffic at all, tagged or not
+        deployment = self.deployments.get(canary)
+        return canary if deployment is not None and assess_deployment(deployment).ready > 0 else None
+
     def children(self, decision: Decision) -> tuple[list[Manifest], list[Manifest], list[Manifest], list[ChildRef]]:
         """Desired children in three groups (grow, route, shrink) and the owned children to delete."""
         md = self.md
@@ -477,7 +554,7 @@ class _Reconcile:
                 decision.weights,
                 preview=decision.preview_revision,
                 existing=existing,
-                canary=decision.status.canary_revision or None,
+                canary=self.header_target(decision),
             )
             for manifest in desired_routing:
                 # An existing HTTPRoute stays its owner's: only our backendRefs in it are edited.

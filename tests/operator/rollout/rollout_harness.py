@@ -43,6 +43,9 @@ class Cluster:
     crash: set[str] = field(default_factory=set)
     decisions: list[Decision] = field(default_factory=list)
     last_measurement: Measurement | None = None
+    gpus_per_pod: int = 0
+    gpus_free: int | None = None
+    """What the operator would read from the cluster for the GPU pre-flight (None: not read)."""
 
     def observed(self, measurement: Measurement | None = None) -> Observed:
         revisions = {
@@ -51,7 +54,14 @@ class Cluster:
             )
             for rev, d in self.deployments.items()
         }
-        return Observed(target=self.target, replicas=self.replicas, revisions=revisions, measurement=measurement)
+        return Observed(
+            target=self.target,
+            replicas=self.replicas,
+            revisions=revisions,
+            measurement=measurement,
+            gpus_per_pod=self.gpus_per_pod,
+            gpus_free=self.gpus_free,
+        )
 
     def step(self, measurement: Measurement | None = None) -> Decision:
         decision = next_rollout(self.spec, self.status, self.observed(measurement), self.now, self.controls)

@@ -6,7 +6,7 @@ from typing import Any
 
 from rollout_harness import BAD, THIN, Cluster, reasons, spec
 
-from modeldeploy.rollout.plan import Controls, RevisionObservation
+from modeldeploy.rollout.plan import Controls
 
 A, B, C = "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"
 CANARY: dict[str, Any] = {
@@ -306,20 +306,75 @@ def test_keep_previous_warm() -> None:
     assert (cluster.now - promoted.status.warm_until).total_seconds() == 0
 
 
-def test_gpu_preflight_reports_shortage() -> None:
-    cluster = stable_cluster(CANARY)
-    cluster.deploy(B)
-    from modeldeploy.rollout.plan import Observed, next_rollout
+def gpu_events(cluster: Cluster) -> list[str]:
+    return [e.message for d in cluster.decisions for e in d.events if e.reason == "InsufficientGPUs"]
 
-    observed = Observed(
-        target=cluster.target,
-        replicas=4,
-        revisions={A: RevisionObservation(4, 4)},
-        gpus_per_pod=1,
-        gpus_free=0,
-    )
-    d = next_rollout(cluster.spec, cluster.status, observed, cluster.now, Controls())
-    assert "InsufficientGPUs" in reasons(d)
+
+def test_gpu_preflight_reports_a_shortage_once_per_rollout() -> None:
+    # Surge canary, replica-ratio routing, 4 pods: the largest canary (50%) adds 2 pods, 1 GPU each.
+    cluster = stable_cluster(CANARY, gpus_per_pod=1, gpus_free=1, auto_ready=False)
+    cluster.make_ready(A)
+    assert cluster.decisions[-1].status.gpu_preflight is None, "a first deploy is not a rollout"
+    cluster.deploy(B)
+    first = cluster.step()
+    record = first.status.gpu_preflight
+    assert record is not None and (record.revision, record.result) == (B, "Insufficient")
+    assert (record.extra_pods, record.gpus_needed, record.gpus_free) == (2, 2, 1)
+    assert reasons(first).count("InsufficientGPUs") == 1
+    assert "revision bbbbbbbbbb" in gpu_events(cluster)[0] and "only 1 are free" in gpu_events(cluster)[0]
+    # Later passes, whatever the cluster shows now, keep the result and post nothing again.
+    for free in (0, 5, None):
+        cluster.gpus_free = free
+        assert cluster.step().status.gpu_preflight == record
+    assert len(gpu_events(cluster)) == 1
+    # The shortage does not hold the rollout back: it progresses once the canary's pods are ready.
+    cluster.make_ready(B)
+    assert cluster.step().status.current_step_index == 1
+
+
+def test_gpu_preflight_sufficient_and_neutral() -> None:
+    cluster = stable_cluster(CANARY, gpus_per_pod=2, gpus_free=4)
+    cluster.deploy(B)
+    record = cluster.step().status.gpu_preflight
+    assert record is not None and record.result == "Sufficient" and record.gpus_needed == 4
+    neutral = {**CANARY, "canary": {**CANARY["canary"], "capacity": {"mode": "Neutral", "maxSurgePods": 0}}}
+    cluster = stable_cluster(neutral, gpus_per_pod=1, gpus_free=0)
+    cluster.deploy(B)
+    record = cluster.step().status.gpu_preflight
+    assert record is not None and record.result == "Sufficient" and record.gpus_needed == 0
+    assert gpu_events(cluster) == []
+
+
+def test_gpu_preflight_unknown_until_the_cluster_is_read() -> None:
+    cluster = stable_cluster(CANARY, gpus_per_pod=1, gpus_free=None)
+    cluster.deploy(B)
+    record = cluster.step().status.gpu_preflight
+    assert record is not None and (record.revision, record.result, record.gpus_needed) == (B, "Unknown", 2)
+    assert cluster.step().status.gpu_preflight == record, "nothing to write while still unknown"
+    cluster.gpus_free = 0
+    checked = cluster.step()
+    assert checked.status.gpu_preflight is not None and checked.status.gpu_preflight.result == "Insufficient"
+    assert reasons(checked).count("InsufficientGPUs") == 1
+
+
+def test_gpu_preflight_again_for_each_rollout() -> None:
+    cluster = stable_cluster(CANARY, gpus_per_pod=1, gpus_free=0)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.deploy(A, version="1")  # Back to the stable: the rollout is cancelled, the record stays.
+    cancelled = cluster.step()
+    assert "RolloutCancelled" in reasons(cancelled) and cancelled.status.gpu_preflight is not None
+    cluster.deploy(B)  # The same revision again is a new rollout: checked (and reported) again.
+    again = cluster.step()
+    assert reasons(again).count("InsufficientGPUs") == 1 and len(gpu_events(cluster)) == 2
+    cluster.deploy(C)  # A replacement mid-rollout too.
+    assert reasons(cluster.step()).count("InsufficientGPUs") == 1
+
+
+def test_no_gpu_preflight_for_cpu_models() -> None:
+    cluster = stable_cluster(CANARY, gpus_free=0)
+    cluster.deploy(B)
+    assert cluster.step().status.gpu_preflight is None and gpu_events(cluster) == []
 
 
 def test_history_is_trimmed_but_keeps_live_revisions() -> None:

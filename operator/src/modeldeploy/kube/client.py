@@ -7,7 +7,7 @@ that desired state stays plain dicts from the builders to the wire.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,46 @@ class KubeClient:
             raise
 
     async def list_objects(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        params = {"labelSelector": label_selector} if label_selector else None
-        result = await self._request("GET", resource.path(namespace), params=params)
-        return list(result.get("items") or [])
+        """Every matching object (``namespace`` None: in all namespaces), read a page at a time."""
+        items: list[dict[str, Any]] = []
+        async for page in self.list_pages(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector
+        ):
+            items.extend(page)
+        return items
+
+    async def list_pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 500,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Matching objects in pages of at most ``limit`` (``limit``/``continue`` chunking), so a caller that keeps
+        only a summary of each object never holds the whole list of a large cluster at once."""
+        if limit < 1:
+            raise ValueError(f"limit must be positive, got {limit}")
+        params = {"limit": str(limit)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        while True:
+            result = await self._request("GET", resource.path(namespace), params=params)
+            yield list(result.get("items") or [])
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            params = {**params, "continue": str(token)}
 
     async def delete_object(
         self, resource: Resource, namespace: str | None, name: str, *, uid: str | None = None

@@ -42,6 +42,7 @@ PODS = Resource("", "v1", "Pod", "pods")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
+NODES = Resource("", "v1", "Node", "nodes", namespaced=False)
 
 KNOWN: tuple[Resource, ...] = (
     MODEL_DEPLOYMENTS,
@@ -54,6 +55,7 @@ KNOWN: tuple[Resource, ...] = (
     HTTP_ROUTES,
     NETWORK_POLICIES,
     NAMESPACES,
+    NODES,
 )
 _BY_KIND = {(r.api_version, r.kind): r for r in KNOWN}
 

@@ -22,6 +22,7 @@ from modeldeploy.rollout.state import (
     MAX_ANALYSIS_RUNS,
     MAX_REJECTED,
     AnalysisRun,
+    GpuPreflight,
     HistoryEntry,
     MeasurementRecord,
     Phase,
@@ -78,7 +79,8 @@ class Observed:
     measurement: Measurement | None = None
     gpus_per_pod: int = 0
     gpus_free: int | None = None
-    """Free GPUs in the cluster for the pre-flight check; None skips it."""
+    """Free GPUs for the new pods (``modeldeploy.scheduling.free_gpus``: whole pods on the nodes they fit, GPUs
+    of this ModelDeployment's canary counted as free); None when not read (the pre-flight waits for it)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,31 @@ class Decision:
     analysis: AnalysisRequest | None = None
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
+
+
+def keep_measurement(
+    measurement: Measurement, requested: AnalysisRequest | None, status: Mapping[str, object] | None
+) -> bool:
+    """Whether a measurement taken for the analysis should be kept for the next step, after a reconcile.
+
+    ``requested`` is what that reconcile's decision asks for; ``status`` is the ModelDeployment's ``.status`` as
+    the reconcile leaves it. A request for another measurement makes this one useless. With no request (an
+    invalid spec, a pause, a timer that fired early), it is kept exactly while ``next_rollout`` would still
+    record it: its run is the current canary's, still Running, and waits for measurement number ``seq``. So it
+    goes once recorded (the run has more measurements), when the run ended, or when the run is gone (trimmed,
+    or the rollout moved on to another revision or none).
+    """
+    if requested is not None:
+        return (requested.run_id, requested.seq) == (measurement.run_id, measurement.seq)
+    raw = status.get("rollout") if status is not None else None
+    rollout = RolloutStatus.from_status(raw if isinstance(raw, Mapping) else None)
+    run = next((r for r in rollout.analysis_runs if r.id == measurement.run_id), None)
+    return (
+        run is not None
+        and run.phase == "Running"
+        and run.revision == rollout.canary_revision
+        and len(run.measurements) == measurement.seq
+    )
 
 
 # --- the step function ------------------------------------------------------------------------------------
@@ -494,7 +521,8 @@ def _start_rollback(s: _Step, stable: str, canary: str, reason: str, message: st
 
 def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
     n = s.total
-    if s.status.canary_revision != canary:
+    starting = s.status.canary_revision != canary
+    if starting:
         old = s.status.canary_revision
         if old and s.obs(stable).ready == 0 and s.obs(old).ready > 0:
             # The stable serves nothing and the replaced revision does: it is what users reach, so it becomes
@@ -525,7 +553,7 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             "RolloutStarted",
             f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})",
         )
-        _gpu_preflight(s)
+    _gpu_preflight(s, canary, starting=starting)
     if controls.abort:
         _start_rollback(s, stable, canary, "Aborted", "The rollout was aborted; clear abort to roll out again")
         return
@@ -551,8 +579,20 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _rolling_update(s, stable, canary)
 
 
-def _gpu_preflight(s: _Step) -> None:
-    if s.observed.gpus_free is None or s.observed.gpus_per_pod <= 0:
+def _gpu_preflight(s: _Step, canary: str, *, starting: bool) -> None:
+    """Check once per rollout that the cluster has the GPUs for the pods it adds; a Warning event if not.
+
+    The result is kept in ``status.rollout.gpuPreflight``. A rollout that starts replaces the record of an earlier
+    one (even of the same revision); later passes leave a ``Sufficient`` / ``Insufficient`` record alone, so the
+    event is posted once, on the transition. Without ``Observed.gpus_free`` (the operator could not read the
+    cluster) the record says ``Unknown`` and the check is done on the first pass that has the number. The check
+    never holds the rollout back: pods that find no GPU stay Pending and the progress deadline decides.
+    """
+    gpus_per_pod = s.observed.gpus_per_pod
+    if gpus_per_pod <= 0:
+        return
+    record = s.status.gpu_preflight
+    if not starting and record is not None and record.revision == canary and record.result != "Unknown":
         return
     spec = s.spec
     weights = tuple(step.weight for step in spec.steps if isinstance(step, SetWeightStep))
@@ -565,11 +605,36 @@ def _gpu_preflight(s: _Step) -> None:
         exact_routing=spec.routing.type == "GatewayAPI",
         rolling_max_surge=spec.rolling_update.max_surge.resolve(s.total, round_up=True),
     )
-    plan = rmath.plan_gpu_capacity(
-        gpus_per_pod=s.observed.gpus_per_pod, extra_pods=extra, gpus_free=s.observed.gpus_free
+    free = s.observed.gpus_free
+    if free is None:
+        if starting or record is None or record.revision != canary:
+            s.set(
+                gpu_preflight=GpuPreflight(
+                    canary,
+                    "Unknown",
+                    gpus_per_pod=gpus_per_pod,
+                    extra_pods=extra,
+                    gpus_needed=gpus_per_pod * extra,
+                    message="The cluster's free GPUs could not be read yet; checked as soon as they can be",
+                    checked_at=s.now,
+                )
+            )
+        return
+    plan = rmath.plan_gpu_capacity(gpus_per_pod=gpus_per_pod, extra_pods=extra, gpus_free=free)
+    s.set(
+        gpu_preflight=GpuPreflight(
+            canary,
+            "Sufficient" if plan.ok else "Insufficient",
+            gpus_per_pod=gpus_per_pod,
+            extra_pods=plan.extra_pods,
+            gpus_needed=plan.gpus_needed,
+            gpus_free=plan.gpus_free,
+            message=plan.message,
+            checked_at=s.now,
+        )
     )
     if not plan.ok:
-        s.event("Warning", "InsufficientGPUs", plan.message)
+        s.event("Warning", "InsufficientGPUs", f"Rollout of revision {canary}: {plan.message}")
 
 
 def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | None:

@@ -16,6 +16,7 @@ Conventions (argo-rollouts' ``GetDesiredCanaryWeight`` / canary replica counts):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,6 +139,20 @@ def rolling_update_step(
     return new, old
 
 
+def usable_gpus(free_per_node: Sequence[int], gpus_per_pod: int) -> int:
+    """Free GPUs that new pods of ``gpus_per_pod`` GPUs each can actually use: a pod takes all its GPUs from one
+    node, so each node contributes whole pods only (3 free GPUs hold one 2-GPU pod; the third stays idle).
+
+    ``gpus_per_pod`` 0 (a CPU model) uses none. Negative free counts (a node over-committed by pods bound before
+    a device plugin shrank its allocatable) count as 0.
+    """
+    if gpus_per_pod < 0:
+        raise ValueError(f"need gpus_per_pod >= 0, got {gpus_per_pod}")
+    if gpus_per_pod == 0:
+        return 0
+    return sum(max(0, free) // gpus_per_pod * gpus_per_pod for free in free_per_node)
+
+
 @dataclass(frozen=True)
 class GpuPlan:
     """Result of the GPU pre-flight check."""
@@ -158,7 +173,8 @@ def plan_gpu_capacity(
     """Does the cluster have the GPUs for the pods a rollout adds above the current ones?
 
     ``extra_pods`` comes from ``max_extra_pods``; ``gpus_free`` is allocatable minus requested GPUs on the
-    nodes the pods can use (the caller computes it from Nodes and Pods).
+    nodes the pods can use, in whole pods per node (``usable_gpus``; ``modeldeploy.scheduling.free_gpus``
+    computes it from Nodes and Pods).
     """
     if gpus_per_pod < 0 or extra_pods < 0:
         raise ValueError(f"need gpus_per_pod >= 0 and extra_pods >= 0, got {gpus_per_pod}, {extra_pods}")
@@ -198,9 +214,15 @@ def max_extra_pods(
         return rolling_max_surge
     if mode == "Neutral":
         return surge
+    # Walk the steps as the state machine does: while the canary scales to a step's target, the stable keeps
+    # what it had at the weight applied before (``transition_stable``); promotion is the last step (100).
     extra = 0
+    applied = 0
     for weight in (*weights, 100):
-        scale = plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact_routing)
-        # Before the canary is ready the stable still has all its pods.
-        extra = max(extra, scale.canary + (total if exact_routing else max(scale.stable, total)) - total)
+        target = plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact_routing)
+        stable = transition_stable(
+            total, mode=mode, surge=surge, exact_routing=exact_routing, applied_weight=applied, target=target
+        )
+        extra = max(extra, target.canary + stable - total)
+        applied = target.weight
     return extra

@@ -227,6 +227,61 @@ class RollbackPin:
         return cls(number, revision, str(raw.get("templateRef") or ""), spec_revision)
 
 
+PreflightResult: TypeAlias = Literal["Unknown", "Sufficient", "Insufficient"]
+PREFLIGHT_RESULTS: tuple[PreflightResult, ...] = ("Unknown", "Sufficient", "Insufficient")
+
+
+@dataclass(frozen=True)
+class GpuPreflight:
+    """The GPU pre-flight of the rollout of ``revision``: ``status.rollout.gpuPreflight``.
+
+    ``Unknown``: the cluster's free GPUs could not be read yet (the check is done as soon as they can be).
+    Written once per rollout with every key, so a JSON merge patch of the status always replaces all of it.
+    """
+
+    revision: str
+    result: PreflightResult
+    gpus_per_pod: int = 0
+    extra_pods: int = 0
+    gpus_needed: int = 0
+    gpus_free: int = 0
+    message: str = ""
+    checked_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checked_at", _truncate(self.checked_at))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "result": self.result,
+            "gpusPerPod": self.gpus_per_pod,
+            "extraPods": self.extra_pods,
+            "gpusNeeded": self.gpus_needed,
+            "gpusFree": self.gpus_free,
+            "message": self.message,
+            "checkedAt": format_time(self.checked_at) if self.checked_at is not None else "",
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object) -> GpuPreflight | None:
+        if not isinstance(raw, Mapping):
+            return None
+        revision, result = raw.get("revision"), raw.get("result")
+        if not isinstance(revision, str) or not revision or result not in PREFLIGHT_RESULTS:
+            return None
+        return cls(
+            revision=revision,
+            result=cast(PreflightResult, result),
+            gpus_per_pod=max(0, _int(raw.get("gpusPerPod"))),
+            extra_pods=max(0, _int(raw.get("extraPods"))),
+            gpus_needed=max(0, _int(raw.get("gpusNeeded"))),
+            gpus_free=max(0, _int(raw.get("gpusFree"))),
+            message=_text(raw.get("message")),
+            checked_at=parse_time(raw.get("checkedAt")),
+        )
+
+
 def _list(value: object) -> Sequence[Mapping[str, Any]]:
     if not isinstance(value, list):
         return []
@@ -261,6 +316,8 @@ class RolloutStatus:
     last_promote_token: str = ""
     last_rollback_to: int = 0
     rollback: RollbackPin | None = None
+    gpu_preflight: GpuPreflight | None = None
+    """The GPU pre-flight of the latest rollout (kept after it ends; the next rollout replaces it)."""
     message: str = ""
     history: tuple[HistoryEntry, ...] = field(default=())
     """Newest first (highest number first)."""
@@ -308,6 +365,8 @@ class RolloutStatus:
                 out[key] = format_time(moment)
         if self.rollback is not None:
             out["rollback"] = self.rollback.to_dict()
+        if self.gpu_preflight is not None:
+            out["gpuPreflight"] = self.gpu_preflight.to_dict()
         return out
 
     def history_to_status(self) -> list[dict[str, Any]]:
@@ -339,6 +398,7 @@ class RolloutStatus:
             last_promote_token=_text(raw.get("lastPromoteToken")),
             last_rollback_to=max(0, _int(raw.get("lastRollbackTo"))),
             rollback=RollbackPin.from_dict(raw.get("rollback")),
+            gpu_preflight=GpuPreflight.from_dict(raw.get("gpuPreflight")),
             message=_text(raw.get("message")),
             history=tuple(sorted(entries, key=lambda h: -h.number)),
         )

@@ -51,16 +51,17 @@ async def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         kubeconfig_path=args.kubeconfig,
     ) as cluster:
-        names = ", ".join(m["metadata"]["name"] for m in manifests) or "none"
-        print(
-            f"Emulated cluster at {cluster.url}; kubeconfig {cluster.kubeconfig_path}; CRDs: {names}",
-            flush=True,
-        )
+        # Signal handlers first: whoever reads the line below may stop us at once.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        names = ", ".join(m["metadata"]["name"] for m in manifests) or "none"
+        print(
+            f"Emulated cluster at {cluster.url}; kubeconfig {cluster.kubeconfig_path}; CRDs: {names}",
+            flush=True,
+        )
         await stop.wait()
 
 

@@ -16,7 +16,7 @@ from modeldeploy.sim.controllers import BehaviorChooser, DeploymentController, P
 from modeldeploy.sim.emulator import ClusterEmulator, RequestRecord
 from modeldeploy.sim.resources import Admission, install_crd, standard_resources
 
-__all__ = ["Cluster", "kubeconfig_for", "run_cluster"]
+__all__ = ["Cluster", "add_node", "kubeconfig_for", "node_manifest", "run_cluster"]
 
 DEFAULT_NAMESPACES = ("default", "kube-system")
 
@@ -49,6 +49,46 @@ def kubeconfig_for(url: str, *, context: str = "modeldeploy-sim") -> dict[str, A
     }
 
 
+def node_manifest(
+    name: str,
+    *,
+    gpus: int = 0,
+    resource_name: str = "nvidia.com/gpu",
+    labels: Mapping[str, str] | None = None,
+    taints: Sequence[Mapping[str, Any]] = (),
+    ready: bool = True,
+    unschedulable: bool = False,
+) -> dict[str, Any]:
+    """A Node as the kubelet and a device plugin report it: ``gpus`` of ``resource_name`` allocatable."""
+    resources: dict[str, Any] = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+    if gpus:
+        resources[resource_name] = str(gpus)
+    spec: dict[str, Any] = {}
+    if taints:
+        spec["taints"] = [dict(t) for t in taints]
+    if unschedulable:
+        spec["unschedulable"] = True
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+        "spec": spec,
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "KubeletReady"}],
+        },
+    }
+
+
+def add_node(emulator: ClusterEmulator, node: Mapping[str, Any]) -> dict[str, Any]:
+    """Register ``node`` as a kubelet does: create the Node, then write its status (capacity, conditions)."""
+    created = emulator.create_object("v1/nodes", {k: v for k, v in node.items() if k != "status"})
+    if not node.get("status"):
+        return created
+    return emulator.update_object("v1/nodes", {**created, "status": dict(node["status"])}, subresource="status")
+
+
 def _write_kubeconfig(path: Path, config: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -68,6 +108,7 @@ async def run_cluster(
     port: int = 0,
     kubeconfig_path: str | Path | None = None,
     namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+    nodes: Sequence[Mapping[str, Any]] = (),
 ) -> AsyncIterator[Cluster]:
     """Run the emulated API server (``port=0``: any free port) and the simulated controllers.
 
@@ -75,7 +116,8 @@ async def run_cluster(
     (``"modeldeploy.io/v1alpha1/modeldeployments"``) to an admission hook. Pods become Ready after
     ``ready_delay`` seconds unless ``behavior_for`` (or the pod template annotation
     ``sim.modeldeploy.io/behavior``) says otherwise. The kubeconfig is written to ``kubeconfig_path``
-    (default: a temporary file removed on exit).
+    (default: a temporary file removed on exit). ``nodes`` are Node objects (``node_manifest``) to create; with
+    any, pods are scheduled onto them by their extended resources (GPUs), else all run on one implicit node.
     """
     emulator = ClusterEmulator()
     emulator.register(*standard_resources())
@@ -85,6 +127,8 @@ async def run_cluster(
         emulator.set_admission(resource, hook)
     for namespace in namespaces:
         emulator.create_object("v1/namespaces", {"metadata": {"name": namespace}})
+    for node in nodes:
+        add_node(emulator, node)
 
     controller = DeploymentController(
         emulator,

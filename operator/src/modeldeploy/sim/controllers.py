@@ -8,6 +8,12 @@ rolls pods on template changes honouring ``maxSurge``/``maxUnavailable``, moves 
 lifecycle as a :class:`PodBehavior` dictates, and writes the Deployment status as the real controller
 does (zero counts omitted, ``Available`` and ``Progressing`` conditions, ``ProgressDeadlineExceeded``).
 
+Scheduling: when the cluster has Node objects, a pod is bound (``spec.nodeName``) to the first Ready, uncordoned
+node (by name) that matches its node selector, required node affinity and tolerations and has room for its
+extended resources (allocatable minus what the pods bound there request: GPUs); until then it stays Pending with
+``PodScheduled=False`` (reason ``Unschedulable``) and its lifecycle has not started. CPU and memory are not
+accounted. Without any Node object every pod is bound to ``sim-node`` at once, as before nodes existed.
+
 ReplicaSets are not simulated: pods are owned by their Deployment directly.
 """
 
@@ -26,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modeldeploy.scheduling import node_fits, parse_node, parse_pod, pod_requests
 from modeldeploy.sim.emulator import ApiError, ClusterEmulator, Obj, WatchEvent, now_iso
 
 __all__ = [
@@ -48,6 +55,9 @@ BEHAVIOR_ANNOTATION = "sim.modeldeploy.io/behavior"
 MANAGER = "kube-controller-manager"
 DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
+NODES = "v1/nodes"
+DEFAULT_NODE = "sim-node"
+"""Where pods are bound when the cluster has no Node objects at all (no scheduling is simulated then)."""
 
 
 @dataclass(frozen=True)
@@ -346,10 +356,66 @@ class DeploymentController:
         if template_meta.get("annotations"):
             pod_meta["annotations"] = copy.deepcopy(template_meta["annotations"])
         pod_spec = copy.deepcopy(template.get("spec") or {})
-        pod_spec.setdefault("nodeName", "sim-node")
+        if not pod_spec.get("nodeName"):
+            node = self.schedule(pod_spec)
+            if node is not None:
+                pod_spec["nodeName"] = node
         pod = self.emulator.create_object(PODS, {"metadata": pod_meta, "spec": pod_spec}, manager=MANAGER)
-        self._born[pod["metadata"]["uid"]] = time.monotonic()
+        if pod_spec.get("nodeName"):
+            self._born[pod["metadata"]["uid"]] = time.monotonic()
         return self._sync_pod(deployment, pod)
+
+    def schedule(self, pod_spec: Obj) -> str | None:
+        """The node a pod with ``pod_spec`` is bound to now; None when no node has room (it stays Pending)."""
+        stored = self.emulator.iter_stored(NODES)
+        if not stored:
+            return DEFAULT_NODE
+        nodes = [n for n in (parse_node(obj, extended_only=False) for obj in stored) if n is not None]
+        used: dict[str, dict[str, int]] = {}
+        for pod in self.emulator.iter_stored(PODS):
+            record = parse_pod(pod)
+            if record is not None:
+                on_node = used.setdefault(record.node, {})
+                for name, count in record.requests.items():
+                    on_node[name] = on_node.get(name, 0) + count
+        wanted = pod_requests(pod_spec)
+        for node in sorted(nodes, key=lambda n: n.name):
+            if not node_fits(
+                node,
+                node_selector=pod_spec.get("nodeSelector") or {},
+                tolerations=pod_spec.get("tolerations") or (),
+                affinity=pod_spec.get("affinity"),
+            ):
+                continue
+            held = used.get(node.name, {})
+            if all(node.allocatable.get(name, 0) - held.get(name, 0) >= count for name, count in wanted.items()):
+                return node.name
+        return None
+
+    def _bind_or_wait(self, pod: Obj) -> Obj | None:
+        """Bind an unscheduled pod if a node has room now; else mark it Unschedulable and return None."""
+        node = self.schedule(pod.get("spec") or {})
+        if node is not None:
+            bound = self.emulator.update_object(
+                PODS, {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}, manager="default-scheduler"
+            )
+            self._born[bound["metadata"]["uid"]] = time.monotonic()
+            return bound
+        wanted = ", ".join(sorted(pod_requests(pod.get("spec") or {}))) or "resources"
+        previous = pod.get("status") or {}
+        condition = _condition(
+            previous.get("conditions") or [],
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+            f"0/{len(self.emulator.iter_stored(NODES))} nodes are available: Insufficient {wanted}.",
+            now_iso(),
+            update_time=False,
+        )
+        status: Obj = {"phase": "Pending", "conditions": [condition], "qosClass": "BestEffort"}
+        if status != previous:
+            self.emulator.update_object(PODS, {**pod, "status": status}, subresource="status", manager=MANAGER)
+        return None
 
     def _delete_pod(self, pod: Obj) -> None:
         self.emulator.delete_object(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -424,6 +490,11 @@ class DeploymentController:
 
     def _sync_pod(self, deployment: Obj, pod: Obj) -> Obj:
         uid = pod["metadata"]["uid"]
+        if not (pod.get("spec") or {}).get("nodeName"):
+            bound = self._bind_or_wait(pod)
+            if bound is None:
+                return self.emulator.get_object(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"]) or pod
+            pod = bound
         born = self._born.setdefault(uid, time.monotonic())
         state = self.behavior(deployment, pod).state(time.monotonic() - born)
         status = self._pod_status(pod, state)

@@ -14,6 +14,7 @@ the simulated controllers call, so both produce the same resourceVersions and wa
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import logging
@@ -33,7 +34,13 @@ import yaml
 
 from modeldeploy.sim import patching
 from modeldeploy.sim.resources import Admission, ResourceType, resource_types_from_crd
-from modeldeploy.sim.selectors import FieldSelector, LabelSelector, SelectorError, match_labels_selector
+from modeldeploy.sim.selectors import (
+    FIELDS_BY_RESOURCE,
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+    match_labels_selector,
+)
 
 __all__ = [
     "WRITE_VERBS",
@@ -126,6 +133,30 @@ def _invalid(rt: ResourceType, name: str, messages: list[str]) -> ApiError:
     details = _details(rt, name) | {"kind": rt.kind, "causes": [{"message": m} for m in messages]}
     group = f".{rt.group}" if rt.group else ""
     return ApiError(422, "Invalid", f'{rt.kind}{group} "{name}" is invalid: {"; ".join(messages)}', details)
+
+
+def _page(items: list[Obj], limit: str | None, token: str | None) -> tuple[list[Obj], str]:
+    """One chunk of a list (``limit``/``continue``): objects after the token's (namespace, name), and the token
+    for the next chunk ("" after the last). Items come sorted by namespace and name."""
+    start: tuple[str, str] | None = None
+    if token:
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(token.encode()).decode())
+            start = (str(decoded[0]), str(decoded[1]))
+        except (ValueError, TypeError, IndexError, UnicodeDecodeError) as error:
+            raise _bad_request(f"invalid continue token: {error}") from error
+        items = [i for i in items if (_meta(i).get("namespace") or "", _meta(i).get("name") or "") > start]
+    if not limit:
+        return items, ""
+    try:
+        size = int(limit)
+    except ValueError as error:
+        raise _bad_request(f"invalid limit {limit!r}") from error
+    if size <= 0 or len(items) <= size:
+        return items, ""
+    last = _meta(items[size - 1])
+    key = [last.get("namespace") or "", last.get("name") or ""]
+    return items[:size], base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
 @dataclass
@@ -235,6 +266,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     require_namespaces: bool = True  # creating in a namespace that does not exist fails (when namespaces exist)
     history_limit: int = 20000  # watch events kept for resuming; older resourceVersions get 410 Gone
     requests_log: list[RequestRecord] = attrs.field(factory=list, init=False)
+    forbidden: set[tuple[str, str, str, bool]] = attrs.field(factory=set, init=False)
+    """(group, plural, verb, cluster_wide) denied with 403 Forbidden, as RBAC would: see :meth:`forbid`."""
 
     _types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _kinds: dict[tuple[str, str], ResourceType] = attrs.field(factory=dict, init=False)
@@ -264,6 +297,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 categories=set(rt.categories),
                 subresources=set(rt.subresources),
             )
+
+    def forbid(self, resource: str | ResourceType, *verbs: str, cluster_wide_only: bool = False) -> None:
+        """Answer ``verbs`` on ``resource`` with 403 Forbidden (a client without the RBAC permission).
+        ``cluster_wide_only``: only requests across all namespaces (a namespaced Role still allows the rest)."""
+        rt = self.resource_type(resource)
+        for verb in verbs:
+            self.forbidden.add((rt.group, rt.plural, verb, cluster_wide_only))
 
     def unregister(self, rt: ResourceType) -> None:
         self._types.pop(rt.key, None)
@@ -1108,6 +1148,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         dry_run = params.get("dryRun") == "All"
         manager = params.get("fieldManager") or (record.user_agent.split("/")[0] if record.user_agent else "unknown")
         verb = record.verb
+        cluster_wide = rt.namespaced and namespace is None
+        if (rt.group, rt.plural, verb, False) in self.forbidden or (
+            cluster_wide and (rt.group, rt.plural, verb, True) in self.forbidden
+        ):
+            scope = "at the cluster scope" if cluster_wide or not rt.namespaced else f'in the namespace "{namespace}"'
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{rt.display} is forbidden: User "system:serviceaccount:modeldeploy:modeldeploy" cannot {verb} '
+                f'resource "{rt.plural}" in API group "{rt.group}" {scope}',
+            )
         if verb not in rt.verbs and not (verb == "get" and sub):
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if verb == "watch":
@@ -1116,20 +1167,19 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 fields = ",".join(filter(None, [fields, f"metadata.name={name}"]))
             return await self._stream_watch(request, rt, namespace, params.get("labelSelector"), fields)
         if verb == "list":
-            labels, field_selector = self._selectors(params.get("labelSelector"), params.get("fieldSelector"))
+            labels, field_selector = self._selectors(params.get("labelSelector"), params.get("fieldSelector"), rt)
             items = self._list(rt, namespace, labels, field_selector)
-            body = {
-                "apiVersion": rt.api_version,
-                "kind": f"{rt.kind}List",
-                "metadata": {"resourceVersion": str(self._rv)},
-                "items": items,
-            }
+            items, token = _page(items, params.get("limit"), params.get("continue"))
+            list_meta: Obj = {"resourceVersion": str(self._rv)}
+            if token:
+                list_meta["continue"] = token
+            body = {"apiVersion": rt.api_version, "kind": f"{rt.kind}List", "metadata": list_meta, "items": items}
             return _json_response(body)
         if verb == "create":
             obj = self._create(rt, namespace, self._body(request), manager=manager, dry_run=dry_run)
             return _json_response(obj, status=201)
         if verb == "deletecollection":
-            labels, field_selector = self._selectors(params.get("labelSelector"), params.get("fieldSelector"))
+            labels, field_selector = self._selectors(params.get("labelSelector"), params.get("fieldSelector"), rt)
             options = self._body(request) or {}
             deleted = [
                 self._delete(rt, _meta(obj).get("namespace"), _meta(obj)["name"], options, dry_run)
@@ -1165,9 +1215,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return _json_response(self._delete(rt, namespace, name, options, dry_run))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
-    def _selectors(self, labels: str | None, fields: str | None) -> tuple[LabelSelector, FieldSelector]:
+    def _selectors(
+        self, labels: str | None, fields: str | None, rt: ResourceType | None = None
+    ) -> tuple[LabelSelector, FieldSelector]:
+        extra = FIELDS_BY_RESOURCE.get((rt.group, rt.plural), ()) if rt is not None else ()
         try:
-            return LabelSelector.parse(labels), FieldSelector.parse(fields)
+            return LabelSelector.parse(labels), FieldSelector.parse(fields, extra)
         except SelectorError as error:
             raise _bad_request(str(error)) from error
 
@@ -1202,7 +1255,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         label_text: str | None,
         field_text: str | None,
     ) -> aiohttp.web.StreamResponse:
-        labels, fields = self._selectors(label_text, field_text)
+        labels, fields = self._selectors(label_text, field_text, rt)
         params = request.params
         try:
             timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None

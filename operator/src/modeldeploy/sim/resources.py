@@ -83,6 +83,7 @@ def standard_resources() -> list[ResourceType]:
     return [
         _builtin("v1", "namespaces", "Namespace", namespaced=False, subresources=("status",)),
         _builtin("v1", "pods", "Pod", subresources=("status",)),
+        _builtin("v1", "nodes", "Node", namespaced=False, subresources=("status",)),
         _builtin("v1", "services", "Service", subresources=("status",)),
         _builtin("v1", "events", "Event"),
         _builtin("v1", "secrets", "Secret"),

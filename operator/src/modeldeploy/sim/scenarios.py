@@ -2,11 +2,11 @@
 
 The local harness (:class:`LocalHarness`) runs the emulated cluster (``run_cluster``) in a thread, a
 :class:`~modeldeploy.sim.kubelet.SimKubelet` that runs every pod as a ``modelserve`` process, a
-:class:`~modeldeploy.sim.proxy.ServiceProxy` for the Service, and the real operator (``kopf.testing.KopfRunner``)
-in the same process. The operator scrapes the pods' ``/metrics`` through ``Controller.pod_address``; its
-default resolver is the module function ``modeldeploy.controller.default_pod_address`` (looked up at call time),
-which the harness points at the kubelet's loopback addresses while it runs, so no operator code or option
-exists only for the harness.
+:class:`~modeldeploy.sim.proxy.ServiceProxy` for the Service (or a ``RouteProxy`` for the HTTPRoute), and the
+real operator (``kopf.testing.KopfRunner``) in the same process. The operator scrapes the pods' ``/metrics``
+through ``Controller.pod_address``; its default resolver is the module function
+``modeldeploy.controller.default_pod_address`` (looked up at call time), which the harness points at the
+kubelet's loopback addresses while it runs, so no operator code or option exists only for the harness.
 
 Scenarios (each returns a :class:`ScenarioResult` with the numbers to quote):
 
@@ -14,6 +14,14 @@ Scenarios (each returns a :class:`ScenarioResult` with the numbers to quote):
 - :func:`failing_canary_rolls_back` (b): v2 -> v3, a model that fails on some inputs; maxErrorRatio fails.
 - :func:`slow_canary_rolls_back` (c): v2 -> v3-slow, a slower model; maxP99LatencyRatio fails.
 - :func:`operator_restart_mid_canary` (d): the operator stops while the canary pauses and starts again.
+
+With ``trafficRouting: GatewayAPI`` the load goes through a :class:`~modeldeploy.sim.proxy.RouteProxy` (the
+HTTPRoute ``NAME`` the operator writes), and a :class:`RolloutMonitor` samples the status and the route every
+50 ms so each weight's window can be cut out of the load:
+
+- :func:`gateway_canary_promotes` (e): v1 -> v2, setWeight 20, pause, setWeight 50, pause, analysis, promote.
+- :func:`gateway_header_routing` (f): v1 -> v2 with a header match; tagged requests reach only the canary.
+- :func:`gateway_canary_rolls_back` (g): v2 -> v3 failing through the route; traffic back to the stable first.
 
 :func:`model_deployment` builds the manifests (also used by the kind driver, ``e2e/kind_e2e.py``).
 """
@@ -39,17 +47,23 @@ import aiohttp
 
 from modeldeploy.sim.cluster import Cluster, run_cluster
 from modeldeploy.sim.kubelet import SimKubelet
-from modeldeploy.sim.proxy import REVISION_HEADER, ServiceProxy
+from modeldeploy.sim.proxy import REVISION_HEADER, RouteProxy, ServiceProxy
 
 __all__ = [
     "IN_FEATURES",
     "LoadGenerator",
     "LoadReport",
     "LocalHarness",
+    "RolloutMonitor",
     "ScenarioResult",
+    "StepShare",
     "build_models",
     "canary_promotes",
     "failing_canary_rolls_back",
+    "gateway_canary_promotes",
+    "gateway_canary_rolls_back",
+    "gateway_header_routing",
+    "gateway_routing",
     "model_deployment",
     "operator_restart_mid_canary",
     "slow_canary_rolls_back",
@@ -57,6 +71,7 @@ __all__ = [
 
 T = TypeVar("T")
 MD = "modeldeploy.io/v1alpha1/modeldeployments"
+HTTP_ROUTES = "gateway.networking.k8s.io/v1/httproutes"
 NAMESPACE = "ml"
 NAME = "iris"
 IN_FEATURES, HIDDEN, OUT_FEATURES = 16, 64, 4
@@ -113,9 +128,15 @@ SLOW_LOOPS = 900
 def model_deployment(
     version: str, storage_uri: str, *, name: str = NAME, namespace: str = NAMESPACE, pause: str = "5s",
     analysis: dict[str, Any] | None = None, replicas: int = 1, extra_env: dict[str, str] | None = None,
+    steps: list[dict[str, Any]] | None = None, traffic_routing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """A ModelDeployment of ``version`` with a Canary rollout: setWeight 50, pause, analysis (then promote)."""
+    """A ModelDeployment of ``version`` with a Canary rollout.
+
+    Default steps: setWeight 50, pause, analysis (then promote); default routing: replica ratio.
+    """
     criteria = analysis if analysis is not None else {"maxErrorRatio": 0.05}
+    if steps is None:
+        steps = [{"setWeight": 50}, {"pause": {"duration": pause}}, {"analysis": {}}]
     env = {"MODELSERVE_TORCH_THREADS": "1", **(extra_env or {})}
     return {
         "apiVersion": "modeldeploy.io/v1alpha1",
@@ -129,13 +150,21 @@ def model_deployment(
                 "strategy": "Canary",
                 "progressDeadlineSeconds": 120,
                 "canary": {
-                    "steps": [{"setWeight": 50}, {"pause": {"duration": pause}}, {"analysis": {}}],
-                    "trafficRouting": {"type": "Replicas"},
+                    "steps": steps,
+                    "trafficRouting": traffic_routing or {"type": "Replicas"},
                 },
                 "analysis": {"interval": "2s", "count": 2, "minRequests": 20, "failureLimit": 0, **criteria},
             },
         },
     }
+
+
+def gateway_routing(header: tuple[str, str] | None = None) -> dict[str, Any]:
+    """``trafficRouting`` for Gateway API: the operator creates the HTTPRoute ``NAME``; optional header match."""
+    gateway: dict[str, Any] = {"parentRefs": [{"name": "gateway"}]}
+    if header is not None:
+        gateway["header"] = {"name": header[0], "value": header[1]}
+    return {"type": "GatewayAPI", "gatewayAPI": gateway}
 
 
 # --- load ----------------------------------------------------------------------------------------------------
@@ -197,10 +226,14 @@ class LoadGenerator:
     A ``poison`` fraction of the requests carries a first feature of 1000 (the failing demo model raises on it).
     """
 
-    def __init__(self, url: str, model: str = NAME, *, concurrency: int = 4, poison: float = 0.0) -> None:
+    def __init__(
+        self, url: str, model: str = NAME, *, concurrency: int = 4, poison: float = 0.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.url = f"{url}/v2/models/{model}/infer"
         self.concurrency = concurrency
         self.poison = poison
+        self.headers = dict(headers or {})
         self.report = LoadReport()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="load", daemon=True)
@@ -215,7 +248,7 @@ class LoadGenerator:
             body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, IN_FEATURES], "data": data}]}
             started = time.monotonic()
             try:
-                async with session.post(self.url, json=body) as response:
+                async with session.post(self.url, json=body, headers=self.headers) as response:
                     await response.read()
                     status, revision = response.status, response.headers.get(REVISION_HEADER, "")
             except (aiohttp.ClientError, TimeoutError):
@@ -233,6 +266,69 @@ class LoadGenerator:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(60)
+
+
+@dataclass(frozen=True)
+class RolloutSample:
+    """One look at ``status.rollout`` and at the HTTPRoute, taken at ``at`` (monotonic)."""
+
+    at: float
+    phase: str
+    step: int
+    weight: int
+    """``status.rollout.canaryWeight``."""
+    route: dict[str, int]
+    """backend Service -> weight in the route's weighted rule (the rule without header matches)."""
+    header_to: list[str]
+    """backend Services of the route's header-matched rules."""
+
+
+class RolloutMonitor:
+    """Samples the rollout status and the HTTPRoute every ``period`` seconds in a thread of its own."""
+
+    def __init__(self, h: LocalHarness, route: str = NAME, period: float = 0.05) -> None:
+        self.h = h
+        self.route = route
+        self.period = period
+        self.samples: list[RolloutSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rollout-monitor", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rollout = self.h.rollout()
+            route = self.h.get(HTTP_ROUTES, self.route) or {}
+            weighted: dict[str, int] = {}
+            header_to: list[str] = []
+            for rule in (route.get("spec") or {}).get("rules") or []:
+                refs = rule.get("backendRefs") or []
+                if any(m.get("headers") for m in rule.get("matches") or []):
+                    header_to.extend(str(r.get("name")) for r in refs)
+                else:
+                    weighted.update({str(r.get("name")): int(r.get("weight", 1)) for r in refs})
+            self.samples.append(
+                RolloutSample(
+                    time.monotonic(), str(rollout.get("phase", "")), int(rollout.get("currentStepIndex") or 0),
+                    int(rollout.get("canaryWeight") or 0), weighted, header_to,
+                )
+            )  # fmt: skip
+            self._stop.wait(self.period)
+
+    def window(self, check: Callable[[RolloutSample], bool]) -> tuple[float, float] | None:
+        """First and last moment a sample met ``check``."""
+        times = [s.at for s in self.samples if check(s)]
+        return (min(times), max(times)) if times else None
+
+    def between(self, start: float, end: float) -> list[RolloutSample]:
+        return [s for s in self.samples if start <= s.at <= end]
+
+    def __enter__(self) -> RolloutMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 # --- the local harness ---------------------------------------------------------------------------------------
@@ -254,7 +350,7 @@ class LocalHarness:
         self._cluster: Cluster | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="local-harness", daemon=True)
-        self._proxies: list[ServiceProxy] = []
+        self._proxies: list[ServiceProxy | RouteProxy] = []
         self._saved_env: dict[str, str | None] = {}
         self._saved_resolver: Any = None
         self.runners: list[Any] = []
@@ -373,6 +469,13 @@ class LocalHarness:
         proxy = ServiceProxy(self.cluster.emulator, NAMESPACE, service, self.kubelet.address)
         self._proxies.append(proxy)
         return self.run(proxy.start())
+
+    def route_proxy(self, route: str = NAME) -> RouteProxy:
+        """Start a Gateway for the HTTPRoute ``route`` (its ``url`` is set); the route need not exist yet."""
+        proxy = RouteProxy(self.cluster.emulator, NAMESPACE, route, self.kubelet.address)
+        self._proxies.append(proxy)
+        self.run(proxy.start())
+        return proxy
 
     def operator(self) -> Any:
         from kopf.testing import KopfRunner
@@ -550,4 +653,161 @@ def operator_restart_mid_canary(h: LocalHarness, models: dict[str, Path]) -> Sce
     return _result(
         h, "d: operator restarted mid-canary", clock[1], load.report, canary, stable,
         phase_when_stopped=stopped_phase, phase_while_down=phase_while_down,
+    )  # fmt: skip
+
+
+# --- Gateway API routing: the same rollouts through an HTTPRoute (RouteProxy) --------------------------------
+
+ACTIVE_PHASES = ("Progressing", "Paused", "Analyzing")
+GATEWAY_STEPS: list[dict[str, Any]] = [
+    {"setWeight": 20}, {"pause": {"duration": "3s"}},
+    {"setWeight": 50}, {"pause": {"duration": "3s"}},
+    {"analysis": {}},
+]  # fmt: skip
+CANARY_HEADER = ("X-Canary", "always")
+EDGE_SECONDS = (0.25, 0.5)
+"""Trimmed from each weight window (start, end): the route changes just before the status that the monitor
+samples every 50 ms, and requests in flight at a change were routed by the previous weights."""
+
+
+@dataclass(frozen=True)
+class HeaderLoad:
+    """The requests that carried the canary header (printed as their summary)."""
+
+    report: LoadReport
+
+    def __repr__(self) -> str:
+        return self.report.summary()
+
+
+@dataclass(frozen=True)
+class StepShare:
+    """The canary's measured share of the requests sent while the rollout held one weight."""
+
+    weight: int
+    requests: int
+    canary: int
+    route_weights: list[int]
+    """Every canary weight the HTTPRoute showed during the window (the monitor's samples)."""
+
+    @property
+    def share(self) -> float:
+        return self.canary / self.requests if self.requests else float("nan")
+
+
+def _holding(weight: int) -> Callable[[RolloutSample], bool]:
+    return lambda s: s.weight == weight and s.phase in ACTIVE_PHASES
+
+
+def _step_shares(
+    monitor: RolloutMonitor, report: LoadReport, canary: str, weights: list[int]
+) -> list[StepShare]:  # fmt: skip
+    out = []
+    backend = f"{NAME}-{canary}"
+    for weight in weights:
+        window = monitor.window(_holding(weight))
+        if window is None:
+            out.append(StepShare(weight, 0, 0, []))
+            continue
+        start, end = window[0] + EDGE_SECONDS[0], window[1] - EDGE_SECONDS[1]
+        inside = [r for r in report.responses if start <= r.started <= end]
+        route = sorted({s.route.get(backend, 0) for s in monitor.between(start, end)})
+        out.append(StepShare(weight, len(inside), sum(1 for r in inside if r.revision == canary), route))
+    return out
+
+
+def _gateway_body(version: str, models: dict[str, Path], key: str, **options: Any) -> dict[str, Any]:
+    options.setdefault("steps", GATEWAY_STEPS)
+    options.setdefault("traffic_routing", gateway_routing())
+    return model_deployment(version, f"file://{models[key]}", **options)
+
+
+def gateway_canary_promotes(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(e) v1 -> v2 through the HTTPRoute: setWeight 20, pause 3s, setWeight 50, pause 3s, analysis, promote.
+
+    Notes ``steps``: the canary's measured share of the requests in each weight's window (:class:`StepShare`).
+    """
+    with h.operator(), _timed() as clock:
+        _deploy(h, _gateway_body("1", models, "v1"), "1")
+        stable = str(h.status().get("stableRevision"))
+        proxy = h.route_proxy()
+        with RolloutMonitor(h) as monitor, LoadGenerator(proxy.url) as load:
+            time.sleep(0.5)
+            h.apply(_gateway_body("2", models, "v2"))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.settled("2"), 90, "v2 promoted")
+            time.sleep(1.0)
+    completed = monitor.window(lambda s: s.phase == "Completed" and s.route == {f"{NAME}-{canary}": 100})
+    after = [r for r in load.report.responses if completed is not None and r.started > completed[0] + 0.5]
+    return _result(
+        h, "e: canary v1 -> v2 through the HTTPRoute, promoted", clock[1], load.report, canary, stable,
+        steps=_step_shares(monitor, load.report, canary, [20, 50]), served_by_backend=dict(proxy.served),
+        requests_after_promotion=len(after), stable_after_promotion=sum(1 for r in after if r.revision == stable),
+    )  # fmt: skip
+
+
+def gateway_header_routing(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(f) v1 -> v2 with ``header: X-Canary: always``: those requests go to the canary, the rest by weight.
+
+    The load is two generators: the plain one (``load``) and one sending the header (``notes['header_load']``).
+    """
+    header = dict([CANARY_HEADER])
+    steps = [{"setWeight": 20}, {"pause": {"duration": "4s"}}]
+    routing = gateway_routing(CANARY_HEADER)
+    with h.operator(), _timed() as clock:
+        _deploy(h, _gateway_body("1", models, "v1", steps=steps, traffic_routing=routing), "1")
+        stable = str(h.status().get("stableRevision"))
+        proxy = h.route_proxy()
+        with (
+            RolloutMonitor(h) as monitor,
+            LoadGenerator(proxy.url, concurrency=3) as load,
+            LoadGenerator(proxy.url, concurrency=2, headers=header) as tagged,
+        ):
+            time.sleep(0.5)
+            h.apply(_gateway_body("2", models, "v2", steps=steps, traffic_routing=routing))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.settled("2"), 90, "v2 promoted")
+            time.sleep(0.5)
+    backend = f"{NAME}-{canary}"
+    routed = monitor.window(lambda s: backend in s.header_to)
+    with_header = [r for r in tagged.report.responses if routed is not None and routed[0] + 0.25 <= r.started
+                   <= routed[1] - 0.5]  # fmt: skip
+    return _result(
+        h, "f: header routing to the canary through the HTTPRoute", clock[1], load.report, canary, stable,
+        header_load=HeaderLoad(tagged.report), header_rule_seconds=round(routed[1] - routed[0], 2) if routed else 0.0,
+        header_requests_while_routed=len(with_header),
+        header_requests_to_stable=sum(1 for r in with_header if r.revision != canary),
+        steps=_step_shares(monitor, load.report, canary, [20]),
+    )  # fmt: skip
+
+
+def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(g) v2 -> v3 (fails on poisoned rows, 30% of the load) through the HTTPRoute: setWeight 20, analysis fails.
+
+    Traffic goes back to the stable first: the route's weights change before the canary's pods go.
+    """
+    steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"analysis": {}}]
+    with h.operator(), _timed() as clock:
+        _deploy(h, _gateway_body("2", models, "v2", steps=steps), "2")
+        stable = str(h.status().get("stableRevision"))
+        proxy = h.route_proxy()
+        with RolloutMonitor(h) as monitor, LoadGenerator(proxy.url, poison=0.3) as load:
+            time.sleep(0.5)
+            h.apply(_gateway_body("3", models, "v3", steps=steps))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), 60, "rolled back")
+            time.sleep(1.0)
+    backend = f"{NAME}-{canary}"
+    rolling_back = [s for s in monitor.samples if s.phase in ("RollingBack", "RolledBack")]
+    moved = monitor.window(lambda s: s.phase in ("RollingBack", "RolledBack"))
+    after = [r for r in load.report.responses if moved is not None and r.started > moved[0] + EDGE_SECONDS[1]]
+    window = load.report.window(canary)
+    in_window = [r for r in load.report.responses if window and window[0] <= r.started <= window[1]]
+    return _result(
+        h, "g: failing canary v2 -> v3 through the HTTPRoute, rolled back", clock[1], load.report, canary, stable,
+        route_canary_weight_once_rolling_back=sorted({s.route.get(backend, 0) for s in rolling_back}),
+        requests_after_rollback=len(after), canary_after_rollback=sum(1 for r in after if r.revision == canary),
+        failed_after_rollback=sum(1 for r in after if r.status != 200),
+        requests_in_window=len(in_window), failed_in_window=sum(1 for r in in_window if r.status != 200),
+        steps=_step_shares(monitor, load.report, canary, [20]),
     )  # fmt: skip

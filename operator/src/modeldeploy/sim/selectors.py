@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FieldSelector", "LabelSelector", "SelectorError", "match_labels_selector"]
+__all__ = ["FIELDS_BY_RESOURCE", "FieldSelector", "LabelSelector", "SelectorError", "match_labels_selector"]
 
 _KEY = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z.]*[a-z0-9A-Z])?/)?[a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?$")
 _VALUE = re.compile(r"^([a-z0-9A-Z]([-a-z0-9A-Z_.]*[a-z0-9A-Z])?)?$")
@@ -97,9 +97,30 @@ class LabelSelector:
         return all(requirement(labels) for requirement in self.requirements)
 
 
+FIELDS_BY_RESOURCE: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "pods"): ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                   "status.phase", "status.podIP", "status.nominatedNodeName"),
+    ("", "nodes"): ("spec.unschedulable",),
+    ("", "events"): ("involvedObject.kind", "involvedObject.name", "involvedObject.namespace",
+                     "involvedObject.uid", "reason", "type"),
+}
+"""Field selectors each resource supports beyond ``metadata.name`` / ``metadata.namespace`` (the API server's
+field label conversion functions, for the resources the operator and its tests query)."""
+
+
+def _field_value(obj: Mapping[str, Any], path: str) -> str:
+    value: Any = obj
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class FieldSelector:
-    """A parsed ``fieldSelector`` on ``metadata.name`` and ``metadata.namespace`` (``=``, ``==``, ``!=``)."""
+    """A parsed ``fieldSelector`` (``=``, ``==``, ``!=``) on ``metadata.name``, ``metadata.namespace`` and the
+    fields the resource supports (``FIELDS_BY_RESOURCE``)."""
 
     text: str
     requirements: tuple[tuple[str, bool, str], ...]  # (field, equal, value)
@@ -107,28 +128,24 @@ class FieldSelector:
     SUPPORTED = ("metadata.name", "metadata.namespace")
 
     @classmethod
-    def parse(cls, text: str | None) -> FieldSelector:
+    def parse(cls, text: str | None, extra_fields: tuple[str, ...] = ()) -> FieldSelector:
         text = (text or "").strip()
         if not text:
             return cls("", ())
+        supported = (*cls.SUPPORTED, *extra_fields)
         requirements: list[tuple[str, bool, str]] = []
         for term in text.split(","):
             match = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(==|!=|=)\s*([^\s,]*)\s*$", term)
             if not match:
                 raise SelectorError(f"invalid field selector term {term.strip()!r}")
             field, op, value = match.groups()
-            if field not in cls.SUPPORTED:
+            if field not in supported:
                 raise SelectorError(f'field label not supported: "{field}"')
             requirements.append((field, op != "!=", value))
         return cls(text, tuple(requirements))
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
-        metadata = obj.get("metadata") or {}
-        for field, equal, value in self.requirements:
-            actual = metadata.get(field.split(".", 1)[1]) or ""
-            if (actual == value) != equal:
-                return False
-        return True
+        return all((_field_value(obj, field) == value) == equal for field, equal, value in self.requirements)
 
 
 def match_labels_selector(selector: Mapping[str, Any] | None) -> str:

@@ -1,0 +1,41 @@
+"""Promotion in the same pass as the last step: the weights that pass set earlier must not survive it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from rollout_harness import Cluster, reasons, spec
+
+A, B = "aaaaaaaaaa", "bbbbbbbbbb"
+
+
+def canary(routing: str) -> dict[str, Any]:
+    traffic: dict[str, Any] = {"type": routing}
+    if routing == "GatewayAPI":
+        traffic["gatewayAPI"] = {"parentRefs": [{"name": "gw"}]}
+    return {
+        "strategy": "Canary",
+        "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1m"}}], "trafficRouting": traffic},
+    }
+
+
+@pytest.mark.parametrize("routing", ["GatewayAPI", "Replicas"])
+def test_the_pass_that_ends_the_last_pause_and_promotes_sends_all_traffic_to_the_new_stable(routing: str) -> None:
+    # One replica: the canary's single pod for weight 50 is already the full size, so nothing waits between
+    # the end of the pause and the promotion; both happen in one call of next_rollout.
+    cluster = Cluster(spec(canary(routing)), replicas=1)
+    assert cluster.run().status.stable_revision == A
+    cluster.deploy(B)
+    decision = cluster.step()
+    while decision.status.phase != "Paused":
+        decision = cluster.step()
+    assert decision.weights == {A: 50, B: 50}
+    cluster.advance(60)
+    decision = cluster.step()
+    assert {"StepCompleted", "StepsCompleted", "Promoted"} <= set(reasons(decision)), reasons(decision)
+    assert decision.status.phase == "Completed" and decision.status.stable_revision == B
+    # The pause step had set {A: 50, B: 50} earlier in this pass; promotion replaces the split, it does not
+    # add B: 100 on top of it (which would leave A with 50 of 150).
+    assert decision.weights == {B: 100}
+    assert sum(decision.weights.values()) == 100

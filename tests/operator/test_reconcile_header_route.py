@@ -1,0 +1,125 @@
+"""Gateway API header routing in ``plan_reconcile``: tagged requests go to the canary only once it can serve."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from modeldeploy.config import OperatorConfig
+from modeldeploy.reconcile import Observed, plan_reconcile
+
+CONFIG = OperatorConfig()
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+HEADER = {"name": "X-Canary", "value": "always"}
+
+
+def model_deployment(version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "default", "uid": "uid-1", "generation": 1},
+        "spec": {
+            "model": {"version": version, "storageUri": f"s3://models/iris/{version}/", "format": "TorchScript"},
+            "replicas": 1,
+            "rollout": {
+                "strategy": "Canary",
+                "canary": {
+                    "steps": [{"setWeight": 20}, {"pause": {}}],
+                    "trafficRouting": {
+                        "type": "GatewayAPI",
+                        "gatewayAPI": {"parentRefs": [{"name": "gw"}], "header": HEADER},
+                    },
+                },
+            },
+        },
+    }
+
+
+class Cluster:
+    """Stores what plans apply; Deployments named in ``ready`` report all their pods ready."""
+
+    def __init__(self, md: dict[str, Any]) -> None:
+        self.md = md
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ready: set[str] = set()
+
+    def step(self) -> None:
+        for (kind, name), obj in self.objects.items():
+            if kind == "Deployment":
+                want = obj["spec"].get("replicas", 1)
+                ready = want if name in self.ready else 0
+                obj["status"] = {"observedGeneration": 1, "replicas": want, "updatedReplicas": want,
+                                 "readyReplicas": ready, "availableReplicas": ready}  # fmt: skip
+        kinds = {k: [o for (kind, _), o in self.objects.items() if kind == k] for k in
+                 ("Deployment", "Service", "ControllerRevision", "HTTPRoute")}  # fmt: skip
+        observed = Observed(deployments=kinds["Deployment"], services=kinds["Service"],
+                            revisions=kinds["ControllerRevision"], routes=kinds["HTTPRoute"])  # fmt: skip
+        plan = plan_reconcile(self.md, observed, CONFIG, T0)
+        for manifest in plan.apply:
+            obj = copy.deepcopy(manifest)
+            obj["metadata"].setdefault("generation", 1)
+            self.objects[(obj["kind"], obj["metadata"]["name"])] = obj
+        for ref in plan.delete:
+            self.objects.pop((ref.kind, ref.name), None)
+        if plan.status is not None:
+            self.md["status"] = copy.deepcopy(plan.status)
+
+    def converge(self) -> None:
+        for _ in range(6):
+            self.step()
+
+    def route_rules(self) -> list[dict[str, Any]]:
+        return list(self.objects[("HTTPRoute", "iris")]["spec"]["rules"])
+
+    def deployment_names(self) -> list[str]:
+        return sorted(name for kind, name in self.objects if kind == "Deployment")
+
+
+def test_the_header_rule_waits_for_a_ready_canary_pod() -> None:
+    cluster = Cluster(model_deployment("1"))
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    assert len(cluster.route_rules()) == 1
+
+    cluster.md["spec"] = model_deployment("2")["spec"]
+    cluster.md["metadata"]["generation"] = 2
+    cluster.converge()
+    canary = next(name for name in cluster.deployment_names() if name != stable)
+    rules = cluster.route_rules()
+    assert cluster.md["status"]["rollout"]["canaryRevision"], "the rollout started"
+    assert len(rules) == 1, f"no header rule while the canary has no ready pod (it would answer 503): {rules}"
+    assert {r["name"]: r["weight"] for r in rules[0]["backendRefs"]} == {stable: 100, canary: 0}
+
+    cluster.ready.add(canary)
+    cluster.converge()
+    header_rule, weighted = cluster.route_rules()
+    assert header_rule["matches"] == [{"headers": [{"type": "Exact", **HEADER}]}]
+    assert [r["name"] for r in header_rule["backendRefs"]] == [canary]
+    assert {r["name"]: r["weight"] for r in weighted["backendRefs"]} == {stable: 80, canary: 20}
+
+
+def test_an_abort_takes_the_header_rule_away_with_the_weight() -> None:
+    cluster = Cluster(model_deployment("1"))
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    cluster.md["spec"] = model_deployment("2")["spec"]
+    cluster.md["metadata"]["generation"] = 2
+    cluster.converge()
+    canary = next(name for name in cluster.deployment_names() if name != stable)
+    cluster.ready.add(canary)
+    cluster.converge()
+    assert len(cluster.route_rules()) == 2, "header rule in place while the canary serves"
+
+    cluster.md["spec"]["rollout"]["abort"] = True
+    cluster.md["metadata"]["generation"] = 3
+    cluster.step()  # the decision that moves traffic back (RollingBack): the canary still has its pods
+    assert cluster.md["status"]["rollout"]["phase"] == "RollingBack"
+    assert canary in cluster.deployment_names()
+    (rule,) = cluster.route_rules()  # no header rule left
+    weights = {r["name"]: r["weight"] for r in rule["backendRefs"]}
+    assert weights[stable] == 100 and weights.get(canary, 0) == 0, weights
