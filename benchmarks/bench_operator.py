@@ -2,7 +2,8 @@
 
 The emulated cluster (API server + simulated Deployment/Pod controller) runs in this process; the operator runs
 as its own process (`modeldeploy run`), so its peak RSS is its own. Prints: time until every object is Ready,
-API requests per object (reads and writes, Events included), writes during no-op resyncs, the operator's peak RSS.
+the operator's CPU time until then, API requests per object (reads and writes, Events included), writes during
+no-op resyncs, the operator's peak RSS.
 
     python benchmarks/bench_operator.py [--count 1000] [--resync 15]
 """
@@ -48,6 +49,19 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def ready(obj: dict[str, Any]) -> bool:
     st = obj.get("status") or {}
     return st.get("phase") == "Ready" and st.get("observedGeneration") == obj["metadata"].get("generation")
@@ -76,6 +90,7 @@ async def main(count: int, resync: float) -> int:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(1.0)
             start_index = len(cluster.requests)
+            cpu_before = cpu_seconds(operator.pid)
             started = time.monotonic()
             for i in range(count):
                 cluster.emulator.create_object(MD, model_deployment(i), manager="bench")
@@ -88,11 +103,13 @@ async def main(count: int, resync: float) -> int:
                     break
                 if time.monotonic() - last_report > 5:
                     last_report = time.monotonic()
-                    print(f"  {time.monotonic() - started:5.1f} s: {done}/{count} Ready", flush=True)
+                    print(f"  {time.monotonic() - started:5.1f} s: {done}/{count} Ready, operator RSS "
+                          f"{current_rss_mb(operator.pid):.0f} MB", flush=True)
                 if time.monotonic() - started > 600:
                     raise SystemExit(f"only {done}/{count} converged in 600 s")
                 await asyncio.sleep(0.25)
             converged = time.monotonic() - started
+            cpu = cpu_seconds(operator.pid) - cpu_before
             await asyncio.sleep(2.0)  # late events of the last objects
             during = cluster.requests[start_index:]
             reads = [r for r in during if r.verb in READS and r.verb != "watch"]
@@ -112,6 +129,7 @@ async def main(count: int, resync: float) -> int:
     by_kind = Counter(f"{r.verb} {r.resource}{'/' + r.subresource if r.subresource else ''}" for r in writes)
     print(f"ModelDeployments:              {count} (created in {created:.2f} s)")
     print(f"Time until all Ready:          {converged:.1f} s   (target < 60 s)")
+    print(f"Operator CPU until all Ready:  {cpu:.1f} s   (of 2 cores shared with the emulated cluster)")
     print(f"API reads per object:          {len(reads) / count:.2f}  (watch streams not counted)")
     print(f"API writes per object:         {len(writes) / count:.2f}  (target <= 8, Events included)")
     for what, n in sorted(by_kind.items()):

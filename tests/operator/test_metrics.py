@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modeldeploy.metrics import OperatorMetrics
+from modeldeploy.metrics import ROLLOUT_PHASES, OperatorMetrics
 
 
 def value(metrics: OperatorMetrics, metric: str, **labels: str) -> float | None:
@@ -28,3 +28,16 @@ def test_no_status_change_keeps_the_last_values_and_forget_removes_them() -> Non
     assert value(metrics, "modeldeploy_rollout_phase", namespace="ml", name="iris", phase="Completed") == 1
     metrics.forget("ml", "iris")
     assert value(metrics, "modeldeploy_rollout_phase", namespace="ml", name="iris", phase="Completed") is None
+
+
+def test_every_phase_is_exported_for_each_object_and_forget_drops_the_weight() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_rollout("ml", "a", {"canaryWeight": 10, "rollout": {"phase": "Progressing"}}, [])
+    metrics.record_rollout("ml", "b", {"rollout": {"phase": "Paused"}}, [])
+    phases = {s.labels["phase"]: s.value for m in metrics.registry.collect() for s in m.samples
+              if s.name == "modeldeploy_rollout_phase" and s.labels["name"] == "a"}
+    assert phases == {p: (1.0 if p == "Progressing" else 0.0) for p in ROLLOUT_PHASES}
+    assert value(metrics, "modeldeploy_canary_weight", namespace="ml", name="b") == 0
+    metrics.forget("ml", "a")
+    assert value(metrics, "modeldeploy_canary_weight", namespace="ml", name="a") is None
+    assert value(metrics, "modeldeploy_rollout_phase", namespace="ml", name="b", phase="Paused") == 1

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -26,9 +26,11 @@ from modeldeploy import __version__
 from modeldeploy.config import OperatorConfig
 from modeldeploy.policy import check_policy
 from modeldeploy.reconcile import Observed, check_spec, plan_reconcile
-from modeldeploy.runner import OperatorProcess
 from modeldeploy.schema import API_VERSION, KIND, SpecError, validate_object
 from modeldeploy.types import Manifest
+
+if TYPE_CHECKING:
+    from modeldeploy.runner import OperatorProcess
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -223,6 +225,8 @@ def _add_run(subparsers: Any) -> None:
 
 def run_options(args: argparse.Namespace) -> OperatorProcess:
     """The operator process options from the command line, falling back to the environment."""
+    from modeldeploy.runner import OperatorProcess
+
     namespaces = args.namespaces
     if namespaces is None:
         namespaces = [n.strip() for n in os.environ.get("MODELDEPLOY_WATCH_NAMESPACES", "").split(",") if n.strip()]
@@ -256,7 +260,26 @@ def run_options(args: argparse.Namespace) -> OperatorProcess:
     )
 
 
+OPTIONAL_KOPF_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
+"""Client libraries kopf imports when installed, to recognise their model objects and to log in through them."""
+
+
+def _without_optional_clients() -> None:
+    """Keep kopf from importing the optional client libraries into the operator process.
+
+    The operator uses none of them: it logs in through its own login handler and talks to the API server through
+    ``modeldeploy.kube``. The operator image does not install them; a development environment does (the
+    ``kubernetes`` package alone adds 16 MB to the process). Only before kopf is first imported, and only for
+    libraries not imported yet.
+    """
+    if "kopf" in sys.modules:
+        return
+    for name in OPTIONAL_KOPF_CLIENTS:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "import name" raises ImportError
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _without_optional_clients()
     try:
         OperatorConfig.from_env(os.environ)  # Fail fast, naming the variable, before connecting anywhere.
         process = run_options(args)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modeldeploy.compact import compact_object
+
 Key = tuple[str, str, str]  # kind, namespace, name
 
 
@@ -37,9 +39,7 @@ class FreshObjects:
         return len(self._objects)
 
     def put(self, obj: Mapping[str, Any]) -> None:
-        meta = obj.get("metadata") or {}
-        if "managedFields" in meta:  # Large and never read: do not keep it.
-            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        obj = compact_object(obj)  # Kept like the watch caches keep theirs: shared strings, no managedFields.
         self._objects[key_of(obj)] = obj
 
     def forget(self, key: Key) -> None:

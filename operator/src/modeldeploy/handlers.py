@@ -14,7 +14,6 @@ view and resumes without rewriting anything.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from modeldeploy.compact import compact, compact_object
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey
 from modeldeploy.kube import KubeClient
@@ -148,14 +148,8 @@ async def reconciles_probe(memo: kopf.Memo, **_: Any) -> float:
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
-    """The object for the caches, without ``managedFields`` (large, never read).
-
-    A shallow copy: kopf decodes every watch event into new dicts and never changes them afterwards, and the
-    operator treats cached objects as read-only, so sharing the nested values is safe and halves the memory.
-    """
-    snapshot = {k: v for k, v in body.items() if k != "metadata"}
-    snapshot["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
-    return snapshot
+    """The object for the caches: a compact copy (shared strings) without ``managedFields`` (large, never read)."""
+    return compact_object(body)
 
 
 @kopf.index(*MD, registry=REGISTRY)
@@ -204,12 +198,13 @@ def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectK
     if key is None:
         return None
     # Only what analysis and crash-loop detection read: pods are many, keep the cache small.
-    return {key: {"metadata": {"name": body.get("metadata", {}).get("name"),
-                               "labels": dict(body.get("metadata", {}).get("labels") or {}),
-                               "deletionTimestamp": body.get("metadata", {}).get("deletionTimestamp")},
-                  "spec": {"containers": [{"ports": c.get("ports") or []}
-                                          for c in (body.get("spec") or {}).get("containers") or []]},
-                  "status": copy.deepcopy(dict(body.get("status") or {}))}}
+    meta = body.get("metadata", {})
+    return {key: compact({"metadata": {"name": meta.get("name"),
+                                       "labels": meta.get("labels") or {},
+                                       "deletionTimestamp": meta.get("deletionTimestamp")},
+                          "spec": {"containers": [{"ports": c.get("ports") or []}
+                                                  for c in (body.get("spec") or {}).get("containers") or []]},
+                          "status": body.get("status") or {}})}
 
 
 def _attach(memo: Any, kwargs: Mapping[str, Any]) -> Controller:

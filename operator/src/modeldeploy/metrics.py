@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 ROLLOUT_PHASES = (
     "Idle", "Progressing", "Paused", "Analyzing", "Promoting", "RollingBack", "RolledBack", "Completed",
@@ -20,6 +21,37 @@ ANALYSIS_VERDICTS = {
     "AnalysisFailed": "run-failed",
 }
 """Event reasons of analysis verdicts, and the verdict label each one counts under."""
+
+PHASE_HELP = "1 for the current rollout phase of each ModelDeployment, 0 for the others."
+WEIGHT_HELP = "Percent of traffic the canary revision gets."
+
+
+class RolloutCollector(Collector):
+    """``modeldeploy_rollout_phase`` and ``modeldeploy_canary_weight``, made at scrape time from one small record
+    per ModelDeployment.
+
+    Labelled gauges would keep a child object (value, lock, label tuple) per series: nine series per
+    ModelDeployment, about 1 KB each, held for as long as the object exists.
+    """
+
+    def __init__(self) -> None:
+        self.rollouts: dict[tuple[str, str], tuple[str, float]] = {}
+        """(namespace, name) -> (rollout phase, canary weight)."""
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
+        yield GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
+
+    def collect(self) -> Iterator[Metric]:
+        phases = GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
+        weights = GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
+        # list(): scrapes run in the metrics server's thread while the operator keeps updating the records.
+        for (namespace, name), (phase, weight) in list(self.rollouts.items()):
+            for known in ROLLOUT_PHASES:
+                phases.add_metric([namespace, name, known], 1.0 if known == phase else 0.0)
+            weights.add_metric([namespace, name], weight)
+        yield phases
+        yield weights
 
 
 @dataclass
@@ -48,16 +80,8 @@ class OperatorMetrics:
         self.api_reads = Counter(
             "modeldeploy_api_reads_total", "Read requests sent to the API server.", ["kind"], registry=r
         )
-        self.rollout_phase = Gauge(
-            "modeldeploy_rollout_phase",
-            "1 for the current rollout phase of each ModelDeployment, 0 for the others.",
-            ["namespace", "name", "phase"],
-            registry=r,
-        )
-        self.canary_weight = Gauge(
-            "modeldeploy_canary_weight", "Percent of traffic the canary revision gets.", ["namespace", "name"],
-            registry=r,
-        )
+        self.rollouts = RolloutCollector()
+        r.register(self.rollouts)
         self.analysis_results = Counter(
             "modeldeploy_analysis_results_total",
             "Analysis verdicts recorded (measurements and runs), by verdict.",
@@ -74,9 +98,8 @@ class OperatorMetrics:
         rollout = (status or {}).get("rollout") or {}
         phase = str(rollout.get("phase") or "")
         if phase:
-            for known in ROLLOUT_PHASES:
-                self.rollout_phase.labels(namespace, name, known).set(1 if known == phase else 0)
-            self.canary_weight.labels(namespace, name).set(float((status or {}).get("canaryWeight") or 0))
+            weight = float((status or {}).get("canaryWeight") or 0)
+            self.rollouts.rollouts[(namespace, name)] = (phase, weight)
         for reason in reasons:
             if reason in ANALYSIS_VERDICTS:
                 self.analysis_results.labels(namespace, name, ANALYSIS_VERDICTS[reason]).inc()
@@ -87,8 +110,4 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the per-object series of a deleted ModelDeployment."""
-        for phase in ROLLOUT_PHASES:
-            with contextlib.suppress(KeyError):
-                self.rollout_phase.remove(namespace, name, phase)
-        with contextlib.suppress(KeyError):
-            self.canary_weight.remove(namespace, name)
+        self.rollouts.rollouts.pop((namespace, name), None)

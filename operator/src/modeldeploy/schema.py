@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import celpy
 import jsonschema
 import yaml
-from celpy import celtypes
-from celpy.adapter import json_to_cel
 
 from modeldeploy.types import FieldPath, Manifest
 
@@ -297,12 +294,21 @@ def _schema_errors(error: jsonschema.ValidationError) -> Iterator[tuple[PathTupl
 
 # --- CEL rules ---------------------------------------------------------------------------------------------
 
-_CEL = celpy.Environment()
+# celpy (with its parser) is imported on first use: the operator checks specs the API server admitted, without
+# their CEL rules, and its process need not hold the CEL engine (about 11 MB).
+
+
+@functools.cache
+def _cel() -> Any:
+    import celpy
+
+    return celpy.Environment()
 
 
 @functools.cache
 def _program(rule: str) -> Any:
-    return _CEL.program(_CEL.compile(rule))
+    cel = _cel()
+    return cel.program(cel.compile(rule))
 
 
 def evaluate_rule(rule: str, value: Any) -> bool:
@@ -310,6 +316,9 @@ def evaluate_rule(rule: str, value: Any) -> bool:
 
     Raises ValueError when the rule cannot be compiled or evaluated (a missing field read without ``has``).
     """
+    from celpy import celtypes
+    from celpy.adapter import json_to_cel
+
     try:
         program = _program(rule)
         result = program.evaluate({"self": json_to_cel(value)})
