@@ -47,8 +47,9 @@ def query(**changes: Any) -> GpuQuery:
 
 @pytest.mark.parametrize(
     ("value", "count"),
+    # A number is a quantity like its string form (2.5 == "2500m"): whole pods only, rounded down.
     [("8", 8), (8, 8), ("8000m", 8), ("1500m", 1), ("1k", 1000), ("2Ki", 2048), (" 4 ", 4), ("-2", 0),
-     ("eight", 0), ("8x", 0), (True, 0), (None, 0), (2.5, 0), ("", 0)],
+     ("eight", 0), ("8x", 0), (True, 0), (None, 0), (2.5, 2), ("2.5", 2), ("1e1", 10), ("", 0)],
 )
 def test_parse_count(value: object, count: int) -> None:
     assert parse_count(value) == count

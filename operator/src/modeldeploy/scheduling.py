@@ -26,28 +26,14 @@ What counts (the scheduler's own arithmetic, restricted to what the pre-flight n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from modeldeploy.drift import parse_quantity
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
 from modeldeploy.rollout.replicas import usable_gpus
 
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([a-zA-Z]*)$")
-_SUFFIX = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-}
 _BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
 _TERMINATED = ("Succeeded", "Failed")
 
@@ -58,20 +44,8 @@ def parse_count(value: object) -> int:
     Anything that is not a quantity counts as 0, and so does a negative one: a damaged object never makes GPUs
     appear out of nothing.
     """
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(0, value)
-    if not isinstance(value, str):
-        return 0
-    match = _QUANTITY.match(value.strip())
-    if match is None or match.group(2) not in _SUFFIX:
-        return 0
-    try:
-        number = Decimal(match.group(1)) * _SUFFIX[match.group(2)]
-    except InvalidOperation:
-        return 0
-    return max(0, int(number))
+    quantity = parse_quantity(value)
+    return 0 if quantity is None else max(0, int(quantity))
 
 
 @dataclass(frozen=True)
