@@ -114,6 +114,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    # kopf's per-object worker holds the last raw event it got (the whole object, managedFields included) while
+    # it waits for the next; handlers return at once (they schedule a reconcile), so an idle worker only costs
+    # memory. kopf's default keeps it 5 s; 1 s still absorbs the events of one write.
+    settings.queueing.idle_timeout = 1.0
     options: RunOptions = getattr(memo, "options", None) or RunOptions()
     config = OperatorConfig.from_env(os.environ)
     metrics = OperatorMetrics()
