@@ -501,13 +501,12 @@ class _Reconcile:
         """The canary that header-matched requests may go to: only once its Deployment has a ready pod.
 
         A weight moves only when the canary's pods are ready; the header route follows the same rule, otherwise
-        every tagged request fails (503, no endpoints) while the canary's first pods start. A rollback takes the
-        header route away in the same decision that moves the weights back to the stable.
+        every tagged request fails (503, no endpoints) while the canary's first pods start. A rollback needs nothing
+        here: the router adds the header rule only while the canary holds a weight, and a rollback's weights hold
+        the stable alone.
         """
         canary = decision.status.canary_revision
-        if not canary or decision.status.rejection(canary) is not None:
-            return None  # a rejected canary (rolling back, aborted) gets no traffic at all, tagged or not
-        deployment = self.deployments.get(canary)
+        deployment = self.deployments.get(canary) if canary else None
         return canary if deployment is not None and assess_deployment(deployment).ready > 0 else None
 
     def children(self, decision: Decision) -> tuple[list[Manifest], list[Manifest], list[Manifest], list[ChildRef]]:

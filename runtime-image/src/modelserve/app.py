@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -26,7 +25,18 @@ from modelserve import __version__, protocol_v1, protocol_v2
 from modelserve.auth import BearerAuth, TokenStore
 from modelserve.config import ServeConfig
 from modelserve.errors import MethodNotAllowed, ModelLoadError, ModelServeError, NotReady, PayloadTooLarge, RequestError
-from modelserve.inference import JSON, Reply, State, begin, error_reply, find_model, finish, refuse
+from modelserve.inference import (
+    JSON,
+    Reply,
+    State,
+    begin,
+    error_reply,
+    find_model,
+    finish,
+    internal_error_reply,
+    json_reply,
+    refuse,
+)
 from modelserve.lifecycle import Lifecycle
 from modelserve.metrics import CONTENT_TYPE, Metrics
 from modelserve.model import EngineLoader, ServedModel, load_from_config
@@ -39,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type=JSON, headers=headers)
+    return _response(json_reply(payload, status, tuple((headers or {}).items())))
 
 
 def error_response(exc: ModelServeError) -> Response:
@@ -191,7 +201,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
-    return json_response({"error": f"internal error: {type(exc).__name__}"}, 500)
+    return _response(internal_error_reply(exc))
 
 
 ROUTES = [
@@ -227,7 +237,7 @@ def create_app(
         model = ServedModel(config, metrics, loader)
         model_holder.append(model)
         limits = Limits(max(1, config.max_body_bytes), config.allow_non_finite)
-        state = State(config, model, metrics, life, limits, store, config.auth_metrics)
+        state = State(config, model, metrics, life, limits, store)
         life.attach(asyncio.get_running_loop())
 
         async def load() -> None:

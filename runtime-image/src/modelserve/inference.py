@@ -38,6 +38,8 @@ __all__ = [
     "error_reply",
     "find_model",
     "finish",
+    "internal_error_reply",
+    "json_reply",
     "refuse",
 ]
 
@@ -60,7 +62,6 @@ class State:
     lifecycle: Lifecycle
     limits: Limits
     auth: TokenStore | None = None
-    protect_metrics: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def error_reply(exc: ModelServeError) -> Reply:
     return json_reply({"error": str(exc)}, exc.status, headers)
 
 
-def _internal_error(exc: Exception) -> Reply:
+def internal_error_reply(exc: Exception) -> Reply:
     return json_reply({"error": f"internal error: {type(exc).__name__}"}, 500)
 
 
@@ -155,7 +156,7 @@ def begin(
         return _done(state, protocol, started, error_reply(exc))
     except Exception as exc:
         log.exception("Unexpected error in %s inference", protocol)
-        return _done(state, protocol, started, _internal_error(exc))
+        return _done(state, protocol, started, internal_error_reply(exc))
     return Pending(state, model, protocol, request, started, future)
 
 
@@ -186,7 +187,7 @@ def finish(pending: Pending) -> Reply:
         reply = json_reply({"error": "request cancelled"}, 499)
     except Exception as exc:
         log.exception("Unexpected error in %s inference", pending.protocol)
-        reply = _internal_error(exc)
+        reply = internal_error_reply(exc)
     return _done(state, pending.protocol, pending.started, reply)
 
 

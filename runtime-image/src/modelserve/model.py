@@ -115,9 +115,6 @@ class ServedModel:
             await batcher.run_on_thread(engine.check_device)
         return engine.healthy
 
-    async def infer(self, inputs: Sequence[Array], deadline: float | None) -> Result:
-        return await self.submit(inputs, deadline)
-
     def submit(self, inputs: Sequence[Array], deadline: float | None) -> asyncio.Future[Result]:
         """Queue a request with the batcher; the future holds its Result (see Batcher.submit)."""
         if self.batcher is None:
