@@ -37,11 +37,18 @@ def test_from_env_reads_only_the_given_mapping() -> None:
         ({"MODELDEPLOY_CLUSTER_DOMAIN": "Bad Domain"}, "cluster_domain"),
         ({"MODELDEPLOY_RUNTIME_IMAGE": "has space"}, "default_runtime_image"),
         ({"MODELDEPLOY_MODEL_MOUNT_PATH": "relative"}, "model_mount_path"),
+        ({"MODELDEPLOY_GPU_PREFLIGHT": "maybe"}, "MODELDEPLOY_GPU_PREFLIGHT"),
     ],
 )
 def test_invalid_values_are_rejected_by_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OperatorConfig.from_env(env)
+
+
+def test_gpu_preflight_switch() -> None:
+    assert OperatorConfig().gpu_preflight is True
+    assert OperatorConfig.from_env({"MODELDEPLOY_GPU_PREFLIGHT": "false"}).gpu_preflight is False
+    assert OperatorConfig.from_env({"MODELDEPLOY_GPU_PREFLIGHT": "true"}).gpu_preflight is True
 
 
 def test_config_is_frozen() -> None:

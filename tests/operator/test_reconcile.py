@@ -377,6 +377,16 @@ GPU_RUNTIME = {"gpu": {"count": 2}, "nodeSelector": {"pool": "l4"},
 V2 = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
 
 
+def test_gpu_query_is_never_asked_with_the_pre_flight_off() -> None:
+    cluster = FakeCluster(model_deployment(runtime=GPU_RUNTIME))
+    cluster.converge()
+    cluster.make_ready()
+    cluster.converge()
+    cluster.update_spec(model=V2)
+    assert gpu_query(cluster.md, CONFIG) is not None, "a rollout of a GPU model starts"
+    assert gpu_query(cluster.md, replace(CONFIG, gpu_preflight=False)) is None
+
+
 def test_gpu_query_is_asked_once_per_rollout_of_a_gpu_model() -> None:
     cluster = FakeCluster(model_deployment(runtime=GPU_RUNTIME))
     assert gpu_query(cluster.md, CONFIG) is None, "nothing runs yet: no rollout"

@@ -341,3 +341,10 @@ def test_expect_100_continue_and_encoded_paths_go_through_asgi(servers: dict[str
         assert status == 200
     [(status, _, _)] = exchange(servers["fast"], post("/v2/models/ml%70/infer", body))
     assert status == 200  # /v2/models/mlp/infer, decoded by the ASGI path
+
+
+def test_fast_path_switch_picks_the_protocol(models: dict[str, Path]) -> None:
+    from modelserve.cli import http_protocol
+
+    assert http_protocol(make_config(models["mlp"])) is FastPathProtocol
+    assert http_protocol(make_config(models["mlp"], fast_path=False)) == "httptools"
