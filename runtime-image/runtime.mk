@@ -21,7 +21,7 @@ $(KSERVE_VENV)/.stamp: runtime-image/runtime.mk
 
 kserve-venv: $(KSERVE_VENV)/.stamp
 
-## Raw forward vs modelserve vs KServe 0.21, wrk on core 0, servers on core 1.
+## Raw forward vs modelserve vs KServe 0.21: wrk on core 0; servers on core 1, then on both cores (bench.py).
 bench-runtime: setup kserve-venv
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq wrk)

@@ -3,12 +3,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
-from modelserve.batching import Batcher, BatchingOptions, batch_key, split_rows
+from modelserve.batching import Batcher, BatchingOptions, Result, batch_key, split_rows
 from modelserve.errors import DeadlineExceeded, InferenceFailed, Overloaded
 from modelserve.signature import Array
 
@@ -144,3 +144,99 @@ def test_batch_key_and_split() -> None:
     assert [p[0].shape for p in parts] == [(2, 2), (3, 2)]
     with pytest.raises(InferenceFailed, match="batch dimension"):
         split_rows([np.zeros(3)], [2, 3])
+
+
+async def test_deadline_fails_a_running_request_on_time() -> None:
+    """The request's future fails when its deadline passes, not when its slow batch ends; the batch's other
+    request, with no deadline, still gets its result."""
+    model = Recorder(delay=0.3)
+    b = Batcher(model, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
+    b.arriving()
+    b.arriving()
+    started = time.perf_counter()
+    late = b.submit(rows(1), deadline=started + 0.05)
+    b.arrived()
+    patient = b.submit(rows(1))
+    b.arrived()
+    with pytest.raises(DeadlineExceeded):
+        await late
+    assert time.perf_counter() - started < 0.25
+    assert (await patient).outputs[0].tolist() == [[2.0] * 4]
+    assert model.shapes == [(2, 4)]  # both ran in one batch
+    await b.close()
+
+
+async def test_a_shorter_deadline_behind_a_longer_one_still_fires_on_time() -> None:
+    model = Recorder(delay=0.3)
+    b = Batcher(model, BatchingOptions(max_batch_size=1), batchable=True)
+    now = time.perf_counter()
+    first = b.submit(rows(1), deadline=now + 10)
+    second = b.submit(rows(1), deadline=now + 5)
+    third = b.submit(rows(1), deadline=now + 0.05)
+    with pytest.raises(DeadlineExceeded):
+        await third
+    assert time.perf_counter() - now < 0.25
+    assert not first.done() and not second.done()
+    await first
+    await second
+    await b.close()
+    assert len(model.shapes) == 2  # the expired request never ran
+
+
+async def test_every_deadline_fires_while_requests_keep_completing() -> None:
+    """The shared timer re-arms for the earliest deadline left after each sweep: every request that misses its
+    deadline fails at that deadline."""
+    b = Batcher(Recorder(delay=0.03), BatchingOptions(max_batch_size=1), batchable=True)
+    now = time.perf_counter()
+    deadlines = [now + 0.05 + 0.01 * i for i in range(8)]
+    futures = [b.submit(rows(1), deadline=d) for d in deadlines]
+    done_at: dict[int, float] = {}
+    for i, f in enumerate(futures):
+        f.add_done_callback(lambda _f, i=i: done_at.setdefault(i, time.perf_counter()))
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    await b.close()
+    expired = [isinstance(o, DeadlineExceeded) for o in outcomes]
+    assert expired[0] is False  # done after 30 ms, before its 50 ms deadline
+    assert all(expired[2:])  # the queue falls behind: each later request passes its deadline
+    for i in range(2, 8):
+        assert deadlines[i] <= done_at[i] < deadlines[i] + 0.03
+
+
+async def test_a_full_batch_is_handed_over_while_one_runs() -> None:
+    """Two batches in flight: a full one goes to the inference thread at once (it starts the moment the running
+    one ends); a partial one waits in the queue until the running batch ends, and may still fill up."""
+    model = Recorder(delay=0.1)
+    b = Batcher(model, BatchingOptions(max_batch_size=2, max_queue_delay_s=0.001), batchable=True)
+    first = [b.submit(rows(1)) for _ in range(2)]
+    await asyncio.sleep(0.02)  # the first batch is running
+    second = [b.submit(rows(1)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    assert b.depth == 2 and len(b._queue) == 0  # handed over, waiting behind the running batch
+    third = b.submit(rows(1))
+    await asyncio.sleep(0.01)
+    assert b.depth == 3 and len(b._queue) == 1  # partial: kept in the queue
+    await asyncio.gather(*first)
+    fourth = b.submit(rows(1))  # joins the partial batch, now full
+    await asyncio.gather(*second, third, fourth)
+    await b.close()
+    assert model.shapes == [(2, 4), (2, 4), (2, 4)]
+
+
+async def test_on_done_is_called_once_when_the_future_settles() -> None:
+    model = Recorder(delay=0.05, fail_on=9.0)
+    b = Batcher(model, BatchingOptions(max_batch_size=1), batchable=True)
+    seen: list[tuple[str, bool]] = []
+
+    def on_done(label: str) -> Callable[[asyncio.Future[Result]], None]:
+        return lambda f: seen.append((label, f.done()))
+
+    ok = b.submit(rows(1), on_done=on_done("ok"))
+    bad = b.submit(rows(1, 9.0), on_done=on_done("bad"))
+    late = b.submit(rows(1), deadline=time.perf_counter() + 0.01, on_done=on_done("late"))
+    boom = b.submit(rows(1), on_done=lambda f: 1 / 0)  # a failing callback is logged, the batcher goes on
+    after = b.submit(rows(1), on_done=on_done("after"))
+    await asyncio.gather(ok, bad, late, boom, after, return_exceptions=True)
+    await b.close()
+    assert sorted(seen) == [("after", True), ("bad", True), ("late", True), ("ok", True)]
+    assert seen[0] == ("late", True)  # at its deadline, before the first batch ended
+    assert isinstance(bad.exception(), InferenceFailed) and isinstance(late.exception(), DeadlineExceeded)

@@ -348,3 +348,25 @@ def test_fast_path_switch_picks_the_protocol(models: dict[str, Path]) -> None:
 
     assert http_protocol(make_config(models["mlp"])) is FastPathProtocol
     assert http_protocol(make_config(models["mlp"], fast_path=False)) == "httptools"
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_idle_connections_close_after_the_keep_alive_timeout(models: dict[str, Path], fast_path: bool) -> None:
+    """One keep-alive timer per idle period (fastpath.py): a connection in use for longer than the timeout stays
+    open, an idle one is closed once the timeout has passed since its last response, on either path."""
+    keep_alive = 1
+    with serve_in_thread(make_config(models["mlp"], fast_path=fast_path), keep_alive_s=keep_alive) as (base, _):
+        infer = post("/v2/models/mlp/infer", js(v2_body()))
+        ready = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\n\r\n"
+        with socket.create_connection(address(base), timeout=10) as sock:
+            started = time.monotonic()
+            for i in range(8):  # 8 x 1/3 s: well past one timeout, never idle for a whole one
+                sock.sendall(infer if i % 2 else ready)
+                [(status, _, _)] = read_responses(sock, 1)
+                assert status == 200
+                time.sleep(keep_alive / 3)
+            assert time.monotonic() - started > 2 * keep_alive
+            last = time.monotonic()
+            assert closed_by_server(sock)
+            idle = time.monotonic() - last
+            assert keep_alive * 0.5 <= idle < keep_alive + 1.0  # closed after about the timeout, not at once

@@ -10,8 +10,10 @@ when no other request is being decoded (nothing could join it soon), so a lone c
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
@@ -26,6 +28,11 @@ from modelserve.signature import Array
 log = logging.getLogger(__name__)
 
 Predict = Callable[[Sequence[Array]], list[Array]]
+_BatchOutcome = tuple[list[list[Array] | BaseException], float, float]
+# Batches handed to the inference thread at once. With two, the thread starts the next batch as soon as it ends
+# one, while the event loop answers the finished batch's requests: the model never waits for the loop. A second
+# batch is handed over only when full, so light traffic still gets the lowest latency.
+_IN_FLIGHT = 2
 _unique = itertools.count()
 
 
@@ -36,7 +43,7 @@ class BatchingOptions:
     max_queue_size: int = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     outputs: list[Array]
     queue_seconds: float
@@ -52,13 +59,26 @@ class _Item:
     future: asyncio.Future[Result]
     enqueued: float
     deadline: float | None
+    on_done: Callable[[asyncio.Future[Result]], None] | None
     dispatched: float = field(default=0.0)
-    timer: asyncio.TimerHandle | None = None
+
+    def notify(self) -> None:
+        """Call `on_done` now that the future is settled (see Batcher.submit)."""
+        if self.on_done is not None:
+            on_done, self.on_done = self.on_done, None
+            try:
+                on_done(self.future)
+            except Exception:
+                log.exception("A request's completion callback failed")
 
 
 def batch_key(inputs: Sequence[Array], batchable: bool) -> tuple[Hashable, int]:
     """(compatibility key, rows): requests share a batch only when their keys are equal."""
-    if batchable and inputs and all(a.ndim >= 1 for a in inputs):
+    if batchable and len(inputs) == 1:  # the common case, without the generators below
+        a = inputs[0]
+        if a.ndim >= 1:
+            return ((a.dtype.str, a.shape[1:]),), a.shape[0]
+    elif batchable and inputs and all(a.ndim >= 1 for a in inputs):
         rows = inputs[0].shape[0]
         if all(a.shape[0] == rows for a in inputs):
             return tuple((a.dtype.str, a.shape[1:]) for a in inputs), rows
@@ -66,18 +86,15 @@ def batch_key(inputs: Sequence[Array], batchable: bool) -> tuple[Hashable, int]:
 
 
 def split_rows(arrays: Sequence[Array], sizes: Sequence[int]) -> list[list[Array]]:
-    """Split each batched output along its first dimension into one list of outputs per request."""
-    bounds = list(itertools.accumulate(sizes))
+    """Split each batched output along its first dimension into one list of outputs per request (views)."""
+    bounds = [0, *itertools.accumulate(sizes)]
     total = bounds[-1]
-    per_item: list[list[Array]] = [[] for _ in sizes]
     for out in arrays:
         if out.ndim == 0 or out.shape[0] != total:
             raise InferenceFailed(
                 f"model output of shape {list(out.shape)} does not keep the batch dimension ({total} rows)"
             )
-        for i, part in enumerate(np.split(out, bounds[:-1])):
-            per_item[i].append(part)
-    return per_item
+    return [[out[start:end] for out in arrays] for start, end in itertools.pairwise(bounds)]
 
 
 class Batcher:
@@ -103,12 +120,23 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: list[list[_Item]] = []  # batches handed to the inference thread, oldest first
+        self._behind = 0  # requests in the handed-over batches after the first (waiting for the thread)
+        # One timer for every deadline: it fires at the earliest deadline of the requests it covers, fails the
+        # ones due, and re-arms for the next (see _sweep). A timer per request cost more than its inference.
+        self._sweep_at = math.inf
+        self._sweep_timer: asyncio.TimerHandle | None = None
 
     # ---- producer side (event loop) ----
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Requests waiting: queued, or handed over in a batch behind the one running."""
+        return len(self._queue) + self._behind
+
+    def _running_changed(self) -> None:
+        self._behind = sum(len(b) for b in self._running[1:])
 
     def arriving(self) -> None:
         """A request started decoding: the dispatcher may wait a little for it to join a batch."""
@@ -124,31 +152,63 @@ class Batcher:
         """Queue one request (arrays in signature order) and wait for its outputs."""
         return await self.submit(inputs, deadline)
 
-    def submit(self, inputs: Sequence[Array], deadline: float | None = None) -> asyncio.Future[Result]:
+    def submit(
+        self,
+        inputs: Sequence[Array],
+        deadline: float | None = None,
+        on_done: Callable[[asyncio.Future[Result]], None] | None = None,
+    ) -> asyncio.Future[Result]:
         """Queue one request and return the future of its outputs, without waiting (call on the event loop).
 
         The future fails with DeadlineExceeded once `deadline` (a `time.perf_counter` value) passes, whether
         the request is still queued or its batch is running; Overloaded is raised at once when the queue is full.
+        `on_done`, when given, is called with the future right after the batcher settles it (its result, error
+        or deadline), in the same loop iteration; unlike a done callback it costs no scheduled call. It is not
+        called if someone else cancels the future.
         """
         if self._closing:
             raise Overloaded("the server is shutting down")
-        if len(self._queue) >= self.options.max_queue_size:
+        if len(self._queue) + self._behind >= self.options.max_queue_size:
             raise Overloaded(f"queue full ({self.options.max_queue_size} requests waiting); retry later")
-        self.start()
+        if self._task is None:
+            self.start()
         key, rows = batch_key(inputs, self.batchable)
-        loop = asyncio.get_running_loop()
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
         now = time.perf_counter()
-        item = _Item(inputs, rows, key, loop.create_future(), now, deadline)
-        if deadline is not None:
-            item.timer = loop.call_at(loop.time() + max(deadline - now, 0.0), _expire, item)
+        item = _Item(inputs, rows, key, loop.create_future(), now, deadline, on_done)
+        if deadline is not None and deadline < self._sweep_at:
+            self._arm_sweep(loop, deadline, now)
         self._queue.append(item)
         self._rows_by_key[key] = self._rows_by_key.get(key, 0) + rows
         self._wakeup.set()
         return item.future
 
+    def _arm_sweep(self, loop: asyncio.AbstractEventLoop, when: float, now: float) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        self._sweep_at = when
+        self._sweep_timer = loop.call_at(loop.time() + max(when - now, 0.0), self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail every waiting or running request whose deadline has passed; re-arm for the earliest left."""
+        self._sweep_timer, self._sweep_at = None, math.inf
+        now = time.perf_counter()
+        earliest = math.inf
+        for item in itertools.chain(self._queue, *self._running):
+            deadline = item.deadline
+            if deadline is None or item.future.done():
+                continue
+            if deadline <= now:
+                _expire(item)
+            elif deadline < earliest:
+                earliest = deadline
+        if earliest < math.inf:
+            self._arm_sweep(asyncio.get_running_loop(), earliest, now)
+
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._dispatch_forever(), name="batcher")
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._dispatch_forever(), name="batcher")
 
     async def close(self) -> None:
         """Refuse new requests, finish every queued one, then stop the inference thread."""
@@ -156,6 +216,9 @@ class Batcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer, self._sweep_at = None, math.inf
         if self._own_executor:
             self.executor.shutdown(wait=True)
 
@@ -168,55 +231,78 @@ class Batcher:
     async def _dispatch_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or len(self._running) >= _IN_FLIGHT:
+                if self._closing and not self._queue and not self._running:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._wait_for_batch(loop)
+            if not await self._wait_for_batch(loop):
+                continue
             batch = self._take()
             if not batch:
                 continue
-            started = time.perf_counter()
+            handed = time.perf_counter()
             for item in batch:
-                item.dispatched = started
-            try:
-                results = await loop.run_in_executor(self.executor, self._run_batch, batch)
-            except Exception as exc:  # the batch function itself maps errors; this is a last resort
-                log.exception("Inference thread failed")
-                results = [InferenceFailed(f"inference failed: {exc}")] * len(batch)
-            elapsed = time.perf_counter() - started
-            rows = sum(i.rows for i in batch)
-            if self._on_batch is not None:
-                self._on_batch(rows)
-            for item, res in zip(batch, results, strict=True):
-                if item.timer is not None:
-                    item.timer.cancel()
-                if item.future.done():
-                    continue  # timed out or cancelled while running
-                if isinstance(res, BaseException):
-                    item.future.set_exception(res)
-                else:
-                    item.future.set_result(Result(res, item.dispatched - item.enqueued, elapsed, rows))
+                item.dispatched = handed
+            self._running.append(batch)
+            self._running_changed()
+            future = loop.run_in_executor(self.executor, self._run_batch, batch)
+            future.add_done_callback(functools.partial(self._batch_done, batch))
 
-    async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _batch_done(self, batch: list[_Item], future: asyncio.Future[_BatchOutcome]) -> None:
+        """Settle the requests of a batch the inference thread finished (on the event loop)."""
+        self._running.remove(batch)
+        self._running_changed()
+        self._wakeup.set()
+        try:
+            results, ran_from, ran_to = future.result()
+        except Exception as exc:  # the batch function itself maps errors; this is a last resort
+            log.error("Inference thread failed: %s", exc, exc_info=exc)
+            now = time.perf_counter()
+            results, ran_from, ran_to = [InferenceFailed(f"inference failed: {exc}")] * len(batch), now, now
+        rows = sum(i.rows for i in batch)
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        elapsed = ran_to - ran_from
+        for item, res in zip(batch, results, strict=True):
+            if item.future.done():
+                continue  # timed out or cancelled while running
+            if isinstance(res, BaseException):
+                item.future.set_exception(res)
+            else:
+                item.future.set_result(Result(res, ran_from - item.enqueued, elapsed, rows))
+            if item.on_done is not None:
+                item.notify()
+
+    async def _wait_for_batch(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Wait until the oldest request's batch should go (True): it is full, nothing more is arriving, or its
+        delay is spent. While a batch runs only a full one goes; False when a running batch ends first, so that
+        the caller decides again."""
         first = self._queue[0]
         opts = self.options
+        running = len(self._running)
         while not self._closing:
             if not self.batchable or self._rows_by_key.get(first.key, 0) >= opts.max_batch_size:
-                return
+                return True
+            if running:
+                if len(self._running) < running:
+                    return False
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
             if self._arriving <= 0:
-                return
+                return True
             remaining = first.enqueued + opts.max_queue_delay_s - time.perf_counter()
             if remaining <= 0:
-                return
+                return True
             self._wakeup.clear()
             timer = loop.call_later(remaining, self._wakeup.set)
             try:
                 await self._wakeup.wait()
             finally:
                 timer.cancel()
+        return True
 
     def _take(self) -> list[_Item]:
         """Pop the oldest live request and every compatible one that fits in the batch, in FIFO order."""
@@ -261,7 +347,22 @@ class Batcher:
 
     # ---- inference thread ----
 
-    def _run_batch(self, batch: list[_Item]) -> list[list[Array] | BaseException]:
+    def _run_batch(self, batch: list[_Item]) -> _BatchOutcome:
+        """(per-request outputs or errors, when the batch started and ended on this thread).
+
+        A batch may wait behind the one before it; requests whose deadline passed meanwhile do not run (their
+        futures have failed already, or fail at the sweep that is due)."""
+        started = time.perf_counter()
+        live = [i for i in batch if not ((i.deadline is not None and i.deadline <= started) or i.future.done())]
+        if len(live) == len(batch):
+            results = self._run_items(batch)
+        else:
+            by_item = dict(zip(map(id, live), self._run_items(live), strict=True)) if live else {}
+            expired = DeadlineExceeded("deadline exceeded while queued")
+            results = [by_item.get(id(i), expired) for i in batch]
+        return results, started, time.perf_counter()
+
+    def _run_items(self, batch: list[_Item]) -> list[list[Array] | BaseException]:
         if len(batch) == 1:
             return [self._run_one(batch[0])]
         try:
@@ -284,11 +385,10 @@ class Batcher:
 
 
 def _expire(item: _Item, message: str | None = None) -> None:
-    if item.timer is not None:
-        item.timer.cancel()
     if not item.future.done():
         waited = _ms(item.deadline - item.enqueued) if item.deadline is not None else "its deadline"
         item.future.set_exception(DeadlineExceeded(message or f"deadline exceeded: no result within {waited}"))
+        item.notify()
 
 
 def _ms(seconds: float) -> str:

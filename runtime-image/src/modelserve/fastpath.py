@@ -30,6 +30,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from modelserve import inference, protocol_v2
 from modelserve.auth import authorize
 from modelserve.batching import Batcher, Result
 from modelserve.errors import PayloadTooLarge, RequestError
@@ -40,6 +41,11 @@ __all__ = ["FastPathProtocol", "match_route"]
 log = logging.getLogger(__name__)
 
 _V2_PREFIX, _V2_SUFFIX = b"/v2/models/", b"/infer"
+# The request headers this path reads (the first of each counts, as in Starlette's `headers.get`).
+_WANTED = {
+    name.encode("latin-1"): name
+    for name in ("content-length", "authorization", protocol_v2.HEADER_LENGTH, inference.TIMEOUT_HEADER)
+}
 _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
 
 
@@ -58,6 +64,38 @@ def match_route(path: bytes) -> tuple[str, str, str | None] | None:
         if name and b"/" not in name:
             return "v1", name.decode("latin-1"), None
     return None
+
+
+_ROUTES: dict[bytes, tuple[str, str, str | None] | None] = {}
+_MAX_ROUTES = 256
+
+
+def _route(url: bytes) -> tuple[str, str, str | None] | None:
+    """`match_route` of a request target, remembered for the first few hundred targets seen; None for a
+    percent-encoded path (Starlette decodes those, so the ASGI cycle takes them)."""
+    try:
+        return _ROUTES[url]
+    except KeyError:
+        pass
+    path = url.partition(b"?")[0]
+    route = None if b"%" in path else match_route(path)
+    if len(_ROUTES) < _MAX_ROUTES:
+        _ROUTES[url] = route
+    return route
+
+
+_CONTENT_TYPES = {
+    ctype: b"content-type: %s\r\n" % ctype.encode("latin-1") for ctype in (inference.JSON, inference.OCTET_STREAM)
+}
+_header_block: tuple[list[tuple[bytes, bytes]], bytes] = ([], b"")
+
+
+def _default_headers(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (Server, Date) as one block; uvicorn replaces the list when the date changes."""
+    global _header_block
+    if _header_block[0] is not headers:
+        _header_block = (headers, b"".join(b"%s: %s\r\n" % pair for pair in headers))
+    return _header_block[1]
 
 
 class _NoEvent:
@@ -85,6 +123,7 @@ class _Request:
         "headers",
         "keep_alive",
         "name",
+        "pending",
         "protocol",
         "response_complete",
         "size",
@@ -110,6 +149,7 @@ class _Request:
         self.size = 0
         self.denial: Reply | None = None
         self.announced: Batcher | None = None
+        self.pending: Pending | None = None
         self.response_complete = False
         self.disconnected = False
 
@@ -123,12 +163,60 @@ class FastPathProtocol(HttpToolsProtocol):
     ) -> None:  # fmt: skip
         super().__init__(config, server_state, app_state, _loop)
         self._fast: _Request | None = None  # the fast request whose body is being received
+        self._idle_since: float | None = None  # loop time the last response completed; None while in use
+
+    # ---- uvicorn's per-request work that the fast path does not need ----
+
+    def on_message_begin(self) -> None:
+        # uvicorn builds the ASGI scope here (a dict and a copy of the lifespan state per request); a fast
+        # request never needs it, so `_asgi_scope` builds it only for a request left to the ASGI cycle.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    # Keep-alive: uvicorn arms a timer after every response and cancels it on the next data, a timer per
+    # request. Here one timer per idle period is armed; when it fires it closes the connection only if it has
+    # been idle for the whole keep-alive timeout, and otherwise re-arms for the time left.
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None
+
+    def on_response_complete(self) -> None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_expired)
+
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # in use: the next completed response arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
+        else:
+            self.timeout_keep_alive_handler()
 
     # ---- parser callbacks ----
 
     def on_headers_complete(self) -> None:
         request = self._take()
         if request is None:
+            self._asgi_scope()
             super().on_headers_complete()
             return
         self._fast = request
@@ -188,17 +276,21 @@ class FastPathProtocol(HttpToolsProtocol):
         request.chunks = []
         self._arrived(request)  # `begin` queues it before anything else runs on the loop
         outcome = begin(
-            request.state, request.protocol, request.name, request.version, request.headers.get, body, request.started
-        )
+            request.state, request.protocol, request.name, request.version, request.headers.get, body, request.started,
+            functools.partial(self._reply_when_done, request),
+        )  # fmt: skip
         if isinstance(outcome, Reply):
             self._reply(request, outcome)
         else:
-            outcome.future.add_done_callback(functools.partial(self._reply_when_done, request, outcome))
+            request.pending = outcome  # the batcher calls _reply_when_done later, never from within `begin`
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._fast is not None:
             self._arrived(self._fast)
             self._fast = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         super().connection_lost(exc)
 
     # ---- helpers ----
@@ -212,15 +304,14 @@ class FastPathProtocol(HttpToolsProtocol):
         state = self.app_state.get("modelserve")
         if not isinstance(state, State) or self.parser.should_upgrade():
             return None
-        path = self.url.partition(b"?")[0]
-        if b"%" in path:
-            return None
-        route = match_route(path)
+        route = _route(self.url)
         if route is None:
             return None
         headers: dict[str, str] = {}
         for name, value in self.headers:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            key = _WANTED.get(name)
+            if key is not None and key not in headers:
+                headers[key] = value.decode("latin-1")
         http_version = self.parser.get_http_version()
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
         return _Request(state, *route, headers, keep_alive, time.perf_counter())
@@ -230,7 +321,9 @@ class FastPathProtocol(HttpToolsProtocol):
             request.announced.arrived()
             request.announced = None
 
-    def _reply_when_done(self, request: _Request, pending: Pending, _future: asyncio.Future[Result]) -> None:
+    def _reply_when_done(self, request: _Request, _future: asyncio.Future[Result]) -> None:
+        pending, request.pending = request.pending, None
+        assert pending is not None
         self._reply(request, finish(pending))
 
     def _reply(self, request: _Request, reply: Reply, close: bool = False) -> None:
@@ -240,11 +333,11 @@ class FastPathProtocol(HttpToolsProtocol):
             return
         keep_alive = request.keep_alive and not close
         status = STATUS_LINE.get(reply.status) or b"HTTP/1.1 %d \r\n" % reply.status
-        head = [status]
-        for name, value in self.server_state.default_headers:
-            head += (name, b": ", value, b"\r\n")
-        head += (b"content-type: ", reply.content_type.encode("latin-1"), b"\r\n")
-        head += (b"content-length: ", str(len(reply.body)).encode(), b"\r\n")
+        head = [status, _default_headers(self.server_state.default_headers)]
+        content_type = _CONTENT_TYPES.get(reply.content_type)
+        if content_type is None:
+            content_type = b"content-type: %s\r\n" % reply.content_type.encode("latin-1")
+        head += (content_type, b"content-length: %d\r\n" % len(reply.body))
         for name_s, value_s in reply.headers:
             head += (name_s.encode("latin-1"), b": ", value_s.encode("latin-1"), b"\r\n")
         if not keep_alive:

@@ -64,7 +64,7 @@ class State:
     auth: TokenStore | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs 3x
 class Reply:
     status: int
     body: bytes
@@ -124,12 +124,14 @@ class Pending:
 
 
 def begin(
-    state: State, protocol: str, name: str, version: str | None, header: HeaderLookup, body: bytes, started: float
-) -> Reply | Pending:
+    state: State, protocol: str, name: str, version: str | None, header: HeaderLookup, body: bytes, started: float,
+    on_done: Callable[[asyncio.Future[Result]], None] | None = None,
+) -> Reply | Pending:  # fmt: skip
     """Decode and queue one request of `protocol` ("v2" or "v1"); a Reply when it ends here (an error).
 
     `header` looks up a request header by lower-case name. Requests for an unknown model are answered but not
-    counted: their names are unbounded label values.
+    counted: their names are unbounded label values. `on_done` is called when the batcher settles the request's
+    future (Batcher.submit); it is never called when a Reply is returned.
     """
     try:
         model = find_model(state, name, version)
@@ -151,7 +153,7 @@ def begin(
             timeout_ms = None
         deadline = deadline_of(state, started, header(TIMEOUT_HEADER), timeout_ms)
         metrics.stage["decode"].observe(time.perf_counter() - t0)
-        future = model.submit(request.inputs, deadline)
+        future = model.submit(request.inputs, deadline, on_done)
     except ModelServeError as exc:
         return _done(state, protocol, started, error_reply(exc))
     except Exception as exc:

@@ -1,15 +1,22 @@
-"""Prometheus metrics. The names are a contract with the operator's canary analysis (docs/runtime.md)."""
+"""Prometheus metrics. The names are a contract with the operator's canary analysis (docs/runtime.md).
+
+The request path updates plain Python numbers, not `prometheus_client` metric objects: one of those takes a lock
+and walks its buckets in Python on every call, several microseconds per request at five observations each
+(docs/runtime.md, "Performance"). `_Collector` turns the numbers into `prometheus_client` metric families at
+scrape time, so the exposition format is still the library's. Every update happens on the event loop's thread
+(the batcher reports batch sizes there too), so no lock is needed: a scrape runs on the same thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the scrape size for no use here
+from prometheus_client.utils import floatToGoString
 
 OUTCOMES: Final = ("success", "client_error", "server_error", "overloaded", "timeout")
 STAGES: Final = ("decode", "queue", "inference", "encode")
@@ -48,6 +55,95 @@ class _GpuMemoryCollector(Collector):
         yield family
 
 
+class Value:
+    """A counter or gauge series."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class Distribution:
+    """A histogram series: a count per bucket (the last one is +Inf) and the sum of observations."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # buckets are `le`: a value on a bound counts in it
+        self.sum += value
+
+    def observe_many(self, value: float, times: int) -> None:
+        """`times` observations of the same value (e.g. the inference time of every request in one batch)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.sum += value * times
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        return out
+
+
+class _Family:
+    """One metric: its name, help, kind, label names and the series by label values."""
+
+    def __init__(
+        self, kind: str, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float] = ()
+    ) -> None:
+        self.kind, self.name, self.documentation, self.labels = kind, name, documentation, list(labels)
+        self.bounds = tuple(buckets)
+        self.series: dict[tuple[str, ...], Value | Distribution] = {}
+
+    def value(self, *labels: str) -> Value:
+        child = self.series.setdefault(labels, Value())
+        assert isinstance(child, Value)
+        return child
+
+    def distribution(self, *labels: str) -> Distribution:
+        child = self.series.setdefault(labels, Distribution(self.bounds))
+        assert isinstance(child, Distribution)
+        return child
+
+    def family(self) -> Metric:
+        if self.kind == "histogram":
+            histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+            for labels, child in self.series.items():
+                assert isinstance(child, Distribution)
+                histogram.add_metric(list(labels), child.buckets(), child.sum)
+            return histogram
+        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        metric = cls(self.name, self.documentation, labels=self.labels)
+        for labels, child in self.series.items():
+            assert isinstance(child, Value)
+            metric.add_metric(list(labels), child.value)
+        return metric
+
+
+class _Collector(Collector):
+    def __init__(self, families: Sequence[_Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._families:
+            yield family.family()
+
+
 class Metrics:
     """All metrics of one server, in their own registry (several servers can live in one test process)."""
 
@@ -55,57 +151,50 @@ class Metrics:
         self.model = model
         self.version = version
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter(
+        requests = _Family(
+            "counter",
             "modelserve_requests",
             "Inference requests by model, version, protocol and outcome",
             ["model", "version", "protocol", "outcome"],
-            registry=r,
         )
-        self.request_duration = Histogram(
+        request_duration = _Family(
+            "histogram",
             "modelserve_request_duration_seconds",
             "End-to-end inference request latency in seconds",
             ["model", "version"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
-        self.stage_duration = Histogram(
+        stage_duration = _Family(
+            "histogram",
             "modelserve_stage_duration_seconds",
             "Latency of one stage of an inference request (decode, queue, inference, encode) in seconds",
             ["model", "version", "stage"],
-            buckets=_STAGE_BUCKETS,
-            registry=r,
+            _STAGE_BUCKETS,
         )
-        self.batch_size = Histogram(
-            "modelserve_batch_size", "Rows per batch run by the model", ["model"], buckets=_BATCH_BUCKETS, registry=r
-        )
-        self.queue_depth = Gauge(
-            "modelserve_queue_depth", "Requests waiting for the inference thread", ["model"], registry=r
-        )
-        self.inflight = Gauge("modelserve_inflight_requests", "Inference requests being handled", ["model"], registry=r)
-        self.model_load = Gauge(
-            "modelserve_model_load_seconds",
-            "Seconds it took to load and warm up the model",
+        batch_size = _Family("histogram", "modelserve_batch_size", "Rows per batch run by the model", ["model"],
+                             _BATCH_BUCKETS)  # fmt: skip
+        queue_depth = _Family("gauge", "modelserve_queue_depth", "Requests waiting for the inference thread", ["model"])
+        inflight = _Family("gauge", "modelserve_inflight_requests", "Inference requests being handled", ["model"])
+        model_load = _Family(
+            "gauge", "modelserve_model_load_seconds", "Seconds it took to load and warm up the model",
             ["model", "version"],
-            registry=r,
+        )  # fmt: skip
+        # Series resolved once, every counter at 0 from the start: the hot path only calls inc/observe.
+        self.request_counters = {(p, o): requests.value(model, version, p, o) for p in PROTOCOLS for o in OUTCOMES}
+        self.request_latency = request_duration.distribution(model, version)
+        self.stage = {s: stage_duration.distribution(model, version, s) for s in STAGES}
+        self.batch = batch_size.distribution(model)
+        self.depth = queue_depth.value(model)
+        self.inflight_gauge = inflight.value(model)
+        self.load_seconds = model_load.value(model, version)
+        self.registry.register(
+            _Collector([requests, request_duration, stage_duration, batch_size, queue_depth, inflight, model_load])
         )
         if gpu_memory is not None:
-            r.register(_GpuMemoryCollector(gpu_memory))
-        # Label children resolved once: the hot path only calls inc/observe.
-        self.request_counters = {
-            (p, o): self.requests.labels(model, version, p, o) for p in PROTOCOLS for o in OUTCOMES
-        }
-        for child in self.request_counters.values():
-            child.inc(0)
-        self.request_latency = self.request_duration.labels(model, version)
-        self.stage = {s: self.stage_duration.labels(model, version, s) for s in STAGES}
-        self.batch = self.batch_size.labels(model)
-        self.depth = self.queue_depth.labels(model)
-        self.inflight_gauge = self.inflight.labels(model)
-        self.load_seconds = self.model_load.labels(model, version)
+            self.registry.register(_GpuMemoryCollector(gpu_memory))
 
     def record(self, protocol: str, outcome: str, seconds: float) -> None:
-        self.request_counters[protocol, outcome].inc()
+        self.request_counters[protocol, outcome].value += 1
         self.request_latency.observe(seconds)
 
     def render(self) -> bytes:

@@ -115,11 +115,16 @@ class ServedModel:
             await batcher.run_on_thread(engine.check_device)
         return engine.healthy
 
-    def submit(self, inputs: Sequence[Array], deadline: float | None) -> asyncio.Future[Result]:
+    def submit(
+        self,
+        inputs: Sequence[Array],
+        deadline: float | None,
+        on_done: Callable[[asyncio.Future[Result]], None] | None = None,
+    ) -> asyncio.Future[Result]:
         """Queue a request with the batcher; the future holds its Result (see Batcher.submit)."""
         if self.batcher is None:
             raise NotReady(f"model {self.name!r} is not ready")
-        return self.batcher.submit(inputs, deadline)
+        return self.batcher.submit(inputs, deadline, on_done)
 
     def memory(self) -> dict[str, dict[str, int]]:
         engine = self.engine

@@ -17,7 +17,7 @@ from modelserve.protocol_v2 import Limits, load_json
 from modelserve.signature import Array, Signature, TensorSpec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs 3x
 class PredictRequest:
     inputs: list[Array]
     columnar: bool

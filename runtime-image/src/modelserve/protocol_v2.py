@@ -26,7 +26,7 @@ class Limits:
     allow_non_finite: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs 3x
 class InferRequest:
     id: str | None
     inputs: list[Array]  # in the model's signature order

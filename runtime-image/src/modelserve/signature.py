@@ -70,7 +70,7 @@ class TensorSpec:
 
     def check(self, array: Array) -> None:
         """Raise RequestError naming this input when the array's dtype or shape does not fit."""
-        if array.dtype != self.dtype:
+        if array.dtype != DATATYPES[self.datatype]:
             raise RequestError(
                 f"input {self.name!r}: datatype {datatype_of(array.dtype)} does not match the model's {self.datatype}"
             )
@@ -89,6 +89,10 @@ def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
 class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...] = field(default=())
+    _by_name: dict[str, TensorSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.name: s for s in reversed(self.inputs)})  # the first of a name wins
 
     @property
     def batchable(self) -> bool:
@@ -96,9 +100,9 @@ class Signature:
         return bool(self.inputs) and all(s.shape and s.shape[0] < 0 for s in self.inputs)
 
     def input(self, name: str) -> TensorSpec:
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
+        spec = self._by_name.get(name)
+        if spec is not None:
+            return spec
         raise RequestError(f"unknown input {name!r}; the model's inputs are: {', '.join(s.name for s in self.inputs)}")
 
     def to_json(self) -> dict[str, Any]:

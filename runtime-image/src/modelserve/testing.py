@@ -150,10 +150,11 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    config: ServeConfig, loader: EngineLoader = load_from_config, wait_ready: bool = True, timeout: float = 60.0
-) -> Iterator[tuple[str, Server]]:
+    config: ServeConfig, loader: EngineLoader = load_from_config, wait_ready: bool = True, timeout: float = 60.0,
+    keep_alive_s: int = 5,
+) -> Iterator[tuple[str, Server]]:  # fmt: skip
     """Run the real HTTP server (uvicorn, with the fast path unless `config.fast_path` is off) in a thread on a
-    free port; yields (base URL, server)."""
+    free port; yields (base URL, server). `keep_alive_s` is uvicorn's idle keep-alive timeout."""
     import httpx
     import uvicorn
 
@@ -165,7 +166,7 @@ def serve_in_thread(
     lifecycle = Lifecycle(config.drain_seconds)
     uv = uvicorn.Config(
         create_app(config, loader, lifecycle), lifespan="on", access_log=False, log_level="warning",
-        http=http_protocol(config), loop="asyncio", timeout_graceful_shutdown=10,
+        http=http_protocol(config), loop="asyncio", timeout_graceful_shutdown=10, timeout_keep_alive=keep_alive_s,
     )  # fmt: skip
     server = Server(uv, lifecycle)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
