@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.sim import polling
 from modeldeploy.sim.scenarios import model_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,14 +101,7 @@ def kubectl(*args: str, **kwargs: Any) -> str:
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise E2EError(f"not reached within {timeout:.0f}s: {what}")
-        time.sleep(2)
+    return polling.wait_for(check, timeout, 2.0, lambda: E2EError(f"not reached within {timeout:.0f}s: {what}"))
 
 
 def md_status() -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ from kopf.testing import KopfRunner
 from modeldeploy.demo import admission
 from modeldeploy.handlers import REGISTRY
 from modeldeploy.schema import crd_manifest
+from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import Cluster, run_cluster
 from modeldeploy.sim.emulator import RequestRecord
 
@@ -120,14 +120,9 @@ class ThreadedCluster:
         return [r for r in self.requests()[since:] if r.verb in WRITE_VERBS]
 
     def wait_for(self, check: Callable[[], T], timeout: float = 20.0, message: str = "") -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not reached within {timeout}s: {message or check}")
-            time.sleep(0.05)
+        return polling.wait_for(
+            check, timeout, 0.05, lambda: AssertionError(f"not reached within {timeout}s: {message or check}")
+        )
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import lightkube
 import pytest
 
+from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import Cluster, run_cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,14 +104,9 @@ Eventually = Callable[..., Awaitable[Any]]
 
 
 async def _eventually(check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.02) -> Any:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check}")
-        await asyncio.sleep(interval)
+    return await polling.eventually(
+        check, timeout, interval, lambda: AssertionError(f"condition not met within {timeout}s: {check}")
+    )
 
 
 @pytest.fixture

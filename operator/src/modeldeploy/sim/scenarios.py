@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import Cluster, run_cluster
 from modeldeploy.sim.kubelet import SimKubelet
 from modeldeploy.sim.proxy import REVISION_HEADER, RouteProxy, ServiceProxy
@@ -493,17 +494,15 @@ class LocalHarness:
         return [r.output[-3000:] for r in self.runners if r.exit_code not in (0, None) or "Traceback" in r.output]
 
     def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"not reached within {timeout:.0f}s: {what}; status: {self.status()}; "
-                    f"kubelet errors: {self.kubelet.errors}"
-                )
-            time.sleep(0.1)
+        return polling.wait_for(
+            check,
+            timeout,
+            0.1,
+            lambda: AssertionError(
+                f"not reached within {timeout:.0f}s: {what}; status: {self.status()}; "
+                f"kubelet errors: {self.kubelet.errors}"
+            ),
+        )
 
     def rollout(self) -> dict[str, Any]:
         return dict(self.status().get("rollout") or {})
