@@ -3,7 +3,7 @@ RUNTIME_DEMO_DIR := .bench/demo-model
 KSERVE_VENV := .venv-kserve
 RUNTIME_IMAGE ?= modelserve:dev
 
-.PHONY: serve bench-runtime test-runtime runtime-image kserve-venv
+.PHONY: serve bench-runtime bench-overhead test-runtime runtime-image kserve-venv
 
 ## Serve a small demo model built locally (no download) on http://localhost:8080 (see docs/runtime.md).
 serve: setup
@@ -26,6 +26,11 @@ bench-runtime: setup kserve-venv
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq wrk)
 	$(BIN)/python runtime-image/bench/bench.py --kserve-python $(KSERVE_VENV)/bin/python
+
+## The server's own CPU cost per inference request, in process and without sockets (bench/overhead.py).
+bench-overhead: setup
+	for args in "binary --stub-model" "json --stub-model" "binary --stub-model --fast-path false" "binary"; do \
+	  taskset -c $$(( $$(nproc) - 1 )) $(BIN)/python runtime-image/bench/overhead.py $$args || exit 1; done
 
 runtime-image:
 	docker build -t $(RUNTIME_IMAGE) runtime-image
