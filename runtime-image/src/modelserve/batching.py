@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -60,7 +60,6 @@ class _Item:
     enqueued: float
     deadline: float | None
     on_done: Callable[[asyncio.Future[Result]], None] | None
-    dispatched: float = field(default=0.0)
 
     def notify(self) -> None:
         """Call `on_done` now that the future is settled (see Batcher.submit)."""
@@ -242,9 +241,6 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            handed = time.perf_counter()
-            for item in batch:
-                item.dispatched = handed
             self._running.append(batch)
             self._running_changed()
             future = loop.run_in_executor(self.executor, self._run_batch, batch)
@@ -257,7 +253,7 @@ class Batcher:
         self._wakeup.set()
         try:
             results, ran_from, ran_to = future.result()
-        except Exception as exc:  # the batch function itself maps errors; this is a last resort
+        except (Exception, asyncio.CancelledError) as exc:  # the batch function maps errors; this is a last resort
             log.error("Inference thread failed: %s", exc, exc_info=exc)
             now = time.perf_counter()
             results, ran_from, ran_to = [InferenceFailed(f"inference failed: {exc}")] * len(batch), now, now

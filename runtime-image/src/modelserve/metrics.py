@@ -2,7 +2,7 @@
 
 The request path updates plain Python numbers, not `prometheus_client` metric objects: one of those takes a lock
 and walks its buckets in Python on every call, several microseconds per request at five observations each
-(docs/runtime.md, "Performance"). `_Collector` turns the numbers into `prometheus_client` metric families at
+(docs/runtime.md, "HTTP fast path"). `_Collector` turns the numbers into `prometheus_client` metric families at
 scrape time, so the exposition format is still the library's. Every update happens on the event loop's thread
 (the batcher reports batch sizes there too), so no lock is needed: a scrape runs on the same thread.
 """
