@@ -24,12 +24,14 @@ from starlette.routing import Route
 from modelserve import __version__, protocol_v1, protocol_v2
 from modelserve.auth import BearerAuth, TokenStore
 from modelserve.config import ServeConfig
-from modelserve.errors import MethodNotAllowed, ModelLoadError, ModelServeError, NotReady, PayloadTooLarge, RequestError
+from modelserve.errors import MethodNotAllowed, ModelLoadError, ModelServeError, NotReady
 from modelserve.inference import (
     JSON,
     Reply,
     State,
     begin,
+    body_over_limit,
+    check_declared_length,
     error_reply,
     find_model,
     finish,
@@ -70,19 +72,13 @@ def _model(state: State, request: Request) -> ServedModel:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
-        except ValueError:
-            raise RequestError("invalid Content-Length header") from None
+    check_declared_length(request.headers.get("content-length"), limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+            raise body_over_limit(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 

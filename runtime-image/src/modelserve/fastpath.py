@@ -33,8 +33,17 @@ from uvicorn.server import ServerState
 from modelserve import inference, protocol_v2
 from modelserve.auth import authorize
 from modelserve.batching import Batcher, Result
-from modelserve.errors import PayloadTooLarge, RequestError
-from modelserve.inference import Pending, Reply, State, begin, finish, refuse
+from modelserve.errors import RequestError
+from modelserve.inference import (
+    Pending,
+    Reply,
+    State,
+    begin,
+    body_over_limit,
+    check_declared_length,
+    finish,
+    refuse,
+)
 
 __all__ = ["FastPathProtocol", "match_route"]
 
@@ -218,17 +227,11 @@ class FastPathProtocol(HttpToolsProtocol):
         self._fast = request
         self.cycle = request  # type: ignore[assignment]  # read by uvicorn as a cycle; see _Request
         state = request.state
-        declared = request.headers.get("content-length")
-        limit = state.config.max_body_bytes
-        if declared is not None:
-            exc: RequestError | None = None
-            if not declared.isdigit():
-                exc = RequestError("invalid Content-Length header")
-            elif int(declared) > limit:
-                exc = PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
-            if exc is not None:
-                self._reply(request, refuse(state, request.protocol, request.started, exc), close=True)
-                return
+        try:
+            check_declared_length(request.headers.get("content-length"), state.config.max_body_bytes)
+        except RequestError as exc:
+            self._reply(request, refuse(state, request.protocol, request.started, exc), close=True)
+            return
         if state.auth is not None:
             authorization = request.headers.get("authorization")
             denial = authorize(state.auth, None if authorization is None else authorization.encode("latin-1"))
@@ -252,8 +255,8 @@ class FastPathProtocol(HttpToolsProtocol):
         limit = request.state.config.max_body_bytes
         if request.size > limit:
             self._arrived(request)
-            exc = PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-            self._reply(request, refuse(request.state, request.protocol, request.started, exc), close=True)
+            refusal = refuse(request.state, request.protocol, request.started, body_over_limit(limit))
+            self._reply(request, refusal, close=True)
             return
         request.chunks.append(body)
 

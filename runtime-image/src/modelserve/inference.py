@@ -21,7 +21,7 @@ from modelserve import protocol_v1, protocol_v2
 from modelserve.auth import TokenStore
 from modelserve.batching import Result
 from modelserve.config import ServeConfig
-from modelserve.errors import ModelNotFound, ModelServeError, NotReady, RequestError
+from modelserve.errors import ModelNotFound, ModelServeError, NotReady, PayloadTooLarge, RequestError
 from modelserve.lifecycle import Lifecycle
 from modelserve.metrics import Metrics, outcome_of
 from modelserve.model import ServedModel
@@ -35,6 +35,8 @@ __all__ = [
     "Reply",
     "State",
     "begin",
+    "body_over_limit",
+    "check_declared_length",
     "error_reply",
     "find_model",
     "finish",
@@ -93,6 +95,23 @@ def find_model(state: State, name: str, version: str | None) -> ServedModel:
     if version is not None and version != model.version:
         raise ModelNotFound(f"model {name!r} has no version {version!r}; it serves version {model.version!r}")
     return model
+
+
+def check_declared_length(declared: str | None, limit: int) -> None:
+    """Refuse a body by its `Content-Length` before reading it: RequestError when the header is not a number,
+    PayloadTooLarge when it exceeds `limit` bytes. The HTTP parsers reject a malformed length first; both carriers
+    still check it here so that they answer the same."""
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise RequestError("invalid Content-Length header")
+    if int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+
+
+def body_over_limit(limit: int) -> PayloadTooLarge:
+    """The error for a body that grew past `limit` bytes while it was read (chunked, or no length declared)."""
+    return PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
 
 
 def deadline_of(state: State, started: float, header: str | None, param_ms: float | None) -> float | None:
