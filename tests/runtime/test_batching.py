@@ -44,7 +44,7 @@ async def test_concurrent_compatible_requests_share_a_batch() -> None:
 
     async def one(i: int) -> Array:
         b.arrived()
-        return (await b.infer(rows(1, float(i)))).outputs[0]
+        return (await b.submit(rows(1, float(i)))).outputs[0]
 
     results = await asyncio.gather(*(one(i) for i in range(5)))
     await b.close()
@@ -57,8 +57,8 @@ async def test_shape_incompatible_requests_never_share_a_batch() -> None:
     model = Recorder()
     b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.01), batchable=True)
     b.arriving(), b.arriving()
-    a = asyncio.ensure_future(b.infer(rows(1, width=4)))
-    c = asyncio.ensure_future(b.infer(rows(2, width=3)))
+    a = asyncio.ensure_future(b.submit(rows(1, width=4)))
+    c = asyncio.ensure_future(b.submit(rows(2, width=3)))
     b.arrived(), b.arrived()
     ra, rc = await asyncio.gather(a, c)
     await b.close()
@@ -69,7 +69,7 @@ async def test_shape_incompatible_requests_never_share_a_batch() -> None:
 async def test_batches_never_exceed_max_batch_size() -> None:
     model = Recorder(delay=0.01)
     b = Batcher(model, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
-    results = await asyncio.gather(*(b.infer(rows(1)) for _ in range(10)))
+    results = await asyncio.gather(*(b.submit(rows(1)) for _ in range(10)))
     await b.close()
     assert all(r.batch_rows <= 4 for r in results)
     assert sum(s[0] for s in model.shapes) == 10 and max(s[0] for s in model.shapes) <= 4
@@ -78,19 +78,19 @@ async def test_batches_never_exceed_max_batch_size() -> None:
 async def test_lone_request_is_dispatched_without_waiting_for_the_delay() -> None:
     b = Batcher(Recorder(), BatchingOptions(max_batch_size=32, max_queue_delay_s=1.0), batchable=True)
     started = time.perf_counter()
-    await b.infer(rows(1))
+    await b.submit(rows(1))
     await b.close()
     assert time.perf_counter() - started < 0.5
 
 
 async def test_full_queue_is_overloaded() -> None:
     b = Batcher(Recorder(delay=0.2), BatchingOptions(max_batch_size=1, max_queue_size=2), batchable=True)
-    first = asyncio.ensure_future(b.infer(rows(1)))
+    first = asyncio.ensure_future(b.submit(rows(1)))
     await asyncio.sleep(0.05)  # first is running; the queue is empty again
-    queued = [asyncio.ensure_future(b.infer(rows(1))) for _ in range(2)]
+    queued = [asyncio.ensure_future(b.submit(rows(1))) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(Overloaded, match="queue full"):
-        await b.infer(rows(1))
+        await b.submit(rows(1))
     await asyncio.gather(first, *queued)
     await b.close()
 
@@ -98,10 +98,10 @@ async def test_full_queue_is_overloaded() -> None:
 async def test_deadline_exceeded_while_waiting() -> None:
     model = Recorder(delay=0.2)
     b = Batcher(model, BatchingOptions(max_batch_size=1), batchable=True)
-    first = asyncio.ensure_future(b.infer(rows(1)))
+    first = asyncio.ensure_future(b.submit(rows(1)))
     await asyncio.sleep(0.01)
     with pytest.raises(DeadlineExceeded):
-        await b.infer(rows(1, 3.0), deadline=time.perf_counter() + 0.05)
+        await b.submit(rows(1, 3.0), deadline=time.perf_counter() + 0.05)
     await first
     await b.close()
     assert len(model.shapes) == 1  # the expired request never ran
@@ -115,7 +115,7 @@ async def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
 
     async def one(value: float) -> Array:
         b.arrived()
-        return (await b.infer(rows(1, value))).outputs[0]
+        return (await b.submit(rows(1, value))).outputs[0]
 
     good1, bad, good2 = await asyncio.gather(one(1.0), one(9.0), one(2.0), return_exceptions=True)
     await b.close()
@@ -126,12 +126,12 @@ async def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
 
 async def test_close_finishes_queued_work_then_refuses() -> None:
     b = Batcher(Recorder(delay=0.01), BatchingOptions(max_batch_size=1), batchable=True)
-    pending = [asyncio.ensure_future(b.infer(rows(1))) for _ in range(3)]
+    pending = [asyncio.ensure_future(b.submit(rows(1))) for _ in range(3)]
     await asyncio.sleep(0)
     await b.close()
     assert all(p.done() and not p.exception() for p in pending)
     with pytest.raises(Overloaded, match="shutting down"):
-        await b.infer(rows(1))
+        await b.submit(rows(1))
 
 
 def test_batch_key_and_split() -> None:

@@ -147,17 +147,14 @@ class Batcher:
         if self._arriving == 0 and self._queue:
             self._wakeup.set()
 
-    async def infer(self, inputs: Sequence[Array], deadline: float | None = None) -> Result:
-        """Queue one request (arrays in signature order) and wait for its outputs."""
-        return await self.submit(inputs, deadline)
-
     def submit(
         self,
         inputs: Sequence[Array],
         deadline: float | None = None,
         on_done: Callable[[asyncio.Future[Result]], None] | None = None,
     ) -> asyncio.Future[Result]:
-        """Queue one request and return the future of its outputs, without waiting (call on the event loop).
+        """Queue one request (arrays in signature order) and return the future of its outputs, without waiting
+        (call on the event loop).
 
         The future fails with DeadlineExceeded once `deadline` (a `time.perf_counter` value) passes, whether
         the request is still queued or its batch is running; Overloaded is raised at once when the queue is full.
