@@ -6,9 +6,6 @@ and the test's own code never wait on each other. ``ThreadedCluster`` offers a s
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -19,7 +16,7 @@ from modeldeploy.demo import admission
 from modeldeploy.handlers import REGISTRY
 from modeldeploy.schema import crd_manifest
 from modeldeploy.sim import polling
-from modeldeploy.sim.cluster import Cluster, run_cluster
+from modeldeploy.sim.cluster import BackgroundCluster
 from modeldeploy.sim.emulator import RequestRecord
 
 T = TypeVar("T")
@@ -33,66 +30,12 @@ PODS = "v1/pods"
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
-class ThreadedCluster:
+class ThreadedCluster(BackgroundCluster):
     """An emulated cluster served from a background thread, with a synchronous API for tests."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._cluster: Cluster | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="emulated-cluster", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as error:  # Reported to the test thread.
-            self._error = error
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        async with run_cluster(**self._options) as cluster:
-            self._cluster = cluster
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> ThreadedCluster:
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None or self._cluster is None:
-            raise RuntimeError(f"the emulated cluster did not start: {self._error!r}")
-        return self
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-
-    @property
-    def cluster(self) -> Cluster:
-        assert self._cluster is not None
-        return self._cluster
 
     @property
     def kubeconfig(self) -> str:
         return str(self.cluster.kubeconfig_path)
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` in the cluster's thread (the emulator is not thread-safe) and return its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as error:
-                future.set_exception(error)
-
-        self._loop.call_soon_threadsafe(run)
-        return future.result(30)
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.call(self.cluster.emulator.get_object, resource, namespace, name)

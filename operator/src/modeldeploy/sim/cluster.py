@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import aiohttp.web
 import yaml
@@ -16,7 +19,9 @@ from modeldeploy.sim.controllers import BehaviorChooser, DeploymentController, P
 from modeldeploy.sim.emulator import ClusterEmulator, RequestRecord
 from modeldeploy.sim.resources import Admission, install_crd, standard_resources
 
-__all__ = ["Cluster", "add_node", "kubeconfig_for", "node_manifest", "run_cluster"]
+__all__ = ["BackgroundCluster", "Cluster", "add_node", "kubeconfig_for", "node_manifest", "run_cluster"]
+
+T = TypeVar("T")
 
 DEFAULT_NAMESPACES = ("default", "kube-system")
 
@@ -161,3 +166,85 @@ async def run_cluster(
             finally:
                 emulator.close_watches()
                 await runner.cleanup()
+
+
+class BackgroundCluster:
+    """``run_cluster`` served by an event loop of its own in a background thread, with a synchronous API, so a
+    test (or the local scenarios) and an operator in other threads never wait on each other.
+
+    ``on_start`` runs in the cluster's loop once the cluster is up, before ``start`` returns; ``on_stop`` runs there
+    when it is stopped, before the cluster shuts down. Other keyword arguments go to ``run_cluster``.
+    """
+
+    def __init__(
+        self,
+        *,
+        thread_name: str = "emulated-cluster",
+        on_start: Callable[[Cluster], None] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        **options: Any,
+    ) -> None:
+        self._options = options
+        self._on_start = on_start
+        self._on_stop = on_stop
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._cluster: Cluster | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as error:  # reported to the thread that called start()
+            self._error = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with run_cluster(**self._options) as cluster:
+            if self._on_start is not None:
+                self._on_start(cluster)
+            self._cluster = cluster
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                if self._on_stop is not None:
+                    await self._on_stop()
+
+    def start(self, timeout: float = 30) -> Self:
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._error is not None or self._cluster is None:
+            raise RuntimeError(f"the emulated cluster did not start: {self._error!r}")
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    @property
+    def cluster(self) -> Cluster:
+        assert self._cluster is not None, "the cluster is not running"
+        return self._cluster
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` in the cluster's thread (the emulator is not thread-safe) and return its result."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as error:
+                future.set_exception(error)
+
+        self._loop.call_soon_threadsafe(run)
+        return future.result(30)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine in the cluster's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)

@@ -1,6 +1,6 @@
 """Progressive-delivery scenarios against real ``modelserve`` processes: shared by the local harness and kind.
 
-The local harness (:class:`LocalHarness`) runs the emulated cluster (``run_cluster``) in a thread, a
+The local harness (:class:`LocalHarness`) runs the emulated cluster (``BackgroundCluster``) in a thread, a
 :class:`~modeldeploy.sim.kubelet.SimKubelet` that runs every pod as a ``modelserve`` process, a
 :class:`~modeldeploy.sim.proxy.ServiceProxy` for the Service (or a ``RouteProxy`` for the HTTPRoute), and the
 real operator (``kopf.testing.KopfRunner``) in the same process. The operator scrapes the pods' ``/metrics``
@@ -29,7 +29,6 @@ HTTPRoute ``NAME`` the operator writes), and a :class:`RolloutMonitor` samples t
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import copy
 import json
@@ -46,7 +45,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from modeldeploy.sim import polling
-from modeldeploy.sim.cluster import Cluster, run_cluster
+from modeldeploy.sim.cluster import BackgroundCluster, Cluster
 from modeldeploy.sim.kubelet import SimKubelet
 from modeldeploy.sim.proxy import REVISION_HEADER, RouteProxy, ServiceProxy
 
@@ -345,74 +344,44 @@ class LocalHarness:
         self.workdir = workdir
         self.kubelet = SimKubelet(log_dir=workdir / "pod-logs")
         self._tick = tick
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._cluster: Cluster | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="local-harness", daemon=True)
+        self._background: BackgroundCluster | None = None
         self._proxies: list[ServiceProxy | RouteProxy] = []
         self._saved_env: dict[str, str | None] = {}
         self._saved_resolver: Any = None
         self.runners: list[Any] = []
 
-    # threading
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as error:
-            self._error = error
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        from modeldeploy.demo import admission
-        from modeldeploy.schema import crd_manifest
-
-        self._stop = asyncio.Event()
-        async with run_cluster(
-            crds=[crd_manifest()], admission={MD: admission}, tick=self._tick,
-            on_pod_running=self.kubelet.on_pod_running, on_pod_stopped=self.kubelet.on_pod_stopped,
-            namespaces=("default", "kube-system", NAMESPACE),
-        ) as cluster:  # fmt: skip
-            self.kubelet.attach(cluster.controller)
-            self._cluster = cluster
-            self._ready.set()
-            try:
-                await self._stop.wait()
-            finally:
-                for proxy in self._proxies:
-                    await proxy.close()
-                await self.kubelet.close()
+    async def _close(self) -> None:
+        for proxy in self._proxies:
+            await proxy.close()
+        await self.kubelet.close()
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the cluster's thread (the emulator is not thread-safe)."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as error:
-                future.set_exception(error)
-
-        self._loop.call_soon_threadsafe(run)
-        return future.result(30)
+        return self.background.call(fn, *args)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+        return self.background.run(coro)
+
+    @property
+    def background(self) -> BackgroundCluster:
+        assert self._background is not None, "the harness is not running"
+        return self._background
 
     @property
     def cluster(self) -> Cluster:
-        assert self._cluster is not None, "the harness is not running"
-        return self._cluster
+        return self.background.cluster
 
     def __enter__(self) -> LocalHarness:
         import modeldeploy.controller
+        from modeldeploy.demo import admission
+        from modeldeploy.schema import crd_manifest
 
-        self._thread.start()
-        self._ready.wait(60)
-        if self._error is not None or self._cluster is None:
-            raise RuntimeError(f"the emulated cluster did not start: {self._error!r}")
+        self._background = BackgroundCluster(
+            thread_name="local-harness", on_start=lambda cluster: self.kubelet.attach(cluster.controller),
+            on_stop=self._close, crds=[crd_manifest()], admission={MD: admission}, tick=self._tick,
+            on_pod_running=self.kubelet.on_pod_running, on_pod_stopped=self.kubelet.on_pod_stopped,
+            namespaces=("default", "kube-system", NAMESPACE),
+        ).start(60)  # fmt: skip
         for key, value in (("KUBECONFIG", str(self.cluster.kubeconfig_path)), ("MODELDEPLOY_RESYNC_SECONDS", "1")):
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
@@ -429,9 +398,8 @@ class LocalHarness:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(60)
+        if self._background is not None:
+            self._background.stop(60)
 
     # cluster access
     def get(self, resource: str = MD, name: str = NAME) -> dict[str, Any] | None:
