@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import gc
 import hashlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,16 @@ def test_serve_exits_with_the_load_error_code(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(b"\x80\x04N.")
     code = cli.main(["serve", "--model-dir", str(tmp_path), "--model-name", "m", "--port", "0", "--host", "127.0.0.1"])
     assert code == 11  # UnsafeFormat: refused pickle
+
+
+def test_tune_interpreter_sets_the_gil_switch_and_collector() -> None:
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    try:
+        cli.tune_interpreter()
+        assert sys.getswitchinterval() == pytest.approx(0.0001)  # the inference thread gets the GIL back sooner
+        assert gc.get_threshold() == (100_000, 50, 100)
+        assert gc.get_freeze_count() > 0
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
