@@ -116,7 +116,8 @@ status_st = st.fixed_dictionaries(
     optional={
         "observedGeneration": st.integers(0, 5),
         "phase": st.sampled_from(PHASES),
-        "conditions": st.lists(condition_st, max_size=4),
+        # The CRD makes conditions a list map keyed by type: the API server refuses two of one type.
+        "conditions": st.lists(condition_st, max_size=4, unique_by=lambda c: c["type"]),
         "currentRevision": st.sampled_from(["aaaaaaaaaa", "bbbbbbbbbb"]),
         "stableRevision": st.sampled_from(["aaaaaaaaaa", "bbbbbbbbbb"]),
         "readyReplicas": st.integers(0, 3),
