@@ -21,8 +21,10 @@ $(STAMP): operator/pyproject.toml runtime-image/pyproject.toml requirements-dev.
 demo: setup
 	$(BIN)/modeldeploy demo
 
+# Everything, then the runtime's tests again against its compiled request path (as the image ships it).
 test: setup lint
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-native
 
 lint: setup
 	$(BIN)/ruff check operator runtime-image tests benchmarks integrations charts/scripts docs
@@ -39,7 +41,7 @@ run: setup
 	$(BIN)/modeldeploy run
 
 clean:
-	rm -rf $(VENV) .stamps .tools .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .stamps .tools .build .mypy_cache .pytest_cache .ruff_cache runtime-image/build
 
 # Targets owned by the parts of the project.
 -include runtime-image/runtime.mk

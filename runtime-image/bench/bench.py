@@ -5,6 +5,8 @@ same concurrencies. Every server runs with one torch thread, like the raw forwar
 "core1" pins the server to core 1 alone, so HTTP handling and the forward pass share one core; "cores01" lets
 it use both cores, sharing core 0 with wrk, so HTTP handling can run beside the forward pass (as it does beside
 a GPU). The raw forward runs on core 1 alone.
+"modelserve" is the server as the image ships it, its request path compiled with mypyc (`make native`);
+"modelserve-py" is the same code interpreted, and "modelserve-asgi" the compiled server without its fast path.
 Usage: python runtime-image/bench/bench.py --kserve-python .venv-kserve/bin/python [--seconds 5]
 """
 
@@ -148,10 +150,11 @@ def _ms(text: str) -> float:
 
 
 def run_server(
-    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float, cpus: str
-) -> dict[str, dict[int, dict[str, float]]]:
+    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float, cpus: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, dict[int, dict[str, float]]]:  # fmt: skip
     log = (WORK / f"{name}.log").open("wb")
-    proc = subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     results: dict[str, dict[int, dict[str, float]]] = {}
     try:
@@ -208,7 +211,15 @@ def main() -> None:
     parser.add_argument("--kserve-python", default=str(ROOT / ".venv-kserve/bin/python"))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
-        "--servers", default="modelserve,modelserve-asgi,kserve", help="comma-separated subset of the servers to run"
+        "--servers",
+        default="modelserve,modelserve-py,modelserve-asgi,kserve",
+        help="comma-separated subset of the servers to run",
+    )
+    parser.add_argument(
+        "--native-dir",
+        default=str(ROOT / ".build/native"),
+        help="the mypyc-compiled build (make native) that 'modelserve' runs, as the image ships it; "
+        "'modelserve-py' runs the pure-Python install",
     )
     parser.add_argument(
         "--layouts", default="core1,cores01", help=f"comma-separated CPU layouts, of {', '.join(LAYOUTS)}"
@@ -243,7 +254,19 @@ def main() -> None:
     }
     # The same server with uvicorn's own protocol: what the fast path (docs/runtime.md) is worth.
     servers["modelserve-asgi"] = [*servers["modelserve"], "--fast-path", "false", "--port", "18082"]
-    ports = {"modelserve": 18080, "kserve": 18081, "modelserve-asgi": 18082}
+    # The same server, pure Python: what compiling the request path is worth.
+    servers["modelserve-py"] = [*servers["modelserve"], "--port", "18083"]
+    ports = {"modelserve": 18080, "kserve": 18081, "modelserve-asgi": 18082, "modelserve-py": 18083}
+    native_env = {**os.environ, "PYTHONPATH": args.native_dir}
+    envs = {"modelserve": native_env, "modelserve-asgi": native_env}
+    check = "import modelserve; print(','.join(modelserve.compiled_modules()) or 'none')"
+    for name in ("modelserve", "modelserve-py"):
+        compiled = subprocess.run(
+            [sys.executable, "-c", check], env=envs.get(name), capture_output=True, text=True, check=True
+        ).stdout.strip()
+        print(f"{name}: compiled request-path modules: {compiled}", file=sys.stderr)
+        if (compiled == "none") != (name == "modelserve-py"):
+            sys.exit(f"{name} should {'not ' if name == 'modelserve-py' else ''}run compiled; see `make native`")
     wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
     layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
     results: dict[str, dict[str, dict[str, dict[int, dict[str, float]]]]] = {}
@@ -251,15 +274,15 @@ def main() -> None:
         # The ASGI path only shows what the fast path is worth: one layout is enough.
         names = [n for n in wanted if n != "modelserve-asgi" or layout == layouts[0]]
         results[layout] = {
-            name: run_server(f"{name}-{layout}", servers[name], ports[name], bodies, args.seconds, LAYOUTS[layout])
+            name: run_server(
+                f"{name}-{layout}", servers[name], ports[name], bodies, args.seconds, LAYOUTS[layout], envs.get(name)
+            )
             for name in names
         }
     # This machine's speed drifts over minutes: the limit is measured before and after the servers, and the
     # ratios use the mean of the two.
     raw_after = raw_forward(model, 3.0)
-    (WORK / "results.json").write_text(
-        json.dumps({"raw": raw, "raw_after": raw_after, "layouts": results}, indent=2)
-    )
+    (WORK / "results.json").write_text(json.dumps({"raw": raw, "raw_after": raw_after, "layouts": results}, indent=2))
     print("\nRaw in-process forward (core 1, one torch thread), before and after the servers:")
     for key in raw:
         for when, r in (("before", raw[key]), ("after", raw_after[key])):
@@ -267,9 +290,7 @@ def main() -> None:
                 f"  {key:8} {when:6} {r['throughput']:10.0f} samples/s   p50 {r['p50_ms']:.3f} ms   "
                 f"p99 {r['p99_ms']:.3f} ms"
             )
-    raw = {
-        key: {m: (raw[key][m] + raw_after[key][m]) / 2 for m in ("throughput", "p50_ms", "p99_ms")} for key in raw
-    }
+    raw = {key: {m: (raw[key][m] + raw_after[key][m]) / 2 for m in ("throughput", "p50_ms", "p99_ms")} for key in raw}
     for layout, by_server in results.items():
         print(f"\n=== layout {layout}: servers on CPU {LAYOUTS[layout]}, wrk on CPU {CLIENT_CPU} ===")
         report(raw, by_server)
@@ -282,7 +303,7 @@ def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[i
             for conc, r in by_conc.items():
                 row = f"{name:15} {payload:7} {conc:>4} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f}"
                 print(f"{row} {r['errors']:7}")
-    ms, ks = results.get("modelserve", {}), results.get("kserve", {})
+    ms, ks, py = results.get("modelserve", {}), results.get("kserve", {}), results.get("modelserve-py", {})
     print("\nRatios:")
     for payload in ("json", "binary"):
         if payload in ms and payload in ks:
@@ -297,6 +318,10 @@ def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[i
         if payload in ms and payload in asgi:
             gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / asgi[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
             print(f"  {payload:6} fast path / ASGI path throughput: {gains}")
+    for payload in ("json", "binary"):
+        if payload in ms and payload in py:
+            gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / py[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
+            print(f"  {payload:6} compiled / pure-Python throughput: {gains}")
     if "json" in ms:
         added = ms["json"][1]["p50_ms"] - raw["batch1"]["p50_ms"]
         print(f"  c=1 JSON p50 added over raw forward: {added:.3f} ms (target <= 1 ms)")

@@ -53,7 +53,9 @@ def starlette_match(path: str) -> tuple[str, str, str | None] | None:
         ("/v2/models/mlp/ready", None),
         ("/v1/models/a/b:predict", None),
         ("/v1/models/:predict", None),
-        ("/v2/models/infer", None),
+        ("/v2/models/infer", None),  # prefix and suffix overlap
+        ("/v1/models:predict", None),
+        ("/v2/models/x/infer", ("v2", "x", None)),
     ],
 )
 def test_match_route_table(path: str, expected: tuple[str, str, str | None] | None) -> None:

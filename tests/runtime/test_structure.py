@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import modelserve
@@ -32,3 +33,11 @@ def test_no_unpickling_anywhere() -> None:
         for line in text.splitlines():
             if "torch.load(" in line:
                 assert "weights_only=True" in line, f"{path.name}: {line.strip()}"
+
+
+def test_the_request_path_is_compiled_exactly_when_expected() -> None:
+    """`make test-native` runs this suite again against the mypyc build (runtime-image/setup.py) with
+    MODELSERVE_EXPECT_COMPILED=1: every request-path module must then be a compiled extension, and none in the
+    plain run, so that neither run tests the other's code by accident (a stale build on the path, say)."""
+    compiled = os.environ.get("MODELSERVE_EXPECT_COMPILED") == "1"
+    assert modelserve.compiled_modules() == (list(modelserve.REQUEST_PATH) if compiled else [])

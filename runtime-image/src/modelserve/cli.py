@@ -10,7 +10,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from modelserve import __version__
+from modelserve import __version__, compiled_modules
 from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, ServeConfig, add_options, environ, serve_config
 from modelserve.errors import ModelServeError
 
@@ -77,6 +77,8 @@ def run_serve(config: ServeConfig) -> int:
     from modelserve.lifecycle import Lifecycle, Server
 
     tune_interpreter()
+    compiled = compiled_modules()
+    log.info("Request path: %s", f"compiled with mypyc ({', '.join(compiled)})" if compiled else "pure Python")
     lifecycle = Lifecycle(config.drain_seconds)
     try:
         app = create_app(config, lifecycle=lifecycle)

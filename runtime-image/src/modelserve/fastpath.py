@@ -56,20 +56,23 @@ _WANTED = {
     for name in ("content-length", "authorization", protocol_v2.HEADER_LENGTH, inference.TIMEOUT_HEADER)
 }
 _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
+_V2_LENGTH, _V1_LENGTH = len(_V2_PREFIX) + len(_V2_SUFFIX), len(_V1_PREFIX) + len(_V1_SUFFIX)
 
 
 def match_route(path: bytes) -> tuple[str, str, str | None] | None:
     """(protocol, model name, version) when `path` is one of the inference routes, as Starlette would match it
     (a `{name}` is one non-empty path segment); None otherwise."""
-    if path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
-        parts = path[len(_V2_PREFIX) : -len(_V2_SUFFIX)].split(b"/")
+    # The length checks come first: the compiled module (mypyc) fails on a bytes slice whose end is before its
+    # start (b"/v2/models/infer"), where Python gives b"".
+    if len(path) > _V2_LENGTH and path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+        parts = path[len(_V2_PREFIX) : len(path) - len(_V2_SUFFIX)].split(b"/")
         if len(parts) == 1 and parts[0]:
             return "v2", parts[0].decode("latin-1"), None
         if len(parts) == 3 and parts[0] and parts[1] == b"versions" and parts[2]:
             return "v2", parts[0].decode("latin-1"), parts[2].decode("latin-1")
         return None
-    if path.startswith(_V1_PREFIX) and path.endswith(_V1_SUFFIX):
-        name = path[len(_V1_PREFIX) : -len(_V1_SUFFIX)]
+    if len(path) > _V1_LENGTH and path.startswith(_V1_PREFIX) and path.endswith(_V1_SUFFIX):
+        name = path[len(_V1_PREFIX) : len(path) - len(_V1_SUFFIX)]
         if name and b"/" not in name:
             return "v1", name.decode("latin-1"), None
     return None
@@ -217,6 +220,17 @@ class FastPathProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_handler()
 
     # ---- parser callbacks ----
+
+    # uvicorn's own on_url and on_header, restated so that the compiled build runs them as C (they run once per
+    # request target and header line).
+    def on_url(self, url: bytes) -> None:
+        self.url = self.url + url  # not +=: mypyc 2.4 fails on an augmented assignment to an inherited attribute
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         request = self._take()

@@ -66,12 +66,21 @@ class State:
     auth: TokenStore | None = None
 
 
-@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs 3x
+# A plain class, not a dataclass: built per request, and a dataclass's generated __init__ is interpreted
+# even in the compiled build (about 6x slower there).
 class Reply:
-    status: int
-    body: bytes
-    content_type: str = JSON
-    headers: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self, status: int, body: bytes, content_type: str = JSON, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status}, {self.body!r}, {self.content_type!r}, {self.headers!r})"
 
 
 def json_reply(payload: object, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -130,16 +139,21 @@ def deadline_of(state: State, started: float, header: str | None, param_ms: floa
     return None if timeout_ms is None else started + timeout_ms / 1000
 
 
-@dataclass(slots=True)
-class Pending:
+class Pending:  # a plain class, as Reply
     """A decoded request waiting for the batcher; `future` resolves to its Result (or a ModelServeError)."""
 
-    state: State
-    model: ServedModel
-    protocol: str
-    request: InferRequest | PredictRequest
-    started: float
-    future: asyncio.Future[Result]
+    __slots__ = ("future", "model", "protocol", "request", "started", "state")
+
+    def __init__(
+        self, state: State, model: ServedModel, protocol: str, request: InferRequest | PredictRequest, started: float,
+        future: asyncio.Future[Result],
+    ) -> None:  # fmt: skip
+        self.state = state
+        self.model = model
+        self.protocol = protocol
+        self.request = request
+        self.started = started
+        self.future = future
 
 
 def begin(

@@ -6,7 +6,6 @@ Row format ("instances") and columnar format ("inputs" -> "outputs") are both ac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,13 +13,15 @@ import orjson
 
 from modelserve.errors import RequestError
 from modelserve.protocol_v2 import Limits, load_json
-from modelserve.signature import Array, Signature, TensorSpec
+from modelserve.signature import Array, Signature, TensorSpec, has_non_finite
 
 
-@dataclass(slots=True)  # not frozen: built per request, and a frozen __init__ costs 3x
-class PredictRequest:
-    inputs: list[Array]
-    columnar: bool
+class PredictRequest:  # a plain class, not a dataclass: see protocol_v2.InferRequest
+    __slots__ = ("columnar", "inputs")
+
+    def __init__(self, inputs: list[Array], columnar: bool) -> None:
+        self.inputs = inputs
+        self.columnar = columnar
 
 
 def decode_request(body: bytes, signature: Signature, limits: Limits) -> PredictRequest:
@@ -79,7 +80,7 @@ def _array(data: Any, spec: TensorSpec, limits: Limits) -> Array:
     if array.size > limits.max_elements:
         raise RequestError(f"input {spec.name!r}: {array.size} elements is more than the server accepts")
     spec.check(array)
-    if not limits.allow_non_finite and array.dtype.kind == "f" and array.size and not np.isfinite(array).all():
+    if not limits.allow_non_finite and has_non_finite(array):
         raise RequestError(f"input {spec.name!r} contains NaN or Inf")
     return array
 

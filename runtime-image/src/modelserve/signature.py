@@ -81,6 +81,14 @@ class TensorSpec:
             )
 
 
+_ALL = np.logical_and.reduce  # ndarray.all() goes through a Python wrapper in numpy; the ufunc reduction does not
+
+
+def has_non_finite(array: Array) -> bool:
+    """Whether a floating-point array holds a NaN or an infinity (False for other dtypes)."""
+    return array.dtype.kind == "f" and array.size > 0 and not _ALL(np.isfinite(array), axis=None)
+
+
 def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
     return len(expected) == len(actual) and all(e < 0 or e == a for e, a in zip(expected, actual, strict=True))
 
