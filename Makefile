@@ -41,7 +41,7 @@ run: setup
 	$(BIN)/modeldeploy run
 
 clean:
-	rm -rf $(VENV) .stamps .tools .build .mypy_cache .pytest_cache .ruff_cache runtime-image/build
+	rm -rf $(VENV) .stamps .tools .build .mypy_cache .pytest_cache .ruff_cache runtime-image/build runtime-image/.mypy_cache
 
 # Targets owned by the parts of the project.
 -include runtime-image/runtime.mk

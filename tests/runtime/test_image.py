@@ -41,3 +41,9 @@ def test_non_root_and_tini() -> None:
     assert instructions(FINAL, "USER") == ["1000:1000"]
     (entrypoint,) = instructions(FINAL, "ENTRYPOINT")
     assert json.loads(entrypoint) == ["/usr/bin/tini", "--", "modelserve"]
+
+
+def test_the_build_context_has_what_the_build_stage_copies() -> None:
+    ignored = (REPO / "runtime-image" / ".dockerignore").read_text(encoding="utf-8").split()
+    assert not {"setup.py", "pyproject.toml", "src"} & set(ignored)
+    assert "build" in ignored and "**/*.so" in ignored  # no local build output in the image
