@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from modelserve.errors import RequestError
-from modelserve.protocol_v2 import Limits, decode_request, encode_response
-from modelserve.signature import Signature, TensorSpec
+from modelserve.protocol_v2 import Limits, _from_json, decode_request, encode_response
+from modelserve.signature import Signature, TensorSpec, dtype_of
 from modelserve.testing import reference_forward
 
 from .conftest import IN, OUT, ClientFactory, v2_body
@@ -187,3 +191,47 @@ def test_decode_encode_units() -> None:
     assert orjson.loads(payload)["outputs"][0]["data"] == [3.0, 4.0]
     with pytest.raises(RequestError, match="timeout_ms"):
         decode_request(orjson.dumps({**orjson.loads(body), "parameters": {"timeout_ms": -1}}), None, SIG, LIMITS)
+
+
+numbers = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
+json_values = st.recursive(
+    numbers | st.booleans() | st.none() | st.text(alphabet="0123456789.e-+x", max_size=4),
+    lambda inner: st.lists(inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(numbers, max_size=40) | st.lists(json_values, max_size=6) | json_values,
+    st.sampled_from(["FP32", "FP64", "FP16", "INT32", "INT64", "BOOL"]),
+)
+def test_json_data_decodes_exactly_as_numpy_would(data: Any, datatype: str) -> None:
+    """The struct fast path for flat number lists gives the bytes np.asarray gives, and everything it does not
+    take (nested lists, strings, out-of-range values) still goes to np.asarray: same array or a 400."""
+    dtype = dtype_of(datatype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow to inf
+        try:
+            expected = np.asarray(data if isinstance(data, list) else [data], dtype=dtype)
+        except (ValueError, TypeError, OverflowError):
+            with pytest.raises(RequestError):
+                _from_json(data, dtype, "x")
+            return
+        got = _from_json(data, dtype, "x")
+    assert (got.dtype, got.shape) == (expected.dtype, expected.shape)
+    assert got.tobytes() == expected.tobytes()
+
+
+def test_the_struct_fast_path_rounds_and_overflows_as_numpy() -> None:
+    f32 = np.dtype(np.float32)
+    # All within float32's range once rounded: the packed path takes them (its arrays are read-only views).
+    edge = [0.1, 1 / 3, -0.0, 5e-324, 1.4e-45, 3.4028235e38, 3.4028235677973362e38, 2**64, -(2**31), True]
+    packed = _from_json(edge, f32, "x")
+    assert not packed.flags.writeable
+    assert packed.tobytes() == np.asarray(edge, f32).tobytes()
+    # Just past float32's largest value struct refuses; numpy's answer (inf, refused later as non-finite) stands.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for too_big in (3.4028235677973366e38, 1e300, -1e39):
+            assert _from_json([1.0, too_big], f32, "x").tobytes() == np.asarray([1.0, too_big], f32).tobytes()
