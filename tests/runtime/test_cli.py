@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import sys
 from pathlib import Path
 
 import pytest
 
+import modelserve
 from modelserve import cli
 from modelserve.config import SERVE_OPTIONS, env_name, parse_bool, serve_config
 
@@ -64,6 +66,15 @@ def test_serve_exits_with_the_load_error_code(tmp_path: Path) -> None:
     (tmp_path / "model.pkl").write_bytes(b"\x80\x04N.")
     code = cli.main(["serve", "--model-dir", str(tmp_path), "--model-name", "m", "--port", "0", "--host", "127.0.0.1"])
     assert code == 11  # UnsafeFormat: refused pickle
+
+
+def test_serve_says_which_request_path_it_runs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04N.")  # refused at load: the server starts and stops at once
+    with caplog.at_level(logging.INFO, logger="modelserve"):
+        cli.main(["serve", "--model-dir", str(tmp_path), "--model-name", "m", "--port", "0", "--host", "127.0.0.1"])
+    compiled = modelserve.compiled_modules()  # all of REQUEST_PATH under make test-native, none otherwise
+    expected = f"compiled with mypyc ({', '.join(compiled)})" if compiled else "pure Python"
+    assert f"Request path: {expected}" in caplog.messages
 
 
 def test_tune_interpreter_sets_the_gil_switch_and_collector() -> None:
