@@ -68,6 +68,21 @@ def quiet_period(emulated: ThreadedCluster, seconds: float = 2.5) -> list[Any]:
     return emulated.writes(before)
 
 
+def settle(emulated: ThreadedCluster, seconds: float = 0.5, timeout: float = 20.0) -> None:
+    """Wait until the operator has written nothing for ``seconds``. A test that sees a child deleted can look
+    before the same reconcile's status patch lands, one request later; a writer that never stops fails here."""
+    deadline = time.monotonic() + timeout
+    count = len(emulated.writes())
+    while True:
+        time.sleep(seconds)
+        now = len(emulated.writes())
+        if now == count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the operator kept writing for {timeout}s")
+        count = now
+
+
 def test_create_converges_with_owned_labelled_children(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
 ) -> None:
@@ -236,6 +251,7 @@ def test_fields_the_rollout_drops_are_deleted_from_status(
         emulated.patch(MD, "ml", "iris", {"metadata": {"annotations": {"modeldeploy.io/promote": "go"}}})
         emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 promoted")
         emulated.wait_for(lambda: len(children(emulated, DEPLOYMENTS)) == 1, message="old revision removed")
+        settle(emulated)  # the deletion's reconcile writes status after it
         rollout = status(emulated)["rollout"]
         lingering = {"pausedAt", "waitingSince"} & set(rollout)
         assert not lingering, {k: rollout[k] for k in lingering}
