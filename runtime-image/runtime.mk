@@ -16,8 +16,8 @@ test-runtime: setup
 # The request path compiled with mypyc, as the image ships it (runtime-image/setup.py), unpacked into
 # $(NATIVE_DIR); PYTHONPATH=$(NATIVE_DIR) runs it in place of the editable, pure-Python install.
 NATIVE_DIR := .build/native
-$(NATIVE_DIR)/.stamp: $(STAMP) runtime-image/setup.py runtime-image/pyproject.toml $(wildcard runtime-image/src/modelserve/*.py)
-	rm -rf $(NATIVE_DIR) .build/wheels
+$(NATIVE_DIR)/.stamp: $(STAMP) runtime-image/setup.py runtime-image/pyproject.toml $(wildcard runtime-image/src/modelserve/*.py runtime-image/src/modelserve/*.[ch])
+	rm -rf $(NATIVE_DIR) .build/wheels runtime-image/build  # build/: setuptools would pack stale files left there
 	cd runtime-image && MODELSERVE_COMPILE=1 $(BIN)/pip wheel -q --no-build-isolation --no-deps -w $(CURDIR)/.build/wheels .
 	$(BIN)/python -m zipfile -e .build/wheels/modelserve-*.whl $(NATIVE_DIR)
 	touch $@

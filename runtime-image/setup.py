@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 # The request-path modules (modelserve.REQUEST_PATH, read here without importing the package and its
 # dependencies). errors.py stays interpreted: its exception classes override class attributes in subclasses,
@@ -36,6 +36,15 @@ if os.environ.get("MODELSERVE_COMPILE", "0") == "1" and not metadata_only:
     ext_modules = mypycify(
         [f"src/modelserve/{name}.py" for name in REQUEST_PATH],
         opt_level=os.environ.get("MODELSERVE_COMPILE_OPT", "3"),
+    )
+    # The JSON tensor parser (protocol_v2 uses it where it is built); C99, no dependency beyond Python's headers.
+    ext_modules.append(
+        Extension(
+            "modelserve._jsontensor",
+            ["src/modelserve/_jsontensor.c"],
+            depends=["src/modelserve/_pow10.h"],
+            extra_compile_args=["-O3", "-std=c11", "-fno-fast-math", "-ffp-contract=off"],
+        )
     )
 
 setup(ext_modules=ext_modules)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from modelserve import protocol_v2
 from modelserve.errors import RequestError
 from modelserve.protocol_v2 import Limits, _from_json, decode_request, encode_response
 from modelserve.signature import Signature, TensorSpec, dtype_of
@@ -97,6 +100,67 @@ def test_wrong_method_is_405_json(client: TestClient) -> None:
     r = client.get("/v2/models/mlp/infer")
     assert r.status_code == 405 and "GET" in r.json()["error"]
     assert client.delete("/v2/health/ready").status_code == 405
+
+
+# ---- the C parser of JSON number arrays (compiled build): every body decodes as orjson alone decodes it ----
+
+SIG_XY = Signature(
+    (TensorSpec("x", "FP32", (-1, -1)), TensorSpec("y", "FP64", (-1,))), (TensorSpec("output", "FP32", (-1, 2)),)
+)
+number_texts = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(lambda f: repr(float(f))),
+    st.integers(-(2**66), 2**66).map(str),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?\Z"),
+    st.sampled_from(["1e400", "true", "null", '"1"', "[1]", "NaN", "01", "-0", "3.4028235677973366e38"]),
+)
+spaces = st.sampled_from(["", " ", "\n  ", "\t", "\r\n"])
+
+
+@st.composite
+def oip_bodies(draw: st.DrawFn) -> bytes:
+    inputs = []
+    for name, datatype in (("x", "FP32"), ("y", "FP64")):
+        tokens = draw(st.lists(number_texts, max_size=24))
+        w = draw(spaces)
+        count = len(tokens) + draw(st.sampled_from([0, 0, 0, 1]))  # now and then a shape that does not fit
+        pairs = [
+            f'"name": "{name}"',
+            f'"datatype": "{draw(st.sampled_from([datatype] * 4 + ["FP16", "INT32", "INT64", "BOOL"]))}"',
+            f'"shape": {json.dumps([1, count] if name == "x" else [count])}',
+            f'"data":{w}[{w}' + f",{w}".join(tokens) + f"{w}]",
+        ]
+        inputs.append("{" + ", ".join(draw(st.permutations(pairs))) + "}")
+    extra = draw(st.sampled_from(["", ', "id": "r"', ', "parameters": {"data": [1.5]}', ', "id": "\\u0000"']))
+    return ('{"inputs": [' + ", ".join(draw(st.permutations(inputs))) + "]" + extra + "}").encode()
+
+
+def decoded(body: bytes, split: bool, allow_non_finite: bool) -> Any:
+    limits = Limits(max_elements=1000, allow_non_finite=allow_non_finite)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow to inf
+            request = decode_request(body, None, SIG_XY, limits, split=split)
+    except RequestError as exc:
+        return str(exc)
+    return [(a.dtype.str, a.shape, a.tobytes(), a.flags.writeable) for a in request.inputs], request.id
+
+
+@settings(max_examples=600, deadline=None)
+@given(oip_bodies(), st.booleans())
+def test_json_bodies_decode_the_same_with_and_without_the_c_parser(body: bytes, allow_non_finite: bool) -> None:
+    assert decoded(body, True, allow_non_finite) == decoded(body, False, allow_non_finite)
+
+
+def test_the_compiled_build_parses_json_arrays_in_c() -> None:
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [0.1, 2]},' \
+        b' {"name": "y", "datatype": "FP64", "shape": [1], "data": [0.1]}]}'  # fmt: skip
+    assert (protocol_v2._SPLIT is not None) == (os.environ.get("MODELSERVE_EXPECT_COMPILED") == "1")
+    if protocol_v2._SPLIT is not None:
+        assert protocol_v2._SPLIT(body) is not None
+    x, y = decode_request(body, None, SIG_XY, LIMITS).inputs
+    assert x.tobytes() == np.array([[0.1, 2]], np.float32).tobytes()
+    assert y.tobytes() == np.array([0.1], np.float64).tobytes()
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,8 @@ def test_no_unpickling_anywhere() -> None:
 
 def test_the_request_path_is_compiled_exactly_when_expected() -> None:
     """`make test-native` runs this suite again against the mypyc build (runtime-image/setup.py) with
-    MODELSERVE_EXPECT_COMPILED=1: every request-path module must then be a compiled extension, and none in the
-    plain run, so that neither run tests the other's code by accident (a stale build on the path, say)."""
+    MODELSERVE_EXPECT_COMPILED=1: every request-path module, and the C JSON parser, must then be a compiled
+    extension, and none in the plain run, so that neither run tests the other's code by accident (a stale build on
+    the path, say)."""
     compiled = os.environ.get("MODELSERVE_EXPECT_COMPILED") == "1"
-    assert modelserve.compiled_modules() == (list(modelserve.REQUEST_PATH) if compiled else [])
+    assert modelserve.compiled_modules() == (list(modelserve.COMPILED) if compiled else [])

@@ -78,7 +78,7 @@ def run_serve(config: ServeConfig) -> int:
 
     tune_interpreter()
     compiled = compiled_modules()
-    log.info("Request path: %s", f"compiled with mypyc ({', '.join(compiled)})" if compiled else "pure Python")
+    log.info("Request path: %s", f"compiled ({', '.join(compiled)})" if compiled else "pure Python")
     lifecycle = Lifecycle(config.drain_seconds)
     try:
         app = create_app(config, lifecycle=lifecycle)

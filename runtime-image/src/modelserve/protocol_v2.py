@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,9 +62,39 @@ def load_json(data: bytes | memoryview) -> Any:
         raise RequestError(f"malformed JSON: {exc}") from None
 
 
-def decode_request(body: bytes, header_length: int | None, signature: Signature, limits: Limits) -> InferRequest:
+# The compiled build parses the number arrays of a JSON body in C (_jsontensor.c): split() hands back the body with
+# each flat number array at $.inputs[*].data replaced by a "\u0000<k>" string, and the k-th array's values. The
+# pure-Python build, and any body split() declines, take orjson alone; both give the same arrays and errors
+# (tests/runtime/test_protocol_v2.py runs every body both ways).
+Split = tuple[bytes, list[tuple[bytes, bytes | None, int, int]]]
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _load_split() -> Callable[[bytes], Split | None] | None:
+    try:
+        from modelserve._jsontensor import split
+    except ImportError:  # the pure-Python build
+        return None
+    return split
+
+
+_SPLIT = _load_split()
+
+
+def decode_request(
+    body: bytes, header_length: int | None, signature: Signature, limits: Limits, *, split: bool = True
+) -> InferRequest:
     view = memoryview(body)
-    header = load_json(view[:header_length] if header_length is not None else view)
+    arrays: list[tuple[bytes, bytes | None, int, int]] | None = None
+    parts = _SPLIT(body) if split and header_length is None and _SPLIT is not None else None
+    if parts is not None:
+        try:
+            header = orjson.loads(parts[0])
+            arrays = parts[1]
+        except orjson.JSONDecodeError:
+            header = load_json(view)  # the error as orjson words it for the body as sent
+    else:
+        header = load_json(view[:header_length] if header_length is not None else view)
     binary = view[header_length:] if header_length is not None else view[:0]
     if not isinstance(header, dict):
         raise RequestError("request body must be a JSON object with an 'inputs' list")
@@ -82,7 +112,7 @@ def decode_request(body: bytes, header_length: int | None, signature: Signature,
         if name in by_name:
             raise RequestError(f"input {name!r} given twice")
         spec = signature.input(name)
-        array, offset = _decode_tensor(raw, name, binary, offset, limits)
+        array, offset = _decode_tensor(raw, name, binary, offset, limits, body, arrays)
         spec.check(array)
         by_name[name] = array
     if offset != len(binary):
@@ -140,8 +170,9 @@ def _shape(raw: Any, name: str, limits: Limits) -> tuple[int, ...]:
 
 
 def _decode_tensor(
-    raw: Mapping[str, Any], name: str, binary: memoryview, offset: int, limits: Limits
-) -> tuple[Array, int]:
+    raw: Mapping[str, Any], name: str, binary: memoryview, offset: int, limits: Limits, body: bytes,
+    arrays: list[tuple[bytes, bytes | None, int, int]] | None,
+) -> tuple[Array, int]:  # fmt: skip
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
         raise RequestError(f"input {name!r}: datatype must be a string such as FP32")
@@ -167,7 +198,10 @@ def _decode_tensor(
         data = raw.get("data")
         if data is None:
             raise RequestError(f"input {name!r}: no 'data' and no binary_data_size parameter")
-        array = _from_json(data, dtype, name)
+        if arrays is not None and isinstance(data, str) and data[:1] == "\x00":
+            array = _from_split(arrays[int(data[1:])], dtype, name, body)
+        else:
+            array = _from_json(data, dtype, name)
         if array.size != count:
             raise RequestError(f"input {name!r}: data has {array.size} elements but shape {list(shape)} needs {count}")
         array = array.reshape(shape)
@@ -181,6 +215,16 @@ def _decode_tensor(
 # the error, so the two always agree (tests/runtime/test_protocol_v2.py checks this against np.asarray).
 _PACK_CODES = {np.dtype(np.float32): "f", np.dtype(np.float64): "d"}
 _PACK_MAX = 1 << 16  # elements; longer lists take np.asarray (no argument tuple of that size)
+
+
+def _from_split(parsed: tuple[bytes, bytes | None, int, int], dtype: np.dtype[Any], name: str, body: bytes) -> Array:
+    f64, f32, start, stop = parsed
+    if dtype == _F64:
+        return np.frombuffer(f64, dtype=dtype)
+    if dtype == _F32 and f32 is not None:
+        return np.frombuffer(f32, dtype=dtype)
+    # other datatypes, and float32 overflow: the array's text, as orjson reads it
+    return _from_json(orjson.loads(body[start:stop]), dtype, name)
 
 
 def _from_json(data: Any, dtype: np.dtype[Any], name: str) -> Array:
