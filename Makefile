@@ -25,6 +25,7 @@ demo: setup
 test: setup lint
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-native
+	$(MAKE) --no-print-directory test-native-asan
 
 lint: setup
 	$(BIN)/ruff check operator runtime-image tests benchmarks integrations charts/scripts docs

@@ -3,7 +3,7 @@ RUNTIME_DEMO_DIR := .bench/demo-model
 KSERVE_VENV := .venv-kserve
 RUNTIME_IMAGE ?= modelserve:dev
 
-.PHONY: serve bench-runtime bench-overhead test-runtime test-native native runtime-image kserve-venv
+.PHONY: serve bench-runtime bench-overhead test-runtime test-native test-native-asan native runtime-image kserve-venv
 
 ## Serve a small demo model built locally (no download) on http://localhost:8080 (see docs/runtime.md).
 serve: setup
@@ -27,6 +27,19 @@ native: $(NATIVE_DIR)/.stamp
 ## The runtime's tests again, against the compiled request path.
 test-native: native
 	MODELSERVE_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR)/$(NATIVE_DIR) $(BIN)/pytest -q tests/runtime
+
+# The C JSON tensor parser (_jsontensor.c) built with AddressSanitizer and UBSan, in a copy of the compiled build,
+# and its tests run against it; every allocation goes through malloc so that ASan sees them all.
+ASAN_DIR := .build/asan
+PY_INCLUDE = $$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+EXT_SUFFIX = $$($(BIN)/python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+test-native-asan: native
+	rm -rf $(ASAN_DIR) && cp -r $(NATIVE_DIR) $(ASAN_DIR)
+	gcc -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	  -std=c11 -I$(PY_INCLUDE) runtime-image/src/modelserve/_jsontensor.c -o $(ASAN_DIR)/modelserve/_jsontensor$(EXT_SUFFIX)
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so):$$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0 \
+	  PYTHONMALLOC=malloc MODELSERVE_EXPECT_COMPILED=1 PYTHONPATH=$(CURDIR)/$(ASAN_DIR) \
+	  $(BIN)/pytest -q -p no:warnings tests/runtime/test_jsontensor.py tests/runtime/test_protocol_v2.py
 
 $(KSERVE_VENV)/.stamp: runtime-image/runtime.mk
 	$(PY) -m venv $(KSERVE_VENV)
