@@ -66,8 +66,8 @@ def load_json(data: bytes | memoryview) -> Any:
 # each flat number array at $.inputs[*].data replaced by a "\u0000<k>" string, and the k-th array's values. The
 # pure-Python build, and any body split() declines, take orjson alone; both give the same arrays and errors
 # (tests/runtime/test_protocol_v2.py runs every body both ways).
-Split = tuple[bytes, list[tuple[bytes, bytes | None, int, int]]]
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+Parsed = tuple[bytes, bytes | None, int, int]  # float64 bytes, float32 bytes (None: overflows), start, stop
+Split = tuple[bytes, list[Parsed]]
 
 
 def _load_split() -> Callable[[bytes], Split | None] | None:
@@ -85,7 +85,7 @@ def decode_request(
     body: bytes, header_length: int | None, signature: Signature, limits: Limits, *, split: bool = True
 ) -> InferRequest:
     view = memoryview(body)
-    arrays: list[tuple[bytes, bytes | None, int, int]] | None = None
+    arrays: list[Parsed] | None = None
     parts = _SPLIT(body) if split and header_length is None and _SPLIT is not None else None
     if parts is not None:
         try:
@@ -171,7 +171,7 @@ def _shape(raw: Any, name: str, limits: Limits) -> tuple[int, ...]:
 
 def _decode_tensor(
     raw: Mapping[str, Any], name: str, binary: memoryview, offset: int, limits: Limits, body: bytes,
-    arrays: list[tuple[bytes, bytes | None, int, int]] | None,
+    arrays: list[Parsed] | None,
 ) -> tuple[Array, int]:  # fmt: skip
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
@@ -213,11 +213,12 @@ def _decode_tensor(
 # A flat list of JSON numbers (the usual "data") is packed by struct in C, in half the time np.asarray takes. Any
 # other list (nested, strings, values out of range) fails there and goes to np.asarray, which decides and words
 # the error, so the two always agree (tests/runtime/test_protocol_v2.py checks this against np.asarray).
-_PACK_CODES = {np.dtype(np.float32): "f", np.dtype(np.float64): "d"}
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_PACK_CODES = {_F32: "f", _F64: "d"}
 _PACK_MAX = 1 << 16  # elements; longer lists take np.asarray (no argument tuple of that size)
 
 
-def _from_split(parsed: tuple[bytes, bytes | None, int, int], dtype: np.dtype[Any], name: str, body: bytes) -> Array:
+def _from_split(parsed: Parsed, dtype: np.dtype[Any], name: str, body: bytes) -> Array:
     f64, f32, start, stop = parsed
     if dtype == _F64:
         return np.frombuffer(f64, dtype=dtype)
