@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from modelserve import testing
@@ -45,6 +46,15 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
 
 
 ClientFactory = Callable[..., TestClient]
+
+# JSON number texts as clients print them (doubles, float32 values as doubles, integers) and as the grammar allows
+# (up to 25 digits and 3 exponent digits): the inputs of the C JSON parser's tests.
+json_number_texts = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(width=32, allow_nan=False, allow_infinity=False).map(lambda f: repr(float(f))),
+    st.integers(-(2**66), 2**66).map(str),
+    st.from_regex(r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?\Z"),
+)
 
 
 @pytest.fixture
