@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from modelserve import testing
 from modelserve.app import create_app
 from modelserve.config import ServeConfig
 from modelserve.errors import ModelLoadError
@@ -58,7 +59,8 @@ def metric(text: str, line_start: str) -> float:
     raise AssertionError(f"{line_start} not in metrics")
 
 
-def test_metrics_follow_the_documented_names(client: TestClient) -> None:
+def test_metrics_follow_the_documented_names(models: dict[str, Path], make_client: ClientFactory) -> None:
+    client = make_client(models["mlp"], device="cpu")  # no GPU series on the CPU (test_cuda.py checks them on one)
     assert client.post("/v2/models/mlp/infer", json=v2_body()).status_code == 200
     assert client.post("/v1/models/mlp:predict", json={"instances": [[0.0] * IN]}).status_code == 200
     assert client.post("/v2/models/mlp/infer", content=b"{").status_code == 400
@@ -170,12 +172,33 @@ def test_not_ready_until_loaded_and_load_failure_keeps_it_unready(make_client: C
     assert "no model file found" in failed.get("/v2/models/mlp").json()["error"]
 
 
-def test_device_failure_fails_readiness(make_client: ClientFactory, tmp_path: Path) -> None:
+def test_device_failure_fails_readiness_and_liveness(make_client: ClientFactory, tmp_path: Path) -> None:
     engine = SlowEngine()
+    engine.device = "cuda:0"
     client = make_client(tmp_path, loader=lambda c: engine)
+    assert client.get("/v2/health/live").json() == {"live": True}
     engine.healthy = False
     assert client.get("/v2/health/ready").status_code == 503
     assert client.get("/v2/models/mlp/ready").status_code == 503
+    live = client.get("/v2/health/live")
+    assert live.status_code == 503
+    assert live.json() == {"live": False, "reason": "device cuda:0 failed; the process must restart"}
+
+
+def test_a_model_error_on_the_cpu_is_only_that_request_s_error(make_client: ClientFactory, tmp_path: Path) -> None:
+    """The lookup model raises for an index past its table: a 500 for that request, nothing more (on
+    CUDA the same input is a device fault: test_cuda.py)."""
+    testing.build_lookup(tmp_path / "lookup")
+    client = make_client(tmp_path / "lookup", name="lookup", device="cpu")
+    body = {"inputs": [{"name": "index", "datatype": "INT64", "shape": [1, 1], "data": [1000]}]}
+    r = client.post("/v2/models/lookup/infer", json=body)
+    message = r.json()["error"]
+    assert r.status_code == 500 and message.endswith(
+        "RuntimeError: index 1000 is out of bounds for dimension 0 with size 8 (traceback in the server log)"
+    ), message
+    body["inputs"][0]["data"] = [5]
+    assert client.post("/v2/models/lookup/infer", json=body).json()["outputs"][0]["data"] == [5.0]
+    assert client.get("/v2/health/ready").status_code == 200 and client.get("/v2/health/live").status_code == 200
 
 
 def test_openapi_is_served(client: TestClient) -> None:

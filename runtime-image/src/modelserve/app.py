@@ -127,6 +127,12 @@ async def predict_v1(request: Request) -> Response:
 
 
 async def live(request: Request) -> Response:
+    """200 while the process can serve, draining included. 503 once the accelerator has failed: a CUDA context
+    that reported a sticky error (a device-side assert, an illegal access) stays broken for the rest of the
+    process, so only a restart of the container brings the replica back."""
+    failed = _state(request).model.failed_device()
+    if failed is not None:
+        return json_response({"live": False, "reason": f"device {failed} failed; the process must restart"}, 503)
     return json_response({"live": True})
 
 

@@ -123,7 +123,7 @@ class Engine:
                 self.healthy = False
                 log.error("Device %s failed; readiness is now false: %s", self.device, exc)
                 raise DeviceFailed(f"device {self.device} failed: {exc}") from exc
-            raise InferenceFailed(f"model raised {type(exc).__name__}: {exc}") from exc
+            raise InferenceFailed(_model_error(exc)) from exc
 
     def _to_tensor(self, array: Array) -> torch.Tensor:
         if not array.flags.writeable:
@@ -203,6 +203,17 @@ class Engine:
             "allocated": int(torch.cuda.memory_allocated(self._torch_device)),
             "reserved": int(torch.cuda.memory_reserved(self._torch_device)),
         }
+
+
+def _model_error(exc: BaseException) -> str:
+    """The client's message for an exception the model raised. TorchScript wraps the error in its interpreter's
+    traceback (source lines, server paths): the message keeps the last line, the log keeps it all."""
+    text = str(exc).strip()
+    if "\n" not in text:
+        return f"model raised {type(exc).__name__}: {text}"
+    log.warning("Model raised %s: %s", type(exc).__name__, text)
+    last = text.splitlines()[-1].strip()
+    return f"model failed: {last} (traceback in the server log)"
 
 
 def _is_fatal_device_error(exc: BaseException) -> bool:

@@ -99,8 +99,10 @@ class ServedModel:
         self.metrics.load_seconds.set(seconds)
         log.info("Model %s version %s loaded on %s in %.2fs", self.name, self.version, engine.device, seconds)
 
-    def device_ok(self) -> bool:
-        return self.engine is not None and self.engine.healthy
+    def failed_device(self) -> str | None:
+        """The device's name once it has failed (liveness then fails), else None."""
+        engine = self.engine
+        return engine.device if engine is not None and not engine.healthy else None
 
     async def probe_device(self) -> bool:
         """Readiness check of the device: at most every few seconds, on the inference thread."""

@@ -64,6 +64,18 @@ class TwoHeads(torch.nn.Module):
         return total, features.argmax(dim=1)
 
 
+class Lookup(torch.nn.Module):
+    """Reads rows of a table by index (INT64 [-1, 1] -> FP32 [-1, 1]). An index past the table's end is an
+    IndexError on the CPU and a device-side assert on CUDA, which leaves the device unusable for the process."""
+
+    def __init__(self, rows: int = 8) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.arange(rows, dtype=torch.float32).reshape(rows, 1), requires_grad=False)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table[index.view(-1)]
+
+
 def _signature(in_features: int, out_features: int) -> dict[str, Any]:
     return {
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, in_features]}],
@@ -132,6 +144,19 @@ def build_two_heads(directory: Path, features: int = 3) -> Path:
         ],
     }
     (directory / MANIFEST_NAME).write_bytes(orjson.dumps(manifest))
+    return path
+
+
+def build_lookup(directory: Path, rows: int = 8) -> Path:
+    """TorchScript `Lookup` with its signature embedded: a model that faults the device on a bad index."""
+    directory.mkdir(parents=True, exist_ok=True)
+    signature = {
+        "inputs": [{"name": "index", "datatype": "INT64", "shape": [-1, 1]}],
+        "outputs": [{"name": "value", "datatype": "FP32", "shape": [-1, 1]}],
+    }
+    path = directory / "model.pt"
+    scripted = torch.jit.script(Lookup(rows))
+    torch.jit.save(scripted, str(path), _extra_files={MANIFEST_NAME: orjson.dumps(signature)})
     return path
 
 
