@@ -3,7 +3,7 @@ RUNTIME_DEMO_DIR := .bench/demo-model
 KSERVE_VENV := .venv-kserve
 RUNTIME_IMAGE ?= modelserve:dev
 
-.PHONY: serve bench-runtime bench-overhead test-runtime test-native test-native-asan native runtime-image kserve-venv
+.PHONY: serve bench-runtime bench-runtime-gpu bench-overhead test-runtime test-native test-native-asan native runtime-image kserve-venv
 
 ## Serve a small demo model built locally (no download) on http://localhost:8080 (see docs/runtime.md).
 serve: setup
@@ -51,10 +51,17 @@ kserve-venv: $(KSERVE_VENV)/.stamp
 
 ## Raw forward vs modelserve (compiled and pure Python) vs KServe 0.21: wrk on core 0; servers on core 1, then on
 ## both cores (bench.py).
-bench-runtime: setup native kserve-venv
-	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+WRK_INSTALL = command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq wrk)
+bench-runtime: setup native kserve-venv
+	@$(WRK_INSTALL)
 	$(BIN)/python runtime-image/bench/bench.py --kserve-python $(KSERVE_VENV)/bin/python
+
+## The same with the model on a CUDA GPU, for a machine with one and at least 12 CPUs: servers on CPUs 2-5, wrk
+## on 8-11, plus the server in half precision (docs/runtime.md, "GPU").
+bench-runtime-gpu: setup native kserve-venv
+	@$(WRK_INSTALL)
+	$(BIN)/python runtime-image/bench/bench.py --device cuda --kserve-python $(KSERVE_VENV)/bin/python
 
 ## The server's own CPU cost per inference request, in process and without sockets (bench/overhead.py), for the
 ## pure-Python install and the compiled build.

@@ -1,18 +1,23 @@
 """Benchmark: raw forward vs modelserve vs KServe on one TorchScript MLP (256-1024-1024-10).
 
-Same machine, one run, the same load generator (wrk with a Lua POST script, pinned to core 0) and the
-same concurrencies. Every server runs with one torch thread, like the raw forward, in two CPU layouts:
-"core1" pins the server to core 1 alone, so HTTP handling and the forward pass share one core; "cores01" lets
-it use both cores, sharing core 0 with wrk, so HTTP handling can run beside the forward pass (as it does beside
-a GPU). The raw forward runs on core 1 alone.
+Same machine, one run, the same load generator (wrk with a Lua POST script, pinned to its own CPUs) and the
+same concurrencies. Every server runs with one torch thread, like the raw forward. On the CPU (the 2-core
+machine), two layouts: "core1" pins the server to core 1 alone, so HTTP handling and the forward pass share one
+core; "cores01" lets it use both cores, sharing core 0 with wrk, so HTTP handling can run beside the forward pass
+(as it does beside a GPU). The raw forward runs on core 1 alone.
+With `--device cuda` (a GPU machine) the model runs on the GPU in every server and in the raw forward, which
+copies its input to the device and the answer back as a server must; layout "gpu" gives each server CPUs 2-5
+(a pod's few cores beside its GPU) and wrk CPUs 8-11, and "modelserve-fp16" adds the server in half precision.
 "modelserve" is the server as the image ships it, its request path compiled with mypyc (`make native`);
 "modelserve-py" is the same code interpreted, and "modelserve-asgi" the compiled server without its fast path.
 Usage: python runtime-image/bench/bench.py --kserve-python .venv-kserve/bin/python [--seconds 5]
+       python runtime-image/bench/bench.py --device cuda --layouts gpu --kserve-python python3
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -28,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".bench"
 CONCURRENCY = (1, 8, 32, 128)
-SERVER_CPU, CLIENT_CPU = "1", "0"
-LAYOUTS = {"core1": "1", "cores01": "0,1"}  # name -> the server's CPUs
+RAW_CPU = "1"  # the raw forward's CPU on the CPU layouts
+LAYOUTS = {"core1": ("1", "0"), "cores01": ("0,1", "0"), "gpu": ("2-5", "8-11")}  # name -> (server, wrk) CPUs
 
 LUA = """
 wrk.method = "POST"
@@ -47,24 +52,43 @@ def build_model() -> Path:
     return build_torchscript(WORK / "model", 256, 1024, 10)
 
 
-def raw_forward(path: Path, seconds: float) -> dict[str, dict[str, float]]:
-    """The limit: in-process forward on the server's core, one torch thread."""
+def cpu_set(cpus: str) -> set[int]:
+    """taskset's list syntax ("0,1", "2-5") as a set."""
+    out: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
+def raw_forward(path: Path, seconds: float, device: str, cpus: str) -> dict[str, dict[str, float]]:
+    """The limit: in-process forward on the server's CPU, one torch thread. On a GPU each call copies its input
+    from host memory to the device and the answer back (as a server must), and waits for it."""
     import torch
 
-    os.sched_setaffinity(0, {int(SERVER_CPU)})
+    os.sched_setaffinity(0, cpu_set(cpus))
     torch.set_num_threads(1)
-    model = torch.jit.load(str(path)).eval()
+    model = torch.jit.load(str(path), map_location=device).eval()
+    dev = torch.device(device)
+
+    def forward(x: torch.Tensor) -> None:
+        model(x.to(dev)).cpu() if dev.type == "cuda" else model(x)
+
     results = {}
     for batch in (1, 32):
         x = torch.randn(batch, 256)
         lat = []
         with torch.inference_mode():
-            for _ in range(50):
-                model(x)
+            # Warm up: 50 calls on the CPU; on a GPU a full second too, so its clocks leave idle before timing.
+            warm_until = time.perf_counter() + (1.0 if dev.type == "cuda" else 0.0)
+            for i in itertools.count():
+                forward(x)
+                if i >= 50 and time.perf_counter() >= warm_until:
+                    break
             end = time.perf_counter() + seconds
             while time.perf_counter() < end:
                 t = time.perf_counter()
-                model(x)
+                forward(x)
                 lat.append(time.perf_counter() - t)
         total = sum(lat)
         results[f"batch{batch}"] = {
@@ -115,12 +139,12 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) ->
     raise RuntimeError(f"{url} not ready")
 
 
-def wrk(url: str, lua: Path, conc: int, seconds: float) -> dict[str, float]:
-    threads = 1 if conc < 4 else 2
+def wrk(url: str, lua: Path, conc: int, seconds: float, cpus: str) -> dict[str, float]:
+    threads = 1 if conc < 4 else min(conc, max(2, len(cpu_set(cpus))))
     cmd = [
         "taskset",
         "-c",
-        CLIENT_CPU,
+        cpus,
         "wrk",
         f"-t{threads}",
         f"-c{conc}",
@@ -150,11 +174,12 @@ def _ms(text: str) -> float:
 
 
 def run_server(
-    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float, cpus: str,
-    env: dict[str, str] | None = None,
+    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float,
+    cpus: tuple[str, str], env: dict[str, str] | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:  # fmt: skip
     log = (WORK / f"{name}.log").open("wb")
-    proc = subprocess.Popen(["taskset", "-c", cpus, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
+    server_cpus, client_cpus = cpus
+    proc = subprocess.Popen(["taskset", "-c", server_cpus, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     results: dict[str, dict[int, dict[str, float]]] = {}
     try:
@@ -164,37 +189,17 @@ def run_server(
             lua = WORK / f"{payload}.lua"
             lua.write_text(LUA.format(body=body, content_type=ctype, extra=extra))
             url = f"{base}/v2/models/mlp/infer"
-            check = subprocess.run(
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "-X",
-                    "POST",
-                    "--data-binary",
-                    f"@{body}",
-                    "-H",
-                    f"Content-Type: {ctype}",
-                    *(
-                        ["-H", f"Inference-Header-Content-Length: {extra.split('= ')[1].strip(chr(34))}"]
-                        if extra
-                        else []
-                    ),
-                    url,
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if check.stdout != "200":
-                print(f"{name} {payload}: HTTP {check.stdout}; skipped", file=sys.stderr)
+            headers = {"Content-Type": ctype}
+            if extra:
+                headers["Inference-Header-Content-Length"] = extra.split("= ")[1].strip('"')
+            check = httpx.post(url, content=body.read_bytes(), headers=headers, timeout=30)
+            if check.status_code != 200:
+                print(f"{name} {payload}: HTTP {check.status_code} {check.text[:300]}; skipped", file=sys.stderr)
                 continue
             results[payload] = {}
-            wrk(url, lua, 8, 1)  # warm-up
+            wrk(url, lua, 8, 1, client_cpus)  # warm-up
             for conc in CONCURRENCY:
-                results[payload][conc] = wrk(url, lua, conc, seconds)
+                results[payload][conc] = wrk(url, lua, conc, seconds, client_cpus)
                 print(name, payload, conc, results[payload][conc], file=sys.stderr)
     finally:
         proc.terminate()
@@ -222,13 +227,24 @@ def main() -> None:
         "'modelserve-py' runs the pure-Python install",
     )
     parser.add_argument(
-        "--layouts", default="core1,cores01", help=f"comma-separated CPU layouts, of {', '.join(LAYOUTS)}"
+        "--layouts",
+        default=None,
+        help=f"comma-separated CPU layouts, of {', '.join(LAYOUTS)} (default: core1,cores01 "
+        "on the CPU, gpu with --device cuda)",
     )
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every server runs the model")
     args = parser.parse_args()
+    layouts = [n.strip() for n in (args.layouts or ("gpu" if args.device == "cuda" else "core1,cores01")).split(",")]
+    available = os.sched_getaffinity(0)
+    for layout in layouts:
+        missing = set().union(*map(cpu_set, LAYOUTS[layout])) - available
+        if missing:
+            sys.exit(f"layout {layout} needs CPUs {sorted(missing)}, which this machine does not have")
     WORK.mkdir(exist_ok=True)
     model = build_model()
     bodies = write_bodies()
-    raw = raw_forward(model, 3.0)
+    raw_cpus = LAYOUTS["gpu"][0] if args.device == "cuda" else RAW_CPU
+    raw = raw_forward(model, 3.0, args.device, raw_cpus)
     servers = {
         "modelserve": [
             sys.executable,
@@ -249,26 +265,39 @@ def main() -> None:
             "0",
             "--log-level",
             "warning",
+            "--device",
+            args.device,
         ],
-        "kserve": [args.kserve_python, str(Path(__file__).parent / "kserve_server.py"), str(model), "18081"],
+        "kserve": [
+            args.kserve_python,
+            str(Path(__file__).parent / "kserve_server.py"),
+            str(model),
+            "18081",
+            args.device,
+        ],
     }
     # The same server with uvicorn's own protocol: what the fast path (docs/runtime.md) is worth.
     servers["modelserve-asgi"] = [*servers["modelserve"], "--fast-path", "false", "--port", "18082"]
     # The same server, pure Python: what compiling the request path is worth.
     servers["modelserve-py"] = [*servers["modelserve"], "--port", "18083"]
+    # On a GPU: the compiled server with the model in float16.
+    servers["modelserve-fp16"] = [*servers["modelserve"], "--half-precision", "true", "--port", "18084"]
     ports = {"modelserve": 18080, "kserve": 18081, "modelserve-asgi": 18082, "modelserve-py": 18083}
-    native_env = {**os.environ, "PYTHONPATH": args.native_dir}
-    envs = {"modelserve": native_env, "modelserve-asgi": native_env}
+    ports["modelserve-fp16"] = 18084
+    pythonpath = os.pathsep.join(p for p in (args.native_dir, os.environ.get("PYTHONPATH")) if p)
+    native_env = {**os.environ, "PYTHONPATH": pythonpath}
+    envs = {"modelserve": native_env, "modelserve-asgi": native_env, "modelserve-fp16": native_env}
     check = "import modelserve; print(','.join(modelserve.compiled_modules()) or 'none')"
-    for name in ("modelserve", "modelserve-py"):
+    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
+    if args.device != "cuda":
+        wanted = [name for name in wanted if name != "modelserve-fp16"]
+    for name in [n for n in ("modelserve", "modelserve-py") if n in wanted]:
         compiled = subprocess.run(
             [sys.executable, "-c", check], env=envs.get(name), capture_output=True, text=True, check=True
         ).stdout.strip()
         print(f"{name}: compiled request-path modules: {compiled}", file=sys.stderr)
         if (compiled == "none") != (name == "modelserve-py"):
             sys.exit(f"{name} should {'not ' if name == 'modelserve-py' else ''}run compiled; see `make native`")
-    wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
-    layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
     results: dict[str, dict[str, dict[str, dict[int, dict[str, float]]]]] = {}
     for layout in layouts:
         # The ASGI path only shows what the fast path is worth: one layout is enough.
@@ -281,9 +310,11 @@ def main() -> None:
         }
     # This machine's speed drifts over minutes: the limit is measured before and after the servers, and the
     # ratios use the mean of the two.
-    raw_after = raw_forward(model, 3.0)
-    (WORK / "results.json").write_text(json.dumps({"raw": raw, "raw_after": raw_after, "layouts": results}, indent=2))
-    print("\nRaw in-process forward (core 1, one torch thread), before and after the servers:")
+    raw_after = raw_forward(model, 3.0, args.device, raw_cpus)
+    (WORK / "results.json").write_text(
+        json.dumps({"device": args.device, "raw": raw, "raw_after": raw_after, "layouts": results}, indent=2)
+    )
+    print(f"\nRaw in-process forward (device {args.device}, CPU {raw_cpus}, one torch thread), before and after:")
     for key in raw:
         for when, r in (("before", raw[key]), ("after", raw_after[key])):
             print(
@@ -292,7 +323,7 @@ def main() -> None:
             )
     raw = {key: {m: (raw[key][m] + raw_after[key][m]) / 2 for m in ("throughput", "p50_ms", "p99_ms")} for key in raw}
     for layout, by_server in results.items():
-        print(f"\n=== layout {layout}: servers on CPU {LAYOUTS[layout]}, wrk on CPU {CLIENT_CPU} ===")
+        print(f"\n=== layout {layout}: servers on CPU {LAYOUTS[layout][0]}, wrk on CPU {LAYOUTS[layout][1]} ===")
         report(raw, by_server)
 
 
