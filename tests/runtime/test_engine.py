@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from modelserve.engine import Engine, EngineOptions, load_engine, select_device
 from modelserve.errors import DeviceFailed, InferenceFailed, ModelLoadError
 from modelserve.formats import resolve
 from modelserve.signature import Signature, TensorSpec
-from modelserve.testing import DemoMLP, reference_forward
+from modelserve.testing import DemoMLP, build_lookup, reference_forward
 
 from .conftest import IN, OUT
 
@@ -73,6 +74,42 @@ def _cuda_engine(module: Any) -> Engine:
     eng = Engine(module, sig, "cuda:0", half_precision=True)
     eng._to_tensor = lambda a: torch.from_numpy(a).half()  # type: ignore[method-assign]  # no GPU here
     return eng
+
+
+def test_a_torchscript_error_is_one_line_for_the_client_and_logged_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    build_lookup(tmp_path)
+    eng = load_engine(resolve(tmp_path), CPU)
+    now = [0.0]
+    eng.clock = lambda: now[0]
+    bad = [np.array([[1000]], np.int64)]
+    expected = "model failed: RuntimeError: index 1000 is out of bounds for dimension 0 with size 8"
+    with caplog.at_level(logging.WARNING, logger="modelserve.engine"):
+        for _ in range(3):
+            with pytest.raises(InferenceFailed) as info:
+                eng.predict(bad)
+            assert str(info.value) == expected + " (traceback in the server log)"
+        now[0] = 61.0
+        with pytest.raises(InferenceFailed):
+            eng.predict(bad)
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 2, reports
+    assert "Traceback of TorchScript" in reports[0] and "more since" not in reports[0]
+    assert "(2 more since the last report)" in reports[1]
+    assert eng.healthy and eng.predict([np.array([[3]], np.int64)])[0].tolist() == [[3.0]]
+
+
+def test_the_log_of_distinct_errors_stays_bounded(tmp_path: Path) -> None:
+    build_lookup(tmp_path)
+    eng = load_engine(resolve(tmp_path), CPU)
+    now = [0.0]
+    eng.clock = lambda: now[0]
+    for index in range(8, 600):
+        now[0] += 0.01
+        with pytest.raises(InferenceFailed, match=f"index {index} is out of bounds"):
+            eng.predict([np.array([[index]], np.int64)])
+    assert len(eng._logged) <= 257
 
 
 def test_cuda_fault_makes_the_device_unusable() -> None:

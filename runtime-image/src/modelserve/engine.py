@@ -38,6 +38,7 @@ _TORCH_DTYPE_TO_NUMPY: dict[torch.dtype, np.dtype[Any]] = {
     torch.float32: np.dtype(np.float32),
     torch.float64: np.dtype(np.float64),
 }
+_TRACEBACK_LOG_INTERVAL_S = 60.0  # a model error's full traceback is logged at most this often per error
 # Messages PyTorch uses when the accelerator itself is broken (as opposed to a bad input).
 _FATAL_DEVICE_ERRORS = (
     "CUDA error",
@@ -104,6 +105,8 @@ class Engine:
         self._torch_device = torch.device(device)
         self._on_cuda = self._torch_device.type == "cuda"
         self._output_names = list(output_names or [s.name for s in signature.outputs])
+        self.clock: Callable[[], float] = time.monotonic
+        self._logged: dict[str, tuple[float, int]] = {}  # error line -> (when its traceback was logged, repeats)
 
     # ---- inference ----
 
@@ -123,7 +126,28 @@ class Engine:
                 self.healthy = False
                 log.error("Device %s failed; readiness is now false: %s", self.device, exc)
                 raise DeviceFailed(f"device {self.device} failed: {exc}") from exc
-            raise InferenceFailed(_model_error(exc)) from exc
+            raise InferenceFailed(self._model_error(exc)) from exc
+
+    def _model_error(self, exc: BaseException) -> str:
+        """The client's message for an exception the model raised. TorchScript wraps the error in its interpreter's
+        traceback (source lines, server paths): the message keeps the last line and the log the whole traceback,
+        once per distinct error and minute, with the count of repeats, so a client that sends the same bad input
+        in a loop cannot flood the log."""
+        text = str(exc).strip()
+        if "\n" not in text:
+            return f"model raised {type(exc).__name__}: {text}"
+        last = text.splitlines()[-1].strip()
+        now = self.clock()
+        logged, repeats = self._logged.get(last, (-_TRACEBACK_LOG_INTERVAL_S, 0))
+        if now - logged >= _TRACEBACK_LOG_INTERVAL_S:
+            again = f" ({repeats} more since the last report)" if repeats else ""
+            log.warning("Model raised %s%s: %s", type(exc).__name__, again, text)
+            self._logged[last] = (now, 0)
+        else:
+            self._logged[last] = (logged, repeats + 1)
+        if len(self._logged) > 256:  # errors that differ every time (an index in the message): keep it bounded
+            self._logged = {line: entry for line, entry in self._logged.items() if now - entry[0] < 1.0}
+        return f"model failed: {last} (traceback in the server log)"
 
     def _to_tensor(self, array: Array) -> torch.Tensor:
         if not array.flags.writeable:
@@ -203,17 +227,6 @@ class Engine:
             "allocated": int(torch.cuda.memory_allocated(self._torch_device)),
             "reserved": int(torch.cuda.memory_reserved(self._torch_device)),
         }
-
-
-def _model_error(exc: BaseException) -> str:
-    """The client's message for an exception the model raised. TorchScript wraps the error in its interpreter's
-    traceback (source lines, server paths): the message keeps the last line, the log keeps it all."""
-    text = str(exc).strip()
-    if "\n" not in text:
-        return f"model raised {type(exc).__name__}: {text}"
-    log.warning("Model raised %s: %s", type(exc).__name__, text)
-    last = text.splitlines()[-1].strip()
-    return f"model failed: {last} (traceback in the server log)"
 
 
 def _is_fatal_device_error(exc: BaseException) -> bool:
