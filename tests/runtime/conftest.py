@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import pytest
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -15,6 +20,7 @@ from modelserve import testing
 from modelserve.app import create_app
 from modelserve.config import ServeConfig
 from modelserve.model import EngineLoader, load_from_config
+from modelserve.testing import free_socket
 
 IN, HIDDEN, OUT = 16, 32, 4
 
@@ -43,6 +49,42 @@ def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("server never became ready")
         time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def serve_subprocess(
+    model_dir: Path, name: str, stderr: IO[bytes] | None = None, timeout: float = 120.0, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`modelserve serve` as a real process on a free port, configured through MODELSERVE_* variables (`env`
+    overrides, e.g. DEVICE="cuda"); yields (process, base URL) once it is ready, and stops it afterwards if the
+    test has not."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    settings = {
+        "MODEL_DIR": str(model_dir), "MODEL_NAME": name, "PORT": str(port), "HOST": "127.0.0.1",
+        "DRAIN_SECONDS": "0", "TORCH_THREADS": "1", "LOG_LEVEL": "warning", **env,
+    }  # fmt: skip
+    variables = {**os.environ, **{f"MODELSERVE_{key}": value for key, value in settings.items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "modelserve", "serve"], env=variables, stderr=stderr)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 ClientFactory = Callable[..., TestClient]

@@ -8,10 +8,6 @@ branches everywhere; these tests check them against the real thing. On a GPU mac
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,9 +18,9 @@ import torch
 from modelserve.engine import EngineOptions, load_engine, select_device
 from modelserve.errors import ModelLoadError
 from modelserve.formats import resolve
-from modelserve.testing import build_lookup, free_socket
+from modelserve.testing import build_lookup
 
-from .conftest import IN, OUT, ClientFactory
+from .conftest import IN, OUT, ClientFactory, serve_subprocess
 from .test_app import metric
 from .test_protocol_v2 import binary_body
 
@@ -108,54 +104,25 @@ def test_a_real_device_fault_turns_readiness_and_liveness_off(tmp_path: Path) ->
     it gets a 500, later ones fail at once, readiness and liveness answer 503 so the kubelet restarts the container.
     In a subprocess: the fault would poison this test process's own CUDA context."""
     build_lookup(tmp_path / "lookup")
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {
-        **os.environ,
-        "MODELSERVE_MODEL_DIR": str(tmp_path / "lookup"),
-        "MODELSERVE_MODEL_NAME": "lookup",
-        "MODELSERVE_PORT": str(port),
-        "MODELSERVE_HOST": "127.0.0.1",
-        "MODELSERVE_DEVICE": "cuda",
-        "MODELSERVE_DRAIN_SECONDS": "0",
-        "MODELSERVE_TORCH_THREADS": "1",
-        "MODELSERVE_LOG_LEVEL": "warning",
-    }
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log_file:  # a file, not a pipe: nothing reads it until the end
-        proc = subprocess.Popen([sys.executable, "-m", "modelserve", "serve"], env=env, stderr=log_file)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if c.get("/v2/health/ready").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-            good = _lookup(c, 5)
-            assert good.status_code == 200 and good.json()["outputs"][0]["data"] == [5.0]
-            bad = _lookup(c, 1000)
-            assert bad.status_code == 500 and "device cuda:0 failed" in bad.json()["error"], bad.text
-            after = _lookup(c, 5)
-            assert after.status_code == 500 and "unusable" in after.json()["error"], after.text
-            assert c.get("/v2/health/ready").status_code == 503
-            assert c.get("/v2/models/lookup/ready").status_code == 503
-            live = c.get("/v2/health/live")
-            assert live.status_code == 503 and "cuda:0" in live.json()["reason"], live.text
-            text = c.get("/metrics").text
-            labels = 'model="lookup",outcome="server_error",protocol="v2",version="1"'
-            assert metric(text, f"modelserve_requests_total{{{labels}}}") == 2
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with (
+        log_path.open("wb") as log_file,  # a file, not a pipe: nothing reads it until the end
+        serve_subprocess(tmp_path / "lookup", "lookup", stderr=log_file, DEVICE="cuda") as (_, base),
+        httpx.Client(base_url=base, timeout=30) as c,
+    ):
+        good = _lookup(c, 5)
+        assert good.status_code == 200 and good.json()["outputs"][0]["data"] == [5.0]
+        bad = _lookup(c, 1000)
+        assert bad.status_code == 500 and "device cuda:0 failed" in bad.json()["error"], bad.text
+        after = _lookup(c, 5)
+        assert after.status_code == 500 and "unusable" in after.json()["error"], after.text
+        assert c.get("/v2/health/ready").status_code == 503
+        assert c.get("/v2/models/lookup/ready").status_code == 503
+        live = c.get("/v2/health/live")
+        assert live.status_code == 503 and "cuda:0" in live.json()["reason"], live.text
+        text = c.get("/metrics").text
+        labels = 'model="lookup",outcome="server_error",protocol="v2",version="1"'
+        assert metric(text, f"modelserve_requests_total{{{labels}}}") == 2
     log = log_path.read_text(errors="replace")
     assert "readiness is now false" in log, log[-3000:]
 

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -11,9 +8,8 @@ from pathlib import Path
 import httpx
 
 from modelserve.lifecycle import Lifecycle, Phase
-from modelserve.testing import free_socket
 
-from .conftest import v2_body
+from .conftest import serve_subprocess, v2_body
 
 
 def test_phases_and_second_signal() -> None:
@@ -39,32 +35,7 @@ def test_load_failure_requests_exit_with_its_code() -> None:
 
 def test_sigterm_drains_with_zero_failed_requests(models: dict[str, Path]) -> None:
     """A real server process and a client that keeps sending through SIGTERM: nothing fails, exit 0."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    env = {
-        **os.environ,
-        "MODELSERVE_MODEL_DIR": str(models["mlp"]),
-        "MODELSERVE_MODEL_NAME": "mlp",
-        "MODELSERVE_PORT": str(port),
-        "MODELSERVE_HOST": "127.0.0.1",
-        "MODELSERVE_DRAIN_SECONDS": "1.5",
-        "MODELSERVE_TORCH_THREADS": "1",
-        "MODELSERVE_LOG_LEVEL": "warning",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "modelserve", "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-
+    with serve_subprocess(models["mlp"], "mlp", timeout=60, DRAIN_SECONDS="1.5") as (proc, base):
         stop_sending = threading.Event()
         results: list[int | str] = []
 
@@ -90,10 +61,6 @@ def test_sigterm_drains_with_zero_failed_requests(models: dict[str, Path]) -> No
         for t in threads:
             t.join()
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert sent_before > 0 and len(results) > sent_before
     failures = [r for r in results if r != 200]
     assert failures == []
