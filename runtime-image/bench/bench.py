@@ -41,8 +41,7 @@ wrk.method = "POST"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
-wrk.headers["Content-Type"] = "{content_type}"
-{extra}
+{headers}
 """
 
 
@@ -100,7 +99,8 @@ def raw_forward(path: Path, seconds: float, device: str, cpus: str) -> dict[str,
     return results
 
 
-def write_bodies() -> dict[str, tuple[Path, str, str]]:
+def write_bodies() -> dict[str, tuple[Path, dict[str, str]]]:
+    """The request body of each payload, written to a file for wrk, and its headers."""
     x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
     json_body = json.dumps(
         {"inputs": [{"name": "input", "shape": [1, 256], "datatype": "FP32", "data": x.ravel().tolist()}]}
@@ -116,11 +116,10 @@ def write_bodies() -> dict[str, tuple[Path, str, str]]:
     (WORK / "body.json").write_bytes(json_body)
     (WORK / "body.bin").write_bytes(header + x.tobytes())
     return {
-        "json": (WORK / "body.json", "application/json", ""),
+        "json": (WORK / "body.json", {"Content-Type": "application/json"}),
         "binary": (
             WORK / "body.bin",
-            "application/octet-stream",
-            f'wrk.headers["Inference-Header-Content-Length"] = "{len(header)}"',
+            {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
         ),
     }
 
@@ -174,7 +173,7 @@ def _ms(text: str) -> float:
 
 
 def run_server(
-    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, str, str]], seconds: float,
+    name: str, cmd: list[str], port: int, bodies: dict[str, tuple[Path, dict[str, str]]], seconds: float,
     cpus: tuple[str, str], env: dict[str, str] | None = None,
 ) -> dict[str, dict[int, dict[str, float]]]:  # fmt: skip
     log = (WORK / f"{name}.log").open("wb")
@@ -185,13 +184,11 @@ def run_server(
     try:
         wait_ready(f"{base}/v2/health/ready", proc)
         wait_ready(f"{base}/v2/models/mlp/ready", proc)
-        for payload, (body, ctype, extra) in bodies.items():
+        for payload, (body, headers) in bodies.items():
             lua = WORK / f"{payload}.lua"
-            lua.write_text(LUA.format(body=body, content_type=ctype, extra=extra))
+            lua_headers = "\n".join(f'wrk.headers["{key}"] = "{value}"' for key, value in headers.items())
+            lua.write_text(LUA.format(body=body, headers=lua_headers))
             url = f"{base}/v2/models/mlp/infer"
-            headers = {"Content-Type": ctype}
-            if extra:
-                headers["Inference-Header-Content-Length"] = extra.split("= ")[1].strip('"')
             check = httpx.post(url, content=body.read_bytes(), headers=headers, timeout=30)
             if check.status_code != 200:
                 print(f"{name} {payload}: HTTP {check.status_code} {check.text[:300]}; skipped", file=sys.stderr)
@@ -282,8 +279,13 @@ def main() -> None:
     servers["modelserve-py"] = [*servers["modelserve"], "--port", "18083"]
     # On a GPU: the compiled server with the model in float16.
     servers["modelserve-fp16"] = [*servers["modelserve"], "--half-precision", "true", "--port", "18084"]
-    ports = {"modelserve": 18080, "kserve": 18081, "modelserve-asgi": 18082, "modelserve-py": 18083}
-    ports["modelserve-fp16"] = 18084
+    ports = {
+        "modelserve": 18080,
+        "kserve": 18081,
+        "modelserve-asgi": 18082,
+        "modelserve-py": 18083,
+        "modelserve-fp16": 18084,
+    }
     pythonpath = os.pathsep.join(p for p in (args.native_dir, os.environ.get("PYTHONPATH")) if p)
     native_env = {**os.environ, "PYTHONPATH": pythonpath}
     envs = {"modelserve": native_env, "modelserve-asgi": native_env, "modelserve-fp16": native_env}
