@@ -128,3 +128,39 @@ def v2_body(rows: int = 1, features: int = IN, value: float = 0.5, name: str = "
     return {
         "inputs": [{"name": name, "datatype": "FP32", "shape": [rows, features], "data": [value] * (rows * features)}]
     }
+
+
+def pid1_available() -> bool:
+    """Whether this process may start a command as PID 1 of a new PID namespace (`unshare --pid`, root)."""
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def as_pid1(argv: list[str]) -> list[str]:
+    """`argv` run as PID 1 of a new PID namespace, as a container's command is: the kernel does not deliver a
+    signal to it unless it has a handler for that signal."""
+    return ["unshare", "--pid", "--fork", "--kill-child", *argv]
+
+
+def command_pid(proc: subprocess.Popen[bytes], pid1: bool, timeout: float = 10.0) -> int:
+    """The pid (in this namespace) of the command `proc` runs: `proc` itself, or unshare's child."""
+    if not pid1:
+        return proc.pid
+    deadline = time.monotonic() + timeout
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    while time.monotonic() < deadline:
+        found = children.read_text().split() if children.exists() else []
+        if found:
+            return int(found[0])
+        time.sleep(0.01)
+    raise AssertionError("unshare started no command")
+
+
+def handles(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler installed for `sig` (its SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import logging
+import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,9 @@ import pytest
 import modelserve
 from modelserve import cli
 from modelserve.config import SERVE_OPTIONS, env_name, parse_bool, serve_config
+from modelserve.testing import free_socket
+
+from .conftest import as_pid1, command_pid, handles, pid1_available
 
 
 def test_every_serve_flag_has_an_environment_variable() -> None:
@@ -88,3 +99,87 @@ def test_tune_interpreter_sets_the_gil_switch_and_collector() -> None:
         sys.setswitchinterval(interval)
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+@contextlib.contextmanager
+def stalling_http_server() -> Iterator[str]:
+    """An HTTP server that answers 200 with a 100 MB body, sends its first 64 KiB and then nothing: a download that
+    is in progress when the test stops it. Yields the model's URL."""
+    listener = free_socket()
+    listener.listen()
+    done = threading.Event()
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while not done.is_set():
+                conn, _ = listener.accept()
+                conns.append(conn)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"\0" * 65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/model.pt"
+    finally:
+        done.set()
+        listener.close()
+        for conn in conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid1"])
+def test_sigterm_stops_a_download_and_leaves_no_partial_file(tmp_path: Path, pid1: bool) -> None:
+    """The operator's init container runs `modelserve fetch` as its command, so as PID 1: SIGTERM must stop it at
+    once (not after the pod's grace period), remove the partial file and exit 128+15."""
+    if pid1 and not pid1_available():
+        pytest.skip("cannot create a PID namespace here (unshare --pid needs root)")
+    dest = tmp_path / "models"
+    with stalling_http_server() as url:
+        argv = [sys.executable, "-m", "modelserve", "fetch", url, str(dest), "--timeout-seconds", "60"]
+        proc = subprocess.Popen(as_pid1(argv) if pid1 else argv, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not list(dest.glob(".model.pt.*.partial")):  # the download has started
+                assert proc.poll() is None and time.monotonic() < deadline, "the download never started"
+                time.sleep(0.02)
+            pid = command_pid(proc, pid1)
+            assert handles(pid, signal.SIGTERM)
+            sent = time.monotonic()
+            os.kill(pid, signal.SIGTERM)
+            code = proc.wait(timeout=10)
+            stopped_in = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode()
+    assert code == 128 + signal.SIGTERM, err
+    assert stopped_in < 5, stopped_in
+    assert "Fetch stopped by SIGTERM" in err
+    assert list(dest.iterdir()) == []  # no partial file, no model
+
+
+def test_a_signal_during_start_up_is_not_lost(tmp_path: Path, models: dict[str, Path]) -> None:
+    """SIGTERM while `serve` is still starting (before uvicorn's handlers exist): the server stops at once, exit 0,
+    instead of being killed mid-start or, as PID 1, ignoring the signal until the grace period ends."""
+    script = (
+        "import signal, sys\n"
+        "import modelserve.app as app\n"
+        "create = app.create_app\n"
+        "def create_app(*a, **k):\n"
+        "    signal.raise_signal(signal.SIGTERM)  # arrives while the app is being built\n"
+        "    return create(*a, **k)\n"
+        "app.create_app = create_app\n"
+        "from modelserve import cli\n"
+        f"sys.argv = ['modelserve', 'serve', '--model-dir', {str(models['mlp'])!r}, '--model-name', 'mlp',\n"
+        "            '--host', '127.0.0.1', '--port', '0', '--drain-seconds', '30']\n"
+        "sys.exit(cli.main())\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Replaying SIGTERM received during start-up" in done.stderr
+    assert time.monotonic() - started < 30  # stopped at once: no 30 s drain for a server that was never ready

@@ -25,6 +25,15 @@ def test_phases_and_second_signal() -> None:
     assert life.phase is Phase.STOPPING and exits
 
 
+def test_a_signal_before_ready_stops_without_draining() -> None:
+    """A server that never became ready has no endpoint sending it traffic: a drain would only delay the exit."""
+    exits: list[bool] = []
+    life = Lifecycle(drain_seconds=100)
+    life.request_exit = lambda: exits.append(True)
+    life.begin_drain()
+    assert life.phase is Phase.STOPPING and exits
+
+
 def test_load_failure_requests_exit_with_its_code() -> None:
     life = Lifecycle(drain_seconds=1)
     exits: list[bool] = []

@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import gc
 import logging
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 from modelserve import __version__, compiled_modules
 from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, ServeConfig, add_options, environ, serve_config
@@ -44,6 +48,34 @@ def _setup_logging(level: str) -> None:
     )
 
 
+class Stopped(BaseException):
+    """A stop signal arrived (SIGTERM, SIGINT). A BaseException, so no `except Exception` in a client library
+    swallows it on its way up, and the partial file is removed where it is written (fetch.write_atomically)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise Stopped in the main thread. Needed where the process is PID 1: the operator's pods
+    run `modelserve` as the container's command (no init process), and the kernel does not deliver a signal to PID 1
+    that has no handler for it, so without one a pod deleted during a download would wait out its grace period."""
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if _early_signals:  # received while the command started
+            raise Stopped(_early_signals.pop(0))
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_fetch(args: argparse.Namespace) -> int:
     from modelserve.fetch import fetch
     from modelserve.provenance import SignaturePolicy
@@ -61,10 +93,14 @@ def run_fetch(args: argparse.Namespace) -> int:
         log.error("--signature-bundle and --trusted-root need --verify-identity and --verify-issuer")
         return 2
     try:
-        fetched = fetch(args.uri, Path(args.dest), args.sha256, args.timeout_seconds, policy)
+        with _stop_on_signals():
+            fetched = fetch(args.uri, Path(args.dest), args.sha256, args.timeout_seconds, policy)
     except ModelServeError as exc:
         log.error("Fetch failed: %s", exc)
         return exc.exit_code
+    except Stopped as stop:
+        log.error("Fetch stopped by %s; no partial file is left in %s", stop, args.dest)
+        return 128 + stop.signum
     for f in fetched:
         print(f"{f.sha256}  {f.size:>12}  {f.path}")
     return 0
@@ -97,7 +133,7 @@ def run_serve(config: ServeConfig) -> int:
         timeout_graceful_shutdown=max(30, int(config.request_timeout_ms / 1000)),
         backlog=2048,
     )
-    server = Server(uv_config, lifecycle)
+    server = Server(uv_config, lifecycle, early_signals=_early_signals)
     server.run()
     if lifecycle.exit_code:
         return lifecycle.exit_code
@@ -135,7 +171,19 @@ def _best(preferred: str, fallback: str) -> str:
     return preferred
 
 
+# Stop signals that arrive while `serve` starts, before uvicorn installs its handlers; replayed to the server once
+# it has (lifecycle.Server.serve). Without a handler such a signal would kill the process, or, for PID 1, be dropped.
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, frame: FrameType | None) -> None:
+    _early_signals.append(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _remember_signal)
     env = environ()
     args = build_parser(env).parse_args(argv)
     _setup_logging(getattr(args, "log_level", "info"))

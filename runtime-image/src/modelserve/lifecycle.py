@@ -68,6 +68,9 @@ class Lifecycle:
         if self.phase is Phase.FAILED:
             self.request_exit()
             return
+        if self.phase is Phase.STARTING:  # never ready, so no endpoint sends it traffic: nothing to drain
+            self._stop()
+            return
         self.phase = Phase.DRAINING
         log.info("Draining for %.1fs before shutdown; readiness is now false", self.drain_seconds)
         if self._loop is None or self.drain_seconds <= 0:
@@ -87,18 +90,29 @@ class Lifecycle:
 class Server(uvicorn.Server):
     """uvicorn's server with the drain-on-SIGTERM behaviour instead of its immediate shutdown."""
 
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, early_signals: list[int] | None = None) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
         self._signals = 0
+        # Signals received before serve() installed the handlers (the caller's own handler appends to this list).
+        self._early_signals = early_signals if early_signals is not None else []
         lifecycle.request_exit = self._exit
 
     def _exit(self) -> None:
         self.should_exit = True
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        self.lifecycle.attach(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.lifecycle.attach(loop)
+        # Runs at the first await of super().serve(), after its signal handlers replaced the caller's.
+        loop.call_soon(self._replay_early_signals)
         await super().serve(sockets)  # type: ignore[arg-type]
+
+    def _replay_early_signals(self) -> None:
+        while self._early_signals:
+            sig = self._early_signals.pop(0)
+            log.info("Replaying %s received during start-up", signal.Signals(sig).name)
+            self.handle_exit(sig, None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._signals += 1
