@@ -3,7 +3,7 @@ RUNTIME_DEMO_DIR := .bench/demo-model
 KSERVE_VENV := .venv-kserve
 RUNTIME_IMAGE ?= modelserve:dev
 
-.PHONY: serve bench-runtime bench-runtime-gpu bench-overhead test-runtime test-native test-native-asan native runtime-image kserve-venv
+.PHONY: serve bench-runtime bench-runtime-gpu bench-overhead test-runtime test-native test-native-asan native runtime-image image-check kserve-venv
 
 ## Serve a small demo model built locally (no download) on http://localhost:8080 (see docs/runtime.md).
 serve: setup
@@ -74,3 +74,8 @@ bench-overhead: setup native
 
 runtime-image:
 	docker build -t $(RUNTIME_IMAGE) runtime-image
+
+## Build the image from its Dockerfile with buildah (no Docker engine needed) on a stand-in for its base image, and
+## run it with podman as the operator's pod runs it and as `docker run` does (root; runtime-image/image_check.py).
+image-check: setup
+	$(BIN)/python runtime-image/image_check.py
