@@ -182,12 +182,31 @@ def test_batching_and_model_settings_become_environment() -> None:
         "MODELSERVE_MODEL_VERSION": "7",
         "MODELSERVE_MODEL_FORMAT": "Safetensors",
         "MODELSERVE_ENTRY_POINT": "zoo:Net",
+        "MODELSERVE_DEVICE": "cuda",
         "B": "$(A)",
         "A": "1",
     }
     names = [e["name"] for e in server["env"]]
     assert names[:-2] == sorted(names[:-2])  # ours sorted, the user's after them in their order
     assert names[-2:] == ["B", "A"]
+
+
+@pytest.mark.parametrize(
+    ("gpu", "env", "expected"),
+    [
+        ({"count": 1}, [], "cuda"),  # a GPU pod whose GPU is not visible fails at load, not on the CPU unnoticed
+        ({"count": 2, "resourceName": "amd.com/gpu"}, [], "cuda"),  # ROCm's torch names its devices cuda too
+        ({"count": 0}, [], None),  # CPU pods keep `auto`: no device setting, so no change to their template
+        ({}, [], None),
+        ({"count": 1}, [{"name": "MODELSERVE_DEVICE", "value": "cpu"}], "cpu"),  # the user's own setting wins
+    ],
+)
+def test_gpu_pods_require_their_gpu(gpu: dict[str, Any], env: list[dict[str, str]], expected: str | None) -> None:
+    server = containers(build_deployment(md_of(runtime={"gpu": gpu, "env": env}), CONFIG, "abcdef0123", 1))[
+        "model-server"
+    ]
+    devices = [e["value"] for e in server["env"] if e["name"] == "MODELSERVE_DEVICE"]
+    assert devices == ([] if expected is None else [expected])
 
 
 def test_probes_port_and_grace_period() -> None:

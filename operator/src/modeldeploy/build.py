@@ -152,6 +152,9 @@ def _model_dir(md: ModelDeployment, config: OperatorConfig) -> str:
     return config.model_mount_path
 
 
+DEVICE_ENV = "MODELSERVE_DEVICE"
+
+
 def _server_env(md: ModelDeployment) -> list[Manifest]:
     batching = md.runtime.batching
     ours = {
@@ -165,6 +168,10 @@ def _server_env(md: ModelDeployment) -> list[Manifest]:
     }
     if md.model.entry_point:
         ours["MODELSERVE_ENTRY_POINT"] = md.model.entry_point
+    if md.runtime.gpu.count > 0 and not any(item.get("name") == DEVICE_ENV for item in md.runtime.env):
+        # Fail at load when the GPU is not visible (a driver or runtime mismatch) instead of serving on the CPU,
+        # which `auto` would fall back to unnoticed.
+        ours[DEVICE_ENV] = "cuda"
     if md.runtime.auth_secret_name:
         ours[AUTH_ENV] = AUTH_MOUNT_PATH
     env: list[Manifest] = [{"name": key, "value": ours[key]} for key in sorted(ours)]
