@@ -63,6 +63,7 @@ def run(*argv: str, check: bool = True, capture: bool = False, **kwargs: Any) ->
 def ensure_tools() -> None:
     missing = [pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None]
     if missing:
+        run("apt-get", "update", "-qq")
         run("apt-get", "install", "-y", "-qq", *missing, "uidmap", stdout=subprocess.DEVNULL)
 
 
