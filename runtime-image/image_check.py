@@ -107,9 +107,9 @@ def build_base() -> None:
     shutil.rmtree(rootfs)
 
 
-def build_image() -> float:
+def build_image(pypi_torch: bool) -> float:
     argv = ["buildah", "bud", "--isolation", "chroot", "--pull=never", "--build-arg", f"BASE_IMAGE={BASE_TAG}"]
-    links = pip_find_links()
+    links = None if pypi_torch else pip_find_links()
     if links:
         argv += ["--build-arg", f"PIP_FIND_LINKS={links}", "--volume", f"{links}:{links}:ro"]
     else:
@@ -277,6 +277,10 @@ def stop(cid: str) -> tuple[int, float, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-build", action="store_true", help=f"run the existing {IMAGE_TAG}")
+    parser.add_argument(
+        "--pypi-torch", action="store_true", help="torch from PyPI (its CUDA build, as the image ships) even where "
+        "pip's find-links hold a wheel of it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("image-check: needs root (debootstrap, buildah and podman without a user namespace setup)")
@@ -288,9 +292,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[str] = []
     if not args.no_build:
         build_base()
-        results.append(f"built {IMAGE_TAG} from runtime-image/Dockerfile in {build_image():.0f} s")
+        results.append(f"built {IMAGE_TAG} from runtime-image/Dockerfile in {build_image(args.pypi_torch):.0f} s")
     size = run(*PODMAN, "image", "inspect", IMAGE_TAG, "--format", "{{.Size}}", capture=True).stdout.strip()
-    results.append(f"image size {int(size) / 1e9:.2f} GB (on the stand-in base, CPU torch)")
+    versions = run(
+        *PODMAN, "run", "--rm", *ULIMITS, "--network", "none", "--entrypoint", "python", IMAGE_TAG, "-c",
+        "import torch; print(torch.__version__, torch.version.cuda)", capture=True,
+    ).stdout.split()  # fmt: skip
+    results.append(f"torch {versions[0]} (CUDA {versions[1]}) in the image; image size {int(size) / 1e9:.2f} GB")
     for old in run(*PODMAN, "ps", "-aq", "--filter", f"name={PREFIX}", capture=True).stdout.split():
         run(*PODMAN, "rm", "-f", old, stdout=subprocess.DEVNULL)
 
