@@ -177,9 +177,7 @@ class ArgoLua:
             return {"status": "Unknown", "message": "Lua returned an invalid health status"}
         return {"status": str(result["status"]), "message": str(result.get("message", ""))}
 
-    def action(
-        self, script: str, obj: dict[str, Any], params: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    def action(self, script: str, obj: dict[str, Any], params: dict[str, str] | None = None) -> dict[str, Any]:
         result = self.run(script, obj, params)
         if not isinstance(result, dict):
             raise LuaScriptError("an action must return the modified object")
@@ -219,9 +217,7 @@ def clean_returned_obj(new: Any, old: Any) -> Any:
                 elif isinstance(old_value, list):
                     new[key] = [
                         clean_returned_obj(n, o) if i < len(old_value) else n
-                        for i, (n, o) in enumerate(
-                            zip(new_value, old_value + [None] * len(new_value), strict=False)
-                        )
+                        for i, (n, o) in enumerate(zip(new_value, old_value + [None] * len(new_value), strict=False))
                     ]
     return new
 

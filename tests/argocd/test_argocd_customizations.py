@@ -77,9 +77,7 @@ def test_health_fixture(argo: ArgoLua, case: dict[str, Any]) -> None:
 def test_health_fixtures_cover_every_status_and_rollout_phase() -> None:
     statuses = {c["healthStatus"]["status"] for c in HEALTH_CASES}
     assert statuses == {"Healthy", "Progressing", "Degraded", "Suspended"}
-    phases = {
-        load(ROOT / c["inputPath"]).get("status", {}).get("rollout", {}).get("phase") for c in HEALTH_CASES
-    }
+    phases = {load(ROOT / c["inputPath"]).get("status", {}).get("rollout", {}).get("phase") for c in HEALTH_CASES}
     assert set(ROLLOUT_PHASES) <= phases
     status_phases = {load(ROOT / c["inputPath"]).get("status", {}).get("phase") for c in HEALTH_CASES}
     assert set(PHASES) <= status_phases
@@ -129,9 +127,7 @@ status_st = st.fixed_dictionaries(
                 "message": st.text(max_size=20),
                 "currentStepIndex": st.integers(0, 5),
                 "canaryWeight": st.integers(0, 100),
-                "rejectedRevisions": st.lists(
-                    st.fixed_dictionaries({"revision": st.just("bbbbbbbbbb")}), max_size=2
-                ),
+                "rejectedRevisions": st.lists(st.fixed_dictionaries({"revision": st.just("bbbbbbbbbb")}), max_size=2),
             },
         ),
     },
@@ -140,9 +136,7 @@ status_st = st.fixed_dictionaries(
 
 @settings(max_examples=150, deadline=None)
 @given(status=st.none() | status_st, paused=st.none() | st.booleans(), generation=st.integers(1, 5))
-def test_health_is_always_a_known_status(
-    status: dict[str, Any] | None, paused: bool | None, generation: int
-) -> None:
+def test_health_is_always_a_known_status(status: dict[str, Any] | None, paused: bool | None, generation: int) -> None:
     obj: dict[str, Any] = {"metadata": {"name": "m", "generation": generation}, "spec": {}}
     if paused is not None:
         obj["spec"]["paused"] = paused
@@ -172,9 +166,7 @@ def test_health_is_always_a_known_status(
 # -- actions
 
 
-@pytest.mark.parametrize(
-    "case", ACTION_CASES, ids=[f"{c['action']}-{c['expectedOutputPath']}" for c in ACTION_CASES]
-)
+@pytest.mark.parametrize("case", ACTION_CASES, ids=[f"{c['action']}-{c['expectedOutputPath']}" for c in ACTION_CASES])
 def test_action_fixture(argo: ArgoLua, case: dict[str, Any]) -> None:
     obj = load(ACTIONS / case["inputPath"])
     result = argo.action(action_script(case["action"]), obj, case.get("parameters"))
@@ -195,9 +187,7 @@ def test_promote_token_changes_with_time() -> None:
 
 
 @pytest.mark.parametrize("params", [None, {}, {"revision": ""}])
-def test_rollback_without_a_parameter_uses_the_previous_revision(
-    argo: ArgoLua, params: dict[str, str] | None
-) -> None:
+def test_rollback_without_a_parameter_uses_the_previous_revision(argo: ArgoLua, params: dict[str, str] | None) -> None:
     obj = load(ACTIONS / "testdata" / "canary_paused.yaml")
     result = argo.action(action_script("rollback"), obj, params)
     assert result["metadata"]["annotations"]["modeldeploy.io/rollback-to"] == "1"

@@ -42,9 +42,7 @@ def template(values: dict[str, Any] | None = None, *extra: str) -> subprocess.Co
         yaml.safe_dump(values or {}, handle)
         path = handle.name
     try:
-        return helm(
-            "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds", "-f", path, *extra
-        )
+        return helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds", "-f", path, *extra)
     finally:
         Path(path).unlink()
 

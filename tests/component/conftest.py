@@ -72,7 +72,10 @@ class ThreadedCluster(BackgroundCluster):
 def emulated() -> Iterator[ThreadedCluster]:
     """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission."""
     threaded = ThreadedCluster(
-        crds=[crd_manifest()], admission={MD: admission}, ready_delay=0.1, tick=0.02,
+        crds=[crd_manifest()],
+        admission={MD: admission},
+        ready_delay=0.1,
+        tick=0.02,
         namespaces=("default", "kube-system", "ml"),
     ).start()
     try:

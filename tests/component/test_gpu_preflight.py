@@ -65,8 +65,14 @@ def stable_pods_running(emulated: ThreadedCluster) -> bool:
 def cluster_reads(emulated: ThreadedCluster) -> list[str]:
     """The operator's own list calls across all namespaces (kopf's watches are not among them)."""
     records: Sequence[RequestRecord] = emulated.call(lambda: list(emulated.cluster.requests))
-    return [r.resource for r in records if r.verb == "list" and r.namespace is None
-            and r.resource in ("nodes", "pods") and r.user_agent.startswith("modeldeploy")]
+    return [
+        r.resource
+        for r in records
+        if r.verb == "list"
+        and r.namespace is None
+        and r.resource in ("nodes", "pods")
+        and r.user_agent.startswith("modeldeploy")
+    ]
 
 
 def test_a_canary_that_needs_more_gpus_than_free_is_reported_once(
@@ -74,9 +80,11 @@ def test_a_canary_that_needs_more_gpus_than_free_is_reported_once(
 ) -> None:
     # Two L4 GPUs, both taken by the stable's 2 pods; the canary at 50% adds 1 pod (replica-ratio routing keeps
     # the stable's 2 until the canary is ready). A bigger node in another pool does not count (node selector).
-    add_nodes(emulated, node_manifest("l4-a", gpus=2, labels={"pool": "l4"},
-                                      taints=[{"key": GPU, "effect": "NoSchedule"}]),
-              node_manifest("a100-a", gpus=8, labels={"pool": "a100"}))
+    add_nodes(
+        emulated,
+        node_manifest("l4-a", gpus=2, labels={"pool": "l4"}, taints=[{"key": GPU, "effect": "NoSchedule"}]),
+        node_manifest("a100-a", gpus=8, labels={"pool": "a100"}),
+    )
     with operator_factory() as runner:
         emulated.create(MD, copy.deepcopy(RESNET))
         emulated.wait_for(lambda: stable_pods_running(emulated), message="stable pods on l4-a")
@@ -103,8 +111,11 @@ def test_a_canary_that_needs_more_gpus_than_free_is_reported_once(
 def test_a_canary_that_fits_is_not_reported(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
 ) -> None:
-    add_nodes(emulated, node_manifest("l4-a", gpus=2, labels={"pool": "l4"}),
-              node_manifest("l4-b", gpus=2, labels={"pool": "l4"}))
+    add_nodes(
+        emulated,
+        node_manifest("l4-a", gpus=2, labels={"pool": "l4"}),
+        node_manifest("l4-b", gpus=2, labels={"pool": "l4"}),
+    )
     with operator_factory() as runner:
         emulated.create(MD, copy.deepcopy(RESNET))
         emulated.wait_for(lambda: stable_pods_running(emulated), message="stable pods bound")

@@ -43,7 +43,8 @@ def status(emulated: ThreadedCluster, name: str = "iris") -> dict[str, Any]:
 def ready(emulated: ThreadedCluster, name: str = "iris", version: str | None = None) -> bool:
     st = status(emulated, name)
     ok = st.get("phase") == "Ready" and st.get("observedGeneration") == (emulated.get(MD, "ml", name) or {}).get(
-        "metadata", {}).get("generation")
+        "metadata", {}
+    ).get("generation")
     return ok and (version is None or st.get("modelVersion") == version)
 
 
@@ -137,8 +138,10 @@ def test_new_version_rolls_out_and_old_revision_is_removed(
         emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 Ready")
         second = status(emulated)["stableRevision"]
         assert second != first
-        emulated.wait_for(lambda: [d["metadata"]["name"] for d in children(emulated, DEPLOYMENTS)] == [
-            f"iris-{second}"], message="old revision removed")
+        emulated.wait_for(
+            lambda: [d["metadata"]["name"] for d in children(emulated, DEPLOYMENTS)] == [f"iris-{second}"],
+            message="old revision removed",
+        )
         history = status(emulated)["history"]
         assert [h["revision"] for h in history][:2] == [second, first]
         assert {r["metadata"]["name"] for r in children(emulated, REVISIONS)} == {f"iris-{first}", f"iris-{second}"}
@@ -153,7 +156,9 @@ def test_invalid_update_reports_and_keeps_the_last_good_children(
         emulated.wait_for(lambda: ready(emulated))
         before = {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in children(emulated, DEPLOYMENTS)}
         # Passes the schema (the API server accepts it) but only the operator can check it.
-        emulated.patch(MD, "ml", "iris", {"spec": {"model": {"version": "2", "storageUri": "s3://Models/iris/2/model.pt"}}})
+        emulated.patch(
+            MD, "ml", "iris", {"spec": {"model": {"version": "2", "storageUri": "s3://Models/iris/2/model.pt"}}}
+        )
         emulated.wait_for(lambda: condition(emulated, "Ready")["reason"] == "InvalidSpec", message="InvalidSpec")
         ready_condition = condition(emulated, "Ready")
         assert ready_condition["status"] == "False"
@@ -177,8 +182,17 @@ def test_autoscaling_on_then_off(emulated: ThreadedCluster, operator_factory: Ca
     with operator_factory():
         emulated.create(MD, md())
         emulated.wait_for(lambda: ready(emulated))
-        emulated.patch(MD, "ml", "iris", {"spec": {"replicas": None, "autoscaling": {
-            "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}}})
+        emulated.patch(
+            MD,
+            "ml",
+            "iris",
+            {
+                "spec": {
+                    "replicas": None,
+                    "autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60},
+                }
+            },
+        )
         (hpa,) = emulated.wait_for(lambda: children(emulated, HPAS), message="HPA created")
         (deployment,) = children(emulated, DEPLOYMENTS)
         assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
@@ -192,7 +206,8 @@ def test_objects_of_someone_else_are_left_alone(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
 ) -> None:
     foreign = {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": "iris", "namespace": "ml", "labels": {"team": "web"}},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
     }
@@ -206,9 +221,7 @@ def test_objects_of_someone_else_are_left_alone(
         assert "ownerReferences" not in service["metadata"]
 
 
-def test_restart_resumes_without_writes(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
-) -> None:
+def test_restart_resumes_without_writes(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:
     with operator_factory():
         emulated.create(MD, md())
         emulated.wait_for(lambda: ready(emulated))
@@ -226,8 +239,10 @@ def test_deleting_the_model_deployment_removes_its_children(
         emulated.create(MD, md())
         emulated.wait_for(lambda: ready(emulated))
         emulated.delete(MD, "ml", "iris")
-        emulated.wait_for(lambda: not children(emulated, DEPLOYMENTS) and not children(emulated, SERVICES),
-                          message="children garbage-collected")
+        emulated.wait_for(
+            lambda: not children(emulated, DEPLOYMENTS) and not children(emulated, SERVICES),
+            message="children garbage-collected",
+        )
         assert emulated.get(MD, "ml", "iris") is None
 
 

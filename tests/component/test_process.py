@@ -37,7 +37,9 @@ def test_run_serves_health_and_metrics(emulated: ThreadedCluster, tmp_path: Any)
     log = (tmp_path / "operator.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", str(health), "--metrics-port", str(metrics)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 30
@@ -45,11 +47,15 @@ def test_run_serves_health_and_metrics(emulated: ThreadedCluster, tmp_path: Any)
             assert process.poll() is None, (tmp_path / "operator.log").read_text()
             assert time.monotonic() < deadline, "no /healthz within 30 s"
             time.sleep(0.2)
-        emulated.create(MD, {
-            "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
-            "metadata": {"name": "iris", "namespace": "ml"},
-            "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/m.pt", "format": "TorchScript"}},
-        })
+        emulated.create(
+            MD,
+            {
+                "apiVersion": "modeldeploy.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "iris", "namespace": "ml"},
+                "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/m.pt", "format": "TorchScript"}},
+            },
+        )
         emulated.wait_for(lambda: (emulated.get(MD, "ml", "iris") or {}).get("status", {}).get("phase") == "Ready")
         status, text = get(f"http://127.0.0.1:{metrics}/metrics")
         assert status == 200

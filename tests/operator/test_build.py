@@ -44,9 +44,7 @@ def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
     try:
         result = kubernetes_validate.validate(dict(obj), K8S_VERSION, strict=True)
     except kubernetes_validate.ValidationError as error:
-        pytest.fail(
-            f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}"
-        )
+        pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}")
     assert result == ".".join(K8S_VERSION.split(".")[:2])
 
 
@@ -87,10 +85,7 @@ def restricted_violations(deployment: Mapping[str, Any]) -> list[str]:
             found.append(f"{where}: capabilities not dropped")
         if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
             found.append(f"{where}: capabilities added")
-        if not (
-            sc.get("runAsNonRoot") is True
-            or (pod_sc.get("runAsNonRoot") is True and "runAsNonRoot" not in sc)
-        ):
+        if not (sc.get("runAsNonRoot") is True or (pod_sc.get("runAsNonRoot") is True and "runAsNonRoot" not in sc)):
             found.append(f"{where}: runAsNonRoot")
         if sc.get("runAsUser") == 0:
             found.append(f"{where}: runAsUser 0")
@@ -137,9 +132,7 @@ def test_sha256_is_omitted_when_not_given() -> None:
 
 
 def test_pvc_model_is_mounted_read_only_without_fetch() -> None:
-    deployment = build_deployment(
-        md_of(model={"storageUri": "pvc://model-store/iris/1"}), CONFIG, "abcdef0123", 1
-    )
+    deployment = build_deployment(md_of(model={"storageUri": "pvc://model-store/iris/1"}), CONFIG, "abcdef0123", 1)
     pod = deployment["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     assert {
@@ -152,9 +145,7 @@ def test_pvc_model_is_mounted_read_only_without_fetch() -> None:
 
 
 def test_baked_model_uses_the_image_path() -> None:
-    deployment = build_deployment(
-        md_of(model={"storageUri": "file:///opt/models/iris"}), CONFIG, "abcdef0123", 1
-    )
+    deployment = build_deployment(md_of(model={"storageUri": "file:///opt/models/iris"}), CONFIG, "abcdef0123", 1)
     pod = deployment["spec"]["template"]["spec"]
     assert "initContainers" not in pod
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]
@@ -244,9 +235,7 @@ def test_gpu_limit_and_automatic_toleration() -> None:
 def test_gpu_toleration_is_not_duplicated() -> None:
     toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     md = md_of(runtime={"gpu": {"count": 1}, "tolerations": [toleration]})
-    assert build_deployment(md, CONFIG, "abcdef0123", 1)["spec"]["template"]["spec"]["tolerations"] == [
-        toleration
-    ]
+    assert build_deployment(md, CONFIG, "abcdef0123", 1)["spec"]["template"]["spec"]["tolerations"] == [toleration]
 
 
 def test_cpu_pod_has_no_gpu_and_no_tolerations() -> None:
@@ -626,8 +615,15 @@ def test_restricted_checker_catches_violations() -> None:
 
 
 def test_signature_verification_is_passed_to_the_model_download() -> None:
-    signed = md_of(model={"signature": {"identity": "ci@example.com", "issuer": "https://token.actions.example",
-                                        "bundleUri": "s3://models/iris/1/model.pt.bundle"}})
+    signed = md_of(
+        model={
+            "signature": {
+                "identity": "ci@example.com",
+                "issuer": "https://token.actions.example",
+                "bundleUri": "s3://models/iris/1/model.pt.bundle",
+            }
+        }
+    )
     deployment = build_deployment(signed, CONFIG, revision_of(signed, CONFIG), 1)
     (fetch,) = deployment["spec"]["template"]["spec"]["initContainers"]
     args = fetch["args"]

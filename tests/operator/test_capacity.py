@@ -16,22 +16,31 @@ from modeldeploy.scheduling import GpuQuery
 from modeldeploy.sim.cluster import Cluster, node_manifest, run_cluster
 
 GPU = "nvidia.com/gpu"
-QUERY = GpuQuery(namespace="ml", name="resnet", resource_name=GPU, gpus_per_pod=1,
-                 tolerations=({"key": GPU, "operator": "Exists", "effect": "NoSchedule"},))
+QUERY = GpuQuery(
+    namespace="ml",
+    name="resnet",
+    resource_name=GPU,
+    gpus_per_pod=1,
+    tolerations=({"key": GPU, "operator": "Exists", "effect": "NoSchedule"},),
+)
 
 
 def gpu_pod(name: str, node: str, gpus: int, namespace: str = "default") -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": namespace},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"limits": {GPU: gpus}}}]}}
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"limits": {GPU: gpus}}}]},
+    }
 
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
     nodes = [node_manifest(f"gpu-{i}", gpus=2, taints=[{"key": GPU, "effect": "NoSchedule"}]) for i in range(3)]
     async with run_cluster(nodes=[*nodes, node_manifest("cpu-0")], tick=0.05) as running:
-        for pod, phase in ((gpu_pod("a", "gpu-0", 2), "Running"),
-                           (gpu_pod("b", "gpu-1", 1, namespace="kube-system"), "Running"),
-                           (gpu_pod("done", "gpu-2", 2), "Succeeded")):
+        for pod, phase in (
+            (gpu_pod("a", "gpu-0", 2), "Running"),
+            (gpu_pod("b", "gpu-1", 1, namespace="kube-system"), "Running"),
+            (gpu_pod("done", "gpu-2", 2), "Succeeded"),
+        ):
             created = running.emulator.create_object("v1/pods", pod)
             running.emulator.update_object("v1/pods", {**created, "status": {"phase": phase}}, subresource="status")
         yield running
@@ -64,8 +73,7 @@ async def test_reads_nodes_and_pods_page_by_page(cluster: Cluster, kube: KubeCli
 async def test_one_read_per_ttl_shared_by_every_query(kube: KubeClient) -> None:
     clock = Clock()
     capacity = GpuCapacity(kube, ttl=30, clock=clock)
-    other = GpuQuery(namespace="other", name="bert", resource_name=GPU, gpus_per_pod=2,
-                     tolerations=QUERY.tolerations)
+    other = GpuQuery(namespace="other", name="bert", resource_name=GPU, gpus_per_pod=2, tolerations=QUERY.tolerations)
     results = await asyncio.gather(*(capacity.free_gpus(q) for q in [QUERY, other] * 5))
     assert capacity.reads == 1, "concurrent callers share one read"
     assert {r.usable for r in results if r is not None} == {3, 2}

@@ -61,13 +61,14 @@ def test_json_output_is_a_list(capsys: pytest.CaptureFixture[str]) -> None:
     document = json.loads(out)
     assert (document["apiVersion"], document["kind"]) == ("v1", "List")
     assert [i["kind"] for i in document["items"]] == [
-        "ControllerRevision", "Deployment", "Service", "HorizontalPodAutoscaler"
+        "ControllerRevision",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
     ]
 
 
-def test_stdin_with_several_documents(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_stdin_with_several_documents(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     second = VALID.replace("name: iris", "name: wine")
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"---\n{VALID}---\n{second}\n---\n"))
     code, out, _ = run(["render", "-f", "-"], capsys)
@@ -121,9 +122,7 @@ def test_bad_input_exits_2_naming_the_problem(
 
 def test_every_error_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
-    bad = VALID.replace(
-        "storageUri: s3://models/iris/1", "storageUri: s3://models/iris/1, format: Safetensors"
-    )
+    bad = VALID.replace("storageUri: s3://models/iris/1", "storageUri: s3://models/iris/1, format: Safetensors")
     path.write_text(bad + "  replicas: 2\n  autoscaling: {maxReplicas: 3}\n")
     code, _, err = run(["render", "-f", str(path)], capsys)
     assert code == 2

@@ -11,16 +11,38 @@ from modeldeploy.compact import SHARED_STRING_LENGTH, compact, compact_object
 
 def deployment(name: str) -> dict[str, Any]:
     # Decoded from JSON like a watch event, so no string is shared with another object by accident.
-    return dict(json.loads(json.dumps({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "ml", "labels": {"app.kubernetes.io/managed-by": "modeldeploy"},
-                     "managedFields": [{"manager": "modeldeploy", "fieldsV1": {"f:spec": {}}}]},
-        "spec": {"replicas": 2, "template": {"spec": {"containers": [
-            {"name": "model-server", "imagePullPolicy": "IfNotPresent", "ports": [{"containerPort": 8080}],
-             "args": ["--flag", "x" * (SHARED_STRING_LENGTH + 1)]}]}}},
-        "status": {"readyReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]},
-    })))
+    return dict(
+        json.loads(
+            json.dumps(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {
+                        "name": name,
+                        "namespace": "ml",
+                        "labels": {"app.kubernetes.io/managed-by": "modeldeploy"},
+                        "managedFields": [{"manager": "modeldeploy", "fieldsV1": {"f:spec": {}}}],
+                    },
+                    "spec": {
+                        "replicas": 2,
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "model-server",
+                                        "imagePullPolicy": "IfNotPresent",
+                                        "ports": [{"containerPort": 8080}],
+                                        "args": ["--flag", "x" * (SHARED_STRING_LENGTH + 1)],
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                    "status": {"readyReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]},
+                }
+            )
+        )
+    )
 
 
 def container(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -22,9 +22,7 @@ def test_from_env_reads_only_the_given_mapping() -> None:
             "UNRELATED": "x",
         }
     )
-    assert config == OperatorConfig(
-        default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5
-    )
+    assert config == OperatorConfig(default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5)
     assert OperatorConfig.from_env({}) == OperatorConfig()
     assert OperatorConfig.from_env({"MODELDEPLOY_CLUSTER_DOMAIN": ""}).cluster_domain == "cluster.local"
 

@@ -22,8 +22,14 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 def model_deployment(run_phase: str, measurements: int) -> dict[str, Any]:
     record = {"takenAt": "2026-01-01T11:59:30Z", "verdict": "Pass", "canary": {"requests": 50}}
-    run = {"id": RUN, "revision": "bbbbbbbbbb", "gate": "step-0", "startedAt": "2026-01-01T11:59:00Z",
-           "phase": run_phase, "measurements": [record] * measurements}
+    run = {
+        "id": RUN,
+        "revision": "bbbbbbbbbb",
+        "gate": "step-0",
+        "startedAt": "2026-01-01T11:59:00Z",
+        "phase": run_phase,
+        "measurements": [record] * measurements,
+    }
     return {
         "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
         "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 2},

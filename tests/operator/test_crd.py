@@ -128,9 +128,7 @@ def test_strings_lists_and_maps_are_bounded_for_cel_cost() -> None:
         kind = node.get("type")
         if path in ("apiVersion", "kind"):
             continue
-        if kind == "string" and not (
-            {"maxLength", "enum"} & node.keys() or node.get("format") == "date-time"
-        ):
+        if kind == "string" and not ({"maxLength", "enum"} & node.keys() or node.get("format") == "date-time"):
             unbounded.append(path)
         if kind == "array" and "maxItems" not in node:
             unbounded.append(path)

@@ -35,21 +35,51 @@ NOT_IN_KUBERNETES = {"HTTPRoute"}  # Gateway API: not part of kubernetes_validat
 
 uris = st.one_of(
     st.sampled_from(["s3://models/iris/1/model.pt", "https://cdn.example.com/m.pt", "pvc://claim/iris"]),
-    st.sampled_from([
-        "s3://models/iris/1/model.pt", "gs://team-a-models/m", "https://cdn.example.com/m.pt", "http://h:99999/x",
-        "pvc://claim/models/iris", "pvc://Bad_Claim/x", "file:///models/iris", "file://relative", "s3://Models/x",
-        "s3://a/x", "https:///nohost", "pvc://claim/../etc", "ftp://host/x", "s3://models/x y", "",
-    ]),
+    st.sampled_from(
+        [
+            "s3://models/iris/1/model.pt",
+            "gs://team-a-models/m",
+            "https://cdn.example.com/m.pt",
+            "http://h:99999/x",
+            "pvc://claim/models/iris",
+            "pvc://Bad_Claim/x",
+            "file:///models/iris",
+            "file://relative",
+            "s3://Models/x",
+            "s3://a/x",
+            "https:///nohost",
+            "pvc://claim/../etc",
+            "ftp://host/x",
+            "s3://models/x y",
+            "",
+        ]
+    ),
     st.text(max_size=40),
 )
 names = st.one_of(st.sampled_from(["tokens", "a.b-c", "Bad_Name", "", "x" * 254]), st.text(max_size=12))
 selectors: st.SearchStrategy[Any] = st.one_of(
     st.just({}),
-    st.fixed_dictionaries({"matchLabels": st.dictionaries(st.sampled_from(["app", "team", "bad key!"]),
-                                                          st.sampled_from(["a", "", "x" * 70]), max_size=2)}),
-    st.fixed_dictionaries({"matchExpressions": st.lists(st.fixed_dictionaries({
-        "key": st.sampled_from(["app", "team"]), "operator": st.sampled_from(["In", "Exists", "Bogus"]),
-        "values": st.lists(st.sampled_from(["a", "b"]), max_size=2)}), max_size=2)}),
+    st.fixed_dictionaries(
+        {
+            "matchLabels": st.dictionaries(
+                st.sampled_from(["app", "team", "bad key!"]), st.sampled_from(["a", "", "x" * 70]), max_size=2
+            )
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "matchExpressions": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "key": st.sampled_from(["app", "team"]),
+                        "operator": st.sampled_from(["In", "Exists", "Bogus"]),
+                        "values": st.lists(st.sampled_from(["a", "b"]), max_size=2),
+                    }
+                ),
+                max_size=2,
+            )
+        }
+    ),
 )
 peers = st.lists(
     st.dictionaries(st.sampled_from(["namespaceSelector", "podSelector"]), selectors, max_size=2), max_size=3
@@ -81,10 +111,21 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     optional_runtime: tuple[tuple[str, st.SearchStrategy[Any]], ...] = (
         ("auth", st.fixed_dictionaries({"secretRef": st.fixed_dictionaries({"name": names})})),
         ("port", st.integers(min_value=-1, max_value=70000)),
-        ("env", st.lists(st.fixed_dictionaries({"name": st.sampled_from(["A", "MODELSERVE_X", "1BAD", ""]),
-                                                "value": st.text(max_size=8)}), max_size=2)),
-        ("podLabels", st.dictionaries(st.sampled_from(["team", "app.kubernetes.io/name", "bad key"]),
-                                      st.sampled_from(["a", ""]), max_size=2)),
+        (
+            "env",
+            st.lists(
+                st.fixed_dictionaries(
+                    {"name": st.sampled_from(["A", "MODELSERVE_X", "1BAD", ""]), "value": st.text(max_size=8)}
+                ),
+                max_size=2,
+            ),
+        ),
+        (
+            "podLabels",
+            st.dictionaries(
+                st.sampled_from(["team", "app.kubernetes.io/name", "bad key"]), st.sampled_from(["a", ""]), max_size=2
+            ),
+        ),
         ("gpu", st.fixed_dictionaries({"count": st.integers(min_value=-1, max_value=9)})),
         ("drainSeconds", st.integers(min_value=-1, max_value=4000)),
         ("image", st.sampled_from(["registry.local/modelserve:1", "bad image", ""])),
@@ -100,9 +141,11 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     if replicas is not None:
         spec["replicas"] = replicas
     if draw(st.booleans()):
-        spec["autoscaling"] = {"minReplicas": draw(st.integers(min_value=-1, max_value=12)),
-                               "maxReplicas": draw(st.integers(min_value=0, max_value=12)),
-                               "targetCPUUtilizationPercentage": draw(st.integers(min_value=0, max_value=120))}
+        spec["autoscaling"] = {
+            "minReplicas": draw(st.integers(min_value=-1, max_value=12)),
+            "maxReplicas": draw(st.integers(min_value=0, max_value=12)),
+            "targetCPUUtilizationPercentage": draw(st.integers(min_value=0, max_value=120)),
+        }
     network = draw(_maybe(st.fixed_dictionaries({}, optional={"enabled": st.booleans(), "ingressFrom": peers})))
     if network is not None:
         spec["networkPolicy"] = network
@@ -150,8 +193,13 @@ def serving(config_index: int) -> tuple[dict[str, Any], tuple[dict[str, Any], ..
             stored["metadata"]["generation"] = 1
             if manifest["kind"] == "Deployment":
                 want = manifest["spec"].get("replicas", 1)
-                stored["status"] = {"observedGeneration": 1, "replicas": want, "updatedReplicas": want,
-                                    "readyReplicas": want, "availableReplicas": want}
+                stored["status"] = {
+                    "observedGeneration": 1,
+                    "replicas": want,
+                    "updatedReplicas": want,
+                    "readyReplicas": want,
+                    "availableReplicas": want,
+                }
             objects[(manifest["kind"], manifest["metadata"]["name"])] = stored
         for ref in plan.delete:
             objects.pop((ref.kind, ref.name), None)
@@ -169,8 +217,13 @@ def observed(objects: Any) -> Observed:
     def of(kind: str) -> list[dict[str, Any]]:
         return [o for o in items if o["kind"] == kind]
 
-    return Observed(deployments=of("Deployment"), services=of("Service"), autoscalers=of("HorizontalPodAutoscaler"),
-                    revisions=of("ControllerRevision"), network_policies=of("NetworkPolicy"))
+    return Observed(
+        deployments=of("Deployment"),
+        services=of("Service"),
+        autoscalers=of("HorizontalPodAutoscaler"),
+        revisions=of("ControllerRevision"),
+        network_policies=of("NetworkPolicy"),
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -186,9 +239,7 @@ def test_render_never_crashes_and_renders_valid_objects(spec: dict[str, Any], co
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), config_index=st.integers(min_value=0, max_value=len(CONFIGS) - 1))
-def test_update_of_a_serving_object_never_loses_the_last_good_children(
-    spec: dict[str, Any], config_index: int
-) -> None:
+def test_update_of_a_serving_object_never_loses_the_last_good_children(spec: dict[str, Any], config_index: int) -> None:
     status, children = serving(config_index)
     obj = body(spec, generation=2)
     obj["status"] = copy.deepcopy(status)

@@ -34,8 +34,12 @@ def test_every_phase_is_exported_for_each_object_and_forget_drops_the_weight() -
     metrics = OperatorMetrics()
     metrics.record_rollout("ml", "a", {"canaryWeight": 10, "rollout": {"phase": "Progressing"}}, [])
     metrics.record_rollout("ml", "b", {"rollout": {"phase": "Paused"}}, [])
-    phases = {s.labels["phase"]: s.value for m in metrics.registry.collect() for s in m.samples
-              if s.name == "modeldeploy_rollout_phase" and s.labels["name"] == "a"}
+    phases = {
+        s.labels["phase"]: s.value
+        for m in metrics.registry.collect()
+        for s in m.samples
+        if s.name == "modeldeploy_rollout_phase" and s.labels["name"] == "a"
+    }
     assert phases == {p: (1.0 if p == "Progressing" else 0.0) for p in ROLLOUT_PHASES}
     assert value(metrics, "modeldeploy_canary_weight", namespace="ml", name="b") == 0
     metrics.forget("ml", "a")

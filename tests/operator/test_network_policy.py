@@ -26,8 +26,9 @@ K8S_VERSION = kubernetes_validate.latest_version()
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 GATEWAY = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
 FRONTEND = {"podSelector": {"matchLabels": {"app": "frontend"}}}
-ON = OperatorConfig(model_network_policy=True, operator_namespace="modeldeploy-system",
-                    monitoring_namespace="monitoring")
+ON = OperatorConfig(
+    model_network_policy=True, operator_namespace="modeldeploy-system", monitoring_namespace="monitoring"
+)
 
 
 def body(**spec: Any) -> dict[str, Any]:
@@ -77,13 +78,19 @@ def test_when_a_network_policy_is_wanted(spec: dict[str, Any], config: OperatorC
         # Default callers: the ModelDeployment's namespace, plus the operator's and the monitoring namespace.
         ({}, ON, [{"podSelector": {}}, ns("modeldeploy-system"), ns("monitoring")]),
         # The chart-wide extra callers come after the own namespace.
-        ({}, OperatorConfig(model_network_policy=True, model_network_policy_ingress_from=(GATEWAY,)),
-         [{"podSelector": {}}, GATEWAY]),
+        (
+            {},
+            OperatorConfig(model_network_policy=True, model_network_policy_ingress_from=(GATEWAY,)),
+            [{"podSelector": {}}, GATEWAY],
+        ),
         # Declared callers replace the defaults (narrower), the operator and monitoring stay.
         ({"networkPolicy": {"ingressFrom": [FRONTEND]}}, ON, [FRONTEND, ns("modeldeploy-system"), ns("monitoring")]),
         # A caller that is also the operator's namespace is not listed twice.
-        ({"networkPolicy": {"ingressFrom": [ns("modeldeploy-system")]}}, ON, [ns("modeldeploy-system"),
-                                                                             ns("monitoring")]),
+        (
+            {"networkPolicy": {"ingressFrom": [ns("modeldeploy-system")]}},
+            ON,
+            [ns("modeldeploy-system"), ns("monitoring")],
+        ),
     ],
 )
 def test_network_policy_admits_only_declared_callers(
@@ -121,8 +128,12 @@ def _observed(objects: dict[tuple[str, str], dict[str, Any]]) -> Observed:
     def of(kind: str) -> list[dict[str, Any]]:
         return [o for (k, _), o in objects.items() if k == kind]
 
-    return Observed(deployments=of("Deployment"), services=of("Service"), revisions=of("ControllerRevision"),
-                    network_policies=of("NetworkPolicy"))
+    return Observed(
+        deployments=of("Deployment"),
+        services=of("Service"),
+        revisions=of("ControllerRevision"),
+        network_policies=of("NetworkPolicy"),
+    )
 
 
 def test_reconcile_creates_then_removes_the_network_policy() -> None:
@@ -146,9 +157,17 @@ def test_reconcile_creates_then_removes_the_network_policy() -> None:
 
 
 def test_a_network_policy_not_owned_is_never_deleted() -> None:
-    foreign = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-               "metadata": {"name": "iris", "namespace": "ml", "uid": "someone-else",
-                            "labels": {"modeldeploy.io/model-deployment": "iris"}}, "spec": {"podSelector": {}}}
+    foreign = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "iris",
+            "namespace": "ml",
+            "uid": "someone-else",
+            "labels": {"modeldeploy.io/model-deployment": "iris"},
+        },
+        "spec": {"podSelector": {}},
+    }
     plan = plan_reconcile(body(), Observed(network_policies=[foreign]), OperatorConfig(), NOW)
     assert not any(r.kind == "NetworkPolicy" for r in plan.delete)
 

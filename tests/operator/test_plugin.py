@@ -383,8 +383,16 @@ def test_history_records_carry_roles_and_an_empty_history_says_so() -> None:
 def test_list_uses_the_crd_printer_columns() -> None:
     other = md()
     other["metadata"].update(name="bert", namespace="nlp")
-    other["status"].update(phase="Ready", canaryWeight=0, readyReplicas=2, desiredReplicas=2, modelName="bert",
-                           modelVersion="7", canaryVersion="", stableRevision="")
+    other["status"].update(
+        phase="Ready",
+        canaryWeight=0,
+        readyReplicas=2,
+        desiredReplicas=2,
+        modelName="bert",
+        modelVersion="7",
+        canaryVersion="",
+        stableRevision="",
+    )
     other["spec"]["model"]["version"] = "7"
     # Sorted by namespace, then name, as kubectl get does.
     assert plugin.format_list([other, md()], NOW) == (

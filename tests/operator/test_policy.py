@@ -29,15 +29,17 @@ def body(uri: str = "s3://models/iris/1/model.pt", **model: Any) -> dict[str, An
 
 
 def test_env_vars_are_read() -> None:
-    config = OperatorConfig.from_env({
-        "MODELDEPLOY_POLICY_REQUIRE_SHA256": "True",
-        "MODELDEPLOY_POLICY_ALLOWED_SCHEMES": "s3, https ,",
-        "MODELDEPLOY_POLICY_ALLOWED_HOSTS": "models,*.Example.com",
-        "MODELDEPLOY_MODEL_NETWORK_POLICY": "true",
-        "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM": '[{"namespaceSelector": {"matchLabels": {"a": "b"}}}]',
-        "MODELDEPLOY_OPERATOR_NAMESPACE": "modeldeploy-system",
-        "MODELDEPLOY_MONITORING_NAMESPACE": "monitoring",
-    })
+    config = OperatorConfig.from_env(
+        {
+            "MODELDEPLOY_POLICY_REQUIRE_SHA256": "True",
+            "MODELDEPLOY_POLICY_ALLOWED_SCHEMES": "s3, https ,",
+            "MODELDEPLOY_POLICY_ALLOWED_HOSTS": "models,*.Example.com",
+            "MODELDEPLOY_MODEL_NETWORK_POLICY": "true",
+            "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM": '[{"namespaceSelector": {"matchLabels": {"a": "b"}}}]',
+            "MODELDEPLOY_OPERATOR_NAMESPACE": "modeldeploy-system",
+            "MODELDEPLOY_MONITORING_NAMESPACE": "monitoring",
+        }
+    )
     assert config.require_sha256 is True
     assert config.allowed_schemes == ("s3", "https")
     assert config.allowed_hosts == ("models", "*.example.com")
@@ -50,13 +52,15 @@ def test_env_vars_are_read() -> None:
 
 def test_chart_defaults_mean_no_policy() -> None:
     # What the chart renders with its default values.
-    config = OperatorConfig.from_env({
-        "MODELDEPLOY_POLICY_REQUIRE_SHA256": "false",
-        "MODELDEPLOY_POLICY_ALLOWED_SCHEMES": "",
-        "MODELDEPLOY_POLICY_ALLOWED_HOSTS": "",
-        "MODELDEPLOY_MODEL_NETWORK_POLICY": "false",
-        "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM": "[]",
-    })
+    config = OperatorConfig.from_env(
+        {
+            "MODELDEPLOY_POLICY_REQUIRE_SHA256": "false",
+            "MODELDEPLOY_POLICY_ALLOWED_SCHEMES": "",
+            "MODELDEPLOY_POLICY_ALLOWED_HOSTS": "",
+            "MODELDEPLOY_MODEL_NETWORK_POLICY": "false",
+            "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM": "[]",
+        }
+    )
     assert config == OperatorConfig()
 
 
@@ -112,8 +116,12 @@ def test_host_patterns(host: str, patterns: tuple[str, ...], allowed: bool) -> N
         ("s3://other/m.pt", {}, OperatorConfig(allowed_hosts=("models",)), "spec.model.storageUri"),
         ("gs://team-a-models/m.pt", {}, OperatorConfig(allowed_hosts=("team-*",)), None),
         ("https://cdn.example.com/m.pt", {}, OperatorConfig(allowed_hosts=("*.example.com",)), None),
-        ("https://cdn.example.com.evil.io/m.pt", {}, OperatorConfig(allowed_hosts=("*.example.com",)),
-         "spec.model.storageUri"),
+        (
+            "https://cdn.example.com.evil.io/m.pt",
+            {},
+            OperatorConfig(allowed_hosts=("*.example.com",)),
+            "spec.model.storageUri",
+        ),
         ("https://user@evil.io/m.pt", {}, OperatorConfig(allowed_hosts=("*.example.com",)), "spec.model.storageUri"),
         # pvc:// and file:// have no host: a host list does not apply to them.
         ("pvc://claim/m", {}, OperatorConfig(allowed_hosts=("models",)), None),

@@ -51,7 +51,10 @@ class FakeCluster:
 
     def observed(self) -> Observed:
         by_kind: dict[str, list[dict[str, Any]]] = {
-            "Deployment": [], "Service": [], "HorizontalPodAutoscaler": [], "ControllerRevision": []
+            "Deployment": [],
+            "Service": [],
+            "HorizontalPodAutoscaler": [],
+            "ControllerRevision": [],
         }
         for (kind, _), obj in self.objects.items():
             by_kind[kind].append(obj)
@@ -110,8 +113,11 @@ class FakeCluster:
                 "readyReplicas": want if ok else 0,
                 "availableReplicas": want if ok else 0,
                 "conditions": [
-                    {"type": "Progressing", "status": "False" if deadline else "True",
-                     "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable"}
+                    {
+                        "type": "Progressing",
+                        "status": "False" if deadline else "True",
+                        "reason": "ProgressDeadlineExceeded" if deadline else "NewReplicaSetAvailable",
+                    }
                 ],
             }
 
@@ -237,8 +243,12 @@ def test_children_of_someone_else_are_never_changed_or_deleted() -> None:
     foreign = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "iris", "namespace": "default", "uid": "other",
-                     "ownerReferences": [{"uid": "someone-else", "controller": True}]},
+        "metadata": {
+            "name": "iris",
+            "namespace": "default",
+            "uid": "other",
+            "ownerReferences": [{"uid": "someone-else", "controller": True}],
+        },
     }
     cluster.objects[("HorizontalPodAutoscaler", "iris")] = foreign
     cluster.converge()
@@ -281,14 +291,22 @@ def test_progress_deadline_rolls_back_and_keeps_the_stable_revision() -> None:
     ("status", "available"),
     [
         ({}, False),
-        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-          "availableReplicas": 2}, True),
-        ({"observedGeneration": 0, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-          "availableReplicas": 2}, False),
-        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 2,
-          "availableReplicas": 2}, False),
-        ({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1,
-          "availableReplicas": 1}, False),
+        (
+            {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2},
+            True,
+        ),
+        (
+            {"observedGeneration": 0, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2},
+            False,
+        ),
+        (
+            {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "readyReplicas": 2, "availableReplicas": 2},
+            False,
+        ),
+        (
+            {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1},
+            False,
+        ),
     ],
 )
 def test_assess_deployment(status: dict[str, Any], available: bool) -> None:
@@ -316,8 +334,10 @@ def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> Non
     last_good_spec = copy.deepcopy(cluster.md["spec"])
     for action, value in history:
         if action == "version":
-            last_good_spec = {**last_good_spec, "model": {**last_good_spec["model"], "version": value,
-                                                          "storageUri": f"s3://models/iris/{value}/m.pt"}}
+            last_good_spec = {
+                **last_good_spec,
+                "model": {**last_good_spec["model"], "version": value, "storageUri": f"s3://models/iris/{value}/m.pt"},
+            }
             cluster.md["spec"] = copy.deepcopy(last_good_spec)
             cluster.md["metadata"]["generation"] += 1
         elif action == "replicas":
@@ -372,8 +392,11 @@ def test_a_serving_revision_is_not_removed_when_the_spec_moves_on_mid_rollout() 
 
 # --- the GPU pre-flight's question to the cluster ---------------------------------------------------------------
 
-GPU_RUNTIME = {"gpu": {"count": 2}, "nodeSelector": {"pool": "l4"},
-               "tolerations": [{"key": "team", "operator": "Exists"}]}
+GPU_RUNTIME = {
+    "gpu": {"count": 2},
+    "nodeSelector": {"pool": "l4"},
+    "tolerations": [{"key": "team", "operator": "Exists"}],
+}
 V2 = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
 
 
@@ -399,8 +422,12 @@ def test_gpu_query_is_asked_once_per_rollout_of_a_gpu_model() -> None:
     cluster.update_spec(model=V2)
     query = gpu_query(cluster.md, CONFIG)
     assert query is not None
-    assert (query.namespace, query.name, query.resource_name, query.gpus_per_pod) == ("default", "iris",
-                                                                                       "nvidia.com/gpu", 2)
+    assert (query.namespace, query.name, query.resource_name, query.gpus_per_pod) == (
+        "default",
+        "iris",
+        "nvidia.com/gpu",
+        2,
+    )
     assert query.node_selector == {"pool": "l4"} and query.keep_revisions == frozenset({stable})
     # The pods' tolerations: the user's and the one gpu.count adds.
     assert {t.get("key") for t in query.tolerations} == {"team", "nvidia.com/gpu"}

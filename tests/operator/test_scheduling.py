@@ -29,18 +29,28 @@ GPU = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 
 
-def pod(node: str | None, gpus: int, *, namespace: str = "ml", labels: dict[str, str] | None = None,
-        phase: str = "Running") -> dict[str, Any]:
+def pod(
+    node: str | None, gpus: int, *, namespace: str = "ml", labels: dict[str, str] | None = None, phase: str = "Running"
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [{"name": "server", "resources": {"limits": {GPU: gpus}}}]}
     if node:
         spec["nodeName"] = node
-    return {"metadata": {"name": "p", "namespace": namespace, "labels": labels or {}}, "spec": spec,
-            "status": {"phase": phase}}
+    return {
+        "metadata": {"name": "p", "namespace": namespace, "labels": labels or {}},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
 
 
 def query(**changes: Any) -> GpuQuery:
-    values: dict[str, Any] = {"namespace": "ml", "name": "resnet", "resource_name": GPU, "gpus_per_pod": 1,
-                              "tolerations": (GPU_TOLERATION,), "keep_revisions": frozenset({"stable"})}
+    values: dict[str, Any] = {
+        "namespace": "ml",
+        "name": "resnet",
+        "resource_name": GPU,
+        "gpus_per_pod": 1,
+        "tolerations": (GPU_TOLERATION,),
+        "keep_revisions": frozenset({"stable"}),
+    }
     values.update(changes)
     return GpuQuery(**values)
 
@@ -48,8 +58,24 @@ def query(**changes: Any) -> GpuQuery:
 @pytest.mark.parametrize(
     ("value", "count"),
     # A number is a quantity like its string form (2.5 == "2500m"): whole pods only, rounded down.
-    [("8", 8), (8, 8), ("8000m", 8), ("1500m", 1), ("1k", 1000), ("2Ki", 2048), (" 4 ", 4), ("-2", 0),
-     ("eight", 0), ("8x", 0), (True, 0), (None, 0), (2.5, 2), ("2.5", 2), ("1e1", 10), ("", 0)],
+    [
+        ("8", 8),
+        (8, 8),
+        ("8000m", 8),
+        ("1500m", 1),
+        ("1k", 1000),
+        ("2Ki", 2048),
+        (" 4 ", 4),
+        ("-2", 0),
+        ("eight", 0),
+        ("8x", 0),
+        (True, 0),
+        (None, 0),
+        (2.5, 2),
+        ("2.5", 2),
+        ("1e1", 10),
+        ("", 0),
+    ],
 )
 def test_parse_count(value: object, count: int) -> None:
     assert parse_count(value) == count
@@ -86,8 +112,9 @@ def test_pod_requests() -> None:
 
 
 def test_parse_pod() -> None:
-    record = parse_pod(pod("n1", 2, labels={"modeldeploy.io/model-deployment": "resnet",
-                                            "modeldeploy.io/revision": "abc"}))
+    record = parse_pod(
+        pod("n1", 2, labels={"modeldeploy.io/model-deployment": "resnet", "modeldeploy.io/revision": "abc"})
+    )
     assert record == PodUse("ml", "n1", {GPU: 2}, "resnet", "abc")
     assert parse_pod(pod(None, 2)) is None, "a pending pod holds nothing"
     assert parse_pod(pod("n1", 2, phase="Succeeded")) is None
@@ -112,9 +139,12 @@ def test_tolerates(toleration: dict[str, Any], taint: Taint, tolerated: bool) ->
 
 
 def test_node_fits() -> None:
-    node = NodeInfo("gpu-1", {"pool": "a", "zone": "z1", "gpus": "8"}, (Taint(GPU, "", "NoSchedule"),
-                                                                      Taint("soft", "", "PreferNoSchedule")),
-                    {GPU: 8})
+    node = NodeInfo(
+        "gpu-1",
+        {"pool": "a", "zone": "z1", "gpus": "8"},
+        (Taint(GPU, "", "NoSchedule"), Taint("soft", "", "PreferNoSchedule")),
+        {GPU: 8},
+    )
     tolerations = [GPU_TOLERATION]
     assert node_fits(node, node_selector={"pool": "a"}, tolerations=tolerations)
     assert not node_fits(node, node_selector={"pool": "b"}, tolerations=tolerations)
@@ -133,8 +163,13 @@ def test_node_fits() -> None:
         "gt": affinity(expr("gpus", "Gt", "4")),
         "absent": affinity(expr("spot", "DoesNotExist")),
         "name": affinity({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}),
-        "preferred-only": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 1, "preference": expr("zone", "In", "z9")}]}},
+        "preferred-only": {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "preference": expr("zone", "In", "z9")}
+                ]
+            }
+        },
         "pod-anti-affinity-ignored": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []}},
     }
     misses = {
@@ -167,30 +202,54 @@ OWN = {"modeldeploy.io/model-deployment": "resnet"}
         ([node_manifest("a", gpus=4)], [pod("a", 3)], {}, (1, 1, 1)),
         # The stable's pods hold their GPUs; the canary's count as free; another MD's with the same name
         # in another namespace holds its GPUs.
-        ([node_manifest("a", gpus=4)],
-         [pod("a", 1, labels={**OWN, "modeldeploy.io/revision": "stable"}),
-          pod("a", 1, labels={**OWN, "modeldeploy.io/revision": "canary"}),
-          pod("a", 1, labels=OWN, namespace="other")], {}, (1, 2, 2)),
+        (
+            [node_manifest("a", gpus=4)],
+            [
+                pod("a", 1, labels={**OWN, "modeldeploy.io/revision": "stable"}),
+                pod("a", 1, labels={**OWN, "modeldeploy.io/revision": "canary"}),
+                pod("a", 1, labels=OWN, namespace="other"),
+            ],
+            {},
+            (1, 2, 2),
+        ),
         # Whole pods per node: 3 + 1 free GPUs hold one 2-GPU pod.
-        ([node_manifest("a", gpus=4), node_manifest("b", gpus=2)], [pod("a", 1), pod("b", 1)],
-         {"gpus_per_pod": 2}, (2, 4, 2)),
+        (
+            [node_manifest("a", gpus=4), node_manifest("b", gpus=2)],
+            [pod("a", 1), pod("b", 1)],
+            {"gpus_per_pod": 2},
+            (2, 4, 2),
+        ),
         # Node selector, taints, readiness, cordon and other resources decide which nodes count.
-        ([node_manifest("a", gpus=4, labels={"pool": "l4"}), node_manifest("b", gpus=4)], [],
-         {"node_selector": {"pool": "l4"}}, (1, 4, 4)),
-        ([node_manifest("a", gpus=4, taints=[{"key": "team", "value": "x", "effect": "NoSchedule"}])], [],
-         {}, (0, 0, 0)),
-        ([node_manifest("a", gpus=4, taints=[{"key": "team", "value": "x", "effect": "NoSchedule"}])], [],
-         {"tolerations": (GPU_TOLERATION, {"key": "team", "value": "x"})}, (1, 4, 4)),
-        ([node_manifest("a", gpus=4, ready=False), node_manifest("b", gpus=2, unschedulable=True)], [], {},
-         (0, 0, 0)),
+        (
+            [node_manifest("a", gpus=4, labels={"pool": "l4"}), node_manifest("b", gpus=4)],
+            [],
+            {"node_selector": {"pool": "l4"}},
+            (1, 4, 4),
+        ),
+        (
+            [node_manifest("a", gpus=4, taints=[{"key": "team", "value": "x", "effect": "NoSchedule"}])],
+            [],
+            {},
+            (0, 0, 0),
+        ),
+        (
+            [node_manifest("a", gpus=4, taints=[{"key": "team", "value": "x", "effect": "NoSchedule"}])],
+            [],
+            {"tolerations": (GPU_TOLERATION, {"key": "team", "value": "x"})},
+            (1, 4, 4),
+        ),
+        ([node_manifest("a", gpus=4, ready=False), node_manifest("b", gpus=2, unschedulable=True)], [], {}, (0, 0, 0)),
         ([node_manifest("a", gpus=4, resource_name="amd.com/gpu")], [], {}, (1, 0, 0)),
-        ([node_manifest("a", gpus=4, resource_name="amd.com/gpu")], [], {"resource_name": "amd.com/gpu"},
-         (1, 4, 4)),
+        ([node_manifest("a", gpus=4, resource_name="amd.com/gpu")], [], {"resource_name": "amd.com/gpu"}, (1, 4, 4)),
         # Over-committed (allocatable shrank under running pods): 0, not negative.
         ([node_manifest("a", gpus=1), node_manifest("b", gpus=2)], [pod("a", 2)], {}, (2, 2, 2)),
         # Pods on nodes that are not GPU nodes, pending and finished pods change nothing.
-        ([node_manifest("a", gpus=2)], [pod("cpu-node", 2), pod(None, 2), pod("a", 2, phase="Succeeded")], {},
-         (1, 2, 2)),
+        (
+            [node_manifest("a", gpus=2)],
+            [pod("cpu-node", 2), pod(None, 2), pod("a", 2, phase="Succeeded")],
+            {},
+            (1, 2, 2),
+        ),
     ],
 )
 def test_free_gpus(
@@ -203,8 +262,9 @@ def test_free_gpus(
 @settings(max_examples=50, deadline=None)
 @given(
     allocatable=st.lists(st.integers(0, 8), min_size=1, max_size=5),
-    placed=st.lists(st.tuples(st.integers(0, 4), st.integers(1, 4), st.sampled_from(["other", "stable", "canary"])),
-                    max_size=10),
+    placed=st.lists(
+        st.tuples(st.integers(0, 4), st.integers(1, 4), st.sampled_from(["other", "stable", "canary"])), max_size=10
+    ),
     per_pod=st.integers(1, 4),
 )
 def test_free_gpus_properties(allocatable: list[int], placed: list[tuple[int, int, str]], per_pod: int) -> None:

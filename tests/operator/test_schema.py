@@ -397,22 +397,16 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     (
         "gateway-block",
         spec(rollout={"canary": {"trafficRouting": {"type": "GatewayAPI"}}}),
-        spec(
-            rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"httpRoute": "r"}}}}
-        ),
+        spec(rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"httpRoute": "r"}}}}),
         "spec.rollout.canary.trafficRouting.gatewayAPI",
         "needs the gatewayAPI block",
     ),
     (
         "gateway-route-or-parents",
-        spec(
-            rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": []}}}}
-        ),
+        spec(rollout={"canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": []}}}}),
         spec(
             rollout={
-                "canary": {
-                    "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
-                }
+                "canary": {"trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}}
             }
         ),
         "spec.rollout.canary.trafficRouting.gatewayAPI",
@@ -428,11 +422,7 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     (
         "prometheus-block",
         spec(rollout={"analysis": {**ANALYSIS, "source": {"type": "Prometheus"}}}),
-        spec(
-            rollout={
-                "analysis": {**ANALYSIS, "source": {"type": "Prometheus", "prometheus": {"url": "http://p"}}}
-            }
-        ),
+        spec(rollout={"analysis": {**ANALYSIS, "source": {"type": "Prometheus", "prometheus": {"url": "http://p"}}}}),
         "spec.rollout.analysis.source.prometheus",
         "needs the prometheus block",
     ),
@@ -516,9 +506,7 @@ def test_format_path(path: tuple[str | int, ...], text: str) -> None:
     min_replicas=st.integers(min_value=1, max_value=20),
     max_replicas=st.integers(min_value=1, max_value=20),
 )
-def test_cross_field_rules_match_their_arithmetic(
-    batch: int, queue: int, min_replicas: int, max_replicas: int
-) -> None:
+def test_cross_field_rules_match_their_arithmetic(batch: int, queue: int, min_replicas: int, max_replicas: int) -> None:
     obj = spec(
         runtime={"batching": {"maxBatchSize": batch, "maxQueueSize": queue}},
         autoscaling={"minReplicas": min_replicas, "maxReplicas": max_replicas},

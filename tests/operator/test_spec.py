@@ -146,9 +146,7 @@ def test_invalid_objects_raise_spec_error_with_the_field(body: dict[str, Any], f
         ("gs://my.bucket/", StorageLocation("gs://my.bucket/", "gs", bucket="my.bucket", path="")),
         (
             "https://h.example.com:8443/m.pt?sig=1",
-            StorageLocation(
-                "https://h.example.com:8443/m.pt?sig=1", "https", host="h.example.com", path="/m.pt"
-            ),
+            StorageLocation("https://h.example.com:8443/m.pt?sig=1", "https", host="h.example.com", path="/m.pt"),
         ),
         (
             "http://10.0.0.1/m.pt",

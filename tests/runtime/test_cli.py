@@ -34,8 +34,11 @@ def test_every_serve_flag_has_an_environment_variable() -> None:
         "MODELSERVE_MAX_QUEUE_SIZE": "10",
         "MODELSERVE_DRAIN_SECONDS": "3",
         "MODELSERVE_HALF_PRECISION": "true",
+        "MODELSERVE_MODEL_FORMAT": "Safetensors",
+        "MODELSERVE_ENTRY_POINT": "mypkg.net:Net",
     }
     config = serve_config(cli.build_parser(env).parse_args(["serve"]))
+    assert (config.model_format, config.entry_point) == ("Safetensors", "mypkg.net:Net")
     assert (config.model_dir, config.model_name, config.model_version) == (Path("/models"), "iris", "7")
     assert (config.max_batch_size, config.max_queue_delay_ms, config.max_queue_size) == (16, 2.5, 10)
     assert config.drain_seconds == 3.0 and config.half_precision is True
@@ -50,6 +53,8 @@ def test_bad_environment_values_are_usage_errors(capsys: pytest.CaptureFixture[s
     assert exc.value.code == 2 and "MODELSERVE_MAX_BATCH_SIZE" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.build_parser({"MODELSERVE_DEVICE": "tpu"}).parse_args(["serve"])
+    with pytest.raises(SystemExit):
+        cli.build_parser({"MODELSERVE_MODEL_FORMAT": "ONNX"}).parse_args(["serve"])
     assert parse_bool("Yes") is True and parse_bool("0") is False
     with pytest.raises(ValueError, match="true or false"):
         parse_bool("maybe")

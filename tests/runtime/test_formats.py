@@ -69,6 +69,31 @@ def test_safetensors_needs_an_entry_point(tmp_path: Path, models: dict[str, Path
         resolve(tmp_path)
 
 
+def test_the_server_settings_declare_format_and_entry_point(tmp_path: Path, models: dict[str, Path]) -> None:
+    """What the operator passes from spec.model (MODELSERVE_MODEL_FORMAT, MODELSERVE_ENTRY_POINT) is used where the
+    model directory has no manifest: weights alone load with the deployment's entry point."""
+    (tmp_path / "model.safetensors").write_bytes((models["safetensors"] / "model.safetensors").read_bytes())
+    source = resolve(tmp_path, "Safetensors", "modelserve.testing:DemoMLP")
+    assert (source.format, source.entry_point) == (ModelFormat.SAFETENSORS, "modelserve.testing:DemoMLP")
+    with pytest.raises(ModelLoadError, match=r"MODELSERVE_ENTRY_POINT.*'broken'"):
+        resolve(tmp_path, "Safetensors", "broken")
+    assert resolve(models["mlp"], "TorchScript").format is ModelFormat.TORCHSCRIPT
+    with pytest.raises(ModelLoadError, match="only used with the Safetensors format, not TorchScript"):
+        resolve(models["mlp"], "TorchScript", "modelserve.testing:DemoMLP")
+    with pytest.raises(ModelLoadError, match="'ONNX' is not one of"):
+        resolve(models["mlp"], "ONNX")
+
+
+def test_a_manifest_that_contradicts_the_settings_is_an_error(models: dict[str, Path]) -> None:
+    """Two sources of truth that disagree: say so instead of silently picking one."""
+    with pytest.raises(ModelLoadError, match=r"told entry point 'mypkg:Net', but .*modelserve.json: entryPoint is"):
+        resolve(models["safetensors"], "Safetensors", "mypkg:Net")
+    with pytest.raises(ModelLoadError, match=r"told format TorchExport, but .*modelserve.json says Safetensors"):
+        resolve(models["safetensors"], "TorchExport")
+    same = resolve(models["safetensors"], "Safetensors", "modelserve.testing:DemoMLP")  # agreeing is fine
+    assert same.entry_point == "modelserve.testing:DemoMLP"
+
+
 @pytest.mark.parametrize(
     ("manifest", "message"),
     [

@@ -52,26 +52,40 @@ async def test_pods_are_bound_where_gpus_are_free_and_wait_otherwise(gpu_cluster
     # gpu-a holds two; gpu-b's taint is not tolerated; the third pod waits, Unschedulable.
     await eventually(lambda: bound(cluster, "web") == ["", "gpu-a", "gpu-a"])
     pending = next(p for p in pods(cluster, "web") if not p["spec"].get("nodeName"))
-    await eventually(lambda: (cluster.emulator.get_object(PODS, "default", pending["metadata"]["name"]) or {})
-                     .get("status", {}).get("conditions"))
+    await eventually(
+        lambda: (
+            (cluster.emulator.get_object(PODS, "default", pending["metadata"]["name"]) or {})
+            .get("status", {})
+            .get("conditions")
+        )
+    )
     status = (cluster.emulator.get_object(PODS, "default", pending["metadata"]["name"]) or {})["status"]
     assert status["phase"] == "Pending"
     [scheduled] = status["conditions"]
     assert (scheduled["type"], scheduled["status"], scheduled["reason"]) == ("PodScheduled", "False", "Unschedulable")
     assert GPU in scheduled["message"]
-    await eventually(lambda: (cluster.emulator.get_object(DEPLOYMENTS, "default", "web") or {})
-                     .get("status", {}).get("readyReplicas") == 2)
+    await eventually(
+        lambda: (
+            (cluster.emulator.get_object(DEPLOYMENTS, "default", "web") or {}).get("status", {}).get("readyReplicas")
+            == 2
+        )
+    )
     # A new node with room: the waiting pod is bound there and starts.
     add_node(cluster.emulator, node_manifest("gpu-c", gpus=4))
     await eventually(lambda: bound(cluster, "web") == ["gpu-a", "gpu-a", "gpu-c"])
-    await eventually(lambda: (cluster.emulator.get_object(DEPLOYMENTS, "default", "web") or {})
-                     .get("status", {}).get("readyReplicas") == 3)
+    await eventually(
+        lambda: (
+            (cluster.emulator.get_object(DEPLOYMENTS, "default", "web") or {}).get("status", {}).get("readyReplicas")
+            == 3
+        )
+    )
 
 
 async def test_node_selector_and_tolerations_choose_the_node(gpu_cluster: Cluster, eventually: Any) -> None:
     cluster = gpu_cluster
-    body = gpu_deployment("pinned", 1, 1, nodeSelector={"pool": "a100"},
-                          tolerations=[{"key": "team", "operator": "Exists"}])
+    body = gpu_deployment(
+        "pinned", 1, 1, nodeSelector={"pool": "a100"}, tolerations=[{"key": "team", "operator": "Exists"}]
+    )
     cluster.emulator.create_object(DEPLOYMENTS, body, namespace="default")
     await eventually(lambda: bound(cluster, "pinned") == ["gpu-b"])
     # CPU pods go anywhere that is untainted (first by name).

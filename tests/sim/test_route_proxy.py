@@ -44,6 +44,7 @@ async def upstreams() -> AsyncIterator[dict[str, int]]:
     """Two servers answering their own name: pod name -> port."""
     runners, ports = [], {}
     for name in ("a-1", "b-1"):
+
         async def answer(request: aiohttp.web.Request, who: str = name) -> aiohttp.web.Response:
             return aiohttp.web.Response(text=f"{who} {request.headers.get('X-Canary', '-')}")
 

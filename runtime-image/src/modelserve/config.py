@@ -66,6 +66,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _optional_str(text: str) -> str | None:
+    return text.strip() or None
+
+
 def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
@@ -74,6 +78,19 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--model-dir", Path, None, "directory holding the model (or the model file itself)"),
     Option("--model-name", str, None, "name the model is served under"),
     Option("--model-version", str, "1", "version label served in metadata and metric labels"),
+    Option(
+        "--model-format",
+        _optional_str,
+        None,
+        "the model's format (default: the manifest's, else the file's extension)",
+        ("TorchScript", "TorchExport", "Safetensors"),
+    ),
+    Option(
+        "--entry-point",
+        _optional_str,
+        None,
+        "Safetensors: the 'package.module:Class' the weights belong to (default: the manifest's entryPoint)",
+    ),
     Option("--host", str, "0.0.0.0", "address to listen on"),
     Option("--port", _non_negative_int, 8080, "port to listen on (0: any free port)"),
     Option("--max-batch-size", _positive_int, 32, "most rows run in one forward pass (1 disables batching)"),
@@ -109,6 +126,8 @@ class ServeConfig:
     model_dir: Path
     model_name: str
     model_version: str = "1"
+    model_format: str | None = None
+    entry_point: str | None = None
     host: str = "0.0.0.0"
     port: int = 8080
     max_batch_size: int = 32
@@ -139,7 +158,7 @@ def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], en
                 default = opt.type(raw)
             except (ValueError, TypeError) as exc:
                 parser.error(f"{opt.env}={raw!r}: {exc}")
-            if opt.choices and default not in opt.choices:
+            if opt.choices and default is not None and default not in opt.choices:
                 parser.error(f"{opt.env}={raw!r}: expected one of {', '.join(opt.choices)}")
         shown = f" (env {opt.env}, default {opt.default})"
         parser.add_argument(

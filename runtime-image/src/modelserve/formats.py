@@ -83,8 +83,12 @@ def parse_signature_json(data: dict[str, Any], where: str) -> tuple[tuple[Tensor
     return inputs, outputs
 
 
-def resolve(model_dir: Path) -> ModelSource:
-    """Find the model artifact and its format in `model_dir` (a directory, or the artifact file itself)."""
+def resolve(model_dir: Path, declared_format: str | None = None, entry_point: str | None = None) -> ModelSource:
+    """Find the model artifact and its format in `model_dir` (a directory, or the artifact file itself).
+
+    `declared_format` and `entry_point` come from the server's settings (the operator passes the ModelDeployment's
+    spec.model.format and entryPoint); they take the place of the manifest's, and a manifest that says otherwise is
+    an error rather than a silent choice between the two."""
     if model_dir.is_file():
         artifact: Path | None = model_dir
         model_dir = model_dir.parent
@@ -104,6 +108,16 @@ def resolve(model_dir: Path) -> ModelSource:
             raise ModelLoadError(
                 f"{where}: format {fmt_raw!r} is not one of {', '.join(f.value for f in ModelFormat)}"
             ) from None
+    if declared_format is not None:
+        try:
+            declared = ModelFormat(declared_format)
+        except ValueError:
+            raise ModelLoadError(
+                f"model format {declared_format!r} is not one of {', '.join(f.value for f in ModelFormat)}"
+            ) from None
+        if fmt is not None and fmt is not declared:
+            raise ModelLoadError(f"the server is told format {declared.value}, but {where} says {fmt.value}")
+        fmt = declared
     if artifact is None and "file" in manifest:
         name = manifest["file"]
         if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
@@ -117,15 +131,23 @@ def resolve(model_dir: Path) -> ModelSource:
         fmt = _format_of(artifact)
     check_no_pickle(artifact, fmt)
 
-    entry_point = manifest.get("entryPoint")
+    from_manifest = manifest.get("entryPoint")
+    source = f"{where}: entryPoint"
+    if entry_point is not None:
+        if from_manifest is not None and from_manifest != entry_point:
+            raise ModelLoadError(f"the server is told entry point {entry_point!r}, but {source} is {from_manifest!r}")
+        source = "the entry point setting (--entry-point, MODELSERVE_ENTRY_POINT)"
+    else:
+        entry_point = from_manifest
     if fmt is ModelFormat.SAFETENSORS:
         if not isinstance(entry_point, str) or not _ENTRY_POINT.match(entry_point):
             raise ModelLoadError(
-                f"{where}: safetensors weights need an entryPoint 'package.module:Class' that builds the "
-                f"module the weights belong to (got {entry_point!r})"
+                f"safetensors weights need an entry point 'package.module:Class' that builds the module the "
+                f"weights belong to ({source} is {entry_point!r}; set spec.model.entryPoint, or entryPoint in "
+                f"{where})"
             )
     elif entry_point is not None:
-        raise ModelLoadError(f"{where}: entryPoint is only used with the Safetensors format")
+        raise ModelLoadError(f"{source}: an entry point is only used with the Safetensors format, not {fmt.value}")
     init_kwargs = manifest.get("init", {})
     if not isinstance(init_kwargs, dict):
         raise ModelLoadError(f"{where}: init must be an object of keyword arguments for the entry point")

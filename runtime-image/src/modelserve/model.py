@@ -43,7 +43,7 @@ def load_from_config(config: ServeConfig) -> EngineLike:
     from modelserve.formats import resolve
 
     options = EngineOptions(config.device, config.device_index, config.half_precision, config.torch_threads)
-    return load_engine(resolve(config.model_dir), options)
+    return load_engine(resolve(config.model_dir, config.model_format, config.entry_point), options)
 
 
 class ServedModel:

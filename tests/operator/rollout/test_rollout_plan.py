@@ -384,4 +384,3 @@ def test_history_is_trimmed_but_keeps_live_revisions() -> None:
         cluster.run()
     numbers = [h.number for h in cluster.status.history]
     assert numbers == [4, 3, 2]  # stable d, previous c, and one more
-
