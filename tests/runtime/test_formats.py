@@ -82,13 +82,20 @@ def test_the_server_settings_declare_format_and_entry_point(tmp_path: Path, mode
         resolve(models["mlp"], "TorchScript", "modelserve.testing:DemoMLP")
     with pytest.raises(ModelLoadError, match="'ONNX' is not one of"):
         resolve(models["mlp"], "ONNX")
+    # spec.model.format defaults to TorchScript: a torch.export program needs TorchExport, and the error says so
+    with pytest.raises(
+        ModelLoadError, match=r"format is TorchScript .*spec.model.format.*found: model.pt2 \(TorchExport\)"
+    ):
+        resolve(models["export"], "TorchScript")
 
 
 def test_a_manifest_that_contradicts_the_settings_is_an_error(models: dict[str, Path]) -> None:
     """Two sources of truth that disagree: say so instead of silently picking one."""
     with pytest.raises(ModelLoadError, match=r"told entry point 'mypkg:Net', but .*modelserve.json: entryPoint is"):
         resolve(models["safetensors"], "Safetensors", "mypkg:Net")
-    with pytest.raises(ModelLoadError, match=r"told format TorchExport, but .*modelserve.json says Safetensors"):
+    with pytest.raises(
+        ModelLoadError, match=r"told format TorchExport \(.*spec.model.format\), but .*modelserve.json says Safetensors"
+    ):
         resolve(models["safetensors"], "TorchExport")
     same = resolve(models["safetensors"], "Safetensors", "modelserve.testing:DemoMLP")  # agreeing is fine
     assert same.entry_point == "modelserve.testing:DemoMLP"

@@ -36,6 +36,10 @@ _BY_SUFFIX: dict[str, ModelFormat] = {
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".pck"}
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
+# Where a declared format comes from, for error messages.
+FORMAT_SETTING = "--model-format / MODELSERVE_MODEL_FORMAT, which the operator sets from spec.model.format"
+FORMAT_SOURCES = f"the manifest, or {FORMAT_SETTING}"
+
 WHY_NO_PICKLE = (
     "pickle can run arbitrary code when loaded, so modelserve never unpickles model files. "
     "Use instead: TorchScript (torch.jit.script/trace then torch.jit.save), a torch.export program "
@@ -116,7 +120,9 @@ def resolve(model_dir: Path, declared_format: str | None = None, entry_point: st
                 f"model format {declared_format!r} is not one of {', '.join(f.value for f in ModelFormat)}"
             ) from None
         if fmt is not None and fmt is not declared:
-            raise ModelLoadError(f"the server is told format {declared.value}, but {where} says {fmt.value}")
+            raise ModelLoadError(
+                f"the server is told format {declared.value} ({FORMAT_SETTING}), but {where} says {fmt.value}"
+            )
         fmt = declared
     if artifact is None and "file" in manifest:
         name = manifest["file"]
@@ -179,6 +185,14 @@ def _find_artifact(model_dir: Path, fmt: ModelFormat | None) -> Path:
         raise ModelLoadError(
             f"{model_dir}: several model files ({', '.join(p.name for p in candidates)}); "
             f'name the one to serve with "file" in {MANIFEST_NAME}'
+        )
+    others = [p for p in files if p.suffix.lower() in _BY_SUFFIX]
+    if fmt is not None and others:
+        wanted = ", ".join(sorted(k for k, v in _BY_SUFFIX.items() if v is fmt))
+        found = ", ".join(f"{p.name} ({_BY_SUFFIX[p.suffix.lower()].value})" for p in others)
+        raise ModelLoadError(
+            f"{model_dir}: the format is {fmt.value} ({FORMAT_SOURCES}), but there is no {fmt.value} file ({wanted}); "
+            f'found: {found}. Set the format that matches the file, or name the file with "file" in {MANIFEST_NAME}'
         )
     pickles = [p for p in files if p.suffix.lower() in _PICKLE_SUFFIXES]
     if pickles:
