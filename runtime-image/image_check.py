@@ -183,6 +183,11 @@ def render_pod(model_url: str, digest: str, port: int) -> dict[str, Any]:
             "replicas": 1,
         },
     }
+    return render(spec)
+
+
+def render(spec: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec of the Deployment that `modeldeploy render` prints for one ModelDeployment."""
     rendered = run(
         str(Path(sys.executable).with_name("modeldeploy")), "render", "-f", "-", "-o", "json",
         input=yaml.safe_dump(spec), capture=True,
@@ -193,7 +198,12 @@ def render_pod(model_url: str, digest: str, port: int) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"])
 
 
-def podman_flags(pod: dict[str, Any], container: dict[str, Any], volumes: dict[str, Path]) -> list[str]:
+def podman_flags(
+    pod: dict[str, Any],
+    container: dict[str, Any],
+    volumes: dict[str, Path],
+    secrets: dict[str, dict[str, str]] | None = None,
+) -> list[str]:
     """`podman run` flags for one container of a pod spec: what the kubelet would set up for it."""
     ctx = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     # The kubelet ignores the image's VOLUME declarations: its paths stay part of the (read-only) root filesystem.
@@ -214,6 +224,9 @@ def podman_flags(pod: dict[str, Any], container: dict[str, Any], volumes: dict[s
             flags += ["--mount", "type=tmpfs,destination=/tmp,tmpfs-mode=1777" + (",ro" if read_only else "")]
         else:
             flags += ["--volume", f"{volumes[mount['name']]}:{mount['mountPath']}" + (":ro" if read_only else "")]
+    for source in container.get("envFrom", []):
+        for key, value in (secrets or {})[source["secretRef"]["name"]].items():
+            flags += ["--env", f"{key}={value}"]
     for item in container.get("env", []):
         flags += ["--env", f"{item['name']}={item['value']}"]
     if container.get("command"):
@@ -236,19 +249,18 @@ def wait_ready(base: str, cid: str, timeout: float = 180.0) -> float:
     raise SystemExit("image-check: the server was not ready in time")
 
 
-def check_answers(base: str, x: np.ndarray, expected: np.ndarray) -> None:
-    v2 = httpx.post(
-        base + "/v2/models/demo/infer",
-        json={"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]},
-        timeout=30,
-    )
+def check_answers(
+    base: str, x: np.ndarray, expected: np.ndarray, model: str = "demo", input_name: str = "input"
+) -> None:
+    tensor = {"name": input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+    v2 = httpx.post(f"{base}/v2/models/{model}/infer", json={"inputs": [tensor]}, timeout=30)
     assert v2.status_code == 200, v2.text
     out = np.asarray(v2.json()["outputs"][0]["data"], dtype=np.float32).reshape(expected.shape)
     assert np.allclose(out, expected, rtol=1e-5, atol=1e-6), (out, expected)
-    v1 = httpx.post(base + "/v1/models/demo:predict", json={"instances": x.tolist()}, timeout=30)
+    v1 = httpx.post(f"{base}/v1/models/{model}:predict", json={"instances": x.tolist()}, timeout=30)
     assert v1.status_code == 200, v1.text
     assert np.allclose(np.asarray(v1.json()["predictions"], dtype=np.float32), expected, rtol=1e-5, atol=1e-6)
-    bad = httpx.post(base + "/v2/models/demo/infer", content=b"{not json", timeout=30)
+    bad = httpx.post(f"{base}/v2/models/{model}/infer", content=b"{not json", timeout=30)
     assert bad.status_code == 400 and "error" in bad.json(), bad.text
 
 
@@ -272,6 +284,73 @@ def stop(cid: str) -> tuple[int, float, str]:
     code = int(run(*PODMAN, "inspect", cid, "--format", "{{.State.ExitCode}}", capture=True).stdout.strip())
     logs = run(*PODMAN, "logs", cid, capture=True, check=False)
     return code, took, logs.stdout + logs.stderr
+
+
+def check_safetensors_example(work: Path) -> str:
+    """examples/safetensors-model.yaml as it is, its model directory (examples/models/tabular/ and weights made here)
+    in an S3 test server (moto) that the pod's fetch reaches with the credentials of its Secret: the init container
+    fetches the prefix, and the server imports the entry point from the model directory and answers."""
+    import boto3
+    import torch
+    from moto.server import ThreadedMotoServer
+    from safetensors.torch import save_file
+
+    source = ROOT / "examples" / "models" / "tabular"
+    namespace: dict[str, Any] = {}
+    exec((source / "tabular_net.py").read_text(encoding="utf-8"), namespace)
+    init = json.loads((source / "modelserve.json").read_text(encoding="utf-8"))["init"]
+    torch.manual_seed(0)
+    net = namespace["TabularMLP"](**init).eval()
+    save_file(net.state_dict(), str(work / "model.safetensors"))
+    x = np.random.default_rng(1).standard_normal((4, init["in_features"])).astype(np.float32)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(x)).numpy()
+
+    (doc,) = [d for d in yaml.safe_load_all((ROOT / "examples" / "safetensors-model.yaml").read_text()) if d]
+    bucket, _, prefix = doc["spec"]["model"]["storageUri"].removeprefix("s3://").partition("/")
+    s3_port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    moto.start()
+    try:
+        creds = {"AWS_ACCESS_KEY_ID": "check", "AWS_SECRET_ACCESS_KEY": "check", "AWS_DEFAULT_REGION": "us-east-1"}
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="check",
+                          aws_secret_access_key="check")  # fmt: skip
+        s3.create_bucket(Bucket=bucket)
+        for path in [source / "tabular_net.py", source / "modelserve.json", work / "model.safetensors"]:
+            s3.upload_file(str(path), bucket, prefix + path.name)
+        port = free_port()
+        doc["spec"]["runtime"]["port"] = port
+        pod = render(doc)
+        secret = doc["spec"]["model"]["storageSecretRef"]["name"]
+        secrets = {secret: {**creds, "AWS_ENDPOINT_URL": endpoint}}
+        store = work / "tabular-store"
+        store.mkdir()
+        os.chown(store, 1000, 1000)
+        (fetch,) = pod["initContainers"]
+        (server,) = pod["containers"]
+        flags = podman_flags(pod, fetch, {"model-store": store}, secrets)
+        run(*PODMAN, "run", "--rm", "--name", PREFIX + "tabular-fetch", *flags, IMAGE_TAG, *fetch["args"])
+    finally:
+        moto.stop()
+    fetched = sorted(p.name for p in store.iterdir())
+    assert fetched == ["model.safetensors", "modelserve.json", "tabular_net.py"], fetched
+    cid = run(
+        *PODMAN, "run", "-d", "--name", PREFIX + "tabular", *podman_flags(pod, server, {"model-store": store}),
+        IMAGE_TAG, *server["args"], capture=True,
+    ).stdout.strip()  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    ready = wait_ready(base, cid)
+    name = doc["spec"]["model"]["name"]
+    check_answers(base, x, expected, name, "features")
+    code, took, logs = stop(cid)
+    assert code == 0, (code, logs[-2000:])
+    run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+    return (
+        f"examples/safetensors-model.yaml: fetched s3://{bucket}/{prefix} {fetched} with its Secret's credentials; "
+        f"entry point {doc['spec']['model']['entryPoint']} imported from the model directory; ready in {ready:.1f} s, "
+        f"answers equal the model's; SIGTERM -> exit {code} in {took:.1f} s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -383,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"in {took:.1f} s"
         )
         run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+
+        results.append(check_safetensors_example(work))
 
     print("\n".join(["", "image-check passed:", *(f"  - {line}" for line in results)]))
     return 0
