@@ -27,7 +27,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,8 @@ from typing import Any
 import httpx
 import numpy as np
 import yaml
+
+from modelserve.testing import build_torchscript, free_socket, stalling_http_server
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".build" / "image-check"
@@ -130,9 +131,8 @@ ULIMITS = _ulimits()
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with free_socket() as sock:
+        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -145,31 +145,6 @@ def http_server(directory: Path) -> Iterator[int]:
         yield int(server.server_address[1])
     finally:
         server.shutdown()
-
-
-@contextlib.contextmanager
-def stalling_server() -> Iterator[int]:
-    """HTTP that answers 200 with a 100 MB body, sends 64 KiB of it and then nothing: a download in progress."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    conns: list[socket.socket] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = listener.accept()
-                conns.append(conn)
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"\0" * 65536)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        listener.close()
-        for conn in conns:
-            conn.close()
 
 
 def render_pod(model_url: str, digest: str, port: int) -> dict[str, Any]:
@@ -277,6 +252,28 @@ def check_container(cid: str, pid1: str) -> None:
     log(f"uid {uid}; root filesystem and model volume read-only; PID 1: {cmdline.strip()}")
 
 
+def start(name: str, *argv: str) -> str:
+    """`podman run -d` of the image: the container's id."""
+    return run(*PODMAN, "run", "-d", "--name", PREFIX + name, *argv, capture=True).stdout.strip()
+
+
+def check_server(cid: str, port: int, x: np.ndarray, expected: np.ndarray, pid1: str, **model: str) -> str:
+    """A started server container: ready, answers as the model does (check_answers, `model` its name and input),
+    runs as uid 1000 with `pid1` as PID 1 and nothing writable outside /tmp, and on SIGTERM drains and exits 0.
+    Removes the container; returns what it showed."""
+    base = f"http://127.0.0.1:{port}"
+    ready = wait_ready(base, cid)
+    check_answers(base, x, expected, **model)
+    check_container(cid, pid1)
+    code, took, logs = stop(cid)
+    assert code == 0 and "Draining" in logs, (code, logs[-2000:])
+    run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+    return (
+        f"ready in {ready:.1f} s, v2 and v1 answers equal the model's, 400 for bad JSON, uid 1000, read-only outside "
+        f"/tmp, PID 1 `{pid1}`, SIGTERM -> drained and exit {code} in {took:.1f} s"
+    )
+
+
 def stop(cid: str) -> tuple[int, float, str]:
     started = time.monotonic()
     run(*PODMAN, "stop", "-t", "60", cid, stdout=subprocess.DEVNULL)
@@ -335,21 +332,12 @@ def check_safetensors_example(work: Path) -> str:
         moto.stop()
     fetched = sorted(p.name for p in store.iterdir())
     assert fetched == ["model.safetensors", "modelserve.json", "tabular_net.py"], fetched
-    cid = run(
-        *PODMAN, "run", "-d", "--name", PREFIX + "tabular", *podman_flags(pod, server, {"model-store": store}),
-        IMAGE_TAG, *server["args"], capture=True,
-    ).stdout.strip()  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    ready = wait_ready(base, cid)
-    name = doc["spec"]["model"]["name"]
-    check_answers(base, x, expected, name, "features")
-    code, took, logs = stop(cid)
-    assert code == 0, (code, logs[-2000:])
-    run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+    cid = start("tabular", *podman_flags(pod, server, {"model-store": store}), IMAGE_TAG, *server["args"])
+    shown = check_server(cid, port, x, expected, "modelserve serve", model=doc["spec"]["model"]["name"],
+                         input_name="features")  # fmt: skip
     return (
         f"examples/safetensors-model.yaml: fetched s3://{bucket}/{prefix} {fetched} with its Secret's credentials; "
-        f"entry point {doc['spec']['model']['entryPoint']} imported from the model directory; ready in {ready:.1f} s, "
-        f"answers equal the model's; SIGTERM -> exit {code} in {took:.1f} s"
+        f"entry point {doc['spec']['model']['entryPoint']} imported from the model directory; {shown}"
     )
 
 
@@ -364,8 +352,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("image-check: needs root (debootstrap, buildah and podman without a user namespace setup)")
     import torch  # the host's torch computes the expected answers
-
-    from modelserve.testing import build_torchscript
 
     ensure_tools()
     results: list[str] = []
@@ -408,13 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             stalled = work / "model-store-stalled"
             stalled.mkdir()
             os.chown(stalled, 1000, 1000)
-        with stalling_server() as stall_port:
+        with stalling_http_server() as stalling:
             fetch_args = [*fetch["args"]]
-            fetch_args[1] = f"http://127.0.0.1:{stall_port}/{model.name}"
-            flags = podman_flags(pod, fetch, {"model-store": stalled})
-            cid = run(
-                *PODMAN, "run", "-d", "--name", PREFIX + "fetch-stop", *flags, IMAGE_TAG, *fetch_args, capture=True
-            ).stdout.strip()
+            fetch_args[1] = f"{stalling}/{model.name}"
+            cid = start("fetch-stop", *podman_flags(pod, fetch, {"model-store": stalled}), IMAGE_TAG, *fetch_args)
             deadline = time.monotonic() + 60
             while not list(stalled.glob(".*.partial")):
                 assert time.monotonic() < deadline, "the stalled download never started"
@@ -427,41 +410,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
 
-        cid = run(
-            *PODMAN, "run", "-d", "--name", PREFIX + "server", *podman_flags(pod, server, volumes), IMAGE_TAG,
-            *server["args"], capture=True,
-        ).stdout.strip()  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        ready = wait_ready(base, cid)
-        check_answers(base, x, expected)
-        check_container(cid, "modelserve serve")
-        code, took, logs = stop(cid)
-        assert code == 0 and "Draining" in logs, (code, logs[-2000:])
-        results.append(
-            f"pod server container: ready in {ready:.1f} s, v2 and v1 answers equal the model's, 400 for bad JSON, "
-            f"PID 1 modelserve, SIGTERM -> drained and exit {code} in {took:.1f} s"
-        )
-        run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+        cid = start("server", *podman_flags(pod, server, volumes), IMAGE_TAG, *server["args"])
+        results.append(f"pod server container: {check_server(cid, port, x, expected, 'modelserve serve')}")
 
         # The image as `docker run` starts it: its entrypoint (tini) and default command, settings from the env.
         port = free_port()
-        cid = run(
-            *PODMAN, "run", "-d", "--name", PREFIX + "entrypoint", *ULIMITS, "--network", "host", "--read-only",
-            "--read-only-tmpfs=false", "--mount", "type=tmpfs,destination=/tmp,tmpfs-mode=1777",
-            "--volume", f"{store}:/models:ro", "--env", "MODELSERVE_MODEL_NAME=demo",
-            "--env", f"MODELSERVE_PORT={port}", "--env", "MODELSERVE_DRAIN_SECONDS=1", IMAGE_TAG, capture=True,
-        ).stdout.strip()  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        ready = wait_ready(base, cid)
-        check_answers(base, x, expected)
-        check_container(cid, "/usr/bin/tini -- modelserve serve")
-        code, took, logs = stop(cid)
-        assert code == 0 and "Draining" in logs, (code, logs[-2000:])
-        results.append(
-            f"image entrypoint: ready in {ready:.1f} s, same answers, PID 1 tini, SIGTERM -> drained and exit {code} "
-            f"in {took:.1f} s"
-        )
-        run(*PODMAN, "rm", cid, stdout=subprocess.DEVNULL)
+        cid = start(
+            "entrypoint", *ULIMITS, "--network", "host", "--read-only", "--read-only-tmpfs=false",
+            "--mount", "type=tmpfs,destination=/tmp,tmpfs-mode=1777", "--volume", f"{store}:/models:ro",
+            "--env", "MODELSERVE_MODEL_NAME=demo", "--env", f"MODELSERVE_PORT={port}",
+            "--env", "MODELSERVE_DRAIN_SECONDS=1", IMAGE_TAG,
+        )  # fmt: skip
+        results.append(f"image entrypoint: {check_server(cid, port, x, expected, '/usr/bin/tini -- modelserve serve')}")
 
         results.append(check_safetensors_example(work))
 

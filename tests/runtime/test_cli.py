@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,8 @@ import pytest
 import modelserve
 from modelserve import cli
 from modelserve.config import SERVE_OPTIONS, env_name, parse_bool, serve_config
-from modelserve.testing import free_socket
+from modelserve.formats import ModelFormat
+from modelserve.testing import stalling_http_server
 
 from .conftest import as_pid1, command_pid, handles, pid1_available
 
@@ -45,6 +42,13 @@ def test_every_serve_flag_has_an_environment_variable() -> None:
     flags = cli.build_parser(env).parse_args(["serve", "--max-batch-size", "4"])
     assert flags.max_batch_size == 4  # a flag wins over the environment
     assert {o.env for o in SERVE_OPTIONS} >= {env_name("--port"), "MODELSERVE_DEVICE_INDEX"}
+
+
+def test_the_format_choices_are_the_formats_the_loader_knows() -> None:
+    """config.py names them itself (importing formats there would slow the start-up, before the stop signals are
+    caught), so they must not drift from ModelFormat."""
+    (option,) = [o for o in SERVE_OPTIONS if o.flag == "--model-format"]
+    assert option.choices == tuple(f.value for f in ModelFormat)
 
 
 def test_bad_environment_values_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,34 +110,6 @@ def test_tune_interpreter_sets_the_gil_switch_and_collector() -> None:
         gc.unfreeze()
 
 
-@contextlib.contextmanager
-def stalling_http_server() -> Iterator[str]:
-    """An HTTP server that answers 200 with a 100 MB body, sends its first 64 KiB and then nothing: a download that
-    is in progress when the test stops it. Yields the model's URL."""
-    listener = free_socket()
-    listener.listen()
-    done = threading.Event()
-    conns: list[socket.socket] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while not done.is_set():
-                conn, _ = listener.accept()
-                conns.append(conn)
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"\0" * 65536)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/model.pt"
-    finally:
-        done.set()
-        listener.close()
-        for conn in conns:
-            conn.close()
-
-
 @pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid1"])
 def test_sigterm_stops_a_download_and_leaves_no_partial_file(tmp_path: Path, pid1: bool) -> None:
     """The operator's init container runs `modelserve fetch` as its command, so as PID 1: SIGTERM must stop it at
@@ -141,8 +117,8 @@ def test_sigterm_stops_a_download_and_leaves_no_partial_file(tmp_path: Path, pid
     if pid1 and not pid1_available():
         pytest.skip("cannot create a PID namespace here (unshare --pid needs root)")
     dest = tmp_path / "models"
-    with stalling_http_server() as url:
-        argv = [sys.executable, "-m", "modelserve", "fetch", url, str(dest), "--timeout-seconds", "60"]
+    with stalling_http_server() as base:
+        argv = [sys.executable, "-m", "modelserve", "fetch", base + "/model.pt", str(dest), "--timeout-seconds", "60"]
         proc = subprocess.Popen(as_pid1(argv) if pid1 else argv, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 60

@@ -48,6 +48,9 @@ def _setup_logging(level: str) -> None:
     )
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class Stopped(BaseException):
     """A stop signal arrived (SIGTERM, SIGINT). A BaseException, so no `except Exception` in a client library
     swallows it on its way up, and the partial file is removed where it is written (fetch.write_atomically)."""
@@ -66,7 +69,7 @@ def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGINT raise Stopped in the main thread. Needed where the process is PID 1: the operator's pods
     run `modelserve` as the container's command (no init process), and the kernel does not deliver a signal to PID 1
     that has no handler for it, so without one a pod deleted during a download would wait out its grace period."""
-    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
     try:
         if _early_signals:  # received while the command started
             raise Stopped(_early_signals.pop(0))
@@ -182,7 +185,7 @@ def _remember_signal(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, _remember_signal)
     env = environ()
     args = build_parser(env).parse_args(argv)

@@ -174,6 +174,31 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
 
 
 @contextlib.contextmanager
+def stalling_http_server() -> Iterator[str]:
+    """An HTTP server that answers every GET with 200 and a 100 MB body, sends its first 64 KiB and then nothing: a
+    download that is in progress whenever the caller stops it. Yields its base URL (http://127.0.0.1:PORT)."""
+    listener = free_socket()
+    listener.listen()
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                conn, _ = listener.accept()
+                conns.append(conn)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n" + b"\0" * 65536)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+        for conn in conns:
+            conn.close()
+
+
+@contextlib.contextmanager
 def serve_in_thread(
     config: ServeConfig, loader: EngineLoader = load_from_config, wait_ready: bool = True, timeout: float = 60.0,
     keep_alive_s: int = 5,
