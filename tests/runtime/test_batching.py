@@ -239,3 +239,50 @@ async def test_on_done_is_called_once_when_the_future_settles() -> None:
     assert sorted(seen) == [("after", True), ("bad", True), ("late", True), ("ok", True)]
     assert seen[0] == ("late", True)  # at its deadline, before the first batch ended
     assert isinstance(bad.exception(), InferenceFailed) and isinstance(late.exception(), DeadlineExceeded)
+
+
+class CountingEvent(asyncio.Event):
+    """The dispatcher's wake-up event, counting the times a waiter is woken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakes = 0
+
+    def set(self) -> None:
+        if not self.is_set() and self._waiters:  # type: ignore[attr-defined]
+            self.wakes += 1
+        super().set()
+
+
+async def test_requests_wake_the_dispatcher_only_when_they_can_change_what_it_does() -> None:
+    """Under load most requests arrive while the dispatcher waits for the inference thread; waking it for each
+    was the batcher's largest cost per request. A request wakes it only when it fills the next batch, and not at
+    all while every slot of the inference thread is taken; the batches are the same."""
+    release = threading.Event()
+
+    def blocked(inputs: Sequence[Array]) -> list[Array]:
+        release.wait(10)
+        return [inputs[0] * 2]
+
+    b = Batcher(blocked, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
+    wakeup = CountingEvent()
+    b._wakeup = wakeup
+    futures = [b.submit(rows(1, float(i))) for i in range(4)]  # one full batch: it runs (and blocks)
+    await asyncio.sleep(0.02)
+    assert b.depth == 0 and len(b._running) == 1
+    wakes = wakeup.wakes
+    futures += [b.submit(rows(1, float(i))) for i in range(4, 7)]
+    await asyncio.sleep(0.02)
+    # the first into the empty queue wakes it (to wait for that batch); the next two cannot fill it
+    assert wakeup.wakes == wakes + 1
+    futures.append(b.submit(rows(1, 7.0)))  # the fourth fills it: handed over as the second batch
+    await asyncio.sleep(0.02)
+    assert wakeup.wakes == wakes + 2 and len(b._running) == 2
+    futures += [b.submit(rows(1, float(i))) for i in range(8, 13)]  # both slots taken: no wake at all
+    await asyncio.sleep(0.02)
+    assert wakeup.wakes == wakes + 2 and b.depth == 9  # five queued, four handed over behind the running batch
+    release.set()
+    results = await asyncio.gather(*futures)
+    await b.close()
+    assert [r.outputs[0][0, 0] for r in results] == [2.0 * i for i in range(13)]
+    assert [r.batch_rows for r in results] == [4] * 12 + [1]

@@ -275,3 +275,57 @@ def test_memory_is_not_leaked() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024  # one lost buffer per call would be 5000 x 7 KB
+
+
+# ---- non_finite: the request path's NaN / infinity check ----
+
+
+def test_non_finite_agrees_with_numpy_on_every_float16() -> None:
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    for value in every.reshape(-1, 1):
+        assert jt.non_finite(value) is (not bool(np.isfinite(value).all()))
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(["<f2", "<f4", "<f8"]), st.binary(max_size=96), st.integers(0, 7))
+def test_non_finite_agrees_with_numpy_on_any_bit_pattern(dtype: str, data: bytes, offset: int) -> None:
+    """Random bytes hit every NaN payload, both infinities, subnormals and zeros; the offset makes the array
+    unaligned, as binary data inside a request body can be."""
+    item = np.dtype(dtype).itemsize
+    raw = bytes(offset) + data[: len(data) // item * item]
+    array = np.frombuffer(raw, dtype=dtype, offset=offset)
+    with np.errstate(invalid="ignore"):
+        expected = not bool(np.isfinite(array).all())
+    assert jt.non_finite(array) is expected
+
+
+def test_non_finite_finds_one_value_anywhere() -> None:
+    for dtype in (np.float16, np.float32, np.float64):
+        for bad in (np.nan, np.inf, -np.inf):
+            for at in (0, 1, 255):
+                x = np.zeros(256, dtype)
+                assert jt.non_finite(x) is False
+                x[at] = bad
+                assert jt.non_finite(x) is True
+                assert jt.non_finite(x.reshape(16, 16)) is True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.zeros((4, 4), np.float32)[:, ::2],  # not contiguous
+        np.zeros(4, ">f4"),  # not the native byte order
+        np.zeros(4, np.int32),
+        np.zeros(4, np.complex64),
+        b"1234",
+        1.5,
+        [1.5],
+    ],
+    ids=["strided", "big-endian", "int32", "complex64", "bytes", "float", "list"],
+)
+def test_non_finite_leaves_other_arrays_to_numpy(value: object) -> None:
+    assert jt.non_finite(value) is None
+
+
+def test_non_finite_of_an_empty_array_is_false() -> None:
+    assert jt.non_finite(np.zeros((0, 3), np.float32)) is False

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from modelserve import signature
 from modelserve.signature import Array, has_non_finite
 
 floats = hnp.arrays(
@@ -31,3 +34,7 @@ def test_one_nan_or_infinity_anywhere_is_found() -> None:
         x[3, 7] = bad
         assert has_non_finite(x) is True
         assert has_non_finite(x[:, :7]) is False  # a view without it
+
+
+def test_the_compiled_build_checks_finiteness_in_c() -> None:
+    assert (signature._NON_FINITE is not None) == (os.environ.get("MODELSERVE_EXPECT_COMPILED") == "1")

@@ -11,6 +11,9 @@
  * own dtoa for the rest), so the result equals orjson's float per number, then numpy's (or
  * struct's) conversion to float32: tests/runtime/test_jsontensor.py and test_protocol_v2.py check this
  * against orjson and numpy with generated inputs.
+ *
+ * non_finite(array) is the request path's check that an input holds no NaN or infinity, by exponent bits: one C
+ * loop where numpy takes two calls and a temporary boolean array.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,6 +41,7 @@ static inline cursor skip_ws(cursor p, cursor end)
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define MS_SWAR 1
+#define MS_LITTLE_ENDIAN 1
 static inline uint64_t load8(cursor p)
 {
     uint64_t v;
@@ -518,6 +522,54 @@ static PyObject *parse_float(PyObject *module, PyObject *arg)
     return PyFloat_FromDouble(v);
 }
 
+/* ---- finiteness ---- */
+
+/* Whether a buffer of IEEE 754 binary16/32/64 values holds a NaN or an infinity: an all-ones exponent. memcpy per
+ * element because a tensor inside a request body (binary data at any offset) need not be aligned. */
+#define MS_ANY_NON_FINITE(T, MASK)                                                                                 \
+    do {                                                                                                           \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                       \
+            T v;                                                                                                   \
+            memcpy(&v, p + i * (Py_ssize_t)sizeof(T), sizeof(T));                                                 \
+            if ((v & (MASK)) == (MASK)) {                                                                          \
+                found = 1;                                                                                         \
+                break;                                                                                             \
+            }                                                                                                      \
+        }                                                                                                          \
+    } while (0)
+
+static PyObject *non_finite(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear(); /* not a contiguous buffer: numpy decides */
+        Py_RETURN_NONE;
+    }
+    const char *format = view.format != NULL ? view.format : "B";
+    if (*format == '@' || *format == '=')
+        format++;
+#ifdef MS_LITTLE_ENDIAN /* "<" is the native order */
+    else if (*format == '<')
+        format++;
+#endif
+    int found = 0, known = format[0] != '\0' && format[1] == '\0';
+    const unsigned char *p = view.buf;
+    Py_ssize_t n = view.itemsize > 0 ? view.len / view.itemsize : 0;
+    if (known && *format == 'e' && view.itemsize == 2)
+        MS_ANY_NON_FINITE(uint16_t, 0x7C00U);
+    else if (known && *format == 'f' && view.itemsize == 4)
+        MS_ANY_NON_FINITE(uint32_t, 0x7F800000UL);
+    else if (known && *format == 'd' && view.itemsize == 8)
+        MS_ANY_NON_FINITE(uint64_t, 0x7FF0000000000000ULL);
+    else
+        known = 0;
+    PyBuffer_Release(&view);
+    if (!known)
+        Py_RETURN_NONE; /* another type or byte order: numpy decides */
+    return PyBool_FromLong(found);
+}
+
 static PyMethodDef methods[] = {
     {"split", split, METH_O,
      "split(body) -> (skeleton, [(float64 bytes, float32 bytes | None, start, end), ...]) | None\n\n"
@@ -526,6 +578,9 @@ static PyMethodDef methods[] = {
     {"parse_float", parse_float, METH_O,
      "parse_float(text) -> float | None: one JSON number as split() converts it; None where split() would leave\n"
      "it to orjson."},
+    {"non_finite", non_finite, METH_O,
+     "non_finite(array) -> bool | None: whether a C-contiguous float16, float32 or float64 array (native byte\n"
+     "order) holds a NaN or an infinity; None for anything else, which numpy is to check."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -204,7 +204,9 @@ class FastPathProtocol(HttpToolsProtocol):
             super().on_response_complete()  # uvicorn starts the pipelined request (and marks the connection in use)
             return
         self.server_state.total_requests += 1
-        self.flow.resume_reading()
+        flow = self.flow
+        if flow.read_paused:  # FlowControl.resume_reading's own test, without its interpreted call per request
+            flow.resume_reading()
         self._idle_since = self.loop.time()
         if self.timeout_keep_alive_task is None:
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_expired)

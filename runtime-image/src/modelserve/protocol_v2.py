@@ -181,6 +181,7 @@ def _decode_tensor(
     count = math.prod(shape)
     params = _params(raw.get("parameters"), f"input {name!r} parameters")
     size = params.get("binary_data_size")
+    finite = False  # known to hold no NaN or infinity, without the check
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise RequestError(f"input {name!r}: binary_data_size must be a non-negative integer")
@@ -199,13 +200,13 @@ def _decode_tensor(
         if data is None:
             raise RequestError(f"input {name!r}: no 'data' and no binary_data_size parameter")
         if arrays is not None and isinstance(data, str) and data[:1] == "\x00":
-            array = _from_split(arrays[int(data[1:])], dtype, name, body)
+            array, finite = _from_split(arrays[int(data[1:])], dtype, name, body)
         else:
             array = _from_json(data, dtype, name)
         if array.size != count:
             raise RequestError(f"input {name!r}: data has {array.size} elements but shape {list(shape)} needs {count}")
         array = array.reshape(shape)
-    if not limits.allow_non_finite and has_non_finite(array):
+    if not finite and not limits.allow_non_finite and has_non_finite(array):
         raise RequestError(f"input {name!r} contains NaN or Inf")
     return array, offset
 
@@ -218,14 +219,16 @@ _PACK_CODES = {_F32: "f", _F64: "d"}
 _PACK_MAX = 1 << 16  # elements; longer lists take np.asarray (no argument tuple of that size)
 
 
-def _from_split(parsed: Parsed, dtype: np.dtype[Any], name: str, body: bytes) -> Array:
+def _from_split(parsed: Parsed, dtype: np.dtype[Any], name: str, body: bytes) -> tuple[Array, bool]:
+    """(the array, whether it is known to be finite). split() parses only finite doubles, and gives no float32
+    buffer where a value overflows float32, so its FP64 and FP32 arrays hold no NaN or infinity."""
     f64, f32, start, stop = parsed
     if dtype == _F64:
-        return np.frombuffer(f64, dtype=dtype)
+        return np.frombuffer(f64, dtype=dtype), True
     if dtype == _F32 and f32 is not None:
-        return np.frombuffer(f32, dtype=dtype)
+        return np.frombuffer(f32, dtype=dtype), True
     # other datatypes, and float32 overflow: the array's text, as orjson reads it
-    return _from_json(orjson.loads(body[start:stop]), dtype, name)
+    return _from_json(orjson.loads(body[start:stop]), dtype, name), False
 
 
 def _from_json(data: Any, dtype: np.dtype[Any], name: str) -> Array:

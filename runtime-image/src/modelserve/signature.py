@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,9 +84,29 @@ class TensorSpec:
 _ALL = np.logical_and.reduce  # ndarray.all() goes through a Python wrapper in numpy; the ufunc reduction does not
 
 
+def _load_non_finite() -> Callable[[Array], bool | None] | None:
+    try:
+        from modelserve._jsontensor import non_finite
+    except ImportError:  # the pure-Python build
+        return None
+    return non_finite
+
+
+# The compiled build checks contiguous float16/32/64 arrays in C (_jsontensor.c), one loop over the exponent bits;
+# None from it (another layout or byte order) and the pure-Python build take numpy. test_jsontensor.py checks the
+# two agree.
+_NON_FINITE = _load_non_finite()
+
+
 def has_non_finite(array: Array) -> bool:
     """Whether a floating-point array holds a NaN or an infinity (False for other dtypes)."""
-    return array.dtype.kind == "f" and array.size > 0 and not _ALL(np.isfinite(array), axis=None)
+    if array.dtype.kind != "f" or array.size == 0:
+        return False
+    if _NON_FINITE is not None:
+        found = _NON_FINITE(array)
+        if found is not None:
+            return found
+    return not _ALL(np.isfinite(array), axis=None)
 
 
 def shape_matches(expected: Sequence[int], actual: Sequence[int]) -> bool:
