@@ -267,18 +267,26 @@ async def test_requests_wake_the_dispatcher_only_when_they_can_change_what_it_do
     b = Batcher(blocked, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
     wakeup = CountingEvent()
     b._wakeup = wakeup
-    futures = [b.submit(rows(1, float(i))) for i in range(4)]  # one full batch: it runs (and blocks)
+    futures: list[asyncio.Future[Result]] = []
+
+    async def trickle(values: range) -> None:
+        """Requests one at a time, the loop running between them, as they come from separate connections."""
+        for i in values:
+            futures.append(b.submit(rows(1, float(i))))
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+    futures += [b.submit(rows(1, float(i))) for i in range(4)]  # one full batch at once: it runs (and blocks)
     await asyncio.sleep(0.02)
     assert b.depth == 0 and len(b._running) == 1
     wakes = wakeup.wakes
-    futures += [b.submit(rows(1, float(i))) for i in range(4, 7)]
-    await asyncio.sleep(0.02)
+    await trickle(range(4, 7))
     # the first into the empty queue wakes it (to wait for that batch); the next two cannot fill it
     assert wakeup.wakes == wakes + 1
-    futures.append(b.submit(rows(1, 7.0)))  # the fourth fills it: handed over as the second batch
+    await trickle(range(7, 8))  # the fourth fills it: handed over as the second batch
     await asyncio.sleep(0.02)
     assert wakeup.wakes == wakes + 2 and len(b._running) == 2
-    futures += [b.submit(rows(1, float(i))) for i in range(8, 13)]  # both slots taken: no wake at all
+    await trickle(range(8, 13))  # both slots taken: no wake at all
     await asyncio.sleep(0.02)
     assert wakeup.wakes == wakes + 2 and b.depth == 9  # five queued, four handed over behind the running batch
     release.set()
