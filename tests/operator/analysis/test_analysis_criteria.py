@@ -77,6 +77,34 @@ def test_assess_measurement(
 
 
 @pytest.mark.parametrize(
+    ("criteria", "canary", "stable"),
+    [
+        # Only a latency limit, and the source has no latency data (no histogram, an empty Prometheus answer).
+        (AnalysisSpec(min_requests=10, max_p99_latency_ms=100), Sample(requests=1000, errors=900), STABLE),
+        # Only relative criteria, and no stable sample (or too small a one) to compare with.
+        (AnalysisSpec(min_requests=10, max_error_ratio_increase=0.01), Sample(requests=1000, errors=900), None),
+        (
+            AnalysisSpec(min_requests=10, max_p99_latency_ratio=1.5, max_error_ratio_increase=0.01),
+            Sample(requests=1000, errors=900, p99_seconds=9.0),
+            Sample(requests=5),
+        ),
+        (
+            AnalysisSpec(min_requests=10, max_p99_latency_ratio=1.5),
+            Sample(requests=1000, p99_seconds=9.0),
+            Sample(requests=1000, p99_seconds=None),
+        ),
+    ],
+)
+def test_a_measurement_that_judged_no_criterion_never_passes(
+    criteria: AnalysisSpec, canary: Sample, stable: Sample | None
+) -> None:
+    """Missing data must not promote: when every configured criterion was skipped, nothing was judged."""
+    verdict = assess_measurement(criteria, canary, stable)
+    assert verdict.outcome == "Inconclusive"
+    assert "no criterion could be judged" in verdict.message
+
+
+@pytest.mark.parametrize(
     ("count", "limit", "outcomes", "phase"),
     [
         (3, 1, ["Pass", "Pass", "Pass"], "Successful"),

@@ -8,6 +8,8 @@ A measurement is judged by ``assess_measurement``:
   ``maxErrorRatioIncrease`` (canary error ratio minus the stable's) and
   ``maxP99LatencyRatio`` (canary p99 divided by the stable's). The relative criteria are skipped, and the
   message says so, when there is no stable sample or it has fewer than ``minRequests`` requests;
+- Inconclusive when every configured criterion was skipped for lack of data (no latency observations, no
+  stable sample): missing data never passes;
 - Pass otherwise.
 
 A run of measurements is judged by ``assess_run``: it fails as soon as more than ``failureLimit``
@@ -63,8 +65,10 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
         )
     failures: list[str] = []
     notes: list[str] = []
+    judged = 0
     ratio = canary.error_ratio or 0.0
     if criteria.max_error_ratio is not None:
+        judged += 1
         ok = ratio <= criteria.max_error_ratio
         notes.append(f"errorRatio {_pct(ratio)} {'<=' if ok else '>'} maxErrorRatio {_pct(criteria.max_error_ratio)}")
         if not ok:
@@ -74,6 +78,7 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
         if canary.p99_seconds is None:
             notes.append("p99 unknown (no latency observations), maxP99LatencyMs skipped")
         else:
+            judged += 1
             ok = canary.p99_seconds <= limit
             notes.append(f"p99 {_ms(canary.p99_seconds)} {'<=' if ok else '>'} maxP99LatencyMs {_ms(limit)}")
             if not ok:
@@ -85,6 +90,7 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
         notes.append(f"stable has {served}, relative criteria skipped")
     elif stable is not None and stable_ok:
         if criteria.max_error_ratio_increase is not None:
+            judged += 1
             stable_ratio = stable.error_ratio or 0.0
             increase = ratio - stable_ratio
             ok = increase <= criteria.max_error_ratio_increase + 1e-12
@@ -98,6 +104,7 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
             if canary.p99_seconds is None or stable.p99_seconds is None or stable.p99_seconds <= 0:
                 notes.append("p99 ratio unknown (missing latency observations), maxP99LatencyRatio skipped")
             else:
+                judged += 1
                 lat_ratio = canary.p99_seconds / stable.p99_seconds
                 ok = lat_ratio <= criteria.max_p99_latency_ratio + 1e-12
                 notes.append(
@@ -108,6 +115,15 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
                 if not ok:
                     failures.append("maxP99LatencyRatio")
     summary = "; ".join(notes)
+    configured = (
+        criteria.max_error_ratio,
+        criteria.max_p99_latency_ms,
+        criteria.max_error_ratio_increase,
+        criteria.max_p99_latency_ratio,
+    )
+    if judged == 0 and any(limit is not None for limit in configured):
+        # Missing data is not a pass: a run must never succeed on measurements that judged nothing.
+        return Verdict("Inconclusive", f"no criterion could be judged: {summary}")
     if failures:
         return Verdict("Fail", f"Failed {', '.join(failures)}: {summary}", tuple(failures))
     return Verdict("Pass", f"Passed over {canary.requests:g} requests: {summary}")
