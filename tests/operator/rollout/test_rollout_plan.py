@@ -384,3 +384,96 @@ def test_history_is_trimmed_but_keeps_live_revisions() -> None:
         cluster.run()
     numbers = [h.number for h in cluster.status.history]
     assert numbers == [4, 3, 2]  # stable d, previous c, and one more
+
+
+# --- a lost or damaged status never takes the serving revision down ---------------------------------------
+
+
+def test_lost_status_mid_rollout_keeps_the_serving_revision() -> None:
+    """status.rollout wiped (kubectl, a restore without status) while B is a canary: A keeps serving."""
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.status = RolloutStatus()
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.status.canary_revision == B and "StableAdopted" in reasons(d)
+    # The canary starts its steps again over A (B's pod is ready, so step 0's weight 25 applies at once).
+    assert d.replicas[A] == 3 and d.weights == {A: 75, B: 25} and d.status.current_step_index == 1
+
+
+def test_lost_status_and_a_new_spec_roll_out_over_the_serving_revision() -> None:
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(CANARY)
+    cluster.status = RolloutStatus.from_status({"stableRevision": 5, "phase": "Completed"})
+    cluster.deploy(B)
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.replicas[A] == 4 and d.weights == {A: 100, B: 0}
+    assert d.status.phase == "Progressing" and d.status.current_step_index == 0
+
+
+def test_a_damaged_stable_revision_mid_rollout_keeps_the_serving_revision() -> None:
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.step()
+    raw = {**cluster.status.to_status(), "stableRevision": 5}
+    cluster.status = RolloutStatus.from_status(raw, cluster.status.history_to_status())
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.replicas[A] == 3 and d.weights == {A: 75, B: 25}
+
+
+def test_lost_status_while_paused_scales_nothing_down() -> None:
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(CANARY)
+    cluster.status = RolloutStatus()
+    cluster.controls = Controls(paused=True)
+    d = cluster.step()  # the spec still resolves to A
+    assert d.replicas.get(A) == 4
+    cluster.status = RolloutStatus()
+    cluster.deploy(B)
+    d = cluster.step()
+    assert d.replicas.get(A) == 4 and d.weights.get(A) == 100
+
+
+def test_a_rolled_back_canary_never_becomes_stable_when_the_spec_moves_on() -> None:
+    """B failed its analysis and traffic went back to A; C arrives while A's pods are all unready."""
+    from modeldeploy.rollout.plan import RevisionObservation
+
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.next_sample = BAD
+    for _ in range(40):
+        d = cluster.measure_if_asked(cluster.step())
+        if d.status.phase == "RollingBack":
+            break
+        cluster.advance(30)
+    assert d.status.phase == "RollingBack" and d.status.canary_weight == 0
+    cluster.deployments[A] = RevisionObservation(desired=4, ready=0)
+    cluster.auto_ready = False
+    cluster.deploy(C)
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.status.canary_revision == C
+    assert d.weights.get(B, 0) == 0 and d.replicas.get(B, 0) == 0
+
+
+def test_editing_the_steps_mid_rollout_restarts_them() -> None:
+    """The revision (model, runtime) stays; the steps change under a canary at step 3: no analysis is skipped."""
+    four = {**CANARY, "canary": {"steps": [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"analysis": {}}]}}
+    cluster = stable_cluster(four)
+    cluster.deploy(B)
+    for _ in range(40):
+        d = cluster.measure_if_asked(cluster.step())
+        if d.status.current_step_index == 3:
+            break
+        cluster.advance(30)
+    assert d.status.current_step_index == 3
+    cluster.spec = spec({**CANARY, "canary": {"steps": [{"setWeight": 50}, {"analysis": {}}]}})
+    cluster.next_sample = BAD
+    d = cluster.run(steps=40)
+    assert d.status.stable_revision == A and d.status.rejection(B) is not None
+    assert d.status.rejected_revisions[-1].reason == "AnalysisFailed"

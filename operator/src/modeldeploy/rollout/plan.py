@@ -9,6 +9,7 @@ never asked to serve more than its ready pods can, and a rollback moves traffic 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -231,7 +232,7 @@ def next_rollout(
     _forget_rejections(s, effective, controls)
     _handle_promote_token(s, controls, effective)
 
-    stable = s.status.stable_revision
+    stable = s.status.stable_revision or _adopt_serving(s, effective)
     if not stable:
         _first_deploy(s, effective, controls)
     elif effective == stable:
@@ -266,6 +267,35 @@ def _finish(s: _Step) -> Decision:
         events=tuple(s.events),
         requeue_after=requeue,
     )
+
+
+def _adopt_serving(s: _Step, effective: str) -> str:
+    """The revision to keep as stable when the status names none but another revision's pods serve.
+
+    ``status.rollout`` lost or damaged (edited with kubectl, restored without its status, written by an older
+    operator) must never make the first-deploy path scale the serving revision down and send all traffic to an
+    unverified one: the revision with the most ready pods is taken as the stable and the rollout starts over it.
+    Never the revision of a first deploy in progress (a canary without stable) nor a rejected revision.
+    """
+    candidates = [
+        (obs.ready, revision)
+        for revision, obs in s.observed.revisions.items()
+        if revision not in (effective, s.status.canary_revision)
+        and obs.desired > 0
+        and obs.ready > 0
+        and s.status.rejection(revision) is None
+    ]
+    if not candidates:
+        return ""
+    ready, revision = max(candidates)
+    s.set(stable_revision=revision, phase="Completed", message=f"Revision {revision} is stable")
+    s.event(
+        "Warning",
+        "StableAdopted",
+        f"status.rollout names no stable revision; revision {revision} serves ({ready} ready pods) and is kept "
+        "as the stable",
+    )
+    return revision
 
 
 def _template_of(s: _Step, revision: str) -> str:
@@ -376,7 +406,10 @@ def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
 def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
     n = s.total
     if controls.paused and s.status.canary_revision != revision:
-        # Nothing runs yet and the rollout is paused: the first deploy waits for spec.paused to clear.
+        # The rollout is paused: the first deploy waits for spec.paused to clear, and whatever runs (pods of a
+        # revision the status lost track of) is left as it is.
+        for running, obs in s.observed.revisions.items():
+            s.replicas[running] = obs.desired
         s.phase("Paused", f"First deploy of revision {revision} waits: paused by spec.paused")
         return
     if s.status.rejection(revision) is not None:
@@ -524,9 +557,10 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
     starting = s.status.canary_revision != canary
     if starting:
         old = s.status.canary_revision
-        if old and s.obs(stable).ready == 0 and s.obs(old).ready > 0:
+        if old and s.status.phase != "RollingBack" and s.obs(stable).ready == 0 and s.obs(old).ready > 0:
             # The stable serves nothing and the replaced revision does: it is what users reach, so it becomes
-            # the base of the next rollout rather than being removed before its successor is ready.
+            # the base of the next rollout rather than being removed before its successor is ready. Never a
+            # canary that is rolling back: it was rejected, and its rejection must not be laundered into stable.
             _make_stable(s, old, previous=stable)
             s.event(
                 "Normal",
@@ -547,12 +581,15 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             paused_at=None,
             phase="Promoting" if pinned else "Progressing",
             message=f"Rolling out revision {canary} ({s.spec.strategy})",
+            steps_hash=_steps_hash(s.spec),
         )
         s.event(
             "Normal",
             "RolloutStarted",
             f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})",
         )
+    else:
+        _restart_edited_steps(s, canary)
     _gpu_preflight(s, canary, starting=starting)
     if controls.abort:
         _start_rollback(s, stable, canary, "Aborted", "The rollout was aborted; clear abort to roll out again")
@@ -577,6 +614,23 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _blue_green(s, stable, canary)
     else:
         _rolling_update(s, stable, canary)
+
+
+def _steps_hash(spec: RolloutSpec) -> str:
+    return hashlib.sha256(repr((spec.strategy, spec.steps)).encode()).hexdigest()[:16]
+
+
+def _restart_edited_steps(s: _Step, canary: str) -> None:
+    """The strategy or steps changed under a rollout (the revision did not): the step index counted in the old
+    steps, so the new ones start again from the first and no analysis is skipped. A status without the hash
+    (an older operator) takes the current steps as its own; a promotion already under way goes on."""
+    current = _steps_hash(s.spec)
+    if s.status.steps_hash == current:
+        return
+    if s.status.steps_hash and s.status.phase != "Promoting":
+        s.set(current_step_index=0, step_started_at=s.now, phase="Progressing")
+        s.event("Normal", "StepsChanged", f"The rollout steps changed; revision {canary} starts them again")
+    s.set(steps_hash=current)
 
 
 def _gpu_preflight(s: _Step, canary: str, *, starting: bool) -> None:
@@ -682,6 +736,7 @@ def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
         "current_step_index": 0,
         "waiting_since": None,
         "paused_at": None,
+        "steps_hash": "",
         "phase": "Completed",
         "message": f"Revision {revision} is stable",
     }

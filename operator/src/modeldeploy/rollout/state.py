@@ -315,6 +315,8 @@ class RolloutStatus:
     warm_until: datetime | None = None
     last_promote_token: str = ""
     last_rollback_to: int = 0
+    steps_hash: str = ""
+    """Hash of the strategy and steps the step index counts in (``stepsHash``): an edit restarts the steps."""
     rollback: RollbackPin | None = None
     gpu_preflight: GpuPreflight | None = None
     """The GPU pre-flight of the latest rollout (kept after it ends; the next rollout replaces it)."""
@@ -363,6 +365,8 @@ class RolloutStatus:
         ):
             if moment is not None:
                 out[key] = format_time(moment)
+        if self.steps_hash:
+            out["stepsHash"] = self.steps_hash
         if self.rollback is not None:
             out["rollback"] = self.rollback.to_dict()
         if self.gpu_preflight is not None:
@@ -397,6 +401,7 @@ class RolloutStatus:
             warm_until=parse_time(raw.get("warmUntil")),
             last_promote_token=_text(raw.get("lastPromoteToken")),
             last_rollback_to=max(0, _int(raw.get("lastRollbackTo"))),
+            steps_hash=_text(raw.get("stepsHash")),
             rollback=RollbackPin.from_dict(raw.get("rollback")),
             gpu_preflight=GpuPreflight.from_dict(raw.get("gpuPreflight")),
             message=_text(raw.get("message")),
