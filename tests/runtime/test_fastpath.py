@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import socket
 import time
@@ -372,3 +374,80 @@ def test_idle_connections_close_after_the_keep_alive_timeout(models: dict[str, P
             assert closed_by_server(sock)
             idle = time.monotonic() - last
             assert keep_alive * 0.5 <= idle < keep_alive + 1.0  # closed after about the timeout, not at once
+
+
+def test_an_endless_request_head_is_refused_with_431(servers: dict[str, str]) -> None:
+    """httptools sets no limit on a request line or header section: one connection sending header bytes forever
+    would grow the server without bound. The fast path answers 431 (JSON) once a head passes its limit, and
+    closes."""
+    from modelserve.fastpath import MAX_HEAD_BYTES
+
+    with socket.create_connection(address(servers["fast"]), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        sent, block = 0, b"a" * 65536
+        with contextlib.suppress(OSError):  # the server may close before everything is sent
+            while sent < 4 * MAX_HEAD_BYTES:
+                sock.sendall(block)
+                sent += len(block)
+        [(status, headers, body)] = read_responses(sock, 1)
+        assert status == 431 and headers["content-type"] == "application/json"
+        assert "error" in json.loads(body) and headers["connection"] == "close"
+    # A head just within the limit, and a long one pipelined behind a body in the same write, are still served.
+    near = "X-Pad: " + "p" * (MAX_HEAD_BYTES // 2)
+    [(status, _, _)] = exchange(servers["fast"], post("/v2/models/mlp/infer", js(v2_body()), near))
+    assert status == 200
+    raw = post("/v2/models/mlp/infer", js(v2_body(rows=512))) + post("/v2/models/mlp/infer", js(v2_body()), near)
+    assert [s for s, _, _ in exchange(servers["fast"], raw, 2)] == [200, 200]
+
+
+def test_connections_that_never_complete_a_request_head_are_closed(models: dict[str, Path]) -> None:
+    """Slowloris: a connection that sends nothing, or a request head a byte at a time, is closed once it has been
+    idle (no request in progress) for the keep-alive timeout; a slow body, once its head is in, is not."""
+    keep_alive = 1
+    with serve_in_thread(make_config(models["mlp"]), keep_alive_s=keep_alive) as (base, _):
+        silent = socket.create_connection(address(base), timeout=10)
+        drip = socket.create_connection(address(base), timeout=10)
+        slow_body = socket.create_connection(address(base), timeout=10)
+        body = js(v2_body())
+        slow_body.sendall(post("/v2/models/mlp/infer", body)[:-10])
+        started = time.monotonic()
+        head = b"GET /v2/health/ready HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"s" * 100
+        with contextlib.suppress(OSError):
+            for byte in head:
+                drip.sendall(bytes([byte]))
+                time.sleep(0.1)
+                if time.monotonic() - started > 4 * keep_alive:
+                    break
+        assert closed_by_server(silent) and closed_by_server(drip)
+        assert time.monotonic() - started < 4 * keep_alive
+        slow_body.sendall(body[-10:])
+        [(status, _, _)] = read_responses(slow_body, 1)
+        assert status == 200
+        for sock in (silent, drip, slow_body):
+            sock.close()
+
+
+@pytest.mark.parametrize("path", ["fast", "asgi"])
+def test_client_gone_mid_body_is_no_server_error(servers: dict[str, str], path: str) -> None:
+    """A client that leaves mid-body (here pipelined behind another request, so that the ASGI cycle reads the body
+    on either path) is nobody's error: no 'Exception in ASGI application' traceback, nothing left in flight."""
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        base = servers[path]
+        for _ in range(5):
+            with socket.create_connection(address(base), timeout=10) as sock:
+                partial = post("/v2/models/mlp/infer", js(v2_body()))
+                sock.sendall(post("/v2/models/mlp/infer", js(v2_body(rows=256))) + partial[:-10])
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while metric(base, "modelserve_inflight_requests", 'model="mlp"') != 0:
+            assert time.monotonic() < deadline, "a request stayed in flight"
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        logger.removeHandler(handler)
+    assert not errors, [r.getMessage() for r in errors]

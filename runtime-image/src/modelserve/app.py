@@ -17,7 +17,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -99,6 +99,8 @@ async def _serve_inference(request: Request, protocol: str) -> Response:
         body = await read_body(request, state.config.max_body_bytes)
     except ModelServeError as exc:
         return _response(refuse(state, protocol, started, exc))
+    except ClientDisconnect:  # gone mid-body: nobody to answer, and not counted (as on the fast path)
+        return Response(status_code=499)
     finally:
         if batcher is not None:
             batcher.arrived()  # `begin` queues it (or gives up) before anything else runs on the loop

@@ -45,7 +45,7 @@ from modelserve.inference import (
     refuse,
 )
 
-__all__ = ["FastPathProtocol", "match_route"]
+__all__ = ["MAX_HEAD_BYTES", "FastPathProtocol", "match_route"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,11 @@ _WANTED = {
     for name in ("content-length", "authorization", protocol_v2.HEADER_LENGTH, inference.TIMEOUT_HEADER)
 }
 _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
+# The most bytes a request line and header section may take (httptools itself sets no limit, so one connection
+# sending header bytes forever would grow the server without bound). Counted per read, so a head that starts in
+# the middle of a read may count up to one read's bytes (256 KiB) more than its own.
+MAX_HEAD_BYTES = 1024 * 1024
+_HEAD_TOO_LARGE = b'{"error":"request line and headers exceed the %d-byte limit"}' % MAX_HEAD_BYTES
 _V2_LENGTH, _V1_LENGTH = len(_V2_PREFIX) + len(_V2_SUFFIX), len(_V1_PREFIX) + len(_V1_SUFFIX)
 
 
@@ -176,6 +181,28 @@ class FastPathProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._fast: _Request | None = None  # the fast request whose body is being received
         self._idle_since: float | None = None  # loop time the last response completed; None while in use
+        self._head_bytes = 0  # bytes read while a request head was incomplete; -1 once its headers are in
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # Idle from the start: a connection that never completes a request head is closed after the keep-alive
+        # timeout, as one idle after a response is (slowloris).
+        self._idle_since = self.loop.time()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_expired)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_bytes >= 0:  # this read ended inside a request head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._head_bytes = -1
+                status = STATUS_LINE.get(431) or b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                self.transport.write(
+                    b"%s%scontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (status, _default_headers(self.server_state.default_headers), len(_HEAD_TOO_LARGE),
+                       _HEAD_TOO_LARGE)
+                )  # fmt: skip
+                self.transport.close()
 
     # ---- uvicorn's per-request work that the fast path does not need ----
 
@@ -194,10 +221,15 @@ class FastPathProtocol(HttpToolsProtocol):
 
     # Keep-alive: uvicorn arms a timer after every response and cancels it on the next data, a timer per
     # request. Here one timer per idle period is armed; when it fires it closes the connection only if it has
-    # been idle for the whole keep-alive timeout, and otherwise re-arms for the time left.
+    # been idle for the whole keep-alive timeout, and otherwise re-arms for the time left. A connection is in
+    # use from the end of a request's head to its response: bytes of a head still arriving do not keep it open.
 
     def _unset_keepalive_if_required(self) -> None:
+        pass  # uvicorn calls it on every read; the connection is in use once a head is complete (_in_use)
+
+    def _in_use(self) -> None:
         self._idle_since = None
+        self._head_bytes = -1
 
     def on_response_complete(self) -> None:
         if self.pipeline or self.transport.is_closing():
@@ -235,6 +267,7 @@ class FastPathProtocol(HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_use()
         request = self._take()
         if request is None:
             self._asgi_scope()
@@ -277,6 +310,7 @@ class FastPathProtocol(HttpToolsProtocol):
         request.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self._head_bytes = 0  # what follows is the next request's head
         request = self._fast
         if request is None:
             super().on_message_complete()
