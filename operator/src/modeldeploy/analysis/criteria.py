@@ -115,13 +115,7 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
                 if not ok:
                     failures.append("maxP99LatencyRatio")
     summary = "; ".join(notes)
-    configured = (
-        criteria.max_error_ratio,
-        criteria.max_p99_latency_ms,
-        criteria.max_error_ratio_increase,
-        criteria.max_p99_latency_ratio,
-    )
-    if judged == 0 and any(limit is not None for limit in configured):
+    if judged == 0 and criteria.has_threshold:
         # Missing data is not a pass: a run must never succeed on measurements that judged nothing.
         return Verdict("Inconclusive", f"no criterion could be judged: {summary}")
     if failures:

@@ -201,6 +201,19 @@ class AnalysisSpec:
     max_error_ratio_increase: float | None = None
     max_p99_latency_ratio: float | None = None
 
+    @property
+    def has_threshold(self) -> bool:
+        """Whether any of the four criteria is configured."""
+        return any(
+            limit is not None
+            for limit in (
+                self.max_error_ratio,
+                self.max_p99_latency_ms,
+                self.max_error_ratio_increase,
+                self.max_p99_latency_ratio,
+            )
+        )
+
 
 @dataclass(frozen=True)
 class KeepWarmSpec:
@@ -397,15 +410,7 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
         max_error_ratio_increase=_number(raw, "maxErrorRatioIncrease", path, low=0, high=1),
         max_p99_latency_ratio=_number(raw, "maxP99LatencyRatio", path, low=1),
     )
-    if all(
-        v is None
-        for v in (
-            spec.max_error_ratio,
-            spec.max_p99_latency_ms,
-            spec.max_error_ratio_increase,
-            spec.max_p99_latency_ratio,
-        )
-    ):
+    if not spec.has_threshold:
         raise RolloutSpecError(
             path,
             "analysis needs at least one threshold (maxErrorRatio, maxP99LatencyMs, maxErrorRatioIncrease, "
