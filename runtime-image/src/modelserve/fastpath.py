@@ -42,6 +42,7 @@ from modelserve.inference import (
     body_over_limit,
     check_declared_length,
     finish,
+    json_reply,
     refuse,
 )
 
@@ -60,7 +61,7 @@ _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
 # sending header bytes forever would grow the server without bound). Counted per read, so a head that starts in
 # the middle of a read may count up to one read's bytes (256 KiB) more than its own.
 MAX_HEAD_BYTES = 1024 * 1024
-_HEAD_TOO_LARGE = b'{"error":"request line and headers exceed the %d-byte limit"}' % MAX_HEAD_BYTES
+_HEAD_TOO_LARGE = json_reply({"error": f"request line and headers exceed the {MAX_HEAD_BYTES}-byte limit"}, 431)
 _V2_LENGTH, _V1_LENGTH = len(_V2_PREFIX) + len(_V2_SUFFIX), len(_V1_PREFIX) + len(_V1_SUFFIX)
 
 
@@ -196,12 +197,7 @@ class FastPathProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self._head_bytes = -1
-                status = STATUS_LINE.get(431) or b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                self.transport.write(
-                    b"%s%scontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-                    % (status, _default_headers(self.server_state.default_headers), len(_HEAD_TOO_LARGE),
-                       _HEAD_TOO_LARGE)
-                )  # fmt: skip
+                self._write(_HEAD_TOO_LARGE, keep_alive=False)
                 self.transport.close()
 
     # ---- uvicorn's per-request work that the fast path does not need ----
@@ -381,6 +377,14 @@ class FastPathProtocol(HttpToolsProtocol):
         if transport.is_closing():
             return
         keep_alive = request.keep_alive and not close
+        self._write(reply, keep_alive)
+        if not keep_alive:
+            self._fast = None
+            transport.close()
+        self.on_response_complete()
+
+    def _write(self, reply: Reply, keep_alive: bool) -> None:
+        """The reply's status line, headers and body, in one write."""
         status = STATUS_LINE.get(reply.status) or b"HTTP/1.1 %d \r\n" % reply.status
         head = [status, _default_headers(self.server_state.default_headers)]
         content_type = _CONTENT_TYPES.get(reply.content_type)
@@ -392,8 +396,4 @@ class FastPathProtocol(HttpToolsProtocol):
         if not keep_alive:
             head.append(b"connection: close\r\n")
         head += (b"\r\n", reply.body)
-        transport.write(b"".join(head))
-        if not keep_alive:
-            self._fast = None
-            transport.close()
-        self.on_response_complete()
+        self.transport.write(b"".join(head))
