@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelserve.batching import Batcher, BatchingOptions, Result, batch_key, split_rows
 from modelserve.errors import DeadlineExceeded, InferenceFailed, Overloaded
@@ -39,11 +41,10 @@ def rows(n: int, value: float = 1.0, width: int = 4) -> list[Array]:
 async def test_concurrent_compatible_requests_share_a_batch() -> None:
     model = Recorder(delay=0.02)
     b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.05), batchable=True)
-    for _ in range(5):  # keep "arriving" up so the dispatcher waits for company
-        b.arriving()
+    tokens = [b.arriving() for _ in range(5)]  # keep "arriving" up so the dispatcher waits for company
 
     async def one(i: int) -> Array:
-        b.arrived()
+        b.arrived(tokens[i])
         return (await b.submit(rows(1, float(i)))).outputs[0]
 
     results = await asyncio.gather(*(one(i) for i in range(5)))
@@ -56,10 +57,10 @@ async def test_concurrent_compatible_requests_share_a_batch() -> None:
 async def test_shape_incompatible_requests_never_share_a_batch() -> None:
     model = Recorder()
     b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.01), batchable=True)
-    b.arriving(), b.arriving()
+    tokens = b.arriving(), b.arriving()
     a = asyncio.ensure_future(b.submit(rows(1, width=4)))
     c = asyncio.ensure_future(b.submit(rows(2, width=3)))
-    b.arrived(), b.arrived()
+    b.arrived(tokens[0]), b.arrived(tokens[1])
     ra, rc = await asyncio.gather(a, c)
     await b.close()
     assert ra.outputs[0].shape == (1, 4) and rc.outputs[0].shape == (2, 3)
@@ -110,11 +111,10 @@ async def test_deadline_exceeded_while_waiting() -> None:
 async def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
     model = Recorder(delay=0.01, fail_on=9.0)
     b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=0.05), batchable=True)
-    for _ in range(3):
-        b.arriving()
+    tokens = [b.arriving() for _ in range(3)]
 
     async def one(value: float) -> Array:
-        b.arrived()
+        b.arrived(tokens.pop())
         return (await b.submit(rows(1, value))).outputs[0]
 
     good1, bad, good2 = await asyncio.gather(one(1.0), one(9.0), one(2.0), return_exceptions=True)
@@ -151,13 +151,12 @@ async def test_deadline_fails_a_running_request_on_time() -> None:
     request, with no deadline, still gets its result."""
     model = Recorder(delay=0.3)
     b = Batcher(model, BatchingOptions(max_batch_size=4, max_queue_delay_s=0.05), batchable=True)
-    b.arriving()
-    b.arriving()
+    tokens = b.arriving(), b.arriving()
     started = time.perf_counter()
     late = b.submit(rows(1), deadline=started + 0.05)
-    b.arrived()
+    b.arrived(tokens[0])
     patient = b.submit(rows(1))
-    b.arrived()
+    b.arrived(tokens[1])
     with pytest.raises(DeadlineExceeded):
         await late
     assert time.perf_counter() - started < 0.25
@@ -294,3 +293,74 @@ async def test_requests_wake_the_dispatcher_only_when_they_can_change_what_it_do
     await b.close()
     assert [r.outputs[0][0, 0] for r in results] == [2.0 * i for i in range(13)]
     assert [r.batch_rows for r in results] == [4] * 12 + [1]
+
+
+async def test_a_body_arriving_for_longer_than_the_delay_stops_holding_batches() -> None:
+    """A body that drips in (a slow or hostile client) holds batches back only while it is recent: once it has
+    been arriving for two delays, a request at low load goes at once instead of waiting the whole delay. A body
+    that just started arriving still holds the batch until it arrives or the delay is spent."""
+    model = Recorder()
+    delay = 0.1
+    b = Batcher(model, BatchingOptions(max_batch_size=8, max_queue_delay_s=delay), batchable=True)
+    slow = b.arriving()
+    await asyncio.sleep(2.5 * delay)
+    started = time.perf_counter()
+    result = await b.submit(rows(1))
+    assert time.perf_counter() - started < delay / 2
+    assert result.queue_seconds < delay / 2
+
+    fresh = b.arriving()
+    waiting = b.submit(rows(1))
+    await asyncio.sleep(delay / 4)
+    assert not waiting.done()  # held for the fresh arrival
+    b.arrived(fresh)
+    started = time.perf_counter()
+    await waiting
+    assert time.perf_counter() - started < delay / 2  # released by its arrival, not by the delay
+    b.arrived(slow)  # late, and harmless
+    await b.close()
+    assert model.shapes == [(1, 4), (1, 4)]
+
+
+_WINDOW = 0.005
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["arrive", "done", "check"]),
+            st.floats(0, 3 * _WINDOW),  # time passing before the step
+            st.floats(0, 3 * _WINDOW),  # how long before "now" an arrival started
+            st.integers(0, 1000),  # which outstanding arrival is done
+        ),
+        max_size=80,
+    ),
+    st.floats(1.0, 1e5),
+)
+def test_arrival_accounting_counts_recent_arrivals_and_forgets_old_ones(
+    steps: list[tuple[str, float, float, int]], start: float
+) -> None:
+    """Whatever the order of announcements, completions and checks: an arrival that started less than one delay
+    ago always holds a batch back, one that started two delays ago or more never does, and once every arrival is
+    done nothing does."""
+    b = Batcher(Recorder(), BatchingOptions(max_batch_size=8, max_queue_delay_s=_WINDOW), batchable=True)
+    now = start
+    outstanding: list[tuple[float, int]] = []
+    for kind, elapsed, lag, pick in steps:
+        now += elapsed
+        if kind == "arrive":
+            began = now - lag
+            outstanding.append((began, b.arriving(began)))
+        elif kind == "done" and outstanding:
+            b.arrived(outstanding.pop(pick % len(outstanding))[1])
+        else:
+            held = b._still_arriving(now)
+            ages = [now - began for began, _ in outstanding]
+            if any(age < 0.99 * _WINDOW for age in ages):
+                assert held
+            if all(age >= 2.01 * _WINDOW for age in ages):
+                assert not held
+    for _, token in outstanding:
+        b.arrived(token)
+    assert not b._still_arriving(now)
+    assert b._arriving >= 0 and b._arriving_before >= 0

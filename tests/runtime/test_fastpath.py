@@ -451,3 +451,27 @@ def test_client_gone_mid_body_is_no_server_error(servers: dict[str, str], path: 
     finally:
         logger.removeHandler(handler)
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+def test_a_slow_body_does_not_make_every_batch_wait_the_whole_delay(models: dict[str, Path], fast_path: bool) -> None:
+    """A client that drips a body in keeps a request "arriving". Batches wait for such a request only while it
+    is recent: after two queue delays, a lone request is answered at once again, not after the whole delay."""
+    delay_ms = 400.0
+    config = make_config(models["mlp"], fast_path=fast_path, max_queue_delay_ms=delay_ms)
+    with serve_in_thread(config) as (base, _):
+        body = js(v2_body())
+        slow = socket.create_connection(address(base), timeout=10)
+        slow.sendall(post("/v2/models/mlp/infer", body)[:-10])
+        time.sleep(2.5 * delay_ms / 1000)
+        with socket.create_connection(address(base), timeout=10) as sock:
+            for _ in range(3):
+                started = time.monotonic()
+                sock.sendall(post("/v2/models/mlp/infer", body))
+                [(status, _, _)] = read_responses(sock, 1)
+                assert status == 200
+                assert time.monotonic() - started < delay_ms / 1000 / 2
+        slow.sendall(body[-10:])
+        [(status, _, _)] = read_responses(slow, 1)
+        assert status == 200
+        slow.close()

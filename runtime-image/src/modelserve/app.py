@@ -93,8 +93,7 @@ async def _serve_inference(request: Request, protocol: str) -> Response:
     except ModelServeError as exc:
         return error_response(exc)  # unknown models are not counted: their names are unbounded
     batcher = state.model.batcher
-    if batcher is not None:
-        batcher.arriving()  # a batch may wait for this body
+    arrival = batcher.arriving(started) if batcher is not None else 0  # a batch may wait for this body
     try:
         body = await read_body(request, state.config.max_body_bytes)
     except ModelServeError as exc:
@@ -103,7 +102,7 @@ async def _serve_inference(request: Request, protocol: str) -> Response:
         return Response(status_code=499)
     finally:
         if batcher is not None:
-            batcher.arrived()  # `begin` queues it (or gives up) before anything else runs on the loop
+            batcher.arrived(arrival)  # `begin` queues it (or gives up) before anything else runs on the loop
     outcome = begin(state, protocol, name, version, request.headers.get, body, started)
     if isinstance(outcome, Reply):
         return _response(outcome)

@@ -4,7 +4,9 @@ The event loop only queues requests and hands batches over; concatenation, the f
 splitting happen on the inference thread, so health checks and metrics stay responsive under load.
 
 A batch is dispatched when it is full, when its oldest request has waited `max_queue_delay`, or at once
-when no other request is being decoded (nothing could join it soon), so a lone client pays no delay.
+when no other request is being decoded (nothing could join it soon), so a lone client pays no delay. A
+body that has been arriving for more than one or two delays no longer counts as "being decoded", so a client
+that drips a body in cannot make every batch wait the whole delay.
 """
 
 from __future__ import annotations
@@ -130,7 +132,12 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._rows_by_key: dict[Hashable, int] = {}
-        self._arriving = 0
+        # Requests whose bodies are still arriving, counted by the delay-long window their head completed in: the
+        # current one and the one before. An arrival older than that no longer holds a batch back (see `arriving`).
+        self._window = max(options.max_queue_delay_s, 1e-6)
+        self._epoch = 0
+        self._arriving = 0  # announced in window `_epoch`
+        self._arriving_before = 0  # announced in window `_epoch - 1`
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -152,15 +159,46 @@ class Batcher:
     def _running_changed(self) -> None:
         self._behind = sum(len(b) for b in self._running[1:])
 
-    def arriving(self) -> None:
-        """A request started decoding: the dispatcher may wait a little for it to join a batch."""
-        self._arriving += 1
+    def arriving(self, started: float | None = None) -> int:
+        """A request's head is in and its body is arriving (since `started`, a `time.perf_counter` value; now when
+        not given): a batch may wait a little for it. Returns the token to pass to `arrived`.
 
-    def arrived(self) -> None:
-        """The request announced by `arriving` was submitted or given up."""
-        self._arriving -= 1
-        if self._arriving == 0 and self._queue:
+        Only bodies that started arriving within the last one or two `max_queue_delay`s hold a batch back. A body
+        that drips in more slowly than that (a slow or hostile client) would otherwise make every batch wait the
+        whole delay for as long as it lasts."""
+        epoch = int((time.perf_counter() if started is None else started) / self._window)
+        if epoch != self._epoch:
+            self._roll(epoch)
+        if epoch == self._epoch:
+            self._arriving += 1
+        elif epoch == self._epoch - 1:
+            self._arriving_before += 1
+        return epoch
+
+    def arrived(self, token: int) -> None:
+        """The request announced by `arriving` (which returned `token`) was submitted or given up."""
+        if token == self._epoch:
+            self._arriving -= 1
+        elif token == self._epoch - 1:
+            self._arriving_before -= 1
+        else:
+            return  # too old to hold anything back any more
+        if self._arriving + self._arriving_before == 0 and self._queue:
             self._wakeup.set()
+
+    def _roll(self, epoch: int) -> None:
+        """Move the arrival windows forward to `epoch`; arrivals older than the window before it stop counting."""
+        if epoch < self._epoch:
+            return  # a start time from before the current window (a late caller): counted as the older window
+        self._arriving_before = self._arriving if epoch == self._epoch + 1 else 0
+        self._arriving = 0
+        self._epoch = epoch
+
+    def _still_arriving(self, now: float) -> bool:
+        epoch = int(now / self._window)
+        if epoch != self._epoch:
+            self._roll(epoch)
+        return self._arriving + self._arriving_before > 0
 
     def submit(
         self,
@@ -308,9 +346,10 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._arriving <= 0:
+            now = time.perf_counter()
+            if not self._still_arriving(now):
                 return True
-            remaining = first.enqueued + opts.max_queue_delay_s - time.perf_counter()
+            remaining = first.enqueued + opts.max_queue_delay_s - now
             if remaining <= 0:
                 return True
             self._wakeup.clear()

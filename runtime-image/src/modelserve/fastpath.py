@@ -135,6 +135,7 @@ class _Request:
 
     __slots__ = (
         "announced",
+        "arrival",
         "chunks",
         "denial",
         "disconnected",
@@ -167,6 +168,7 @@ class _Request:
         self.size = 0
         self.denial: Reply | None = None
         self.announced: Batcher | None = None
+        self.arrival = 0  # the token `announced.arriving` returned
         self.pending: Pending | None = None
         self.response_complete = False
         self.disconnected = False
@@ -286,7 +288,7 @@ class FastPathProtocol(HttpToolsProtocol):
                 return
         batcher = state.model.batcher
         if batcher is not None and state.model.name == request.name:
-            batcher.arriving()
+            request.arrival = batcher.arriving(request.started)
             request.announced = batcher
 
     def on_body(self, body: bytes) -> None:
@@ -363,7 +365,7 @@ class FastPathProtocol(HttpToolsProtocol):
 
     def _arrived(self, request: _Request) -> None:
         if request.announced is not None:
-            request.announced.arrived()
+            request.announced.arrived(request.arrival)
             request.announced = None
 
     def _reply_when_done(self, request: _Request, _future: asyncio.Future[Result]) -> None:
