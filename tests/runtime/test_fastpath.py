@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from starlette.routing import Match, Route
 
 from modelserve.app import ROUTES
-from modelserve.fastpath import FastPathProtocol, match_route
+from modelserve.fastpath import FastPathProtocol, ServerProtocol, match_route
 from modelserve.testing import serve_in_thread
 
 from .conftest import IN, make_config, v2_body
@@ -351,7 +351,7 @@ def test_fast_path_switch_picks_the_protocol(models: dict[str, Path]) -> None:
     from modelserve.cli import http_protocol
 
     assert http_protocol(make_config(models["mlp"])) is FastPathProtocol
-    assert http_protocol(make_config(models["mlp"], fast_path=False)) == "httptools"
+    assert http_protocol(make_config(models["mlp"], fast_path=False)) is ServerProtocol
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
@@ -376,13 +376,14 @@ def test_idle_connections_close_after_the_keep_alive_timeout(models: dict[str, P
             assert keep_alive * 0.5 <= idle < keep_alive + 1.0  # closed after about the timeout, not at once
 
 
-def test_an_endless_request_head_is_refused_with_431(servers: dict[str, str]) -> None:
+@pytest.mark.parametrize("path", ["fast", "asgi"])
+def test_an_endless_request_head_is_refused_with_431(servers: dict[str, str], path: str) -> None:
     """httptools sets no limit on a request line or header section: one connection sending header bytes forever
-    would grow the server without bound. The fast path answers 431 (JSON) once a head passes its limit, and
-    closes."""
+    would grow the server without bound. The server answers 431 (JSON) once a head passes its limit, and closes,
+    with or without the fast path."""
     from modelserve.fastpath import MAX_HEAD_BYTES
 
-    with socket.create_connection(address(servers["fast"]), timeout=10) as sock:
+    with socket.create_connection(address(servers[path]), timeout=10) as sock:
         sock.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: t\r\nX-Big: ")
         sent, block = 0, b"a" * 65536
         with contextlib.suppress(OSError):  # the server may close before everything is sent
@@ -394,17 +395,20 @@ def test_an_endless_request_head_is_refused_with_431(servers: dict[str, str]) ->
         assert "error" in json.loads(body) and headers["connection"] == "close"
     # A head just within the limit, and a long one pipelined behind a body in the same write, are still served.
     near = "X-Pad: " + "p" * (MAX_HEAD_BYTES // 2)
-    [(status, _, _)] = exchange(servers["fast"], post("/v2/models/mlp/infer", js(v2_body()), near))
+    [(status, _, _)] = exchange(servers[path], post("/v2/models/mlp/infer", js(v2_body()), near))
     assert status == 200
     raw = post("/v2/models/mlp/infer", js(v2_body(rows=512))) + post("/v2/models/mlp/infer", js(v2_body()), near)
-    assert [s for s, _, _ in exchange(servers["fast"], raw, 2)] == [200, 200]
+    assert [s for s, _, _ in exchange(servers[path], raw, 2)] == [200, 200]
 
 
-def test_connections_that_never_complete_a_request_head_are_closed(models: dict[str, Path]) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+def test_connections_that_never_complete_a_request_head_are_closed(models: dict[str, Path], fast_path: bool) -> None:
     """Slowloris: a connection that sends nothing, or a request head a byte at a time, is closed once it has been
-    idle (no request in progress) for the keep-alive timeout; a slow body, once its head is in, is not."""
+    idle (no request in progress) for the keep-alive timeout; a slow body, once its head is in, is not. With or
+    without the fast path."""
     keep_alive = 1
-    with serve_in_thread(make_config(models["mlp"]), keep_alive_s=keep_alive) as (base, _):
+    config = make_config(models["mlp"], fast_path=fast_path)
+    with serve_in_thread(config, keep_alive_s=keep_alive) as (base, _):
         silent = socket.create_connection(address(base), timeout=10)
         drip = socket.create_connection(address(base), timeout=10)
         slow_body = socket.create_connection(address(base), timeout=10)
@@ -475,3 +479,24 @@ def test_a_slow_body_does_not_make_every_batch_wait_the_whole_delay(models: dict
         [(status, _, _)] = read_responses(slow, 1)
         assert status == 200
         slow.close()
+
+
+@pytest.mark.parametrize("path", ["fast", "asgi"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"NOT A REQUEST\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /v2/models/mlp/infer HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"POST /v2/models/mlp/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /v2/health/ready HTTP/1.1\r\nBad Header\r\n\r\n",
+    ],
+    ids=["garbage", "version", "two-lengths", "bad-chunk", "bad-header"],
+)
+def test_malformed_http_gets_a_json_400_and_close(servers: dict[str, str], path: str, raw: bytes) -> None:
+    """Malformed HTTP is a client mistake like any other: a JSON 400 body (not uvicorn's text/plain), and the
+    connection closes because the stream cannot be parsed further."""
+    [(status, headers, body)] = exchange(servers[path], raw)
+    assert status == 400
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    assert json.loads(body)["error"]

@@ -52,6 +52,8 @@ def test_model_status(client: TestClient) -> None:
         (b'{"rows": [1]}', '"instances"'),
         (b'{"instances": [[1, 2]]}', "expected shape [-1, 16]"),
         (b'{"instances": [[1, 2], [1]]}', "not a regular array"),
+        (b'{"instances": [["1.5"' + b", 0" * 15 + b"]]}", 'FP32 data cannot hold "1.5"'),
+        (b'{"instances": [[null' + b", 0" * 15 + b"]]}", "FP32 data cannot hold null"),
     ],
 )
 def test_v1_client_mistakes(client: TestClient, body: bytes, message: str) -> None:

@@ -255,32 +255,83 @@ def test_decode_encode_units() -> None:
 
 numbers = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70)
 json_values = st.recursive(
-    numbers | st.booleans() | st.none() | st.text(alphabet="0123456789.e-+x", max_size=4),
+    numbers
+    | st.booleans()
+    | st.none()
+    | st.text(alphabet="0123456789.e-+x", max_size=4)
+    | st.sampled_from(["NaN", "Infinity", "-Infinity", "nan", "inf"])
+    | st.integers(-3, 3).map(float),
     lambda inner: st.lists(inner, max_size=4),
     max_leaves=12,
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(
-    st.lists(numbers, max_size=40) | st.lists(json_values, max_size=6) | json_values,
-    st.sampled_from(["FP32", "FP64", "FP16", "INT32", "INT64", "BOOL"]),
-)
-def test_json_data_decodes_exactly_as_numpy_would(data: Any, datatype: str) -> None:
-    """The struct fast path for flat number lists gives the bytes np.asarray gives, and everything it does not
-    take (nested lists, strings, out-of-range values) still goes to np.asarray: same array or a 400."""
-    dtype = dtype_of(datatype)
+def expected_array(data: Any, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
+    """What the data of a JSON tensor decodes to, or None for a 400: numbers (true and false as 1 and 0) for a
+    floating-point tensor, plus the strings "NaN", "Infinity" and "-Infinity"; whole numbers within range for an
+    integer tensor (2.0 counts, 2.5 does not); only true and false for BOOL; and a regular shape."""
+    kind = dtype.kind
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if isinstance(value, bool):
+            return value
+        if kind == "b" or value is None:
+            raise ValueError(value)
+        if isinstance(value, str):
+            if kind == "f" and value in ("NaN", "Infinity", "-Infinity"):
+                return float(value)
+            raise ValueError(value)
+        if isinstance(value, float) and kind in "iu":
+            if not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        return value
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow to inf
         try:
-            expected = np.asarray(data if isinstance(data, list) else [data], dtype=dtype)
+            return np.asarray(convert(data if isinstance(data, list) else [data]), dtype=dtype)
         except (ValueError, TypeError, OverflowError):
+            return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(numbers, max_size=40) | st.lists(json_values, max_size=6) | json_values,
+    st.sampled_from(["FP32", "FP64", "FP16", "INT8", "UINT8", "INT32", "INT64", "UINT64", "BOOL"]),
+)
+def test_json_data_decodes_only_to_values_of_its_type(data: Any, datatype: str) -> None:
+    """JSON data becomes the array its values mean, or a 400: never a silent conversion (numpy alone reads
+    "1.5" as a number, truncates 2.5 to 2 in an integer tensor, and takes 1 as true in a BOOL one). The struct
+    fast path for flat number lists and the slower general path agree with the same oracle."""
+    dtype = dtype_of(datatype)
+    expected = expected_array(data, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if expected is None:
             with pytest.raises(RequestError):
                 _from_json(data, dtype, "x")
             return
         got = _from_json(data, dtype, "x")
     assert (got.dtype, got.shape) == (expected.dtype, expected.shape)
     assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "message"),
+    [
+        (["1.5"], "FP32", 'FP32 data cannot hold "1.5"'),
+        ([1.0, None], "FP64", "FP64 data cannot hold null"),
+        ([2.5], "INT64", "INT64 data must be whole numbers"),
+        ([1, 0], "BOOL", "BOOL data cannot hold 1"),
+        (["7"], "INT32", 'INT32 data cannot hold "7"'),
+    ],
+)
+def test_json_data_of_the_wrong_type_is_a_400_naming_the_value(data: Any, datatype: str, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        _from_json(data, dtype_of(datatype), "x")
 
 
 def test_the_struct_fast_path_rounds_and_overflows_as_numpy() -> None:

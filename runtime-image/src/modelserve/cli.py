@@ -144,14 +144,13 @@ def run_serve(config: ServeConfig) -> int:
 
 
 def http_protocol(config: ServeConfig) -> str | type[asyncio.Protocol]:
-    """modelserve's fast-path connection when httptools is there (the image has it); uvicorn's own otherwise."""
+    """modelserve's connection when httptools is there (the image has it): with the fast path, or with only its
+    guards (head limit, slowloris timeout, JSON 400) for `--fast-path false`; uvicorn's h11 protocol otherwise."""
     if _best("httptools", "h11") == "h11":
         return "h11"
-    if not config.fast_path:
-        return "httptools"
-    from modelserve.fastpath import FastPathProtocol
+    from modelserve.fastpath import FastPathProtocol, ServerProtocol
 
-    return FastPathProtocol
+    return FastPathProtocol if config.fast_path else ServerProtocol
 
 
 def tune_interpreter() -> None:

@@ -46,7 +46,7 @@ from modelserve.inference import (
     refuse,
 )
 
-__all__ = ["MAX_HEAD_BYTES", "FastPathProtocol", "match_route"]
+__all__ = ["MAX_HEAD_BYTES", "FastPathProtocol", "ServerProtocol", "match_route"]
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +174,17 @@ class _Request:
         self.disconnected = False
 
 
-class FastPathProtocol(HttpToolsProtocol):
-    """Pass as `uvicorn.Config(http=FastPathProtocol)`."""
+class ServerProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the guards every connection of this server needs, with or without the fast
+    path: request heads over MAX_HEAD_BYTES get a JSON 431, a connection that does not complete a request head
+    within the keep-alive timeout is closed (slowloris), malformed HTTP gets a JSON 400, and one keep-alive timer
+    per idle period. Pass as `uvicorn.Config(http=ServerProtocol)` (`--fast-path false`)."""
 
     def __init__(
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:  # fmt: skip
         super().__init__(config, server_state, app_state, _loop)
-        self._fast: _Request | None = None  # the fast request whose body is being received
         self._idle_since: float | None = None  # loop time the last response completed; None while in use
         self._head_bytes = 0  # bytes read while a request head was incomplete; -1 once its headers are in
 
@@ -202,20 +204,13 @@ class FastPathProtocol(HttpToolsProtocol):
                 self._write(_HEAD_TOO_LARGE, keep_alive=False)
                 self.transport.close()
 
-    # ---- uvicorn's per-request work that the fast path does not need ----
-
-    def on_message_begin(self) -> None:
-        # uvicorn builds the ASGI scope here (a dict and a copy of the lifespan state per request); a fast
-        # request never needs it, so `_asgi_scope` builds it only for a request left to the ASGI cycle.
-        self.url = b""
-        self.expect_100_continue = False
-        self.headers = []
-
-    def _asgi_scope(self) -> None:
-        url, headers, expect = self.url, self.headers, self.expect_100_continue
-        super().on_message_begin()
-        self.url, self.headers, self.expect_100_continue = url, headers, expect
-        self.scope["headers"] = headers
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP (uvicorn calls this when the parser fails): a JSON 400 like every other client error,
+        then close, as uvicorn does."""
+        if self.transport.is_closing():
+            return
+        self._write(json_reply({"error": msg}, 400), keep_alive=False)
+        self.transport.close()
 
     # Keep-alive: uvicorn arms a timer after every response and cancels it on the next data, a timer per
     # request. Here one timer per idle period is armed; when it fires it closes the connection only if it has
@@ -251,11 +246,9 @@ class FastPathProtocol(HttpToolsProtocol):
         else:
             self.timeout_keep_alive_handler()
 
-    # ---- parser callbacks ----
-
-    # uvicorn's own on_url and on_header, restated so that the compiled build runs them as C (they run once per
-    # request target and header line).
     def on_url(self, url: bytes) -> None:
+        # uvicorn's own on_url and on_header, restated so that the compiled build runs them as C (they run once
+        # per request target and header line).
         self.url = self.url + url  # not +=: mypyc 2.4 fails on an augmented assignment to an inherited attribute
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -266,11 +259,68 @@ class FastPathProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_use()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0  # what follows is the next request's head
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        super().connection_lost(exc)
+
+    def _write(self, reply: Reply, keep_alive: bool) -> None:
+        """The reply's status line, headers and body, in one write."""
+        status = STATUS_LINE.get(reply.status) or b"HTTP/1.1 %d \r\n" % reply.status
+        head = [status, _default_headers(self.server_state.default_headers)]
+        content_type = _CONTENT_TYPES.get(reply.content_type)
+        if content_type is None:
+            content_type = b"content-type: %s\r\n" % reply.content_type.encode("latin-1")
+        head += (content_type, b"content-length: %d\r\n" % len(reply.body))
+        for name_s, value_s in reply.headers:
+            head += (name_s.encode("latin-1"), b": ", value_s.encode("latin-1"), b"\r\n")
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", reply.body)
+        self.transport.write(b"".join(head))
+
+
+class FastPathProtocol(ServerProtocol):
+    """ServerProtocol that carries inference requests itself. Pass as `uvicorn.Config(http=FastPathProtocol)`."""
+
+    def __init__(
+        self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(config, server_state, app_state, _loop)
+        self._fast: _Request | None = None  # the fast request whose body is being received
+
+    # ---- uvicorn's per-request work that the fast path does not need ----
+
+    def on_message_begin(self) -> None:
+        # uvicorn builds the ASGI scope here (a dict and a copy of the lifespan state per request); a fast
+        # request never needs it, so `_asgi_scope` builds it only for a request left to the ASGI cycle.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
+    # ---- parser callbacks ----
+
+    def on_headers_complete(self) -> None:
         request = self._take()
         if request is None:
             self._asgi_scope()
-            super().on_headers_complete()
+            super().on_headers_complete()  # marks the connection in use
             return
+        self._in_use()
         self._fast = request
         self.cycle = request  # type: ignore[assignment]  # read by uvicorn as a cycle; see _Request
         state = request.state
@@ -308,11 +358,11 @@ class FastPathProtocol(HttpToolsProtocol):
         request.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self._head_bytes = 0  # what follows is the next request's head
         request = self._fast
         if request is None:
             super().on_message_complete()
             return
+        self._head_bytes = 0  # what follows is the next request's head
         self._fast = None
         if request.response_complete:
             return
@@ -335,9 +385,6 @@ class FastPathProtocol(HttpToolsProtocol):
         if self._fast is not None:
             self._arrived(self._fast)
             self._fast = None
-        if self.timeout_keep_alive_task is not None:
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = None
         super().connection_lost(exc)
 
     # ---- helpers ----
@@ -384,18 +431,3 @@ class FastPathProtocol(HttpToolsProtocol):
             self._fast = None
             transport.close()
         self.on_response_complete()
-
-    def _write(self, reply: Reply, keep_alive: bool) -> None:
-        """The reply's status line, headers and body, in one write."""
-        status = STATUS_LINE.get(reply.status) or b"HTTP/1.1 %d \r\n" % reply.status
-        head = [status, _default_headers(self.server_state.default_headers)]
-        content_type = _CONTENT_TYPES.get(reply.content_type)
-        if content_type is None:
-            content_type = b"content-type: %s\r\n" % reply.content_type.encode("latin-1")
-        head += (content_type, b"content-length: %d\r\n" % len(reply.body))
-        for name_s, value_s in reply.headers:
-            head += (name_s.encode("latin-1"), b": ", value_s.encode("latin-1"), b"\r\n")
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        head += (b"\r\n", reply.body)
-        self.transport.write(b"".join(head))

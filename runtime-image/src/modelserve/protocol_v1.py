@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from modelserve.errors import RequestError
-from modelserve.protocol_v2 import Limits, load_json
+from modelserve.protocol_v2 import Limits, json_array, load_json
 from modelserve.signature import Array, Signature, TensorSpec, has_non_finite
 
 
@@ -74,7 +74,7 @@ def _columns(inputs: Any, signature: Signature, limits: Limits) -> list[Array]:
 
 def _array(data: Any, spec: TensorSpec, limits: Limits) -> Array:
     try:
-        array = np.asarray(data, dtype=spec.dtype)
+        array = json_array(data, spec.dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(f"input {spec.name!r}: not a regular array of {spec.datatype}: {exc}") from None
     if array.size > limits.max_elements:

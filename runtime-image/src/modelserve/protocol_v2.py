@@ -212,11 +212,68 @@ def _decode_tensor(
 
 
 # A flat list of JSON numbers (the usual "data") is packed by struct in C, in half the time np.asarray takes. Any
-# other list (nested, strings, values out of range) fails there and goes to np.asarray, which decides and words
-# the error, so the two always agree (tests/runtime/test_protocol_v2.py checks this against np.asarray).
+# other list (nested, strings, values out of range, floats for an integer tensor) fails there and goes to
+# json_array, which decides and words the error, so the two always agree (tests/runtime/test_protocol_v2.py checks
+# both against an oracle of its own).
+_PACK_CODES = {
+    np.dtype(t): code
+    for t, code in (
+        (np.float32, "f"), (np.float64, "d"), (np.int8, "b"), (np.uint8, "B"), (np.int16, "h"), (np.uint16, "H"),
+        (np.int32, "i"), (np.uint32, "I"), (np.int64, "q"), (np.uint64, "Q"),
+    )
+}  # fmt: skip
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_PACK_CODES = {_F32: "f", _F64: "d"}
 _PACK_MAX = 1 << 16  # elements; longer lists take np.asarray (no argument tuple of that size)
+# The JSON values (as the kind numpy infers for them) each kind of tensor takes: numbers for floating point, whole
+# numbers for integers (true and false count as 1 and 0, as in JSON's every numeric library), only true and false
+# for BOOL.
+_JSON_KINDS = {"f": "biuf", "i": "biu", "u": "biu", "b": "b"}
+# The only strings a floating-point tensor takes: the names JSON lacks for NaN and the infinities.
+NON_FINITE_NAMES = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def json_array(data: Any, dtype: np.dtype[Any]) -> Array:
+    """`np.asarray(data, dtype)` for the data of a JSON tensor, without numpy's silent conversions: a string is
+    refused (except "NaN", "Infinity" and "-Infinity" in a floating-point tensor), an integer tensor refuses
+    a float unless it holds that value exactly (2.0, not 2.5 or 1e30), and a BOOL tensor takes only true and
+    false. Raises ValueError, TypeError or OverflowError with the reason."""
+    array = np.asarray(data, dtype=dtype)  # shape, raggedness and range errors, worded by numpy
+    accepted = _JSON_KINDS.get(dtype.kind)
+    if accepted is None or array.size == 0:
+        return array
+    kind = np.asarray(data).dtype.kind
+    if kind in accepted:
+        return array
+    if kind == "f" and dtype.kind in "iu":
+        with np.errstate(invalid="ignore"):
+            exact = np.array_equal(array.astype(np.float64), np.asarray(data, dtype=np.float64))
+        if exact:
+            return array
+        raise ValueError(f"{datatype_of(dtype)} data must be whole numbers within its range")
+    misfits = _first_misfit(data, dtype.kind)
+    if not misfits:
+        return array  # numbers numpy could not infer one kind for (integers beyond 64 bits, mixed with floats)
+    raise TypeError(f"{datatype_of(dtype)} data cannot hold {orjson.dumps(misfits[0]).decode()[:40]}")
+
+
+def _first_misfit(data: Any, kind: str) -> list[object]:
+    """The first JSON value in `data` (nested lists) that a tensor of numpy kind `kind` does not take, in a list
+    (empty when every value fits; the value itself may be None)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(reversed(value))
+        elif isinstance(value, bool):
+            pass  # taken by every kind
+        elif kind == "b" or not isinstance(value, (int, float, str)):
+            return [value]
+        elif isinstance(value, str):
+            if kind != "f" or value not in NON_FINITE_NAMES:
+                return [value]
+        elif isinstance(value, float) and kind != "f" and not value.is_integer():
+            return [value]
+    return []
 
 
 def _from_split(parsed: Parsed, dtype: np.dtype[Any], name: str, body: bytes) -> tuple[Array, bool]:
@@ -237,14 +294,13 @@ def _from_json(data: Any, dtype: np.dtype[Any], name: str) -> Array:
     code = _PACK_CODES.get(dtype)
     if code is not None and len(data) <= _PACK_MAX:
         try:
-            return np.frombuffer(struct.pack(f"{len(data)}{code}", *data), dtype=dtype)
+            return np.frombuffer(struct.pack(f"={len(data)}{code}", *data), dtype=dtype)
         except (struct.error, OverflowError, TypeError):
             pass
     try:
-        array = np.asarray(data, dtype=dtype)
+        return json_array(data, dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise RequestError(f"input {name!r}: data is not a regular array of {datatype_of(dtype)}: {exc}") from None
-    return array
 
 
 def _requested_outputs(
