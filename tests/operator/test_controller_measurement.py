@@ -3,17 +3,21 @@ gone, even across reconciles that do not run the rollout (an invalid spec meanwh
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.sources import MetricSourceError, PodTarget
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey
 from modeldeploy.kube import KubeClient
 from modeldeploy.kube.resources import Resource
 from modeldeploy.reconcile import Observed
 from modeldeploy.rollout.plan import Measurement
+from modeldeploy.sim.patching import merge_patch
 
 KEY = ("ml", "iris")
 RUN = "bbbbbbbbbb-step-0-1"
@@ -107,3 +111,130 @@ async def test_a_measurement_survives_a_reconcile_that_did_not_run_the_rollout()
 async def test_a_measurement_whose_run_is_over_or_recorded_is_dropped() -> None:
     assert not (await reconcile_with_measurement(model_deployment("Failed", 0)))[0]
     assert not (await reconcile_with_measurement(model_deployment("Running", 1)))[0]
+
+
+# --- a metric source that never answers -------------------------------------------------------------------
+
+
+class FailingSource:
+    """A metric source whose backend is down for good (Prometheus unreachable)."""
+
+    source_type = "Scrape"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        self.calls += 1
+        raise MetricSourceError(f"Prometheus query at http://prom:9090/api/v1/query failed: refused #{self.calls}")
+
+
+class MiniCluster(KubeClient):
+    """Stores what the operator applies; every Deployment has all its pods ready at once."""
+
+    def __init__(self, md: dict[str, Any]) -> None:
+        self.md = md
+        self.field_manager = "modeldeploy"
+        self.component = "modeldeploy"
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.version = 1
+
+    async def apply_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(dict(manifest))
+        obj["metadata"].update(uid=f"uid-{obj['metadata']['name']}", generation=1)
+        if obj["kind"] == "Deployment":
+            n = obj["spec"].get("replicas", 1)
+            obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
+                             "availableReplicas": n}  # fmt: skip
+        self.objects[obj["kind"], obj["metadata"]["name"]] = obj
+        return obj
+
+    async def read_object(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.objects.get((resource.kind, name))
+
+    async def delete_object(
+        self, resource: Resource, namespace: str | None, name: str, *, uid: str | None = None
+    ) -> bool:
+        return self.objects.pop((resource.kind, name), None) is not None
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        self.md["status"] = merge_patch(self.md.get("status") or {}, dict(status))
+        self.version += 1
+        self.md["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(self.md)
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        self.events.append((type_, reason, message))
+
+    async def close(self) -> None:
+        return None
+
+    # The controller's object source (its watch caches).
+
+    def model_deployment(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        return self.md if key == KEY else None
+
+    def model_deployments(self) -> Sequence[ObjectKey]:
+        return [KEY]
+
+    def children(self, key: ObjectKey) -> Observed:
+        def of(kind: str) -> list[dict[str, Any]]:
+            return [o for (k, _), o in self.objects.items() if k == kind]
+
+        return Observed(deployments=of("Deployment"), services=of("Service"), revisions=of("ControllerRevision"),
+                        network_policies=of("NetworkPolicy"))  # fmt: skip
+
+
+def canary_deployment(version: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1, "resourceVersion": "1"},
+        "spec": {
+            "model": {"version": version, "storageUri": f"s3://models/iris/{version}/", "format": "TorchScript"},
+            "replicas": 2,
+            "rollout": {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"analysis": {}}]},
+                        "analysis": {"interval": "10s", "count": 2, "maxErrorRatio": 0.01}},
+        },
+    }  # fmt: skip
+
+
+async def test_a_metric_source_that_always_fails_rolls_the_canary_back() -> None:
+    """Prometheus down for good: the analysis fails after consecutiveErrorLimit (default 4) errors in a row, and
+    the canary is rolled back with reason MeasurementErrors, instead of analysing forever."""
+    clock = {"now": NOW}
+    cluster = MiniCluster(canary_deployment("1"))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
+    failing = FailingSource()
+    controller._sources[KEY] = failing
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+            if controller._tasks:
+                await asyncio.gather(*list(controller._tasks))
+
+    try:
+        for _ in range(3):
+            await controller.reconcile(KEY)
+        assert cluster.md["status"]["rollout"]["phase"] == "Completed"
+        cluster.md["spec"] = canary_deployment("2")["spec"]
+        cluster.md["metadata"]["generation"] = 2
+        for _ in range(40):
+            await controller.reconcile(KEY)
+            await settle()
+            if cluster.md["status"]["rollout"]["phase"] not in ("Progressing", "Analyzing"):
+                break
+            clock["now"] += timedelta(seconds=30)
+        rollout = cluster.md["status"]["rollout"]
+        assert rollout["phase"] in ("RollingBack", "RolledBack"), rollout["message"]
+        (rejected,) = rollout["rejectedRevisions"]
+        assert rejected["reason"] == "MeasurementErrors" and "refused #5" in rejected["message"]
+        assert failing.calls == 5
+        failed = [e for e in cluster.events if e[1] == "MeasurementFailed"]
+        assert len(failed) == 5 and all(e[0] == "Warning" for e in failed)
+        assert ("Warning", "RollingBack") in {(t, r) for t, r, _ in cluster.events}
+    finally:
+        await controller.close()

@@ -463,3 +463,39 @@ def test_gpu_query_for_gpus_in_resources_and_never_for_cpu_models() -> None:
     broken = copy.deepcopy(raw.md)
     broken["spec"]["replicas"] = -1
     assert gpu_query(broken, CONFIG) is None, "an invalid spec asks nothing"
+
+
+def test_a_rollback_keeps_the_canary_behind_the_service_until_the_stable_is_back() -> None:
+    """Replica-ratio routing: the Service keeps selecting both revisions while the stable's re-added pod starts,
+    and the Progressing condition says the rollback is under way."""
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}}
+    cluster = FakeCluster(model_deployment(replicas=4, rollout=rollout))
+    cluster.healthy.add("*")
+    cluster.converge()
+    (stable_name,) = cluster.deployments()
+    cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
+    cluster.converge()
+    canary_name = next(n for n in cluster.deployments() if n != stable_name)
+    assert {n: d["spec"]["replicas"] for n, d in cluster.deployments().items()} == {stable_name: 3, canary_name: 1}
+
+    cluster.update_spec(rollout={**rollout, "abort": True})
+    cluster.step()  # the stable scales back to 4; its new pod is not ready yet (no simulate)
+    assert cluster.md["status"]["rollout"]["phase"] == "RollingBack"
+    assert {n: d["spec"]["replicas"] for n, d in cluster.deployments().items()} == {stable_name: 4, canary_name: 1}
+    cluster.step()
+    selector = cluster.objects[("Service", "iris")]["spec"]["selector"]
+    assert "modeldeploy.io/revision" not in selector, "both revisions stay behind the Service"
+    progressing = cluster.condition("Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "RollingBack")
+    assert "3/4" in progressing["message"]
+    assert cluster.condition("Degraded")["reason"] == "Aborted"
+
+    cluster.simulate()  # the stable's fourth pod is ready: traffic moves, then the canary goes
+    cluster.step()
+    selector = cluster.objects[("Service", "iris")]["spec"]["selector"]
+    assert selector["modeldeploy.io/revision"] == stable_name.split("-")[-1]
+    assert canary_name in cluster.deployments()
+    cluster.converge()
+    assert canary_name not in cluster.deployments() or cluster.deployments()[canary_name]["spec"]["replicas"] == 0
+    assert cluster.md["status"]["rollout"]["phase"] == "RolledBack"
+    assert cluster.condition("Progressing")["reason"] == "RolledBack"

@@ -273,14 +273,18 @@ class Controller:
                 stable = None
                 if request.stable_revision:
                     stable = await source.measure(request.stable_revision, targets(request.stable_revision))
-                self._measurements[key] = Measurement(request.run_id, request.seq, self.clock(), canary, stable)
-                self.schedule(key, 0)
+                taken = Measurement(
+                    request.run_id, request.seq, self.clock(), canary, stable, attempt=request.attempt
+                )
             except MetricSourceError as error:
+                # Reported to the state machine, which counts it against consecutiveErrorLimit, posts the
+                # MeasurementFailed event and says when to try again.
                 logger.warning("Measurement for %s/%s failed: %s", key[0], key[1], error)
-                await self.post_event(md, Event("Warning", "MeasurementFailed", str(error)[:500]))
-                self.schedule(key, min(spec.interval_seconds, 30.0))
+                taken = Measurement.failed(request, self.clock(), str(error))
             finally:
                 self._measuring.pop(key, None)
+            self._measurements[key] = taken
+            self.schedule(key, 0)
 
         task = asyncio.get_running_loop().create_task(measure())
         self._measuring[key] = task

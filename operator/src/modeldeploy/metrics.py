@@ -19,6 +19,7 @@ ANALYSIS_VERDICTS = {
     "AnalysisInconclusive": "inconclusive",
     "AnalysisSuccessful": "run-successful",
     "AnalysisFailed": "run-failed",
+    "MeasurementFailed": "measurement-error",
 }
 """Event reasons of analysis verdicts, and the verdict label each one counts under."""
 

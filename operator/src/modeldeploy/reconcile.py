@@ -620,10 +620,16 @@ class _Reconcile:
                 phase = "Degraded"
                 why = rejected.message if rejected is not None else rollout.message
                 message = f"Revision {self.revision} was rolled back: {why}"
+                # While traffic still moves back (the stable's pods are starting), the rollback is in progress.
+                progressing = (
+                    cond.Condition(cond.PROGRESSING, "True", "RollingBack", rollout.message or message)
+                    if phase_of_rollout == "RollingBack"
+                    else cond.Condition(cond.PROGRESSING, "False", "RolledBack", message)
+                )
                 conditions = [
                     cond.Condition(cond.READY, "True" if serving else "False", "RolledBack",
                                    f"{ready_message} {message}"),
-                    cond.Condition(cond.PROGRESSING, "False", "RolledBack", message),
+                    progressing,
                     cond.Condition(cond.DEGRADED, "True", rejected.reason if rejected else "RolledBack", message),
                 ]
             elif md.paused or phase_of_rollout == "Paused":

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from modeldeploy.analysis.criteria import assess_measurement, assess_run
+from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import AnalysisSpec
 
@@ -129,3 +129,75 @@ def test_sample_validation_and_round_trip() -> None:
     sample = Sample(requests=10, errors=1, p99_seconds=0.25, pods=2)
     assert Sample.from_dict(sample.to_dict()) == sample
     assert sample.error_ratio == 0.1 and Sample().error_ratio is None
+
+
+@pytest.mark.parametrize(
+    ("limit", "errors", "failed"),
+    [(4, 0, False), (4, 4, False), (4, 5, True), (0, 1, True), (0, 0, False), (1, 2, True)],
+)
+def test_assess_errors(limit: int, errors: int, failed: bool) -> None:
+    """Like failureLimit, consecutiveErrorLimit is what is tolerated: the run fails on one error more."""
+    verdict = assess_errors(AnalysisSpec(consecutive_error_limit=limit, max_error_ratio=0.1), errors, "refused")
+    assert (verdict is not None) is failed
+    if verdict is not None:
+        assert verdict.phase == "Failed" and f"consecutiveErrorLimit {limit}" in verdict.message
+        assert verdict.message.endswith("last error: refused")
+
+
+# --- an unknown error count (a query without data) ---------------------------------------------------------
+
+UNKNOWN = Sample(requests=1000, errors=None, p99_seconds=0.2)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "canary", "stable", "outcome", "text"),
+    [
+        # Only the error ratio is configured and it is unknown: nothing was judged.
+        (AnalysisSpec(min_requests=10, max_error_ratio=0.01), UNKNOWN, STABLE, "Inconclusive", "maxErrorRatio skipped"),
+        (
+            AnalysisSpec(min_requests=10, max_error_ratio_increase=0.01),
+            UNKNOWN,
+            STABLE,
+            "Inconclusive",
+            "maxErrorRatioIncrease skipped",
+        ),
+        # The stable's errors unknown: the relative error criterion cannot be judged either.
+        (
+            AnalysisSpec(min_requests=10, max_error_ratio_increase=0.01),
+            STABLE,
+            Sample(requests=1000, errors=None),
+            "Inconclusive",
+            "maxErrorRatioIncrease skipped",
+        ),
+        # The other criteria are still judged: skipped is not passed, but latency can pass or fail on its own.
+        (
+            AnalysisSpec(min_requests=10, max_error_ratio=0.01, max_p99_latency_ms=500),
+            UNKNOWN,
+            STABLE,
+            "Pass",
+            "maxErrorRatio skipped",
+        ),
+        (
+            AnalysisSpec(min_requests=10, max_error_ratio=0.01, max_p99_latency_ms=100),
+            UNKNOWN,
+            STABLE,
+            "Fail",
+            "maxErrorRatio skipped",
+        ),
+    ],
+)
+def test_an_unknown_error_count_skips_the_error_criteria(
+    criteria: AnalysisSpec, canary: Sample, stable: Sample, outcome: str, text: str
+) -> None:
+    verdict = assess_measurement(criteria, canary, stable)
+    assert verdict.outcome == outcome and text in verdict.message, verdict.message
+    assert "maxErrorRatio" not in verdict.failed and "maxErrorRatioIncrease" not in verdict.failed
+
+
+def test_an_unknown_error_count_round_trips() -> None:
+    assert UNKNOWN.error_ratio is None
+    raw = UNKNOWN.to_dict()
+    assert "errors" not in raw and "errorRatio" not in raw
+    assert Sample.from_dict(raw) == UNKNOWN
+    with pytest.raises(ValueError, match="non-negative"):
+        Sample(requests=10, errors=float("nan"))

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from test_analysis_promparse import exposition
 
+from modeldeploy.analysis.criteria import assess_measurement
 from modeldeploy.analysis.sources import (
     MetricSourceError,
     PodTarget,
@@ -142,3 +143,66 @@ async def test_prometheus_source_errors(session: aiohttp.ClientSession) -> None:
 def test_factory_defaults_to_scrape() -> None:
     spec = AnalysisSpec(max_error_ratio=0.1)
     assert source_for(spec, None, namespace="ml").source_type == "Scrape"  # type: ignore[arg-type]
+
+
+def prometheus_answering(values: dict[str, str | None]) -> web.Application:
+    """A Prometheus whose instant queries answer by substring of the query; None: an empty vector (no data)."""
+
+    async def query(request: web.Request) -> web.Response:
+        promql = request.query["query"]
+        value = next((v for k, v in values.items() if k in promql), None)
+        result = [] if value is None else [{"metric": {}, "value": [0, value]}]
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", query)
+    return app
+
+
+async def test_a_custom_error_ratio_query_without_data_is_unknown(session: aiohttp.ClientSession) -> None:
+    """No data is not zero errors: the error criterion is skipped, and a measurement that judged nothing else is
+    Inconclusive rather than a pass."""
+    runner, port = await serve(prometheus_answering({"my_errors": None, "histogram_quantile": "120", "": "400"}))
+    try:
+        prometheus = PrometheusSpec(url=f"http://127.0.0.1:{port}", error_ratio_query="sum(my_errors) / 1")
+        source = PrometheusSource(session, prometheus, namespace="ml", interval_seconds=30)
+        sample = await source.measure("abc123", [])
+        assert sample.requests == 400 and sample.errors is None and sample.error_ratio is None
+        verdict = assess_measurement(AnalysisSpec(min_requests=10, max_error_ratio=0.01), sample, None)
+        assert verdict.outcome == "Inconclusive" and "maxErrorRatio skipped" in verdict.message
+        judged = assess_measurement(AnalysisSpec(min_requests=10, max_error_ratio=0.01, max_p99_latency_ms=500),
+                                    sample, None)  # fmt: skip
+        assert judged.outcome == "Pass" and "maxErrorRatio skipped" in judged.message
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("custom", [False, True])
+async def test_no_requests_means_no_errors(session: aiohttp.ClientSession, custom: bool) -> None:
+    """Zero requests (the default ratio query divides by them, so it has no data): the error count is known to be
+    zero, and the measurement is Inconclusive for having no requests, as before."""
+    runner, port = await serve(prometheus_answering({"my_errors": None, "outcome=~": None, "histogram": None, "": "0"}))
+    try:
+        prometheus = PrometheusSpec(url=f"http://127.0.0.1:{port}", error_ratio_query="my_errors" if custom else "")
+        source = PrometheusSource(session, prometheus, namespace="ml", interval_seconds=30)
+        sample = await source.measure("abc123", [])
+        assert (sample.requests, sample.errors, sample.p99_seconds) == (0, 0, None)
+        verdict = assess_measurement(AnalysisSpec(min_requests=0, max_error_ratio=0.01), sample, None)
+        assert verdict.outcome == "Inconclusive" and "served 0 requests" in verdict.message
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_default_error_ratio_query_without_data_is_unknown_too(session: aiohttp.ClientSession) -> None:
+    """Requests counted but the default ratio query has no data (error series missing): unknown, not zero."""
+    runner, port = await serve(prometheus_answering({"outcome=~": None, "histogram_quantile": None, "": "400"}))
+    try:
+        source = PrometheusSource(session, PrometheusSpec(url=f"http://127.0.0.1:{port}"), namespace="ml",
+                                  interval_seconds=30)  # fmt: skip
+        sample = await source.measure("abc123", [])
+        assert sample.requests == 400 and sample.errors is None
+        assert assess_measurement(AnalysisSpec(min_requests=10, max_error_ratio=0.01), sample, None).outcome == (
+            "Inconclusive"
+        )
+    finally:
+        await runner.cleanup()

@@ -92,7 +92,18 @@ class Cluster:
         request = decision.analysis
         if request is None or self.next_sample is None:
             return decision
-        m = Measurement(request.run_id, request.seq, self.now, self.next_sample, self.stable_sample)
+        m = Measurement(
+            request.run_id, request.seq, self.now, self.next_sample, self.stable_sample, attempt=request.attempt
+        )
+        self.last_measurement = m
+        return self.step(m)
+
+    def fail_if_asked(self, decision: Decision, error: str = "Prometheus query failed: connection refused") -> Decision:
+        """Answer the decision's analysis request (if any) with a measurement that could not be taken."""
+        request = decision.analysis
+        if request is None:
+            return decision
+        m = Measurement.failed(request, self.now, error)
         self.last_measurement = m
         return self.step(m)
 

@@ -137,6 +137,18 @@ def test_full_canary_block() -> None:
             "spec.rollout.analysis.source.prometheus.url",
         ),
         ({"abort": "yes"}, "spec.rollout.abort"),
+        (
+            {"analysis": {"maxErrorRatio": 0.1, "consecutiveErrorLimit": -1}},
+            "spec.rollout.analysis.consecutiveErrorLimit",
+        ),
+        (
+            {"analysis": {"maxErrorRatio": 0.1, "consecutiveErrorLimit": 101}},
+            "spec.rollout.analysis.consecutiveErrorLimit",
+        ),
+        (
+            {"analysis": {"maxErrorRatio": 0.1, "consecutiveErrorLimit": "4"}},
+            "spec.rollout.analysis.consecutiveErrorLimit",
+        ),
         ({"canary": []}, "spec.rollout.canary"),
     ],
 )
@@ -145,3 +157,11 @@ def test_errors_name_the_field(raw: dict[str, Any], path: str) -> None:
         parse_rollout(raw)
     assert info.value.field_path == path
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit"), [({}, 4), ({"consecutiveErrorLimit": 0}, 0), ({"consecutiveErrorLimit": 100}, 100)]
+)
+def test_consecutive_error_limit(raw: dict[str, Any], limit: int) -> None:
+    spec = parse_rollout({"analysis": {"maxErrorRatio": 0.1, **raw}})
+    assert spec.analysis is not None and spec.analysis.consecutive_error_limit == limit

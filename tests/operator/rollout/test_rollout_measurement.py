@@ -52,3 +52,30 @@ def status(*, phase: str = "Running", measurements: int = 1, canary: str = "bbbb
 )
 def test_keep_measurement(requested: AnalysisRequest | None, after: dict[str, Any] | None, kept: bool) -> None:
     assert keep_measurement(TAKEN, requested, after) is kept
+
+
+FAILED = Measurement.failed(AnalysisRequest(RUN, 1, "bbbbbbbbbb", "aaaaaaaaaa", attempt=2), T0, "connection refused")
+
+
+def with_errors(errors: int, **kwargs: Any) -> dict[str, Any]:
+    out = status(**kwargs)
+    out["rollout"]["analysisRuns"][0]["consecutiveErrors"] = errors
+    return out
+
+
+@pytest.mark.parametrize(
+    ("requested", "after", "kept"),
+    [
+        # The run waits for attempt 2 of measurement 1 (two errors so far): keep it.
+        (None, with_errors(2), True),
+        # Recorded: the run counts a third error now, or the measurement was taken since.
+        (None, with_errors(3), False),
+        (None, with_errors(0, measurements=2), False),
+        # Asked for again: only the very same attempt keeps it.
+        (AnalysisRequest(RUN, 1, "bbbbbbbbbb", "aaaaaaaaaa", attempt=2), with_errors(2), True),
+        (AnalysisRequest(RUN, 1, "bbbbbbbbbb", "aaaaaaaaaa", attempt=3), with_errors(3), False),
+    ],
+)
+def test_keep_a_failed_measurement(requested: AnalysisRequest | None, after: dict[str, Any], kept: bool) -> None:
+    assert FAILED.error == "connection refused" and FAILED.attempt == 2
+    assert keep_measurement(FAILED, requested, after) is kept

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rollout_harness import BAD, THIN, Cluster, reasons, spec
 
-from modeldeploy.rollout.plan import Controls
+from modeldeploy.rollout.plan import Controls, Decision
 
 A, B, C = "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"
 CANARY: dict[str, Any] = {
@@ -81,7 +82,10 @@ def test_failed_analysis_rolls_back_traffic_first_then_scales_down() -> None:
     cluster.deploy(B)
     cluster.next_sample = BAD
     d = cluster.run(steps=20)
-    rolling = next(x for x in cluster.decisions if x.status.phase == "RollingBack")
+    rolling = [x for x in cluster.decisions if x.status.phase == "RollingBack"]
+    # The stable scales back up first, and the canary keeps its share while only 3 of A's 4 pods are ready.
+    assert rolling[0].weights == {A: 75, B: 25} and rolling[0].replicas == {A: 4, B: 1}
+    rolling = rolling[-1]  # the decision that moves the traffic: the canary still has its pod
     assert rolling.weights == {A: 100} and rolling.replicas[B] == 1 and rolling.replicas[A] == 4
     assert d.status.phase == "RolledBack" and d.replicas.get(B, 0) == 0 and d.weights == {A: 100}
     after = cluster.decisions[cluster.decisions.index(rolling) + 1]
@@ -449,7 +453,7 @@ def test_a_rolled_back_canary_never_becomes_stable_when_the_spec_moves_on() -> N
     cluster.next_sample = BAD
     for _ in range(40):
         d = cluster.measure_if_asked(cluster.step())
-        if d.status.phase == "RollingBack":
+        if d.status.phase == "RollingBack" and d.status.canary_weight == 0:  # traffic is back on A
             break
         cluster.advance(30)
     assert d.status.phase == "RollingBack" and d.status.canary_weight == 0
@@ -477,3 +481,322 @@ def test_editing_the_steps_mid_rollout_restarts_them() -> None:
     d = cluster.run(steps=40)
     assert d.status.stable_revision == A and d.status.rejection(B) is not None
     assert d.status.rejected_revisions[-1].reason == "AnalysisFailed"
+
+
+# --- a metric source that keeps failing (consecutiveErrorLimit) -------------------------------------------
+
+
+def next_request(cluster: Cluster) -> Decision:
+    """Step, following the timers, until the state machine asks for a measurement."""
+    d = cluster.step()
+    for _ in range(20):
+        if d.analysis is not None:
+            return d
+        cluster.advance(max(d.requeue_after or 30, 1))
+        d = cluster.step()
+    raise AssertionError("no measurement was asked for")
+
+
+def with_analysis(**changes: Any) -> dict[str, Any]:
+    return {**CANARY, "analysis": {**CANARY["analysis"], **changes}}
+
+
+def test_measurement_errors_past_the_consecutive_error_limit_roll_back() -> None:
+    cluster = stable_cluster(CANARY)  # consecutiveErrorLimit defaults to 4: the fifth error in a row fails
+    cluster.deploy(B)
+    d = next_request(cluster)
+    for attempt in range(5):
+        assert d.analysis is not None and (d.analysis.seq, d.analysis.attempt) == (0, attempt)
+        d = cluster.fail_if_asked(d, f"Prometheus query at http://prom:9090/api/v1/query failed: refused #{attempt}")
+        assert "MeasurementFailed" in reasons(d)
+        run = d.status.analysis_runs[-1]
+        assert run.measurements == () and run.last_error.endswith(f"refused #{attempt}")
+        if attempt < 4:
+            assert d.status.phase == "Analyzing" and run.phase == "Running" and run.consecutive_errors == attempt + 1
+            assert d.analysis is None and d.requeue_after == 30, "the next attempt waits min(interval, 30s)"
+            cluster.advance(30)
+            d = cluster.step()
+    assert run.phase == "Failed" and run.consecutive_errors == 5 and "consecutiveErrorLimit 4" in run.message
+    assert d.status.phase == "RollingBack" and "RollingBack" in reasons(d)
+    rejection = d.status.rejection(B)
+    assert rejection is not None and rejection.reason == "MeasurementErrors"
+    assert "refused #4" in rejection.message, "the message names the last error"
+    warning = next(e for e in d.events if e.reason == "MeasurementErrors")
+    assert warning.type == "Warning" and "refused #4" in warning.message
+    d = cluster.run()
+    assert d.status.phase == "RolledBack" and d.weights == {A: 100} and d.replicas.get(B, 0) == 0
+
+
+def test_a_consecutive_error_limit_of_zero_fails_on_the_first_error() -> None:
+    cluster = stable_cluster(with_analysis(consecutiveErrorLimit=0))
+    cluster.deploy(B)
+    d = cluster.fail_if_asked(next_request(cluster))
+    rejection = d.status.rejection(B)
+    assert d.status.phase == "RollingBack" and rejection is not None and rejection.reason == "MeasurementErrors"
+
+
+def test_a_measurement_taken_resets_the_error_count() -> None:
+    cluster = stable_cluster(with_analysis(consecutiveErrorLimit=2, count=3))
+    cluster.deploy(B)
+    d = cluster.fail_if_asked(next_request(cluster))
+    again = cluster.step(cluster.last_measurement)
+    assert again.status.analysis_runs[-1].consecutive_errors == 1, "the same error delivered twice counts once"
+    assert "MeasurementFailed" not in reasons(again)
+    cluster.advance(29)
+    assert cluster.step().analysis is None
+    cluster.advance(1)
+    d = cluster.fail_if_asked(cluster.step())
+    assert d.status.phase == "Analyzing" and d.status.analysis_runs[-1].consecutive_errors == 2
+    cluster.advance(30)
+    d = cluster.measure_if_asked(cluster.step())
+    run = d.status.analysis_runs[-1]
+    assert (run.consecutive_errors, run.last_error, run.last_error_at) == (0, "", None)
+    assert [m.outcome for m in run.measurements] == ["Pass"]
+    for _ in range(2):  # two errors in a row are tolerated again
+        cluster.advance(30)
+        d = cluster.fail_if_asked(cluster.step())
+        assert d.status.phase == "Analyzing"
+    cluster.advance(30)
+    d = cluster.fail_if_asked(cluster.step())
+    assert d.status.phase == "RollingBack" and d.status.rejected_revisions[-1].reason == "MeasurementErrors"
+
+
+def test_a_new_analysis_run_starts_without_errors() -> None:
+    cluster = stable_cluster(with_analysis(consecutiveErrorLimit=2))
+    cluster.deploy(B)
+    d = cluster.fail_if_asked(next_request(cluster))
+    cluster.advance(30)
+    d = cluster.fail_if_asked(cluster.step())
+    assert d.status.analysis_runs[-1].consecutive_errors == 2
+    cluster.deploy(C)  # the rollout starts again for C: a new run, no errors carried over
+    d = next_request(cluster)
+    assert d.analysis is not None and d.analysis.attempt == 0 and d.analysis.revision == C
+    for _ in range(2):
+        d = cluster.fail_if_asked(d)
+        assert d.status.phase == "Analyzing" and d.status.canary_revision == C
+        cluster.advance(30)
+        d = cluster.step()
+    assert d.status.analysis_runs[-1].consecutive_errors == 2
+
+
+def test_the_error_count_lives_in_status_and_an_older_status_counts_zero() -> None:
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(with_analysis(consecutiveErrorLimit=1))
+    cluster.deploy(B)
+    d = cluster.fail_if_asked(next_request(cluster))
+    raw = d.status.to_status()
+    stored = raw["analysisRuns"][-1]
+    assert stored["consecutiveErrors"] == 1 and "refused" in stored["lastError"] and stored["lastErrorAt"]
+    # A restart reads the count back: one more error fails the run.
+    cluster.status = RolloutStatus.from_status(raw, d.status.history_to_status())
+    cluster.advance(30)
+    assert cluster.fail_if_asked(cluster.step()).status.phase == "RollingBack"
+    # A status written by an operator without the field: no errors so far.
+    for key in ("consecutiveErrors", "lastError", "lastErrorAt"):
+        del stored[key]
+    old = RolloutStatus.from_status(raw, d.status.history_to_status())
+    assert old.analysis_runs[-1].consecutive_errors == 0 and old.analysis_runs[-1].last_error == ""
+
+
+# --- spec.paused stops the clock of timed waits -----------------------------------------------------------
+
+
+def test_spec_paused_stops_the_clock_of_a_timed_pause_step() -> None:
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.step()
+    d = cluster.step()  # weight 25; the 1m pause step starts
+    assert d.status.current_step_index == 1 and d.status.phase == "Paused" and d.requeue_after == 60
+    cluster.advance(20)
+    cluster.controls = Controls(paused=True)
+    d = cluster.step()
+    assert d.status.phase == "Paused" and "40s" in d.status.message, d.status.message
+    cluster.advance(3600)  # a long manual pause
+    assert cluster.step().status.current_step_index == 1
+    cluster.controls = Controls()
+    d = cluster.step()
+    assert "Resumed" in reasons(d) and d.status.current_step_index == 1 and d.status.phase == "Paused"
+    assert d.requeue_after == 40, "the pause step goes on with what was left of it"
+    assert "40s" in next(e.message for e in d.events if e.reason == "Resumed")
+    cluster.advance(25)
+    cluster.controls = Controls(paused=True)  # paused a second time: the clock stops again
+    cluster.step()
+    cluster.advance(600)
+    cluster.controls = Controls()
+    d = cluster.step()
+    assert d.status.current_step_index == 1 and d.requeue_after == 15
+    cluster.advance(14)
+    assert cluster.step().status.current_step_index == 1
+    cluster.advance(1)
+    d = cluster.step()
+    assert d.status.current_step_index == 2 and "StepCompleted" in reasons(d)
+
+
+def test_the_stopped_pause_clock_survives_a_restart() -> None:
+    """Everything is derived from status: a fresh operator resumes with the same time left."""
+    from modeldeploy.rollout.plan import next_rollout
+    from modeldeploy.rollout.state import RolloutStatus
+
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.step()
+    cluster.advance(50)
+    cluster.controls = Controls(paused=True)
+    cluster.step()
+    cluster.advance(900)
+    stored = json.loads(json.dumps(cluster.status.to_status()))
+    restarted = RolloutStatus.from_status(stored, cluster.status.history_to_status())
+    d = next_rollout(cluster.spec, restarted, cluster.observed(), cluster.now, Controls())
+    assert d.status.current_step_index == 1 and d.requeue_after == 10
+
+
+def test_spec_paused_stops_the_blue_green_auto_promotion_clock() -> None:
+    cluster = stable_cluster({"strategy": "BlueGreen", "blueGreen": {"autoPromotionEnabled": True,
+                                                                       "autoPromotionSeconds": 60}})  # fmt: skip
+    cluster.deploy(B)
+    cluster.step()
+    d = cluster.step()
+    assert d.status.phase == "Paused" and d.requeue_after == 60 and "auto-promotion in 60s" in d.status.message
+    cluster.advance(30)
+    cluster.controls = Controls(paused=True)
+    cluster.step()
+    cluster.advance(3600)
+    cluster.controls = Controls()
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.requeue_after == 30, "auto-promotion goes on with 30s left"
+    cluster.advance(30)
+    assert cluster.step().status.stable_revision == B
+
+
+# --- a rollback hands the traffic back only as fast as the stable's pods can take it -----------------------
+
+
+def canary_at_25(raw: dict[str, Any] = CANARY) -> Cluster:
+    """Replica-ratio routing, 4 pods: the canary B serves 25% with 1 pod, the stable A 75% with 3."""
+    cluster = stable_cluster(raw, auto_ready=False)
+    cluster.make_ready(A)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.make_ready(B)
+    d = cluster.step()
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 3, B: 1} and d.status.canary_weight == 25
+    return cluster
+
+
+def test_a_rollback_keeps_the_canary_serving_until_the_stable_can_take_its_traffic() -> None:
+    cluster = canary_at_25()
+    cluster.controls = Controls(abort=True)
+    d = cluster.step()
+    assert d.status.phase == "RollingBack" and "RollingBack" in reasons(d)
+    assert d.replicas == {A: 4, B: 1}, "the stable scales back up; the canary keeps its pod"
+    assert d.weights == {A: 75, B: 25}, "with 3/4 stable pods ready, the canary still serves its share"
+    assert "3/4" in d.status.message and d.requeue_after == 10
+    d = cluster.step()  # A's fourth pod is still starting: nothing moves
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 4, B: 1} and d.status.phase == "RollingBack"
+    cluster.make_ready(A)
+    d = cluster.step()  # A can serve everything: traffic first ...
+    assert d.status.phase == "RollingBack" and d.weights == {A: 100} and d.replicas == {A: 4, B: 1}
+    assert d.status.canary_weight == 0
+    d = cluster.step()  # ... then the canary goes
+    assert d.status.phase == "RolledBack" and d.replicas == {A: 4, B: 0} and d.weights == {A: 100}
+
+
+def test_a_rollback_does_not_wait_for_a_canary_that_serves_nothing() -> None:
+    """A crash-looping canary (or one without ready pods) gives no capacity worth waiting for."""
+    cluster = canary_at_25()
+    cluster.crash.add(B)
+    d = cluster.step()
+    assert d.status.phase == "RollingBack" and d.status.rejected_revisions[-1].reason == "CrashLoop"
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 1}
+    assert cluster.step().replicas == {A: 4, B: 0}
+
+
+def test_a_rollback_waits_for_the_stable_at_most_the_progress_deadline() -> None:
+    cluster = canary_at_25()  # progressDeadlineSeconds 120
+    cluster.controls = Controls(abort=True)
+    assert cluster.step().weights == {A: 75, B: 25}
+    cluster.advance(120)
+    d = cluster.step()
+    assert d.weights == {A: 75, B: 25} and "StableNotReady" not in reasons(d)
+    cluster.advance(1)
+    d = cluster.step()  # A's pod never became ready: the rollback finishes anyway, and says so
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 1}
+    warning = next(e for e in d.events if e.reason == "StableNotReady")
+    assert warning.type == "Warning" and "3/4" in warning.message
+    assert cluster.step().status.phase == "RolledBack"
+
+
+def test_a_rollback_hands_exact_weights_back_as_the_stable_pods_become_ready() -> None:
+    """Gateway API, Neutral capacity: the stable serves 50% with 2 pods, within N + maxSurgePods = 5."""
+    raw = {
+        **CANARY,
+        "canary": {
+            "steps": [{"setWeight": 50}, {"pause": {}}],
+            "capacity": {"mode": "Neutral", "maxSurgePods": 1},
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+    }
+    cluster = stable_cluster(raw, auto_ready=False)
+    cluster.make_ready(A)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.make_ready(B)
+    d = cluster.step()
+    assert d.weights == {A: 50, B: 50} and d.replicas == {A: 2, B: 2}
+    cluster.controls = Controls(abort=True)
+    d = cluster.step()  # the budget lets the stable grow to 3 while the canary keeps its 2 pods
+    assert d.replicas == {A: 3, B: 2} and d.weights == {A: 50, B: 50}
+    cluster.make_ready(A)
+    d = cluster.step()  # 3 stable pods are all the budget allows: the rest of the traffic moves now
+    assert d.weights == {A: 100} and d.replicas == {A: 3, B: 2}
+    d = cluster.step()
+    assert d.status.phase == "RolledBack" and d.replicas == {A: 4, B: 0}
+
+
+def test_a_rolled_back_rolling_update_keeps_the_new_pods_until_the_old_ones_are_back() -> None:
+    cluster = stable_cluster({"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, auto_ready=False)
+    cluster.make_ready(A)
+    cluster.deploy(B)
+    for _ in range(4):  # two of the four pods replaced
+        cluster.step()
+        if cluster.deployments.get(B) is not None and cluster.deployments[B].ready >= 2:
+            break
+        cluster.make_ready(B)
+    d = cluster.step()
+    assert d.replicas[A] == 2 and cluster.deployments[B].ready >= 2
+    cluster.controls = Controls(abort=True)
+    d = cluster.step()
+    assert d.status.phase == "RollingBack" and d.replicas[A] == 4 and d.replicas[B] >= 2
+    assert set(d.weights) == {A, B} and min(d.weights.values()) > 0, "the Service keeps selecting both revisions"
+    cluster.make_ready(A)
+    d = cluster.step()
+    assert d.weights == {A: 100} and d.replicas[B] >= 2
+    assert cluster.step().replicas == {A: 4, B: 0}
+
+
+def test_measurement_errors_fail_a_first_deploy_gate_and_a_blue_green_pre_promotion() -> None:
+    analysis = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1, "consecutiveErrorLimit": 1}
+    cluster = Cluster(spec({"firstDeployAnalysis": True, "analysis": analysis}))
+    d = cluster.step()
+    for _ in range(10):
+        if d.status.phase == "RolledBack":
+            break
+        d = cluster.fail_if_asked(d)
+        cluster.advance(max(d.requeue_after or 5, 1))
+        d = cluster.step()
+    assert d.status.phase == "RolledBack" and d.weights == {}
+    assert d.status.rejected_revisions[-1].reason == "MeasurementErrors"
+
+    cluster = stable_cluster({"strategy": "BlueGreen", "analysis": analysis})
+    cluster.deploy(B)
+    d = cluster.step()
+    for _ in range(10):
+        d = cluster.fail_if_asked(d)
+        if d.status.phase == "RollingBack":
+            break
+        cluster.advance(max(d.requeue_after or 5, 1))
+        d = cluster.step()
+    assert d.status.phase == "RollingBack" and d.status.rejected_revisions[-1].reason == "MeasurementErrors"
+    assert d.weights == {A: 100}

@@ -66,7 +66,7 @@ STEP_DONE = re.compile(r"^Step (\d+) done")
 events = st.one_of(
     st.tuples(st.just("time"), st.sampled_from([1, 5, 10, 30, 90])),
     st.tuples(st.just("ready"), st.sampled_from(REVISIONS)),
-    st.tuples(st.just("sample"), st.sampled_from(["good", "bad", "thin"])),
+    st.tuples(st.just("sample"), st.sampled_from(["good", "bad", "thin", "error"])),
     st.tuples(st.just("deploy"), st.sampled_from(REVISIONS)),
     st.tuples(st.just("promote"), st.sampled_from(["p1", "p2"])),
     st.tuples(st.just("abort"), st.booleans()),
@@ -119,13 +119,15 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
     cluster = Cluster(rollout, auto_ready=False, next_sample=GOOD)
     promote, abort, paused, rollback = "", False, False, 0
     pending = None
+    erroring = False  # the metric source fails: requests are answered with Measurement.failed
     for kind, value in script:
         if kind == "time":
             cluster.advance(value)
         elif kind == "ready" and value in cluster.deployments:
             cluster.make_ready(value)
         elif kind == "sample":
-            cluster.next_sample = {"good": GOOD, "bad": BAD, "thin": THIN}[value]
+            erroring = value == "error"
+            cluster.next_sample = {"good": GOOD, "bad": BAD, "thin": THIN, "error": GOOD}[value]
         elif kind == "deploy":
             cluster.deploy(value)
         elif kind == "promote":
@@ -149,7 +151,12 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
         if pending is not None and cluster.next_sample is not None:
             from modeldeploy.rollout.plan import Measurement
 
-            measurement = Measurement(pending.run_id, pending.seq, cluster.now, cluster.next_sample, GOOD)
+            measurement = (
+                Measurement.failed(pending, cluster.now, "metric source down")
+                if erroring
+                else Measurement(pending.run_id, pending.seq, cluster.now, cluster.next_sample, GOOD,
+                                 attempt=pending.attempt)
+            )  # fmt: skip
         decision = cluster.step(measurement)
         pending = decision.analysis
         check(cluster, before_index, before_canary, decision, mode, surge)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modeldeploy.rollout.config import CapacityMode
 from modeldeploy.rollout.replicas import (
@@ -11,6 +13,7 @@ from modeldeploy.rollout.replicas import (
     pods_for_weight,
     ratio_granularity,
     ratio_weight,
+    rollback_canary_weight,
     rolling_update_step,
     transition_stable,
     weight_for_pods,
@@ -130,3 +133,73 @@ def test_gpu_preflight() -> None:
     assert max_extra_pods(4, strategy="RollingUpdate", rolling_max_surge=1) == 1
     with pytest.raises(ValueError):
         plan_gpu_capacity(gpus_per_pod=-1, extra_pods=1, gpus_free=0)
+
+
+@pytest.mark.parametrize(
+    ("applied", "stable_ready", "stable_target", "canary_ready", "exact", "weight"),
+    [
+        # Replica ratio (one Service over both revisions): the canary's share of the ready pods.
+        (25, 3, 4, 1, False, 25),  # the stable's 4th pod is not ready: the canary keeps serving
+        (25, 4, 4, 1, False, 0),  # the stable can take everything back
+        (25, 3, 4, 0, False, 0),  # a canary without ready pods gives nothing: do not wait for it
+        (0, 3, 4, 1, False, 0),  # the canary had no traffic
+        (75, 1, 4, 3, False, 75),  # a rolling update far along: the new pods keep serving
+        (50, 0, 4, 1, False, 99),  # the stable has no ready pod: the canary serves (the selector keeps both)
+        # Exact weights: the stable takes back what its ready pods can serve, the canary keeps the rest.
+        (25, 3, 4, 1, True, 25),
+        (50, 3, 4, 2, True, 25),
+        (50, 2, 3, 2, True, 50),  # Neutral budget: the stable can have 3 pods while the canary keeps 2
+        (50, 3, 3, 2, True, 0),  # ... once those 3 are ready, nothing more comes by waiting
+        (20, 0, 4, 1, True, 20),
+        (20, 4, 4, 1, True, 0),
+    ],
+)
+def test_rollback_canary_weight(
+    applied: int, stable_ready: int, stable_target: int, canary_ready: int, exact: bool, weight: int
+) -> None:
+    got = rollback_canary_weight(
+        4,
+        applied_weight=applied,
+        stable_ready=stable_ready,
+        stable_target=stable_target,
+        canary_ready=canary_ready,
+        exact_routing=exact,
+    )
+    assert got == weight
+
+
+def test_rollback_canary_weight_keeps_a_sliver_of_traffic_in_the_selector() -> None:
+    assert rollback_canary_weight(
+        200, applied_weight=1, stable_ready=198, stable_target=200, canary_ready=1, exact_routing=False
+    ) == 1
+
+
+@given(
+    total=st.integers(1, 50),
+    applied=st.integers(0, 100),
+    stable_ready=st.integers(0, 60),
+    target=st.integers(0, 50),
+    canary_ready=st.integers(0, 50),
+    exact=st.booleans(),
+)
+def test_rollback_canary_weight_properties(
+    total: int, applied: int, stable_ready: int, target: int, canary_ready: int, exact: bool
+) -> None:
+    weight = rollback_canary_weight(
+        total,
+        applied_weight=applied,
+        stable_ready=stable_ready,
+        stable_target=target,
+        canary_ready=canary_ready,
+        exact_routing=exact,
+    )
+    assert 0 <= weight <= 100
+    if weight == 0:
+        return
+    # The canary keeps traffic only while it has ready pods, had traffic, and the stable cannot serve it all yet.
+    assert canary_ready > 0 and applied > 0 and stable_ready < min(total, target)
+    if exact:
+        # Never more than it had, and the stable is never asked for more than its ready pods serve, unless it
+        # served that much already.
+        assert weight <= applied
+        assert 100 - weight <= max(100 - applied, weight_for_pods(total, stable_ready))

@@ -7,14 +7,19 @@ A measurement is judged by ``assess_measurement``:
   ``maxErrorRatio`` (canary error ratio), ``maxP99LatencyMs`` (canary p99),
   ``maxErrorRatioIncrease`` (canary error ratio minus the stable's) and
   ``maxP99LatencyRatio`` (canary p99 divided by the stable's). The relative criteria are skipped, and the
-  message says so, when there is no stable sample or it has fewer than ``minRequests`` requests;
+  message says so, when there is no stable sample or it has fewer than ``minRequests`` requests; the error
+  criteria are skipped when the error count is unknown (``Sample.errors`` None: a query without data);
 - Inconclusive when every configured criterion was skipped for lack of data (no latency observations, no
-  stable sample): missing data never passes;
+  stable sample, an unknown error count): missing data never passes;
 - Pass otherwise.
 
 A run of measurements is judged by ``assess_run``: it fails as soon as more than ``failureLimit``
 measurements failed, succeeds once ``count`` measurements were conclusive, and gives up as Inconclusive after
 ``count`` inconclusive measurements (too little traffic to judge).
+
+Measurements that could not be taken at all (the metric source failed) are judged by ``assess_errors``: the run
+fails as soon as more than ``consecutiveErrorLimit`` of them came in a row (argo-rollouts' meaning, like
+``failureLimit``: the limit is what is tolerated).
 """
 
 from __future__ import annotations
@@ -66,13 +71,18 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
     failures: list[str] = []
     notes: list[str] = []
     judged = 0
-    ratio = canary.error_ratio or 0.0
+    ratio = canary.error_ratio
     if criteria.max_error_ratio is not None:
-        judged += 1
-        ok = ratio <= criteria.max_error_ratio
-        notes.append(f"errorRatio {_pct(ratio)} {'<=' if ok else '>'} maxErrorRatio {_pct(criteria.max_error_ratio)}")
-        if not ok:
-            failures.append("maxErrorRatio")
+        if ratio is None:
+            notes.append("errorRatio unknown (no data), maxErrorRatio skipped")
+        else:
+            judged += 1
+            ok = ratio <= criteria.max_error_ratio
+            notes.append(
+                f"errorRatio {_pct(ratio)} {'<=' if ok else '>'} maxErrorRatio {_pct(criteria.max_error_ratio)}"
+            )
+            if not ok:
+                failures.append("maxErrorRatio")
     if criteria.max_p99_latency_ms is not None:
         limit = criteria.max_p99_latency_ms / 1000
         if canary.p99_seconds is None:
@@ -89,9 +99,12 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
         served = f"{stable.requests:g} requests" if stable is not None else "no sample"
         notes.append(f"stable has {served}, relative criteria skipped")
     elif stable is not None and stable_ok:
-        if criteria.max_error_ratio_increase is not None:
+        stable_ratio = stable.error_ratio
+        if criteria.max_error_ratio_increase is not None and (ratio is None or stable_ratio is None):
+            notes.append("errorRatio increase unknown (no error data), maxErrorRatioIncrease skipped")
+        elif criteria.max_error_ratio_increase is not None:
+            assert ratio is not None and stable_ratio is not None
             judged += 1
-            stable_ratio = stable.error_ratio or 0.0
             increase = ratio - stable_ratio
             ok = increase <= criteria.max_error_ratio_increase + 1e-12
             notes.append(
@@ -154,4 +167,17 @@ def assess_run(criteria: AnalysisSpec, outcomes: Sequence[Outcome]) -> RunVerdic
         passed=passed,
         failed=failed,
         inconclusive=inconclusive,
+    )
+
+
+def assess_errors(criteria: AnalysisSpec, consecutive_errors: int, last_error: str) -> RunVerdict | None:
+    """The verdict on a run whose last ``consecutive_errors`` measurements could not be taken: Failed once there
+    are more than ``consecutiveErrorLimit``; None while they are tolerated (the run goes on)."""
+    limit = criteria.consecutive_error_limit
+    if consecutive_errors <= limit:
+        return None
+    return RunVerdict(
+        "Failed",
+        f"{consecutive_errors} consecutive measurement errors, more than consecutiveErrorLimit {limit}; "
+        f"last error: {last_error or 'unknown'}",
     )

@@ -8,7 +8,9 @@ to the model-server pods or to Prometheus, never to the API server.
   needed. It keeps the previous scrape per pod in memory; after an operator restart the first measurement
   counts from the pods' start, which for a young canary is the same thing.
 - ``PrometheusSource`` runs three instant queries against ``/api/v1/query``: request count, error ratio and
-  p99 latency in milliseconds. ``{{revision}}``, ``{{namespace}}`` and ``{{interval}}`` are substituted. The
+  p99 latency in milliseconds. A query without data (an empty vector, NaN) is unknown, never zero: an error ratio
+  without data leaves ``Sample.errors`` None (unless there were no requests, hence no errors). ``{{revision}}``,
+  ``{{namespace}}`` and ``{{interval}}`` are substituted. The
   defaults expect the pods' ``modeldeploy.io/revision`` label as ``revision`` and the namespace as
   ``namespace`` on the series (the usual pod relabeling); set the queries when your labels differ.
 """
@@ -184,7 +186,9 @@ class PrometheusSource:
         ratio = await self.query(self.render(self.spec.error_ratio_query or DEFAULT_ERROR_RATIO_QUERY, revision))
         p99_ms = await self.query(self.render(self.spec.p99_latency_query or DEFAULT_P99_QUERY, revision))
         total = max(0.0, requests or 0.0)
-        errors = min(total, max(0.0, (ratio or 0.0) * total))
+        # No data for the ratio is not zero errors: unknown, so the error criteria are skipped. Without requests
+        # there are no errors to know of (the default ratio query, which divides by the requests, has no data then).
+        errors = 0.0 if total == 0 else None if ratio is None else min(total, max(0.0, ratio * total))
         return Sample(
             requests=total,
             errors=errors,

@@ -196,6 +196,8 @@ class AnalysisSpec:
     count: int = 3
     min_requests: int = 50
     failure_limit: int = 1
+    consecutive_error_limit: int = 4
+    """Measurements that could not be taken (source errors) tolerated in a row; one more fails the run."""
     max_error_ratio: float | None = None
     max_p99_latency_ms: float | None = None
     max_error_ratio_increase: float | None = None
@@ -405,6 +407,7 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
         count=_int(raw, "count", path, 3, low=1, high=100),
         min_requests=_int(raw, "minRequests", path, 50),
         failure_limit=_int(raw, "failureLimit", path, 1, high=100),
+        consecutive_error_limit=_int(raw, "consecutiveErrorLimit", path, 4, high=100),
         max_error_ratio=_number(raw, "maxErrorRatio", path, low=0, high=1),
         max_p99_latency_ms=_number(raw, "maxP99LatencyMs", path, low=0),
         max_error_ratio_increase=_number(raw, "maxErrorRatioIncrease", path, low=0, high=1),

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from modeldeploy.analysis.criteria import assess_measurement, assess_run
+from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout import replicas as rmath
-from modeldeploy.rollout.config import AnalysisStep, PauseStep, RolloutSpec, SetWeightStep
+from modeldeploy.rollout.config import AnalysisSpec, AnalysisStep, PauseStep, RolloutSpec, SetWeightStep
 from modeldeploy.rollout.state import (
     MAX_ANALYSIS_RUNS,
     MAX_REJECTED,
@@ -30,10 +30,15 @@ from modeldeploy.rollout.state import (
     Rejection,
     RollbackPin,
     RolloutStatus,
+    format_time,
 )
 
 WAIT_REQUEUE_SECONDS = 10.0
 """How soon to look again while waiting for pods (child events usually come sooner)."""
+MEASUREMENT_RETRY_SECONDS = 30.0
+"""A measurement that could not be taken is tried again after ``min(interval, MEASUREMENT_RETRY_SECONDS)``."""
+MAX_ERROR_TEXT = 500
+"""Characters of a metric source's error kept in status and events."""
 
 
 # --- inputs -----------------------------------------------------------------------------------------------
@@ -61,13 +66,28 @@ class RevisionObservation:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The answer to an ``AnalysisRequest``: echo its ``run_id`` and ``seq``."""
+    """The answer to an ``AnalysisRequest``: echo its ``run_id``, ``seq`` and ``attempt``.
+
+    A measurement that could not be taken (the metric source failed) carries the source's ``error`` and empty
+    samples: the state machine counts it against ``consecutiveErrorLimit`` (``Measurement.failed``).
+    """
 
     run_id: str
     seq: int
     taken_at: datetime
     canary: Sample
     stable: Sample | None = None
+    error: str = ""
+    """Why the measurement could not be taken; empty when it was."""
+    attempt: int = 0
+    """The request's ``attempt``: errors of this measurement recorded before it was asked for."""
+
+    @classmethod
+    def failed(cls, request: AnalysisRequest, taken_at: datetime, error: str) -> Measurement:
+        """The answer to ``request`` when the metric source failed with ``error``."""
+        return cls(
+            request.run_id, request.seq, taken_at, Sample(), error=error or "unknown error", attempt=request.attempt
+        )
 
 
 @dataclass(frozen=True)
@@ -121,12 +141,14 @@ class Event:
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    """Take a measurement now and pass it back as ``Observed.measurement`` (same ``run_id`` and ``seq``)."""
+    """Take a measurement now and pass it back as ``Observed.measurement`` (same ``run_id``, ``seq``, ``attempt``)."""
 
     run_id: str
     seq: int
     revision: str
     stable_revision: str | None
+    attempt: int = 0
+    """Errors recorded in a row for measurement ``seq`` so far (the run's ``consecutiveErrors``)."""
 
 
 @dataclass(frozen=True)
@@ -151,14 +173,19 @@ def keep_measurement(
     """Whether a measurement taken for the analysis should be kept for the next step, after a reconcile.
 
     ``requested`` is what that reconcile's decision asks for; ``status`` is the ModelDeployment's ``.status`` as
-    the reconcile leaves it. A request for another measurement makes this one useless. With no request (an
-    invalid spec, a pause, a timer that fired early), it is kept exactly while ``next_rollout`` would still
-    record it: its run is the current canary's, still Running, and waits for measurement number ``seq``. So it
-    goes once recorded (the run has more measurements), when the run ended, or when the run is gone (trimmed,
-    or the rollout moved on to another revision or none).
+    the reconcile leaves it. A request for another measurement (or another attempt at it) makes this one useless.
+    With no request (an invalid spec, a pause, a timer that fired early), it is kept exactly while
+    ``next_rollout`` would still record it: its run is the current canary's, still Running, and waits for
+    measurement number ``seq`` after ``attempt`` errors. So it goes once recorded (the run has more measurements,
+    or one more error), when the run ended, or when the run is gone (trimmed, or the rollout moved on to another
+    revision or none).
     """
     if requested is not None:
-        return (requested.run_id, requested.seq) == (measurement.run_id, measurement.seq)
+        return (requested.run_id, requested.seq, requested.attempt) == (
+            measurement.run_id,
+            measurement.seq,
+            measurement.attempt,
+        )
     raw = status.get("rollout") if status is not None else None
     rollout = RolloutStatus.from_status(raw if isinstance(raw, Mapping) else None)
     run = next((r for r in rollout.analysis_runs if r.id == measurement.run_id), None)
@@ -167,6 +194,7 @@ def keep_measurement(
         and run.phase == "Running"
         and run.revision == rollout.canary_revision
         and len(run.measurements) == measurement.seq
+        and run.consecutive_errors == measurement.attempt
     )
 
 
@@ -455,7 +483,8 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         s.phase("Progressing", f"Waiting for revision {revision}: {obs.ready}/{n} pods ready before its analysis")
         return
     s.set(waiting_since=None)
-    result = _run_analysis(s, revision, None, "first-deploy")
+    run = _run_analysis(s, revision, None, "first-deploy")
+    result = "Successful" if run is None else run.phase
     if result == "Successful":
         _make_stable(s, revision, previous="")
         s.weights[revision] = 100
@@ -465,8 +494,8 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
             "FirstDeployPassed",
             f"Revision {revision} passed its first-deploy analysis and takes traffic",
         )
-    elif result == "Failed":
-        _reject(s, revision, "AnalysisFailed", "The first-deploy analysis failed")
+    elif run is not None and result == "Failed":
+        _reject(s, revision, *_analysis_failure(run, "The first-deploy analysis"))
         s.replicas[revision] = 0
         s.set(canary_revision="", phase="RolledBack", message="First deploy failed its analysis")
 
@@ -505,24 +534,17 @@ def _keep_warm(s: _Step) -> None:
         s.event("Normal", "PreviousScaledDown", f"The warm period of revision {previous} ended")
 
 
-def _hold_rejected(s: _Step, stable: str, rejected: str, *, moving_traffic: bool = False) -> None:
-    """Traffic back to the stable first (RollingBack), then the rejected canary scales down (RolledBack)."""
-    n = s.total
+def _hold_rejected(s: _Step, stable: str, rejected: str) -> None:
+    """Traffic back to the stable first (RollingBack, ``_hand_back``), then the rejected canary scales down
+    (RolledBack). ``canaryWeight`` 0 in RollingBack says the traffic has moved."""
+    canary = s.status.canary_revision
+    if canary and s.status.phase == "RollingBack" and s.status.canary_weight > 0:
+        _hand_back(s, stable, canary)
+        return
     s.weights.clear()
     s.weights[stable] = 100
-    s.replicas[stable] = n
+    s.replicas[stable] = s.total
     s.set(canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None)
-    canary = s.status.canary_revision
-    if moving_traffic and canary:
-        # This decision moves the traffic; the canary keeps its pods until the next one.
-        kept = s.obs(canary).desired
-        s.replicas[canary] = kept
-        if s.spec.strategy == "Canary" and s.spec.capacity.mode == "Neutral":
-            budget = n + s.spec.capacity.max_surge_pods - kept
-            s.replicas[stable] = min(n, max(s.obs(stable).desired, budget))
-        s.set(message=f"Rolled back traffic to {stable}; revision {canary} scales down next")
-        s.wake_in(0)
-        return
     if canary:
         s.event("Warning", "RolledBack", f"Traffic is on revision {stable}; revision {canary} scaled down")
     rejection = s.status.rejection(rejected)
@@ -535,6 +557,66 @@ def _hold_rejected(s: _Step, stable: str, rejected: str, *, moving_traffic: bool
     _keep_warm(s)
 
 
+def _hand_back(s: _Step, stable: str, canary: str) -> None:
+    """One pass of a rollback's traffic move. The stable scales back to N (within the Neutral budget) and the
+    canary keeps its pods. The canary also keeps the traffic the stable's ready pods cannot serve yet
+    (``replicas.rollback_canary_weight``), so capacity never drops below what was serving; the canary is not
+    waited for when it has no ready pods or is crash-looping, nor for longer than ``progressDeadlineSeconds``
+    after the rollback started (``waitingSince``; Warning ``StableNotReady``). Once the traffic is all on the
+    stable, the next pass scales the canary down."""
+    n = s.total
+    spec = s.spec
+    kept = s.obs(canary).desired
+    s.replicas[canary] = kept
+    s.replicas[stable] = n
+    if spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
+        budget = n + spec.capacity.max_surge_pods - kept
+        s.replicas[stable] = min(n, max(s.obs(stable).desired, budget))
+    s.set(current_step_index=0, paused_at=None)
+    stable_obs, canary_obs = s.obs(stable), s.obs(canary)
+    target = s.replicas[stable]
+    weight = rmath.rollback_canary_weight(
+        n,
+        applied_weight=s.status.canary_weight,
+        stable_ready=stable_obs.ready,
+        stable_target=target,
+        canary_ready=0 if canary_obs.crash_looping else canary_obs.ready,
+        exact_routing=spec.strategy == "Canary" and spec.routing.type == "GatewayAPI",
+    )
+    started = s.status.waiting_since or s.now
+    waited = s.since(started)
+    deadline = spec.progress_deadline_seconds
+    ready = f"{stable_obs.ready}/{target}"
+    s.weights.clear()
+    if weight > 0 and waited <= deadline:
+        s.weights.update({stable: 100 - weight, canary: weight})
+        s.set(
+            canary_weight=weight,
+            waiting_since=started,
+            message=(
+                f"Rolling back revision {canary}: revision {stable} has {ready} ready pods; {canary} keeps its pods "
+                f"and {weight}% of the traffic until they are ready "
+                f"(at most until {format_time(started + timedelta(seconds=deadline))})"
+            ),
+        )
+        s.wake_in(min(WAIT_REQUEUE_SECONDS, deadline - waited + 1))
+        return
+    if weight > 0:
+        s.event(
+            "Warning",
+            "StableNotReady",
+            f"Revision {stable} has {ready} ready pods {deadline}s (progressDeadlineSeconds) after the rollback of "
+            f"revision {canary} started; all traffic moves to it now and {canary} is removed",
+        )
+    s.weights[stable] = 100
+    s.set(
+        canary_weight=0,
+        waiting_since=None,
+        message=f"Rolled back traffic to {stable}; revision {canary} scales down next",
+    )
+    s.wake_in(0)
+
+
 def _reject(s: _Step, revision: str, reason: str, message: str) -> None:
     rejected = tuple(r for r in s.status.rejected_revisions if r.revision != revision)
     rejected = (*rejected, Rejection(revision, reason, message, s.now))[-MAX_REJECTED:]
@@ -544,9 +626,13 @@ def _reject(s: _Step, revision: str, reason: str, message: str) -> None:
 
 def _start_rollback(s: _Step, stable: str, canary: str, reason: str, message: str) -> None:
     _reject(s, canary, reason, message)
-    s.set(phase="RollingBack", message=f"Rolling back revision {canary}: {message}")
-    s.event("Warning", "RollingBack", f"Sending all traffic back to revision {stable}, then removing {canary}")
-    _hold_rejected(s, stable, canary, moving_traffic=True)
+    s.set(phase="RollingBack", message=f"Rolling back revision {canary}: {message}", waiting_since=s.now)
+    s.event(
+        "Warning",
+        "RollingBack",
+        f"Sending all traffic back to revision {stable} as its pods become ready, then removing {canary}",
+    )
+    _hand_back(s, stable, canary)
 
 
 # --- rollouts ---------------------------------------------------------------------------------------------
@@ -602,9 +688,7 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _paused(s, stable, canary)
         return
     if s.status.paused_at is not None:
-        # Resumed: the time spent paused does not count against the progress deadline.
-        s.set(paused_at=None, waiting_since=s.now if s.status.waiting_since is not None else None)
-        s.event("Normal", "Resumed", f"Rollout of revision {canary} resumed")
+        _resume(s, canary)
     _keep_warm(s)
     if s.status.phase == "Promoting":
         _promote(s, stable, canary)
@@ -716,15 +800,62 @@ def _waiting(s: _Step) -> None:
     s.wake_in(min(WAIT_REQUEUE_SECONDS, remaining + 1))
 
 
+def _timed_wait(s: _Step) -> tuple[str, float] | None:
+    """The timed wait the rollout is in, if any: what it is and how long it lasts, counted from
+    ``stepStartedAt`` (a canary ``pause: {duration}`` step, or BlueGreen's ``autoPromotionSeconds``)."""
+    index = s.status.current_step_index
+    if s.spec.strategy == "Canary" and index < len(s.spec.steps):
+        step = s.spec.steps[index]
+        if isinstance(step, PauseStep) and step.seconds is not None:
+            return f"pause step {index}", step.seconds
+    bg = s.spec.blue_green
+    if s.spec.strategy == "BlueGreen" and bg.auto_promotion_enabled and index == 2:
+        return "auto-promotion", float(bg.auto_promotion_seconds)
+    return None
+
+
+def _wait_left(s: _Step, duration: float, at: datetime) -> float:
+    """Seconds of a timed wait left at ``at`` (the moment spec.paused stopped its clock)."""
+    started = s.status.step_started_at
+    if started is None or started >= at:
+        return duration
+    return max(0.0, duration - (at - started).total_seconds())
+
+
 def _paused(s: _Step, stable: str, canary: str) -> None:
     if s.status.paused_at is None:
         s.set(paused_at=s.now)
         s.event("Normal", "Paused", f"Rollout of revision {canary} paused")
-    s.phase("Paused", f"Rollout of revision {canary} paused by spec.paused; pods are left as they are")
+    message = f"Rollout of revision {canary} paused by spec.paused; pods are left as they are"
+    wait = _timed_wait(s)
+    if wait is not None and s.status.paused_at is not None:
+        left = _wait_left(s, wait[1], s.status.paused_at)
+        message += f"; {wait[0]} has {left:.0f}s left, counted again from resume"
+    s.phase("Paused", message)
     weight = s.status.canary_weight
     s.weights.update({stable: 100 - weight, canary: weight})
     for revision in (stable, canary):
         s.replicas[revision] = s.obs(revision).desired
+
+
+def _resume(s: _Step, canary: str) -> None:
+    """spec.paused was cleared. The time spent paused counts neither against the progress deadline (its clock
+    restarts) nor against a timed wait: ``stepStartedAt`` moves forward by the paused time, so a pause step or a
+    BlueGreen auto-promotion goes on with what was left of it. Derived from ``pausedAt`` alone: restart-safe."""
+    paused_at = s.status.paused_at
+    changes: dict[str, object] = {
+        "paused_at": None,
+        "waiting_since": s.now if s.status.waiting_since is not None else None,
+    }
+    note = ""
+    wait = _timed_wait(s)
+    started = s.status.step_started_at
+    if wait is not None and paused_at is not None and started is not None:
+        stopped = max(paused_at, started)  # a step that started while paused (steps edited) counts from now
+        changes["step_started_at"] = started + (s.now - stopped)
+        note = f"; {wait[0]} goes on with {_wait_left(s, wait[1], paused_at):.0f}s left"
+    s.set(**changes)
+    s.event("Normal", "Resumed", f"Rollout of revision {canary} resumed{note}")
 
 
 def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
@@ -842,12 +973,12 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
             _advance(s, index, f"paused {step.seconds:g}s")
             continue
         assert isinstance(step, AnalysisStep)
-        result = _run_analysis(s, canary, stable, f"step-{index}")
-        if result == "Successful":
+        run = _run_analysis(s, canary, stable, f"step-{index}")
+        if run is None or run.phase == "Successful":
             _advance(s, index, "analysis passed")
             continue
-        if result == "Failed":
-            _start_rollback(s, stable, canary, "AnalysisFailed", f"Analysis at step {index} failed")
+        if run.phase == "Failed":
+            _start_rollback(s, stable, canary, *_analysis_failure(run, f"Analysis at step {index}"))
         return
 
 
@@ -872,13 +1003,12 @@ def _blue_green(s: _Step, stable: str, canary: str) -> None:
         s.set(waiting_since=None, current_step_index=1, step_started_at=s.now)
         s.event("Normal", "PreviewReady", f"Revision {canary} is ready behind the preview Service")
     if s.status.current_step_index == 1:
-        if s.spec.analysis is not None:
-            result = _run_analysis(s, canary, stable, "pre-promotion")
-            if result == "Failed":
-                _start_rollback(s, stable, canary, "AnalysisFailed", "Pre-promotion analysis failed")
-                return
-            if result != "Successful":
-                return
+        run = _run_analysis(s, canary, stable, "pre-promotion")
+        if run is not None and run.phase == "Failed":
+            _start_rollback(s, stable, canary, *_analysis_failure(run, "Pre-promotion analysis"))
+            return
+        if run is not None and run.phase != "Successful":
+            return
         s.set(current_step_index=2, step_started_at=s.now)
     if not bg.auto_promotion_enabled:
         s.phase("Paused", f"Revision {canary} is ready; waiting for promotion")
@@ -928,11 +1058,14 @@ def _rolling_update(s: _Step, stable: str, canary: str) -> None:
 # --- analysis ---------------------------------------------------------------------------------------------
 
 
-def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> str:
-    """Advance the analysis run gating ``revision`` at ``gate``; returns the run's phase."""
+def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> AnalysisRun | None:
+    """Advance the analysis run gating ``revision`` at ``gate``; returns the run (None: no analysis configured).
+
+    The caller acts on ``run.phase``; a Failed run's reason and message come from ``_analysis_failure``.
+    """
     criteria = s.spec.analysis
     if criteria is None:
-        return "Successful"
+        return None
     run = s.status.active_run(revision, gate)
     # A run belongs to the current attempt only if it started after this rollout (re)started.
     attempt_start = s.status.step_started_at
@@ -943,24 +1076,16 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> str
         s.event("Normal", "AnalysisStarted", f"Analysis {run.id} of revision {revision} started ({gate})")
     if run.phase == "Running":
         measurement = s.observed.measurement
-        if measurement is not None and measurement.run_id == run.id and measurement.seq == len(run.measurements):
-            verdict = assess_measurement(criteria, measurement.canary, measurement.stable)
-            record = MeasurementRecord(
-                _sec(measurement.taken_at),
-                verdict.outcome,
-                verdict.message,
-                measurement.canary,
-                measurement.stable,
-            )
-            measurements = (*run.measurements, record)
-            outcome = assess_run(criteria, [m.outcome for m in measurements])
-            run = dataclasses.replace(run, measurements=measurements, phase=outcome.phase, message=outcome.message)
-            _store_run(s, run)
-            s.event(
-                "Normal" if verdict.outcome != "Fail" else "Warning",
-                f"Analysis{verdict.outcome}",
-                f"Analysis {run.id} measurement {len(measurements)}: {verdict.message}",
-            )
+        if (
+            measurement is not None
+            and measurement.run_id == run.id
+            and measurement.seq == len(run.measurements)
+            and measurement.attempt == run.consecutive_errors
+        ):
+            if measurement.error:
+                run = _record_error(s, criteria, run, measurement)
+            else:
+                run = _record_measurement(s, criteria, run, measurement)
             if run.phase != "Running":
                 s.event(
                     "Normal" if run.phase == "Successful" else "Warning",
@@ -968,16 +1093,89 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> str
                     f"Analysis {run.id} of revision {revision}: {run.phase} ({run.message})",
                 )
     if run.phase == "Running":
-        last = run.measurements[-1].taken_at if run.measurements else run.started_at
-        due = last + timedelta(seconds=criteria.interval_seconds)
+        if run.last_error_at is not None:
+            due = run.last_error_at + timedelta(seconds=min(criteria.interval_seconds, MEASUREMENT_RETRY_SECONDS))
+        else:
+            last = run.measurements[-1].taken_at if run.measurements else run.started_at
+            due = last + timedelta(seconds=criteria.interval_seconds)
         if s.now >= due:
-            s.analysis = AnalysisRequest(run.id, len(run.measurements), revision, stable)
+            s.analysis = AnalysisRequest(run.id, len(run.measurements), revision, stable, run.consecutive_errors)
         else:
             s.wake_in((due - s.now).total_seconds())
         s.phase("Analyzing", f"Analysis {run.id}: {run.message or 'waiting for the first measurement'}")
     elif run.phase == "Inconclusive":
         s.phase("Paused", f"Analysis {run.id} inconclusive ({run.message}); promote or abort")
-    return run.phase
+    return run
+
+
+def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measurement: Measurement) -> AnalysisRun:
+    """Judge a measurement that was taken and add it to the run; it ends any streak of errors."""
+    verdict = assess_measurement(criteria, measurement.canary, measurement.stable)
+    record = MeasurementRecord(
+        _sec(measurement.taken_at),
+        verdict.outcome,
+        verdict.message,
+        measurement.canary,
+        measurement.stable,
+    )
+    measurements = (*run.measurements, record)
+    outcome = assess_run(criteria, [m.outcome for m in measurements])
+    run = dataclasses.replace(
+        run,
+        measurements=measurements,
+        phase=outcome.phase,
+        message=outcome.message,
+        consecutive_errors=0,
+        last_error="",
+        last_error_at=None,
+    )
+    _store_run(s, run)
+    s.event(
+        "Normal" if verdict.outcome != "Fail" else "Warning",
+        f"Analysis{verdict.outcome}",
+        f"Analysis {run.id} measurement {len(measurements)}: {verdict.message}",
+    )
+    return run
+
+
+def _record_error(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measurement: Measurement) -> AnalysisRun:
+    """Count a measurement that could not be taken; past ``consecutiveErrorLimit`` in a row the run fails."""
+    error = measurement.error[:MAX_ERROR_TEXT]
+    errors = run.consecutive_errors + 1
+    failed = assess_errors(criteria, errors, error)
+    limit = criteria.consecutive_error_limit
+    if failed is not None:
+        phase, message = failed.phase, failed.message
+    else:
+        phase = "Running"
+        message = (
+            f"{errors} consecutive measurement errors (consecutiveErrorLimit {limit}); "
+            f"{len(run.measurements)} of {criteria.count} measurements taken; last error: {error}"
+        )
+    run = dataclasses.replace(
+        run,
+        phase=phase,
+        message=message,
+        consecutive_errors=errors,
+        last_error=error,
+        last_error_at=_sec(measurement.taken_at),
+    )
+    _store_run(s, run)
+    s.event(
+        "Warning",
+        "MeasurementFailed",
+        f"Analysis {run.id} measurement {len(run.measurements) + 1} could not be taken "
+        f"({errors} in a row, consecutiveErrorLimit {limit}): {error}",
+    )
+    return run
+
+
+def _analysis_failure(run: AnalysisRun, what: str) -> tuple[str, str]:
+    """Rejection reason and message for a Failed run: ``MeasurementErrors`` when the metric source kept failing
+    (the run ended on an error streak), ``AnalysisFailed`` when measurements broke the thresholds."""
+    if run.consecutive_errors > 0:
+        return "MeasurementErrors", f"{what}: measurements could not be taken ({run.message})"
+    return "AnalysisFailed", f"{what} failed ({run.message})" if run.message else f"{what} failed"
 
 
 def _run_number(run_id: str) -> int:

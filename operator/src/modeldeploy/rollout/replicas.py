@@ -113,6 +113,31 @@ def transition_stable(
     return keep
 
 
+def rollback_canary_weight(
+    total: int,
+    *,
+    applied_weight: int,
+    stable_ready: int,
+    stable_target: int,
+    canary_ready: int,
+    exact_routing: bool,
+) -> int:
+    """Traffic percent a rejected canary keeps while the stable scales back up for a rollback; 0: move it all now.
+
+    The canary keeps traffic only while it serves some (``applied_weight`` > 0) with ready pods, and the stable's
+    ready pods cover neither the whole traffic (``total``) nor all the pods it may have now (``stable_target``,
+    below ``total`` when a Neutral budget holds it back while the canary keeps its pods: waiting gains nothing
+    more then). With exact routing the stable takes back what its ready pods serve and the canary keeps the rest,
+    never more than it had. With replica-ratio routing (one Service over both revisions) the weight is the
+    canary's share of all ready pods, between 1 and 99 so that the Service keeps selecting both revisions.
+    """
+    if applied_weight <= 0 or canary_ready <= 0 or stable_ready >= min(total, stable_target):
+        return 0
+    if exact_routing:
+        return min(applied_weight, 100 - weight_for_pods(total, stable_ready))
+    return min(99, max(1, ratio_weight(canary_ready, stable_ready)))
+
+
 def rolling_update_step(
     total: int,
     *,

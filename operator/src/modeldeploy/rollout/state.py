@@ -168,9 +168,15 @@ class AnalysisRun:
     phase: RunPhase = "Running"
     measurements: tuple[MeasurementRecord, ...] = ()
     message: str = ""
+    consecutive_errors: int = 0
+    """Measurements in a row that could not be taken (the metric source failed) since the last one taken."""
+    last_error: str = ""
+    """The metric source's error of the latest of those attempts."""
+    last_error_at: datetime | None = None
+    """When that attempt failed: the next attempt is due a retry interval after it."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "revision": self.revision,
             "gate": self.gate,
@@ -179,6 +185,13 @@ class AnalysisRun:
             "measurements": [m.to_dict() for m in self.measurements],
             "message": self.message,
         }
+        if self.consecutive_errors:
+            out["consecutiveErrors"] = self.consecutive_errors
+        if self.last_error:
+            out["lastError"] = self.last_error
+        if self.last_error_at is not None:
+            out["lastErrorAt"] = format_time(self.last_error_at)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> AnalysisRun | None:
@@ -197,6 +210,9 @@ class AnalysisRun:
             phase=cast(RunPhase, phase),
             measurements=tuple(measurements),
             message=str(raw.get("message") or ""),
+            consecutive_errors=max(0, _int(raw.get("consecutiveErrors"))),  # absent (an older operator): none
+            last_error=_text(raw.get("lastError")),
+            last_error_at=parse_time(raw.get("lastErrorAt")),
         )
 
 
