@@ -238,6 +238,7 @@ def test_describe_step(step: dict[str, Any], text: str) -> None:
     ("phase", "canary", "index", "states"),
     [
         ("Paused", C, 3, ["Done", "Done", "Done", "Current"]),
+        ("Paused/Promoting", C, 1, ["Done", "Skipped", "Skipped", "Skipped"]),  # a promotion held by spec.paused
         ("Progressing", C, 0, ["Current", "Pending", "Pending", "Pending"]),
         ("Analyzing", C, 1, ["Done", "Current", "Pending", "Pending"]),
         ("Promoting", C, 2, ["Done", "Done", "Skipped", "Skipped"]),
@@ -246,7 +247,14 @@ def test_describe_step(step: dict[str, Any], text: str) -> None:
     ],
 )
 def test_step_states(phase: str, canary: str, index: int, states: list[str]) -> None:
-    rollout = RolloutStatus(phase=phase, stable_revision=B, canary_revision=canary, current_step_index=index)  # type: ignore[arg-type]
+    phase, _, paused_phase = phase.partition("/")
+    rollout = RolloutStatus(
+        phase=phase,  # type: ignore[arg-type]
+        stable_revision=B,
+        canary_revision=canary,
+        current_step_index=index,
+        paused_phase=paused_phase or None,  # type: ignore[arg-type]
+    )
     rows = plugin.step_states(md(rollout))
     assert [r["state"] for r in rows] == states
     assert [r["step"] for r in rows] == ["setWeight 10", "analysis", "setWeight 50", "pause 2m"]

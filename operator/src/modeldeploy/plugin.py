@@ -213,7 +213,7 @@ def step_states(obj: Obj) -> list[dict[str, Any]]:
             state = "-"
         elif i < index:
             state = "Done"
-        elif rollout.phase == "Promoting":
+        elif rollout.phase == "Promoting" or rollout.paused_phase == "Promoting":  # held by spec.paused
             state = "Skipped"
         elif i == index:
             state = "Current"

@@ -423,7 +423,8 @@ def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
         )
     elif in_rollout or gate:
         s.set(phase="Promoting")
-        s.event("Normal", "PromoteRequested", f"Promoting revision {effective}, skipping the remaining steps")
+        held = "; it starts when spec.paused is cleared" if controls.paused and in_rollout else ""
+        s.event("Normal", "PromoteRequested", f"Promoting revision {effective}, skipping the remaining steps{held}")
     else:
         s.event("Normal", "PromoteIgnored", "No rollout in progress to promote")
 
@@ -510,7 +511,14 @@ def _steady(s: _Step, stable: str) -> None:
             "RolloutCancelled",
             f"The spec resolves to the stable revision {stable} again; revision {s.status.canary_revision} is removed",
         )
-    s.set(canary_revision="", canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None)
+    s.set(
+        canary_revision="",
+        canary_weight=0,
+        current_step_index=0,
+        waiting_since=None,
+        paused_at=None,
+        paused_phase=None,
+    )
     s.replicas[stable] = s.total
     s.weights[stable] = 100
     ready = s.obs(stable).ready
@@ -544,7 +552,7 @@ def _hold_rejected(s: _Step, stable: str, rejected: str) -> None:
     s.weights.clear()
     s.weights[stable] = 100
     s.replicas[stable] = s.total
-    s.set(canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None)
+    s.set(canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None, paused_phase=None)
     if canary:
         s.event("Warning", "RolledBack", f"Traffic is on revision {stable}; revision {canary} scaled down")
     rejection = s.status.rejection(rejected)
@@ -572,7 +580,7 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
     if spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
         budget = n + spec.capacity.max_surge_pods - kept
         s.replicas[stable] = min(n, max(s.obs(stable).desired, budget))
-    s.set(current_step_index=0, paused_at=None)
+    s.set(current_step_index=0, paused_at=None, paused_phase=None)
     stable_obs, canary_obs = s.obs(stable), s.obs(canary)
     target = s.replicas[stable]
     weight = rmath.rollback_canary_weight(
@@ -665,6 +673,7 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             step_started_at=s.now,
             waiting_since=s.now,
             paused_at=None,
+            paused_phase=None,
             phase="Promoting" if pinned else "Progressing",
             message=f"Rolling out revision {canary} ({s.spec.strategy})",
             steps_hash=_steps_hash(s.spec),
@@ -707,11 +716,12 @@ def _steps_hash(spec: RolloutSpec) -> str:
 def _restart_edited_steps(s: _Step, canary: str) -> None:
     """The strategy or steps changed under a rollout (the revision did not): the step index counted in the old
     steps, so the new ones start again from the first and no analysis is skipped. A status without the hash
-    (an older operator) takes the current steps as its own; a promotion already under way goes on."""
+    (an older operator) takes the current steps as its own; a promotion already under way goes on, also one
+    held by spec.paused."""
     current = _steps_hash(s.spec)
     if s.status.steps_hash == current:
         return
-    if s.status.steps_hash and s.status.phase != "Promoting":
+    if s.status.steps_hash and not _promoting(s):
         s.set(current_step_index=0, step_started_at=s.now, phase="Progressing")
         s.event("Normal", "StepsChanged", f"The rollout steps changed; revision {canary} starts them again")
     s.set(steps_hash=current)
@@ -782,7 +792,10 @@ def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | Non
     if obs.progress_deadline_exceeded:
         return "ProgressDeadlineExceeded", f"Revision {canary} made no progress within its deadline"
     waiting = s.status.waiting_since
-    if waiting is not None and s.since(waiting) > s.spec.progress_deadline_seconds:
+    # While spec.paused holds the rollout (and in the pass that resumes it, which restarts the clock) the
+    # progress deadline does not run: the time before the pause counted, the paused time does not.
+    paused = s.status.paused_at is not None
+    if waiting is not None and not paused and s.since(waiting) > s.spec.progress_deadline_seconds:
         return (
             "ProgressDeadlineExceeded",
             f"Revision {canary} pods not ready within progressDeadlineSeconds "
@@ -802,7 +815,10 @@ def _waiting(s: _Step) -> None:
 
 def _timed_wait(s: _Step) -> tuple[str, float] | None:
     """The timed wait the rollout is in, if any: what it is and how long it lasts, counted from
-    ``stepStartedAt`` (a canary ``pause: {duration}`` step, or BlueGreen's ``autoPromotionSeconds``)."""
+    ``stepStartedAt`` (a canary ``pause: {duration}`` step, or BlueGreen's ``autoPromotionSeconds``). None during
+    a promotion: it skips the steps, so the step index no longer names a wait."""
+    if _promoting(s):
+        return None
     index = s.status.current_step_index
     if s.spec.strategy == "Canary" and index < len(s.spec.steps):
         step = s.spec.steps[index]
@@ -822,11 +838,28 @@ def _wait_left(s: _Step, duration: float, at: datetime) -> float:
     return max(0.0, duration - (at - started).total_seconds())
 
 
+def _promoting(s: _Step) -> bool:
+    """Whether the rollout is promoting, or spec.paused holds a promotion (``pausedPhase``)."""
+    return s.status.phase == "Promoting" or s.status.paused_phase == "Promoting"
+
+
 def _paused(s: _Step, stable: str, canary: str) -> None:
+    """spec.paused: pods, weights and the preview Service are left as they are. A promotion under way (or
+    requested while paused) is kept in ``pausedPhase``, since resume cannot derive it from the step index."""
+    if s.status.phase == "Promoting":
+        s.set(paused_phase="Promoting")
+    promoting = s.status.paused_phase == "Promoting"
     if s.status.paused_at is None:
         s.set(paused_at=s.now)
-        s.event("Normal", "Paused", f"Rollout of revision {canary} paused")
-    message = f"Rollout of revision {canary} paused by spec.paused; pods are left as they are"
+        during = " during its promotion" if promoting else ""
+        s.event("Normal", "Paused", f"Rollout of revision {canary} paused{during}")
+    if promoting:
+        message = (
+            f"Promotion of revision {canary} paused by spec.paused; pods are left as they are, the promotion goes "
+            "on after resume"
+        )
+    else:
+        message = f"Rollout of revision {canary} paused by spec.paused; pods are left as they are"
     wait = _timed_wait(s)
     if wait is not None and s.status.paused_at is not None:
         left = _wait_left(s, wait[1], s.status.paused_at)
@@ -836,18 +869,24 @@ def _paused(s: _Step, stable: str, canary: str) -> None:
     s.weights.update({stable: 100 - weight, canary: weight})
     for revision in (stable, canary):
         s.replicas[revision] = s.obs(revision).desired
+    if s.spec.strategy == "BlueGreen" and s.spec.blue_green.preview_service:
+        s.preview = canary
 
 
 def _resume(s: _Step, canary: str) -> None:
     """spec.paused was cleared. The time spent paused counts neither against the progress deadline (its clock
     restarts) nor against a timed wait: ``stepStartedAt`` moves forward by the paused time, so a pause step or a
-    BlueGreen auto-promotion goes on with what was left of it. Derived from ``pausedAt`` alone: restart-safe."""
+    BlueGreen auto-promotion goes on with what was left of it. A promotion held by the pause (``pausedPhase``)
+    goes on promoting. Derived from ``pausedAt`` and ``pausedPhase`` alone: restart-safe."""
     paused_at = s.status.paused_at
     changes: dict[str, object] = {
         "paused_at": None,
         "waiting_since": s.now if s.status.waiting_since is not None else None,
     }
     note = ""
+    if s.status.paused_phase == "Promoting":
+        changes.update(phase="Promoting", paused_phase=None)
+        note = "; the promotion goes on"
     wait = _timed_wait(s)
     started = s.status.step_started_at
     if wait is not None and paused_at is not None and started is not None:
@@ -867,6 +906,7 @@ def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
         "current_step_index": 0,
         "waiting_since": None,
         "paused_at": None,
+        "paused_phase": None,
         "steps_hash": "",
         "phase": "Completed",
         "message": f"Revision {revision} is stable",

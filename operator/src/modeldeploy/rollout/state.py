@@ -323,6 +323,9 @@ class RolloutStatus:
     canary_weight: int = 0
     step_started_at: datetime | None = None
     paused_at: datetime | None = None
+    paused_phase: Phase | None = None
+    """The phase spec.paused interrupted, kept while paused when resume cannot derive it from the steps: only
+    ``Promoting`` (a promotion skips the steps, so on resume it must go on promoting) (``pausedPhase``)."""
     waiting_since: datetime | None = None
     """Since when the rollout waits for the canary's pods to become ready (progress deadline clock)."""
     analysis_runs: tuple[AnalysisRun, ...] = ()
@@ -381,6 +384,8 @@ class RolloutStatus:
         ):
             if moment is not None:
                 out[key] = format_time(moment)
+        if self.paused_phase is not None:
+            out["pausedPhase"] = self.paused_phase
         if self.steps_hash:
             out["stepsHash"] = self.steps_hash
         if self.rollback is not None:
@@ -402,6 +407,7 @@ class RolloutStatus:
         runs = [r for r in (AnalysisRun.from_dict(x) for x in _list(raw.get("analysisRuns"))) if r is not None]
         rejected = [r for r in (Rejection.from_dict(x) for x in _list(raw.get("rejectedRevisions"))) if r is not None]
         weight = _int(raw.get("canaryWeight"))
+        paused_phase = raw.get("pausedPhase") if raw.get("pausedPhase") in PHASES else None
         return cls(
             phase=cast(Phase, phase),
             stable_revision=_text(raw.get("stableRevision")),
@@ -410,6 +416,7 @@ class RolloutStatus:
             canary_weight=min(100, max(0, weight)),
             step_started_at=parse_time(raw.get("stepStartedAt")),
             paused_at=parse_time(raw.get("pausedAt")),
+            paused_phase=cast(Phase | None, paused_phase),
             waiting_since=parse_time(raw.get("waitingSince")),
             analysis_runs=tuple(runs[-MAX_ANALYSIS_RUNS:]),
             rejected_revisions=tuple(rejected[-MAX_REJECTED:]),
