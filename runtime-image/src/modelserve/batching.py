@@ -166,9 +166,7 @@ class Batcher:
         Only bodies that started arriving within the last one or two `max_queue_delay`s hold a batch back. A body
         that drips in more slowly than that (a slow or hostile client) would otherwise make every batch wait the
         whole delay for as long as it lasts."""
-        epoch = int((time.perf_counter() if started is None else started) / self._window)
-        if epoch != self._epoch:
-            self._roll(epoch)
+        epoch = self._roll(time.perf_counter() if started is None else started)
         if epoch == self._epoch:
             self._arriving += 1
         elif epoch == self._epoch - 1:
@@ -186,18 +184,19 @@ class Batcher:
         if self._arriving + self._arriving_before == 0 and self._queue:
             self._wakeup.set()
 
-    def _roll(self, epoch: int) -> None:
-        """Move the arrival windows forward to `epoch`; arrivals older than the window before it stop counting."""
-        if epoch < self._epoch:
-            return  # a start time from before the current window (a late caller): counted as the older window
-        self._arriving_before = self._arriving if epoch == self._epoch + 1 else 0
-        self._arriving = 0
-        self._epoch = epoch
+    def _roll(self, at: float) -> int:
+        """The arrival window of time `at`, after moving the windows forward to it if it is newer; arrivals older
+        than the window before the current one stop counting. A time from before the current window (a late
+        caller) moves nothing."""
+        epoch = int(at / self._window)
+        if epoch > self._epoch:
+            self._arriving_before = self._arriving if epoch == self._epoch + 1 else 0
+            self._arriving = 0
+            self._epoch = epoch
+        return epoch
 
     def _still_arriving(self, now: float) -> bool:
-        epoch = int(now / self._window)
-        if epoch != self._epoch:
-            self._roll(epoch)
+        self._roll(now)
         return self._arriving + self._arriving_before > 0
 
     def submit(

@@ -237,22 +237,30 @@ def json_array(data: Any, dtype: np.dtype[Any]) -> Array:
     refused (except "NaN", "Infinity" and "-Infinity" in a floating-point tensor), an integer tensor refuses
     a float unless it holds that value exactly (2.0, not 2.5 or 1e30), and a BOOL tensor takes only true and
     false. Raises ValueError, TypeError or OverflowError with the reason."""
-    array = np.asarray(data, dtype=dtype)  # shape, raggedness and range errors, worded by numpy
     accepted = _JSON_KINDS.get(dtype.kind)
-    if accepted is None or array.size == 0:
-        return array
-    kind = np.asarray(data).dtype.kind
+    if accepted is None:
+        return np.asarray(data, dtype=dtype)
+    inferred = np.asarray(data)  # the kind of the values; shape and raggedness errors, worded by numpy
+    kind = inferred.dtype.kind
+    if inferred.size == 0:
+        return np.asarray(data, dtype=dtype)
+    if kind == "f" and dtype.kind == "f":
+        # JSON numbers read as doubles either way: converting the inferred array rounds as converting the list
+        # would, without walking the Python list a second time.
+        return inferred if inferred.dtype == dtype else inferred.astype(dtype)
     if kind in accepted:
-        return array
+        return np.asarray(data, dtype=dtype)  # numpy checks the range of integers as it converts them
     if kind == "f" and dtype.kind in "iu":
+        array = np.asarray(data, dtype=dtype)
         with np.errstate(invalid="ignore"):
-            exact = np.array_equal(array.astype(np.float64), np.asarray(data, dtype=np.float64))
+            exact = np.array_equal(array.astype(np.float64), inferred)
         if exact:
             return array
         raise ValueError(f"{datatype_of(dtype)} data must be whole numbers within its range")
     misfits = _first_misfit(data, dtype.kind)
     if not misfits:
-        return array  # numbers numpy could not infer one kind for (integers beyond 64 bits, mixed with floats)
+        # numbers numpy could not infer one kind for (integers beyond 64 bits, mixed with floats)
+        return np.asarray(data, dtype=dtype)
     raise TypeError(f"{datatype_of(dtype)} data cannot hold {orjson.dumps(misfits[0]).decode()[:40]}")
 
 
