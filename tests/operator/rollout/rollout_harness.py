@@ -24,6 +24,14 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 GOOD = Sample(requests=1000, errors=1, p99_seconds=0.1, pods=1)
 BAD = Sample(requests=1000, errors=200, p99_seconds=0.1, pods=1)
 THIN = Sample(requests=3, errors=0, p99_seconds=0.1, pods=1)
+A, B, C = "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"  # revisions
+# A canary rollout with a step of each kind: weight, timed pause, analysis (two measurements), weight.
+CANARY: dict[str, Any] = {
+    "strategy": "Canary",
+    "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1m"}}, {"analysis": {}}, {"setWeight": 50}]},
+    "analysis": {"maxErrorRatio": 0.01, "interval": "30s", "count": 2, "failureLimit": 0, "minRequests": 10},
+    "progressDeadlineSeconds": 120,
+}
 
 
 @dataclass

@@ -7,11 +7,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rollout_harness import Cluster, spec
+from rollout_harness import B, Cluster, spec
 
 from modeldeploy.rollout.replicas import max_extra_pods, plan_gpu_capacity, usable_gpus
-
-B = "bbbbbbbbbb"
 
 
 @pytest.mark.parametrize(

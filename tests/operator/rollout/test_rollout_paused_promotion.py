@@ -10,18 +10,11 @@ import json
 from typing import Any
 
 import pytest
-from rollout_harness import Cluster, reasons, spec
+from rollout_harness import CANARY, A, B, C, Cluster, reasons, spec
 
 from modeldeploy.rollout.plan import Controls, Decision, RevisionObservation
 from modeldeploy.rollout.state import RolloutStatus
 
-A, B, C = "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"
-CANARY: dict[str, Any] = {
-    "strategy": "Canary",
-    "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1m"}}, {"analysis": {}}, {"setWeight": 50}]},
-    "analysis": {"maxErrorRatio": 0.01, "interval": "30s", "count": 2, "failureLimit": 0, "minRequests": 10},
-    "progressDeadlineSeconds": 120,
-}
 BLUE_GREEN: dict[str, Any] = {"strategy": "BlueGreen", "progressDeadlineSeconds": 120}
 ROLLING: dict[str, Any] = {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}, "progressDeadlineSeconds": 120}
 PAUSED, RESUMED = Controls(paused=True), Controls()

@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rollout_harness import BAD, THIN, Cluster, reasons, spec
+from rollout_harness import BAD, CANARY, THIN, A, B, C, Cluster, reasons, spec
 
 from modeldeploy.rollout.plan import Controls, Decision
-
-A, B, C = "aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"
-CANARY: dict[str, Any] = {
-    "strategy": "Canary",
-    "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "1m"}}, {"analysis": {}}, {"setWeight": 50}]},
-    "analysis": {"maxErrorRatio": 0.01, "interval": "30s", "count": 2, "failureLimit": 0, "minRequests": 10},
-    "progressDeadlineSeconds": 120,
-}
 
 
 def stable_cluster(raw: dict[str, Any], **kwargs: Any) -> Cluster:
@@ -673,14 +665,20 @@ def test_spec_paused_stops_the_blue_green_auto_promotion_clock() -> None:
 # --- a rollback hands the traffic back only as fast as the stable's pods can take it -----------------------
 
 
-def canary_at_25(raw: dict[str, Any] = CANARY) -> Cluster:
-    """Replica-ratio routing, 4 pods: the canary B serves 25% with 1 pod, the stable A 75% with 3."""
+def canary_serving(raw: dict[str, Any]) -> tuple[Cluster, Decision]:
+    """The stable A on ready pods, and the canary B at its first step with its pods ready; from then on pods become
+    ready only with ``make_ready``."""
     cluster = stable_cluster(raw, auto_ready=False)
     cluster.make_ready(A)
     cluster.deploy(B)
     cluster.step()
     cluster.make_ready(B)
-    d = cluster.step()
+    return cluster, cluster.step()
+
+
+def canary_at_25(raw: dict[str, Any] = CANARY) -> Cluster:
+    """Replica-ratio routing, 4 pods: the canary B serves 25% with 1 pod, the stable A 75% with 3."""
+    cluster, d = canary_serving(raw)
     assert d.weights == {A: 75, B: 25} and d.replicas == {A: 3, B: 1} and d.status.canary_weight == 25
     return cluster
 
@@ -738,12 +736,7 @@ def test_a_rollback_hands_exact_weights_back_as_the_stable_pods_become_ready() -
             "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
         },
     }
-    cluster = stable_cluster(raw, auto_ready=False)
-    cluster.make_ready(A)
-    cluster.deploy(B)
-    cluster.step()
-    cluster.make_ready(B)
-    d = cluster.step()
+    cluster, d = canary_serving(raw)
     assert d.weights == {A: 50, B: 50} and d.replicas == {A: 2, B: 2}
     cluster.controls = Controls(abort=True)
     d = cluster.step()  # the budget lets the stable grow to 3 while the canary keeps its 2 pods

@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import Cluster, reasons, spec
-
-A, B = "aaaaaaaaaa", "bbbbbbbbbb"
+from rollout_harness import A, B, Cluster, reasons, spec
 
 
 def canary(routing: str) -> dict[str, Any]:

@@ -100,19 +100,19 @@ def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | 
         notes.append(f"stable has {served}, relative criteria skipped")
     elif stable is not None and stable_ok:
         stable_ratio = stable.error_ratio
-        if criteria.max_error_ratio_increase is not None and (ratio is None or stable_ratio is None):
-            notes.append("errorRatio increase unknown (no error data), maxErrorRatioIncrease skipped")
-        elif criteria.max_error_ratio_increase is not None:
-            assert ratio is not None and stable_ratio is not None
-            judged += 1
-            increase = ratio - stable_ratio
-            ok = increase <= criteria.max_error_ratio_increase + 1e-12
-            notes.append(
-                f"errorRatio increase {_pct(increase)} (canary {_pct(ratio)} - stable {_pct(stable_ratio)}) "
-                f"{'<=' if ok else '>'} maxErrorRatioIncrease {_pct(criteria.max_error_ratio_increase)}"
-            )
-            if not ok:
-                failures.append("maxErrorRatioIncrease")
+        if criteria.max_error_ratio_increase is not None:
+            if ratio is None or stable_ratio is None:
+                notes.append("errorRatio increase unknown (no error data), maxErrorRatioIncrease skipped")
+            else:
+                judged += 1
+                increase = ratio - stable_ratio
+                ok = increase <= criteria.max_error_ratio_increase + 1e-12
+                notes.append(
+                    f"errorRatio increase {_pct(increase)} (canary {_pct(ratio)} - stable {_pct(stable_ratio)}) "
+                    f"{'<=' if ok else '>'} maxErrorRatioIncrease {_pct(criteria.max_error_ratio_increase)}"
+                )
+                if not ok:
+                    failures.append("maxErrorRatioIncrease")
         if criteria.max_p99_latency_ratio is not None:
             if canary.p99_seconds is None or stable.p99_seconds is None or stable.p99_seconds <= 0:
                 notes.append("p99 ratio unknown (missing latency observations), maxP99LatencyRatio skipped")
