@@ -168,3 +168,60 @@ def test_a_signal_during_start_up_is_not_lost(tmp_path: Path, models: dict[str, 
     assert done.returncode == 0, done.stderr
     assert "Replaying SIGTERM received during start-up" in done.stderr
     assert time.monotonic() - started < 30  # stopped at once: no 30 s drain for a server that was never ready
+
+
+class FakeLimits:
+    """resource.getrlimit/setrlimit for RLIMIT_NOFILE; `settable` bounds what setrlimit accepts."""
+
+    def __init__(self, soft: int, hard: int, settable: bool = True) -> None:
+        self.soft, self.hard, self.settable = soft, hard, settable
+
+    def getrlimit(self, which: int) -> tuple[int, int]:
+        import resource
+
+        assert which == resource.RLIMIT_NOFILE
+        return self.soft, self.hard
+
+    def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
+        import resource
+
+        if not self.settable or (self.hard != resource.RLIM_INFINITY and limits[0] > self.hard):
+            raise ValueError("not allowed")
+        self.soft, self.hard = limits
+
+
+@pytest.mark.parametrize(
+    ("soft", "hard", "settable", "wanted", "expected_limit", "expected_soft"),
+    [
+        (1_048_576, 1_048_576, True, 4096, 4096, 1_048_576),  # plenty: nothing changes
+        (1024, 1_048_576, True, 4096, 4096, 4096 + cli.FD_RESERVE),  # the soft limit is raised for it
+        (1024, 2048, True, 4096, 2048 - cli.FD_RESERVE, 2048),  # raised to the hard limit, the rest lowered
+        (1024, 1_048_576, False, 4096, 1024 - cli.FD_RESERVE, 1024),  # cannot raise: lowered
+        (1024, 1024, True, 0, 0, 1024),  # no connection limit: left alone
+        (64, 64, True, 4096, 1, 64),  # absurdly low: still a limit, not 0 (which would mean none)
+    ],
+)
+def test_the_connection_limit_fits_the_open_file_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, soft: int, hard: int, settable: bool,
+    wanted: int, expected_limit: int, expected_soft: int,
+) -> None:  # fmt: skip
+    """The connection limit's 503 needs the connection accepted: `--max-connections` plus a reserve must fit in
+    the open-file limit, raised when it can be, and the connection limit is lowered (with a warning) when not."""
+    import resource
+
+    limits = FakeLimits(soft, hard, settable)
+    monkeypatch.setattr(resource, "getrlimit", limits.getrlimit)
+    monkeypatch.setattr(resource, "setrlimit", limits.setrlimit)
+    config = serve_config(cli.build_parser({}).parse_args(["serve", "--max-connections", str(wanted)]))
+    with caplog.at_level(logging.WARNING, logger="modelserve"):
+        fitted = cli.fit_connection_limit(config)
+    assert (fitted.max_connections, limits.soft) == (expected_limit, expected_soft)
+    assert ("lowered" in caplog.text) == (expected_limit != wanted)
+
+
+def test_connection_and_body_limits_are_flags_and_variables() -> None:
+    env = {"MODELSERVE_MAX_CONNECTIONS": "10", "MODELSERVE_BODY_TIMEOUT_SECONDS": "2.5"}
+    config = serve_config(cli.build_parser(env).parse_args(["serve"]))
+    assert (config.max_connections, config.body_timeout_seconds) == (10, 2.5)
+    defaults = serve_config(cli.build_parser({}).parse_args(["serve"]))
+    assert (defaults.max_connections, defaults.body_timeout_seconds) == (4096, 30.0)

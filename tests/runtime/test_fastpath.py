@@ -10,6 +10,7 @@ import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,102 @@ def test_malformed_http_gets_a_json_400_and_close(servers: dict[str, str], path:
     assert status == 400
     assert headers["content-type"] == "application/json" and headers["connection"] == "close"
     assert json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+def test_a_body_that_stops_arriving_gets_408_and_close(models: dict[str, Path], fast_path: bool) -> None:
+    """A request whose head is in and whose body stops arriving for `--body-timeout-seconds` gets a JSON 408 and
+    its connection closes; a slow body that keeps arriving is served, however long it takes in all."""
+    timeout = 0.6
+    config = make_config(models["mlp"], fast_path=fast_path, body_timeout_seconds=timeout)
+    with serve_in_thread(config, keep_alive_s=1) as (base, _):
+        labels = 'model="mlp",outcome="client_error",protocol="v2",version="1"'
+        before = metric(base, "modelserve_requests_total", labels)
+        body = js(v2_body())
+        with socket.create_connection(address(base), timeout=10) as stalled:
+            stalled.sendall(post("/v2/models/mlp/infer", body)[:-10])
+            started = time.monotonic()
+            [(status, headers, reply)] = read_responses(stalled, 1)
+            waited = time.monotonic() - started
+            assert status == 408 and headers["content-type"] == "application/json"
+            assert headers["connection"] == "close" and "request body" in json.loads(reply)["error"]
+            assert timeout * 0.8 <= waited < timeout + 1.0
+            assert closed_by_server(stalled)
+        assert metric(base, "modelserve_requests_total", labels) == before + 1
+        with socket.create_connection(address(base), timeout=10) as steady:
+            raw = post("/v2/models/mlp/infer", body)
+            steady.sendall(raw[: len(raw) - 8])
+            started = time.monotonic()
+            for byte in raw[len(raw) - 8 :]:  # 8 x 0.25 s: past 3 timeouts in all, never one without a byte
+                time.sleep(timeout * 0.4)
+                steady.sendall(bytes([byte]))
+            [(status, _, _)] = read_responses(steady, 1)
+            assert status == 200 and time.monotonic() - started > 2 * timeout
+    # Without a limit (0) a stalled body is left alone.
+    unlimited = make_config(models["mlp"], fast_path=fast_path, body_timeout_seconds=0.0)
+    with serve_in_thread(unlimited, keep_alive_s=1) as (base, _), socket.create_connection(address(base)) as sock:
+        sock.sendall(post("/v2/models/mlp/infer", body)[:-10])
+        time.sleep(2.0)
+        sock.sendall(body[-10:])
+        [(status, _, _)] = read_responses(sock, 1)
+        assert status == 200
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+def test_a_body_the_server_stopped_reading_is_not_timed_out(models: dict[str, Path], fast_path: bool) -> None:
+    """A request pipelined behind a slow one is not read until the first reply is out (uvicorn pauses reading):
+    the client did not stall, so the wait does not count against its body timeout."""
+    from .test_app import SlowEngine
+
+    config = make_config(models["mlp"], fast_path=fast_path, body_timeout_seconds=0.4)
+    with serve_in_thread(config, loader=lambda c: SlowEngine(delay=1.5), keep_alive_s=1) as (base, _):
+        first = post("/v2/models/mlp/infer", js(v2_body()))
+        second = post("/v2/models/mlp/infer", js(v2_body(rows=16384)))  # 2 MB: more than one read
+        with socket.create_connection(address(base), timeout=20) as sock, ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(sock.sendall, first + second)
+            statuses = [status for status, _, _ in read_responses(sock, 2)]
+            sending.result()
+        assert statuses == [200, 200]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "asgi"])
+def test_inference_past_the_connection_limit_gets_503_and_close(models: dict[str, Path], fast_path: bool) -> None:
+    """Past `--max-connections` open connections an inference request gets a JSON 503 with Retry-After, counted as
+    overloaded, and its connection closes; health and metrics requests are still answered (a refused kubelet probe
+    would take the pod out of service); once a connection closes, inference is served again."""
+    limit = 3
+    config = make_config(models["mlp"], fast_path=fast_path, max_connections=limit)
+    infer = post("/v2/models/mlp/infer", js(v2_body()))
+    overloaded = 'model="mlp",outcome="overloaded",protocol="v2",version="1"'
+    with serve_in_thread(config) as (base, _):
+        before = metric(base, "modelserve_requests_total", overloaded)
+        held = [socket.create_connection(address(base), timeout=10) for _ in range(limit)]
+        for sock in held:  # accepted and counted, and served while at the limit
+            sock.sendall(infer)
+            assert [s for s, _, _ in read_responses(sock, 1)] == [200]
+        with socket.create_connection(address(base), timeout=10) as extra:
+            extra.sendall(infer)
+            [(status, headers, body)] = read_responses(extra, 1)
+            assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+            assert headers["content-type"] == "application/json" and str(limit) in json.loads(body)["error"]
+            assert closed_by_server(extra)
+        for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/mlp"):
+            with socket.create_connection(address(base), timeout=10) as probe:
+                probe.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                assert [s for s, _, _ in read_responses(probe, 1)] == [200], path
+        with socket.create_connection(address(base), timeout=10) as extra:  # metrics: opens a connection too
+            extra.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            [(status, _, text)] = read_responses(extra, 1)
+        assert status == 200
+        counted = re.search(rf"^modelserve_requests_total\{{{overloaded}\}} (\S+)$", text.decode(), re.M)
+        assert counted and float(counted.group(1)) == before + 1
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while True:  # the server sees the close soon, not at once
+            status = exchange(base, infer)[0][0]
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert status == 200
+        for sock in held:
+            sock.close()

@@ -139,5 +139,6 @@ def test_gpu_memory_is_read_at_scrape_time() -> None:
 
 def test_outcome_of_status() -> None:
     assert [outcome_of(s) for s in (200, 400, 404, 413, 408, 504, 503, 500)] == [
-        "success", "client_error", "client_error", "client_error", "timeout", "timeout", "overloaded", "server_error",
+        "success", "client_error", "client_error", "client_error", "client_error", "timeout", "overloaded",
+        "server_error",
     ]  # fmt: skip

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -116,6 +117,7 @@ def run_serve(config: ServeConfig) -> int:
     from modelserve.lifecycle import Lifecycle, Server
 
     tune_interpreter()
+    config = fit_connection_limit(config)
     compiled = compiled_modules()
     log.info("Request path: %s", f"compiled ({', '.join(compiled)})" if compiled else "pure Python")
     lifecycle = Lifecycle(config.drain_seconds)
@@ -141,6 +143,41 @@ def run_serve(config: ServeConfig) -> int:
     if lifecycle.exit_code:
         return lifecycle.exit_code
     return 0 if server.started else 1
+
+
+# Descriptors kept free beside the connections: the listening socket, model and log files, torch's and the
+# loop's own (eventfds, pipes), a kubelet probe's connection.
+FD_RESERVE = 128
+
+
+def fit_connection_limit(config: ServeConfig) -> ServeConfig:
+    """`--max-connections` within the open-file limit: the 503 of the connection limit needs the connection
+    accepted, and an accept that fails for want of a descriptor leaves the client waiting in the backlog instead
+    (and the loop retrying). Raises the soft limit towards the hard one when it is too low, and lowers the
+    connection limit, with a warning, when even the hard limit is."""
+    import resource
+
+    if not config.max_connections:
+        return config
+    want = config.max_connections + FD_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return config
+    raised = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError) as exc:
+            log.warning("Cannot raise the open-file limit from %d to %d: %s", soft, raised, exc)
+    if soft >= want:
+        return config
+    limit = max(1, soft - FD_RESERVE)
+    log.warning(
+        "--max-connections %d lowered to %d: the open-file limit is %d (hard %s) and %d descriptors stay reserved",
+        config.max_connections, limit, soft, "unlimited" if hard == resource.RLIM_INFINITY else hard, FD_RESERVE,
+    )  # fmt: skip
+    return replace(config, max_connections=limit)
 
 
 def http_protocol(config: ServeConfig) -> str | type[asyncio.Protocol]:

@@ -98,6 +98,18 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--max-queue-size", _positive_int, 1024, "queued requests beyond which requests get 503"),
     Option("--request-timeout-ms", _non_negative_float, 30000.0, "default per-request deadline (0: none)"),
     Option("--max-body-bytes", _positive_int, 64 * 1024 * 1024, "largest request body accepted (413 above)"),
+    Option(
+        "--body-timeout-seconds",
+        _non_negative_float,
+        30.0,
+        "longest a request body may go without a byte arriving (408, then close; 0: no limit)",
+    ),
+    Option(
+        "--max-connections",
+        _non_negative_int,
+        4096,
+        "open connections beyond which inference requests get 503 and the connection closes (0: no limit)",
+    ),
     Option("--drain-seconds", _non_negative_float, 15.0, "seconds to keep serving after SIGTERM"),
     Option("--device", str, "auto", "where to run the model", ("auto", "cpu", "cuda")),
     Option("--device-index", _non_negative_int, 0, "CUDA device index"),
@@ -135,6 +147,8 @@ class ServeConfig:
     max_queue_size: int = 1024
     request_timeout_ms: float = 30000.0
     max_body_bytes: int = 64 * 1024 * 1024
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 4096
     drain_seconds: float = 15.0
     device: str = "auto"
     device_index: int = 0

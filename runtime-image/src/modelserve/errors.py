@@ -86,6 +86,12 @@ class PayloadTooLarge(RequestError):
     status = 413
 
 
+class BodyTimeout(RequestError):
+    """The request body stopped arriving: no byte of it for `--body-timeout-seconds`."""
+
+    status = 408
+
+
 class Overloaded(ModelServeError):
     """The queue is full: the client should retry later (503 with Retry-After)."""
 

@@ -13,9 +13,9 @@ compare the two byte for byte.
 What this path keeps of the server's contract: bearer-token authentication (`auth.authorize`, as the ASGI
 middleware does), the body limit (413 at once from `Content-Length`, or as soon as a chunked body passes it;
 the connection is then closed rather than reading the rest), keep-alive and `Connection: close`, HTTP/1.0,
-uvicorn's `Server` and `Date` headers, graceful shutdown (uvicorn's `shutdown()` sees a request in progress and
-closes the connection after its reply), and the batcher's arrival accounting (a batch may wait for a body that is
-still arriving).
+uvicorn's `Server` and `Date` headers, the connection limit and the body timeout (`ServerProtocol`), graceful
+shutdown (uvicorn's `shutdown()` sees a request in progress and closes the connection after its reply), and the
+batcher's arrival accounting (a batch may wait for a body that is still arriving).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from uvicorn.server import ServerState
 from modelserve import inference, protocol_v2
 from modelserve.auth import authorize
 from modelserve.batching import Batcher, Result
-from modelserve.errors import RequestError
+from modelserve.errors import BodyTimeout, ModelServeError, Overloaded, RequestError
 from modelserve.inference import (
     Pending,
     Reply,
@@ -41,6 +41,7 @@ from modelserve.inference import (
     begin,
     body_over_limit,
     check_declared_length,
+    error_reply,
     finish,
     json_reply,
     refuse,
@@ -63,6 +64,8 @@ _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
 MAX_HEAD_BYTES = 1024 * 1024
 _HEAD_TOO_LARGE = json_reply({"error": f"request line and headers exceed the {MAX_HEAD_BYTES}-byte limit"}, 431)
 _V2_LENGTH, _V1_LENGTH = len(_V2_PREFIX) + len(_V2_SUFFIX), len(_V1_PREFIX) + len(_V1_SUFFIX)
+_LIMIT_LOG_INTERVAL = 10.0  # seconds between two warnings that the connection limit refuses requests
+_limit_logged_at = -_LIMIT_LOG_INTERVAL
 
 
 def match_route(path: bytes) -> tuple[str, str, str | None] | None:
@@ -177,8 +180,10 @@ class _Request:
 class ServerProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the guards every connection of this server needs, with or without the fast
     path: request heads over MAX_HEAD_BYTES get a JSON 431, a connection that does not complete a request head
-    within the keep-alive timeout is closed (slowloris), malformed HTTP gets a JSON 400, and one keep-alive timer
-    per idle period. Pass as `uvicorn.Config(http=ServerProtocol)` (`--fast-path false`)."""
+    within the keep-alive timeout is closed (slowloris), a request body that stops arriving for
+    `--body-timeout-seconds` gets a JSON 408, inference requests beyond `--max-connections` open connections get a
+    JSON 503, malformed HTTP gets a JSON 400, and one keep-alive timer per idle period. Pass as
+    `uvicorn.Config(http=ServerProtocol)` (`--fast-path false`)."""
 
     def __init__(
         self, config: Config, server_state: ServerState, app_state: dict[str, Any],
@@ -187,6 +192,8 @@ class ServerProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._idle_since: float | None = None  # loop time the last response completed; None while in use
         self._head_bytes = 0  # bytes read while a request head was incomplete; -1 once its headers are in
+        self._body_read_at = 0.0  # loop time of the last read that ended inside a request body
+        self._head_at = 0.0  # perf_counter when the headers of a request left to the ASGI cycle were in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -203,6 +210,10 @@ class ServerProtocol(HttpToolsProtocol):
                 self._head_bytes = -1
                 self._write(_HEAD_TOO_LARGE, keep_alive=False)
                 self.transport.close()
+        elif not self.transport.is_closing():  # this read ended inside a request body
+            self._body_read_at = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self._check_body(self._body_read_at)
 
     def send_400_response(self, msg: str) -> None:
         """Malformed HTTP (uvicorn calls this when the parser fails): a JSON 400 like every other client error,
@@ -239,12 +250,68 @@ class ServerProtocol(HttpToolsProtocol):
     def _keep_alive_expired(self) -> None:
         self.timeout_keep_alive_task = None
         if self._idle_since is None:
-            return  # in use: the next completed response arms the timer again
+            # In use: while a body arrives the same timer watches it; while a reply is pending nothing does, and
+            # the next completed response arms the timer again.
+            if self._head_bytes < 0 and not self.transport.is_closing():
+                self._check_body(self.loop.time())
+            return
         left = self._idle_since + self.timeout_keep_alive - self.loop.time()
         if left > 0:
             self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
         else:
             self.timeout_keep_alive_handler()
+
+    # Body timeout: a request whose head is in and whose body stops arriving would hold its connection (and the
+    # body read so far) for as long as the client keeps it open. The keep-alive timer watches it too: no byte for
+    # `--body-timeout-seconds` is a 408 and the connection closes. Time in which the server itself stopped
+    # reading (uvicorn pauses a connection whose request is pipelined behind a reply in progress) does not count.
+
+    def _check_body(self, now: float) -> None:
+        state = self.app_state.get("modelserve")
+        timeout = state.config.body_timeout_seconds if isinstance(state, State) else 0.0
+        if timeout <= 0:
+            return
+        if self.flow.read_paused:
+            self._body_read_at = now
+        left = self._body_read_at + timeout - now
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_expired)
+        else:
+            self._body_timed_out(BodyTimeout(f"no byte of the request body arrived for {timeout:g} s"))
+
+    def _body_timed_out(self, error: BodyTimeout) -> None:
+        """408 for a request left to the ASGI cycle whose body stopped arriving; the app sees a disconnect."""
+        cycle = self.cycle
+        answered = cycle is not None and (cycle.response_complete or cycle.response_started)
+        if cycle is not None:
+            cycle.disconnected = True  # the app's `receive` returns http.disconnect and its `send` does nothing
+            cycle.message_event.set()
+        if not answered:
+            self._write(self._refusal(error, self._head_at), keep_alive=False)
+        self.transport.close()
+
+    def _refusal(self, error: ModelServeError, started: float) -> Reply:
+        """The reply refusing the request whose head was just parsed: counted when it is an inference request."""
+        state = self.app_state.get("modelserve")
+        route = match_route(self.url.partition(b"?")[0])
+        if isinstance(state, State) and route is not None:
+            return refuse(state, route[0], started, error)
+        return error_reply(error)
+
+    # Connection limit: past `--max-connections` open connections an inference request gets a 503 with
+    # Retry-After and its connection is closed, so the count comes back under the limit. Health, metadata and
+    # metrics requests are still answered: kubelet probes open a connection each, and a probe refused under load
+    # would take the pod out of its Service or restart it.
+
+    def _over_limit(self) -> Overloaded | None:
+        """Overloaded when this request must be refused for the connection limit; None otherwise."""
+        state = self.app_state.get("modelserve")
+        if not isinstance(state, State):
+            return None
+        limit = state.config.max_connections
+        if not limit or len(self.connections) <= limit:
+            return None
+        return _connection_limit_error(limit, len(self.connections))
 
     def on_url(self, url: bytes) -> None:
         # uvicorn's own on_url and on_header, restated so that the compiled build runs them as C (they run once
@@ -259,7 +326,17 @@ class ServerProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_use()
-        super().on_headers_complete()
+        self._head_at = time.perf_counter()
+        refused = self._over_limit()
+        if refused is None or match_route(self.url.partition(b"?")[0]) is None:
+            super().on_headers_complete()
+            return
+        reply = self._refusal(refused, self._head_at)
+        app, self.app = self.app, functools.partial(_send_reply, reply)
+        try:
+            super().on_headers_complete()  # uvicorn's cycle runs `_send_reply` instead of the app
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0  # what follows is the next request's head
@@ -324,6 +401,11 @@ class FastPathProtocol(ServerProtocol):
         self._fast = request
         self.cycle = request  # type: ignore[assignment]  # read by uvicorn as a cycle; see _Request
         state = request.state
+        limit = state.config.max_connections
+        if limit and len(self.connections) > limit:
+            error = _connection_limit_error(limit, len(self.connections))
+            self._reply(request, refuse(state, request.protocol, request.started, error), close=True)
+            return
         try:
             check_declared_length(request.headers.get("content-length"), state.config.max_body_bytes)
         except RequestError as exc:
@@ -387,6 +469,15 @@ class FastPathProtocol(ServerProtocol):
             self._fast = None
         super().connection_lost(exc)
 
+    def _body_timed_out(self, error: BodyTimeout) -> None:
+        request = self._fast
+        if request is None or request.response_complete:
+            super()._body_timed_out(error)
+            return
+        self._arrived(request)
+        reply = request.denial or refuse(request.state, request.protocol, request.started, error)
+        self._reply(request, reply, close=True)
+
     # ---- helpers ----
 
     def _take(self) -> _Request | None:
@@ -431,3 +522,28 @@ class FastPathProtocol(ServerProtocol):
             self._fast = None
             transport.close()
         self.on_response_complete()
+
+
+def _connection_limit_error(limit: int, open_connections: int) -> Overloaded:
+    global _limit_logged_at
+    now = time.monotonic()
+    if now - _limit_logged_at >= _LIMIT_LOG_INTERVAL:
+        _limit_logged_at = now
+        log.warning(
+            "%d connections are open, over --max-connections %d: inference requests get 503 and their connections "
+            "close (logged at most every %g s)",
+            open_connections, limit, _LIMIT_LOG_INTERVAL,
+        )  # fmt: skip
+    return Overloaded(f"the server has more than {limit} open connections; retry later")
+
+
+async def _send_reply(reply: Reply, scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that answers `reply` and closes the connection (the request's body is not read)."""
+    headers = [
+        (b"content-type", reply.content_type.encode("latin-1")),
+        (b"content-length", b"%d" % len(reply.body)),
+        (b"connection", b"close"),
+    ]
+    headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

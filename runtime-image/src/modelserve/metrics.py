@@ -205,7 +205,7 @@ def outcome_of(status: int) -> str:
     """The outcome label for an HTTP status of an inference response."""
     if status < 400:
         return "success"
-    if status in (408, 504):
+    if status == 504:
         return "timeout"
     if status == 503:
         return "overloaded"
