@@ -2,15 +2,51 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import re
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import kubernetes_validate
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modeldeploy import schema
+from modeldeploy.analysis.criteria import Outcome, RunPhase
+from modeldeploy.analysis.sample import Sample
+from modeldeploy.rollout.config import parse_rollout
+from modeldeploy.rollout.plan import (
+    MAX_ERROR_TEXT,
+    AnalysisRequest,
+    Controls,
+    Measurement,
+    Observed,
+    RevisionInfo,
+    RevisionObservation,
+    next_rollout,
+)
+from modeldeploy.rollout.state import (
+    MAX_ANALYSIS_RUNS,
+    MAX_MESSAGE,
+    MAX_PREFLIGHT_MESSAGE,
+    MAX_REJECTED,
+    PHASES,
+    PREFLIGHT_RESULTS,
+    RUN_PHASES,
+    AnalysisRun,
+    GpuPreflight,
+    HistoryEntry,
+    MeasurementRecord,
+    Rejection,
+    RollbackPin,
+    RolloutStatus,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CANONICAL = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -252,3 +288,352 @@ def test_rollout_block_describes_every_strategy() -> None:
     rollout = _root()["properties"]["spec"]["properties"]["rollout"]
     for word in ("RollingUpdate", "Canary", "BlueGreen", "roll back", "status.rollout"):
         assert word in rollout["description"]
+
+
+# --- status.rollout: everything the operator writes there is described, and valid ----------------------------
+
+CHART_COPY = REPO / "charts" / "modeldeploy" / "crds" / CANONICAL.name
+ROLLOUT = "status.rollout"
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+STABLE, CANARY, OLD = "0123456789", "abcdef0123", "fedcba9876"
+GOOD = Sample(requests=1000.0, errors=1.0, p99_seconds=0.1, pods=2)
+BAD = Sample(requests=1000.0, errors=200.0, p99_seconds=0.1, pods=2)
+THIN = Sample(requests=3.0, errors=0.0, p99_seconds=0.1, pods=1)
+
+
+def test_chart_copy_is_identical_to_the_canonical_crd() -> None:
+    assert CHART_COPY.read_bytes() == CANONICAL.read_bytes(), "run `make sync-crds`"
+
+
+def _full_rollout_status() -> RolloutStatus:
+    """A status with every field of every record set (``test_full_rollout_status_sets_every_field`` checks)."""
+    measurement = MeasurementRecord(
+        T0 + timedelta(minutes=1),
+        "Fail",
+        "Failed maxErrorRatio: errorRatio 3.00% > maxErrorRatio 1.00%",
+        Sample(requests=1000.0, errors=30.0, p99_seconds=0.25, pods=2),
+        Sample(requests=3000.0, errors=3.0, p99_seconds=0.2, pods=6),
+    )
+    run = AnalysisRun(
+        id=f"{CANARY}-step-1-4",
+        revision=CANARY,
+        gate="step-1",
+        started_at=T0,
+        phase="Failed",
+        measurements=(measurement,),
+        message="2 consecutive measurement errors, more than consecutiveErrorLimit 1; last error: refused",
+        consecutive_errors=2,
+        last_error="Prometheus query failed: connection refused",
+        last_error_at=T0 + timedelta(minutes=2),
+    )
+    return RolloutStatus(
+        phase="Paused",
+        stable_revision=STABLE,
+        canary_revision=CANARY,
+        current_step_index=2,
+        canary_weight=40,
+        step_started_at=T0 + timedelta(minutes=3),
+        paused_at=T0 + timedelta(minutes=4),
+        paused_phase="Promoting",
+        waiting_since=T0 + timedelta(minutes=5),
+        analysis_runs=(run,),
+        rejected_revisions=(Rejection(CANARY, "MeasurementErrors", "Analysis at step 1: measurements ...", T0),),
+        previous_revision=OLD,
+        warm_until=T0 + timedelta(minutes=10),
+        last_promote_token="promote-1",
+        last_rollback_to=1,
+        steps_hash="0123456789abcdef",
+        rollback=RollbackPin(1, OLD, OLD, CANARY),
+        gpu_preflight=GpuPreflight(CANARY, "Insufficient", 1, 2, 2, 1, "2 GPUs needed, 1 free", T0),
+        message="Promotion of revision abcdef0123 paused by spec.paused",
+        history=(HistoryEntry(CANARY, 2, "2", CANARY, T0), HistoryEntry(OLD, 1, "1", OLD, T0)),
+    )
+
+
+def _unset_fields(value: object, path: str) -> Iterator[str]:
+    """Fields of ``value`` (a record, recursively) left empty: None, "", 0, () or False."""
+    if isinstance(value, tuple):
+        for item in value:
+            yield from _unset_fields(item, f"{path}[]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            sub = getattr(value, field.name)
+            if not sub:
+                yield f"{path}.{field.name}"
+            yield from _unset_fields(sub, f"{path}.{field.name}")
+
+
+def _key_paths(value: object, path: str) -> Iterator[str]:
+    """The path of every key in a JSON document, with ``[]`` for list items (the form ``_walk`` yields)."""
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            yield f"{path}.{key}"
+            yield from _key_paths(sub, f"{path}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            yield f"{path}[]"
+            yield from _key_paths(item, f"{path}[]")
+
+
+@functools.cache
+def _described() -> frozenset[str]:
+    return frozenset(path for path, _ in _walk(_root()) if path.startswith(f"{ROLLOUT}."))
+
+
+def _undescribed(status: RolloutStatus) -> list[str]:
+    """Key paths of ``status.rollout`` as the operator writes it that the CRD does not describe."""
+    return sorted(set(_key_paths(status.to_status(), ROLLOUT)) - _described())
+
+
+def _model_deployment(status: RolloutStatus) -> dict[str, Any]:
+    return {
+        "apiVersion": schema.API_VERSION,
+        "kind": schema.KIND,
+        "metadata": {"name": "iris", "namespace": "default"},
+        "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt"}},
+        # As the operator stores it: the JSON form.
+        "status": json.loads(json.dumps({"rollout": status.to_status(), "history": status.history_to_status()})),
+    }
+
+
+def _node(path: str) -> Mapping[str, Any]:
+    return dict(_walk(_root()))[path]
+
+
+def test_full_rollout_status_sets_every_field() -> None:
+    """Keeps the fixture complete: a field added to a status record must be set there, so the next tests see it."""
+    assert list(_unset_fields(_full_rollout_status(), "RolloutStatus")) == []
+
+
+def test_every_rollout_status_key_is_described_in_the_crd() -> None:
+    """A key the operator writes under status.rollout without a schema is invisible to `kubectl explain`."""
+    assert _undescribed(_full_rollout_status()) == []
+
+
+def test_crd_describes_only_keys_the_operator_writes_under_rollout_status() -> None:
+    written = set(_key_paths(_full_rollout_status().to_status(), ROLLOUT))
+    assert sorted(_described() - written) == []
+
+
+def test_full_rollout_status_validates_against_the_crd() -> None:
+    assert schema.validate_object(_model_deployment(_full_rollout_status())) == []
+
+
+def _long_messages(value: Any) -> Any:
+    """``value`` with every ``message`` of it and its records 10,000 characters long."""
+    if isinstance(value, tuple | list):
+        return type(value)(_long_messages(item) for item in value)
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        return value
+    changes = {
+        f.name: "m" * 10_000 if f.name == "message" else _long_messages(getattr(value, f.name))
+        for f in dataclasses.fields(value)
+        if f.init
+    }
+    return dataclasses.replace(value, **changes)
+
+
+def test_long_messages_are_cut_to_fit_the_crd() -> None:
+    """A message longer than the CRD allows would get every status write rejected and stop the rollout."""
+    status = _long_messages(_full_rollout_status())
+    assert status.message == "m" * 10_000
+    assert schema.validate_object(_model_deployment(status)) == []
+    written = status.to_status()
+    assert len(written["message"]) == MAX_MESSAGE and written["message"].endswith("…")
+
+
+def test_rollout_status_is_open_on_every_object() -> None:
+    """Fields written by a newer operator than the installed CRD are kept, also inside lists and nested objects."""
+    closed = [
+        path
+        for path, node in _walk(_root())
+        if path.startswith(f"{ROLLOUT}.") and node.get("type") == "object"
+        if node.get("x-kubernetes-preserve-unknown-fields") is not True
+    ]
+    assert closed == []
+
+
+def test_rollout_status_phases_are_described_but_not_enums() -> None:
+    """Every value the code writes is named in the description; none is an enum, so a newer operator's new value
+    never gets a status write rejected by an older CRD (helm does not upgrade CRDs)."""
+    for path, values in (
+        ("phase", PHASES),
+        ("analysisRuns[].phase", RUN_PHASES),
+        ("analysisRuns[].measurements[].verdict", get_args(Outcome)),
+    ):
+        node = _node(f"{ROLLOUT}.{path}")
+        assert "enum" not in node, path
+        assert all(re.search(rf"\b{value}\b", node["description"]) for value in values), path
+    assert "enum" not in _node(f"{ROLLOUT}.pausedPhase") and "values of phase" in _node(f"{ROLLOUT}.pausedPhase")[
+        "description"
+    ]
+    assert set(get_args(RunPhase)) == set(RUN_PHASES)  # the run verdicts analysis hands to the state machine
+    assert _node(f"{ROLLOUT}.gpuPreflight.result")["enum"] == list(PREFLIGHT_RESULTS)  # older field, kept as it was
+
+
+def test_rollout_status_bounds_hold_what_the_code_keeps() -> None:
+    assert _node(f"{ROLLOUT}.analysisRuns")["maxItems"] >= MAX_ANALYSIS_RUNS
+    assert _node(f"{ROLLOUT}.rejectedRevisions")["maxItems"] >= MAX_REJECTED
+    # A run ends after count conclusive or count inconclusive measurements: at most 2 x count - 1 of them.
+    count = _node("spec.rollout.analysis.count")["maximum"]
+    assert _node(f"{ROLLOUT}.analysisRuns[].measurements")["maxItems"] >= 2 * count - 1
+    assert _node(f"{ROLLOUT}.analysisRuns[].lastError")["maxLength"] >= MAX_ERROR_TEXT
+    # Messages are cut to MAX_MESSAGE when written (rollout.state.clip).
+    for path in ("message", "analysisRuns[].message", "analysisRuns[].measurements[].message",
+                 "rejectedRevisions[].message"):  # fmt: skip
+        assert _node(f"{ROLLOUT}.{path}")["maxLength"] >= MAX_MESSAGE, path
+    assert _node(f"{ROLLOUT}.gpuPreflight.message")["maxLength"] >= MAX_PREFLIGHT_MESSAGE
+    # The promote token may come from an annotation: up to 256 KiB (all annotations together).
+    assert _node(f"{ROLLOUT}.lastPromoteToken")["maxLength"] >= 256 * 1024
+    assert _node(f"{ROLLOUT}.canaryWeight")["maximum"] == _node("status.canaryWeight")["maximum"] == 100
+    # Bounded by the number of steps (spec.rollout.canary.steps maxItems), which a newer CRD may raise.
+    assert "maximum" not in _node(f"{ROLLOUT}.currentStepIndex")
+
+
+# Random event sequences on the real state machine: every status it writes is described and valid.
+
+ROLLOUT_SPECS: dict[str, dict[str, Any]] = {
+    "canary": {
+        "strategy": "Canary",
+        "canary": {
+            "steps": [{"setWeight": 30}, {"analysis": {}}, {"pause": {"duration": "20s"}}, {"pause": {}}],
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+        "analysis": {
+            "maxErrorRatio": 0.01,
+            "maxP99LatencyMs": 500,
+            "maxErrorRatioIncrease": 0.01,
+            "interval": "10s",
+            "count": 2,
+            "failureLimit": 0,
+            "consecutiveErrorLimit": 1,
+            "minRequests": 10,
+        },
+        "progressDeadlineSeconds": 60,
+        "keepPreviousWarm": {"replicas": 1, "seconds": 60},
+    },
+    "bluegreen": {
+        "strategy": "BlueGreen",
+        "blueGreen": {"autoPromotionEnabled": True, "autoPromotionSeconds": 20},
+        "analysis": {"maxErrorRatio": 0.01, "interval": "10s", "count": 2, "minRequests": 10},
+        "firstDeployAnalysis": True,
+    },
+    "rolling": {"strategy": "RollingUpdate", "keepPreviousWarm": {"replicas": 1, "seconds": 30}},
+}
+REVISIONS = [STABLE, CANARY, OLD]
+SAMPLES = st.sampled_from(["good", "bad", "thin", "error"])
+TIME = st.tuples(st.just("time"), st.sampled_from([1, 10, 30, 90]))
+EVENTS = st.one_of(
+    TIME,  # twice as likely as each other event: rollouts get on to their analysis and promotion
+    TIME,
+    st.tuples(st.just("stuck"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("sample"), SAMPLES),
+    st.tuples(st.just("deploy"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("promote"), st.sampled_from(["p1", "p2" * 200])),
+    st.tuples(st.just("abort"), st.booleans()),
+    st.tuples(st.just("pause"), st.booleans()),
+    st.tuples(st.just("rollback"), st.integers(0, 3)),
+    st.tuples(st.just("crash"), st.sampled_from(REVISIONS)),
+    st.tuples(st.just("gpus"), st.sampled_from([None, 0, 8])),
+)
+
+
+def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> Iterator[RolloutStatus]:
+    """Drive ``next_rollout`` over a tiny cluster and yield each status: pods get ready as time passes, except
+    those of a revision that is ``stuck`` or crash-looping."""
+    spec = parse_rollout(raw)
+    status, now, replicas = RolloutStatus(), T0, 3
+    target = RevisionInfo(STABLE, "1", STABLE)
+    desired: dict[str, int] = {}
+    ready: dict[str, int] = {}
+    crashing: set[str] = set()
+    stuck: set[str] = set()
+    controls = Controls()
+    sample, erroring, gpus_free = GOOD, False, None
+    pending: AnalysisRequest | None = None
+    # The first revision becomes stable and a rollout of the next one starts, then anything may happen.
+    for kind, value in [("time", 0), ("time", 10), ("deploy", CANARY), ("time", 30), *script]:
+        if kind == "time":
+            now += timedelta(seconds=value)
+            ready.update({rev: count for rev, count in desired.items() if rev not in stuck | crashing})
+        elif kind == "stuck":
+            stuck ^= {value}
+        elif kind == "sample":
+            erroring = value == "error"
+            sample = {"good": GOOD, "bad": BAD, "thin": THIN, "error": GOOD}[value]
+        elif kind == "deploy":
+            target = RevisionInfo(value, value[:2], value)
+        elif kind == "crash":
+            crashing ^= {value}
+        elif kind == "gpus":
+            gpus_free = value
+        elif kind in ("promote", "abort", "pause", "rollback"):
+            name = {"promote": "promote_token", "pause": "paused", "rollback": "rollback_to"}.get(kind, kind)
+            controls = dataclasses.replace(controls, **{name: value})
+        measurement = None
+        if pending is not None:
+            measurement = (
+                Measurement.failed(pending, now, "Prometheus query failed: " + "connection refused " * 100)
+                if erroring
+                else Measurement(
+                    pending.run_id, pending.seq, now, sample, GOOD if pending.stable_revision else None,
+                    attempt=pending.attempt,
+                )
+            )  # fmt: skip
+        observed = Observed(
+            target=target,
+            replicas=replicas,
+            revisions={
+                rev: RevisionObservation(desired[rev], ready[rev], desired[rev], crash_looping=rev in crashing)
+                for rev in desired
+            },
+            measurement=measurement,
+            gpus_per_pod=1,
+            gpus_free=gpus_free,
+        )
+        decision = next_rollout(spec, status, observed, now, controls)
+        yield decision.status
+        stored = json.loads(json.dumps(decision.status.to_status()))
+        status = RolloutStatus.from_status(stored, decision.status.history_to_status())
+        pending = decision.analysis
+        for rev in list(desired):
+            if rev not in decision.replicas:
+                del desired[rev], ready[rev]
+        for rev, count in decision.replicas.items():
+            desired[rev] = count
+            ready[rev] = min(ready.get(rev, 0), count)
+
+
+def test_a_rollout_through_every_state_writes_every_described_key() -> None:
+    """The real state machine, scripted: measurements against the stable, a promotion held by spec.paused, a
+    warm previous revision, measurement errors that roll back, a manual rollback. Every status is valid, and
+    together they write every key the CRD describes under status.rollout."""
+    script = [
+        *[("time", 30)] * 4,  # weight step, then the analysis step's two measurements, then a pause step
+        ("pause", True),
+        ("promote", "p1"),  # a promotion held by spec.paused: pausedPhase
+        ("time", 10),
+        ("pause", False),
+        *[("time", 10)] * 3,  # promoted: the previous stable stays warm (warmUntil)
+        ("deploy", OLD),
+        ("sample", "error"),  # measurements cannot be taken: consecutiveErrors, then a rollback
+        *[("time", 30)] * 6,
+        ("rollback", 1),
+        *[("time", 30)] * 2,
+    ]
+    written: set[str] = set()
+    for status in _rollout_statuses(ROLLOUT_SPECS["canary"], script):
+        assert schema.validate_object(_model_deployment(status), cel=False) == []
+        written.update(_key_paths(status.to_status(), ROLLOUT))
+    assert sorted(written - _described()) == []
+    assert sorted(_described() - written) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(ROLLOUT_SPECS)), sample=SAMPLES, script=st.lists(EVENTS, min_size=10, max_size=60))
+def test_every_status_the_rollout_state_machine_writes_is_described_and_valid(
+    name: str, sample: str, script: list[tuple[str, Any]]
+) -> None:
+    for status in _rollout_statuses(ROLLOUT_SPECS[name], [("sample", sample), *script]):
+        assert _undescribed(status) == []
+        assert schema.validate_object(_model_deployment(status), cel=False) == []

@@ -35,6 +35,14 @@ RUN_PHASES: tuple[RunPhase, ...] = ("Running", "Successful", "Failed", "Inconclu
 MAX_ANALYSIS_RUNS = 10
 """Analysis runs kept in status (oldest dropped first)."""
 MAX_REJECTED = 10
+MAX_MESSAGE = 4096
+"""Longest message written to status.rollout (longer ones are cut, so a status write is never rejected for it)."""
+MAX_PREFLIGHT_MESSAGE = 1024
+
+
+def clip(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def format_time(moment: datetime) -> str:
@@ -104,7 +112,7 @@ class Rejection:
     at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"revision": self.revision, "reason": self.reason, "message": self.message}
+        out: dict[str, Any] = {"revision": self.revision, "reason": self.reason, "message": clip(self.message)}
         if self.at is not None:
             out["at"] = format_time(self.at)
         return out
@@ -134,7 +142,7 @@ class MeasurementRecord:
         out: dict[str, Any] = {
             "takenAt": format_time(self.taken_at),
             "verdict": self.outcome,
-            "message": self.message,
+            "message": clip(self.message),
             "canary": self.canary.to_dict(),
         }
         if self.stable is not None:
@@ -183,7 +191,7 @@ class AnalysisRun:
             "startedAt": format_time(self.started_at),
             "phase": self.phase,
             "measurements": [m.to_dict() for m in self.measurements],
-            "message": self.message,
+            "message": clip(self.message),
         }
         if self.consecutive_errors:
             out["consecutiveErrors"] = self.consecutive_errors
@@ -275,7 +283,7 @@ class GpuPreflight:
             "extraPods": self.extra_pods,
             "gpusNeeded": self.gpus_needed,
             "gpusFree": self.gpus_free,
-            "message": self.message,
+            "message": clip(self.message, MAX_PREFLIGHT_MESSAGE),
             "checkedAt": format_time(self.checked_at) if self.checked_at is not None else "",
         }
 
@@ -374,7 +382,7 @@ class RolloutStatus:
             "previousRevision": self.previous_revision,
             "lastPromoteToken": self.last_promote_token,
             "lastRollbackTo": self.last_rollback_to,
-            "message": self.message,
+            "message": clip(self.message),
         }
         for key, moment in (
             ("stepStartedAt", self.step_started_at),
