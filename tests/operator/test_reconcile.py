@@ -16,9 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modeldeploy.analysis.sample import Sample
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
+from modeldeploy.labels import STABLE_ANNOTATION
 from modeldeploy.reconcile import Observed, Plan, assess_deployment, gpu_query, plan_reconcile
+from modeldeploy.rollout.plan import Measurement
 
 CONFIG = OperatorConfig()
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -48,6 +51,8 @@ class FakeCluster:
     now: datetime = T0
     writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)
+    measurement: Measurement | None = None
+    """The analysis measurement to hand to the next reconciles (as the controller does once it is taken)."""
 
     def observed(self) -> Observed:
         by_kind: dict[str, list[dict[str, Any]]] = {
@@ -55,6 +60,7 @@ class FakeCluster:
             "Service": [],
             "HorizontalPodAutoscaler": [],
             "ControllerRevision": [],
+            "HTTPRoute": [],
         }
         for (kind, _), obj in self.objects.items():
             by_kind[kind].append(obj)
@@ -63,6 +69,8 @@ class FakeCluster:
             services=by_kind["Service"],
             autoscalers=by_kind["HorizontalPodAutoscaler"],
             revisions=by_kind["ControllerRevision"],
+            routes=by_kind["HTTPRoute"],
+            measurement=self.measurement,
         )
 
     def step(self) -> Plan:
@@ -499,3 +507,122 @@ def test_a_rollback_keeps_the_canary_behind_the_service_until_the_stable_is_back
     assert canary_name not in cluster.deployments() or cluster.deployments()[canary_name]["spec"]["replicas"] == 0
     assert cluster.md["status"]["rollout"]["phase"] == "RolledBack"
     assert cluster.condition("Progressing")["reason"] == "RolledBack"
+
+
+# --- a lost status: the stable marker on the stable revision's Deployment ----------------------------------------
+
+GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1}
+
+
+def marked(cluster: FakeCluster) -> dict[str, bool]:
+    """Which Deployments carry the stable marker."""
+    return {
+        name: (d["metadata"].get("annotations") or {}).get(STABLE_ANNOTATION) == "true"
+        for name, d in cluster.deployments().items()
+    }
+
+
+def pass_first_deploy_gate(cluster: FakeCluster) -> None:
+    """Reconcile a gated first deploy until its analysis asked for a measurement, answer it with a good one."""
+    for _ in range(20):
+        cluster.simulate()
+        plan = cluster.step()
+        if (cluster.md.get("status") or {}).get("stableRevision"):
+            break
+        request = plan.analysis
+        if request is not None:
+            good = Sample(requests=100, errors=0, p99_seconds=0.05, pods=2)
+            cluster.measurement = Measurement(request.run_id, request.seq, cluster.now, good, attempt=request.attempt)
+        elif plan.requeue_after is not None:
+            cluster.now += timedelta(seconds=plan.requeue_after)
+    cluster.measurement = None
+    assert ("Normal", "FirstDeployPassed") in cluster.events
+    cluster.converge()
+
+
+def test_the_stable_marker_is_on_the_stable_deployment_and_never_on_its_pods() -> None:
+    rollout = {
+        "strategy": "Canary",
+        "canary": {"steps": [{"setWeight": 50}]},
+        "keepPreviousWarm": {"replicas": 1, "seconds": 300},
+    }
+    cluster = FakeCluster(model_deployment(replicas=2, rollout=rollout))
+    cluster.healthy.add("*")
+    cluster.converge()
+    (v1,) = cluster.deployments()
+    assert marked(cluster) == {v1: True}
+    template = copy.deepcopy(cluster.deployments()[v1]["spec"]["template"])
+    assert STABLE_ANNOTATION not in template["metadata"]["annotations"], "a marker on the pods would restart them"
+    cluster.update_spec(model=V2)
+    cluster.converge()
+    v2 = next(n for n in cluster.deployments() if n != v1)
+    assert cluster.md["status"]["stableRevision"] == v2.split("-")[-1]
+    # The marker moved with the promotion; the warm previous revision lost it, its pods are untouched.
+    assert marked(cluster) == {v1: False, v2: True}
+    assert cluster.deployments()[v1]["spec"]["template"] == template
+    assert cluster.deployments()[v1]["spec"]["replicas"] == 1
+    assert cluster.step().writes == 0
+
+
+def test_lost_status_after_a_passed_first_deploy_gate_keeps_serving() -> None:
+    """The first deploy passed its first-deploy analysis and serves; then the status is lost (a restore without
+    status, a status cleared by hand). Nothing in the cluster changes: the Service keeps selecting the revision,
+    no preview Service comes back, no new analysis; the status is rebuilt with the revision as the stable."""
+    cluster = FakeCluster(model_deployment(rollout={"firstDeployAnalysis": True, "analysis": GATED_ANALYSIS}))
+    cluster.healthy.add("*")
+    pass_first_deploy_gate(cluster)
+    (name,) = cluster.deployments()
+    revision = name.split("-")[-1]
+    assert marked(cluster) == {name: True}
+    assert cluster.objects[("Service", "iris")]["spec"]["selector"]["modeldeploy.io/revision"] == revision
+    assert ("Service", "iris-preview") not in cluster.objects
+    del cluster.md["status"]
+    cluster.events.clear()
+    plan = cluster.step()
+    assert plan.apply == [] and plan.delete == [], "nothing the revision serves with is touched"
+    assert plan.analysis is None and plan.status is not None
+    assert plan.status["stableRevision"] == revision and plan.status["rollout"]["stableRevision"] == revision
+    assert plan.status["phase"] == "Ready" and cluster.condition("Ready")["status"] == "True"
+    assert ("Warning", "StableAdopted") in cluster.events and ("Normal", "FirstDeploy") not in cluster.events
+    assert cluster.step().writes == 0
+
+
+def test_lost_status_during_the_first_deploy_gate_stays_behind_the_preview() -> None:
+    """The converse: the analysis has not passed yet (no marker), so the revision stays behind the preview."""
+    cluster = FakeCluster(model_deployment(rollout={"firstDeployAnalysis": True, "analysis": GATED_ANALYSIS}))
+    cluster.healthy.add("*")
+    cluster.converge()
+    (name,) = cluster.deployments()
+    assert cluster.md["status"]["rollout"]["phase"] == "Analyzing" and marked(cluster) == {name: False}
+    del cluster.md["status"]
+    cluster.converge()
+    assert cluster.objects[("Service", "iris")]["spec"]["selector"]["modeldeploy.io/revision"] == "none"
+    assert ("Service", "iris-preview") in cluster.objects
+    assert ("Warning", "StableAdopted") not in cluster.events
+    assert not cluster.md["status"]["stableRevision"]
+
+
+def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -> None:
+    """With spec.autoscaling the pods for 100% are what the HPA chose for the stable's Deployment, found through
+    status.stableRevision; with the status lost, through the stable marker (not minReplicas: that would scale
+    the serving revision down mid-rollout)."""
+    gateway = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}], "trafficRouting": gateway}}
+    autoscaling = {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+    md = model_deployment(autoscaling=autoscaling, rollout=rollout)
+    del md["spec"]["replicas"]
+    cluster = FakeCluster(md)
+    cluster.healthy.add("*")
+    cluster.converge()
+    (v1,) = cluster.deployments()
+    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    cluster.update_spec(model=V2)
+    cluster.converge()
+    v2 = next(n for n in cluster.deployments() if n != v1)
+    replicas = {n: d["spec"]["replicas"] for n, d in cluster.deployments().items()}
+    assert replicas == {v1: 6, v2: 3} and cluster.md["status"]["desiredReplicas"] == 6
+    del cluster.md["status"]
+    cluster.converge()
+    assert cluster.md["status"]["stableRevision"] == v1.split("-")[-1]
+    assert {n: d["spec"]["replicas"] for n, d in cluster.deployments().items()} == replicas
+    assert cluster.md["status"]["desiredReplicas"] == 6

@@ -221,9 +221,13 @@ def _probe(path: str, period: int, failure_threshold: int) -> Manifest:
 
 
 def build_deployment(
-    md: ModelDeployment, config: OperatorConfig, revision: str, replicas: int | None
+    md: ModelDeployment, config: OperatorConfig, revision: str, replicas: int | None, *, stable: bool = False
 ) -> Manifest:
-    """The Deployment ``NAME-REV`` running one revision; ``replicas`` None leaves the count to an HPA."""
+    """The Deployment ``NAME-REV`` running one revision; ``replicas`` None leaves the count to an HPA.
+
+    ``stable``: the revision is the rollout's stable one; its Deployment's metadata (not the pod template, so
+    no pod restarts when the marker comes or goes) carries ``modeldeploy.io/stable``.
+    """
     model, runtime = md.model, md.runtime
     image = runtime_image(md, config)
     pod_labels = {**runtime.pod_labels, **labels.revision_labels(md.name, revision, model.version)}
@@ -347,6 +351,9 @@ def build_deployment(
             },
         }
     )
+    annotations = {labels.REVISION_ANNOTATION: revision}
+    if stable:
+        annotations[labels.STABLE_ANNOTATION] = labels.STABLE_VALUE
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -354,7 +361,7 @@ def build_deployment(
             md,
             deployment_name(md, revision),
             labels.revision_labels(md.name, revision, model.version),
-            {labels.REVISION_ANNOTATION: revision},
+            dict(sorted(annotations.items())),
         ),
         "spec": spec,
     }

@@ -25,6 +25,11 @@ REVISION_ANNOTATION = f"{GROUP}/revision"
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
 ABORT_ANNOTATION = f"{GROUP}/abort"
 ROLLBACK_TO_ANNOTATION = f"{GROUP}/rollback-to"
+STABLE_ANNOTATION = f"{GROUP}/stable"
+"""On the Deployment (never its pod template) of the stable revision, value ``"true"``: the operator's own
+record in the cluster of ``status.rollout.stableRevision``, so that a lost or damaged status is recovered from
+the children alone (see "Status fields" in docs/rollouts.md)."""
+STABLE_VALUE = "true"
 
 RESERVED_LABEL_KEYS = frozenset(
     {NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, COMPONENT_LABEL, VERSION_LABEL}

@@ -36,7 +36,7 @@ from modeldeploy.build import (
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply, stamp
-from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, STABLE_ANNOTATION, STABLE_VALUE
 from modeldeploy.policy import check_policy
 from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
 from modeldeploy.rollout.plan import (
@@ -144,6 +144,12 @@ def _revision(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata", {}).get("labels") or {}).get(REVISION_LABEL, ""))
 
 
+def marked_stable(deployment: Mapping[str, Any]) -> bool:
+    """Whether a revision's Deployment carries the stable marker (``build_deployment(..., stable=True)``)."""
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    return annotations.get(STABLE_ANNOTATION) == STABLE_VALUE
+
+
 # --- reading observed state --------------------------------------------------------------------------------
 
 
@@ -204,6 +210,7 @@ def observe_revisions(
             updated=state.updated,
             crash_looping=crash_looping(_pods_of(pods, revision)),
             progress_deadline_exceeded=state.deadline_exceeded,
+            was_stable=marked_stable(deployment),
         )
     return out
 
@@ -470,6 +477,12 @@ class _Reconcile:
         if autoscaling is None:
             return self.md.replicas
         stable = self.deployments.get(str(self.status.get("stableRevision") or ""))
+        if stable is None:
+            # A lost or damaged status: the HPA's current choice is on the Deployment with the stable marker (the
+            # one the rollout adopts as its stable, see ``rollout.plan._adopt_serving``).
+            marked = [d for d in self.deployments.values() if marked_stable(d)]
+            if marked:
+                stable = max(marked, key=lambda d: (_revision(d) == self.revision, assess_deployment(d).ready))
         current = (stable or {}).get("spec", {}).get("replicas")
         floor = autoscaling.min_replicas
         return max(floor, int(current)) if current is not None else floor
@@ -532,7 +545,11 @@ class _Reconcile:
                                          "its Deployment is left as it is"))
                 continue
             hpa_owns = autoscaled and revision == stable and sole and decision.weights.get(revision) == 100
-            manifest = self.owned(build_deployment(source, self.config, revision, None if hpa_owns else replicas))
+            manifest = self.owned(
+                build_deployment(
+                    source, self.config, revision, None if hpa_owns else replicas, stable=revision == stable
+                )
+            )
             current = self.deployments.get(revision)
             before = assess_deployment(current).desired if current is not None else 0
             (grow if replicas >= before else shrink).append(manifest)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,7 +58,11 @@ class Cluster:
     def observed(self, measurement: Measurement | None = None) -> Observed:
         revisions = {
             rev: RevisionObservation(
-                desired=d.desired, ready=d.ready, updated=d.desired, crash_looping=rev in self.crash
+                desired=d.desired,
+                ready=d.ready,
+                updated=d.desired,
+                crash_looping=rev in self.crash,
+                was_stable=d.was_stable,
             )
             for rev, d in self.deployments.items()
         }
@@ -83,17 +87,23 @@ class Cluster:
         return decision
 
     def apply(self, decision: Decision) -> None:
+        """As the reconcile renders it: every revision's Deployment, the stable's with the stable marker."""
         for rev in list(self.deployments):
             if rev not in decision.replicas:
                 del self.deployments[rev]
         for rev, count in decision.replicas.items():
             old = self.deployments.get(rev, RevisionObservation())
             ready = count if self.auto_ready and rev not in self.crash else min(old.ready, count)
-            self.deployments[rev] = RevisionObservation(desired=count, ready=ready)
+            stable = rev == decision.status.stable_revision
+            self.deployments[rev] = RevisionObservation(desired=count, ready=ready, was_stable=stable)
 
     def make_ready(self, rev: str) -> None:
         d = self.deployments[rev]
-        self.deployments[rev] = RevisionObservation(desired=d.desired, ready=d.desired)
+        self.deployments[rev] = replace(d, ready=d.desired)
+
+    def lose_status(self) -> None:
+        """``status.rollout`` is gone (restored without its status, cleared with kubectl); the cluster is not."""
+        self.status = RolloutStatus()
 
     def measure_if_asked(self, decision: Decision) -> Decision:
         """Answer the decision's analysis request (if any) with ``next_sample``."""

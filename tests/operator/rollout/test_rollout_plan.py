@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
-from rollout_harness import BAD, CANARY, THIN, A, B, C, Cluster, reasons, spec
+import pytest
+from rollout_harness import BAD, CANARY, GOOD, THIN, A, B, C, Cluster, reasons, spec
 
 from modeldeploy.rollout.plan import Controls, Decision
 
@@ -434,6 +436,144 @@ def test_lost_status_while_paused_scales_nothing_down() -> None:
     cluster.deploy(B)
     d = cluster.step()
     assert d.replicas.get(A) == 4 and d.weights.get(A) == 100
+
+
+GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1}
+GATED_ROLLOUTS = {
+    "replicas": {},
+    "gateway": {
+        "strategy": "Canary",
+        "canary": {
+            "steps": [{"setWeight": 50}],
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+    },
+    "bluegreen": {"strategy": "BlueGreen"},
+    "rolling": {"strategy": "RollingUpdate"},
+}
+
+
+def gated_cluster(rollout: dict[str, Any]) -> Cluster:
+    """A first deploy behind its first-deploy analysis, run until the analysis passed and A took the traffic."""
+    cluster = Cluster(spec({**rollout, "firstDeployAnalysis": True, "analysis": GATED_ANALYSIS}))
+    d = cluster.step()
+    assert d.weights == {} and d.preview_revision == A
+    d = cluster.run()
+    assert "FirstDeployPassed" in [r for x in cluster.decisions for r in reasons(x)]
+    assert d.status.stable_revision == A and d.weights == {A: 100} and d.preview_revision is None
+    assert cluster.deployments[A].was_stable, "the stable's Deployment carries the stable marker"
+    return cluster
+
+
+@pytest.mark.parametrize("ready", [4, 1, 0], ids=["all-ready", "some-ready", "none-ready"])
+@pytest.mark.parametrize("rollout", sorted(GATED_ROLLOUTS))
+def test_lost_status_after_a_passed_first_deploy_gate_keeps_the_traffic(rollout: str, ready: int) -> None:
+    """The 3 a.m. case: the first deploy passed its gate and serves 100%; status.rollout is then lost (a backup
+    restored without status, GitOps re-creating the object, a status cleared by hand). The revision stays the
+    stable with all the traffic: never behind the preview Service again, no new analysis, nothing scaled.
+    Also while its pods are not all ready (a node went away at the same time): a status that was not lost would
+    have kept it the stable through that too."""
+    cluster = gated_cluster(GATED_ROLLOUTS[rollout])
+    cluster.deployments[A] = replace(cluster.deployments[A], ready=ready)
+    cluster.auto_ready = False
+    cluster.lose_status()
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.status.canary_revision == ""
+    assert d.weights == {A: 100} and d.preview_revision is None and d.replicas == {A: 4}
+    assert d.analysis is None and not d.status.analysis_runs
+    assert d.status.phase == "Completed"
+    assert reasons(d) == ["StableAdopted"]
+    (adopted,) = d.events
+    assert adopted.type == "Warning" and "stable marker" in adopted.message and A in adopted.message
+    again = cluster.step()
+    assert again.status == d.status and reasons(again) == [], "adopted once: the next pass writes nothing new"
+    assert again.weights == {A: 100} and again.preview_revision is None
+
+
+def test_a_status_restored_from_before_the_gate_passed_keeps_the_traffic() -> None:
+    """An old status (a backup taken while the first-deploy analysis ran) restored over a cluster in which the
+    revision has passed it since: the marker wins over the stale gate, which is not run again."""
+    cluster = Cluster(spec({"firstDeployAnalysis": True, "analysis": GATED_ANALYSIS}))
+    cluster.step()
+    d = cluster.step()  # pods ready: the analysis starts
+    assert d.status.phase == "Analyzing" and d.status.canary_revision == A
+    snapshot = cluster.status
+    d = cluster.run()
+    assert d.status.stable_revision == A and d.weights == {A: 100}
+    cluster.status = snapshot
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.status.canary_revision == "" and d.weights == {A: 100}
+    assert d.preview_revision is None and d.analysis is None and reasons(d) == ["StableAdopted"]
+
+
+def test_lost_status_during_a_first_deploy_gate_stays_behind_the_preview() -> None:
+    """The converse: a first deploy whose analysis has not passed yet (no stable marker) is never adopted when
+    the status is lost; it stays behind the preview Service until a new analysis passes."""
+    cluster = Cluster(spec({"firstDeployAnalysis": True, "analysis": GATED_ANALYSIS}), next_sample=None)
+    cluster.step()
+    d = cluster.step()  # A's pods are ready; its analysis waits for a measurement
+    assert d.status.phase == "Analyzing" and d.weights == {} and d.preview_revision == A
+    assert not cluster.deployments[A].was_stable
+    cluster.lose_status()
+    d = cluster.step()
+    assert d.status.stable_revision == "" and d.status.canary_revision == A
+    assert d.weights == {} and d.preview_revision == A and d.replicas == {A: 4}
+    assert "StableAdopted" not in reasons(d)
+    cluster.next_sample = GOOD
+    d = cluster.run()
+    assert d.status.stable_revision == A and d.weights == {A: 100} and d.preview_revision is None
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        {"strategy": "BlueGreen"},
+        {
+            "strategy": "Canary",
+            "canary": {
+                "steps": [{"setWeight": 50}, {"pause": {}}],
+                "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+            },
+        },
+    ],
+    ids=["bluegreen", "gateway"],
+)
+def test_lost_status_after_a_promotion_keeps_the_new_stable_not_the_warm_previous(rollout: dict[str, Any]) -> None:
+    """B was promoted by hand and A is kept warm with one pod; the status is lost. B (the stable marker) stays
+    the stable with all the traffic. Without the marker A's warm pod was taken for the stable and B rolled out
+    again over it: BlueGreen sent all traffic to that one pod and put B behind the preview, Gateway API gave it
+    half the traffic and scaled B down."""
+    cluster = stable_cluster({**rollout, "keepPreviousWarm": {"replicas": 1, "seconds": 300}})
+    cluster.deploy(B)
+    d = cluster.run()
+    assert d.status.phase == "Paused" and d.status.canary_revision == B
+    cluster.controls = Controls(promote_token="go")
+    for _ in range(5):
+        d = cluster.step()
+        if d.status.stable_revision == B and d.replicas.get(A) == 1:
+            break
+    assert d.status.stable_revision == B and d.replicas == {A: 1, B: 4} and d.weights == {B: 100}
+    assert d.status.previous_revision == A and not cluster.deployments[A].was_stable
+    cluster.lose_status()
+    d = cluster.step()
+    assert d.status.stable_revision == B and d.status.canary_revision == ""
+    assert d.weights == {B: 100} and d.replicas[B] == 4 and d.preview_revision is None
+    # The promote annotation is still set and lastPromoteToken was lost with the status: it finds nothing to do.
+    assert reasons(d) == ["PromoteIgnored", "StableAdopted"] and B in d.events[1].message
+
+
+def test_lost_status_mid_rollout_adopts_the_marked_stable_even_without_ready_pods() -> None:
+    """A (the stable) has no ready pod when the status is lost mid-rollout of B: A is still the stable, as the
+    lost status said; B, which has not passed its steps, is never made stable by the loss."""
+    cluster = stable_cluster(CANARY)
+    cluster.deploy(B)
+    cluster.step()
+    cluster.deployments[A] = replace(cluster.deployments[A], ready=0)
+    cluster.auto_ready = False
+    cluster.lose_status()
+    d = cluster.step()
+    assert d.status.stable_revision == A and d.status.canary_revision == B and "StableAdopted" in reasons(d)
+    assert d.weights.get(A, 0) > 0 and d.replicas[A] >= 3
 
 
 def test_a_rolled_back_canary_never_becomes_stable_when_the_spec_moves_on() -> None:

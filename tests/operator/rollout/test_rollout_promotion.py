@@ -37,3 +37,17 @@ def test_the_pass_that_ends_the_last_pause_and_promotes_sends_all_traffic_to_the
     # add B: 100 on top of it (which would leave A with 50 of 150).
     assert decision.weights == {B: 100}
     assert sum(decision.weights.values()) == 100
+
+
+@pytest.mark.parametrize("text", ["²", "\u0661", "9" * 19, "9" * 40, "-1", "1.0", "0x10", ""])
+def test_a_rollback_annotation_that_is_not_a_revision_number_is_ignored(text: str) -> None:
+    """``modeldeploy.io/rollback-to`` is a user's text: Unicode digits ("²" passes ``str.isdigit`` but not ``int``)
+    and numbers beyond int64 (a status write the API server refuses) must not crash the reconcile or get stored."""
+    from modeldeploy.rollout.config import parse_rollout
+    from modeldeploy.rollout.plan import Controls
+
+    rollout = parse_rollout({"strategy": "Canary", "rollbackTo": 3})
+    controls = Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": text})
+    assert controls.rollback_to == 3
+    assert Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": " 12 "}).rollback_to == 12
+    assert Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": str(2**63 - 1)}).rollback_to == 2**63 - 1

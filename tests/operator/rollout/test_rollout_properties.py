@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rollout_harness import BAD, GOOD, THIN, Cluster, spec
 
-from modeldeploy.rollout.plan import Controls, Decision, RevisionObservation, next_rollout
+from modeldeploy.rollout.plan import Controls, Decision, next_rollout
 from modeldeploy.rollout.replicas import pods_for_weight
 
 ANALYSIS = {"maxErrorRatio": 0.01, "interval": "10s", "count": 2, "failureLimit": 0, "minRequests": 10}
@@ -59,6 +60,12 @@ SPECS: dict[str, dict[str, Any]] = {
         "analysis": ANALYSIS,
     },
     "rolling": {"strategy": "RollingUpdate"},
+    "gated-first-deploy": {
+        "strategy": "Canary",
+        "canary": {"steps": STEPS},
+        "analysis": ANALYSIS,
+        "firstDeployAnalysis": True,
+    },
 }
 REVISIONS = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"]
 STEP_DONE = re.compile(r"^Step (\d+) done")
@@ -75,18 +82,42 @@ events = st.one_of(
     st.tuples(st.just("crash"), st.sampled_from(REVISIONS)),
     st.tuples(st.just("restart"), st.just(0)),
     st.tuples(st.just("step"), st.just(0)),
+    st.tuples(st.just("lose"), st.just(0)),
 )
 
 
-def check(cluster: Cluster, before_index: int, before_canary: str, decision: Decision, mode: str, surge: int) -> None:
+def check_lost_status(cluster: Cluster, stable_before: str, decision: Decision) -> None:
+    """After status.rollout was lost: the stable it named stays the stable (its Deployment's marker says so),
+    with all the traffic when the spec resolves to it; a revision the spec resolves to that was not the stable
+    (a first deploy behind its gate, a canary) is never adopted."""
+    status = decision.status
+    adopted = [e.message for e in decision.events if e.reason == "StableAdopted"]
+    if stable_before:
+        assert status.stable_revision == stable_before, (stable_before, decision)
+        if stable_before == cluster.target.revision:
+            assert decision.weights == {stable_before: 100} and decision.preview_revision is None, decision
+    else:
+        assert not any(cluster.target.revision in message for message in adopted), decision
+
+
+def check(
+    cluster: Cluster,
+    before_index: int,
+    before_canary: str,
+    decision: Decision,
+    mode: str,
+    surge: int,
+    history_lost: bool = False,
+) -> None:
     status = decision.status
     n = cluster.replicas
     # Weights always sum to 100 (or nothing takes traffic yet: first-deploy gate or failed first deploy).
     assert sum(decision.weights.values()) == 100 or (not decision.weights and not status.stable_revision)
     assert all(0 <= w <= 100 for w in decision.weights.values())
-    # Every revision is built from exactly its own recorded template.
+    # Every revision is built from exactly its own recorded template (none known once the status, and the
+    # history in it, was lost: the operator reads the revisions' ControllerRevisions, which stay).
     for revision, template in decision.templates.items():
-        assert template == f"tmpl-{revision[0]}", (revision, template)
+        assert template == f"tmpl-{revision[0]}" or (history_lost and not template), (revision, template)
     # The stable's capacity covers its traffic share.
     stable = status.stable_revision or (next(iter(decision.weights)) if len(decision.weights) == 1 else "")
     if stable and stable in decision.weights and stable in decision.replicas:
@@ -120,7 +151,9 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
     promote, abort, paused, rollback = "", False, False, 0
     pending = None
     erroring = False  # the metric source fails: requests are answered with Measurement.failed
+    history_lost = False
     for kind, value in script:
+        stable_before = cluster.status.stable_revision
         if kind == "time":
             cluster.advance(value)
         elif kind == "ready" and value in cluster.deployments:
@@ -140,6 +173,9 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
             rollback = value
         elif kind == "crash":
             cluster.crash.symmetric_difference_update({value})
+        elif kind == "lose":
+            cluster.lose_status()
+            history_lost = True
         elif kind == "restart":
             # Same inputs, same decision: nothing lives outside the status.
             one = next_rollout(cluster.spec, cluster.status, cluster.observed(), cluster.now, cluster.controls)
@@ -159,6 +195,8 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
             )  # fmt: skip
         decision = cluster.step(measurement)
         pending = decision.analysis
-        check(cluster, before_index, before_canary, decision, mode, surge)
+        check(cluster, before_index, before_canary, decision, mode, surge, history_lost)
+        if kind == "lose":
+            check_lost_status(cluster, stable_before, decision)
         for rev, obs in list(cluster.deployments.items()):
-            cluster.deployments[rev] = RevisionObservation(obs.desired, min(obs.ready, obs.desired))
+            cluster.deployments[rev] = dataclasses.replace(obs, ready=min(obs.ready, obs.desired))

@@ -62,6 +62,10 @@ class RevisionObservation:
     updated: int = 0
     crash_looping: bool = False
     progress_deadline_exceeded: bool = False
+    was_stable: bool = False
+    """The Deployment carries the stable marker: the last decision applied to it had this revision as the stable
+    (``Decision.status.stable_revision``; verified by its gates, all traffic once ready). The I/O layer renders
+    the marker on the stable's Deployment only, so it survives a lost ``status.rollout``."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +128,9 @@ class Controls:
         abort = spec.abort or abort_text.strip().lower() in ("true", "1", "yes")
         rollback_to = spec.rollback_to
         rollback_text = annotations.get("modeldeploy.io/rollback-to", "").strip()
-        if rollback_text.isdigit():
-            rollback_to = int(rollback_text)
+        number = _revision_number(rollback_text)
+        if number is not None:
+            rollback_to = number
         return cls(promote_token=promote, abort=abort, rollback_to=rollback_to, paused=paused)
 
 
@@ -298,30 +303,53 @@ def _finish(s: _Step) -> Decision:
 
 
 def _adopt_serving(s: _Step, effective: str) -> str:
-    """The revision to keep as stable when the status names none but another revision's pods serve.
+    """The revision to keep as stable when the status names none but the cluster shows one that serves.
 
     ``status.rollout`` lost or damaged (edited with kubectl, restored without its status, written by an older
-    operator) must never make the first-deploy path scale the serving revision down and send all traffic to an
-    unverified one: the revision with the most ready pods is taken as the stable and the rollout starts over it.
-    Never the revision of a first deploy in progress (a canary without stable) nor a rejected revision.
+    operator) must never make the first-deploy path scale the serving revision down, send all traffic to an
+    unverified revision, or put the serving revision back behind a first-deploy gate.
+
+    1. A revision whose Deployment carries the stable marker (``RevisionObservation.was_stable``) was the stable
+       when the cluster was last written: it is the stable again, also when it is the revision the spec resolves
+       to (a first deploy whose gate had passed, a completed rollout), with or without ready pods (the status
+       would have kept it stable through an outage too). Should several carry it (an operator stopped between
+       two writes of a promotion), the effective revision wins, then the one with the most ready pods.
+    2. Without a marker (Deployments written by an older operator): the revision with the most ready pods, never
+       the effective one nor the canary, since without a marker they may be a first deploy still behind its
+       gate or a canary that never passed its steps.
+
+    A rejected revision is never adopted.
     """
-    candidates = [
-        (obs.ready, revision)
+    marked = [
+        (revision == effective, obs.ready, revision)
         for revision, obs in s.observed.revisions.items()
-        if revision not in (effective, s.status.canary_revision)
-        and obs.desired > 0
-        and obs.ready > 0
-        and s.status.rejection(revision) is None
+        if obs.was_stable and s.status.rejection(revision) is None
     ]
-    if not candidates:
-        return ""
-    ready, revision = max(candidates)
+    if marked:
+        _, ready, revision = max(marked)
+        why = f"its Deployment carries the stable marker ({ready} ready pods)"
+    else:
+        candidates = [
+            (obs.ready, revision)
+            for revision, obs in s.observed.revisions.items()
+            if revision not in (effective, s.status.canary_revision)
+            and obs.desired > 0
+            and obs.ready > 0
+            and s.status.rejection(revision) is None
+        ]
+        if not candidates:
+            return ""
+        ready, revision = max(candidates)
+        why = f"it serves ({ready} ready pods)"
+    if revision == s.status.canary_revision:
+        # A status older than the cluster (restored from a backup taken while this revision was the canary or
+        # behind its first-deploy gate): the gate or steps it names were passed since.
+        s.set(canary_revision="", canary_weight=0, current_step_index=0, waiting_since=None)
     s.set(stable_revision=revision, phase="Completed", message=f"Revision {revision} is stable")
     s.event(
         "Warning",
         "StableAdopted",
-        f"status.rollout names no stable revision; revision {revision} serves ({ready} ready pods) and is kept "
-        "as the stable",
+        f"status.rollout names no stable revision; revision {revision} is kept as the stable: {why}",
     )
     return revision
 
@@ -1219,8 +1247,16 @@ def _analysis_failure(run: AnalysisRun, what: str) -> tuple[str, str]:
 
 
 def _run_number(run_id: str) -> int:
-    tail = run_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return _revision_number(run_id.rsplit("-", 1)[-1]) or 0
+
+
+def _revision_number(text: str) -> int | None:
+    """A count written as ASCII digits that fits a status integer (int64); None otherwise. ``str.isdigit`` alone
+    takes "²" (which ``int`` refuses) and numbers the API server would refuse to store."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if number < 2**63 else None
 
 
 def _store_run(s: _Step, run: AnalysisRun) -> None:
