@@ -140,7 +140,7 @@ class MiniCluster(KubeClient):
         self.events: list[tuple[str, str, str]] = []
         self.version = 1
 
-    async def apply_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply_object(self, manifest: Mapping[str, Any], *, field_manager: str | None = None) -> dict[str, Any]:
         obj = copy.deepcopy(dict(manifest))
         obj["metadata"].update(uid=f"uid-{obj['metadata']['name']}", generation=1)
         if obj["kind"] == "Deployment":

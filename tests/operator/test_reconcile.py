@@ -20,8 +20,9 @@ from modeldeploy.analysis.sample import Sample
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
 from modeldeploy.labels import STABLE_ANNOTATION
-from modeldeploy.reconcile import Observed, Plan, assess_deployment, gpu_query, plan_reconcile
+from modeldeploy.reconcile import Observed, Plan, assess_deployment, autoscaled_total, gpu_query, plan_reconcile
 from modeldeploy.rollout.plan import Measurement
+from modeldeploy.spec import AutoscalingSpec
 
 CONFIG = OperatorConfig()
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -48,6 +49,7 @@ class FakeCluster:
 
     md: dict[str, Any]
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    replica_owners: set[str] = field(default_factory=set)  # Deployments whose count a manager besides ours owns
     now: datetime = T0
     writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)
@@ -75,10 +77,22 @@ class FakeCluster:
 
     def step(self) -> Plan:
         plan = plan_reconcile(self.md, self.observed(), CONFIG, self.now)
+        handed: dict[str, int] = {}
+        for manifest in plan.handover:  # server-side apply by a second manager: it owns the count from now on
+            assert set(manifest["spec"]) == {"replicas"}
+            name, count = manifest["metadata"]["name"], manifest["spec"]["replicas"]
+            handed[name] = count
+            self.objects[("Deployment", name)]["spec"]["replicas"] = count
         for manifest in plan.apply:
             key = (manifest["kind"], manifest["metadata"]["name"])
             old = self.objects.get(key)
             obj = copy.deepcopy(manifest)
+            # Server-side apply drops a count the operator stops applying, unless another manager owns it: the
+            # handover manager (above), or the HPA once it has written it (``replica_owners``).
+            dropped = key[0] == "Deployment" and "replicas" not in obj["spec"] and old is not None
+            if dropped and (key[1] in handed or key[1] in self.replica_owners):
+                obj["spec"]["replicas"] = old["spec"]["replicas"]
+                self.replica_owners.add(key[1])
             obj["metadata"]["uid"] = f"uid-{key[1]}"
             generation = 1
             if old is not None:
@@ -234,7 +248,8 @@ def test_autoscaling_adds_an_hpa_and_omits_replicas_then_removes_it() -> None:
     kinds = sorted(kind for kind, _ in cluster.objects)
     assert kinds == ["ControllerRevision", "Deployment", "HorizontalPodAutoscaler", "Service"]
     (deployment,) = cluster.deployments().values()
-    assert "replicas" not in deployment["spec"]
+    # Created at the HPA's minimum, then left out of the operator's manifest: the count is handed over, not dropped.
+    assert deployment["spec"]["replicas"] == 1 and deployment["metadata"]["name"] in cluster.replica_owners
     hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
     assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
@@ -626,3 +641,107 @@ def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -
     assert cluster.md["status"]["stableRevision"] == v1.split("-")[-1]
     assert {n: d["spec"]["replicas"] for n, d in cluster.deployments().items()} == replicas
     assert cluster.md["status"]["desiredReplicas"] == 6
+
+
+def replicas_of(cluster: FakeCluster) -> dict[str, int]:
+    return {n: d["spec"].get("replicas", 1) for n, d in cluster.deployments().items()}
+
+
+@pytest.mark.parametrize("lose_status", [False, True], ids=["status-kept", "status-lost"])
+def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_status: bool) -> None:
+    """Replica-ratio routing realises the weights with pods: at 50% the stable runs N - canary pods. With
+    spec.autoscaling, N is what the HPA chose for the stable (6) when the rollout started; the count the rollout
+    itself gave the stable (3) is not the HPA's choice, and reading it back as N shrank the model pass after pass
+    (3 + 3, then 1 + 2, then 1 + 1 = minReplicas). The total stays 6 across passes, restarts and a lost status."""
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    autoscaling = {"minReplicas": 1, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+    md = model_deployment(autoscaling=autoscaling, rollout=rollout)
+    del md["spec"]["replicas"]
+    cluster = FakeCluster(md)
+    cluster.healthy.add("*")
+    cluster.converge()
+    (v1,) = cluster.deployments()
+    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    cluster.simulate()
+    cluster.update_spec(model=V2)
+    cluster.step()
+    v2 = next(n for n in cluster.deployments() if n != v1)
+    assert replicas_of(cluster) == {v1: 6, v2: 3}, "the canary's pods come first, the stable keeps its 6"
+    for i in range(10):  # the canary's pods are ready: 50% by pods, 3 + 3; and so it stays
+        if lose_status:
+            del cluster.md["status"]
+        if i == 5:
+            cluster.deployments()[v1]["spec"]["replicas"] = 5  # the HPA acts on its target mid-rollout
+        cluster.simulate()
+        cluster.step()
+        assert replicas_of(cluster) == {v1: 3, v2: 3}, replicas_of(cluster)
+        assert cluster.md["status"]["desiredReplicas"] == 6
+        assert cluster.md["status"]["rollout"]["phase"] == "Paused"
+    total = cluster.deployments()[v1]["metadata"]["annotations"]["modeldeploy.io/total-replicas"]
+    assert total == "6", "the total is kept beside the count the rollout gave the stable"
+    cluster.md["metadata"]["annotations"] = {"modeldeploy.io/promote": "now"}
+    cluster.step()
+    assert replicas_of(cluster) == {v1: 3, v2: 6}, "the promotion scales the canary to the whole total"
+    cluster.converge()
+    assert cluster.md["status"]["stableRevision"] == v2.split("-")[-1]
+    assert cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]["scaleTargetRef"]["name"] == v2
+    annotations = cluster.deployments()[v2]["metadata"]["annotations"]
+    assert "modeldeploy.io/total-replicas" not in annotations, "the HPA owns the count again"
+
+
+@pytest.mark.parametrize(
+    ("annotation", "replicas", "total"),
+    [
+        (None, 6, 6),  # the HPA owns the Deployment: its count is the HPA's choice
+        ("6", 3, 6),  # a rollout set the count; the total it worked with is kept beside it
+        ("12", 3, 10),  # within maxReplicas (lowered mid-rollout)
+        ("1", 1, 2),  # and minReplicas
+        (None, None, 2),  # no count yet
+        ("six", 3, 3),  # a damaged annotation: the count, as before
+        ("-6", 3, 3),
+        ("\u0666", 3, 3),  # digits, but not ASCII ones
+    ],
+)
+def test_the_autoscaled_total_is_the_hpas_choice_before_the_rollout(
+    annotation: str | None, replicas: int | None, total: int
+) -> None:
+    autoscaling = AutoscalingSpec(min_replicas=2, max_replicas=10)
+    deployment: dict[str, Any] = {"metadata": {"annotations": {}}, "spec": {}}
+    if annotation is not None:
+        deployment["metadata"]["annotations"]["modeldeploy.io/total-replicas"] = annotation
+    if replicas is not None:
+        deployment["spec"]["replicas"] = replicas
+    assert autoscaled_total(autoscaling, deployment) == total
+    assert autoscaled_total(autoscaling, None) == 2
+
+
+def test_a_count_the_autoscaler_takes_over_is_handed_over_not_dropped() -> None:
+    """Server-side apply removes ``spec.replicas`` when the operator stops applying it and no other manager owns it,
+    and a Deployment without it runs 1 pod. When the HPA takes a Deployment over (autoscaling turned on, a promoted
+    canary), the plan first hands the count to a second field manager (``Plan.handover``), once."""
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    cluster = FakeCluster(model_deployment(rollout=rollout))
+    cluster.healthy.add("*")
+    cluster.converge()
+    (v1,) = cluster.deployments()
+    autoscaling = {"minReplicas": 3, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+    del cluster.md["spec"]["replicas"]
+    cluster.update_spec(autoscaling=autoscaling)
+    plan = cluster.step()
+    assert [(m["metadata"]["name"], m["spec"]) for m in plan.handover] == [(v1, {"replicas": 3})]
+    assert replicas_of(cluster) == {v1: 3}, "the HPA's minimum, not 1"
+    cluster.converge()
+    assert cluster.step().handover == [], "handed over once"
+    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    cluster.update_spec(model=V2)
+    cluster.converge()
+    v2 = next(n for n in cluster.deployments() if n != v1)
+    assert replicas_of(cluster) == {v1: 3, v2: 3}
+    cluster.md["metadata"]["annotations"] = {"modeldeploy.io/promote": "now"}
+    handovers = []
+    for _ in range(12):
+        plan = cluster.step()
+        handovers += [(m["metadata"]["name"], m["spec"]["replicas"]) for m in plan.handover]
+        cluster.simulate()
+    assert replicas_of(cluster) == {v2: 6}, "the promoted revision keeps the HPA's 6 pods"
+    assert handovers == [(v2, 6)]

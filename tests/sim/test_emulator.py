@@ -237,6 +237,17 @@ async def test_apply_conflicts_between_managers(kube: lightkube.AsyncClient) -> 
     assert after.spec == {"size": "m", "other": "x"}
 
 
+async def test_a_field_two_appliers_share_stays_until_neither_applies_it(kube: lightkube.AsyncClient) -> None:
+    """Server-side apply removes a field its manager stops applying only when no other manager owns it: two
+    managers applying the same value share it (how a handover manager keeps a Deployment's replicas)."""
+    await kube.apply(widget("a", size="s", color="red"), namespace="default", field_manager="one")
+    await kube.apply(widget("a", size="s"), namespace="default", field_manager="two")  # same value: shared
+    kept = await kube.apply(widget("a", color="red"), namespace="default", field_manager="one")
+    assert kept.spec == {"size": "s", "color": "red"}, "still owned by two"
+    gone = await kube.apply(widget("a", other=1), namespace="default", field_manager="two")
+    assert gone.spec == {"color": "red", "other": 1}, "owned by nobody once two stops applying it"
+
+
 async def test_apply_merges_lists_of_named_maps(kube: lightkube.AsyncClient) -> None:
     await kube.apply(widget("a", ports=[{"name": "http", "port": 80}]), namespace="default", field_manager="one")
     await kube.apply(widget("a", ports=[{"name": "metrics", "port": 9090}]), namespace="default", field_manager="two")

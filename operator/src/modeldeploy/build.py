@@ -221,12 +221,19 @@ def _probe(path: str, period: int, failure_threshold: int) -> Manifest:
 
 
 def build_deployment(
-    md: ModelDeployment, config: OperatorConfig, revision: str, replicas: int | None, *, stable: bool = False
+    md: ModelDeployment,
+    config: OperatorConfig,
+    revision: str,
+    replicas: int | None,
+    *,
+    stable: bool = False,
+    total_replicas: int | None = None,
 ) -> Manifest:
     """The Deployment ``NAME-REV`` running one revision; ``replicas`` None leaves the count to an HPA.
 
     ``stable``: the revision is the rollout's stable one; its Deployment's metadata (not the pod template, so
-    no pod restarts when the marker comes or goes) carries ``modeldeploy.io/stable``.
+    no pod restarts when the marker comes or goes) carries ``modeldeploy.io/stable``. ``total_replicas``: the
+    autoscaled total a rollout works with, kept in ``modeldeploy.io/total-replicas`` (metadata too).
     """
     model, runtime = md.model, md.runtime
     image = runtime_image(md, config)
@@ -354,6 +361,8 @@ def build_deployment(
     annotations = {labels.REVISION_ANNOTATION: revision}
     if stable:
         annotations[labels.STABLE_ANNOTATION] = labels.STABLE_VALUE
+    if total_replicas is not None:
+        annotations[labels.TOTAL_REPLICAS_ANNOTATION] = str(total_replicas)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

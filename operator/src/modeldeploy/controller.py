@@ -27,7 +27,16 @@ from modeldeploy.kube.resources import HTTP_ROUTES, resource_for
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
 from modeldeploy.mergepatch import create_merge_patch
 from modeldeploy.metrics import OperatorMetrics
-from modeldeploy.reconcile import Event, Observed, Plan, check_spec, gpu_query, owned_by, plan_reconcile
+from modeldeploy.reconcile import (
+    Event,
+    Observed,
+    Plan,
+    check_spec,
+    gpu_query,
+    handover_manager,
+    owned_by,
+    plan_reconcile,
+)
 from modeldeploy.rollout.plan import AnalysisRequest, Measurement, keep_measurement
 from modeldeploy.schema import SpecError
 
@@ -184,6 +193,11 @@ class Controller:
         uid = str(md["metadata"].get("uid", ""))
         seen = {key_of(o) for o in (*observed.deployments, *observed.services, *observed.autoscalers)}
         conflicts: list[str] = []
+        for manifest in plan.handover:
+            self.metrics.api_writes.labels("apply", manifest["kind"]).inc()
+            self.fresh.put(
+                await self.kube.apply_object(manifest, field_manager=handover_manager(self.kube.field_manager))
+            )
         for manifest in plan.apply:
             resource = resource_for(manifest["apiVersion"], manifest["kind"])
             if key_of(manifest) not in seen:

@@ -30,6 +30,11 @@ STABLE_ANNOTATION = f"{GROUP}/stable"
 record in the cluster of ``status.rollout.stableRevision``, so that a lost or damaged status is recovered from
 the children alone (see "Status fields" in docs/rollouts.md)."""
 STABLE_VALUE = "true"
+TOTAL_REPLICAS_ANNOTATION = f"{GROUP}/total-replicas"
+"""On the stable revision's Deployment while a rollout sets its replicas under ``spec.autoscaling`` (the HPA owns
+them otherwise): the pods for 100% of the traffic the rollout works with, decimal. It is the HPA's choice when
+the rollout started, kept in the cluster beside the count the rollout gave the stable (which is not the HPA's
+choice), so that every pass, a restarted operator and a lost status read the same total."""
 
 RESERVED_LABEL_KEYS = frozenset(
     {NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, COMPONENT_LABEL, VERSION_LABEL}

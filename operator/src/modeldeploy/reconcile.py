@@ -36,7 +36,13 @@ from modeldeploy.build import (
 )
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply, stamp
-from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, STABLE_ANNOTATION, STABLE_VALUE
+from modeldeploy.labels import (
+    MODEL_DEPLOYMENT_LABEL,
+    REVISION_LABEL,
+    STABLE_ANNOTATION,
+    STABLE_VALUE,
+    TOTAL_REPLICAS_ANNOTATION,
+)
 from modeldeploy.policy import check_policy
 from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
 from modeldeploy.rollout.plan import (
@@ -53,7 +59,7 @@ from modeldeploy.rollout.routing import RoutingError, router_for
 from modeldeploy.rollout.state import RolloutStatus
 from modeldeploy.scheduling import GpuQuery, parse_count
 from modeldeploy.schema import SpecError, default_object
-from modeldeploy.spec import ModelDeployment, parse_model_deployment
+from modeldeploy.spec import AutoscalingSpec, ModelDeployment, parse_model_deployment
 from modeldeploy.types import Manifest
 
 EventType = Literal["Normal", "Warning"]
@@ -112,11 +118,38 @@ class Plan:
     requeue_after: float | None = None
     analysis: AnalysisRequest | None = None
     """A measurement to take (then pass back in ``Observed.measurement``)."""
+    handover: list[Manifest] = field(default_factory=list)
+    """Applied first, with the field manager ``handover_manager(...)``: ``spec.replicas`` of Deployments whose
+    count the autoscaler takes over in this plan (``replicas_handover``)."""
 
     @property
     def writes(self) -> int:
         """How many write requests carrying the plan out takes."""
-        return len(self.apply) + len(self.delete) + len(self.events) + (self.status is not None)
+        return len(self.handover) + len(self.apply) + len(self.delete) + len(self.events) + (self.status is not None)
+
+
+def handover_manager(field_manager: str) -> str:
+    """The field manager that holds ``spec.replicas`` of a Deployment between the operator and its autoscaler."""
+    return f"{field_manager}-handover"
+
+
+def replicas_handover(live: Mapping[str, Any], replicas: int) -> Manifest:
+    """An apply of ``spec.replicas`` alone (the count the operator wants now) for a Deployment whose count the
+    operator stops applying because its HorizontalPodAutoscaler takes over.
+
+    Server-side apply removes a field its manager stops applying when no other manager owns it, and a Deployment
+    without ``spec.replicas`` defaults to 1 pod: a newly promoted stable (whose count only the operator has set)
+    would drop to one pod serving all the traffic until the autoscaler scaled it back up. Applied first by a
+    second field manager, the count is kept, owned by that manager until the autoscaler changes it (the transfer
+    of ownership the Kubernetes server-side apply documentation describes for handing replicas to an HPA).
+    """
+    meta = live.get("metadata") or {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": {"replicas": replicas},
+    }
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -148,6 +181,36 @@ def marked_stable(deployment: Mapping[str, Any]) -> bool:
     """Whether a revision's Deployment carries the stable marker (``build_deployment(..., stable=True)``)."""
     annotations = deployment.get("metadata", {}).get("annotations") or {}
     return annotations.get(STABLE_ANNOTATION) == STABLE_VALUE
+
+
+def autoscaled_total(autoscaling: AutoscalingSpec, stable: Mapping[str, Any] | None) -> int:
+    """``N``, the pods for 100% of the traffic under ``spec.autoscaling``, from the stable revision's Deployment.
+
+    While the HPA owns that Deployment (no rollout), its ``spec.replicas`` is the HPA's choice. While a rollout
+    runs, the operator sets the stable's replicas to the stable's share of ``N`` (replica-ratio routing, Neutral
+    capacity), which is not the HPA's choice: reading it back as ``N`` would shrink the model pass after pass down
+    to ``minReplicas``. So the operator keeps the ``N`` it works with on that Deployment
+    (``modeldeploy.io/total-replicas``, the HPA's choice when the rollout started) and reads it from there first.
+    Either way within ``minReplicas``..``maxReplicas``; ``minReplicas`` when there is no stable Deployment.
+    """
+    floor, ceiling = autoscaling.min_replicas, autoscaling.max_replicas
+    if stable is None:
+        return floor
+    annotations = stable.get("metadata", {}).get("annotations") or {}
+    noted = _count(annotations.get(TOTAL_REPLICAS_ANNOTATION))
+    current = noted if noted is not None else _count(stable.get("spec", {}).get("replicas"))
+    return floor if current is None else min(ceiling, max(floor, current))
+
+
+def _count(value: object) -> int | None:
+    """A replica count written as an integer or as ASCII digits (an annotation); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return None
 
 
 # --- reading observed state --------------------------------------------------------------------------------
@@ -405,6 +468,7 @@ class _Reconcile:
         self.measurement = observed.measurement
         self.gpus_free = observed.gpus_free
         self.events: list[Event] = []
+        self.handover_counts: dict[str, int] = {}  # Deployment name -> the count handed to its autoscaler
         self.router = router_for(rollout, md.name, md.namespace)
 
     # --- templates -----------------------------------------------------------------------------------------
@@ -438,13 +502,14 @@ class _Reconcile:
         md = self.md
         self.revision = revision_of(md, self.config)
         self.template = template_of(self.defaulted, md, self.config)
+        self.total = self.total_replicas()
         status = RolloutStatus.from_status(self.status.get("rollout"), self.status.get("history"))
         decision = next_rollout(
             self.rollout,
             status,
             RolloutObserved(
                 target=RevisionInfo(self.revision, md.model.version, self.revision),
-                replicas=self.total_replicas(),
+                replicas=self.total,
                 revisions=observe_revisions(self.deployments, self.pods),
                 measurement=self.measurement,
                 gpus_per_pod=gpus_per_pod(md),
@@ -461,8 +526,16 @@ class _Reconcile:
         # Owned children carry the digest of what was applied; an edited existing object (not ours) does not.
         desired = [m if m["metadata"].get("resourceVersion") else stamp(m) for m in [*grow, *route, *shrink]]
         applies = [m for m in desired if needs_apply(m, self.observed_copy(m))]
+        handover = [
+            replicas_handover(live, self.handover_counts[_name(m)])
+            for m in applies
+            if m["kind"] == "Deployment" and _name(m) in self.handover_counts
+            for live in (self.observed_copy(m),)
+            if live is not None
+        ]
         status_out = self.status_for(decision)
         return Plan(
+            handover=handover,
             apply=applies,
             delete=deletes,
             status=None if status_out == self.status else status_out,
@@ -472,7 +545,8 @@ class _Reconcile:
         )
 
     def total_replicas(self) -> int:
-        """The pods the ModelDeployment should run in all: spec.replicas, or what the HPA wants now."""
+        """The pods the ModelDeployment should run in all: spec.replicas, or the HPA's choice
+        (``autoscaled_total``: what it chose before a rollout took over the stable's count)."""
         autoscaling = self.md.autoscaling
         if autoscaling is None:
             return self.md.replicas
@@ -483,9 +557,7 @@ class _Reconcile:
             marked = [d for d in self.deployments.values() if marked_stable(d)]
             if marked:
                 stable = max(marked, key=lambda d: (_revision(d) == self.revision, assess_deployment(d).ready))
-        current = (stable or {}).get("spec", {}).get("replicas")
-        floor = autoscaling.min_replicas
-        return max(floor, int(current)) if current is not None else floor
+        return autoscaled_total(autoscaling, stable)
 
     def observed_copy(self, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
         kind, name = manifest["kind"], _name(manifest)
@@ -545,12 +617,24 @@ class _Reconcile:
                                          "its Deployment is left as it is"))
                 continue
             hpa_owns = autoscaled and revision == stable and sole and decision.weights.get(revision) == 100
+            # While the rollout sets the stable's count, the total it was derived from stays beside it.
+            noted = self.total if autoscaled and revision == stable and not hpa_owns else None
+            current = self.deployments.get(revision)
+            # A Deployment the autoscaler takes over is created at its count (created without one, it would start
+            # with 1 pod); from the next pass the count is handed over (see replicas_handover) and left out.
+            handed_over = hpa_owns and current is not None
             manifest = self.owned(
                 build_deployment(
-                    source, self.config, revision, None if hpa_owns else replicas, stable=revision == stable
+                    source,
+                    self.config,
+                    revision,
+                    None if handed_over else replicas,
+                    stable=revision == stable,
+                    total_replicas=noted,
                 )
             )
-            current = self.deployments.get(revision)
+            if handed_over:
+                self.handover_counts[_name(manifest)] = replicas
             before = assess_deployment(current).desired if current is not None else 0
             (grow if replicas >= before else shrink).append(manifest)
 
@@ -611,7 +695,7 @@ class _Reconcile:
         stable_version = self.version_of(stable)
         ready_replicas = sum(assess_deployment(d).ready for d in self.deployments.values())
         replicas = sum(assess_deployment(d).current for d in self.deployments.values())
-        desired_replicas = self.total_replicas()
+        desired_replicas = self.total
 
         conditions: list[cond.Condition]
         never_served = self.status.get("phase") in (None, "Pending", "Failed") and not rollout.previous_revision

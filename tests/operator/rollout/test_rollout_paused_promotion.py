@@ -191,13 +191,22 @@ def test_steps_edited_while_a_promotion_is_paused_do_not_restart_it() -> None:
 
 
 def test_a_new_revision_while_a_promotion_is_paused_starts_from_the_first_step() -> None:
-    """The held promotion belonged to B: C is a new rollout (and it stays paused)."""
+    """The held promotion belonged to B: C is a new rollout (and it stays paused). B had traffic (25%: 1 ready pod
+    beside the stable's 3): it goes back to the stable as the stable's pods become ready, and B is removed in the
+    pass that starts C."""
     cluster = rollout_of_b(CANARY)
     promote(cluster)
     pause_during_promotion(cluster)
     cluster.deploy(C)
     d = cluster.step()
-    assert "RolloutReplaced" in reasons(d) and d.status.canary_revision == C and d.status.phase == "Paused"
+    assert "RolloutReplaced" in reasons(d) and d.status.canary_revision == B and d.status.phase == "RollingBack"
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 4, B: 4}, d
+    cluster.make_ready(A)
+    d = cluster.step()
+    assert d.status.canary_revision == B and d.weights == {A: 100} and d.replicas == {A: 4, B: 4}, d
+    d = cluster.step()
+    assert d.status.canary_revision == C and d.status.phase == "Paused", d.status
+    assert d.weights == {A: 100, C: 0} and d.replicas == {A: 4, B: 0, C: 0}, d
     assert d.status.current_step_index == 0
     cluster.controls = Controls(promote_token="go")
     d = cluster.step()

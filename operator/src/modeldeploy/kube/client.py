@@ -95,12 +95,13 @@ class KubeClient:
         result: dict[str, Any] = response.json() if response.content else {}
         return result
 
-    async def apply_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``manifest`` with the operator's field manager (create or update)."""
+    async def apply_object(self, manifest: Mapping[str, Any], *, field_manager: str | None = None) -> dict[str, Any]:
+        """Server-side apply ``manifest`` with the operator's field manager, or ``field_manager`` (create or
+        update)."""
         resource = resource_for(str(manifest["apiVersion"]), str(manifest["kind"]))
         meta = manifest["metadata"]
         path = resource.path(meta.get("namespace"), meta["name"])
-        params = {"fieldManager": self.field_manager, "force": "true"}
+        params = {"fieldManager": field_manager or self.field_manager, "force": "true"}
         return await self._request("PATCH", path, body=manifest, content_type=APPLY, params=params)
 
     async def create_object(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -691,6 +691,9 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
                 "ready pods) and stays until its successor is ready",
             )
             stable = old
+        elif old and controls.paused and s.status.canary_weight > 0:
+            _replace_while_paused(s, stable, old, canary)
+            return
         elif old:
             s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
         pinned = s.status.rollback is not None and s.status.rollback.revision == canary
@@ -735,6 +738,28 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _blue_green(s, stable, canary)
     else:
         _rolling_update(s, stable, canary)
+
+
+def _replace_while_paused(s: _Step, stable: str, old: str, canary: str) -> None:
+    """The spec moved on to ``canary`` while spec.paused holds the rollout of ``old``, which still has traffic.
+
+    ``canary`` waits for resume; ``old`` is removed as a rolled-back canary is (``_hand_back``, phase
+    ``RollingBack``, not rejected): the stable scales back to full size and takes ``old``'s traffic as its pods
+    become ready, within ``progressDeadlineSeconds`` (``waitingSince``, set on the first pass). ``old`` stays
+    ``canaryRevision`` meanwhile; the pass after the one that moved the last of its traffic starts ``canary``,
+    paused, and scales ``old`` down. A rollout that serves nothing (``canaryWeight`` 0) is replaced at once."""
+    if s.status.phase != "RollingBack":
+        s.set(phase="RollingBack", waiting_since=s.now)
+        s.event(
+            "Normal",
+            "RolloutReplaced",
+            f"Revision {canary} replaces revision {old} while the rollout is paused: {old} hands its traffic back "
+            f"to revision {stable} as {stable}'s pods become ready and is removed; {canary} waits for spec.paused "
+            "to clear",
+        )
+    _hand_back(s, stable, old)
+    s.set(message=f"{s.status.message}; revision {canary} waits for spec.paused to clear")
+    _keep_warm(s)
 
 
 def _steps_hash(spec: RolloutSpec) -> str:
@@ -872,7 +897,8 @@ def _promoting(s: _Step) -> bool:
 
 
 def _paused(s: _Step, stable: str, canary: str) -> None:
-    """spec.paused: pods, weights and the preview Service are left as they are. A promotion under way (or
+    """spec.paused: pods, weights and the preview Service are left as they are (no pod is scaled down; a revision
+    whose traffic needs more pods gets them, ``_paused_scale``). A promotion under way (or
     requested while paused) is kept in ``pausedPhase``, since resume cannot derive it from the step index."""
     if s.status.phase == "Promoting":
         s.set(paused_phase="Promoting")
@@ -895,10 +921,37 @@ def _paused(s: _Step, stable: str, canary: str) -> None:
     s.phase("Paused", message)
     weight = s.status.canary_weight
     s.weights.update({stable: 100 - weight, canary: weight})
-    for revision in (stable, canary):
-        s.replicas[revision] = s.obs(revision).desired
+    s.replicas[stable], s.replicas[canary] = _paused_scale(s, stable, canary)
     if s.spec.strategy == "BlueGreen" and s.spec.blue_green.preview_service:
         s.preview = canary
+
+
+def _paused_scale(s: _Step, stable: str, canary: str) -> tuple[int, int]:
+    """(stable, canary) replicas while spec.paused holds a rollout: what they have, never fewer than the pods
+    their traffic (``canaryWeight``) needs. A paused rollout scales nothing down; it scales a revision up when
+    its share has too few pods: a rollout that starts paused after a spec change (the stable gets the traffic
+    of a replaced canary, or a replaced canary became the stable), or ``N`` that grew. Neutral capacity gives
+    the stable only what ``N + maxSurgePods`` leaves beside the canary's pods (a promotion held by the pause
+    keeps the budget it took)."""
+    n, spec = s.total, s.spec
+    weight = s.status.canary_weight
+    stable_have, canary_have = s.obs(stable).desired, s.obs(canary).desired
+    if spec.strategy == "Canary":
+        mode, surge = spec.capacity.mode, spec.capacity.max_surge_pods
+        need = rmath.plan_canary_scale(
+            n, weight, mode=mode, surge=surge, exact_routing=spec.routing.type == "GatewayAPI"
+        )
+        canary_need = need.canary if weight > 0 else 0
+        stable_need = need.stable
+        if mode == "Neutral":
+            stable_need = min(stable_need, n + surge - max(canary_have, canary_need))
+    elif spec.strategy == "BlueGreen":
+        stable_need, canary_need = n, n if weight > 0 else 0
+    else:
+        # A rolling update trades old pods for new ones within maxUnavailable; one that has no new pods yet
+        # has the old revision at full size.
+        stable_need, canary_need = (n if canary_have == 0 else 0), 0
+    return max(stable_have, stable_need), max(canary_have, canary_need)
 
 
 def _resume(s: _Step, canary: str) -> None:

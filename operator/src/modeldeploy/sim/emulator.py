@@ -859,14 +859,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         entries: list[Obj] = copy.deepcopy(_meta(old).get("managedFields") or [])
         mine: set[patching.FieldPath] = set()
         others: dict[int, set[patching.FieldPath]] = {}
+        owned_by_others: set[patching.FieldPath] = set()  # by any other manager, applier or updater
         for index, entry in enumerate(entries):
-            if entry.get("operation") != "Apply" or entry.get("subresource") != subresource:
+            if entry.get("subresource") != subresource:
                 continue
             fields = patching.fields_from_v1(entry.get("fieldsV1") or {})
-            if entry.get("manager") == manager:
+            if entry.get("manager") == manager and entry.get("operation") == "Apply":
                 mine = fields
-            else:
-                others[index] = fields
+            elif entry.get("manager") != manager:
+                owned_by_others |= fields
+                if entry.get("operation") == "Apply":
+                    others[index] = fields
         conflicts: list[tuple[str, patching.FieldPath]] = []
         for index, fields in others.items():
             for path in sorted(fields & new_fields):
@@ -887,7 +890,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         kept = set().union(*others.values()) if others else set()
         source = {"status": applied.get("status")} if status_only else applied
         merged = patching.apply_merge(self._present(rt, old), source)
-        merged = patching.prune_paths(merged, mine - new_fields, new_fields | kept)
+        # A field this manager no longer applies is removed only when no other manager owns it (it then stays,
+        # theirs alone): how an HPA, or a handover manager, keeps a Deployment's spec.replicas.
+        merged = patching.prune_paths(merged, mine - new_fields - owned_by_others, new_fields | kept)
         entries = self._with_entry(entries, self._managed_entry(rt, manager, "Apply", new_fields, subresource))
         return self._finish_update(
             rt, old, merged, subresource=subresource, managed=entries, dry_run=dry_run, compare_managed=True
