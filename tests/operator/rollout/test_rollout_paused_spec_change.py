@@ -154,14 +154,22 @@ def test_the_paused_hand_back_is_bounded_by_the_progress_deadline() -> None:
     assert d.status.canary_revision == C and d.status.phase == "Paused" and d.replicas == {A: 4, B: 0, C: 0}
 
 
-def test_resuming_during_the_paused_hand_back_replaces_the_canary_as_an_unpaused_change_does() -> None:
+def test_resuming_during_the_paused_hand_back_goes_on_handing_back_as_an_unpaused_change_does() -> None:
+    """An unpaused spec change hands the canary's traffic back too (test_rollout_spec_change_hand_back.py):
+    resuming goes on with the hand-back, then C starts, unpaused, from its first step."""
     cluster = canary_at_50_paused()
     cluster.deploy(C)
     assert cluster.step().status.phase == "RollingBack"
     cluster.controls = RESUMED
     d = cluster.step()
+    assert d.status.canary_revision == B and d.status.phase == "RollingBack" and C not in d.replicas
+    assert d.weights == {A: 50, B: 50} and d.replicas == {A: 3, B: 2} and not d.events
+    carried(cluster, d)
+    cluster.make_ready(A)
+    assert cluster.step().weights == {A: 100}
+    d = cluster.step()
     assert d.status.canary_revision == C and d.status.phase == "Progressing" and d.replicas[C] == 2
-    assert B not in d.weights and d.weights[A] == 100
+    assert B not in d.weights and d.weights[A] == 100 and d.replicas[B] == 0
     carried(cluster, d)
 
 

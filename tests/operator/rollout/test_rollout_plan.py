@@ -199,7 +199,14 @@ def test_spec_change_mid_rollout_replaces_the_canary() -> None:
     cluster.step()
     cluster.deploy(C)
     d = cluster.step()
-    assert "RolloutReplaced" in reasons(d) and d.status.canary_revision == C
+    # Replica-ratio routing gave B's pod to A's share (A runs 3 of 4): B hands its 25% back as A's 4th pod is
+    # ready (test_rollout_spec_change_hand_back.py), then C starts from its first step.
+    assert "RolloutReplaced" in reasons(d) and d.status.phase == "RollingBack" and d.status.canary_revision == B
+    assert d.replicas == {A: 4, B: 1} and d.weights == {A: 75, B: 25}
+    d = cluster.step()
+    assert d.replicas == {A: 4, B: 1} and d.weights == {A: 100}
+    d = cluster.step()
+    assert "RolloutStarted" in reasons(d) and d.status.canary_revision == C
     assert d.replicas[B] == 0 and d.weights == {A: 100, C: 0} and d.status.current_step_index == 0
 
 

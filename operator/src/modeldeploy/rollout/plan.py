@@ -600,25 +600,13 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
     waited for when it has no ready pods or is crash-looping, nor for longer than ``progressDeadlineSeconds``
     after the rollback started (``waitingSince``; Warning ``StableNotReady``). Once the traffic is all on the
     stable, the next pass scales the canary down."""
-    n = s.total
     spec = s.spec
     kept = s.obs(canary).desired
+    target, weight = _hand_back_plan(s, stable, canary)
     s.replicas[canary] = kept
-    s.replicas[stable] = n
-    if spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
-        budget = n + spec.capacity.max_surge_pods - kept
-        s.replicas[stable] = min(n, max(s.obs(stable).desired, budget))
+    s.replicas[stable] = target
     s.set(current_step_index=0, paused_at=None, paused_phase=None)
-    stable_obs, canary_obs = s.obs(stable), s.obs(canary)
-    target = s.replicas[stable]
-    weight = rmath.rollback_canary_weight(
-        n,
-        applied_weight=s.status.canary_weight,
-        stable_ready=stable_obs.ready,
-        stable_target=target,
-        canary_ready=0 if canary_obs.crash_looping else canary_obs.ready,
-        exact_routing=spec.strategy == "Canary" and spec.routing.type == "GatewayAPI",
-    )
+    stable_obs = s.obs(stable)
     started = s.status.waiting_since or s.now
     waited = s.since(started)
     deadline = spec.progress_deadline_seconds
@@ -651,6 +639,29 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
         message=f"Rolled back traffic to {stable}; revision {canary} scales down next",
     )
     s.wake_in(0)
+
+
+def _hand_back_plan(s: _Step, stable: str, canary: str) -> tuple[int, int]:
+    """(stable replicas, canary weight) of one ``_hand_back`` pass: the stable scales back to N (within the
+    Neutral budget while the canary keeps its pods), and the canary keeps the traffic share the stable's ready
+    pods cannot serve yet (``replicas.rollback_canary_weight``; 0: the stable can take it all now)."""
+    n = s.total
+    spec = s.spec
+    kept = s.obs(canary).desired
+    target = n
+    if spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
+        budget = n + spec.capacity.max_surge_pods - kept
+        target = min(n, max(s.obs(stable).desired, budget))
+    stable_obs, canary_obs = s.obs(stable), s.obs(canary)
+    weight = rmath.rollback_canary_weight(
+        n,
+        applied_weight=s.status.canary_weight,
+        stable_ready=stable_obs.ready,
+        stable_target=target,
+        canary_ready=0 if canary_obs.crash_looping else canary_obs.ready,
+        exact_routing=spec.strategy == "Canary" and spec.routing.type == "GatewayAPI",
+    )
+    return target, weight
 
 
 def _reject(s: _Step, revision: str, reason: str, message: str) -> None:
@@ -693,6 +704,11 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             stable = old
         elif old and controls.paused and s.status.canary_weight > 0:
             _replace_while_paused(s, stable, old, canary)
+            return
+        elif old and s.status.canary_weight > 0 and (
+            s.status.phase == "RollingBack" or _hand_back_plan(s, stable, old)[1] > 0
+        ):
+            _replace_handing_back(s, stable, old, canary)
             return
         elif old:
             s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
@@ -759,6 +775,26 @@ def _replace_while_paused(s: _Step, stable: str, old: str, canary: str) -> None:
         )
     _hand_back(s, stable, old)
     s.set(message=f"{s.status.message}; revision {canary} waits for spec.paused to clear")
+    _keep_warm(s)
+
+
+def _replace_handing_back(s: _Step, stable: str, old: str, canary: str) -> None:
+    """The spec moved on to ``canary`` while ``old``, a canary with traffic, rolls out (or rolls back) and the
+    stable's ready pods cannot take ``old``'s share yet (replica-ratio routing runs the stable on N minus ``old``'s
+    pods, Neutral capacity took them out of its budget): ``old`` is removed as ``_replace_while_paused`` removes
+    it (``_hand_back``, phase ``RollingBack``, not rejected), and the pass after the one that moved the last of its
+    traffic starts ``canary`` from its first step. A stable that can take the traffic at once does so in the pass
+    of the change (``_rollout``), and a canary with no ready pods or crash-looping hands nothing back."""
+    if s.status.phase != "RollingBack":
+        s.set(phase="RollingBack", waiting_since=s.now)
+        s.event(
+            "Normal",
+            "RolloutReplaced",
+            f"Revision {canary} replaces revision {old} mid-rollout: {old} hands its traffic back to revision "
+            f"{stable} as {stable}'s pods become ready and is removed; then {canary} rolls out",
+        )
+    _hand_back(s, stable, old)
+    s.set(message=f"{s.status.message}; revision {canary} rolls out next")
     _keep_warm(s)
 
 
