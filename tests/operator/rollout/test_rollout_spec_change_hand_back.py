@@ -4,6 +4,10 @@ gave them to the stable's share), the replaced canary hands its traffic back as 
 as a rollback does (``_hand_back``), bounded by ``progressDeadlineSeconds``; then the new revision's rollout
 starts from its first step. A stable that has the pods (Surge) takes the traffic at once, and a canary that
 serves nothing (no ready pods, crash-looping) is dropped at once.
+
+The same holds when the spec goes back to the stable (a cancelled rollout: ``RolloutCancelled`` once the canary is
+removed) and when it moves to a revision rejected earlier (``_hold_rejected``: the stable serves, the rejected
+revision is not rolled out).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from rollout_harness import A, B, C, Cluster, reasons, spec
 from test_rollout_paused_spec_change import carried
 
 from modeldeploy.rollout.plan import Decision, next_rollout
-from modeldeploy.rollout.state import RolloutStatus
+from modeldeploy.rollout.state import Rejection, RolloutStatus
 
 
 def gateway(capacity: dict[str, Any]) -> dict[str, Any]:
@@ -170,3 +174,136 @@ def test_a_rollback_whose_spec_changes_goes_on_handing_back() -> None:
     assert cluster.step().weights == {A: 100}
     d = cluster.step()
     assert d.status.canary_revision == C and d.weights == {A: 100, C: 0} and d.replicas[B] == 0
+
+
+def restart_step(cluster: Cluster) -> Decision:
+    """A fresh operator's decision from the stored status (JSON) must be the running one's."""
+    stored = json.loads(json.dumps(cluster.status.to_status()))
+    history = json.loads(json.dumps(cluster.status.history_to_status()))
+    fresh = next_rollout(
+        cluster.spec, RolloutStatus.from_status(stored, history), cluster.observed(), cluster.now, cluster.controls
+    )
+    d = cluster.step()
+    assert fresh == d
+    return d
+
+
+# --- the spec goes back to the stable (a cancelled rollout) ------------------------------------------------
+
+
+def neutral_cancelled() -> tuple[Cluster, Decision]:
+    """Neutral (maxSurgePods 2): A runs 2 pods beside B's 2, B serves 50%. The spec goes back to A."""
+    cluster = canary_at_50(NEUTRAL)
+    cluster.deploy(A, version="1")
+    return cluster, cluster.step()
+
+
+def test_a_neutral_cancel_hands_the_canary_traffic_back_as_the_stable_pods_become_ready() -> None:
+    cluster, d = neutral_cancelled()
+    assert d.status.phase == "RollingBack" and d.status.canary_revision == B and d.status.rejection(B) is None
+    assert d.status.stable_revision == A and f"revision {A} again" in d.status.message
+    assert d.weights == {A: 50, B: 50} and d.replicas == {A: 4, B: 2}, d
+    assert d.status.waiting_since == cluster.now and d.requeue_after == 10 and "RolloutCancelled" not in reasons(d)
+    carried(cluster, d)
+    d = cluster.step()  # no new pod ready: nothing moves
+    assert d.weights == {A: 50, B: 50} and not d.events
+    set_ready(cluster, A, 3)
+    d = cluster.step()
+    assert d.weights == {A: 75, B: 25} and d.status.canary_weight == 25 and d.replicas == {A: 4, B: 2}
+    carried(cluster, d)
+    set_ready(cluster, A, 4)
+    d = cluster.step()  # all the traffic moves; B keeps its pods one more pass
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 2} and d.status.canary_weight == 0
+    d = cluster.step()  # steady on A; B goes
+    assert d.status.phase == "Completed" and d.status.canary_revision == "" and d.status.stable_revision == A
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 0} and d.status.waiting_since is None
+    d = cluster.step()
+    assert d.replicas == {A: 4} and not d.events
+    assert [r for x in cluster.decisions for r in reasons(x)].count("RolloutCancelled") == 1
+    assert all(x.status.rejection(B) is None for x in cluster.decisions)
+
+
+def test_a_neutral_cancel_is_bounded_by_the_progress_deadline() -> None:
+    cluster, d = neutral_cancelled()
+    cluster.advance(121)
+    d = cluster.step()
+    assert d.weights == {A: 100} and "StableNotReady" in reasons(d) and d.status.waiting_since is None
+    d = cluster.step()
+    assert d.status.canary_revision == "" and d.replicas[B] == 0 and reasons(d) == ["RolloutCancelled"]
+
+
+def test_a_surge_cancel_is_immediate() -> None:
+    cluster = canary_at_50(SURGE)
+    cluster.deploy(A, version="1")
+    d = cluster.step()
+    assert reasons(d) == ["RolloutCancelled"] and d.status.canary_revision == "" and d.status.phase == "Completed"
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 0}
+
+
+def test_a_cancel_of_a_canary_serving_nothing_is_immediate() -> None:
+    cluster = canary_at_50(NEUTRAL)
+    cluster.crash.add(B)
+    cluster.deploy(A, version="1")
+    d = cluster.step()
+    assert "RolloutCancelled" in reasons(d) and d.status.canary_revision == "" and d.weights == {A: 100}
+
+
+def test_a_restart_mid_cancel_resumes_exactly() -> None:
+    cluster, _ = neutral_cancelled()
+    cluster.advance(30)
+    for ready in (3, 3, 4, 4, 4):
+        set_ready(cluster, A, ready)
+        restart_step(cluster)
+        cluster.advance(5)
+    assert [x.weights for x in cluster.decisions[-5:]] == [{A: 75, B: 25}] * 2 + [{A: 100}] * 3
+    assert cluster.status.canary_revision == "" and cluster.status.phase == "Completed"
+    assert [r for x in cluster.decisions for r in reasons(x)].count("RolloutCancelled") == 1
+
+
+# --- the spec moves to a revision rejected earlier ---------------------------------------------------------
+
+
+def rejected_c(raw: dict[str, Any]) -> tuple[Cluster, Decision]:
+    """B serves 50% when the spec moves to C, which the status names as rejected (a status restored from a
+    backup or written by an older operator: the operator itself drops a rejection once the spec resolves
+    elsewhere)."""
+    cluster = canary_at_50(raw)
+    rejection = Rejection(C, "AnalysisFailed", "error ratio too high", cluster.now)
+    cluster.status = dataclasses.replace(cluster.status, rejected_revisions=(rejection,))
+    cluster.deploy(C)
+    return cluster, cluster.step()
+
+
+def test_a_neutral_move_to_a_rejected_revision_hands_the_canary_traffic_back() -> None:
+    cluster, d = rejected_c(NEUTRAL)
+    assert d.status.phase == "RollingBack" and d.status.canary_revision == B and d.status.rejection(C) is not None
+    assert d.weights == {A: 50, B: 50} and d.replicas == {A: 4, B: 2} and C not in d.replicas, d
+    assert d.status.waiting_since == cluster.now and f"revision {C} is rejected" in d.status.message
+    carried(cluster, d)
+    set_ready(cluster, A, 3)
+    d = cluster.step()
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 4, B: 2}
+    set_ready(cluster, A, 4)
+    d = cluster.step()
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 2}
+    d = cluster.step()  # as _hold_rejected leaves it: A serves, C is held rejected, B goes
+    assert d.status.phase == "RolledBack" and d.status.canary_revision == "" and d.status.rejection(C) is not None
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 0} and "RolledBack" in reasons(d)
+    assert cluster.step().replicas == {A: 4}
+
+
+def test_a_surge_move_to_a_rejected_revision_is_immediate() -> None:
+    _, d = rejected_c(SURGE)
+    assert d.status.phase == "RolledBack" and d.status.canary_revision == "" and d.status.rejection(C) is not None
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 0} and "RolledBack" in reasons(d)
+
+
+def test_a_restart_mid_hand_back_to_a_rejected_revision_resumes_exactly() -> None:
+    cluster, _ = rejected_c(NEUTRAL)
+    cluster.advance(30)
+    for ready in (3, 3, 4, 4, 4):
+        set_ready(cluster, A, ready)
+        restart_step(cluster)
+        cluster.advance(5)
+    assert [x.weights for x in cluster.decisions[-5:]] == [{A: 75, B: 25}] * 2 + [{A: 100}] * 3
+    assert cluster.status.phase == "RolledBack" and cluster.status.rejection(C) is not None

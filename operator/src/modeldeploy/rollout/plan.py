@@ -533,7 +533,15 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
 
 
 def _steady(s: _Step, stable: str) -> None:
-    if s.status.canary_revision:
+    """All traffic on the stable. A canary that still has traffic when the spec resolves to the stable again
+    (a cancelled rollout) is removed the way a replaced one is (``_cancel_handing_back``) when the stable cannot
+    take its share at once; otherwise, and in the pass after the one that moved the last of it, it goes now
+    (``RolloutCancelled``, once: in the pass that clears ``canaryRevision``)."""
+    canary = s.status.canary_revision
+    if canary and _hands_back(s, stable, canary):
+        _cancel_handing_back(s, stable, canary)
+        return
+    if canary:
         s.event(
             "Normal",
             "RolloutCancelled",
@@ -572,10 +580,16 @@ def _keep_warm(s: _Step) -> None:
 
 def _hold_rejected(s: _Step, stable: str, rejected: str) -> None:
     """Traffic back to the stable first (RollingBack, ``_hand_back``), then the rejected canary scales down
-    (RolledBack). ``canaryWeight`` 0 in RollingBack says the traffic has moved."""
+    (RolledBack). ``canaryWeight`` 0 in RollingBack says the traffic has moved. A canary that is not rolling back
+    (the spec moved on to a revision rejected earlier while it served) is handed back the same way when the
+    stable cannot take its share at once (``_hands_back``), and dropped in this pass when it can."""
     canary = s.status.canary_revision
-    if canary and s.status.phase == "RollingBack" and s.status.canary_weight > 0:
+    if canary and _hands_back(s, stable, canary):
+        if s.status.phase != "RollingBack":
+            s.set(phase="RollingBack", waiting_since=s.now)
         _hand_back(s, stable, canary)
+        if canary != rejected:
+            s.set(message=f"{s.status.message}; revision {rejected} is rejected and is not rolled out")
         return
     s.weights.clear()
     s.weights[stable] = 100
@@ -639,6 +653,13 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
         message=f"Rolled back traffic to {stable}; revision {canary} scales down next",
     )
     s.wake_in(0)
+
+
+def _hands_back(s: _Step, stable: str, canary: str) -> bool:
+    """Whether ``canary``, about to leave (replaced, cancelled, rejected), gives its traffic back through
+    ``_hand_back`` rather than at once: it has traffic and is rolling back already, or the stable's ready pods
+    cannot take its share yet (``_hand_back_plan``). Derived from status and the cluster: restart-safe."""
+    return s.status.canary_weight > 0 and (s.status.phase == "RollingBack" or _hand_back_plan(s, stable, canary)[1] > 0)
 
 
 def _hand_back_plan(s: _Step, stable: str, canary: str) -> tuple[int, int]:
@@ -705,9 +726,7 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         elif old and controls.paused and s.status.canary_weight > 0:
             _replace_while_paused(s, stable, old, canary)
             return
-        elif old and s.status.canary_weight > 0 and (
-            s.status.phase == "RollingBack" or _hand_back_plan(s, stable, old)[1] > 0
-        ):
+        elif old and _hands_back(s, stable, old):
             _replace_handing_back(s, stable, old, canary)
             return
         elif old:
@@ -795,6 +814,18 @@ def _replace_handing_back(s: _Step, stable: str, old: str, canary: str) -> None:
         )
     _hand_back(s, stable, old)
     s.set(message=f"{s.status.message}; revision {canary} rolls out next")
+    _keep_warm(s)
+
+
+def _cancel_handing_back(s: _Step, stable: str, canary: str) -> None:
+    """The spec resolves to the stable again while ``canary`` still has traffic the stable cannot take at once:
+    ``canary`` is removed as ``_replace_handing_back`` removes a replaced one (``_hand_back``, phase
+    ``RollingBack``, not rejected); the pass after the one that moved the last of its traffic is ``_steady``'s
+    plain path (``RolloutCancelled``, ``canaryRevision`` cleared, the canary scaled down)."""
+    if s.status.phase != "RollingBack":
+        s.set(phase="RollingBack", waiting_since=s.now)
+    _hand_back(s, stable, canary)
+    s.set(message=f"{s.status.message}; the spec resolves to revision {stable} again")
     _keep_warm(s)
 
 
