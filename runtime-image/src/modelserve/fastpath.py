@@ -287,13 +287,17 @@ class ServerProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app's `receive` returns http.disconnect and its `send` does nothing
             cycle.message_event.set()
         if not answered:
-            self._write(self._refusal(error, self._head_at), keep_alive=False)
+            self._write(self._refusal(error, self._head_at, self._inference_route()), keep_alive=False)
         self.transport.close()
 
-    def _refusal(self, error: ModelServeError, started: float) -> Reply:
-        """The reply refusing the request whose head was just parsed: counted when it is an inference request."""
+    def _inference_route(self) -> tuple[str, str, str | None] | None:
+        """``match_route`` of the request target just parsed (query string left out)."""
+        return match_route(self.url.partition(b"?")[0])
+
+    def _refusal(self, error: ModelServeError, started: float, route: tuple[str, str, str | None] | None) -> Reply:
+        """The reply refusing the request whose head was just parsed: counted when it is an inference request
+        (``route``, from ``_inference_route``)."""
         state = self.app_state.get("modelserve")
-        route = match_route(self.url.partition(b"?")[0])
         if isinstance(state, State) and route is not None:
             return refuse(state, route[0], started, error)
         return error_reply(error)
@@ -328,10 +332,11 @@ class ServerProtocol(HttpToolsProtocol):
         self._in_use()
         self._head_at = time.perf_counter()
         refused = self._over_limit()
-        if refused is None or match_route(self.url.partition(b"?")[0]) is None:
+        route = None if refused is None else self._inference_route()
+        if refused is None or route is None:
             super().on_headers_complete()
             return
-        reply = self._refusal(refused, self._head_at)
+        reply = self._refusal(refused, self._head_at, route)
         app, self.app = self.app, functools.partial(_send_reply, reply)
         try:
             super().on_headers_complete()  # uvicorn's cycle runs `_send_reply` instead of the app
