@@ -617,13 +617,9 @@ def test_lost_status_during_the_first_deploy_gate_stays_behind_the_preview() -> 
     assert not cluster.md["status"]["stableRevision"]
 
 
-def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -> None:
-    """With spec.autoscaling the pods for 100% are what the HPA chose for the stable's Deployment, found through
-    status.stableRevision; with the status lost, through the stable marker (not minReplicas: that would scale
-    the serving revision down mid-rollout)."""
-    gateway = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
-    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}], "trafficRouting": gateway}}
-    autoscaling = {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+def autoscaled_at_6(rollout: dict[str, Any], min_replicas: int) -> tuple[FakeCluster, str]:
+    """A converged autoscaled ModelDeployment (maxReplicas 10) whose HPA has scaled its one Deployment to 6."""
+    autoscaling = {"minReplicas": min_replicas, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
     md = model_deployment(autoscaling=autoscaling, rollout=rollout)
     del md["spec"]["replicas"]
     cluster = FakeCluster(md)
@@ -631,6 +627,16 @@ def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -
     cluster.converge()
     (v1,) = cluster.deployments()
     cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    return cluster, v1
+
+
+def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -> None:
+    """With spec.autoscaling the pods for 100% are what the HPA chose for the stable's Deployment, found through
+    status.stableRevision; with the status lost, through the stable marker (not minReplicas: that would scale
+    the serving revision down mid-rollout)."""
+    gateway = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}], "trafficRouting": gateway}}
+    cluster, v1 = autoscaled_at_6(rollout, min_replicas=2)
     cluster.update_spec(model=V2)
     cluster.converge()
     v2 = next(n for n in cluster.deployments() if n != v1)
@@ -654,14 +660,7 @@ def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_s
     itself gave the stable (3) is not the HPA's choice, and reading it back as N shrank the model pass after pass
     (3 + 3, then 1 + 2, then 1 + 1 = minReplicas). The total stays 6 across passes, restarts and a lost status."""
     rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
-    autoscaling = {"minReplicas": 1, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
-    md = model_deployment(autoscaling=autoscaling, rollout=rollout)
-    del md["spec"]["replicas"]
-    cluster = FakeCluster(md)
-    cluster.healthy.add("*")
-    cluster.converge()
-    (v1,) = cluster.deployments()
-    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    cluster, v1 = autoscaled_at_6(rollout, min_replicas=1)
     cluster.simulate()
     cluster.update_spec(model=V2)
     cluster.step()

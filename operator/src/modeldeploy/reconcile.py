@@ -133,7 +133,7 @@ def handover_manager(field_manager: str) -> str:
     return f"{field_manager}-handover"
 
 
-def replicas_handover(live: Mapping[str, Any], replicas: int) -> Manifest:
+def replicas_handover(deployment: Mapping[str, Any], replicas: int) -> Manifest:
     """An apply of ``spec.replicas`` alone (the count the operator wants now) for a Deployment whose count the
     operator stops applying because its HorizontalPodAutoscaler takes over.
 
@@ -143,7 +143,7 @@ def replicas_handover(live: Mapping[str, Any], replicas: int) -> Manifest:
     second field manager, the count is kept, owned by that manager until the autoscaler changes it (the transfer
     of ownership the Kubernetes server-side apply documentation describes for handing replicas to an HPA).
     """
-    meta = live.get("metadata") or {}
+    meta = deployment["metadata"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -526,12 +526,11 @@ class _Reconcile:
         # Owned children carry the digest of what was applied; an edited existing object (not ours) does not.
         desired = [m if m["metadata"].get("resourceVersion") else stamp(m) for m in [*grow, *route, *shrink]]
         applies = [m for m in desired if needs_apply(m, self.observed_copy(m))]
+        # Counted only for Deployments that exist (``children``), and handed over only when applied.
         handover = [
-            replicas_handover(live, self.handover_counts[_name(m)])
+            replicas_handover(m, self.handover_counts[_name(m)])
             for m in applies
             if m["kind"] == "Deployment" and _name(m) in self.handover_counts
-            for live in (self.observed_copy(m),)
-            if live is not None
         ]
         status_out = self.status_for(decision)
         return Plan(

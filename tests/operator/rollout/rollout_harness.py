@@ -149,3 +149,18 @@ def spec(raw: dict[str, Any], **kwargs: Any) -> RolloutSpec:
 
 def reasons(decision: Decision) -> list[str]:
     return [e.reason for e in decision.events]
+
+
+def canary_at_50(raw: dict[str, Any]) -> Cluster:
+    """N = 4, Gateway API: B serves 50% on 2 ready pods and waits at its pause step; pods become ready only with
+    ``Cluster.make_ready``."""
+    cluster = Cluster(spec(raw), auto_ready=False)
+    cluster.step()
+    cluster.make_ready(A)
+    cluster.step()
+    cluster.deploy(B)
+    cluster.step()
+    cluster.make_ready(B)
+    d = cluster.step()
+    assert d.weights == {A: 50, B: 50} and d.status.phase == "Paused" and d.status.canary_weight == 50
+    return cluster

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_harness import A, B, C, Cluster, reasons, spec
+from rollout_harness import A, B, C, Cluster, canary_at_50, reasons, spec
 from test_rollout_properties import SPECS
 
 from modeldeploy.rollout.plan import Controls, Decision
@@ -103,15 +103,8 @@ GATEWAY_NEUTRAL_1: dict[str, Any] = {
 
 def canary_at_50_paused() -> Cluster:
     """Gateway API, Neutral with maxSurgePods 1, N = 4: B serves 50% with 2 pods, A 50% with 2; spec.paused."""
-    cluster = Cluster(spec(GATEWAY_NEUTRAL_1), auto_ready=False)
-    cluster.step()
-    cluster.make_ready(A)
-    cluster.step()
-    cluster.deploy(B)
-    cluster.step()
-    cluster.make_ready(B)
-    d = cluster.step()
-    assert d.weights == {A: 50, B: 50} and d.replicas == {A: 2, B: 2} and d.status.phase == "Paused"
+    cluster = canary_at_50(GATEWAY_NEUTRAL_1)
+    assert cluster.decisions[-1].replicas == {A: 2, B: 2}
     cluster.controls = PAUSED
     d = cluster.step()
     assert d.status.paused_at is not None and d.replicas == {A: 2, B: 2}

@@ -16,7 +16,7 @@ import dataclasses
 import json
 from typing import Any
 
-from rollout_harness import A, B, C, Cluster, reasons, spec
+from rollout_harness import A, B, C, Cluster, canary_at_50, reasons
 from test_rollout_paused_spec_change import carried
 
 from modeldeploy.rollout.plan import Decision, next_rollout
@@ -37,21 +37,6 @@ def gateway(capacity: dict[str, Any]) -> dict[str, Any]:
 
 NEUTRAL = gateway({"mode": "Neutral", "maxSurgePods": 2})
 SURGE = gateway({"mode": "Surge"})
-
-
-def canary_at_50(raw: dict[str, Any]) -> Cluster:
-    """N = 4, Gateway API: B serves 50% on 2 ready pods and waits at its pause step; pods become ready only with
-    ``make_ready`` / ``set_ready``."""
-    cluster = Cluster(spec(raw), auto_ready=False)
-    cluster.step()
-    cluster.make_ready(A)
-    cluster.step()
-    cluster.deploy(B)
-    cluster.step()
-    cluster.make_ready(B)
-    d = cluster.step()
-    assert d.weights == {A: 50, B: 50} and d.status.phase == "Paused" and d.status.canary_weight == 50
-    return cluster
 
 
 def set_ready(cluster: Cluster, revision: str, ready: int) -> None:
@@ -188,6 +173,17 @@ def restart_step(cluster: Cluster) -> Decision:
     return d
 
 
+def hand_back_across_restarts(cluster: Cluster) -> None:
+    """Five passes of a Neutral hand-back of B's 50% as A's pods become ready (3, 3, 4, 4, 4), each checked
+    against a fresh operator's decision from the stored status (``restart_step``)."""
+    cluster.advance(30)
+    for ready in (3, 3, 4, 4, 4):
+        set_ready(cluster, A, ready)
+        restart_step(cluster)
+        cluster.advance(5)
+    assert [x.weights for x in cluster.decisions[-5:]] == [{A: 75, B: 25}] * 2 + [{A: 100}] * 3
+
+
 # --- the spec goes back to the stable (a cancelled rollout) ------------------------------------------------
 
 
@@ -250,12 +246,7 @@ def test_a_cancel_of_a_canary_serving_nothing_is_immediate() -> None:
 
 def test_a_restart_mid_cancel_resumes_exactly() -> None:
     cluster, _ = neutral_cancelled()
-    cluster.advance(30)
-    for ready in (3, 3, 4, 4, 4):
-        set_ready(cluster, A, ready)
-        restart_step(cluster)
-        cluster.advance(5)
-    assert [x.weights for x in cluster.decisions[-5:]] == [{A: 75, B: 25}] * 2 + [{A: 100}] * 3
+    hand_back_across_restarts(cluster)
     assert cluster.status.canary_revision == "" and cluster.status.phase == "Completed"
     assert [r for x in cluster.decisions for r in reasons(x)].count("RolloutCancelled") == 1
 
@@ -300,10 +291,5 @@ def test_a_surge_move_to_a_rejected_revision_is_immediate() -> None:
 
 def test_a_restart_mid_hand_back_to_a_rejected_revision_resumes_exactly() -> None:
     cluster, _ = rejected_c(NEUTRAL)
-    cluster.advance(30)
-    for ready in (3, 3, 4, 4, 4):
-        set_ready(cluster, A, ready)
-        restart_step(cluster)
-        cluster.advance(5)
-    assert [x.weights for x in cluster.decisions[-5:]] == [{A: 75, B: 25}] * 2 + [{A: 100}] * 3
+    hand_back_across_restarts(cluster)
     assert cluster.status.phase == "RolledBack" and cluster.status.rejection(C) is not None

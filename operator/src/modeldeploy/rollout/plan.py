@@ -534,12 +534,12 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
 
 def _steady(s: _Step, stable: str) -> None:
     """All traffic on the stable. A canary that still has traffic when the spec resolves to the stable again
-    (a cancelled rollout) is removed the way a replaced one is (``_cancel_handing_back``) when the stable cannot
+    (a cancelled rollout) is removed the way a replaced one is (``_withdraw``) when the stable cannot
     take its share at once; otherwise, and in the pass after the one that moved the last of it, it goes now
     (``RolloutCancelled``, once: in the pass that clears ``canaryRevision``)."""
     canary = s.status.canary_revision
     if canary and _hands_back(s, stable, canary):
-        _cancel_handing_back(s, stable, canary)
+        _withdraw(s, stable, canary, f"the spec resolves to revision {stable} again")
         return
     if canary:
         s.event(
@@ -724,10 +724,19 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             )
             stable = old
         elif old and controls.paused and s.status.canary_weight > 0:
-            _replace_while_paused(s, stable, old, canary)
+            _withdraw(
+                s, stable, old, f"revision {canary} waits for spec.paused to clear",
+                f"Revision {canary} replaces revision {old} while the rollout is paused: {old} hands its traffic "
+                f"back to revision {stable} as {stable}'s pods become ready and is removed; {canary} waits for "
+                "spec.paused to clear",
+            )  # fmt: skip
             return
         elif old and _hands_back(s, stable, old):
-            _replace_handing_back(s, stable, old, canary)
+            _withdraw(
+                s, stable, old, f"revision {canary} rolls out next",
+                f"Revision {canary} replaces revision {old} mid-rollout: {old} hands its traffic back to revision "
+                f"{stable} as {stable}'s pods become ready and is removed; then {canary} rolls out",
+            )  # fmt: skip
             return
         elif old:
             s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
@@ -775,57 +784,21 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _rolling_update(s, stable, canary)
 
 
-def _replace_while_paused(s: _Step, stable: str, old: str, canary: str) -> None:
-    """The spec moved on to ``canary`` while spec.paused holds the rollout of ``old``, which still has traffic.
-
-    ``canary`` waits for resume; ``old`` is removed as a rolled-back canary is (``_hand_back``, phase
-    ``RollingBack``, not rejected): the stable scales back to full size and takes ``old``'s traffic as its pods
-    become ready, within ``progressDeadlineSeconds`` (``waitingSince``, set on the first pass). ``old`` stays
-    ``canaryRevision`` meanwhile; the pass after the one that moved the last of its traffic starts ``canary``,
-    paused, and scales ``old`` down. A rollout that serves nothing (``canaryWeight`` 0) is replaced at once."""
+def _withdraw(s: _Step, stable: str, leaving: str, note: str, announcement: str = "") -> None:
+    """``leaving``, a canary that still has traffic, is removed without being rejected: replaced by a new
+    revision (while paused, or when the stable's ready pods cannot take its share at once, ``_hands_back``) or
+    cancelled (the spec resolves to the stable again). It is removed as a rolled-back canary is: phase
+    ``RollingBack``, ``_hand_back`` moves its traffic to the stable as the stable's pods become ready, within
+    ``progressDeadlineSeconds`` (``waitingSince``, set on the first pass, when ``announcement`` is posted as
+    ``RolloutReplaced``). ``leaving`` stays ``canaryRevision`` meanwhile; the pass after the one that moved the last
+    of its traffic goes on (``_rollout`` starts the new revision from its first step, paused if spec.paused holds;
+    ``_steady`` clears the canary). ``note``, what comes next, is added to the message."""
     if s.status.phase != "RollingBack":
         s.set(phase="RollingBack", waiting_since=s.now)
-        s.event(
-            "Normal",
-            "RolloutReplaced",
-            f"Revision {canary} replaces revision {old} while the rollout is paused: {old} hands its traffic back "
-            f"to revision {stable} as {stable}'s pods become ready and is removed; {canary} waits for spec.paused "
-            "to clear",
-        )
-    _hand_back(s, stable, old)
-    s.set(message=f"{s.status.message}; revision {canary} waits for spec.paused to clear")
-    _keep_warm(s)
-
-
-def _replace_handing_back(s: _Step, stable: str, old: str, canary: str) -> None:
-    """The spec moved on to ``canary`` while ``old``, a canary with traffic, rolls out (or rolls back) and the
-    stable's ready pods cannot take ``old``'s share yet (replica-ratio routing runs the stable on N minus ``old``'s
-    pods, Neutral capacity took them out of its budget): ``old`` is removed as ``_replace_while_paused`` removes
-    it (``_hand_back``, phase ``RollingBack``, not rejected), and the pass after the one that moved the last of its
-    traffic starts ``canary`` from its first step. A stable that can take the traffic at once does so in the pass
-    of the change (``_rollout``), and a canary with no ready pods or crash-looping hands nothing back."""
-    if s.status.phase != "RollingBack":
-        s.set(phase="RollingBack", waiting_since=s.now)
-        s.event(
-            "Normal",
-            "RolloutReplaced",
-            f"Revision {canary} replaces revision {old} mid-rollout: {old} hands its traffic back to revision "
-            f"{stable} as {stable}'s pods become ready and is removed; then {canary} rolls out",
-        )
-    _hand_back(s, stable, old)
-    s.set(message=f"{s.status.message}; revision {canary} rolls out next")
-    _keep_warm(s)
-
-
-def _cancel_handing_back(s: _Step, stable: str, canary: str) -> None:
-    """The spec resolves to the stable again while ``canary`` still has traffic the stable cannot take at once:
-    ``canary`` is removed as ``_replace_handing_back`` removes a replaced one (``_hand_back``, phase
-    ``RollingBack``, not rejected); the pass after the one that moved the last of its traffic is ``_steady``'s
-    plain path (``RolloutCancelled``, ``canaryRevision`` cleared, the canary scaled down)."""
-    if s.status.phase != "RollingBack":
-        s.set(phase="RollingBack", waiting_since=s.now)
-    _hand_back(s, stable, canary)
-    s.set(message=f"{s.status.message}; the spec resolves to revision {stable} again")
+        if announcement:
+            s.event("Normal", "RolloutReplaced", announcement)
+    _hand_back(s, stable, leaving)
+    s.set(message=f"{s.status.message}; {note}")
     _keep_warm(s)
 
 
