@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from modeldeploy.rollout.config import CapacityMode
 from modeldeploy.rollout.replicas import (
     CanaryScale,
+    lowering_scale,
     max_extra_pods,
     plan_canary_scale,
     plan_gpu_capacity,
@@ -15,6 +16,7 @@ from modeldeploy.rollout.replicas import (
     ratio_weight,
     rollback_canary_weight,
     rolling_update_step,
+    transition_canary,
     transition_stable,
     weight_for_pods,
 )
@@ -77,6 +79,56 @@ def test_transition_stable(mode: CapacityMode, surge: int, applied: int, weight:
 
 
 @pytest.mark.parametrize(
+    ("mode", "surge", "exact", "applied", "weight", "canary"),
+    [
+        ("Surge", 0, True, 50, 20, 5),  # keeps its pods (and its traffic) until the stable's are ready
+        ("Surge", 0, False, 50, 20, 5),
+        ("Neutral", 3, True, 50, 20, 5),  # the stable's 8 and the canary's 5 fit in 10 + 3
+        ("Neutral", 2, True, 50, 20, 4),  # 8 + 4 = 12: the canary gives up one pod for the stable's target
+        ("Neutral", 0, True, 50, 20, 2),  # no surge: down to its target before the stable's pods are ready
+        ("Neutral", 0, False, 50, 20, 2),
+        ("Surge", 0, True, 20, 50, 5),  # not lowering: already at (or above) its target
+    ],
+)
+def test_transition_canary(mode: CapacityMode, surge: int, exact: bool, applied: int, weight: int, canary: int) -> None:
+    target = plan_canary_scale(10, weight, mode=mode, surge=surge, exact_routing=exact)
+    got = transition_canary(10, mode=mode, surge=surge, exact_routing=exact, applied_weight=applied, target=target)
+    assert got == canary
+    assert got >= target.canary
+    if mode == "Neutral":
+        assert got + target.stable <= 10 + surge
+
+
+@pytest.mark.parametrize(
+    ("mode", "surge", "exact", "stable_ready", "canary_desired", "expected"),
+    [
+        # N = 10, lowering 50 -> 20 (target: 2 canary, 8 stable pods).
+        ("Neutral", 2, True, 5, 5, CanaryScale(canary=5, stable=7, weight=50)),  # the budget lets 2 more start
+        ("Neutral", 2, True, 7, 5, CanaryScale(canary=3, stable=8, weight=30)),  # 7 ready take 70%
+        ("Neutral", 0, True, 5, 5, CanaryScale(canary=2, stable=8, weight=50)),  # no room: the canary gives first
+        ("Neutral", 0, True, 7, 2, CanaryScale(canary=2, stable=8, weight=30)),
+        ("Surge", 0, False, 5, 5, CanaryScale(canary=5, stable=8, weight=50)),  # ratio: 10 ready pods in all
+        ("Surge", 0, False, 7, 5, CanaryScale(canary=3, stable=8, weight=50)),
+        ("Neutral", 2, True, 5, 3, CanaryScale(canary=3, stable=8, weight=50)),  # never scales the canary up
+    ],
+)
+def test_lowering_scale(
+    mode: CapacityMode, surge: int, exact: bool, stable_ready: int, canary_desired: int, expected: CanaryScale
+) -> None:
+    target = plan_canary_scale(10, 20, mode=mode, surge=surge, exact_routing=exact)
+    got = lowering_scale(
+        10, mode=mode, surge=surge, exact_routing=exact, applied_weight=50, target=target,
+        stable_ready=stable_ready, canary_desired=canary_desired,
+    )  # fmt: skip
+    assert got == expected
+    assert target.canary <= got.canary <= max(canary_desired, target.canary)
+    if exact:
+        assert pods_for_weight(10, 100 - got.weight) <= stable_ready  # the stable's share is served
+    if mode == "Neutral":
+        assert got.canary + got.stable <= 10 + surge
+
+
+@pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
         (
@@ -131,6 +183,9 @@ def test_gpu_preflight() -> None:
     assert max_extra_pods(4, strategy="Canary", weights=(25, 50), mode="Neutral", surge=0) == 0
     assert max_extra_pods(4, strategy="Canary", weights=(25, 50), mode="Surge", exact_routing=True) == 4
     assert max_extra_pods(4, strategy="RollingUpdate", rolling_max_surge=1) == 1
+    # Lowering 90 -> 10 (replica ratio) keeps the canary's 9 beside the stable's 9 (8 extra); the promotion from
+    # 10 is what needs the most: 10 new pods beside the stable's 9.
+    assert max_extra_pods(10, strategy="Canary", weights=(90, 10), mode="Surge", exact_routing=False) == 9
     with pytest.raises(ValueError):
         plan_gpu_capacity(gpus_per_pod=-1, extra_pods=1, gpus_free=0)
 
@@ -169,9 +224,12 @@ def test_rollback_canary_weight(
 
 
 def test_rollback_canary_weight_keeps_a_sliver_of_traffic_in_the_selector() -> None:
-    assert rollback_canary_weight(
-        200, applied_weight=1, stable_ready=198, stable_target=200, canary_ready=1, exact_routing=False
-    ) == 1
+    assert (
+        rollback_canary_weight(
+            200, applied_weight=1, stable_ready=198, stable_target=200, canary_ready=1, exact_routing=False
+        )
+        == 1
+    )
 
 
 @given(

@@ -758,6 +758,8 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
             "RolloutStarted",
             f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})",
         )
+    elif s.status.phase == "RollingBack":
+        _restart_withdrawn(s, stable, canary)
     else:
         _restart_edited_steps(s, canary)
     _gpu_preflight(s, canary, starting=starting)
@@ -782,6 +784,30 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _blue_green(s, stable, canary)
     else:
         _rolling_update(s, stable, canary)
+
+
+def _restart_withdrawn(s: _Step, stable: str, canary: str) -> None:
+    """The canary being removed (``RollingBack``: withdrawn by a cancel or a replacement, or rolled back by an
+    abort since cleared) is the target again and not rejected: its rollout starts again from the first step,
+    with the traffic it still has (``canaryWeight``; a first step below it waits for the stable's pods,
+    ``_lowered``). The hand-back's clock (``waitingSince``) must not count against it."""
+    weight = s.status.canary_weight
+    s.set(
+        current_step_index=0,
+        step_started_at=s.now,
+        waiting_since=None,
+        paused_at=None,
+        paused_phase=None,
+        phase="Progressing",
+        message=f"Rolling out revision {canary} ({s.spec.strategy})",
+        steps_hash=_steps_hash(s.spec),
+    )
+    s.event(
+        "Normal",
+        "RolloutStarted",
+        f"Rolling out revision {canary} over revision {stable} again, from the first step: it is no longer being "
+        f"removed (it keeps its {weight}% of the traffic meanwhile)",
+    )
 
 
 def _withdraw(s: _Step, stable: str, leaving: str, note: str, announcement: str = "") -> None:
@@ -1098,6 +1124,8 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         current = rmath.plan_canary_scale(n, weight, mode=mode, surge=surge, exact_routing=exact)
         if isinstance(step, SetWeightStep):
             target = rmath.plan_canary_scale(n, step.weight, mode=mode, surge=surge, exact_routing=exact)
+            if target.weight < weight and not _lowered(s, stable, canary, index, target):
+                return
             ready = s.obs(canary).ready
             if ready >= target.canary:
                 if target.weight != step.weight:
@@ -1141,6 +1169,41 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         if run.phase == "Failed":
             _start_rollback(s, stable, canary, *_analysis_failure(run, f"Analysis at step {index}"))
         return
+
+
+def _lowered(s: _Step, stable: str, canary: str, index: int, target: rmath.CanaryScale) -> bool:
+    """Whether a step that lowers the canary's weight (below the applied ``canaryWeight``: steps that go down,
+    or a rollout that starts again from its first step with traffic on the canary) is done: the stable, which
+    gains the traffic, has the ready pods for its new share. Until then the stable scales up to its target and
+    takes back what its ready pods serve, while the canary keeps the rest and the pods for it
+    (``replicas.lowering_scale``); the mirror of a step that raises the weight, which waits for the canary's pods.
+    No deadline: the canary is not at fault, and moving traffic to pods that are not ready would only shrink what
+    serves it."""
+    spec = s.spec
+    weight = s.status.canary_weight
+    ready = s.obs(stable).ready
+    if ready >= target.stable:
+        return True
+    now = rmath.lowering_scale(
+        s.total,
+        mode=spec.capacity.mode,
+        surge=spec.capacity.max_surge_pods,
+        exact_routing=spec.routing.type == "GatewayAPI",
+        applied_weight=weight,
+        target=target,
+        stable_ready=ready,
+        canary_desired=s.obs(canary).desired,
+    )
+    s.replicas[stable], s.replicas[canary] = now.stable, now.canary
+    s.weights.update({stable: 100 - now.weight, canary: now.weight})
+    s.set(canary_weight=now.weight, waiting_since=None)
+    s.wake_in(WAIT_REQUEUE_SECONDS)
+    s.phase(
+        "Progressing",
+        f"Step {index}: waiting for {target.stable} ready pods of revision {stable} ({ready} ready) to lower the "
+        f"canary's weight to {target.weight} (now {now.weight})",
+    )
+    return False
 
 
 def _advance(s: _Step, index: int, what: str, **changes: object) -> None:

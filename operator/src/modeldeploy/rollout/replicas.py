@@ -113,6 +113,68 @@ def transition_stable(
     return keep
 
 
+def transition_canary(
+    total: int,
+    *,
+    mode: CapacityMode,
+    surge: int,
+    exact_routing: bool,
+    applied_weight: int,
+    target: CanaryScale,
+) -> int:
+    """Canary replicas while a step lowers the weight: the stable scales towards ``target`` and the traffic is
+    still ``applied_weight`` (the mirror of ``transition_stable``).
+
+    The canary keeps what it has at the applied weight until the stable's pods are ready, except in Neutral mode
+    where the budget ``total + surge`` forces it to give up pods for the stable's target first.
+    """
+    current = plan_canary_scale(total, applied_weight, mode=mode, surge=surge, exact_routing=exact_routing)
+    keep = max(target.canary, current.canary)
+    if mode == "Neutral":
+        keep = max(target.canary, min(keep, total + surge - target.stable))
+    return keep
+
+
+def lowering_scale(
+    total: int,
+    *,
+    mode: CapacityMode,
+    surge: int,
+    exact_routing: bool,
+    applied_weight: int,
+    target: CanaryScale,
+    stable_ready: int,
+    canary_desired: int,
+) -> CanaryScale:
+    """One pass of a step that lowers the canary's weight from ``applied_weight`` to ``target.weight`` while the
+    stable's ready pods cannot serve its new share yet: the pods and the weight for this pass.
+
+    The stable takes back the traffic its ready pods serve as they become ready, and the canary keeps the rest
+    and the pods for it, so neither side is short of pods. With exact routing that is a weight
+    (``100 - weight_for_pods(stable_ready)``, never above ``applied_weight``); with replica-ratio routing the
+    traffic follows the ready pods, so the canary keeps enough pods for ``total`` ready in all and the weight
+    stays. The canary never scales up here. Neutral capacity gives the stable what ``total + surge`` leaves
+    beside the canary's pods; when that leaves no stable pod to wait for (no surge), the canary gives up pods
+    for the stable's target first (``transition_canary``), the mirror of a step that raises the weight.
+    """
+    if exact_routing:
+        weight = max(target.weight, min(applied_weight, 100 - weight_for_pods(total, stable_ready)))
+        canary = pods_for_weight(total, weight)
+    else:
+        weight = applied_weight
+        canary = total - stable_ready
+    canary = max(target.canary, min(canary, canary_desired))
+    stable = target.stable
+    if mode == "Neutral":
+        stable = min(stable, total + surge - canary)
+        if stable <= stable_ready:
+            budget = transition_canary(
+                total, mode=mode, surge=surge, exact_routing=exact_routing, applied_weight=weight, target=target
+            )
+            canary, stable = min(canary, budget), target.stable
+    return CanaryScale(canary=canary, stable=stable, weight=weight)
+
+
 def rollback_canary_weight(
     total: int,
     *,
@@ -240,14 +302,17 @@ def max_extra_pods(
     if mode == "Neutral":
         return surge
     # Walk the steps as the state machine does: while the canary scales to a step's target, the stable keeps
-    # what it had at the weight applied before (``transition_stable``); promotion is the last step (100).
+    # what it had at the weight applied before (``transition_stable``); a step that lowers the weight has the
+    # canary keep its pods while the stable scales up (``transition_canary``); promotion is the last step (100).
     extra = 0
     applied = 0
     for weight in (*weights, 100):
         target = plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact_routing)
-        stable = transition_stable(
+        transition = transition_canary if target.weight < applied else transition_stable
+        moving = transition(
             total, mode=mode, surge=surge, exact_routing=exact_routing, applied_weight=applied, target=target
         )
-        extra = max(extra, target.canary + stable - total)
+        canary, stable = (moving, target.stable) if target.weight < applied else (target.canary, moving)
+        extra = max(extra, canary + stable - total)
         applied = target.weight
     return extra
