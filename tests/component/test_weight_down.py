@@ -1,0 +1,104 @@
+"""Tier 2: a canary step that lowers the weight waits for the stable's ready pods (``plan._lowered``), with the
+real operator (KopfRunner) on the emulated API server. The stable's new pods take 3 s to become ready; the
+canary must keep its pods (and its traffic) until they are."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+
+from modeldeploy.demo import admission
+from modeldeploy.schema import crd_manifest
+from modeldeploy.sim.controllers import PodBehavior, PodState, Ready
+
+from .conftest import DEPLOYMENTS, MD, ThreadedCluster
+from .test_operator import events, md, ready, status
+
+pytestmark = pytest.mark.component
+
+SLOW_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class SlowFrom:
+    """Pods born after ``since`` (time.monotonic) become ready after SLOW_SECONDS; older ones are ready."""
+
+    since: float
+
+    def state(self, age: float) -> PodState:
+        born = time.monotonic() - age
+        return Ready(SLOW_SECONDS if born > self.since else 0.1).state(age)
+
+
+@pytest.fixture
+def slow() -> dict[str, PodBehavior]:
+    """Deployment name -> behaviour of its pods (others: ready after 0.1 s)."""
+    return {}
+
+
+@pytest.fixture
+def emulated(slow: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
+    def behavior_for(deployment: Any) -> PodBehavior | None:
+        return slow.get(deployment["metadata"]["name"])
+
+    threaded = ThreadedCluster(
+        crds=[crd_manifest()],
+        admission={MD: admission},
+        ready_delay=0.1,
+        tick=0.02,
+        namespaces=("default", "kube-system", "ml"),
+        behavior_for=behavior_for,
+    ).start()
+    try:
+        yield threaded
+    finally:
+        threaded.stop()
+
+
+def counts(emulated: ThreadedCluster) -> dict[str, tuple[int, int]]:
+    """Deployment name -> (spec.replicas, status.readyReplicas)."""
+    return {
+        d["metadata"]["name"]: (d["spec"].get("replicas", 0), (d.get("status") or {}).get("readyReplicas", 0))
+        for d in emulated.list(DEPLOYMENTS, "ml")
+    }
+
+
+def test_a_step_that_lowers_the_weight_waits_for_the_stable_pods(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], slow: dict[str, PodBehavior]
+) -> None:
+    steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 25}, {"pause": {}}]
+    with operator_factory() as runner:
+        emulated.create(MD, md(replicas=4, rollout={"strategy": "Canary", "canary": {"steps": steps}}))
+        emulated.wait_for(lambda: ready(emulated), message="iris Ready")
+        stable = f"iris-{status(emulated)['stableRevision']}"
+        slow[stable] = SlowFrom(time.monotonic())  # the stable's pods started from now on are slow
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+
+        # Replica ratio, N = 4: at 50% the stable runs 2 pods and the canary 2. Step 2 (25%) needs 3 stable pods;
+        # the third takes 3 s, and meanwhile the canary keeps both of its pods. Sampled from the version change
+        # to the end of step 2: never fewer than N ready pods across the two revisions.
+        samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
+        deadline = time.monotonic() + 30
+        while True:
+            rollout = status(emulated).get("rollout") or {}
+            now = counts(emulated)
+            samples.append((rollout.get("currentStepIndex", 0), rollout.get("message", ""), now))
+            assert sum(ready for _, ready in now.values()) >= 4, samples[-3:]
+            if rollout.get("currentStepIndex") == 3 and now.get(stable, (0, 0))[1] >= 3 and len(now) == 2:
+                break
+            assert time.monotonic() < deadline, samples[-3:]
+            time.sleep(0.05)
+        canary = next(name for name in samples[-1][2] if name != stable)
+        waiting = [c for index, message, c in samples if index == 2 and "to lower the canary's weight" in message]
+        assert waiting, "step 2 waited for the stable's pods"
+        assert all(c[canary][0] == 2 and c[stable][0] == 3 for c in waiting), waiting
+        emulated.wait_for(lambda: counts(emulated)[canary][0] == 1, message="canary down to its 25% pod")
+        assert ("Normal", "StepCompleted") in events(emulated)
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
