@@ -6,6 +6,7 @@ and the test's own code never wait on each other. ``ThreadedCluster`` offers a s
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -68,20 +69,29 @@ class ThreadedCluster(BackgroundCluster):
         )
 
 
-@pytest.fixture
-def emulated() -> Iterator[ThreadedCluster]:
-    """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission."""
+@contextlib.contextmanager
+def emulated_cluster(**options: Any) -> Iterator[ThreadedCluster]:
+    """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission;
+    ``options`` go to ``run_cluster`` (e.g. ``behavior_for``)."""
     threaded = ThreadedCluster(
         crds=[crd_manifest()],
         admission={MD: admission},
         ready_delay=0.1,
         tick=0.02,
         namespaces=("default", "kube-system", "ml"),
+        **options,
     ).start()
     try:
         yield threaded
     finally:
         threaded.stop()
+
+
+@pytest.fixture
+def emulated() -> Iterator[ThreadedCluster]:
+    """A running emulated cluster (``emulated_cluster``)."""
+    with emulated_cluster() as threaded:
+        yield threaded
 
 
 @pytest.fixture

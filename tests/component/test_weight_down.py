@@ -7,16 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from kopf.testing import KopfRunner
 
-from modeldeploy.demo import admission
-from modeldeploy.schema import crd_manifest
 from modeldeploy.sim.controllers import PodBehavior, PodState, Ready
 
-from .conftest import DEPLOYMENTS, MD, ThreadedCluster
+from .conftest import DEPLOYMENTS, MD, ThreadedCluster, emulated_cluster
 from .test_operator import events, md, ready, status
 
 pytestmark = pytest.mark.component
@@ -43,21 +40,8 @@ def slow() -> dict[str, PodBehavior]:
 
 @pytest.fixture
 def emulated(slow: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
-    def behavior_for(deployment: Any) -> PodBehavior | None:
-        return slow.get(deployment["metadata"]["name"])
-
-    threaded = ThreadedCluster(
-        crds=[crd_manifest()],
-        admission={MD: admission},
-        ready_delay=0.1,
-        tick=0.02,
-        namespaces=("default", "kube-system", "ml"),
-        behavior_for=behavior_for,
-    ).start()
-    try:
+    with emulated_cluster(behavior_for=lambda deployment: slow.get(deployment["metadata"]["name"])) as threaded:
         yield threaded
-    finally:
-        threaded.stop()
 
 
 def counts(emulated: ThreadedCluster) -> dict[str, tuple[int, int]]:

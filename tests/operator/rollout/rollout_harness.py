@@ -151,10 +151,10 @@ def reasons(decision: Decision) -> list[str]:
     return [e.reason for e in decision.events]
 
 
-def canary_at_50(raw: dict[str, Any]) -> Cluster:
-    """N = 4, Gateway API: B serves 50% on 2 ready pods and waits at its pause step; pods become ready only with
-    ``Cluster.make_ready``."""
-    cluster = Cluster(spec(raw), auto_ready=False)
+def canary_at_50(raw: dict[str, Any], replicas: int = 4) -> Cluster:
+    """N = ``replicas`` (4: B serves 50% on 2 ready pods) and B waits at its pause step (the second); pods become
+    ready only with ``Cluster.make_ready``."""
+    cluster = Cluster(spec(raw), replicas=replicas, auto_ready=False)
     cluster.step()
     cluster.make_ready(A)
     cluster.step()
@@ -163,4 +163,5 @@ def canary_at_50(raw: dict[str, Any]) -> Cluster:
     cluster.make_ready(B)
     d = cluster.step()
     assert d.weights == {A: 50, B: 50} and d.status.phase == "Paused" and d.status.canary_weight == 50
+    assert d.status.current_step_index == 1, d
     return cluster

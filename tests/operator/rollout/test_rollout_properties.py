@@ -76,16 +76,12 @@ DOWN_STEPS = [
     {"analysis": {}},
     {"pause": {}},
 ]
-SPECS["gateway-neutral-1-down"] = {
-    "strategy": "Canary",
-    "canary": {
-        "steps": DOWN_STEPS,
-        "capacity": {"mode": "Neutral", "maxSurgePods": 1},
-        "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
-    },
-    "analysis": ANALYSIS,
-}
-SPECS["replicas-down"] = {"strategy": "Canary", "canary": {"steps": DOWN_STEPS}, "analysis": ANALYSIS}
+SPECS.update(
+    {
+        f"{name}-down": {**SPECS[name], "canary": {**SPECS[name]["canary"], "steps": DOWN_STEPS}}
+        for name in ("gateway-neutral-1", "replicas")
+    }
+)
 REVISIONS = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"]
 STEP_DONE = re.compile(r"^Step (\d+) done")
 

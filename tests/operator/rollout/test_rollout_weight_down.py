@@ -2,7 +2,7 @@
 its new share (``plan._lowered``), the mirror of a step that raises it, which waits for the canary's pods. Two
 ways to get there: steps that go down (``setWeight: 50`` then ``setWeight: 20``), and a canary whose traffic was
 being handed back (a cancel, a replacement, an abort) that becomes the target again: its rollout starts again
-from the first step with the traffic it still has (``plan._restart_withdrawn``).
+from the first step with the traffic it still has (``plan._start_rollout``).
 
 Before, the step applied the lower weight at once: with Neutral capacity or replica-ratio routing the stable
 (N minus the canary's pods) took the traffic on too few ready pods and the canary scaled down in the same pass.
@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from rollout_harness import A, B, Cluster, canary_at_50, reasons, spec
+from rollout_harness import A, B, canary_at_50, reasons, spec
 from test_rollout_paused_spec_change import carried
 from test_rollout_spec_change_hand_back import NEUTRAL, restart_step, set_ready
 
@@ -26,21 +26,6 @@ def canary(steps: list[dict[str, Any]], capacity: dict[str, Any], routing: str) 
     if routing == "gateway":
         raw["canary"]["trafficRouting"] = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
     return raw
-
-
-def at_50_of_10(raw: dict[str, Any]) -> Cluster:
-    """N = 10: B serves 50% on 5 ready pods, in its 30 s pause step; pods become ready only with ``make_ready``."""
-    cluster = Cluster(spec(raw), replicas=10, auto_ready=False)
-    cluster.step()
-    cluster.make_ready(A)
-    cluster.step()
-    cluster.deploy(B)
-    cluster.step()
-    cluster.make_ready(B)
-    cluster.make_ready(A)
-    d = cluster.step()
-    assert d.weights == {A: 50, B: 50} and d.status.current_step_index == 1 and d.status.phase == "Paused", d
-    return cluster
 
 
 # (capacity, routing) -> {A, B} replicas with A's 5 pods ready (weights still 50/50), then with 7 ready, and
@@ -61,7 +46,7 @@ WAITING = [
 def test_a_lower_weight_waits_for_the_stable_pods(
     capacity: dict[str, Any], routing: str, at_5: dict[str, int], at_7: dict[str, int], weights_at_7: dict[str, int]
 ) -> None:
-    cluster = at_50_of_10(canary(DOWN, capacity, routing))
+    cluster = canary_at_50(canary(DOWN, capacity, routing), replicas=10)
     cluster.advance(31)
     d = restart_step(cluster)  # the pause ends; step 2 lowers B to 20%, which A (5 ready) cannot take yet
     assert d.weights == {A: 50, B: 50} and d.status.canary_weight == 50 and d.replicas == at_5, d
@@ -84,7 +69,7 @@ def test_a_lower_weight_waits_for_the_stable_pods(
 
 def test_a_lower_weight_is_immediate_when_the_stable_kept_all_its_pods() -> None:
     """Gateway API with Surge capacity: the stable kept its N pods beside the canary's, so nothing waits."""
-    cluster = at_50_of_10(canary(DOWN, {"mode": "Surge"}, "gateway"))
+    cluster = canary_at_50(canary(DOWN, {"mode": "Surge"}, "gateway"), replicas=10)
     assert cluster.deployments[A].ready == 10
     cluster.advance(31)
     d = cluster.step()
@@ -123,7 +108,7 @@ def test_the_spec_back_on_a_cancelled_canary_below_its_traffic_waits_for_the_sta
     """The first step is lower than what the canary still has: it waits for the stable's pods like any lowering
     step, and the hand-back's clock (``waitingSince``) does not get the canary rejected meanwhile."""
     neutral = {"mode": "Neutral", "maxSurgePods": 2}
-    cluster = at_50_of_10(canary(DOWN, neutral, "gateway"))
+    cluster = canary_at_50(canary(DOWN, neutral, "gateway"), replicas=10)
     cluster.spec = spec(canary([{"setWeight": 10}, {"pause": {}}], neutral, "gateway"))
     cluster.deploy(A, version="1")  # cancel: A (5 ready, 7 within the budget) cannot take B's 50% at once
     d = cluster.step()

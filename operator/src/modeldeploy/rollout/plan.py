@@ -741,25 +741,20 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         elif old:
             s.event("Normal", "RolloutReplaced", f"Revision {canary} replaces revision {old} mid-rollout")
         pinned = s.status.rollback is not None and s.status.rollback.revision == canary
-        s.set(
-            canary_revision=canary,
-            current_step_index=0,
-            canary_weight=0,
-            step_started_at=s.now,
-            waiting_since=s.now,
-            paused_at=None,
-            paused_phase=None,
-            phase="Promoting" if pinned else "Progressing",
-            message=f"Rolling out revision {canary} ({s.spec.strategy})",
-            steps_hash=_steps_hash(s.spec),
-        )
+        _start_rollout(s, canary, 0, "Promoting" if pinned else "Progressing")
+        s.event("Normal", "RolloutStarted", f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})")
+    elif s.status.phase == "RollingBack":
+        # The canary being removed (withdrawn by a cancel or a replacement, or rolled back by an abort since
+        # cleared) is the target again and not rejected: it starts again with the traffic it still has (a first
+        # step below that waits for the stable's pods, ``_lowered``), and the hand-back's clock is not its own.
+        weight = s.status.canary_weight
+        _start_rollout(s, canary, weight, "Progressing")
         s.event(
             "Normal",
             "RolloutStarted",
-            f"Rolling out revision {canary} over revision {stable} ({s.spec.strategy})",
+            f"Rolling out revision {canary} over revision {stable} again, from the first step: it is no longer being "
+            f"removed (it keeps its {weight}% of the traffic meanwhile)",
         )
-    elif s.status.phase == "RollingBack":
-        _restart_withdrawn(s, stable, canary)
     else:
         _restart_edited_steps(s, canary)
     _gpu_preflight(s, canary, starting=starting)
@@ -786,27 +781,20 @@ def _rollout(s: _Step, stable: str, canary: str, controls: Controls) -> None:
         _rolling_update(s, stable, canary)
 
 
-def _restart_withdrawn(s: _Step, stable: str, canary: str) -> None:
-    """The canary being removed (``RollingBack``: withdrawn by a cancel or a replacement, or rolled back by an
-    abort since cleared) is the target again and not rejected: its rollout starts again from the first step,
-    with the traffic it still has (``canaryWeight``; a first step below it waits for the stable's pods,
-    ``_lowered``). The hand-back's clock (``waitingSince``) must not count against it."""
-    weight = s.status.canary_weight
+def _start_rollout(s: _Step, canary: str, weight: int, phase: Phase) -> None:
+    """``canary``'s rollout starts from the first step with ``weight`` (``canaryWeight``) on it; its progress
+    deadline counts from now (``waitingSince``)."""
     s.set(
+        canary_revision=canary,
         current_step_index=0,
+        canary_weight=weight,
         step_started_at=s.now,
-        waiting_since=None,
+        waiting_since=s.now,
         paused_at=None,
         paused_phase=None,
-        phase="Progressing",
+        phase=phase,
         message=f"Rolling out revision {canary} ({s.spec.strategy})",
         steps_hash=_steps_hash(s.spec),
-    )
-    s.event(
-        "Normal",
-        "RolloutStarted",
-        f"Rolling out revision {canary} over revision {stable} again, from the first step: it is no longer being "
-        f"removed (it keeps its {weight}% of the traffic meanwhile)",
     )
 
 

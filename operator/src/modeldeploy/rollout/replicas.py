@@ -92,6 +92,16 @@ def plan_canary_scale(total: int, weight: int, *, mode: CapacityMode, surge: int
     return CanaryScale(canary=canary, stable=stable, weight=ratio_weight(canary, stable) if canary else 0)
 
 
+def _hold(mode: CapacityMode, budget: int, have: int, own_target: int, other_target: int) -> int:
+    """Pods one revision keeps while the other scales to ``other_target``: what it has at the applied weight
+    (``have``), never below its own target; in Neutral mode the ``budget`` (``total + surge``) forces it down to
+    what the other's target leaves."""
+    keep = max(own_target, have)
+    if mode == "Neutral":
+        keep = max(own_target, min(keep, budget - other_target))
+    return keep
+
+
 def transition_stable(
     total: int,
     *,
@@ -107,10 +117,7 @@ def transition_stable(
     where the budget ``total + surge`` forces it to give up pods for the canary's target first.
     """
     current = plan_canary_scale(total, applied_weight, mode=mode, surge=surge, exact_routing=exact_routing)
-    keep = max(target.stable, current.stable)
-    if mode == "Neutral":
-        keep = max(target.stable, min(keep, total + surge - target.canary))
-    return keep
+    return _hold(mode, total + surge, current.stable, target.stable, target.canary)
 
 
 def transition_canary(
@@ -129,10 +136,7 @@ def transition_canary(
     where the budget ``total + surge`` forces it to give up pods for the stable's target first.
     """
     current = plan_canary_scale(total, applied_weight, mode=mode, surge=surge, exact_routing=exact_routing)
-    keep = max(target.canary, current.canary)
-    if mode == "Neutral":
-        keep = max(target.canary, min(keep, total + surge - target.stable))
-    return keep
+    return _hold(mode, total + surge, current.canary, target.canary, target.stable)
 
 
 def lowering_scale(
@@ -308,11 +312,11 @@ def max_extra_pods(
     applied = 0
     for weight in (*weights, 100):
         target = plan_canary_scale(total, weight, mode=mode, surge=surge, exact_routing=exact_routing)
-        transition = transition_canary if target.weight < applied else transition_stable
-        moving = transition(
-            total, mode=mode, surge=surge, exact_routing=exact_routing, applied_weight=applied, target=target
-        )
-        canary, stable = (moving, target.stable) if target.weight < applied else (target.canary, moving)
+        current = plan_canary_scale(total, applied, mode=mode, surge=surge, exact_routing=exact_routing)
+        if target.weight < applied:
+            canary, stable = _hold(mode, total + surge, current.canary, target.canary, target.stable), target.stable
+        else:
+            canary, stable = target.canary, _hold(mode, total + surge, current.stable, target.stable, target.canary)
         extra = max(extra, canary + stable - total)
         applied = target.weight
     return extra
