@@ -230,6 +230,13 @@ def main() -> None:
         "on the CPU, gpu with --device cuda)",
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every server runs the model")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="N > 1 adds 'modelserve-wN' and 'modelserve-py-wN' (name them in --servers): the same servers with "
+        "--workers N",
+    )
     args = parser.parse_args()
     layouts = [n.strip() for n in (args.layouts or ("gpu" if args.device == "cuda" else "core1,cores01")).split(",")]
     available = os.sched_getaffinity(0)
@@ -286,9 +293,15 @@ def main() -> None:
         "modelserve-py": 18083,
         "modelserve-fp16": 18084,
     }
+    if args.workers > 1:  # N processes on one port (docs/runtime.md, "Worker processes")
+        for offset, base in enumerate(("modelserve", "modelserve-py")):
+            name, port = f"{base}-w{args.workers}", 18085 + offset
+            servers[name] = [*servers[base], "--workers", str(args.workers), "--port", str(port)]
+            ports[name] = port
     pythonpath = os.pathsep.join(p for p in (args.native_dir, os.environ.get("PYTHONPATH")) if p)
     native_env = {**os.environ, "PYTHONPATH": pythonpath}
     envs = {"modelserve": native_env, "modelserve-asgi": native_env, "modelserve-fp16": native_env}
+    envs[f"modelserve-w{args.workers}"] = native_env
     check = "import modelserve; print(','.join(modelserve.compiled_modules()) or 'none')"
     wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
     if args.device != "cuda":

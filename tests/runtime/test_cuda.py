@@ -8,6 +8,7 @@ branches everywhere; these tests check them against the real thing. On a GPU mac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -125,6 +126,42 @@ def test_a_real_device_fault_turns_readiness_and_liveness_off(tmp_path: Path) ->
         assert metric(text, f"modelserve_requests_total{{{labels}}}") == 2
     log = log_path.read_text(errors="replace")
     assert "readiness is now false" in log, log[-3000:]
+
+
+def test_with_workers_a_device_fault_restarts_only_that_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `--workers 2` the worker whose CUDA context a device-side assert broke exits and is restarted with a
+    fresh one, while the other keeps serving; afterwards every connection is answered correctly again."""
+    build_lookup(tmp_path / "lookup")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+    def files() -> list[Path]:
+        return sorted(tmp_path.glob("modelserve-workers-*/metrics-*.json"))
+
+    log_path = tmp_path / "server.log"
+    with (
+        log_path.open("wb") as log_file,
+        serve_subprocess(tmp_path / "lookup", "lookup", stderr=log_file, DEVICE="cuda", WORKERS="2") as (proc, base),
+    ):
+        deadline = time.monotonic() + 60
+        while len(files()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=30) as c:  # one connection: one worker
+            assert _lookup(c, 5).status_code == 200
+            bad = _lookup(c, 1000)
+            assert bad.status_code == 500 and "device cuda:0 failed" in bad.json()["error"], bad.text
+        deadline = time.monotonic() + 60
+        while len(files()) < 3:  # the replacement publishes once it listens
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.1)
+        for _ in range(20):
+            with httpx.Client(base_url=base, timeout=30) as c:
+                r = _lookup(c, 5)
+                assert r.status_code == 200 and r.json()["outputs"][0]["data"] == [5.0], r.text
+        assert httpx.get(base + "/v2/health/live").status_code == 200
+        assert proc.poll() is None
+    log = log_path.read_text(errors="replace")
+    assert "its device failed" in log and "restarting it" in log, log[-3000:]
 
 
 def test_client_mistakes_do_not_touch_the_device(models: dict[str, Path], make_client: ClientFactory) -> None:

@@ -39,11 +39,12 @@ from modelserve.inference import (
     json_reply,
     refuse,
 )
-from modelserve.lifecycle import Lifecycle
+from modelserve.lifecycle import Lifecycle, Phase
 from modelserve.metrics import CONTENT_TYPE, Metrics
 from modelserve.model import EngineLoader, ServedModel, load_from_config
 from modelserve.openapi import openapi_document
 from modelserve.protocol_v2 import Limits
+from modelserve.workers import EXIT_DEVICE_FAILED, PUBLISH_INTERVAL_S, Worker
 
 __all__ = ["JSON", "State", "create_app", "error_response", "json_response", "read_body"]
 
@@ -184,6 +185,34 @@ async def model_status_v1(request: Request) -> Response:
     return json_response(protocol_v1.model_status(model.name, model.version, await _is_ready(state)))
 
 
+class WorkerPublisher:
+    """One of `--workers`: writes this worker's metrics for the others every second (and once more when it stops),
+    and asks the process to exit once its device has failed, so that the supervisor restarts it."""
+
+    def __init__(self, worker: Worker, model: ServedModel, lifecycle: Lifecycle) -> None:
+        self.worker, self.model, self.lifecycle = worker, model, lifecycle
+        self._timer: asyncio.TimerHandle | None = None
+        self.tick()
+
+    def publish(self) -> None:
+        if self.model.batcher is not None:
+            self.model.metrics.depth.set(self.model.batcher.depth)
+        self.worker.publish(self.model.metrics.snapshot())
+
+    def tick(self) -> None:
+        self.publish()
+        failed = self.model.failed_device()
+        if failed is not None and self.lifecycle.phase is Phase.READY:
+            log.error("Device %s failed; this worker exits so that it restarts with a fresh device context", failed)
+            self.lifecycle.fail(EXIT_DEVICE_FAILED)
+        self._timer = asyncio.get_running_loop().call_later(PUBLISH_INTERVAL_S, self.tick)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.publish()
+
+
 async def metrics(request: Request) -> Response:
     state = _state(request)
     if state.model.batcher is not None:
@@ -225,18 +254,25 @@ ROUTES = [
 
 
 def create_app(
-    config: ServeConfig, loader: EngineLoader = load_from_config, lifecycle: Lifecycle | None = None
+    config: ServeConfig,
+    loader: EngineLoader = load_from_config,
+    lifecycle: Lifecycle | None = None,
+    worker: Worker | None = None,
 ) -> Starlette:
     """The ASGI application. The model loads in the background once the lifespan starts; the server is
     live at once and ready after load and warm-up. A load failure asks the process to exit non-zero.
     With `auth_tokens_file` every route but health (and /metrics unless `auth_metrics`) needs a bearer
-    token; an unreadable or empty token source raises auth.TokenSourceError here, before serving."""
+    token; an unreadable or empty token source raises auth.TokenSourceError here, before serving.
+    One of `--workers` (`worker` set) instead loads the model before the lifespan's start-up ends, so it listens
+    only once it is ready, shares its metrics with the other workers, and exits when its device fails
+    (workers.py)."""
     life = lifecycle or Lifecycle(config.drain_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         model_holder: list[ServedModel] = []
-        metrics = Metrics(config.model_name, config.model_version, lambda: model_holder[0].memory())
+        peers = worker.peers if worker is not None else None
+        metrics = Metrics(config.model_name, config.model_version, lambda: model_holder[0].memory(), peers)
         model = ServedModel(config, metrics, loader)
         model_holder.append(model)
         limits = Limits(max(1, config.max_body_bytes), config.allow_non_finite)
@@ -254,11 +290,21 @@ def create_app(
 
         task = asyncio.create_task(load(), name="load-model")
         app.state.modelserve = state  # for tests and embedding
+        publisher: WorkerPublisher | None = None
+        if worker is not None:
+            # uvicorn listens once the lifespan has started: a worker joins the port only when it can serve, or
+            # (load failed, or stopped meanwhile) for the moment it takes to shut down.
+            while not task.done() and life.phase is Phase.STARTING:
+                await asyncio.wait({task}, timeout=0.1)
+            if life.ready:
+                publisher = WorkerPublisher(worker, model, life)
         try:
             yield {"modelserve": state}
         finally:
             if not task.done():
                 task.cancel()
+            if publisher is not None:
+                publisher.stop()
             await model.close()
 
     middleware = []

@@ -18,6 +18,7 @@ from types import FrameType
 from modelserve import __version__, compiled_modules
 from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, ServeConfig, add_options, environ, serve_config
 from modelserve.errors import ModelServeError
+from modelserve.workers import Worker, supervise
 
 log = logging.getLogger("modelserve")
 
@@ -110,11 +111,13 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_serve(config: ServeConfig) -> int:
+def run_serve(config: ServeConfig, worker: Worker | None = None) -> int:
+    """One server process: the whole server, or one of `--workers` (then `worker` is set, and the process listens
+    on its own SO_REUSEPORT socket once its model is ready: workers.py)."""
     import uvicorn
 
     from modelserve.app import create_app
-    from modelserve.lifecycle import Lifecycle, Server
+    from modelserve.lifecycle import Lifecycle, Phase, Server
 
     tune_interpreter()
     config = fit_connection_limit(config)
@@ -122,7 +125,7 @@ def run_serve(config: ServeConfig) -> int:
     log.info("Request path: %s", f"compiled ({', '.join(compiled)})" if compiled else "pure Python")
     lifecycle = Lifecycle(config.drain_seconds)
     try:
-        app = create_app(config, lifecycle=lifecycle)
+        app = create_app(config, lifecycle=lifecycle, worker=worker)
     except ModelServeError as exc:  # e.g. an unreadable token file
         log.error("Cannot start: %s", exc)
         return exc.exit_code
@@ -139,10 +142,22 @@ def run_serve(config: ServeConfig) -> int:
         backlog=2048,
     )
     server = Server(uv_config, lifecycle, early_signals=_early_signals)
-    server.run()
+    if worker is None:
+        server.run()
+    else:
+        from modelserve.workers import bind
+
+        try:
+            sock = bind(config.host, config.port)
+        except OSError as exc:
+            log.error("Cannot listen on %s:%d: %s", config.host, config.port, exc)
+            return 1
+        with sock:
+            server.run(sockets=[sock])
     if lifecycle.exit_code:
         return lifecycle.exit_code
-    return 0 if server.started else 1
+    # A worker stopped while its model loaded never listened, and did nothing wrong.
+    return 0 if server.started or (worker is not None and lifecycle.phase is Phase.STOPPING) else 1
 
 
 # Descriptors kept free beside the connections: the listening socket, model and log files, torch's and the
@@ -231,7 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model_dir is None or not args.model_name:
         log.error("serve needs --model-dir and --model-name (or MODELSERVE_MODEL_DIR and MODELSERVE_MODEL_NAME)")
         return 2
-    return run_serve(serve_config(args))
+    config = serve_config(args)
+    worker = Worker.from_env(env)
+    if config.workers > 1 and worker is None:
+        return supervise(
+            list(sys.argv[1:] if argv is None else argv),
+            config.workers,
+            config.host,
+            config.port,
+            config.torch_threads,
+            _early_signals,
+        )
+    return run_serve(config, worker)
 
 
 if __name__ == "__main__":

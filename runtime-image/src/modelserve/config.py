@@ -121,6 +121,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--auth-tokens-file", _optional_path, None, "bearer tokens: a file (one per line) or a Secret directory"),
     Option("--auth-metrics", parse_bool, False, "also require a bearer token for /metrics"),
     Option("--fast-path", parse_bool, True, "carry inference requests without ASGI (same replies, less overhead)"),
+    Option(
+        "--workers",
+        _positive_int,
+        1,
+        "server processes sharing the port, each with its own copy of the model (for a model so fast that one "
+        "process's HTTP handling is the limit)",
+    ),
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
@@ -160,6 +167,7 @@ class ServeConfig:
     auth_tokens_file: Path | None = None
     auth_metrics: bool = False
     fast_path: bool = True
+    workers: int = 1
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

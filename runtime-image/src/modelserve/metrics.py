@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -32,11 +32,17 @@ _STAGE_BUCKETS = (
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 MemoryReader = Callable[[], Mapping[str, Mapping[str, int]]]
+# With `--workers` (workers.py), the other worker processes' numbers: each one's snapshot (Metrics.snapshot, as
+# JSON) and whether that process is still alive. Counters and histograms add up over all of them, the dead
+# included (a restarted worker's predecessor keeps its counts, so sums never go down); gauges only over the live.
+Peer = tuple[bool, Mapping[str, Any]]
+PeerReader = Callable[[], Sequence[Peer]]
 
 
 class _GpuMemoryCollector(Collector):
-    def __init__(self, read: MemoryReader) -> None:
+    def __init__(self, read: MemoryReader, peers: PeerReader | None = None) -> None:
         self._read = read
+        self._peers = peers
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
@@ -49,9 +55,16 @@ class _GpuMemoryCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         family = self._family()
-        for device, kinds in self._read().items():
-            for kind, value in kinds.items():
-                family.add_metric([device, kind], float(value))
+        totals: dict[tuple[str, str], float] = {}
+        readings: list[Mapping[str, Mapping[str, Any]]] = [self._read()]
+        if self._peers is not None:
+            readings += [snapshot.get("gpu", {}) for alive, snapshot in self._peers() if alive]
+        for reading in readings:  # worker processes share the device: its memory in use is their sum
+            for device, kinds in reading.items():
+                for kind, value in kinds.items():
+                    totals[device, kind] = totals.get((device, kind), 0.0) + float(value)
+        for (device, kind), total in totals.items():
+            family.add_metric([device, kind], total)
         yield family
 
 
@@ -104,10 +117,17 @@ class _Family:
     """One metric: its name, help, kind, label names and the series by label values."""
 
     def __init__(
-        self, kind: str, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float] = ()
+        self,
+        kind: str,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        buckets: Sequence[float] = (),
+        merge: str = "sum",
     ) -> None:
         self.kind, self.name, self.documentation, self.labels = kind, name, documentation, list(labels)
         self.bounds = tuple(buckets)
+        self.merge = merge  # a gauge's value over worker processes: "sum" or "max"
         self.series: dict[tuple[str, ...], Value | Distribution] = {}
 
     def value(self, *labels: str) -> Value:
@@ -120,34 +140,91 @@ class _Family:
         assert isinstance(child, Distribution)
         return child
 
-    def family(self) -> Metric:
+    def family(self, series: Mapping[tuple[str, ...], Value | Distribution] | None = None) -> Metric:
+        if series is None:
+            series = self.series
         if self.kind == "histogram":
             histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-            for labels, child in self.series.items():
+            for labels, child in series.items():
                 assert isinstance(child, Distribution)
                 histogram.add_metric(list(labels), child.buckets(), child.sum)
             return histogram
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         metric = cls(self.name, self.documentation, labels=self.labels)
-        for labels, child in self.series.items():
+        for labels, child in series.items():
             assert isinstance(child, Value)
             metric.add_metric(list(labels), child.value)
         return metric
 
+    def snapshot(self) -> list[list[Any]]:
+        """The series as JSON: [labels, value] or, for a histogram, [labels, bucket counts, sum]."""
+        out: list[list[Any]] = []
+        for labels, child in self.series.items():
+            if isinstance(child, Distribution):
+                out.append([list(labels), list(child.counts), child.sum])
+            else:
+                out.append([list(labels), child.value])
+        return out
+
+    def merged(self, peers: Sequence[Peer]) -> dict[tuple[str, ...], Value | Distribution]:
+        """This process's series combined with the other workers' (see Peer). A peer's series that does not fit
+        (another bucket layout, from a different version of the server) is left out rather than mixed in."""
+        out: dict[tuple[str, ...], Value | Distribution] = {}
+        for labels, child in self.series.items():
+            out[labels] = _copy(child)
+        for alive, snapshot in peers:
+            if self.kind == "gauge" and not alive:
+                continue
+            for entry in snapshot.get("families", {}).get(self.name, ()):
+                labels = tuple(str(label) for label in entry[0])
+                if self.kind == "histogram":
+                    counts = [int(c) for c in entry[1]]
+                    if len(counts) != len(self.bounds) + 1:
+                        continue
+                    dist = out.setdefault(labels, Distribution(self.bounds))
+                    assert isinstance(dist, Distribution)
+                    dist.counts = [a + b for a, b in zip(dist.counts, counts, strict=True)]
+                    dist.sum += float(entry[2])
+                    continue
+                value = out.setdefault(labels, Value())
+                assert isinstance(value, Value)
+                number = float(entry[1])
+                value.value = max(value.value, number) if self.merge == "max" else value.value + number
+        return out
+
+
+def _copy(child: Value | Distribution) -> Value | Distribution:
+    if isinstance(child, Distribution):
+        dist = Distribution(child.bounds)
+        dist.counts, dist.sum = list(child.counts), child.sum
+        return dist
+    value = Value()
+    value.value = child.value
+    return value
+
 
 class _Collector(Collector):
-    def __init__(self, families: Sequence[_Family]) -> None:
+    def __init__(self, families: Sequence[_Family], peers: PeerReader | None = None) -> None:
         self._families = families
+        self._peers = peers
 
     def collect(self) -> Iterable[Metric]:
+        peers = self._peers() if self._peers is not None else ()
         for family in self._families:
-            yield family.family()
+            yield family.family(family.merged(peers)) if peers else family.family()
 
 
 class Metrics:
     """All metrics of one server, in their own registry (several servers can live in one test process)."""
 
-    def __init__(self, model: str, version: str, gpu_memory: MemoryReader | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        version: str,
+        gpu_memory: MemoryReader | None = None,
+        peers: PeerReader | None = None,
+    ) -> None:
+        """`peers`: with `--workers`, the other worker processes' snapshots, added in at every scrape."""
         self.model = model
         self.version = version
         self.registry = CollectorRegistry(auto_describe=True)
@@ -177,7 +254,7 @@ class Metrics:
         inflight = _Family("gauge", "modelserve_inflight_requests", "Inference requests being handled", ["model"])
         model_load = _Family(
             "gauge", "modelserve_model_load_seconds", "Seconds it took to load and warm up the model",
-            ["model", "version"],
+            ["model", "version"], merge="max",
         )  # fmt: skip
         # Series resolved once, every counter at 0 from the start: the hot path only calls inc/observe.
         self.request_counters = {(p, o): requests.value(model, version, p, o) for p in PROTOCOLS for o in OUTCOMES}
@@ -187,11 +264,19 @@ class Metrics:
         self.depth = queue_depth.value(model)
         self.inflight_gauge = inflight.value(model)
         self.load_seconds = model_load.value(model, version)
-        self.registry.register(
-            _Collector([requests, request_duration, stage_duration, batch_size, queue_depth, inflight, model_load])
-        )
+        self._families = [requests, request_duration, stage_duration, batch_size, queue_depth, inflight, model_load]
+        self._gpu_memory = gpu_memory
+        self.registry.register(_Collector(self._families, peers))
         if gpu_memory is not None:
-            self.registry.register(_GpuMemoryCollector(gpu_memory))
+            self.registry.register(_GpuMemoryCollector(gpu_memory, peers))
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's numbers as JSON, for the other worker processes' scrapes (workers.py)."""
+        gpu = self._gpu_memory() if self._gpu_memory is not None else {}
+        return {
+            "families": {family.name: family.snapshot() for family in self._families},
+            "gpu": {device: dict(kinds) for device, kinds in gpu.items()},
+        }
 
     def record(self, protocol: str, outcome: str, seconds: float) -> None:
         self.request_counters[protocol, outcome].value += 1
