@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +86,32 @@ def serve_subprocess(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextlib.contextmanager
+def keep_sending(base: str, clients: int, model: str = "mlp") -> Iterator[list[int | str]]:
+    """`clients` threads, each on its own connection, posting inference requests until the block ends; yields the
+    list of outcomes (status codes, or the name of the exception a request raised), filled in as they come."""
+    stop = threading.Event()
+    results: list[int | str] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    results.append(c.post(f"/v2/models/{model}/infer", json=v2_body()).status_code)
+                except httpx.HTTPError as exc:
+                    results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 ClientFactory = Callable[..., TestClient]

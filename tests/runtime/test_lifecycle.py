@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import httpx
 
 from modelserve.lifecycle import Lifecycle, Phase
 
-from .conftest import serve_subprocess, v2_body
+from .conftest import keep_sending, serve_subprocess
 
 
 def test_phases_and_second_signal() -> None:
@@ -45,30 +44,14 @@ def test_load_failure_requests_exit_with_its_code() -> None:
 def test_sigterm_drains_with_zero_failed_requests(models: dict[str, Path]) -> None:
     """A real server process and a client that keeps sending through SIGTERM: nothing fails, exit 0."""
     with serve_subprocess(models["mlp"], "mlp", timeout=60, DRAIN_SECONDS="1.5") as (proc, base):
-        stop_sending = threading.Event()
-        results: list[int | str] = []
-
-        def client() -> None:
-            with httpx.Client(base_url=base, timeout=10) as c:
-                while not stop_sending.is_set():
-                    try:
-                        results.append(c.post("/v2/models/mlp/infer", json=v2_body()).status_code)
-                    except httpx.HTTPError as exc:
-                        results.append(type(exc).__name__)
-
-        threads = [threading.Thread(target=client) for _ in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        sent_before = len(results)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-        assert httpx.get(base + "/v2/health/ready", timeout=2).status_code == 503  # not ready at once
-        assert httpx.get(base + "/v2/health/live", timeout=2).status_code == 200
-        time.sleep(0.9)  # the client keeps sending during the drain (endpoints not yet updated)
-        stop_sending.set()
-        for t in threads:
-            t.join()
+        with keep_sending(base, clients=4) as results:
+            time.sleep(0.3)
+            sent_before = len(results)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            assert httpx.get(base + "/v2/health/ready", timeout=2).status_code == 503  # not ready at once
+            assert httpx.get(base + "/v2/health/live", timeout=2).status_code == 200
+            time.sleep(0.9)  # the client keeps sending during the drain (endpoints not yet updated)
         assert proc.wait(timeout=30) == 0
     assert sent_before > 0 and len(results) > sent_before
     failures = [r for r in results if r != 200]

@@ -37,7 +37,7 @@ from modelserve.workers import (
     worker_argv,
 )
 
-from .conftest import serve_subprocess, v2_body
+from .conftest import keep_sending, serve_subprocess, v2_body
 from .test_app import metric
 
 # --- metrics over several workers -------------------------------------------------------------------------------
@@ -333,31 +333,15 @@ def test_sigterm_drains_every_worker_with_zero_failed_requests(
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     with serve_subprocess(models["mlp"], "mlp", WORKERS="2", DRAIN_SECONDS="1.5") as (proc, base):
         _wait_for(lambda: len(_worker_files(tmp_path)) == 2)
-        stop_sending = threading.Event()
-        results: list[int | str] = []
-
-        def client() -> None:
-            with httpx.Client(base_url=base, timeout=10) as c:
-                while not stop_sending.is_set():
-                    try:
-                        results.append(c.post("/v2/models/mlp/infer", json=v2_body()).status_code)
-                    except httpx.HTTPError as exc:
-                        results.append(type(exc).__name__)
-
-        threads = [threading.Thread(target=client) for _ in range(6)]
-        for t in threads:
-            t.start()
-        time.sleep(0.3)
-        sent_before = len(results)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-        for _ in range(4):  # every worker reports not-ready at once, and stays live
-            assert httpx.get(base + "/v2/health/ready", timeout=2).status_code == 503
-            assert httpx.get(base + "/v2/health/live", timeout=2).status_code == 200
-        time.sleep(0.8)
-        stop_sending.set()
-        for t in threads:
-            t.join()
+        with keep_sending(base, clients=6) as results:
+            time.sleep(0.3)
+            sent_before = len(results)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.1)
+            for _ in range(4):  # every worker reports not-ready at once, and stays live
+                assert httpx.get(base + "/v2/health/ready", timeout=2).status_code == 503
+                assert httpx.get(base + "/v2/health/live", timeout=2).status_code == 200
+            time.sleep(0.8)
         assert proc.wait(timeout=30) == 0
     assert sent_before > 0 and len(results) > sent_before
     assert [r for r in results if r != 200] == []

@@ -275,6 +275,7 @@ class Metrics:
         gpu = self._gpu_memory() if self._gpu_memory is not None else {}
         return {
             "families": {family.name: family.snapshot() for family in self._families},
+            "kinds": {family.name: family.kind for family in self._families},
             "gpu": {device: dict(kinds) for device, kinds in gpu.items()},
         }
 

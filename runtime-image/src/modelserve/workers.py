@@ -105,6 +105,7 @@ def fold(total: Mapping[str, Any], snapshot: Mapping[str, Any]) -> dict[str, Any
     -1): the supervisor keeps one such file rather than one per exited worker, so restarts do not pile up files for
     every scrape to read. Gauges are dropped: those of exited workers never count."""
     families: dict[str, dict[tuple[str, ...], list[Any]]] = {}
+    kinds = {**total.get("kinds", {}), **snapshot.get("kinds", {})}
     for source in (total, snapshot):
         for name, entries in source.get("families", {}).items():
             series = families.setdefault(name, {})
@@ -117,19 +118,17 @@ def fold(total: Mapping[str, Any], snapshot: Mapping[str, Any]) -> dict[str, Any
                     elif len(have[1]) == len(entry[1]):
                         have[1] = [a + b for a, b in zip(have[1], entry[1], strict=True)]
                         have[2] += entry[2]
-                elif name in _COUNTERS:
+                elif kinds.get(name) == "counter":
                     have = series.setdefault(labels, [list(labels), 0.0])
                     have[1] += entry[1]
     folded = [*total.get("folded", ()), snapshot.get("pid")]
     return {
         "pid": -1,
         "folded": folded,
+        "kinds": kinds,
         "families": {name: list(series.values()) for name, series in families.items()},
         "gpu": {},
     }
-
-
-_COUNTERS = frozenset({"modelserve_requests"})
 
 
 def _alive(pid: int) -> bool:

@@ -115,6 +115,19 @@ def check_lost_status(cluster: Cluster, stable_before: str, decision: Decision) 
         assert not any(cluster.target.revision in message for message in adopted), decision
 
 
+def _losers_with_serving_canary(
+    status: RolloutStatus, before: Observed, weights_before: dict[str, int], stable: str
+) -> tuple[list[str], dict[str, RevisionObservation]] | None:
+    """The revisions that had traffic beside the stable and what was observed of them and of the stable; None when
+    the canary serves nothing (no ready pod, crash-looping, or no traffic), which both checks below exempt."""
+    losers = [r for r, w in weights_before.items() if r != stable and w > 0]
+    obs = {r: before.revisions.get(r, RevisionObservation()) for r in [stable, *losers]}
+    serving = [r for r in losers if obs[r].ready > 0 and not obs[r].crash_looping]
+    if not (status.canary_revision in serving and status.canary_weight > 0):
+        return None
+    return losers, obs
+
+
 def check_hand_back(
     cluster: Cluster, status: RolloutStatus, before: Observed, weights_before: dict[str, int], decision: Decision
 ) -> None:
@@ -131,11 +144,10 @@ def check_hand_back(
         return
     if "StableNotReady" in reasons(decision):
         return
-    losers = [r for r, w in weights_before.items() if r != stable and w > 0]
-    obs = {r: before.revisions.get(r, RevisionObservation()) for r in [stable, *losers]}
-    serving = [r for r in losers if obs[r].ready > 0 and not obs[r].crash_looping]
-    if not (status.canary_revision in serving and status.canary_weight > 0):
+    found = _losers_with_serving_canary(status, before, weights_before, stable)
+    if found is None:
         return
+    losers, obs = found
     n, spec_ = cluster.replicas, cluster.spec
     need = n
     if spec_.strategy == "Canary" and spec_.capacity.mode == "Neutral":
@@ -161,11 +173,10 @@ def check_stable_gains(
     old, new = weights_before.get(stable, 100), decision.weights.get(stable, 0)
     if new <= old or new == 100:  # all of it: check_hand_back
         return
-    losers = [r for r, w in weights_before.items() if r != stable and w > 0]
-    obs = {r: before.revisions.get(r, RevisionObservation()) for r in [stable, *losers]}
-    serving = [r for r in losers if obs[r].ready > 0 and not obs[r].crash_looping]
-    if not (status.canary_revision in serving and status.canary_weight > 0):
+    found = _losers_with_serving_canary(status, before, weights_before, stable)
+    if found is None:
         return
+    losers, obs = found
     need = pods_for_weight(cluster.replicas, new)
     if spec_.capacity.mode == "Neutral" and decision.status.phase == "RollingBack":
         # A hand-back lets the canary keep its pods, so the budget may cap the stable (``check_hand_back``).
