@@ -191,3 +191,11 @@ def handles(pid: int, sig: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     return False
+
+
+def metric(text: str, line_start: str) -> float:
+    """The value of the first Prometheus sample line in `text` that starts with `line_start`."""
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line_start} not in metrics")

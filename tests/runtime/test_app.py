@@ -20,7 +20,7 @@ from modelserve.config import ServeConfig
 from modelserve.errors import ModelLoadError
 from modelserve.signature import Array, Signature, TensorSpec
 
-from .conftest import IN, ClientFactory, make_config, v2_body
+from .conftest import IN, ClientFactory, make_config, metric, v2_body
 
 SIG = Signature((TensorSpec("input", "FP32", (-1, IN)),), (TensorSpec("output", "FP32", (-1, IN)),))
 
@@ -50,13 +50,6 @@ class SlowEngine:
 
     def memory_stats(self) -> dict[str, int]:
         return {"allocated": 42}
-
-
-def metric(text: str, line_start: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{line_start} not in metrics")
 
 
 def test_metrics_follow_the_documented_names(models: dict[str, Path], make_client: ClientFactory) -> None:

@@ -21,8 +21,7 @@ from modelserve.errors import ModelLoadError
 from modelserve.formats import resolve
 from modelserve.testing import build_lookup
 
-from .conftest import IN, OUT, ClientFactory, serve_subprocess
-from .test_app import metric
+from .conftest import IN, OUT, ClientFactory, metric, serve_subprocess
 from .test_protocol_v2 import binary_body
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")

@@ -30,6 +30,7 @@ from modelserve.workers import (
     EXIT_DEVICE_FAILED,
     RESTART_DELAYS_S,
     STABLE_AFTER_S,
+    STALL_AFTER_S,
     Supervisor,
     Worker,
     fold,
@@ -37,8 +38,7 @@ from modelserve.workers import (
     worker_argv,
 )
 
-from .conftest import keep_sending, serve_subprocess, v2_body
-from .test_app import metric
+from .conftest import keep_sending, metric, serve_subprocess, v2_body
 
 # --- metrics over several workers -------------------------------------------------------------------------------
 
@@ -238,6 +238,63 @@ def test_after_a_stop_signal_exits_are_not_restarted(supervisor: Supervisor) -> 
     assert supervisor.restart_at == {} and supervisor.exit_code == 0
 
 
+class _Killable(_Proc):
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.kills = 0
+
+    def kill(self) -> None:
+        self.kills += 1
+
+
+def test_a_worker_whose_metrics_file_stops_changing_is_killed_once_and_restarted(supervisor: Supervisor) -> None:
+    assert supervisor.stall_seconds == STALL_AFTER_S
+    stuck, busy, loading = _Killable(10), _Killable(11), _Killable(12)
+    supervisor.procs = {0: stuck, 1: busy, 2: loading}  # type: ignore[dict-item]
+    files = {p.pid: supervisor.directory / f"metrics-{p.pid}.json" for p in (stuck, busy)}
+    t0 = 1000.0
+    for step in range(40):  # one check a second; the busy worker publishes every second, the stuck one stops at 5
+        for pid, path in files.items():
+            if pid == busy.pid or step <= 5:
+                path.write_text(json.dumps({"step": step}))
+                os.utime(path, ns=(step * 10**9, step * 10**9))
+        supervisor.check_stuck(t0 + step)
+        # Killed once, when its file has been unchanged for the whole stall time (steps 5 .. 35), not before.
+        assert stuck.kills == (1 if step >= 5 + STALL_AFTER_S else 0), step
+    assert busy.kills == 0 and loading.kills == 0  # a worker with no file yet is loading, not stuck
+    supervisor.started_at[0] = time.monotonic() - 40
+    supervisor._reap(0, stuck, -signal.SIGKILL)  # type: ignore[arg-type]
+    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed_stuck == set()
+
+
+def test_a_worker_that_cannot_write_its_snapshot_still_shows_it_is_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = Worker(0, tmp_path)
+    worker.publish({"families": {}})
+    before = worker.metrics_file().stat().st_mtime_ns
+    time.sleep(0.01)
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    worker.publish({"families": {}})
+    assert worker.metrics_file().stat().st_mtime_ns > before  # what the supervisor watches changed
+
+
+def test_stuck_workers_are_left_alone_when_stopping_or_when_turned_off(supervisor: Supervisor) -> None:
+    proc = _Killable(10)
+    supervisor.procs = {0: proc}  # type: ignore[dict-item]
+    (supervisor.directory / "metrics-10.json").write_text("{}")
+    supervisor.check_stuck(0.0)
+    supervisor.stopping = True  # a draining worker may take its time: the drain has its own deadline
+    supervisor.check_stuck(1000.0)
+    supervisor.stopping, supervisor.stall_seconds = False, 0.0
+    supervisor.check_stuck(2000.0)
+    assert proc.kills == 0
+
+
 class _Model:
     def __init__(self) -> None:
         self.metrics = Metrics("m", "1")
@@ -388,3 +445,37 @@ def test_port_zero_gives_every_worker_the_same_port(models: dict[str, Path], tmp
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_a_stuck_worker_is_killed_and_replaced_while_the_other_serves(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    log = tmp_path / "server.log"
+    with (
+        log.open("wb") as stderr,
+        serve_subprocess(
+            models["mlp"], "mlp", stderr=stderr, WORKERS="2", WORKER_STALL_SECONDS="2", LOG_LEVEL="info"
+        ) as (proc, base),
+    ):
+        _wait_for(lambda: len(_worker_files(tmp_path)) == 2)
+        victim = int(_worker_files(tmp_path)[0].name.split("-")[1].split(".")[0])
+        os.kill(victim, signal.SIGSTOP)  # from outside, a process that never runs again: a blocked event loop
+        _wait_for(lambda: not _alive_pid(victim), timeout=30)
+        _wait_for(lambda: len([f for f in _worker_files(tmp_path) if f.name != "metrics-exited.json"]) == 2, 60)
+        with httpx.Client(base_url=base, timeout=5) as c:  # 20 new connections, every one answered
+            for _ in range(20):
+                with httpx.Client(base_url=base, timeout=5) as fresh:
+                    assert fresh.post("/v2/models/mlp/infer", json=v2_body()).status_code == 200
+            assert c.get("/v2/health/ready").status_code == 200
+        assert proc.poll() is None
+    text = log.read_text()
+    assert f"(pid {victim}) has not published its metrics" in text and "stopped (stuck); restarting it" in text
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

@@ -256,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.port,
             config.torch_threads,
             _early_signals,
+            config.worker_stall_seconds,
         )
     return run_serve(config, worker)
 

@@ -128,6 +128,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         "server processes sharing the port, each with its own copy of the model (for a model so fast that one "
         "process's HTTP handling is the limit)",
     ),
+    Option(
+        "--worker-stall-seconds",
+        _non_negative_float,
+        30.0,
+        "with --workers: kill and restart a worker whose event loop has been stuck this long (0: never)",
+    ),
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
@@ -168,6 +174,7 @@ class ServeConfig:
     auth_metrics: bool = False
     fast_path: bool = True
     workers: int = 1
+    worker_stall_seconds: float = 30.0
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

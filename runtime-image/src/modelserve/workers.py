@@ -17,6 +17,11 @@ SO_REUSEPORT, so the kernel spreads new connections over them.
   CUDA context: the other workers keep serving, where a single server can only fail liveness. A worker that exits
   before it has ever served (the model cannot be loaded) stops all the others, and the supervisor exits with its
   code, as a single server would.
+- A worker that stops answering without exiting (its event loop blocked, a deadlock) stops writing its metrics file
+  (below), which it does every second from that loop; once the file has not changed for `--worker-stall-seconds`
+  the supervisor kills the worker, which is then restarted like any worker that exited after it served. A single
+  server leaves this to the liveness probe, which cannot find one stuck worker among several: the kernel would keep
+  sending it its share of the connections.
 - Metrics: each worker writes its numbers (metrics.Metrics.snapshot) to a file in a directory the supervisor makes
   under $TMPDIR, every second and when it stops; /metrics, whichever worker answers it, adds the other workers'
   files to its own numbers, so a scrape sees the whole pod, up to one second behind for the other workers.
@@ -51,6 +56,8 @@ PUBLISH_INTERVAL_S = 1.0
 RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 # A worker that ran this long before exiting starts its restarts from the first delay again.
 STABLE_AFTER_S = 60.0
+# How long a serving worker may leave its metrics file unchanged before it counts as stuck (--worker-stall-seconds).
+STALL_AFTER_S = 30.0
 # The exit code of a worker whose device failed (sysexits' EX_SOFTWARE): restarted, not a start-up failure.
 EXIT_DEVICE_FAILED = 70
 
@@ -81,6 +88,9 @@ class Worker:
             partial.replace(path)
         except OSError as exc:  # a full or vanished directory costs the other workers' view, not the server
             log.warning("Cannot write the metrics snapshot %s: %s", path, exc)
+            # The supervisor reads a file that stops changing as a stuck worker: a full disk must not look like one.
+            with contextlib.suppress(OSError):
+                os.utime(path)
 
     def peers(self) -> list[tuple[bool, Mapping[str, Any]]]:
         """The other workers' last snapshots, each with whether its process is alive."""
@@ -176,12 +186,24 @@ def threads_per_worker(configured: int, workers: int, cpus: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, argv: Sequence[str], workers: int, host: str, port: int, torch_threads: int) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        workers: int,
+        host: str,
+        port: int,
+        torch_threads: int,
+        stall_seconds: float = STALL_AFTER_S,
+    ) -> None:
         self.argv = list(argv)
         self.count = workers
         self.host = host
         self.port = port
         self.torch_threads = torch_threads
+        self.stall_seconds = stall_seconds
+        # Per worker index: (pid, what its metrics file looked like, monotonic time when that was first seen).
+        self.last_publish: dict[int, tuple[int, tuple[int, int, int], float]] = {}
+        self.killed_stuck: set[int] = set()
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
         self.failures: dict[int, int] = {}
@@ -223,8 +245,36 @@ class Supervisor:
         except (OSError, ValueError, TypeError, IndexError) as exc:  # the file stays, and counts as it is
             log.warning("Cannot fold %s into %s: %s", path, archive, exc)
 
+    def check_stuck(self, now: float) -> None:
+        """Kill each serving worker whose metrics file has not changed for `stall_seconds` (see the module's
+        docstring). Change, not age, is what counts, on the monotonic clock: a wall-clock step kills nothing."""
+        if not self.stall_seconds or self.stopping:
+            return
+        for index, proc in self.procs.items():
+            try:
+                stat = (self.directory / f"metrics-{proc.pid}.json").stat()
+            except OSError:
+                continue  # not serving yet (still loading its model)
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            last = self.last_publish.get(index)
+            if last is None or last[0] != proc.pid or last[1] != seen:
+                self.last_publish[index] = (proc.pid, seen, now)
+            elif now - last[2] >= self.stall_seconds and proc.pid not in self.killed_stuck:
+                log.error(
+                    "Worker %d (pid %d) has not published its metrics for %.0fs: it is stuck; killing it",
+                    index,
+                    proc.pid,
+                    now - last[2],
+                )
+                self.killed_stuck.add(proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
     def _reap(self, index: int, proc: subprocess.Popen[bytes], code: int) -> None:
         del self.procs[index]
+        self.last_publish.pop(index, None)
+        stuck = proc.pid in self.killed_stuck
+        self.killed_stuck.discard(proc.pid)
         metrics_file = self.directory / f"metrics-{proc.pid}.json"
         served = metrics_file.exists()
         if served:
@@ -244,7 +294,7 @@ class Supervisor:
         failures = 0 if lived >= STABLE_AFTER_S else self.failures.get(index, 0)
         delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
         self.failures[index] = failures + 1
-        reason = "its device failed" if code == EXIT_DEVICE_FAILED else f"exit code {code}"
+        reason = "stuck" if stuck else "its device failed" if code == EXIT_DEVICE_FAILED else f"exit code {code}"
         log.warning("Worker %d (pid %d) stopped (%s); restarting it in %.0fs", index, proc.pid, reason, delay)
         self.restart_at[index] = time.monotonic() + delay
 
@@ -261,6 +311,7 @@ class Supervisor:
                     if code is not None:
                         self._reap(index, proc, code)
                 now = time.monotonic()
+                self.check_stuck(now)
                 for index, due in list(self.restart_at.items()):
                     if due <= now:
                         del self.restart_at[index]
@@ -276,7 +327,7 @@ class Supervisor:
 
 
 def supervise(argv: Sequence[str], workers: int, host: str, port: int, torch_threads: int,
-              early_signals: list[int]) -> int:  # fmt: skip
+              early_signals: list[int], stall_seconds: float = STALL_AFTER_S) -> int:  # fmt: skip
     """Run `workers` server processes on host:port (see the module's docstring); the supervisor's exit code."""
     try:
         guard = bind(host, port)
@@ -288,4 +339,4 @@ def supervise(argv: Sequence[str], workers: int, host: str, port: int, torch_thr
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
         threads = threads_per_worker(torch_threads, workers, cpus)
         log.info("Starting %d workers on %s:%d", workers, host, port)
-        return Supervisor(argv, workers, host, port, threads).run(early_signals)
+        return Supervisor(argv, workers, host, port, threads, stall_seconds).run(early_signals)
