@@ -124,9 +124,12 @@ def test_a_spec_change_while_paused_hands_the_canary_traffic_back_as_the_stable_
     d = cluster.step()  # A's third pod is not ready yet: nothing moves, and the event is not repeated
     assert d.weights == {A: 50, B: 50} and d.replicas == {A: 3, B: 2} and not d.events
     cluster.make_ready(A)
-    d = cluster.step()  # all the pods the budget gives A are ready: the traffic moves, B still has its pods
-    assert d.weights == {A: 100} and d.replicas == {A: 3, B: 2} and d.status.canary_weight == 0
-    d = cluster.step()  # C's rollout starts, paused; B goes and A gets its full size
+    d = cluster.step()  # A serves the 75% its 3 ready pods can; B gives back the pod its 25% no longer needs
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 4, B: 1} and d.status.phase == "RollingBack"
+    cluster.make_ready(A)
+    d = cluster.step()  # A has its 4 ready pods: the traffic moves, B still has its pod
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 1} and d.status.canary_weight == 0
+    d = cluster.step()  # C's rollout starts, paused; B goes
     assert d.status.canary_revision == C and d.status.phase == "Paused" and "Paused" in reasons(d)
     assert d.weights == {A: 100, C: 0} and d.replicas == {A: 4, B: 0, C: 0}, d
     carried(cluster, d)
@@ -158,6 +161,8 @@ def test_resuming_during_the_paused_hand_back_goes_on_handing_back_as_an_unpause
     assert d.status.canary_revision == B and d.status.phase == "RollingBack" and C not in d.replicas
     assert d.weights == {A: 50, B: 50} and d.replicas == {A: 3, B: 2} and not d.events
     carried(cluster, d)
+    cluster.make_ready(A)
+    assert cluster.step().weights == {A: 75, B: 25}  # 3 of A's 4 pods ready
     cluster.make_ready(A)
     assert cluster.step().weights == {A: 100}
     d = cluster.step()

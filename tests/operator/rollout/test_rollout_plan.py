@@ -889,10 +889,53 @@ def test_a_rollback_hands_exact_weights_back_as_the_stable_pods_become_ready() -
     d = cluster.step()  # the budget lets the stable grow to 3 while the canary keeps its 2 pods
     assert d.replicas == {A: 3, B: 2} and d.weights == {A: 50, B: 50}
     cluster.make_ready(A)
-    d = cluster.step()  # 3 stable pods are all the budget allows: the rest of the traffic moves now
-    assert d.weights == {A: 100} and d.replicas == {A: 3, B: 2}
+    d = cluster.step()  # the stable serves 75%; the canary gives back the pod its 25% no longer needs, for A's 4th
+    assert d.weights == {A: 75, B: 25} and d.replicas == {A: 4, B: 1} and d.status.phase == "RollingBack"
+    cluster.make_ready(A)
+    d = cluster.step()  # 4 ready stable pods: all the traffic, never on fewer than 4 ready pods in all
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 1}
     d = cluster.step()
     assert d.status.phase == "RolledBack" and d.replicas == {A: 4, B: 0}
+
+
+def neutral_at_50(routing: dict[str, Any], surge: int) -> Cluster:
+    raw = {
+        **CANARY,
+        "canary": {
+            "steps": [{"setWeight": 50}, {"pause": {}}],
+            "capacity": {"mode": "Neutral", "maxSurgePods": surge},
+            "trafficRouting": routing,
+        },
+    }
+    cluster, d = canary_serving(raw)
+    assert d.replicas == {A: 2, B: 2} and d.status.canary_weight == 50
+    return cluster
+
+
+def test_a_neutral_rollback_with_replica_ratio_routing_keeps_n_ready_pods_throughout() -> None:
+    cluster = neutral_at_50({"type": "Replicas"}, surge=1)
+    cluster.controls = Controls(abort=True)
+    d = cluster.step()
+    assert d.replicas == {A: 3, B: 2} and d.status.canary_weight == 50
+    cluster.make_ready(A)
+    d = cluster.step()  # 3 stable + 2 canary ready: the canary needs only 1 of its pods for 4 in all
+    assert d.replicas == {A: 4, B: 1} and d.status.canary_weight > 0 and d.status.phase == "RollingBack"
+    d = cluster.step()  # nothing new is ready: nothing moves
+    assert d.replicas == {A: 4, B: 1} and d.status.canary_weight > 0
+    cluster.make_ready(A)
+    d = cluster.step()
+    assert d.weights == {A: 100} and d.replicas == {A: 4, B: 1}
+    assert cluster.step().replicas == {A: 4, B: 0}
+
+
+def test_a_neutral_rollback_without_surge_moves_the_traffic_once_the_budget_is_spent() -> None:
+    """maxSurgePods 0: no stable pod can start beside the canary's 2, so the stable's 2 ready pods take it all at
+    once and the canary goes next (documented in docs/rollouts.md)."""
+    cluster = neutral_at_50({"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}, surge=0)
+    cluster.controls = Controls(abort=True)
+    d = cluster.step()
+    assert d.weights == {A: 100} and d.replicas == {A: 2, B: 2}
+    assert cluster.step().replicas == {A: 4, B: 0}
 
 
 def test_a_rolled_back_rolling_update_keeps_the_new_pods_until_the_old_ones_are_back() -> None:

@@ -608,15 +608,15 @@ def _hold_rejected(s: _Step, stable: str, rejected: str) -> None:
 
 
 def _hand_back(s: _Step, stable: str, canary: str) -> None:
-    """One pass of a rollback's traffic move. The stable scales back to N (within the Neutral budget) and the
-    canary keeps its pods. The canary also keeps the traffic the stable's ready pods cannot serve yet
+    """One pass of a rollback's traffic move. The stable scales back to N (within the Neutral budget, for which
+    the canary gives up the pods its remaining share no longer needs: ``_hand_back_plan``) and the canary keeps
+    the rest of its pods. The canary also keeps the traffic the stable's ready pods cannot serve yet
     (``replicas.rollback_canary_weight``), so capacity never drops below what was serving; the canary is not
     waited for when it has no ready pods or is crash-looping, nor for longer than ``progressDeadlineSeconds``
     after the rollback started (``waitingSince``; Warning ``StableNotReady``). Once the traffic is all on the
     stable, the next pass scales the canary down."""
     spec = s.spec
-    kept = s.obs(canary).desired
-    target, weight = _hand_back_plan(s, stable, canary)
+    target, kept, weight = _hand_back_plan(s, stable, canary)
     s.replicas[canary] = kept
     s.replicas[stable] = target
     s.set(current_step_index=0, paused_at=None, paused_phase=None)
@@ -659,30 +659,44 @@ def _hands_back(s: _Step, stable: str, canary: str) -> bool:
     """Whether ``canary``, about to leave (replaced, cancelled, rejected), gives its traffic back through
     ``_hand_back`` rather than at once: it has traffic and is rolling back already, or the stable's ready pods
     cannot take its share yet (``_hand_back_plan``). Derived from status and the cluster: restart-safe."""
-    return s.status.canary_weight > 0 and (s.status.phase == "RollingBack" or _hand_back_plan(s, stable, canary)[1] > 0)
+    return s.status.canary_weight > 0 and (s.status.phase == "RollingBack" or _hand_back_plan(s, stable, canary)[2] > 0)
 
 
-def _hand_back_plan(s: _Step, stable: str, canary: str) -> tuple[int, int]:
-    """(stable replicas, canary weight) of one ``_hand_back`` pass: the stable scales back to N (within the
-    Neutral budget while the canary keeps its pods), and the canary keeps the traffic share the stable's ready
-    pods cannot serve yet (``replicas.rollback_canary_weight``; 0: the stable can take it all now)."""
+def _hand_back_plan(s: _Step, stable: str, canary: str) -> tuple[int, int, int]:
+    """(stable replicas, canary replicas, canary weight) of one ``_hand_back`` pass: the stable scales back to N,
+    and the canary keeps the traffic share the stable's ready pods cannot serve yet
+    (``replicas.rollback_canary_weight``; 0: the stable can take it all now) and its pods.
+
+    With Neutral capacity the stable gets what ``N + maxSurgePods`` leaves beside the canary's pods, so the canary
+    gives back the pods its remaining share no longer needs (it needs ``N`` minus the stable's ready pods with
+    replica-ratio routing, the pods for its weight with exact routing) where the stable's ``N`` needs them, as
+    the stable's pods become ready: the stable grows to ``N`` while ``N`` pods stay ready in all. Only when the
+    budget leaves the stable no pod beyond those it has ready (``maxSurgePods`` 0, or rounding of whole percents)
+    does the traffic move at once to the pods the stable has."""
     n = s.total
     spec = s.spec
-    kept = s.obs(canary).desired
-    target = n
-    if spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
-        budget = n + spec.capacity.max_surge_pods - kept
-        target = min(n, max(s.obs(stable).desired, budget))
     stable_obs, canary_obs = s.obs(stable), s.obs(canary)
-    weight = rmath.rollback_canary_weight(
-        n,
-        applied_weight=s.status.canary_weight,
-        stable_ready=stable_obs.ready,
-        stable_target=target,
-        canary_ready=0 if canary_obs.crash_looping else canary_obs.ready,
-        exact_routing=spec.strategy == "Canary" and spec.routing.type == "GatewayAPI",
-    )
-    return target, weight
+    exact = spec.strategy == "Canary" and spec.routing.type == "GatewayAPI"
+
+    def weight(stable_target: int) -> int:
+        return rmath.rollback_canary_weight(
+            n,
+            applied_weight=s.status.canary_weight,
+            stable_ready=stable_obs.ready,
+            stable_target=stable_target,
+            canary_ready=0 if canary_obs.crash_looping else canary_obs.ready,
+            exact_routing=exact,
+        )
+
+    kept = canary_obs.desired
+    if not (spec.strategy == "Canary" and spec.capacity.mode == "Neutral"):
+        return n, kept, weight(n)
+    surge = spec.capacity.max_surge_pods
+    share = weight(n)
+    if share > 0:  # pods beyond its share's need, as far as the stable's N needs them (N + surge - N)
+        kept = min(kept, max(rmath.pods_for_weight(n, share) if exact else n - stable_obs.ready, surge))
+    target = min(n, max(stable_obs.desired, n + surge - kept))
+    return target, kept, weight(target)
 
 
 def _reject(s: _Step, revision: str, reason: str, message: str) -> None:
