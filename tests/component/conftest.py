@@ -7,7 +7,9 @@ and the test's own code never wait on each other. ``ThreadedCluster`` offers a s
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
@@ -18,6 +20,7 @@ from modeldeploy.handlers import REGISTRY
 from modeldeploy.schema import crd_manifest
 from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import BackgroundCluster
+from modeldeploy.sim.controllers import PodBehavior, PodState, Ready
 from modeldeploy.sim.emulator import RequestRecord
 
 T = TypeVar("T")
@@ -88,10 +91,38 @@ def emulated_cluster(**options: Any) -> Iterator[ThreadedCluster]:
 
 
 @pytest.fixture
-def emulated() -> Iterator[ThreadedCluster]:
-    """A running emulated cluster (``emulated_cluster``)."""
-    with emulated_cluster() as threaded:
+def pod_behavior() -> dict[str, PodBehavior]:
+    """Deployment name -> how its pods behave in ``emulated``; a test fills it in (others: ready after 0.1 s)."""
+    return {}
+
+
+@pytest.fixture
+def emulated(pod_behavior: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
+    """A running emulated cluster (``emulated_cluster``) whose pods follow ``pod_behavior``."""
+    with emulated_cluster(behavior_for=lambda deployment: pod_behavior.get(deployment["metadata"]["name"])) as threaded:
         yield threaded
+
+
+SLOW_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class SlowFrom:
+    """Pods born after ``since`` (time.monotonic) become ready after SLOW_SECONDS; older ones are ready."""
+
+    since: float
+
+    def state(self, age: float) -> PodState:
+        born = time.monotonic() - age
+        return Ready(SLOW_SECONDS if born > self.since else 0.1).state(age)
+
+
+def counts(emulated: ThreadedCluster) -> dict[str, tuple[int, int]]:
+    """Deployment name -> (spec.replicas, status.readyReplicas)."""
+    return {
+        d["metadata"]["name"]: (d["spec"].get("replicas", 0), (d.get("status") or {}).get("readyReplicas", 0))
+        for d in emulated.list(DEPLOYMENTS, "ml")
+    }
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ N, and the traffic moves only once it has. The stable's new pods take 3 s to bec
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from kopf.testing import KopfRunner
@@ -14,26 +14,14 @@ from kopf.testing import KopfRunner
 from modeldeploy.labels import ABORT_ANNOTATION
 from modeldeploy.sim.controllers import PodBehavior
 
-from .conftest import MD, ThreadedCluster, emulated_cluster
+from .conftest import MD, SlowFrom, ThreadedCluster, counts
 from .test_operator import md, ready, status
-from .test_weight_down import SlowFrom, counts
 
 pytestmark = pytest.mark.component
 
 
-@pytest.fixture
-def slow() -> dict[str, PodBehavior]:
-    return {}
-
-
-@pytest.fixture
-def emulated(slow: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
-    with emulated_cluster(behavior_for=lambda deployment: slow.get(deployment["metadata"]["name"])) as threaded:
-        yield threaded
-
-
 def test_a_neutral_rollback_never_has_fewer_than_n_ready_pods(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], slow: dict[str, PodBehavior]
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], pod_behavior: dict[str, PodBehavior]
 ) -> None:
     canary_spec = {"steps": [{"setWeight": 50}, {"pause": {}}], "capacity": {"mode": "Neutral", "maxSurgePods": 1}}
     with operator_factory() as runner:
@@ -50,7 +38,7 @@ def test_a_neutral_rollback_never_has_fewer_than_n_ready_pods(
 
         emulated.wait_for(at_the_pause, message="canary at 50% on 2 of 4 pods, paused")
         canary = next(name for name in counts(emulated) if name != stable)
-        slow[stable] = SlowFrom(time.monotonic())  # the stable's pods started from now on are slow
+        pod_behavior[stable] = SlowFrom(time.monotonic())  # the stable's pods started from now on are slow
         emulated.patch(MD, "ml", "iris", {"metadata": {"annotations": {ABORT_ANNOTATION: "true"}}})
 
         # Sampled from the abort to the end: never fewer than N ready pods that take traffic (the stable's, and the

@@ -54,7 +54,12 @@ def prometheus() -> Iterator[str]:
 def wipe_status(emulated: ThreadedCluster) -> None:
     """What a restore without status or ``kubectl patch --subresource=status`` leaves: no status at all."""
     emulated.call(
-        emulated.cluster.emulator.patch_object, MD, "ml", "iris", {"status": None}, subresource="status",
+        emulated.cluster.emulator.patch_object,
+        MD,
+        "ml",
+        "iris",
+        {"status": None},
+        subresource="status",
         manager="kubectl",
     )
 
@@ -62,9 +67,7 @@ def wipe_status(emulated: ThreadedCluster) -> None:
 def child_writes(emulated: ThreadedCluster, since: int) -> list[str]:
     """The operator's writes to Deployments and Services (what routes and runs the traffic) since ``since``."""
     return [
-        f"{w.verb} {w.resource} {w.name}"
-        for w in emulated.writes(since)
-        if w.resource in ("deployments", "services")
+        f"{w.verb} {w.resource} {w.name}" for w in emulated.writes(since) if w.resource in ("deployments", "services")
     ]
 
 

@@ -5,62 +5,28 @@ canary must keep its pods (and its traffic) until they are."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import pytest
 from kopf.testing import KopfRunner
 
-from modeldeploy.sim.controllers import PodBehavior, PodState, Ready
+from modeldeploy.sim.controllers import PodBehavior
 
-from .conftest import DEPLOYMENTS, MD, ThreadedCluster, emulated_cluster
+from .conftest import MD, SlowFrom, ThreadedCluster, counts
 from .test_operator import events, md, ready, status
 
 pytestmark = pytest.mark.component
 
-SLOW_SECONDS = 3.0
-
-
-@dataclass(frozen=True)
-class SlowFrom:
-    """Pods born after ``since`` (time.monotonic) become ready after SLOW_SECONDS; older ones are ready."""
-
-    since: float
-
-    def state(self, age: float) -> PodState:
-        born = time.monotonic() - age
-        return Ready(SLOW_SECONDS if born > self.since else 0.1).state(age)
-
-
-@pytest.fixture
-def slow() -> dict[str, PodBehavior]:
-    """Deployment name -> behaviour of its pods (others: ready after 0.1 s)."""
-    return {}
-
-
-@pytest.fixture
-def emulated(slow: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
-    with emulated_cluster(behavior_for=lambda deployment: slow.get(deployment["metadata"]["name"])) as threaded:
-        yield threaded
-
-
-def counts(emulated: ThreadedCluster) -> dict[str, tuple[int, int]]:
-    """Deployment name -> (spec.replicas, status.readyReplicas)."""
-    return {
-        d["metadata"]["name"]: (d["spec"].get("replicas", 0), (d.get("status") or {}).get("readyReplicas", 0))
-        for d in emulated.list(DEPLOYMENTS, "ml")
-    }
-
 
 def test_a_step_that_lowers_the_weight_waits_for_the_stable_pods(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], slow: dict[str, PodBehavior]
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], pod_behavior: dict[str, PodBehavior]
 ) -> None:
     steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 25}, {"pause": {}}]
     with operator_factory() as runner:
         emulated.create(MD, md(replicas=4, rollout={"strategy": "Canary", "canary": {"steps": steps}}))
         emulated.wait_for(lambda: ready(emulated), message="iris Ready")
         stable = f"iris-{status(emulated)['stableRevision']}"
-        slow[stable] = SlowFrom(time.monotonic())  # the stable's pods started from now on are slow
+        pod_behavior[stable] = SlowFrom(time.monotonic())  # the stable's pods started from now on are slow
         model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
         emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
 
