@@ -125,6 +125,18 @@ def counts(emulated: ThreadedCluster) -> dict[str, tuple[int, int]]:
     }
 
 
+def rollout_with_counts(
+    emulated: ThreadedCluster, name: str = "iris"
+) -> tuple[dict[str, Any], dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+    """``status.rollout`` read between two reads of the Deployments' ``counts`` (before, after). Status and
+    Deployments are separate reads: only when the two counts agree did the operator not scale and write its status
+    in between, so that the status and the counts belong together."""
+    before = counts(emulated)
+    obj = emulated.get(MD, "ml", name) or {}
+    rollout = dict((obj.get("status") or {}).get("rollout") or {})
+    return rollout, before, counts(emulated)
+
+
 @pytest.fixture
 def operator_factory(emulated: ThreadedCluster, monkeypatch: pytest.MonkeyPatch) -> Callable[[], KopfRunner]:
     """Start the real operator against ``emulated`` (use as a context manager; exiting stops it)."""

@@ -14,7 +14,7 @@ from kopf.testing import KopfRunner
 from modeldeploy.labels import ABORT_ANNOTATION
 from modeldeploy.sim.controllers import PodBehavior
 
-from .conftest import MD, SlowFrom, ThreadedCluster, counts
+from .conftest import MD, SlowFrom, ThreadedCluster, counts, rollout_with_counts
 from .test_operator import md, ready, status
 
 pytestmark = pytest.mark.component
@@ -42,14 +42,12 @@ def test_a_neutral_rollback_never_has_fewer_than_n_ready_pods(
         emulated.patch(MD, "ml", "iris", {"metadata": {"annotations": {ABORT_ANNOTATION: "true"}}})
 
         # Sampled from the abort to the end: never fewer than N ready pods that take traffic (the stable's, and the
-        # canary's while it has a share: the Service selects it only then). Status and Deployments are separate
-        # reads: a sample counts only when the Deployments are the same before and after its status read.
+        # canary's while it has a share: the Service selects it only then), from samples whose status and counts
+        # belong together (``rollout_with_counts``).
         samples: list[tuple[str, int, dict[str, tuple[int, int]]]] = []
         deadline = time.monotonic() + 40
         while True:
-            before = counts(emulated)
-            rollout = status(emulated).get("rollout") or {}
-            now = counts(emulated)
+            rollout, before, now = rollout_with_counts(emulated)
             if now == before:
                 phase, weight = rollout.get("phase", ""), rollout.get("canaryWeight", 0)
                 samples.append((phase, weight, now))

@@ -12,7 +12,7 @@ from kopf.testing import KopfRunner
 
 from modeldeploy.sim.controllers import PodBehavior
 
-from .conftest import MD, SlowFrom, ThreadedCluster, counts
+from .conftest import MD, SlowFrom, ThreadedCluster, counts, rollout_with_counts
 from .test_operator import events, md, ready, status
 
 pytestmark = pytest.mark.component
@@ -36,12 +36,8 @@ def test_a_step_that_lowers_the_weight_waits_for_the_stable_pods(
         samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
         deadline = time.monotonic() + 30
         while True:
-            # Status and Deployments are separate reads: a sample whose Deployments changed around its status read
-            # (the operator scaled and wrote its status in between) pairs a message with the wrong counts.
-            before = counts(emulated)
-            rollout = status(emulated).get("rollout") or {}
-            now = counts(emulated)
-            if now == before:
+            rollout, before, now = rollout_with_counts(emulated)
+            if now == before:  # a status whose Deployments changed around its read pairs a message with wrong counts
                 samples.append((rollout.get("currentStepIndex", 0), rollout.get("message", ""), now))
             assert sum(ready for _, ready in before.values()) >= 4, (before, samples[-3:])
             assert sum(ready for _, ready in now.values()) >= 4, (now, samples[-3:])

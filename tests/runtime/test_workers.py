@@ -33,6 +33,7 @@ from modelserve.workers import (
     STALL_AFTER_S,
     Supervisor,
     Worker,
+    _alive,
     fold,
     threads_per_worker,
     worker_argv,
@@ -461,7 +462,7 @@ def test_a_stuck_worker_is_killed_and_replaced_while_the_other_serves(
         _wait_for(lambda: len(_worker_files(tmp_path)) == 2)
         victim = int(_worker_files(tmp_path)[0].name.split("-")[1].split(".")[0])
         os.kill(victim, signal.SIGSTOP)  # from outside, a process that never runs again: a blocked event loop
-        _wait_for(lambda: not _alive_pid(victim), timeout=30)
+        _wait_for(lambda: not _alive(victim), timeout=30)
         _wait_for(lambda: len([f for f in _worker_files(tmp_path) if f.name != "metrics-exited.json"]) == 2, 60)
         with httpx.Client(base_url=base, timeout=5) as c:  # 20 new connections, every one answered
             for _ in range(20):
@@ -471,11 +472,3 @@ def test_a_stuck_worker_is_killed_and_replaced_while_the_other_serves(
         assert proc.poll() is None
     text = log.read_text()
     assert f"(pid {victim}) has not published its metrics" in text and "stopped (stuck); restarting it" in text
-
-
-def _alive_pid(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

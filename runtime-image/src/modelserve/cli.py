@@ -18,7 +18,7 @@ from types import FrameType
 from modelserve import __version__, compiled_modules
 from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, ServeConfig, add_options, environ, serve_config
 from modelserve.errors import ModelServeError
-from modelserve.workers import Worker, supervise
+from modelserve.workers import Worker, bind, supervise
 
 log = logging.getLogger("modelserve")
 
@@ -145,8 +145,6 @@ def run_serve(config: ServeConfig, worker: Worker | None = None) -> int:
     if worker is None:
         server.run()
     else:
-        from modelserve.workers import bind
-
         try:
             sock = bind(config.host, config.port)
         except OSError as exc:
