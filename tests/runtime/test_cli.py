@@ -59,6 +59,10 @@ def test_bad_environment_values_are_usage_errors(capsys: pytest.CaptureFixture[s
         cli.build_parser({"MODELSERVE_DEVICE": "tpu"}).parse_args(["serve"])
     with pytest.raises(SystemExit):
         cli.build_parser({"MODELSERVE_MODEL_FORMAT": "ONNX"}).parse_args(["serve"])
+    for name, value in (("MODELSERVE_WORKERS", "0"), ("MODELSERVE_WORKER_STALL_SECONDS", "-1")):
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser({name: value}).parse_args(["serve"])
+        assert exc.value.code == 2 and name in capsys.readouterr().err
     assert parse_bool("Yes") is True and parse_bool("0") is False
     with pytest.raises(ValueError, match="true or false"):
         parse_bool("maybe")
