@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from modeldeploy.sim.cluster import Cluster
-from modeldeploy.sim.controllers import BEHAVIOR_ANNOTATION, CrashLoop, NeverReady, Ready
+from modeldeploy.sim.controllers import BEHAVIOR_ANNOTATION, CrashLoop, DeploymentController, NeverReady, Ready
+from modeldeploy.sim.emulator import ClusterEmulator
+from modeldeploy.sim.resources import standard_resources
 
 DEPLOYMENTS = "apps/v1/deployments"
 
@@ -195,3 +197,18 @@ async def test_running_hook_is_the_kubelet_seam(cluster: Cluster, eventually: An
 def test_behaviors(behavior: Any, age: float, expected: tuple[str, bool, int]) -> None:
     state = behavior.state(age)
     assert (state.phase, state.ready, state.restart_count) == expected
+
+
+async def test_stop_ends_the_loop_even_when_an_event_wakes_it_at_the_same_moment() -> None:
+    """The cancel that ``stop`` sends must not be lost when a watch event completes the loop's wait in the same
+    turn of the event loop (asyncio.wait_for lost it on Python 3.11, and ``stop`` then waited forever: the
+    tier-2 teardown hang)."""
+    for _ in range(200):
+        emulator = ClusterEmulator()
+        emulator.register(*standard_resources())
+        controller = DeploymentController(emulator, tick=0.05)
+        await controller.start()
+        await asyncio.sleep(0)  # the loop is waiting
+        controller._wake.set()  # an event wakes it ...
+        async with asyncio.timeout(2):  # (not wait_for: its own task would cancel one turn later)
+            await controller.stop()  # ... as the cancel arrives

@@ -252,8 +252,11 @@ class DeploymentController:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that arrives as the wait
+            # completes (an event woke it), and this loop would then never end, hanging ``stop``.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.tick)
+                async with asyncio.timeout(self.tick):
+                    await self._wake.wait()
             self._wake.clear()
             self.reconcile_all()
 

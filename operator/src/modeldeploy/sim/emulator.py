@@ -1313,8 +1313,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if wait <= 0:
                 return
-            try:
-                event = await asyncio.wait_for(queue.get(), timeout=wait)
+            try:  # asyncio.timeout, not wait_for, which on Python 3.11 can lose the handler's cancellation
+                async with asyncio.timeout(wait):
+                    event = await queue.get()
             except TimeoutError:
                 if raw.transport is None or raw.transport.is_closing():
                     return
