@@ -223,3 +223,27 @@ def test_blue_green_example_previews_and_promotes_after_analysis() -> None:
     rollout = _example_spec("blue-green.yaml")["rollout"]
     assert rollout["strategy"] == "BlueGreen" and "analysis" in rollout
     assert rollout["blueGreen"] == {"previewService": True, "autoPromotionEnabled": True, "autoPromotionSeconds": 60}
+
+
+def _runtime_flag_rows() -> dict[str, list[str]]:
+    """docs/runtime.md's flag tables: flag -> the row's cells after the flag."""
+    rows = {}
+    for line in (DOCS / "runtime.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `--") and len(cells) >= 3:
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_every_runtime_flag_is_documented_with_its_variable_and_default() -> None:
+    from modelserve.config import FETCH_OPTIONS, SERVE_OPTIONS, env_name
+
+    rows = _runtime_flag_rows()
+    for option in (*SERVE_OPTIONS, *FETCH_OPTIONS):
+        assert option.flag in rows, f"{option.flag} is missing from docs/runtime.md"
+        cells = rows[option.flag]
+        assert cells[0] == f"`{env_name(option.flag)}`", option.flag
+        shown = cells[1]
+        if shown.startswith("`") and option.default is not None:  # a literal default, not "(required)"
+            value = option.type(shown.strip("`")) if option.type is not str else shown.strip("`")
+            assert value == option.default, f"{option.flag}: the docs say {shown}, the code {option.default!r}"

@@ -59,7 +59,11 @@ def test_bad_environment_values_are_usage_errors(capsys: pytest.CaptureFixture[s
         cli.build_parser({"MODELSERVE_DEVICE": "tpu"}).parse_args(["serve"])
     with pytest.raises(SystemExit):
         cli.build_parser({"MODELSERVE_MODEL_FORMAT": "ONNX"}).parse_args(["serve"])
-    for name, value in (("MODELSERVE_WORKERS", "0"), ("MODELSERVE_WORKER_STALL_SECONDS", "-1")):
+    for name, value in (
+        ("MODELSERVE_WORKERS", "0"),
+        ("MODELSERVE_WORKER_STALL_SECONDS", "-1"),
+        ("MODELSERVE_WORKER_START_SECONDS", "-5"),
+    ):
         with pytest.raises(SystemExit) as exc:
             cli.build_parser({name: value}).parse_args(["serve"])
         assert exc.value.code == 2 and name in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from modelserve.workers import (
     RESTART_DELAYS_S,
     STABLE_AFTER_S,
     STALL_AFTER_S,
+    START_WITHIN_S,
     Supervisor,
     Worker,
     _alive,
@@ -268,6 +270,43 @@ def test_a_worker_whose_metrics_file_stops_changing_is_killed_once_and_restarted
     assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed_stuck == set()
 
 
+def test_a_worker_that_does_not_start_serving_in_time_is_killed_once_and_restarted(
+    supervisor: Supervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert supervisor.start_seconds == START_WITHIN_S == 600.0  # the operator's startup probe: 120 x 5 s
+    supervisor.start_seconds = 20.0
+    hung, slow, serving = _Killable(10), _Killable(11), _Killable(12)
+    supervisor.procs = {0: hung, 1: slow, 2: serving}  # type: ignore[dict-item]
+    t0 = 1000.0
+    supervisor.started_at = {0: t0, 1: t0 + 5, 2: t0}
+    for step in range(40):
+        path = supervisor.directory / "metrics-12.json"  # serving all along, publishing every second
+        path.write_text(json.dumps({"step": step}))
+        os.utime(path, ns=(step * 10**9, step * 10**9))
+        if step == 24:  # the slow one starts serving 19 s after its start, just in time
+            (supervisor.directory / "metrics-11.json").write_text("{}")
+        supervisor.check_stuck(t0 + step)
+        # Killed once, at the first check a whole start time after it was started, not before.
+        assert hung.kills == (1 if step >= 20 else 0), step
+    assert slow.kills == 0 and serving.kills == 0
+    assert "Worker 0 (pid 10) has not started serving 20s after it started" in caplog.text
+    # Its exit is a restart, not a failed start-up that stops the others (a worker that exits with an error
+    # before it served does that: the model cannot be loaded).
+    supervisor._reap(0, hung, -signal.SIGKILL)  # type: ignore[arg-type]
+    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed_unstarted == set()
+    assert "Worker 0 (pid 10) stopped (not serving within 20s); restarting it" in caplog.text
+
+
+def test_the_start_deadline_is_off_at_zero_and_while_stopping(supervisor: Supervisor) -> None:
+    proc = _Killable(10)
+    supervisor.procs, supervisor.started_at = {0: proc}, {0: 0.0}  # type: ignore[dict-item]
+    supervisor.stopping = True  # a worker stopped while it loads exits on its own
+    supervisor.check_stuck(START_WITHIN_S + 1)
+    supervisor.stopping, supervisor.start_seconds = False, 0.0
+    supervisor.check_stuck(10 * START_WITHIN_S)
+    assert proc.kills == 0
+
+
 def test_a_worker_that_cannot_write_its_snapshot_still_shows_it_is_alive(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -329,11 +368,13 @@ def _worker_files(tmp: Path) -> list[Path]:
     return sorted(tmp.glob("modelserve-workers-*/metrics-*.json"))
 
 
-def _wait_for(predicate: Any, timeout: float = 60.0) -> None:
+def _wait_for(predicate: Any, timeout: float = 60.0) -> Any:
+    """The predicate's first true value, polled every 50 ms."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+    return value
 
 
 SUCCESSES = 'modelserve_requests_total{model="mlp",outcome="success",protocol="v2",version="1"}'
@@ -456,13 +497,26 @@ def test_a_stuck_worker_is_killed_and_replaced_while_the_other_serves(
     with (
         log.open("wb") as stderr,
         serve_subprocess(
-            models["mlp"], "mlp", stderr=stderr, WORKERS="2", WORKER_STALL_SECONDS="2", LOG_LEVEL="info"
+            models["mlp"],
+            "mlp",
+            stderr=stderr,
+            WORKERS="2",
+            WORKER_STALL_SECONDS="2",
+            WORKER_START_SECONDS="8",
+            LOG_LEVEL="info",
         ) as (proc, base),
     ):
         _wait_for(lambda: len(_worker_files(tmp_path)) == 2)
         victim = int(_worker_files(tmp_path)[0].name.split("-")[1].split(".")[0])
         os.kill(victim, signal.SIGSTOP)  # from outside, a process that never runs again: a blocked event loop
         _wait_for(lambda: not _alive(victim), timeout=30)
+        # Its replacement hangs too, before it serves (a model load that never returns): stopped as soon as the
+        # supervisor names it, it has not even imported torch, and is killed 8 s after its start.
+        started = re.compile(r"Worker \d+ started \(pid (\d+)\)")
+        replacement = _wait_for(lambda: ([int(p) for p in started.findall(log.read_text())][2:] or [0])[0], 30)
+        os.kill(replacement, signal.SIGSTOP)
+        assert not list(tmp_path.glob(f"modelserve-workers-*/metrics-{replacement}.json"))
+        _wait_for(lambda: not _alive(replacement), timeout=30)
         _wait_for(lambda: len([f for f in _worker_files(tmp_path) if f.name != "metrics-exited.json"]) == 2, 60)
         with httpx.Client(base_url=base, timeout=5) as c:  # 20 new connections, every one answered
             for _ in range(20):
@@ -472,3 +526,5 @@ def test_a_stuck_worker_is_killed_and_replaced_while_the_other_serves(
         assert proc.poll() is None
     text = log.read_text()
     assert f"(pid {victim}) has not published its metrics" in text and "stopped (stuck); restarting it" in text
+    assert f"(pid {replacement}) has not started serving" in text
+    assert f"(pid {replacement}) stopped (not serving within 8s); restarting it" in text

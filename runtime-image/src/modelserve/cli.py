@@ -255,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.torch_threads,
             _early_signals,
             config.worker_stall_seconds,
+            config.worker_start_seconds,
         )
     return run_serve(config, worker)
 

@@ -134,6 +134,12 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         30.0,
         "with --workers: kill and restart a worker whose event loop has been stuck this long (0: never)",
     ),
+    Option(
+        "--worker-start-seconds",
+        _non_negative_float,
+        600.0,
+        "with --workers: kill and restart a worker that is not serving this long after it started (0: never)",
+    ),
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
@@ -175,6 +181,7 @@ class ServeConfig:
     fast_path: bool = True
     workers: int = 1
     worker_stall_seconds: float = 30.0
+    worker_start_seconds: float = 600.0
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

@@ -22,6 +22,10 @@ SO_REUSEPORT, so the kernel spreads new connections over them.
   the supervisor kills the worker, which is then restarted like any worker that exited after it served. A single
   server leaves this to the liveness probe, which cannot find one stuck worker among several: the kernel would keep
   sending it its share of the connections.
+- A worker that has not started serving `--worker-start-seconds` after it was started (its model load hangs: a
+  stuck read from a network volume, a device that never initialises) is killed and restarted in the same way,
+  whether it is a first start or a restart: the others keep serving meanwhile. The default, 600 s, is the budget
+  of the startup probe the operator gives the pod.
 - Metrics: each worker writes its numbers (metrics.Metrics.snapshot) to a file in a directory the supervisor makes
   under $TMPDIR, every second and when it stops; /metrics, whichever worker answers it, adds the other workers'
   files to its own numbers, so a scrape sees the whole pod, up to one second behind for the other workers.
@@ -58,6 +62,8 @@ RESTART_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 STABLE_AFTER_S = 60.0
 # How long a serving worker may leave its metrics file unchanged before it counts as stuck (--worker-stall-seconds).
 STALL_AFTER_S = 30.0
+# How long a worker may take from its start to serving (loading and warming up its model): --worker-start-seconds.
+START_WITHIN_S = 600.0
 # The exit code of a worker whose device failed (sysexits' EX_SOFTWARE): restarted, not a start-up failure.
 EXIT_DEVICE_FAILED = 70
 
@@ -194,6 +200,7 @@ class Supervisor:
         port: int,
         torch_threads: int,
         stall_seconds: float = STALL_AFTER_S,
+        start_seconds: float = START_WITHIN_S,
     ) -> None:
         self.argv = list(argv)
         self.count = workers
@@ -201,9 +208,11 @@ class Supervisor:
         self.port = port
         self.torch_threads = torch_threads
         self.stall_seconds = stall_seconds
+        self.start_seconds = start_seconds
         # Per worker index: (pid, what its metrics file looked like, monotonic time when that was first seen).
         self.last_publish: dict[int, tuple[int, tuple[int, int, int], float]] = {}
-        self.killed_stuck: set[int] = set()
+        self.killed_stuck: set[int] = set()  # pids killed for a stalled event loop
+        self.killed_unstarted: set[int] = set()  # pids killed for not serving within start_seconds
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
         self.failures: dict[int, int] = {}
@@ -246,15 +255,19 @@ class Supervisor:
             log.warning("Cannot fold %s into %s: %s", path, archive, exc)
 
     def check_stuck(self, now: float) -> None:
-        """Kill each serving worker whose metrics file has not changed for `stall_seconds` (see the module's
-        docstring). Change, not age, is what counts, on the monotonic clock: a wall-clock step kills nothing."""
-        if not self.stall_seconds or self.stopping:
+        """Kill each serving worker whose metrics file has not changed for `stall_seconds`, and each worker that
+        has no metrics file yet `start_seconds` after it was started (see the module's docstring). Change, not
+        age, is what counts, on the monotonic clock: a wall-clock step kills nothing."""
+        if self.stopping:
             return
         for index, proc in self.procs.items():
             try:
                 stat = (self.directory / f"metrics-{proc.pid}.json").stat()
-            except OSError:
-                continue  # not serving yet (still loading its model)
+            except OSError:  # not serving yet (still loading its model)
+                self._check_start(index, proc, now)
+                continue
+            if not self.stall_seconds:
+                continue
             seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             last = self.last_publish.get(index)
             if last is None or last[0] != proc.pid or last[1] != seen:
@@ -270,11 +283,28 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
 
+    def _check_start(self, index: int, proc: subprocess.Popen[bytes], now: float) -> None:
+        started = self.started_at.get(index)
+        if not self.start_seconds or started is None or proc.pid in self.killed_unstarted:
+            return
+        if now - started >= self.start_seconds:
+            log.error(
+                "Worker %d (pid %d) has not started serving %.0fs after it started (its model load hangs?); killing it",
+                index,
+                proc.pid,
+                now - started,
+            )
+            self.killed_unstarted.add(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
     def _reap(self, index: int, proc: subprocess.Popen[bytes], code: int) -> None:
         del self.procs[index]
         self.last_publish.pop(index, None)
         stuck = proc.pid in self.killed_stuck
         self.killed_stuck.discard(proc.pid)
+        unstarted = proc.pid in self.killed_unstarted
+        self.killed_unstarted.discard(proc.pid)
         metrics_file = self.directory / f"metrics-{proc.pid}.json"
         served = metrics_file.exists()
         if served:
@@ -283,7 +313,7 @@ class Supervisor:
             if code and not self.exit_code:
                 self.exit_code = code
             return
-        if not served:
+        if not served and not unstarted:
             log.error("Worker %d (pid %d) exited with %d before it served; stopping", index, proc.pid, code)
             self.exit_code = code or 1
             self.stopping = True
@@ -294,7 +324,12 @@ class Supervisor:
         failures = 0 if lived >= STABLE_AFTER_S else self.failures.get(index, 0)
         delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
         self.failures[index] = failures + 1
-        reason = "stuck" if stuck else "its device failed" if code == EXIT_DEVICE_FAILED else f"exit code {code}"
+        if stuck:
+            reason = "stuck"
+        elif unstarted:
+            reason = f"not serving within {self.start_seconds:.0f}s"
+        else:
+            reason = "its device failed" if code == EXIT_DEVICE_FAILED else f"exit code {code}"
         log.warning("Worker %d (pid %d) stopped (%s); restarting it in %.0fs", index, proc.pid, reason, delay)
         self.restart_at[index] = time.monotonic() + delay
 
@@ -327,7 +362,8 @@ class Supervisor:
 
 
 def supervise(argv: Sequence[str], workers: int, host: str, port: int, torch_threads: int,
-              early_signals: list[int], stall_seconds: float = STALL_AFTER_S) -> int:  # fmt: skip
+              early_signals: list[int], stall_seconds: float = STALL_AFTER_S,
+              start_seconds: float = START_WITHIN_S) -> int:  # fmt: skip
     """Run `workers` server processes on host:port (see the module's docstring); the supervisor's exit code."""
     try:
         guard = bind(host, port)
@@ -339,4 +375,4 @@ def supervise(argv: Sequence[str], workers: int, host: str, port: int, torch_thr
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
         threads = threads_per_worker(torch_threads, workers, cpus)
         log.info("Starting %d workers on %s:%d", workers, host, port)
-        return Supervisor(argv, workers, host, port, threads, stall_seconds).run(early_signals)
+        return Supervisor(argv, workers, host, port, threads, stall_seconds, start_seconds).run(early_signals)
