@@ -71,6 +71,10 @@ def test_the_count_is_handed_to_the_autoscaler_not_dropped(
         settle(emulated)
         second = status(emulated)["rollout"]["canaryRevision"]
         assert sum(counts(emulated).values()) >= 6 and counts(emulated)[second] == 3
+        # While the rollout sets the stable's count, the HPA is pinned to it: it writes no other count for the
+        # operator to write back (pods started and deleted at every HPA sync).
+        (hpa,) = children(emulated, HPAS)
+        assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == counts(emulated)[first] == 3
         emulated.patch(MD, "ml", "iris", {"metadata": {"annotations": {"modeldeploy.io/promote": "go"}}})
         emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 promoted")
         emulated.wait_for(lambda: set(counts(emulated)) == {second}, message="the old revision removed")
@@ -78,6 +82,7 @@ def test_the_count_is_handed_to_the_autoscaler_not_dropped(
         assert counts(emulated) == {second: 6}
         (hpa,) = children(emulated, HPAS)
         assert hpa["spec"]["scaleTargetRef"]["name"] == children(emulated, DEPLOYMENTS)[0]["metadata"]["name"]
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)  # the spec's bounds again
         hpa_scales(emulated, second, 4)  # the HPA's count is left alone from now on
         settle(emulated)
         assert counts(emulated) == {second: 4}

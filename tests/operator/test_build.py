@@ -363,6 +363,14 @@ def test_hpa_metrics_and_behavior() -> None:
     assert_valid_k8s(hpa)
 
 
+def test_a_pinned_hpa_has_the_count_for_both_bounds() -> None:
+    md = md_of(autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70})
+    hpa = build_hpa(md, CONFIG, "iris-abcdef0123", pinned=1)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
+    assert hpa["spec"]["metrics"] == build_hpa(md, CONFIG, "iris-abcdef0123")["spec"]["metrics"]
+    assert_valid_k8s(hpa)
+
+
 def test_hpa_needs_autoscaling() -> None:
     with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
         build_hpa(md_of(), CONFIG, "iris-x")

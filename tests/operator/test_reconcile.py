@@ -676,6 +676,8 @@ def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_s
         assert replicas_of(cluster) == {v1: 3, v2: 3}, replicas_of(cluster)
         assert cluster.md["status"]["desiredReplicas"] == 6
         assert cluster.md["status"]["rollout"]["phase"] == "Paused"
+        hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 3), "pinned to the count the rollout sets"
     total = cluster.deployments()[v1]["metadata"]["annotations"]["modeldeploy.io/total-replicas"]
     assert total == "6", "the total is kept beside the count the rollout gave the stable"
     cluster.md["metadata"]["annotations"] = {"modeldeploy.io/promote": "now"}
@@ -683,7 +685,9 @@ def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_s
     assert replicas_of(cluster) == {v1: 3, v2: 6}, "the promotion scales the canary to the whole total"
     cluster.converge()
     assert cluster.md["status"]["stableRevision"] == v2.split("-")[-1]
-    assert cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]["scaleTargetRef"]["name"] == v2
+    hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == v2
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 10), "the spec's bounds once the HPA owns the count"
     annotations = cluster.deployments()[v2]["metadata"]["annotations"]
     assert "modeldeploy.io/total-replicas" not in annotations, "the HPA owns the count again"
 

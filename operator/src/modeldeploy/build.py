@@ -401,10 +401,15 @@ def build_service(md: ModelDeployment, config: OperatorConfig | None = None) -> 
     return service
 
 
-def build_hpa(md: ModelDeployment, config: OperatorConfig | None, target_deployment: str) -> Manifest:
+def build_hpa(
+    md: ModelDeployment, config: OperatorConfig | None, target_deployment: str, pinned: int | None = None
+) -> Manifest:
     """The autoscaling/v2 HorizontalPodAutoscaler ``NAME`` scaling ``target_deployment``.
 
-    Raises ValueError when the ModelDeployment has no ``spec.autoscaling``.
+    ``pinned``: while a rollout sets the stable's count itself, the HPA's bounds are both that count, so that the
+    HPA never writes another one for the operator to write back (pods started and deleted every HPA sync); its
+    status then shows ``ScalingLimited`` when the load asks for more. Raises ValueError when the ModelDeployment
+    has no ``spec.autoscaling``.
     """
     del config
     autoscaling = md.autoscaling
@@ -438,8 +443,8 @@ def build_hpa(md: ModelDeployment, config: OperatorConfig | None, target_deploym
         )
     spec: Manifest = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target_deployment},
-        "minReplicas": autoscaling.min_replicas,
-        "maxReplicas": autoscaling.max_replicas,
+        "minReplicas": autoscaling.min_replicas if pinned is None else pinned,
+        "maxReplicas": autoscaling.max_replicas if pinned is None else pinned,
     }
     if metrics:
         spec["metrics"] = metrics

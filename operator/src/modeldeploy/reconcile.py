@@ -666,7 +666,12 @@ class _Reconcile:
             route.extend(self.owned(m) for m in self.router.build_desired({}))
 
         if autoscaled and stable and stable in decision.replicas:
-            route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}")))
+            # While the rollout sets the stable's count, the HPA is pinned to it (see build_hpa). A count of 0
+            # needs no pin: the HPA leaves a target at 0 replicas alone.
+            count = decision.replicas[stable]
+            hpa_owns = sole and decision.weights.get(stable) == 100
+            pinned = None if hpa_owns or count < 1 else count
+            route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}", pinned)))
         # The NetworkPolicy goes in with the routing objects: it exists before the Service first selects a pod.
         wanted_policies = {md.name} if wants_network_policy(md, self.config) else set()
         if wanted_policies:
