@@ -267,7 +267,7 @@ def test_a_worker_whose_metrics_file_stops_changing_is_killed_once_and_restarted
     assert busy.kills == 0 and loading.kills == 0  # a worker with no file yet is loading, not stuck
     supervisor.started_at[0] = time.monotonic() - 40
     supervisor._reap(0, stuck, -signal.SIGKILL)  # type: ignore[arg-type]
-    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed_stuck == set()
+    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed == {}
 
 
 def test_a_worker_that_does_not_start_serving_in_time_is_killed_once_and_restarted(
@@ -293,7 +293,7 @@ def test_a_worker_that_does_not_start_serving_in_time_is_killed_once_and_restart
     # Its exit is a restart, not a failed start-up that stops the others (a worker that exits with an error
     # before it served does that: the model cannot be loaded).
     supervisor._reap(0, hung, -signal.SIGKILL)  # type: ignore[arg-type]
-    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed_unstarted == set()
+    assert 0 in supervisor.restart_at and not supervisor.stopping and supervisor.killed == {}
     assert "Worker 0 (pid 10) stopped (not serving within 20s); restarting it" in caplog.text
 
 

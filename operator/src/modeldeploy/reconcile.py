@@ -602,6 +602,8 @@ class _Reconcile:
         stable = decision.status.stable_revision
         autoscaled = md.autoscaling is not None
         sole = len([w for w in decision.weights.values() if w > 0]) == 1
+        # The HPA owns the stable's count once the stable serves all the traffic alone; until then the rollout does.
+        hpa_owns_stable = autoscaled and sole and decision.weights.get(stable) == 100
 
         # The current revision's template is recorded before anything runs it.
         history_entry = decision.status.history_entry(self.revision)
@@ -615,7 +617,7 @@ class _Reconcile:
                                          f"Revision {revision} of {md.namespace}/{md.name} has no recorded template; "
                                          "its Deployment is left as it is"))
                 continue
-            hpa_owns = autoscaled and revision == stable and sole and decision.weights.get(revision) == 100
+            hpa_owns = revision == stable and hpa_owns_stable
             # While the rollout sets the stable's count, the total it was derived from stays beside it.
             noted = self.total if autoscaled and revision == stable and not hpa_owns else None
             current = self.deployments.get(revision)
@@ -669,8 +671,7 @@ class _Reconcile:
             # While the rollout sets the stable's count, the HPA is pinned to it (see build_hpa). A count of 0
             # needs no pin: the HPA leaves a target at 0 replicas alone.
             count = decision.replicas[stable]
-            hpa_owns = sole and decision.weights.get(stable) == 100
-            pinned = None if hpa_owns or count < 1 else count
+            pinned = None if hpa_owns_stable or count < 1 else count
             route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}", pinned)))
         # The NetworkPolicy goes in with the routing objects: it exists before the Service first selects a pod.
         wanted_policies = {md.name} if wants_network_policy(md, self.config) else set()

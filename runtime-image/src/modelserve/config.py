@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelserve.workers import STALL_AFTER_S, START_WITHIN_S
+
 ENV_PREFIX = "MODELSERVE_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -131,13 +133,13 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "--worker-stall-seconds",
         _non_negative_float,
-        30.0,
+        STALL_AFTER_S,
         "with --workers: kill and restart a worker whose event loop has been stuck this long (0: never)",
     ),
     Option(
         "--worker-start-seconds",
         _non_negative_float,
-        600.0,
+        START_WITHIN_S,
         "with --workers: kill and restart a worker that is not serving this long after it started (0: never)",
     ),
 )
@@ -180,8 +182,8 @@ class ServeConfig:
     auth_metrics: bool = False
     fast_path: bool = True
     workers: int = 1
-    worker_stall_seconds: float = 30.0
-    worker_start_seconds: float = 600.0
+    worker_stall_seconds: float = STALL_AFTER_S
+    worker_start_seconds: float = START_WITHIN_S
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

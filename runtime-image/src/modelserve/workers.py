@@ -68,6 +68,11 @@ START_WITHIN_S = 600.0
 EXIT_DEVICE_FAILED = 70
 
 
+def metrics_file(directory: Path, pid: int) -> Path:
+    """The metrics file of worker process `pid`: it exists once that worker serves (see the module's docstring)."""
+    return directory / f"metrics-{pid}.json"
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     """What a worker process knows of its place among the workers (from the supervisor's environment)."""
@@ -83,7 +88,7 @@ class Worker:
         return cls(int(index), Path(directory))
 
     def metrics_file(self, pid: int | None = None) -> Path:
-        return self.directory / f"metrics-{os.getpid() if pid is None else pid}.json"
+        return metrics_file(self.directory, os.getpid() if pid is None else pid)
 
     def publish(self, snapshot: Mapping[str, Any]) -> None:
         """Write this worker's metrics snapshot for the others (atomically: a reader never sees half a file)."""
@@ -211,8 +216,7 @@ class Supervisor:
         self.start_seconds = start_seconds
         # Per worker index: (pid, what its metrics file looked like, monotonic time when that was first seen).
         self.last_publish: dict[int, tuple[int, tuple[int, int, int], float]] = {}
-        self.killed_stuck: set[int] = set()  # pids killed for a stalled event loop
-        self.killed_unstarted: set[int] = set()  # pids killed for not serving within start_seconds
+        self.killed: dict[int, str] = {}  # pid -> why the supervisor killed it (stuck, or not serving in time)
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started_at: dict[int, float] = {}
         self.failures: dict[int, int] = {}
@@ -261,10 +265,19 @@ class Supervisor:
         if self.stopping:
             return
         for index, proc in self.procs.items():
+            if proc.pid in self.killed:
+                continue
             try:
-                stat = (self.directory / f"metrics-{proc.pid}.json").stat()
+                stat = metrics_file(self.directory, proc.pid).stat()
             except OSError:  # not serving yet (still loading its model)
-                self._check_start(index, proc, now)
+                started = self.started_at.get(index)
+                if self.start_seconds and started is not None and now - started >= self.start_seconds:
+                    self._kill(
+                        index,
+                        proc,
+                        f"not serving within {self.start_seconds:.0f}s",
+                        f"has not started serving {now - started:.0f}s after it started (its model load hangs?)",
+                    )
                 continue
             if not self.stall_seconds:
                 continue
@@ -272,48 +285,29 @@ class Supervisor:
             last = self.last_publish.get(index)
             if last is None or last[0] != proc.pid or last[1] != seen:
                 self.last_publish[index] = (proc.pid, seen, now)
-            elif now - last[2] >= self.stall_seconds and proc.pid not in self.killed_stuck:
-                log.error(
-                    "Worker %d (pid %d) has not published its metrics for %.0fs: it is stuck; killing it",
-                    index,
-                    proc.pid,
-                    now - last[2],
-                )
-                self.killed_stuck.add(proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
+            elif now - last[2] >= self.stall_seconds:
+                self._kill(index, proc, "stuck", f"has not published its metrics for {now - last[2]:.0f}s: it is stuck")
 
-    def _check_start(self, index: int, proc: subprocess.Popen[bytes], now: float) -> None:
-        started = self.started_at.get(index)
-        if not self.start_seconds or started is None or proc.pid in self.killed_unstarted:
-            return
-        if now - started >= self.start_seconds:
-            log.error(
-                "Worker %d (pid %d) has not started serving %.0fs after it started (its model load hangs?); killing it",
-                index,
-                proc.pid,
-                now - started,
-            )
-            self.killed_unstarted.add(proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+    def _kill(self, index: int, proc: subprocess.Popen[bytes], reason: str, what: str) -> None:
+        """SIGKILL a worker the supervisor gave up on, once; `_reap` restarts it, logging `reason`."""
+        log.error("Worker %d (pid %d) %s; killing it", index, proc.pid, what)
+        self.killed[proc.pid] = reason
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
     def _reap(self, index: int, proc: subprocess.Popen[bytes], code: int) -> None:
         del self.procs[index]
         self.last_publish.pop(index, None)
-        stuck = proc.pid in self.killed_stuck
-        self.killed_stuck.discard(proc.pid)
-        unstarted = proc.pid in self.killed_unstarted
-        self.killed_unstarted.discard(proc.pid)
-        metrics_file = self.directory / f"metrics-{proc.pid}.json"
-        served = metrics_file.exists()
+        killed = self.killed.pop(proc.pid, None)
+        path = metrics_file(self.directory, proc.pid)
+        served = path.exists()
         if served:
-            self._archive(metrics_file)
+            self._archive(path)
         if self.stopping:
             if code and not self.exit_code:
                 self.exit_code = code
             return
-        if not served and not unstarted:
+        if not served and killed is None:
             log.error("Worker %d (pid %d) exited with %d before it served; stopping", index, proc.pid, code)
             self.exit_code = code or 1
             self.stopping = True
@@ -324,10 +318,8 @@ class Supervisor:
         failures = 0 if lived >= STABLE_AFTER_S else self.failures.get(index, 0)
         delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
         self.failures[index] = failures + 1
-        if stuck:
-            reason = "stuck"
-        elif unstarted:
-            reason = f"not serving within {self.start_seconds:.0f}s"
+        if killed is not None:
+            reason = killed
         else:
             reason = "its device failed" if code == EXIT_DEVICE_FAILED else f"exit code {code}"
         log.warning("Worker %d (pid %d) stopped (%s); restarting it in %.0fs", index, proc.pid, reason, delay)
