@@ -406,6 +406,7 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
     expected = {
         ("modeldeploy.io", "modeldeployments"): {"list", "watch"},
         ("modeldeploy.io", "modeldeployments/status"): {"patch"},
+        ("modeldeploy.io", "modeldeployments/scale"): {"patch"},
         ("apps", "deployments"): child,
         ("apps", "controllerrevisions"): child,
         ("", "services"): child,

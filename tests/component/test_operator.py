@@ -194,9 +194,15 @@ def test_autoscaling_on_then_off(emulated: ThreadedCluster, operator_factory: Ca
             },
         )
         (hpa,) = emulated.wait_for(lambda: children(emulated, HPAS), message="HPA created")
-        (deployment,) = children(emulated, DEPLOYMENTS)
-        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "modeldeploy.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "iris",
+        }
         assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
+        # The HPA reads the ModelDeployment's Scale: the operator has given it a count to start from.
+        scale = emulated.call(emulated.cluster.emulator.get_scale, MD, "ml", "iris")
+        assert scale["spec"]["replicas"] == 2
         emulated.patch(MD, "ml", "iris", {"spec": {"autoscaling": None, "replicas": 3}})
         emulated.wait_for(lambda: children(emulated, HPAS) == [], message="HPA removed")
         emulated.wait_for(lambda: children(emulated, DEPLOYMENTS)[0]["spec"].get("replicas") == 3)

@@ -335,10 +335,10 @@ def test_hpa_metrics_and_behavior() -> None:
             "behavior": behavior,
         }
     )
-    hpa = build_hpa(md, CONFIG, "iris-abcdef0123")
+    hpa = build_hpa(md, CONFIG)
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"] == {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris-abcdef0123"},
+        "scaleTargetRef": {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris"},
         "minReplicas": 2,
         "maxReplicas": 6,
         "metrics": [
@@ -363,17 +363,20 @@ def test_hpa_metrics_and_behavior() -> None:
     assert_valid_k8s(hpa)
 
 
-def test_a_pinned_hpa_has_the_count_for_both_bounds() -> None:
-    md = md_of(autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70})
-    hpa = build_hpa(md, CONFIG, "iris-abcdef0123", pinned=1)
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 1)
-    assert hpa["spec"]["metrics"] == build_hpa(md, CONFIG, "iris-abcdef0123")["spec"]["metrics"]
-    assert_valid_k8s(hpa)
+@pytest.mark.parametrize(("replicas", "expected"), [(None, 2), (1, 2), (4, 4), (9, 6)])
+def test_an_autoscaled_deployment_runs_the_hpas_choice_within_its_bounds(replicas: int | None, expected: int) -> None:
+    """Offline there is no HPA: the Deployment runs spec.replicas (what the HPA wrote) within the bounds, and a new
+    model (no spec.replicas yet) starts at minReplicas."""
+    spec: dict[str, Any] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    children = build_children(md_of(**spec), CONFIG)
+    assert children.deployment["spec"]["replicas"] == expected
 
 
 def test_hpa_needs_autoscaling() -> None:
     with pytest.raises(ValueError, match=r"no spec\.autoscaling"):
-        build_hpa(md_of(), CONFIG, "iris-x")
+        build_hpa(md_of(), CONFIG)
 
 
 def test_children_of_fixed_and_autoscaled_deploys() -> None:
@@ -382,9 +385,13 @@ def test_children_of_fixed_and_autoscaled_deploys() -> None:
     assert fixed.deployment["spec"]["replicas"] == 4
     assert [o["kind"] for o in fixed.objects()] == ["Deployment", "Service"]
     scaled = build_children(md_of(autoscaling={"maxReplicas": 3}), CONFIG)
-    assert "replicas" not in scaled.deployment["spec"]
+    assert scaled.deployment["spec"]["replicas"] == 1  # minReplicas' default
     assert scaled.hpa is not None
-    assert scaled.hpa["spec"]["scaleTargetRef"]["name"] == scaled.deployment["metadata"]["name"]
+    assert scaled.hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "iris",
+    }
     assert "metrics" not in scaled.hpa["spec"]  # the HPA's own default (80% CPU) applies
     assert scaled.deployment["metadata"]["name"] == f"iris-{scaled.revision}"
 
@@ -593,7 +600,11 @@ def test_children_of_any_valid_spec_are_valid_and_restricted(obj: dict[str, Any]
         assert child["metadata"]["labels"][labels.MODEL_DEPLOYMENT_LABEL] == md.name
     assert restricted_violations(children.deployment) == []
     autoscaled = "autoscaling" in obj["spec"]
-    assert ("replicas" not in children.deployment["spec"]) == autoscaled
+    replicas = children.deployment["spec"]["replicas"]
+    if autoscaled:
+        assert md.autoscaling is not None and md.autoscaling.min_replicas <= replicas <= md.autoscaling.max_replicas
+    else:
+        assert replicas == obj["spec"].get("replicas", 1)
     assert (children.hpa is not None) == autoscaled
     template_labels = children.deployment["spec"]["template"]["metadata"]["labels"]
     for selector in (

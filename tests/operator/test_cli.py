@@ -99,8 +99,8 @@ def test_default_runtime_image_flag_and_environment(
             "ModelDeployment/iris: spec.model.storageUri: ",
         ),
         (
-            VALID + "  replicas: 2\n  autoscaling: {maxReplicas: 3}\n",
-            "ModelDeployment/iris: spec: Invalid value",
+            VALID + "  autoscaling: {minReplicas: 4, maxReplicas: 3}\n",
+            "ModelDeployment/iris: spec.autoscaling.minReplicas: Invalid value",
         ),
         ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n", ": ConfigMap/c: not a ModelDeployment"),
         ("- just\n- a list\n", ": document 1: expected a mapping"),
@@ -123,10 +123,11 @@ def test_bad_input_exits_2_naming_the_problem(
 def test_every_error_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
     bad = VALID.replace("storageUri: s3://models/iris/1", "storageUri: s3://models/iris/1, format: Safetensors")
-    path.write_text(bad + "  replicas: 2\n  autoscaling: {maxReplicas: 3}\n")
+    path.write_text(bad + "  autoscaling: {minReplicas: 4, maxReplicas: 3}\n")
     code, _, err = run(["render", "-f", str(path)], capsys)
     assert code == 2
-    assert "spec.model.entryPoint" in err and "spec: Invalid value: replicas and autoscaling" in err
+    assert "spec.model.entryPoint" in err
+    assert "spec.autoscaling.minReplicas: Invalid value: minReplicas must not exceed maxReplicas" in err
 
 
 def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,15 @@ from modeldeploy.analysis.sample import Sample
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
 from modeldeploy.labels import STABLE_ANNOTATION
-from modeldeploy.reconcile import Observed, Plan, assess_deployment, autoscaled_total, gpu_query, plan_reconcile
+from modeldeploy.reconcile import (
+    Observed,
+    Plan,
+    assess_deployment,
+    gpu_query,
+    initial_scale,
+    plan_reconcile,
+    serving_selector,
+)
 from modeldeploy.rollout.plan import Measurement
 from modeldeploy.spec import AutoscalingSpec
 
@@ -49,7 +57,6 @@ class FakeCluster:
 
     md: dict[str, Any]
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    replica_owners: set[str] = field(default_factory=set)  # Deployments whose count a manager besides ours owns
     now: datetime = T0
     writes: int = 0
     events: list[tuple[str, str]] = field(default_factory=list)
@@ -77,22 +84,15 @@ class FakeCluster:
 
     def step(self) -> Plan:
         plan = plan_reconcile(self.md, self.observed(), CONFIG, self.now)
-        handed: dict[str, int] = {}
-        for manifest in plan.handover:  # server-side apply by a second manager: it owns the count from now on
-            assert set(manifest["spec"]) == {"replicas"}
-            name, count = manifest["metadata"]["name"], manifest["spec"]["replicas"]
-            handed[name] = count
-            self.objects[("Deployment", name)]["spec"]["replicas"] = count
+        if plan.scale is not None:  # through the ModelDeployment's scale subresource, first
+            assert "replicas" not in self.md["spec"], "spec.replicas is written only where it is absent"
+            self.scale(plan.scale)
         for manifest in plan.apply:
             key = (manifest["kind"], manifest["metadata"]["name"])
             old = self.objects.get(key)
             obj = copy.deepcopy(manifest)
-            # Server-side apply drops a count the operator stops applying, unless another manager owns it: the
-            # handover manager (above), or the HPA once it has written it (``replica_owners``).
-            dropped = key[0] == "Deployment" and "replicas" not in obj["spec"] and old is not None
-            if dropped and (key[1] in handed or key[1] in self.replica_owners):
-                obj["spec"]["replicas"] = old["spec"]["replicas"]
-                self.replica_owners.add(key[1])
+            # The operator sets every Deployment's count: an HPA scales the ModelDeployment, not a Deployment.
+            assert key[0] != "Deployment" or isinstance(obj["spec"].get("replicas"), int), obj
             obj["metadata"]["uid"] = f"uid-{key[1]}"
             generation = 1
             if old is not None:
@@ -153,6 +153,10 @@ class FakeCluster:
     def update_spec(self, **spec_overrides: Any) -> None:
         self.md["spec"].update(spec_overrides)
         self.md["metadata"]["generation"] += 1
+
+    def scale(self, replicas: int) -> None:
+        """A write of spec.replicas through the scale subresource (the HPA's, kubectl scale's)."""
+        self.update_spec(replicas=replicas)
 
     def condition(self, type_: str) -> Mapping[str, Any]:
         found = find(self.md["status"]["conditions"], type_)
@@ -238,20 +242,36 @@ def test_invalid_update_keeps_the_last_good_children_and_says_why() -> None:
     assert cluster.step().writes == 0, "the same invalid spec is reported once"
 
 
-def test_autoscaling_adds_an_hpa_and_omits_replicas_then_removes_it() -> None:
+MD_SCALE_TARGET = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris"}
+
+
+def test_autoscaling_adds_an_hpa_that_scales_the_model_deployment_then_removes_it() -> None:
     autoscaling = {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}
     runtime = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}
     md = model_deployment(autoscaling=autoscaling, runtime=runtime)
     del md["spec"]["replicas"]
     cluster = FakeCluster(md)
+    plan = cluster.step()
+    # The HPA ignores a target without a count: the first pass gives it one, the minimum for a new model.
+    assert plan.scale == 1 and cluster.md["spec"]["replicas"] == 1
+    assert (plan.events[0].type, plan.events[0].reason) == ("Normal", "ReplicasInitialized")
     cluster.converge()
+    assert cluster.events.count(("Normal", "ReplicasInitialized")) == 1, "written once"
     kinds = sorted(kind for kind, _ in cluster.objects)
     assert kinds == ["ControllerRevision", "Deployment", "HorizontalPodAutoscaler", "Service"]
     (deployment,) = cluster.deployments().values()
-    # Created at the HPA's minimum, then left out of the operator's manifest: the count is handed over, not dropped.
-    assert deployment["spec"]["replicas"] == 1 and deployment["metadata"]["name"] in cluster.replica_owners
+    assert deployment["spec"]["replicas"] == 1
     hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
-    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["scaleTargetRef"] == MD_SCALE_TARGET
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+
+    cluster.scale(3)  # the HPA scales the ModelDeployment; the operator scales the Deployment
+    cluster.converge()
+    (deployment,) = cluster.deployments().values()
+    assert deployment["spec"]["replicas"] == 3 and cluster.md["status"]["desiredReplicas"] == 3
+    cluster.update_spec(autoscaling={**autoscaling, "maxReplicas": 2})  # read within the bounds at once
+    cluster.converge()
+    assert next(iter(cluster.deployments().values()))["spec"]["replicas"] == 2
 
     del cluster.md["spec"]["autoscaling"]
     cluster.update_spec(replicas=3)
@@ -618,22 +638,23 @@ def test_lost_status_during_the_first_deploy_gate_stays_behind_the_preview() -> 
 
 
 def autoscaled_at_6(rollout: dict[str, Any], min_replicas: int) -> tuple[FakeCluster, str]:
-    """A converged autoscaled ModelDeployment (maxReplicas 10) whose HPA has scaled its one Deployment to 6."""
+    """A converged autoscaled ModelDeployment (maxReplicas 10) that its HPA has scaled to 6."""
     autoscaling = {"minReplicas": min_replicas, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
     md = model_deployment(autoscaling=autoscaling, rollout=rollout)
     del md["spec"]["replicas"]
     cluster = FakeCluster(md)
     cluster.healthy.add("*")
     cluster.converge()
+    cluster.scale(6)
+    cluster.converge()
     (v1,) = cluster.deployments()
-    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    assert cluster.deployments()[v1]["spec"]["replicas"] == 6
     return cluster, v1
 
 
 def test_lost_status_of_an_autoscaled_rollout_keeps_the_autoscalers_replicas() -> None:
-    """With spec.autoscaling the pods for 100% are what the HPA chose for the stable's Deployment, found through
-    status.stableRevision; with the status lost, through the stable marker (not minReplicas: that would scale
-    the serving revision down mid-rollout)."""
+    """With spec.autoscaling the pods for 100% are the HPA's choice in spec.replicas: a lost status changes no
+    count mid-rollout."""
     gateway = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
     rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}], "trafficRouting": gateway}}
     cluster, v1 = autoscaled_at_6(rollout, min_replicas=2)
@@ -654,11 +675,11 @@ def replicas_of(cluster: FakeCluster) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("lose_status", [False, True], ids=["status-kept", "status-lost"])
-def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_status: bool) -> None:
+def test_the_autoscaler_keeps_scaling_a_replicas_routed_canary(lose_status: bool) -> None:
     """Replica-ratio routing realises the weights with pods: at 50% the stable runs N - canary pods. With
-    spec.autoscaling, N is what the HPA chose for the stable (6) when the rollout started; the count the rollout
-    itself gave the stable (3) is not the HPA's choice, and reading it back as N shrank the model pass after pass
-    (3 + 3, then 1 + 2, then 1 + 1 = minReplicas). The total stays 6 across passes, restarts and a lost status."""
+    spec.autoscaling, N is the HPA's choice, which it keeps making mid-rollout (it scales the ModelDeployment, not
+    a revision): the counts the rollout gives the revisions follow it, pass after pass, across restarts and a lost
+    status, and never feed back into N."""
     rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
     cluster, v1 = autoscaled_at_6(rollout, min_replicas=1)
     cluster.simulate()
@@ -666,85 +687,124 @@ def test_an_autoscaled_replicas_routed_canary_keeps_the_autoscalers_total(lose_s
     cluster.step()
     v2 = next(n for n in cluster.deployments() if n != v1)
     assert replicas_of(cluster) == {v1: 6, v2: 3}, "the canary's pods come first, the stable keeps its 6"
-    for i in range(10):  # the canary's pods are ready: 50% by pods, 3 + 3; and so it stays
+    hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]
+    assert hpa["scaleTargetRef"] == MD_SCALE_TARGET and (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 10)
+    expected = {v1: 3, v2: 3}
+    for i in range(10):  # the canary's pods are ready: 50% by pods, 3 + 3; and so it stays until the HPA acts
         if lose_status:
             del cluster.md["status"]
         if i == 5:
-            cluster.deployments()[v1]["spec"]["replicas"] = 5  # the HPA acts on its target mid-rollout
+            cluster.scale(10)  # a traffic peak mid-rollout: the HPA scales the model up, both revisions grow
+            expected = {v1: 5, v2: 5}
         cluster.simulate()
         cluster.step()
-        assert replicas_of(cluster) == {v1: 3, v2: 3}, replicas_of(cluster)
-        assert cluster.md["status"]["desiredReplicas"] == 6
+        if i == 5 and lose_status:
+            # With the status lost in the same pass, the stable first takes the whole new total, until the
+            # rollout has re-adopted its canary at its step; never fewer pods than the split.
+            assert replicas_of(cluster) in (expected, {v1: 10, v2: 5}), replicas_of(cluster)
+            continue
+        assert replicas_of(cluster) == expected, (i, replicas_of(cluster))
+        assert cluster.md["status"]["desiredReplicas"] == sum(expected.values())
         assert cluster.md["status"]["rollout"]["phase"] == "Paused"
-        hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]
-        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 3), "pinned to the count the rollout sets"
-    total = cluster.deployments()[v1]["metadata"]["annotations"]["modeldeploy.io/total-replicas"]
-    assert total == "6", "the total is kept beside the count the rollout gave the stable"
+        assert cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"] == hpa, "the same HPA throughout"
     cluster.md["metadata"]["annotations"] = {"modeldeploy.io/promote": "now"}
     cluster.step()
-    assert replicas_of(cluster) == {v1: 3, v2: 6}, "the promotion scales the canary to the whole total"
+    assert replicas_of(cluster) == {v1: 5, v2: 10}, "the promotion scales the canary to the whole total"
     cluster.converge()
     assert cluster.md["status"]["stableRevision"] == v2.split("-")[-1]
-    hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]
-    assert hpa["scaleTargetRef"]["name"] == v2
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 10), "the spec's bounds once the HPA owns the count"
-    annotations = cluster.deployments()[v2]["metadata"]["annotations"]
-    assert "modeldeploy.io/total-replicas" not in annotations, "the HPA owns the count again"
+    assert replicas_of(cluster) == {v2: 10}
+    assert cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"] == hpa
+    assert "modeldeploy.io/total-replicas" not in cluster.deployments()[v2]["metadata"]["annotations"]
 
 
 @pytest.mark.parametrize(
     ("annotation", "replicas", "total"),
     [
-        (None, 6, 6),  # the HPA owns the Deployment: its count is the HPA's choice
-        ("6", 3, 6),  # a rollout set the count; the total it worked with is kept beside it
-        ("12", 3, 10),  # within maxReplicas (lowered mid-rollout)
+        (None, 6, 6),  # the count running now (a fixed count before, or an older operator's HPA's choice)
+        ("6", 3, 6),  # an older operator mid-rollout: the total it worked with, kept beside the stable's count
+        ("12", 3, 10),  # within maxReplicas
         ("1", 1, 2),  # and minReplicas
-        (None, None, 2),  # no count yet
-        ("six", 3, 3),  # a damaged annotation: the count, as before
+        (None, None, 2),  # no count
+        ("six", 3, 3),  # a damaged annotation: the count
         ("-6", 3, 3),
         ("\u0666", 3, 3),  # digits, but not ASCII ones
     ],
 )
-def test_the_autoscaled_total_is_the_hpas_choice_before_the_rollout(
-    annotation: str | None, replicas: int | None, total: int
-) -> None:
+def test_the_initial_scale_is_the_count_running_now(annotation: str | None, replicas: int | None, total: int) -> None:
     autoscaling = AutoscalingSpec(min_replicas=2, max_replicas=10)
     deployment: dict[str, Any] = {"metadata": {"annotations": {}}, "spec": {}}
     if annotation is not None:
         deployment["metadata"]["annotations"]["modeldeploy.io/total-replicas"] = annotation
     if replicas is not None:
         deployment["spec"]["replicas"] = replicas
-    assert autoscaled_total(autoscaling, deployment) == total
-    assert autoscaled_total(autoscaling, None) == 2
+    assert initial_scale(autoscaling, deployment) == total
+    assert initial_scale(autoscaling, None) == 2
 
 
-def test_a_count_the_autoscaler_takes_over_is_handed_over_not_dropped() -> None:
-    """Server-side apply removes ``spec.replicas`` when the operator stops applying it and no other manager owns it,
-    and a Deployment without it runs 1 pod. When the HPA takes a Deployment over (autoscaling turned on, a promoted
-    canary), the plan first hands the count to a second field manager (``Plan.handover``), once."""
-    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
-    cluster = FakeCluster(model_deployment(rollout=rollout))
+def test_turning_autoscaling_on_keeps_the_pods_running() -> None:
+    """Autoscaling on, spec.replicas removed: the first pass writes the count running now (within the bounds)
+    through the scale subresource, so no pod starts or stops until the HPA decides."""
+    cluster = FakeCluster(model_deployment(replicas=5))
     cluster.healthy.add("*")
     cluster.converge()
     (v1,) = cluster.deployments()
-    autoscaling = {"minReplicas": 3, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
     del cluster.md["spec"]["replicas"]
-    cluster.update_spec(autoscaling=autoscaling)
+    cluster.update_spec(autoscaling={"minReplicas": 3, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70})
     plan = cluster.step()
-    assert [(m["metadata"]["name"], m["spec"]) for m in plan.handover] == [(v1, {"replicas": 3})]
-    assert replicas_of(cluster) == {v1: 3}, "the HPA's minimum, not 1"
+    assert plan.scale == 5 and replicas_of(cluster) == {v1: 5}
     cluster.converge()
-    assert cluster.step().handover == [], "handed over once"
-    cluster.deployments()[v1]["spec"]["replicas"] = 6  # the HPA scaled it
+    assert cluster.md["spec"]["replicas"] == 5 and replicas_of(cluster) == {v1: 5}
+    assert cluster.events.count(("Normal", "ReplicasInitialized")) == 1
+
+
+@pytest.mark.parametrize("mid_rollout", [False, True], ids=["steady", "mid-rollout"])
+def test_an_upgrade_from_an_hpa_on_the_deployment_keeps_its_count(mid_rollout: bool) -> None:
+    """An older operator pointed the HPA at the stable's Deployment and left spec.replicas absent; mid-rollout it
+    kept the HPA's total in an annotation beside the stable's share. The first pass of this operator writes that
+    total to spec.replicas, points the HPA at the ModelDeployment, and changes no count."""
+    autoscaling = {"minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercentage": 70}
+    rollout = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    cluster, v1 = autoscaled_at_6(rollout, min_replicas=2)
+    if mid_rollout:
+        cluster.update_spec(model=V2)
+        cluster.converge()
+    before = replicas_of(cluster)
+    assert before == ({v1: 3, next(n for n in before if n != v1): 3} if mid_rollout else {v1: 6})
+    # What the older operator left: no spec.replicas, the HPA on the Deployment, the total beside the stable's count.
+    del cluster.md["spec"]["replicas"]
+    cluster.md["spec"]["autoscaling"] = autoscaling
+    hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
+    hpa["spec"]["scaleTargetRef"] = {"apiVersion": "apps/v1", "kind": "Deployment", "name": v1}
+    if mid_rollout:
+        cluster.deployments()[v1]["metadata"]["annotations"]["modeldeploy.io/total-replicas"] = "6"
+    plan = cluster.step()
+    assert plan.scale == 6
+    assert cluster.objects[("HorizontalPodAutoscaler", "iris")]["spec"]["scaleTargetRef"] == MD_SCALE_TARGET
+    assert replicas_of(cluster) == before
+    cluster.converge()
+    assert replicas_of(cluster) == before and cluster.md["spec"]["replicas"] == 6
+
+
+@pytest.mark.parametrize(
+    ("weights", "selector"),
+    [
+        ({}, "modeldeploy.io/model-deployment=iris"),
+        ({"a1": 100}, "modeldeploy.io/model-deployment=iris,modeldeploy.io/revision=a1"),
+        ({"a1": 100, "b2": 0}, "modeldeploy.io/model-deployment=iris,modeldeploy.io/revision=a1"),
+        ({"b2": 10, "a1": 90}, "modeldeploy.io/model-deployment=iris,modeldeploy.io/revision in (a1,b2)"),
+    ],
+)
+def test_the_scale_selector_names_the_pods_that_take_traffic(weights: dict[str, int], selector: str) -> None:
+    assert serving_selector("iris", weights) == selector
+
+
+def test_a_blue_green_preview_is_left_out_of_the_autoscalers_pods() -> None:
+    """The HPA averages over status.selector's pods: an idle preview would halve a busy model's average."""
+    rollout = {"strategy": "BlueGreen", "blueGreen": {}}
+    cluster, v1 = autoscaled_at_6(rollout, min_replicas=2)
     cluster.update_spec(model=V2)
     cluster.converge()
     v2 = next(n for n in cluster.deployments() if n != v1)
-    assert replicas_of(cluster) == {v1: 3, v2: 3}
-    cluster.md["metadata"]["annotations"] = {"modeldeploy.io/promote": "now"}
-    handovers = []
-    for _ in range(12):
-        plan = cluster.step()
-        handovers += [(m["metadata"]["name"], m["spec"]["replicas"]) for m in plan.handover]
-        cluster.simulate()
-    assert replicas_of(cluster) == {v2: 6}, "the promoted revision keeps the HPA's 6 pods"
-    assert handovers == [(v2, 6)]
+    assert replicas_of(cluster) == {v1: 6, v2: 6}
+    stable = v1.removeprefix("iris-")
+    assert cluster.md["status"]["selector"] == f"modeldeploy.io/model-deployment=iris,modeldeploy.io/revision={stable}"

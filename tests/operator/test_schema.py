@@ -269,13 +269,6 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "at most 52",
     ),
     (
-        "replicas-xor-autoscaling",
-        spec(replicas=2, autoscaling={"maxReplicas": 3}),
-        spec(replicas=2),
-        "spec",
-        "exclusive",
-    ),
-    (
         "entrypoint-required",
         spec(model={"format": "Safetensors"}),
         spec(model=SAFETENSORS),
@@ -462,8 +455,9 @@ def test_rules_are_skipped_quietly_where_the_schema_already_failed() -> None:
 
 
 def test_errors_are_reported_together() -> None:
-    obj = spec(model={"format": "Safetensors", "bogus": 1}, replicas=2, autoscaling={"maxReplicas": 1})
-    assert set(fields(validate_object(obj))) == {"spec.model.bogus", "spec.model.entryPoint", "spec"}
+    obj = spec(model={"format": "Safetensors", "bogus": 1}, autoscaling={"minReplicas": 2, "maxReplicas": 1})
+    expected = {"spec.model.bogus", "spec.model.entryPoint", "spec.autoscaling.minReplicas"}
+    assert set(fields(validate_object(obj))) == expected
 
 
 def test_spec_error_carries_field_and_message() -> None:

@@ -113,11 +113,21 @@ def test_parse_does_not_modify_its_input() -> None:
     assert body == obj(runtime={"env": [{"name": "A", "value": "1"}]})
 
 
+def test_replicas_under_autoscaling_are_the_autoscalers_choice() -> None:
+    """The HPA writes spec.replicas through the scale subresource: allowed beside spec.autoscaling, and read within
+    its bounds; its absence is told apart from a count of 1."""
+    md = parse_model_deployment(obj(replicas=7, autoscaling={"minReplicas": 2, "maxReplicas": 5}))
+    assert md.autoscaling is not None and md.spec.replicas_given
+    assert (md.replicas, md.autoscaling.bound(md.replicas), md.autoscaling.bound(1)) == (7, 5, 2)
+    absent = parse_model_deployment(obj(autoscaling={"maxReplicas": 5}))
+    assert (absent.replicas, absent.spec.replicas_given) == (1, False)
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
         (obj(model={"version": None}), "spec.model.version"),
-        (obj(replicas=2, autoscaling={"maxReplicas": 2}), "spec"),
+        (obj(autoscaling={"minReplicas": 3, "maxReplicas": 2}), "spec.autoscaling.minReplicas"),
         (obj(model={"storageUri": "pvc://Bad_Claim/x"}), "spec.model.storageUri"),
         (obj(model={"storageUri": "file://relative/path"}), "spec.model.storageUri"),
         (

@@ -439,6 +439,26 @@ async def test_scale_subresource(cluster: Cluster, kube: lightkube.AsyncClient) 
     assert (code, status["reason"]) == (422, "Invalid")
 
 
+async def test_scale_of_a_custom_resource_without_replicas(cluster: Cluster, kube: lightkube.AsyncClient) -> None:
+    """As the API server's: no Scale to read until the spec replicas path holds a value; a patch that gives it one
+    is the way to set it, conditional on the resourceVersion it carries."""
+    created = await kube.create(widget("b"), namespace="default")
+    code, status = await raw(cluster, "GET", WIDGET_PATH + "/b/scale")
+    assert (code, status["reason"]) == (500, "InternalError")
+    assert "spec.replicas" in status["message"] and "does not exist" in status["message"]
+    code, status = await raw(
+        cluster, "PATCH", WIDGET_PATH + "/b/scale", {"metadata": {"labels": {"x": "y"}}}, "application/merge-patch+json"
+    )
+    assert (code, status["reason"]) == (400, "BadRequest") and "cannot be empty" in status["message"]
+    stale = {"metadata": {"resourceVersion": f"{created.metadata.resourceVersion}9"}, "spec": {"replicas": 3}}
+    code, status = await raw(cluster, "PATCH", WIDGET_PATH + "/b/scale", stale, "application/merge-patch+json")
+    assert (code, status["reason"]) == (409, "Conflict")
+    current = {"metadata": {"resourceVersion": created.metadata.resourceVersion}, "spec": {"replicas": 3}}
+    code, scaled = await raw(cluster, "PATCH", WIDGET_PATH + "/b/scale", current, "application/merge-patch+json")
+    assert code == 200 and scaled["spec"]["replicas"] == 3
+    assert (await kube.get(Widget, "b", namespace="default")).spec["replicas"] == 3
+
+
 async def test_admission_hook_rejects_with_422(cluster: Cluster, widget_crd: dict[str, Any]) -> None:
     cluster.emulator.set_admission(WIDGETS, schema_admission(widget_crd))
     body = {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {"replicas": -3}}

@@ -224,16 +224,16 @@ def build_deployment(
     md: ModelDeployment,
     config: OperatorConfig,
     revision: str,
-    replicas: int | None,
+    replicas: int,
     *,
     stable: bool = False,
-    total_replicas: int | None = None,
 ) -> Manifest:
-    """The Deployment ``NAME-REV`` running one revision; ``replicas`` None leaves the count to an HPA.
+    """The Deployment ``NAME-REV`` running ``replicas`` pods of one revision.
 
-    ``stable``: the revision is the rollout's stable one; its Deployment's metadata (not the pod template, so
-    no pod restarts when the marker comes or goes) carries ``modeldeploy.io/stable``. ``total_replicas``: the
-    autoscaled total a rollout works with, kept in ``modeldeploy.io/total-replicas`` (metadata too).
+    The operator always sets the count, with or without autoscaling: an HPA scales the ModelDeployment (its
+    scale subresource), never a revision's Deployment. ``stable``: the revision is the rollout's stable one; its
+    Deployment's metadata (not the pod template, so no pod restarts when the marker comes or goes) carries
+    ``modeldeploy.io/stable``.
     """
     model, runtime = md.model, md.runtime
     image = runtime_image(md, config)
@@ -340,9 +340,7 @@ def build_deployment(
     if runtime.affinity:
         pod_spec["affinity"] = copy.deepcopy(dict(runtime.affinity))
 
-    spec: Manifest = {}
-    if replicas is not None:
-        spec["replicas"] = replicas
+    spec: Manifest = {"replicas": replicas}
     spec.update(
         {
             "revisionHistoryLimit": 2,
@@ -361,8 +359,6 @@ def build_deployment(
     annotations = {labels.REVISION_ANNOTATION: revision}
     if stable:
         annotations[labels.STABLE_ANNOTATION] = labels.STABLE_VALUE
-    if total_replicas is not None:
-        annotations[labels.TOTAL_REPLICAS_ANNOTATION] = str(total_replicas)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -401,15 +397,14 @@ def build_service(md: ModelDeployment, config: OperatorConfig | None = None) -> 
     return service
 
 
-def build_hpa(
-    md: ModelDeployment, config: OperatorConfig | None, target_deployment: str, pinned: int | None = None
-) -> Manifest:
-    """The autoscaling/v2 HorizontalPodAutoscaler ``NAME`` scaling ``target_deployment``.
+def build_hpa(md: ModelDeployment, config: OperatorConfig | None = None) -> Manifest:
+    """The autoscaling/v2 HorizontalPodAutoscaler ``NAME`` scaling the ModelDeployment itself.
 
-    ``pinned``: while a rollout sets the stable's count itself, the HPA's bounds are both that count, so that the
-    HPA never writes another one for the operator to write back (pods started and deleted every HPA sync); its
-    status then shows ``ScalingLimited`` when the load asks for more. Raises ValueError when the ModelDeployment
-    has no ``spec.autoscaling``.
+    Its target is the ModelDeployment's scale subresource (``spec.replicas``; ``status.selector`` names the pods
+    that take traffic), not a revision's Deployment: the HPA chooses ``N``, the pods for all the traffic, and the
+    operator splits ``N`` between the revisions of a rollout, so the autoscaler keeps following the load while a
+    rollout runs and never fights the counts the rollout sets. Raises ValueError when the ModelDeployment has no
+    ``spec.autoscaling``.
     """
     del config
     autoscaling = md.autoscaling
@@ -442,9 +437,9 @@ def build_hpa(
             }
         )
     spec: Manifest = {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target_deployment},
-        "minReplicas": autoscaling.min_replicas if pinned is None else pinned,
-        "maxReplicas": autoscaling.max_replicas if pinned is None else pinned,
+        "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": md.name},
+        "minReplicas": autoscaling.min_replicas,
+        "maxReplicas": autoscaling.max_replicas,
     }
     if metrics:
         spec["metrics"] = metrics
@@ -511,9 +506,13 @@ def build_network_policy(md: ModelDeployment, config: OperatorConfig) -> Manifes
 def build_children(md: ModelDeployment, config: OperatorConfig) -> Children:
     """The children of a simple, single-revision deploy: Deployment, Service and (with autoscaling) HPA."""
     revision = revision_of(md, config)
-    autoscaled = md.autoscaling is not None
-    deployment = build_deployment(md, config, revision, None if autoscaled else md.replicas)
-    hpa = build_hpa(md, config, deployment["metadata"]["name"]) if autoscaled else None
+    autoscaling = md.autoscaling
+    replicas = md.replicas
+    if autoscaling is not None:
+        # The HPA's choice when it has made one; a new ModelDeployment starts at the autoscaler's minimum.
+        replicas = autoscaling.bound(md.replicas) if md.spec.replicas_given else autoscaling.min_replicas
+    deployment = build_deployment(md, config, revision, replicas)
+    hpa = build_hpa(md, config) if autoscaling is not None else None
     return Children(revision=revision, deployment=deployment, service=build_service(md, config), hpa=hpa)
 
 

@@ -33,7 +33,6 @@ from modeldeploy.reconcile import (
     Plan,
     check_spec,
     gpu_query,
-    handover_manager,
     owned_by,
     plan_reconcile,
 )
@@ -193,10 +192,12 @@ class Controller:
         uid = str(md["metadata"].get("uid", ""))
         seen = {key_of(o) for o in (*observed.deployments, *observed.services, *observed.autoscalers)}
         conflicts: list[str] = []
-        for manifest in plan.handover:
-            self.metrics.api_writes.labels("apply", manifest["kind"]).inc()
-            self.fresh.put(
-                await self.kube.apply_object(manifest, field_manager=handover_manager(self.kube.field_manager))
+        if plan.scale is not None:
+            # First: the HPA that this pass points at the ModelDeployment must find a count to scale from.
+            meta = md["metadata"]
+            self.metrics.api_writes.labels("patch", "ModelDeployment/scale").inc()
+            await self.kube.patch_scale(
+                meta["namespace"], meta["name"], plan.scale, resource_version=str(meta.get("resourceVersion", ""))
             )
         for manifest in plan.apply:
             resource = resource_for(manifest["apiVersion"], manifest["kind"])

@@ -31,10 +31,9 @@ record in the cluster of ``status.rollout.stableRevision``, so that a lost or da
 the children alone (see "Status fields" in docs/rollouts.md)."""
 STABLE_VALUE = "true"
 TOTAL_REPLICAS_ANNOTATION = f"{GROUP}/total-replicas"
-"""On the stable revision's Deployment while a rollout sets its replicas under ``spec.autoscaling`` (the HPA owns
-them otherwise): the pods for 100% of the traffic the rollout works with, decimal. It is the HPA's choice when
-the rollout started, kept in the cluster beside the count the rollout gave the stable (which is not the HPA's
-choice), so that every pass, a restarted operator and a lost status read the same total."""
+"""Written by older operators on the stable revision's Deployment while a rollout set its replicas under
+``spec.autoscaling`` (their HPA scaled that Deployment): the HPA's total beside the stable's share. Read only, to
+take such a ModelDeployment over without changing a count (``reconcile.initial_scale``); no longer written."""
 
 RESERVED_LABEL_KEYS = frozenset(
     {NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, COMPONENT_LABEL, VERSION_LABEL}

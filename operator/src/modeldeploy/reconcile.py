@@ -118,38 +118,16 @@ class Plan:
     requeue_after: float | None = None
     analysis: AnalysisRequest | None = None
     """A measurement to take (then pass back in ``Observed.measurement``)."""
-    handover: list[Manifest] = field(default_factory=list)
-    """Applied first, with the field manager ``handover_manager(...)``: ``spec.replicas`` of Deployments whose
-    count the autoscaler takes over in this plan (``replicas_handover``)."""
+    scale: int | None = None
+    """Written first, through the ModelDeployment's scale subresource: ``spec.replicas`` for its
+    HorizontalPodAutoscaler to scale from, when autoscaling is on and the field is absent (``initial_scale``)."""
 
     @property
     def writes(self) -> int:
         """How many write requests carrying the plan out takes."""
-        return len(self.handover) + len(self.apply) + len(self.delete) + len(self.events) + (self.status is not None)
-
-
-def handover_manager(field_manager: str) -> str:
-    """The field manager that holds ``spec.replicas`` of a Deployment between the operator and its autoscaler."""
-    return f"{field_manager}-handover"
-
-
-def replicas_handover(deployment: Mapping[str, Any], replicas: int) -> Manifest:
-    """An apply of ``spec.replicas`` alone (the count the operator wants now) for a Deployment whose count the
-    operator stops applying because its HorizontalPodAutoscaler takes over.
-
-    Server-side apply removes a field its manager stops applying when no other manager owns it, and a Deployment
-    without ``spec.replicas`` defaults to 1 pod: a newly promoted stable (whose count only the operator has set)
-    would drop to one pod serving all the traffic until the autoscaler scaled it back up. Applied first by a
-    second field manager, the count is kept, owned by that manager until the autoscaler changes it (the transfer
-    of ownership the Kubernetes server-side apply documentation describes for handing replicas to an HPA).
-    """
-    meta = deployment["metadata"]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
-        "spec": {"replicas": replicas},
-    }
+        return (
+            (self.scale is not None) + len(self.apply) + len(self.delete) + len(self.events) + (self.status is not None)
+        )
 
 
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -183,23 +161,38 @@ def marked_stable(deployment: Mapping[str, Any]) -> bool:
     return annotations.get(STABLE_ANNOTATION) == STABLE_VALUE
 
 
-def autoscaled_total(autoscaling: AutoscalingSpec, stable: Mapping[str, Any] | None) -> int:
-    """``N``, the pods for 100% of the traffic under ``spec.autoscaling``, from the stable revision's Deployment.
+def initial_scale(autoscaling: AutoscalingSpec, stable: Mapping[str, Any] | None) -> int:
+    """``N`` under ``spec.autoscaling`` while ``spec.replicas`` is absent: the count the operator writes there
+    (``Plan.scale``) for the HPA to scale from, as the HPA ignores a target whose count is 0.
 
-    While the HPA owns that Deployment (no rollout), its ``spec.replicas`` is the HPA's choice. While a rollout
-    runs, the operator sets the stable's replicas to the stable's share of ``N`` (replica-ratio routing, Neutral
-    capacity), which is not the HPA's choice: reading it back as ``N`` would shrink the model pass after pass down
-    to ``minReplicas``. So the operator keeps the ``N`` it works with on that Deployment
-    (``modeldeploy.io/total-replicas``, the HPA's choice when the rollout started) and reads it from there first.
-    Either way within ``minReplicas``..``maxReplicas``; ``minReplicas`` when there is no stable Deployment.
+    That is the stable revision's count running now, so that turning autoscaling on, or an operator upgrade,
+    changes no pod count: ``minReplicas`` for a new model, the Deployment's count for one that had a fixed
+    count, and for a model that an older operator autoscaled, the HPA's choice it kept on the stable's Deployment
+    (``modeldeploy.io/total-replicas`` while a rollout set the stable's count, the count itself otherwise).
+    Within ``minReplicas``..``maxReplicas``.
     """
-    floor, ceiling = autoscaling.min_replicas, autoscaling.max_replicas
     if stable is None:
-        return floor
+        return autoscaling.min_replicas
     annotations = stable.get("metadata", {}).get("annotations") or {}
     noted = _count(annotations.get(TOTAL_REPLICAS_ANNOTATION))
     current = noted if noted is not None else _count(stable.get("spec", {}).get("replicas"))
-    return floor if current is None else min(ceiling, max(floor, current))
+    return autoscaling.min_replicas if current is None else autoscaling.bound(current)
+
+
+def serving_selector(name: str, weights: Mapping[str, int]) -> str:
+    """``status.selector`` (the scale subresource's): the pods of the revisions that take traffic now, all the
+    ModelDeployment's pods before any does.
+
+    The HPA averages its metrics over the pods this selects and scales ``N`` by the result, so pods without
+    traffic (a blue-green preview, a canary before its first weight, a revision scaling down) must not dilute
+    the average: the model would be scaled in while its serving pods are busy."""
+    selector = f"{MODEL_DEPLOYMENT_LABEL}={name}"
+    serving = sorted(revision for revision, weight in weights.items() if weight > 0)
+    if len(serving) == 1:
+        return f"{selector},{REVISION_LABEL}={serving[0]}"
+    if serving:
+        return f"{selector},{REVISION_LABEL} in ({','.join(serving)})"
+    return selector
 
 
 def _count(value: object) -> int | None:
@@ -468,7 +461,6 @@ class _Reconcile:
         self.measurement = observed.measurement
         self.gpus_free = observed.gpus_free
         self.events: list[Event] = []
-        self.handover_counts: dict[str, int] = {}  # Deployment name -> the count handed to its autoscaler
         self.router = router_for(rollout, md.name, md.namespace)
 
     # --- templates -----------------------------------------------------------------------------------------
@@ -502,7 +494,11 @@ class _Reconcile:
         md = self.md
         self.revision = revision_of(md, self.config)
         self.template = template_of(self.defaulted, md, self.config)
-        self.total = self.total_replicas()
+        self.total, scale = self.total_replicas()
+        if scale is not None:
+            self.events.append(Event("Normal", "ReplicasInitialized",
+                                     f"spec.replicas set to {scale} (the pods running now) for the "
+                                     "HorizontalPodAutoscaler to scale from"))
         status = RolloutStatus.from_status(self.status.get("rollout"), self.status.get("history"))
         decision = next_rollout(
             self.rollout,
@@ -526,15 +522,9 @@ class _Reconcile:
         # Owned children carry the digest of what was applied; an edited existing object (not ours) does not.
         desired = [m if m["metadata"].get("resourceVersion") else stamp(m) for m in [*grow, *route, *shrink]]
         applies = [m for m in desired if needs_apply(m, self.observed_copy(m))]
-        # Counted only for Deployments that exist (``children``), and handed over only when applied.
-        handover = [
-            replicas_handover(m, self.handover_counts[_name(m)])
-            for m in applies
-            if m["kind"] == "Deployment" and _name(m) in self.handover_counts
-        ]
         status_out = self.status_for(decision)
         return Plan(
-            handover=handover,
+            scale=scale,
             apply=applies,
             delete=deletes,
             status=None if status_out == self.status else status_out,
@@ -543,12 +533,18 @@ class _Reconcile:
             analysis=decision.analysis,
         )
 
-    def total_replicas(self) -> int:
-        """The pods the ModelDeployment should run in all: spec.replicas, or the HPA's choice
-        (``autoscaled_total``: what it chose before a rollout took over the stable's count)."""
+    def total_replicas(self) -> tuple[int, int | None]:
+        """``N``, the pods the ModelDeployment should run in all, and the count to write to an absent
+        ``spec.replicas`` (None: nothing to write).
+
+        ``N`` is ``spec.replicas``; under autoscaling, the HPA writes it through the scale subresource, and it is
+        read within the bounds of ``spec.autoscaling`` (which may have changed since the HPA's last write). With
+        the field absent, ``initial_scale`` decides and the plan writes it."""
         autoscaling = self.md.autoscaling
         if autoscaling is None:
-            return self.md.replicas
+            return self.md.replicas, None
+        if self.md.spec.replicas_given:
+            return autoscaling.bound(self.md.replicas), None
         stable = self.deployments.get(str(self.status.get("stableRevision") or ""))
         if stable is None:
             # A lost or damaged status: the HPA's current choice is on the Deployment with the stable marker (the
@@ -556,7 +552,8 @@ class _Reconcile:
             marked = [d for d in self.deployments.values() if marked_stable(d)]
             if marked:
                 stable = max(marked, key=lambda d: (_revision(d) == self.revision, assess_deployment(d).ready))
-        return autoscaled_total(autoscaling, stable)
+        total = initial_scale(autoscaling, stable)
+        return total, total
 
     def observed_copy(self, manifest: Mapping[str, Any]) -> Mapping[str, Any] | None:
         kind, name = manifest["kind"], _name(manifest)
@@ -601,9 +598,6 @@ class _Reconcile:
         deletes: list[ChildRef] = []
         stable = decision.status.stable_revision
         autoscaled = md.autoscaling is not None
-        sole = len([w for w in decision.weights.values() if w > 0]) == 1
-        # The HPA owns the stable's count once the stable serves all the traffic alone; until then the rollout does.
-        hpa_owns_stable = autoscaled and sole and decision.weights.get(stable) == 100
 
         # The current revision's template is recorded before anything runs it.
         history_entry = decision.status.history_entry(self.revision)
@@ -617,25 +611,8 @@ class _Reconcile:
                                          f"Revision {revision} of {md.namespace}/{md.name} has no recorded template; "
                                          "its Deployment is left as it is"))
                 continue
-            hpa_owns = revision == stable and hpa_owns_stable
-            # While the rollout sets the stable's count, the total it was derived from stays beside it.
-            noted = self.total if autoscaled and revision == stable and not hpa_owns else None
             current = self.deployments.get(revision)
-            # A Deployment the autoscaler takes over is created at its count (created without one, it would start
-            # with 1 pod); from the next pass the count is handed over (see replicas_handover) and left out.
-            handed_over = hpa_owns and current is not None
-            manifest = self.owned(
-                build_deployment(
-                    source,
-                    self.config,
-                    revision,
-                    None if handed_over else replicas,
-                    stable=revision == stable,
-                    total_replicas=noted,
-                )
-            )
-            if handed_over:
-                self.handover_counts[_name(manifest)] = replicas
+            manifest = self.owned(build_deployment(source, self.config, revision, replicas, stable=revision == stable))
             before = assess_deployment(current).desired if current is not None else 0
             (grow if replicas >= before else shrink).append(manifest)
 
@@ -668,11 +645,8 @@ class _Reconcile:
             route.extend(self.owned(m) for m in self.router.build_desired({}))
 
         if autoscaled and stable and stable in decision.replicas:
-            # While the rollout sets the stable's count, the HPA is pinned to it (see build_hpa). A count of 0
-            # needs no pin: the HPA leaves a target at 0 replicas alone.
-            count = decision.replicas[stable]
-            pinned = None if hpa_owns_stable or count < 1 else count
-            route.append(self.owned(build_hpa(md, self.config, f"{md.name}-{stable}", pinned)))
+            # The HPA scales the ModelDeployment (N); the rollout splits N between the revisions (build_hpa).
+            route.append(self.owned(build_hpa(md, self.config)))
         # The NetworkPolicy goes in with the routing objects: it exists before the Service first selects a pod.
         wanted_policies = {md.name} if wants_network_policy(md, self.config) else set()
         if wanted_policies:
@@ -796,7 +770,7 @@ class _Reconcile:
             "replicas": replicas,
             "readyReplicas": ready_replicas,
             "desiredReplicas": desired_replicas,
-            "selector": f"{MODEL_DEPLOYMENT_LABEL}={md.name}",
+            "selector": serving_selector(md.name, decision.weights),
             "url": f"http://{md.name}.{md.namespace}.svc.{self.config.cluster_domain}/v2/models/{md.model.name}",
             "currentRevision": self.revision,
             "stableRevision": stable,

@@ -140,6 +140,10 @@ class AutoscalingSpec:
     inflight_requests: InflightRequestsTarget | None = None
     behavior: Mapping[str, Any] | None = None
 
+    def bound(self, replicas: int) -> int:
+        """``replicas`` brought within ``minReplicas``..``maxReplicas``, as the HPA would."""
+        return min(self.max_replicas, max(self.min_replicas, replicas))
+
 
 @dataclass(frozen=True)
 class NetworkPolicySpec:
@@ -157,13 +161,16 @@ class ModelDeploymentSpec:
     model: ModelSpec
     runtime: RuntimeSpec
     replicas: int
-    """``spec.replicas`` or 1; not used when ``autoscaling`` is set."""
+    """``spec.replicas`` or 1. Under ``autoscaling``, the HorizontalPodAutoscaler's current choice: it scales the
+    ModelDeployment through its scale subresource, which writes this field (see ``replicas_given``)."""
     autoscaling: AutoscalingSpec | None
     rollout_raw: Mapping[str, Any]
     """``spec.rollout`` with defaults applied, parsed by ``modeldeploy.rollout``."""
     paused: bool
     revision_history_limit: int
     network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
+    replicas_given: bool = True
+    """Whether ``spec.replicas`` is in the object (not the default of 1)."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +336,7 @@ def _parse_spec(spec: Mapping[str, Any], name: str) -> ModelDeploymentSpec:
         paused=bool(spec["paused"]),
         revision_history_limit=int(spec["revisionHistoryLimit"]),
         network_policy=_parse_network_policy(spec.get("networkPolicy") or {}),
+        replicas_given="replicas" in spec,
     )
 
 

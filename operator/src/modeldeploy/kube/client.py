@@ -195,6 +195,13 @@ class KubeClient:
         path = MODEL_DEPLOYMENTS.path(namespace, name, "status")
         return await self._request("PATCH", path, body={"status": status}, content_type=MERGE)
 
+    async def patch_scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> dict[str, Any]:
+        """Set the ModelDeployment's ``spec.replicas`` through its scale subresource, as ``kubectl scale`` and the
+        HPA do, only if the object is still at ``resource_version`` (409 Conflict otherwise)."""
+        path = MODEL_DEPLOYMENTS.path(namespace, name, "scale")
+        patch = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
+        return await self._request("PATCH", path, body=patch, content_type=MERGE)
+
     async def post_event(
         self,
         involved: Mapping[str, Any],

@@ -359,6 +359,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         obj = self._store.get(self._key(rt, namespace, name))
         return self._present(rt, obj) if obj is not None else None
 
+    def get_scale(self, resource: str | ResourceType, namespace: str | None, name: str) -> Obj:
+        """The object's Scale, as ``GET .../scale`` returns it (what an HPA reads); ApiError as the server's."""
+        rt = self.resource_type(resource)
+        return self._scale_view(rt, self._require(rt, namespace, name))
+
     def iter_stored(self, resource: str | ResourceType) -> list[Obj]:
         """The stored objects of a resource, without copying: read-only, for the in-process controllers."""
         rt = self.resource_type(resource)
@@ -898,8 +903,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             rt, old, merged, subresource=subresource, managed=entries, dry_run=dry_run, compare_managed=True
         )
 
-    def _scale_view(self, rt: ResourceType, obj: Obj) -> Obj:
+    def _scale_view(self, rt: ResourceType, obj: Obj, *, for_update: bool = False) -> Obj:
+        """The Scale of ``obj``. As the API server's, a custom resource without a value at its spec replicas path
+        has no Scale to read (500), and an update must give it one (``for_update``: the view holds None)."""
         metadata = _meta(obj)
+        replicas = _get_at(obj, rt.spec_replicas_path)
+        if replicas is None and not for_update:
+            raise ApiError(500, "InternalError", f'the spec replicas field "{rt.spec_replicas_path}" does not exist')
         if rt.label_selector_path is None:
             selector = match_labels_selector((obj.get("spec") or {}).get("selector"))
         else:
@@ -915,12 +925,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                 if k in metadata
             },
-            "spec": {"replicas": _get_at(obj, rt.spec_replicas_path) or 0},
+            "spec": {"replicas": replicas},
             "status": status,
         }
 
     def _patch_scale(self, rt: ResourceType, old: Obj, content_type: str, patch: Any, dry_run: bool) -> Obj:
-        view = self._scale_view(rt, old)
+        view = self._scale_view(rt, old, for_update=True)
         try:
             if content_type in (_MERGE_PATCH, _STRATEGIC_PATCH):
                 patched = patching.merge_patch(view, patch)
@@ -940,6 +950,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if scale_rv and scale_rv != _meta(old)["resourceVersion"]:
             raise _conflict(rt, name)
         replicas = (scale.get("spec") or {}).get("replicas")
+        if replicas is None:
+            raise _bad_request(f'the spec replicas field "{rt.spec_replicas_path}" cannot be empty')
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise _invalid(rt, name, [f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"])
         candidate = copy.deepcopy(old)
