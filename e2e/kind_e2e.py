@@ -10,7 +10,10 @@ Steps: create the cluster; build the operator image (operator/), the runtime ima
 runtime image with the demo models baked in (v1, v2, v3 failing, at /opt/models); load them into kind;
 install charts/modeldeploy; server-side dry-run every file of examples/; deploy v1 with the Canary rollout of
 ``modeldeploy.sim.scenarios.model_deployment``; roll v2 out while an in-cluster load pod sends requests to the
-Service (scenario a: expect no failed request); then ``kubectl modeldeploy rollback`` to v1.
+Service (scenario a: expect no failed request); then ``kubectl modeldeploy rollback`` to v1; then turn
+autoscaling on and check that the cluster's own HorizontalPodAutoscaler reads and writes the ModelDeployment's
+scale subresource (kind has no metrics-server, so the HPA acts on its bounds alone: ``kubectl scale`` below
+``minReplicas`` and the HPA scales it back).
 """
 
 from __future__ import annotations
@@ -184,6 +187,40 @@ def build_images(workdir: Path) -> None:
         run(["kind", "load", "docker-image", image, "--name", CLUSTER])
 
 
+def md_replicas() -> int | None:
+    out = kubectl("get", "modeldeployment", "iris", "-n", NAMESPACE, "-o", "jsonpath={.spec.replicas}", check=False)
+    return int(out) if out.strip().isdigit() else None
+
+
+def stable_replicas() -> int | None:
+    """spec.replicas of the stable revision's Deployment (``NAME-REV``)."""
+    name = f"iris-{md_status().get('stableRevision')}"
+    out = kubectl("get", "deployment", name, "-n", NAMESPACE, "-o", "jsonpath={.spec.replicas}", check=False)
+    return int(out) if out.strip().isdigit() else None
+
+
+def autoscaled_by_the_cluster() -> None:
+    """The real HPA controller targets the ModelDeployment: the operator gives spec.replicas a value when
+    autoscaling is turned on without one, and the HPA enforces its bounds through the scale subresource."""
+    patch = {"spec": {"replicas": None, "autoscaling": {"minReplicas": 3, "maxReplicas": 4}}}
+    kubectl("patch", "modeldeployment", "iris", "-n", NAMESPACE, "--type", "merge", "-p", json.dumps(patch))
+    wait_for(lambda: md_replicas() == 3, 120, "the operator wrote spec.replicas (2 running, bounded to 3)")
+    wait_for(lambda: stable_replicas() == 3, 120, "the stable's Deployment at 3")
+    target = kubectl("get", "hpa", "iris", "-n", NAMESPACE, "-o", "jsonpath={.spec.scaleTargetRef.kind}")
+    if target != "ModelDeployment":
+        raise E2EError(f"the HPA targets {target!r}, not the ModelDeployment")
+    kubectl("scale", "modeldeployment", "iris", "-n", NAMESPACE, "--replicas=1")
+    # The HPA syncs every 15 s; "below minReplicas" needs no metrics.
+    wait_for(lambda: md_replicas() == 3, 180, "the HPA scaled the ModelDeployment back to minReplicas")
+    events = kubectl("get", "events", "-n", NAMESPACE, "--field-selector",
+                     "involvedObject.kind=HorizontalPodAutoscaler,reason=SuccessfulRescale", "-o", "name")  # fmt: skip
+    if not events.strip():
+        raise E2EError("no SuccessfulRescale event from the HPA")
+    if stable_replicas() != 3:
+        raise E2EError(f"the stable's Deployment runs {stable_replicas()} pods, not the HPA's 3")
+    print("scenario c on kind: the HorizontalPodAutoscaler scales the ModelDeployment")
+
+
 def scenario(workdir: Path) -> None:
     build_images(workdir)
     check_context(CONTEXT)
@@ -213,6 +250,7 @@ def scenario(workdir: Path) -> None:
          "--to-revision", str(first["number"])])  # fmt: skip
     wait_for(lambda: md_status().get("stableRevision") == first["revision"], 300, "rolled back to v1")
     print(run(["kubectl-modeldeploy", "--context", CONTEXT, "-n", NAMESPACE, "status", "iris"]))
+    autoscaled_by_the_cluster()
     print("kind e2e: passed")
 
 
