@@ -273,12 +273,16 @@ def test_autoscaling_adds_an_hpa_that_scales_the_model_deployment_then_removes_i
     cluster.converge()
     assert next(iter(cluster.deployments().values()))["spec"]["replicas"] == 2
 
+    # Autoscaling off: the HPA goes and its last count (in spec.replicas) stays the count.
     del cluster.md["spec"]["autoscaling"]
-    cluster.update_spec(replicas=3)
+    cluster.update_spec()
     cluster.converge()
     assert sorted(kind for kind, _ in cluster.objects) == ["ControllerRevision", "Deployment", "Service"]
     (deployment,) = cluster.deployments().values()
     assert deployment["spec"]["replicas"] == 3
+    cluster.update_spec(replicas=5)
+    cluster.converge()
+    assert next(iter(cluster.deployments().values()))["spec"]["replicas"] == 5
 
 
 def test_children_of_someone_else_are_never_changed_or_deleted() -> None:
