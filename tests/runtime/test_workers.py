@@ -169,6 +169,33 @@ def test_exited_workers_fold_into_one_file_and_count_once_meanwhile(tmp_path: Pa
     assert [snapshot["pid"] for _, snapshot in peers] == [-1] and peers[0][0] is False
 
 
+def _exercise(metrics: Metrics, data: st.DataObject) -> None:
+    """Random numbers in every series of every family of ``metrics``, whatever its kind."""
+    for family in metrics._families:
+        labels = tuple(data.draw(st.sampled_from(["a", "b"])) for _ in family.labels)
+        if family.kind == "histogram":
+            for value in data.draw(st.lists(st.floats(0, 100, allow_nan=False), max_size=5)):
+                family.distribution(*labels).observe(value)
+        else:
+            family.value(*labels).inc(data.draw(st.integers(0, 1000)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_a_folded_file_scrapes_as_the_exited_workers_did(data: st.DataObject) -> None:
+    """Two places sum metrics: the scrape adds the workers' snapshots in (``metrics``), and the supervisor folds an
+    exited worker's snapshot into one file (``workers.fold``). For every family the server has, of every kind,
+    both must give the same numbers, so a new family or kind handled in one place only fails here."""
+    exited = [Metrics("m", "1"), Metrics("m", "1")]
+    for worker in exited:
+        _exercise(worker, data)
+    snaps = [{"pid": 10**7 + i, **worker.snapshot()} for i, worker in enumerate(exited)]
+    apart = Metrics("m", "1", peers=lambda: [(False, snap) for snap in snaps])
+    folded = fold(fold({}, snaps[0]), snaps[1])
+    together = Metrics("m", "1", peers=lambda: [(False, folded)])
+    assert together.render() == apart.render()
+
+
 # --- the supervisor's decisions -------------------------------------------------------------------------------------
 
 
