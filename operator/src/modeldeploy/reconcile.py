@@ -42,6 +42,9 @@ from modeldeploy.labels import (
     STABLE_ANNOTATION,
     STABLE_VALUE,
     TOTAL_REPLICAS_ANNOTATION,
+    revision_selector,
+    selector,
+    selector_string,
 )
 from modeldeploy.policy import check_policy
 from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
@@ -186,13 +189,12 @@ def serving_selector(name: str, weights: Mapping[str, int]) -> str:
     The HPA averages its metrics over the pods this selects and scales ``N`` by the result, so pods without
     traffic (a blue-green preview, a canary before its first weight, a revision scaling down) must not dilute
     the average: the model would be scaled in while its serving pods are busy."""
-    selector = f"{MODEL_DEPLOYMENT_LABEL}={name}"
     serving = sorted(revision for revision, weight in weights.items() if weight > 0)
     if len(serving) == 1:
-        return f"{selector},{REVISION_LABEL}={serving[0]}"
+        return selector_string(revision_selector(name, serving[0]))
     if serving:
-        return f"{selector},{REVISION_LABEL} in ({','.join(serving)})"
-    return selector
+        return f"{selector_string(selector(name))},{REVISION_LABEL} in ({','.join(serving)})"
+    return selector_string(selector(name))
 
 
 def _count(value: object) -> int | None:
@@ -547,7 +549,7 @@ class _Reconcile:
             return autoscaling.bound(self.md.replicas), None
         stable = self.deployments.get(str(self.status.get("stableRevision") or ""))
         if stable is None:
-            # A lost or damaged status: the HPA's current choice is on the Deployment with the stable marker (the
+            # A lost or damaged status: the count running now is on the Deployment with the stable marker (the
             # one the rollout adopts as its stable, see ``rollout.plan._adopt_serving``).
             marked = [d for d in self.deployments.values() if marked_stable(d)]
             if marked:
