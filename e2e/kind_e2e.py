@@ -221,6 +221,22 @@ def autoscaled_by_the_cluster() -> None:
     print("scenario c on kind: the HorizontalPodAutoscaler scales the ModelDeployment")
 
 
+def disruption_budget_on_the_cluster() -> None:
+    """The cluster's disruption controller counts the model's pods through the PodDisruptionBudget the operator
+    keeps: every revision's pods, one eviction allowed at a time (maxUnavailable 1, the default)."""
+
+    def budget() -> dict[str, Any]:
+        out = kubectl("get", "poddisruptionbudget", "iris", "-n", NAMESPACE, "-o", "json", check=False)
+        return dict(json.loads(out).get("status") or {}) if out.strip().startswith("{") else {}
+
+    desired = md_status().get("desiredReplicas")
+    wait_for(lambda: budget().get("expectedPods") == desired and budget().get("currentHealthy") == desired, 120,
+             f"the PodDisruptionBudget counts the {desired} pods")  # fmt: skip
+    if budget().get("disruptionsAllowed") != 1:
+        raise E2EError(f"the PodDisruptionBudget allows {budget().get('disruptionsAllowed')} evictions, not 1")
+    print(f"scenario d on kind: the PodDisruptionBudget covers the model's {desired} pods, 1 eviction at a time")
+
+
 def scenario(workdir: Path) -> None:
     build_images(workdir)
     check_context(CONTEXT)
@@ -234,6 +250,7 @@ def scenario(workdir: Path) -> None:
 
     apply_md("1", "/opt/models/v1")
     wait_for(lambda: settled("1"), 300, "v1 Ready")
+    disruption_budget_on_the_cluster()
     started = time.monotonic()
     start_load("load-canary", seconds=150)
     apply_md("2", "/opt/models/v2")

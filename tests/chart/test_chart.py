@@ -45,7 +45,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "ha-3": {"replicas": 3, "peering": {"enabled": True, "name": "md-peering", "lifetimeSeconds": 30}},
-    "single-standalone": {"replicas": 1, "peering": {"enabled": False, "name": "", "lifetimeSeconds": 60}},
+    "single-standalone": {
+        "replicas": 1,
+        "peering": {"enabled": False, "name": "", "lifetimeSeconds": 60},
+        "podDisruptionBudget": {"defaultForModels": {"enabled": False}},
+    },
     "policy-and-overrides": {
         "policy": {
             "requireSha256": True,
@@ -231,6 +235,8 @@ def test_operator_environment(rendered: dict[str, list[dict[str, Any]]]) -> None
     assert env["MODELDEPLOY_POLICY_REQUIRE_SHA256"] == "false"
     assert env["MODELDEPLOY_MODEL_NETWORK_POLICY"] == "false"
     assert json.loads(env["MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM"]) == []
+    assert env["MODELDEPLOY_MODEL_DISRUPTION_BUDGET"] == "true"
+    assert env_of(operator_container(rendered["single-standalone"]))["MODELDEPLOY_MODEL_DISRUPTION_BUDGET"] == "false"
 
     env = env_of(operator_container(rendered["namespaced"]))
     assert env["MODELDEPLOY_WATCH_NAMESPACES"] == "team-a,team-b"
@@ -412,6 +418,7 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
         ("", "services"): child,
         ("autoscaling", "horizontalpodautoscalers"): child,
         ("networking.k8s.io", "networkpolicies"): child,
+        ("policy", "poddisruptionbudgets"): child,
         ("", "pods"): {"list", "watch"},  # list also cluster-wide: the GPU pre-flight (rules.yaml, gpuPreflight)
         ("", "nodes"): {"list"},  # the GPU pre-flight's allocatable GPUs
         ("", "events"): {"create"},

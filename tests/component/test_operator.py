@@ -13,7 +13,7 @@ from kopf.testing import KopfRunner
 
 from modeldeploy.conditions import find
 
-from .conftest import DEPLOYMENTS, EVENTS, HPAS, MD, REVISIONS, SERVICES, ThreadedCluster
+from .conftest import DEPLOYMENTS, DISRUPTION_BUDGETS, EVENTS, HPAS, MD, REVISIONS, SERVICES, ThreadedCluster
 
 pytestmark = pytest.mark.component
 
@@ -123,7 +123,37 @@ def test_writes_per_object_are_few(emulated: ThreadedCluster, operator_factory: 
         emulated.wait_for(lambda: ready(emulated))
         time.sleep(1.0)
         writes = emulated.writes(start)
-    assert len(writes) <= 8, [f"{w.verb} {w.resource}/{w.subresource or ''} {w.name}" for w in writes]
+    # ControllerRevision, Deployment, Service, PodDisruptionBudget, the status patches and a few Events.
+    assert len(writes) <= 9, [f"{w.verb} {w.resource}/{w.subresource or ''} {w.name}" for w in writes]
+
+
+def test_the_disruption_budget_is_kept_over_every_revision(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        (pdb,) = children(emulated, DISRUPTION_BUDGETS)
+        uid = (emulated.get(MD, "ml", "iris") or {})["metadata"]["uid"]
+        assert [r["uid"] for r in pdb["metadata"]["ownerReferences"]] == [uid]
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"] == {"matchLabels": {"modeldeploy.io/model-deployment": "iris"}}
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        # Deleted by hand: put back.
+        emulated.delete(DISRUPTION_BUDGETS, "ml", "iris")
+        emulated.wait_for(lambda: len(children(emulated, DISRUPTION_BUDGETS)) == 1, message="budget restored")
+        # A new limit is applied to the same object, and a rollout leaves it alone.
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model, "disruptionBudget": {"minAvailable": "50%"}}})
+        emulated.wait_for(lambda: ready(emulated, version="2"), message="version 2 Ready")
+        emulated.wait_for(
+            lambda: [(b["spec"].get("minAvailable"), "maxUnavailable" in b["spec"])
+                     for b in children(emulated, DISRUPTION_BUDGETS)] == [("50%", False)],
+            message="minAvailable applied, maxUnavailable gone",
+        )  # fmt: skip
+        # Off: deleted.
+        emulated.patch(MD, "ml", "iris", {"spec": {"disruptionBudget": {"enabled": False}}})
+        emulated.wait_for(lambda: children(emulated, DISRUPTION_BUDGETS) == [], message="budget removed")
 
 
 def test_new_version_rolls_out_and_old_revision_is_removed(
@@ -225,6 +255,25 @@ def test_objects_of_someone_else_are_left_alone(
         assert service is not None
         assert service["spec"]["selector"] == {"app": "web"}
         assert "ownerReferences" not in service["metadata"]
+
+
+def test_a_disruption_budget_of_someone_else_is_left_alone(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    foreign = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "iris", "namespace": "ml", "labels": {"team": "web"}},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }
+    emulated.create(DISRUPTION_BUDGETS, foreign)
+    with operator_factory():
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ("Warning", "ChildConflict") in events(emulated), message="ChildConflict event")
+        emulated.wait_for(lambda: ready(emulated), message="the model serves regardless")
+        pdb = emulated.get(DISRUPTION_BUDGETS, "ml", "iris")
+        assert pdb is not None and pdb["spec"] == foreign["spec"]
+        assert "ownerReferences" not in pdb["metadata"]
 
 
 def test_restart_resumes_without_writes(emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]) -> None:

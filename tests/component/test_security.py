@@ -24,6 +24,7 @@ pytestmark = pytest.mark.component
 
 RULES = Path(__file__).resolve().parents[2] / "charts" / "modeldeploy" / "rbac" / "rules.yaml"
 NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
+DISRUPTION_BUDGETS = "policy/v1/poddisruptionbudgets"
 SECRETS = "v1/secrets"
 SHA = "b" * 64
 
@@ -60,6 +61,7 @@ NOT_EXERCISED: dict[Permission, str] = {
     ("autoscaling", "horizontalpodautoscalers", "get"): "read-before-create conflict check",
     ("apps", "controllerrevisions", "get"): "read-before-create conflict check",
     ("networking.k8s.io", "networkpolicies", "get"): "read-before-create conflict check",
+    ("policy", "poddisruptionbudgets", "get"): "read-before-create conflict check",
     # Deleting a ControllerRevision happens when history grows past revisionHistoryLimit (10 by default);
     # deleting a Service when a blue-green preview Service is no longer wanted. Neither happens in this run.
     ("apps", "controllerrevisions", "delete"): "history pruning",
@@ -171,6 +173,7 @@ def test_least_privilege(emulated: ThreadedCluster, operator_factory: Callable[[
         emulated.create(MD, md(networkPolicy={"enabled": True}))
         emulated.wait_for(lambda: ready(emulated), message="Ready")
         assert owned(emulated, NETWORK_POLICIES), "NetworkPolicy created"
+        assert owned(emulated, DISRUPTION_BUDGETS), "PodDisruptionBudget created (on by default)"
         # Update (a new revision rolls out, the old one is removed).
         model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
         emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
@@ -201,6 +204,9 @@ def test_least_privilege(emulated: ThreadedCluster, operator_factory: Callable[[
         # NetworkPolicy off again: the operator deletes its own.
         emulated.patch(MD, "ml", "iris", {"spec": {"networkPolicy": {"enabled": False}}})
         emulated.wait_for(lambda: owned(emulated, NETWORK_POLICIES) == [], message="NetworkPolicy removed")
+        # The PodDisruptionBudget off: the operator deletes its own.
+        emulated.patch(MD, "ml", "iris", {"spec": {"disruptionBudget": {"enabled": False}}})
+        emulated.wait_for(lambda: owned(emulated, DISRUPTION_BUDGETS) == [], message="PodDisruptionBudget removed")
         # Invalid update.
         emulated.patch(MD, "ml", "iris", {"spec": {"model": {"storageUri": "s3://Bad/x.pt"}}})
         emulated.wait_for(lambda: ready_reason(emulated) == "InvalidSpec", message="InvalidSpec")

@@ -39,9 +39,10 @@ def test_render_prints_complete_objects(name: str, capsys: pytest.CaptureFixture
     assert (code, err) == (0, "")
     objects = [o for o in yaml.safe_load_all(out) if o is not None]
     kinds = [o["kind"] for o in objects]
-    # Exactly what the operator applies first: the revision's record, its Deployment, the Service, an HPA.
+    # Exactly what the operator applies first: the revision's record, its Deployment, the Service, an HPA, the
+    # disruption budget (on by default).
     assert kinds[:3] == ["ControllerRevision", "Deployment", "Service"]
-    assert kinds[3:] in ([], ["HorizontalPodAutoscaler"])
+    assert kinds[3:] in (["PodDisruptionBudget"], ["HorizontalPodAutoscaler", "PodDisruptionBudget"])
     for obj in objects:
         assert obj["apiVersion"] and obj["metadata"]["name"] and obj["metadata"]["namespace"]
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -65,6 +66,7 @@ def test_json_output_is_a_list(capsys: pytest.CaptureFixture[str]) -> None:
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     ]
 
 

@@ -36,6 +36,7 @@ def test_from_env_reads_only_the_given_mapping() -> None:
         ({"MODELDEPLOY_RUNTIME_IMAGE": "has space"}, "default_runtime_image"),
         ({"MODELDEPLOY_MODEL_MOUNT_PATH": "relative"}, "model_mount_path"),
         ({"MODELDEPLOY_GPU_PREFLIGHT": "maybe"}, "MODELDEPLOY_GPU_PREFLIGHT"),
+        ({"MODELDEPLOY_MODEL_DISRUPTION_BUDGET": "1x"}, "MODELDEPLOY_MODEL_DISRUPTION_BUDGET"),
     ],
 )
 def test_invalid_values_are_rejected_by_name(env: dict[str, str], message: str) -> None:
@@ -47,6 +48,12 @@ def test_gpu_preflight_switch() -> None:
     assert OperatorConfig().gpu_preflight is True
     assert OperatorConfig.from_env({"MODELDEPLOY_GPU_PREFLIGHT": "false"}).gpu_preflight is False
     assert OperatorConfig.from_env({"MODELDEPLOY_GPU_PREFLIGHT": "true"}).gpu_preflight is True
+
+
+def test_model_disruption_budget_switch() -> None:
+    assert OperatorConfig().model_disruption_budget is True
+    assert OperatorConfig.from_env({"MODELDEPLOY_MODEL_DISRUPTION_BUDGET": "false"}).model_disruption_budget is False
+    assert OperatorConfig.from_env({"MODELDEPLOY_MODEL_DISRUPTION_BUDGET": "true"}).model_disruption_budget is True
 
 
 def test_config_is_frozen() -> None:

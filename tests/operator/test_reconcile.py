@@ -70,6 +70,7 @@ class FakeCluster:
             "HorizontalPodAutoscaler": [],
             "ControllerRevision": [],
             "HTTPRoute": [],
+            "PodDisruptionBudget": [],
         }
         for (kind, _), obj in self.objects.items():
             by_kind[kind].append(obj)
@@ -79,6 +80,7 @@ class FakeCluster:
             autoscalers=by_kind["HorizontalPodAutoscaler"],
             revisions=by_kind["ControllerRevision"],
             routes=by_kind["HTTPRoute"],
+            disruption_budgets=by_kind["PodDisruptionBudget"],
             measurement=self.measurement,
         )
 
@@ -167,7 +169,7 @@ class FakeCluster:
 def test_first_deploy_creates_deployment_and_service_then_becomes_ready() -> None:
     cluster = FakeCluster(model_deployment())
     plan = cluster.step()
-    assert [m["kind"] for m in plan.apply] == ["ControllerRevision", "Deployment", "Service"]
+    assert [m["kind"] for m in plan.apply] == ["ControllerRevision", "Deployment", "Service", "PodDisruptionBudget"]
     assert plan.status is not None and plan.status["phase"] == "Pending"
     assert ("Normal", "FirstDeploy") in cluster.events
     assert cluster.step().writes == 0, "a second look with nothing changed writes nothing"
@@ -191,8 +193,8 @@ def test_writes_for_a_whole_first_deploy_stay_small() -> None:
     cluster.converge()
     cluster.make_ready()
     cluster.converge()
-    # ControllerRevision, Deployment, Service, two status patches, and a few Events.
-    assert cluster.writes <= 8
+    # ControllerRevision, Deployment, Service, PodDisruptionBudget, two status patches, and a few Events.
+    assert cluster.writes <= 9
 
 
 def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
@@ -258,7 +260,7 @@ def test_autoscaling_adds_an_hpa_that_scales_the_model_deployment_then_removes_i
     cluster.converge()
     assert cluster.events.count(("Normal", "ReplicasInitialized")) == 1, "written once"
     kinds = sorted(kind for kind, _ in cluster.objects)
-    assert kinds == ["ControllerRevision", "Deployment", "HorizontalPodAutoscaler", "Service"]
+    assert kinds == ["ControllerRevision", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
     (deployment,) = cluster.deployments().values()
     assert deployment["spec"]["replicas"] == 1
     hpa = cluster.objects[("HorizontalPodAutoscaler", "iris")]
@@ -277,7 +279,12 @@ def test_autoscaling_adds_an_hpa_that_scales_the_model_deployment_then_removes_i
     del cluster.md["spec"]["autoscaling"]
     cluster.update_spec()
     cluster.converge()
-    assert sorted(kind for kind, _ in cluster.objects) == ["ControllerRevision", "Deployment", "Service"]
+    assert sorted(kind for kind, _ in cluster.objects) == [
+        "ControllerRevision",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ]
     (deployment,) = cluster.deployments().values()
     assert deployment["spec"]["replicas"] == 3
     cluster.update_spec(replicas=5)

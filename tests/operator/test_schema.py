@@ -419,6 +419,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "spec.rollout.analysis.source.prometheus",
         "needs the prometheus block",
     ),
+    (
+        "disruption-budget-one-limit",
+        spec(disruptionBudget={"maxUnavailable": 1, "minAvailable": 2}),
+        spec(disruptionBudget={"minAvailable": 2}),
+        "spec.disruptionBudget",
+        "at most one of maxUnavailable and minAvailable",
+    ),
+    (
+        "disruption-budget-max-unavailable-negative",
+        spec(disruptionBudget={"maxUnavailable": -1}),
+        spec(disruptionBudget={"maxUnavailable": 0}),
+        "spec.disruptionBudget.maxUnavailable",
+        "non-negative integer or a percentage",
+    ),
+    (
+        "disruption-budget-min-available-negative",
+        spec(disruptionBudget={"minAvailable": -1}),
+        spec(disruptionBudget={"minAvailable": "100%"}),
+        "spec.disruptionBudget.minAvailable",
+        "non-negative integer or a percentage",
+    ),
 ]
 
 

@@ -503,6 +503,44 @@ def build_network_policy(md: ModelDeployment, config: OperatorConfig) -> Manifes
     }
 
 
+# --- PodDisruptionBudget -----------------------------------------------------------------------------------
+
+
+def wants_disruption_budget(md: ModelDeployment, config: OperatorConfig) -> bool:
+    """Whether the ModelDeployment gets a PodDisruptionBudget: its own ``spec.disruptionBudget.enabled`` when
+    set, else the operator-wide default (on unless configured off)."""
+    enabled = md.disruption_budget.enabled
+    return config.model_disruption_budget if enabled is None else enabled
+
+
+def build_disruption_budget(md: ModelDeployment) -> Manifest:
+    """The policy/v1 PodDisruptionBudget ``NAME`` over the model's pods, every revision together.
+
+    Voluntary disruptions (a node drain, the cluster autoscaler's scale-down, a node upgrade) then evict the
+    model's pods a few at a time, the next only once a replacement is ready, instead of all at once: a GPU model
+    takes minutes to load. ``maxUnavailable: 1`` unless the spec sets a limit. The eviction API counts the pods
+    the revisions' Deployments ask for, so the budget follows every replica change and rollout step by itself.
+    Pods that are not ready may always be evicted (``unhealthyPodEvictionPolicy: AlwaysAllow``): a crash-looping
+    canary or a pod whose model never loads never holds a drain up. The operator's own scale-downs are not
+    evictions, so the budget never slows a rollout.
+    """
+    budget = md.disruption_budget
+    spec: Manifest = {
+        "selector": {"matchLabels": labels.selector(md.name)},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    if budget.min_available is not None:
+        spec["minAvailable"] = budget.min_available
+    else:
+        spec["maxUnavailable"] = budget.max_unavailable if budget.max_unavailable is not None else 1
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
+        "spec": spec,
+    }
+
+
 def build_children(md: ModelDeployment, config: OperatorConfig) -> Children:
     """The children of a simple, single-revision deploy: Deployment, Service and (with autoscaling) HPA."""
     revision = revision_of(md, config)

@@ -18,7 +18,7 @@ STORAGE_SCHEMES = frozenset({"pvc", "http", "https", "s3", "gs", "file"})
 _PEER_KEYS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_BOOLS = ("require_sha256", "model_network_policy", "gpu_preflight")
+_BOOLS = ("require_sha256", "model_network_policy", "model_disruption_budget", "gpu_preflight")
 _LISTS = ("allowed_schemes", "allowed_hosts")
 
 
@@ -51,6 +51,8 @@ class OperatorConfig:
     """Create a NetworkPolicy for every ModelDeployment; a ModelDeployment cannot switch it off."""
     model_network_policy_ingress_from: tuple[Mapping[str, Any], ...] = ()
     """Callers (NetworkPolicyPeer objects) admitted by default besides the ModelDeployment's own namespace."""
+    model_disruption_budget: bool = True
+    """Keep a PodDisruptionBudget for every ModelDeployment that does not set ``spec.disruptionBudget.enabled``."""
     operator_namespace: str = ""
     """Namespace the operator runs in; model NetworkPolicies admit it (analysis scrapes the pods)."""
     monitoring_namespace: str = ""
@@ -143,6 +145,7 @@ ENV_VARS: Mapping[str, str] = {
     "allowed_hosts": "MODELDEPLOY_POLICY_ALLOWED_HOSTS",
     "model_network_policy": "MODELDEPLOY_MODEL_NETWORK_POLICY",
     "model_network_policy_ingress_from": "MODELDEPLOY_MODEL_NETWORK_POLICY_INGRESS_FROM",
+    "model_disruption_budget": "MODELDEPLOY_MODEL_DISRUPTION_BUDGET",
     "operator_namespace": "MODELDEPLOY_OPERATOR_NAMESPACE",
     "monitoring_namespace": "MODELDEPLOY_MONITORING_NAMESPACE",
     "gpu_preflight": "MODELDEPLOY_GPU_PREFLIGHT",

@@ -95,6 +95,7 @@ class Controller:
             ("ControllerRevision", seen.revisions),
             ("HTTPRoute", seen.routes),
             ("NetworkPolicy", seen.network_policies),
+            ("PodDisruptionBudget", seen.disruption_budgets),
         ):
             out = groups.setdefault(kind, [])
             for obj in objs:
@@ -114,6 +115,7 @@ class Controller:
             pods=seen.pods,
             routes=groups["HTTPRoute"],
             network_policies=groups["NetworkPolicy"],
+            disruption_budgets=groups["PodDisruptionBudget"],
             measurement=self._measurements.get(key),
         )
         return md, observed

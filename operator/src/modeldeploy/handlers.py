@@ -45,6 +45,7 @@ CHILD_KINDS = {
     "revisions": ("apps", "v1", "controllerrevisions"),
     "pods": ("", "v1", "pods"),
     "network_policies": ("networking.k8s.io", "v1", "networkpolicies"),
+    "disruption_budgets": ("policy", "v1", "poddisruptionbudgets"),
 }
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 REGISTRY = kopf.OperatorRegistry()
@@ -91,6 +92,7 @@ class IndexSource:
             revisions=self._get("revisions", key),
             pods=self._get("pods", key),
             network_policies=self._get("network_policies", key),
+            disruption_budgets=self._get("disruption_budgets", key),
         )
 
 
@@ -205,6 +207,12 @@ def network_policies_index(body: kopf.Body, namespace: str | None, **_: Any) -> 
     return {key: _snapshot(body)} if key else None
 
 
+@kopf.index(*CHILD_KINDS["disruption_budgets"], labels=MANAGED, registry=REGISTRY)
+def disruption_budgets_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    key = _owner_key(body, namespace)
+    return {key: _snapshot(body)} if key else None
+
+
 @kopf.index(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
 def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     key = _owner_key(body, namespace)
@@ -290,6 +298,15 @@ async def network_policy_event(
     **kwargs: Any,
 ) -> None:
     """A NetworkPolicy of a ModelDeployment changed (drift, deletion)."""
+    await _child_event(type, body, namespace, name, memo, logger, kwargs)
+
+
+@kopf.on.event(*CHILD_KINDS["disruption_budgets"], labels=MANAGED, registry=REGISTRY)
+async def disruption_budget_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
+    **kwargs: Any,
+) -> None:
+    """A PodDisruptionBudget of a ModelDeployment changed (drift, deletion)."""
     await _child_event(type, body, namespace, name, memo, logger, kwargs)
 
 

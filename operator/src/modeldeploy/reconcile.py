@@ -27,11 +27,13 @@ from modeldeploy import conditions as cond
 from modeldeploy.build import (
     build_controller_revision,
     build_deployment,
+    build_disruption_budget,
     build_hpa,
     build_network_policy,
     owner_references,
     revision_of,
     runtime_image,
+    wants_disruption_budget,
     wants_network_policy,
 )
 from modeldeploy.config import OperatorConfig
@@ -104,6 +106,8 @@ class Observed:
     routes: Sequence[Mapping[str, Any]] = ()
     """HTTPRoutes: the one the operator created, or the existing one it edits."""
     network_policies: Sequence[Mapping[str, Any]] = ()
+    disruption_budgets: Sequence[Mapping[str, Any]] = ()
+    """PodDisruptionBudgets (the operator's one per ModelDeployment)."""
     measurement: Measurement | None = None
     """The analysis measurement the previous decision asked for, once taken."""
     gpus_free: int | None = None
@@ -460,6 +464,7 @@ class _Reconcile:
             MODEL_DEPLOYMENT_LABEL) == md.name]
         self.routes = {_name(r): r for r in observed.routes}
         self.network_policies = {_name(n): n for n in observed.network_policies if owned_by(n, uid)}
+        self.disruption_budgets = {_name(b): b for b in observed.disruption_budgets if owned_by(b, uid)}
         self.measurement = observed.measurement
         self.gpus_free = observed.gpus_free
         self.events: list[Event] = []
@@ -571,6 +576,8 @@ class _Reconcile:
             return self.routes.get(name)
         if kind == "NetworkPolicy":
             return self.network_policies.get(name)
+        if kind == "PodDisruptionBudget":
+            return self.disruption_budgets.get(name)
         return None
 
     def owned(self, manifest: Manifest) -> Manifest:
@@ -654,6 +661,11 @@ class _Reconcile:
         if wanted_policies:
             route.append(self.owned(build_network_policy(md, self.config)))
         deletes.extend(_ref(n) for name, n in self.network_policies.items() if name not in wanted_policies)
+        # The disruption budget goes in before the first pod can be evicted: with the routing objects too.
+        wanted_budgets = {md.name} if wants_disruption_budget(md, self.config) else set()
+        if wanted_budgets:
+            route.append(self.owned(build_disruption_budget(md)))
+        deletes.extend(_ref(b) for name, b in self.disruption_budgets.items() if name not in wanted_budgets)
 
         desired_hpas = {md.name} if autoscaled and stable and stable in decision.replicas else set()
         deletes.extend(_ref(h) for name, h in self.autoscalers.items() if name not in desired_hpas)

@@ -155,6 +155,16 @@ class NetworkPolicySpec:
 
 
 @dataclass(frozen=True)
+class DisruptionBudgetSpec:
+    """``spec.disruptionBudget``: at most one of the two limits is set (CEL); with neither, ``maxUnavailable: 1``."""
+
+    enabled: bool | None = None
+    """None follows the operator's default (on unless the operator is configured otherwise)."""
+    max_unavailable: int | str | None = None
+    min_available: int | str | None = None
+
+
+@dataclass(frozen=True)
 class ModelDeploymentSpec:
     """``spec``."""
 
@@ -171,6 +181,7 @@ class ModelDeploymentSpec:
     network_policy: NetworkPolicySpec = field(default_factory=NetworkPolicySpec)
     replicas_given: bool = True
     """Whether ``spec.replicas`` is in the object (not the default of 1)."""
+    disruption_budget: DisruptionBudgetSpec = field(default_factory=DisruptionBudgetSpec)
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,10 @@ class ModelDeployment:
     @property
     def network_policy(self) -> NetworkPolicySpec:
         return self.spec.network_policy
+
+    @property
+    def disruption_budget(self) -> DisruptionBudgetSpec:
+        return self.spec.disruption_budget
 
 
 # --- checks the schema cannot express ----------------------------------------------------------------------
@@ -337,6 +352,16 @@ def _parse_spec(spec: Mapping[str, Any], name: str) -> ModelDeploymentSpec:
         revision_history_limit=int(spec["revisionHistoryLimit"]),
         network_policy=_parse_network_policy(spec.get("networkPolicy") or {}),
         replicas_given="replicas" in spec,
+        disruption_budget=_parse_disruption_budget(spec.get("disruptionBudget") or {}),
+    )
+
+
+def _parse_disruption_budget(block: Mapping[str, Any]) -> DisruptionBudgetSpec:
+    enabled = block.get("enabled")
+    return DisruptionBudgetSpec(
+        enabled=bool(enabled) if enabled is not None else None,
+        max_unavailable=block.get("maxUnavailable"),
+        min_available=block.get("minAvailable"),
     )
 
 

@@ -41,6 +41,7 @@ EVENTS = Resource("", "v1", "Event", "events")
 PODS = Resource("", "v1", "Pod", "pods")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
+DISRUPTION_BUDGETS = Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
 NODES = Resource("", "v1", "Node", "nodes", namespaced=False)
 
@@ -54,6 +55,7 @@ KNOWN: tuple[Resource, ...] = (
     PODS,
     HTTP_ROUTES,
     NETWORK_POLICIES,
+    DISRUPTION_BUDGETS,
     NAMESPACES,
     NODES,
 )

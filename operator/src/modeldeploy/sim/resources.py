@@ -97,6 +97,7 @@ def standard_resources() -> list[ResourceType]:
         _builtin("events.k8s.io/v1", "events", "Event"),
         _builtin("coordination.k8s.io/v1", "leases", "Lease"),
         _builtin("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+        _builtin("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", subresources=("status",)),
         _builtin("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute", subresources=("status",)),
         _builtin(
             "apiextensions.k8s.io/v1",
