@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reconcile_kit import assert_valid_k8s
 
 from modeldeploy import build, labels
 from modeldeploy.build import build_children, build_deployment, build_hpa, build_service, revision_of
@@ -38,14 +39,6 @@ def body(name: str = "iris", uid: str | None = "0f6b1c2e-uid", **spec: Any) -> d
 
 def md_of(**spec: Any) -> ModelDeployment:
     return parse_model_deployment(body(**spec))
-
-
-def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
-    try:
-        result = kubernetes_validate.validate(dict(obj), K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}")
-    assert result == ".".join(K8S_VERSION.split(".")[:2])
 
 
 ALLOWED_VOLUME_TYPES = {

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from reconcile_kit import Objects, apply_plan, assert_valid_k8s, observed
 
 from modeldeploy.build import build_disruption_budget, wants_disruption_budget
 from modeldeploy.config import OperatorConfig
-from modeldeploy.reconcile import Observed, Plan, plan_reconcile
+from modeldeploy.reconcile import Observed, plan_reconcile
 from modeldeploy.schema import SpecError
 from modeldeploy.spec import parse_model_deployment
 
@@ -32,13 +31,6 @@ def body(**spec: Any) -> dict[str, Any]:
         "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1},
         "spec": full,
     }
-
-
-def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
-    try:
-        kubernetes_validate.validate(dict(obj), K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        pytest.fail(f"{obj['kind']} invalid at {list(error.absolute_path)}: {error.message}")
 
 
 @pytest.mark.parametrize(
@@ -108,64 +100,43 @@ def test_the_schema_rejects_a_budget_kubernetes_would_refuse(block: dict[str, An
     assert caught.value.field.startswith(field), caught.value
 
 
-def _apply(plan: Plan, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-    for manifest in plan.apply:
-        obj = copy.deepcopy(manifest)
-        obj["metadata"]["uid"] = f"uid-{manifest['kind']}-{manifest['metadata']['name']}"
-        objects[(manifest["kind"], manifest["metadata"]["name"])] = obj
-    for ref in plan.delete:
-        del objects[(ref.kind, ref.name)]
-
-
-def _observed(objects: dict[tuple[str, str], dict[str, Any]]) -> Observed:
-    def of(kind: str) -> list[dict[str, Any]]:
-        return [o for (k, _), o in objects.items() if k == kind]
-
-    return Observed(
-        deployments=of("Deployment"),
-        services=of("Service"),
-        revisions=of("ControllerRevision"),
-        disruption_budgets=of("PodDisruptionBudget"),
-    )
-
-
 def test_reconcile_keeps_then_removes_the_budget() -> None:
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    objects: Objects = {}
     obj = body()
     plan = plan_reconcile(obj, Observed(), OperatorConfig(), NOW)
     kinds = [m["kind"] for m in plan.apply]
     # In place with the first pods' Deployment, in the same pass.
     assert "PodDisruptionBudget" in kinds and "Deployment" in kinds
-    _apply(plan, objects)
+    apply_plan(plan, objects)
     obj["status"] = plan.status
-    again = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    again = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     assert not any(m["kind"] == "PodDisruptionBudget" for m in again.apply), "an unchanged budget is not re-applied"
     # A changed limit is applied to the same object.
     obj["spec"]["disruptionBudget"] = {"maxUnavailable": "50%"}
-    changed = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    changed = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     (pdb,) = [m for m in changed.apply if m["kind"] == "PodDisruptionBudget"]
     assert pdb["spec"]["maxUnavailable"] == "50%" and "minAvailable" not in pdb["spec"]
-    _apply(changed, objects)
+    apply_plan(changed, objects)
     # Deleted by someone: put back.
     del objects[("PodDisruptionBudget", "iris")]
-    restored = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    restored = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     assert [m["metadata"]["name"] for m in restored.apply if m["kind"] == "PodDisruptionBudget"] == ["iris"]
-    _apply(restored, objects)
+    apply_plan(restored, objects)
     # Switched off: the operator deletes its own, and nothing else.
     obj["spec"]["disruptionBudget"] = {"enabled": False}
-    off = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    off = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     assert [(r.kind, r.name) for r in off.delete] == [("PodDisruptionBudget", "iris")]
     assert not any(m["kind"] == "PodDisruptionBudget" for m in off.apply)
 
 
 def test_the_operator_wide_default_off_removes_budgets_the_spec_does_not_ask_for() -> None:
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    objects: Objects = {}
     obj = body()
-    _apply(plan_reconcile(obj, Observed(), OperatorConfig(), NOW), objects)
-    off = plan_reconcile(obj, _observed(objects), OperatorConfig(model_disruption_budget=False), NOW)
+    apply_plan(plan_reconcile(obj, Observed(), OperatorConfig(), NOW), objects)
+    off = plan_reconcile(obj, observed(objects.values()), OperatorConfig(model_disruption_budget=False), NOW)
     assert [(r.kind, r.name) for r in off.delete] == [("PodDisruptionBudget", "iris")]
     obj["spec"]["disruptionBudget"] = {"enabled": True}
-    kept = plan_reconcile(obj, _observed(objects), OperatorConfig(model_disruption_budget=False), NOW)
+    kept = plan_reconcile(obj, observed(objects.values()), OperatorConfig(model_disruption_budget=False), NOW)
     assert not any(r.kind == "PodDisruptionBudget" for r in kept.delete)
 
 
@@ -196,13 +167,13 @@ def test_a_budget_not_owned_is_never_deleted_or_taken_over() -> None:
     ],
 )
 def test_an_invalid_budget_changes_nothing(block: dict[str, Any], admitted: bool) -> None:
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    objects: Objects = {}
     obj = body()
     first = plan_reconcile(obj, Observed(), OperatorConfig(), NOW)
-    _apply(first, objects)
+    apply_plan(first, objects)
     obj["status"] = first.status
     obj["spec"]["disruptionBudget"] = block
-    plan = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW, admitted=admitted)
+    plan = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW, admitted=admitted)
     assert plan.apply == [] and plan.delete == []
     assert plan.status is not None
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reconcile_kit import observed
 
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
@@ -209,21 +210,6 @@ def serving(config_index: int) -> tuple[dict[str, Any], tuple[dict[str, Any], ..
             break
     assert obj["status"]["phase"] == "Ready", obj["status"]
     return obj["status"], tuple(objects.values())
-
-
-def observed(objects: Any) -> Observed:
-    items = list(objects)
-
-    def of(kind: str) -> list[dict[str, Any]]:
-        return [o for o in items if o["kind"] == kind]
-
-    return Observed(
-        deployments=of("Deployment"),
-        services=of("Service"),
-        autoscalers=of("HorizontalPodAutoscaler"),
-        revisions=of("ControllerRevision"),
-        network_policies=of("NetworkPolicy"),
-    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

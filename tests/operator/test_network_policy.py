@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from reconcile_kit import Objects, apply_plan, assert_valid_k8s, observed
 
 from modeldeploy.build import (
     AUTH_ENV,
@@ -19,7 +18,7 @@ from modeldeploy.build import (
     wants_network_policy,
 )
 from modeldeploy.config import OperatorConfig
-from modeldeploy.reconcile import Observed, Plan, plan_reconcile
+from modeldeploy.reconcile import Observed, plan_reconcile
 from modeldeploy.spec import parse_model_deployment
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -43,13 +42,6 @@ def body(**spec: Any) -> dict[str, Any]:
         "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1},
         "spec": full,
     }
-
-
-def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
-    try:
-        kubernetes_validate.validate(dict(obj), K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as error:
-        pytest.fail(f"{obj['kind']} invalid at {list(error.absolute_path)}: {error.message}")
 
 
 def ns(name: str) -> dict[str, Any]:
@@ -115,44 +107,23 @@ def test_no_callers_at_all_denies_every_ingress() -> None:
     assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress"]
 
 
-def _apply(plan: Plan, objects: dict[tuple[str, str], dict[str, Any]]) -> None:
-    for manifest in plan.apply:
-        obj = copy.deepcopy(manifest)
-        obj["metadata"]["uid"] = f"uid-{manifest['kind']}-{manifest['metadata']['name']}"
-        objects[(manifest["kind"], manifest["metadata"]["name"])] = obj
-    for ref in plan.delete:
-        del objects[(ref.kind, ref.name)]
-
-
-def _observed(objects: dict[tuple[str, str], dict[str, Any]]) -> Observed:
-    def of(kind: str) -> list[dict[str, Any]]:
-        return [o for (k, _), o in objects.items() if k == kind]
-
-    return Observed(
-        deployments=of("Deployment"),
-        services=of("Service"),
-        revisions=of("ControllerRevision"),
-        network_policies=of("NetworkPolicy"),
-    )
-
-
 def test_reconcile_creates_then_removes_the_network_policy() -> None:
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
+    objects: Objects = {}
     obj = body(networkPolicy={"enabled": True})
     plan = plan_reconcile(obj, Observed(), OperatorConfig(), NOW)
     kinds = [m["kind"] for m in plan.apply]
     assert "NetworkPolicy" in kinds
     # It is in place no later than the Service, which routes traffic to the pods.
     assert kinds.index("NetworkPolicy") <= max(i for i, k in enumerate(kinds) if k == "Service") + 1
-    _apply(plan, objects)
+    apply_plan(plan, objects)
     obj["status"] = plan.status
-    again = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    again = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     assert not any(m["kind"] == "NetworkPolicy" for m in again.apply), "an unchanged policy is not re-applied"
     obj["spec"]["networkPolicy"] = {"enabled": False}
-    off = plan_reconcile(obj, _observed(objects), OperatorConfig(), NOW)
+    off = plan_reconcile(obj, observed(objects.values()), OperatorConfig(), NOW)
     assert [(r.kind, r.name) for r in off.delete] == [("NetworkPolicy", "iris")]
     # With the operator-wide default on, the same spec keeps its policy.
-    kept = plan_reconcile(obj, _observed(objects), OperatorConfig(model_network_policy=True), NOW)
+    kept = plan_reconcile(obj, observed(objects.values()), OperatorConfig(model_network_policy=True), NOW)
     assert not any(r.kind == "NetworkPolicy" for r in kept.delete)
 
 

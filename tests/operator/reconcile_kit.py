@@ -1,0 +1,54 @@
+"""Shared by the operator's unit tests: a plan's writes carried out on a plain dict of children, those children
+seen as ``Observed`` (enough of a cluster to follow one child across reconcile passes), and the strict check of a
+rendered object against the Kubernetes OpenAPI schema."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from modeldeploy.reconcile import Observed, Plan
+
+K8S_VERSION = kubernetes_validate.latest_version()
+Objects = dict[tuple[str, str], dict[str, Any]]
+"""(kind, name) -> object."""
+
+
+def apply_plan(plan: Plan, objects: Objects) -> None:
+    """The plan's applies (each object given a uid) and deletes."""
+    for manifest in plan.apply:
+        obj = copy.deepcopy(manifest)
+        obj["metadata"]["uid"] = f"uid-{manifest['kind']}-{manifest['metadata']['name']}"
+        objects[(manifest["kind"], manifest["metadata"]["name"])] = obj
+    for ref in plan.delete:
+        del objects[(ref.kind, ref.name)]
+
+
+def observed(objects: Iterable[Mapping[str, Any]]) -> Observed:
+    """Children, of any kinds, as the operator's watch caches would hand them to a reconcile."""
+    items = list(objects)
+
+    def of(kind: str) -> list[Mapping[str, Any]]:
+        return [o for o in items if o["kind"] == kind]
+
+    return Observed(
+        deployments=of("Deployment"),
+        services=of("Service"),
+        autoscalers=of("HorizontalPodAutoscaler"),
+        revisions=of("ControllerRevision"),
+        network_policies=of("NetworkPolicy"),
+        disruption_budgets=of("PodDisruptionBudget"),
+    )
+
+
+def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
+    """``obj`` is valid against the newest Kubernetes OpenAPI schema kubernetes-validate ships, strictly."""
+    try:
+        result = kubernetes_validate.validate(dict(obj), K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}")
+    assert result == ".".join(K8S_VERSION.split(".")[:2])
