@@ -1,6 +1,6 @@
-"""Shared by the operator's unit tests: a plan's writes carried out on a plain dict of children, those children
-seen as ``Observed`` (enough of a cluster to follow one child across reconcile passes), and the strict check of a
-rendered object against the Kubernetes OpenAPI schema."""
+"""Shared by the operator's unit tests: a ModelDeployment to start from, a plan's writes carried out on a plain
+dict of children, those children seen as ``Observed`` (enough of a cluster to follow one child across reconcile
+passes), and the strict check of a rendered object against the Kubernetes OpenAPI schema."""
 
 from __future__ import annotations
 
@@ -16,6 +16,21 @@ from modeldeploy.reconcile import Observed, Plan
 K8S_VERSION = kubernetes_validate.latest_version()
 Objects = dict[tuple[str, str], dict[str, Any]]
 """(kind, name) -> object."""
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    """ModelDeployment ``ml/iris`` as read from the API server: one TorchScript model and pod, plus ``spec``."""
+    full: dict[str, Any] = {
+        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
+        "replicas": 1,
+    }
+    full.update(spec)
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1},
+        "spec": full,
+    }
 
 
 def apply_plan(plan: Plan, objects: Objects) -> None:

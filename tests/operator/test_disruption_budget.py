@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import kubernetes_validate
 import pytest
-from reconcile_kit import Objects, apply_plan, assert_valid_k8s, observed
+from reconcile_kit import Objects, apply_plan, assert_valid_k8s, body, observed
 
 from modeldeploy.build import build_disruption_budget, wants_disruption_budget
 from modeldeploy.config import OperatorConfig
@@ -15,22 +14,7 @@ from modeldeploy.reconcile import Observed, plan_reconcile
 from modeldeploy.schema import SpecError
 from modeldeploy.spec import parse_model_deployment
 
-K8S_VERSION = kubernetes_validate.latest_version()
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def body(**spec: Any) -> dict[str, Any]:
-    full: dict[str, Any] = {
-        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
-        "replicas": 3,
-    }
-    full.update(spec)
-    return {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1},
-        "spec": full,
-    }
 
 
 @pytest.mark.parametrize(

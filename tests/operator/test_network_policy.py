@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from reconcile_kit import Objects, apply_plan, assert_valid_k8s, observed
+from reconcile_kit import Objects, apply_plan, assert_valid_k8s, body, observed
 
 from modeldeploy.build import (
     AUTH_ENV,
@@ -28,20 +28,6 @@ FRONTEND = {"podSelector": {"matchLabels": {"app": "frontend"}}}
 ON = OperatorConfig(
     model_network_policy=True, operator_namespace="modeldeploy-system", monitoring_namespace="monitoring"
 )
-
-
-def body(**spec: Any) -> dict[str, Any]:
-    full: dict[str, Any] = {
-        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
-        "replicas": 1,
-    }
-    full.update(spec)
-    return {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-1", "generation": 1},
-        "spec": full,
-    }
 
 
 def ns(name: str) -> dict[str, Any]:

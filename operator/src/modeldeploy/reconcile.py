@@ -143,6 +143,11 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
+def _others(owned: Mapping[str, Mapping[str, Any]], keep: Manifest | None) -> list[ChildRef]:
+    """The owned children of one kind (by name) other than ``keep``, the one the ModelDeployment should have."""
+    return [_ref(obj) for name, obj in owned.items() if keep is None or name != _name(keep)]
+
+
 def _ref(obj: Mapping[str, Any]) -> ChildRef:
     meta = obj.get("metadata", {})
     return ChildRef(
@@ -653,22 +658,16 @@ class _Reconcile:
             # Nothing may take traffic yet (first-deploy gate): the Service exists and selects no pod.
             route.extend(self.owned(m) for m in self.router.build_desired({}))
 
-        if autoscaled and stable and stable in decision.replicas:
-            # The HPA scales the ModelDeployment (N); the rollout splits N between the revisions (build_hpa).
-            route.append(self.owned(build_hpa(md, self.config)))
-        # The NetworkPolicy goes in with the routing objects: it exists before the Service first selects a pod.
-        wanted_policies = {md.name} if wants_network_policy(md, self.config) else set()
-        if wanted_policies:
-            route.append(self.owned(build_network_policy(md, self.config)))
-        deletes.extend(_ref(n) for name, n in self.network_policies.items() if name not in wanted_policies)
-        # The disruption budget goes in before the first pod can be evicted: with the routing objects too.
-        wanted_budgets = {md.name} if wants_disruption_budget(md, self.config) else set()
-        if wanted_budgets:
-            route.append(self.owned(build_disruption_budget(md)))
-        deletes.extend(_ref(b) for name, b in self.disruption_budgets.items() if name not in wanted_budgets)
-
-        desired_hpas = {md.name} if autoscaled and stable and stable in decision.replicas else set()
-        deletes.extend(_ref(h) for name, h in self.autoscalers.items() if name not in desired_hpas)
+        # At most one of each, named like the ModelDeployment, and all go in with the routing objects. The HPA
+        # scales the ModelDeployment (N), and the rollout splits N between the revisions (build_hpa). The
+        # NetworkPolicy exists before the Service first selects a pod, and the disruption budget before the first
+        # pod can be evicted.
+        hpa = build_hpa(md, self.config) if autoscaled and stable and stable in decision.replicas else None
+        policy = build_network_policy(md, self.config) if wants_network_policy(md, self.config) else None
+        budget = build_disruption_budget(md) if wants_disruption_budget(md, self.config) else None
+        route.extend(self.owned(m) for m in (hpa, policy, budget) if m is not None)
+        deletes.extend([*_others(self.network_policies, policy), *_others(self.disruption_budgets, budget),
+                        *_others(self.autoscalers, hpa)])  # fmt: skip
 
         live = {h.revision for h in decision.status.history} | set(decision.replicas)
         deletes.extend(_ref(r) for rev, r in self.revisions.items() if rev not in live)
