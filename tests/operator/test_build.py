@@ -297,6 +297,53 @@ def test_service_account_and_token() -> None:
     assert "automountServiceAccountToken" not in pod
 
 
+# --- pod scheduling ----------------------------------------------------------------------------------------
+
+ZONE_SPREAD = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+HOST_SPREAD = {
+    "maxSkew": 2,
+    "topologyKey": "kubernetes.io/hostname",
+    "whenUnsatisfiable": "ScheduleAnyway",
+    "labelSelector": {"matchExpressions": [{"key": "team", "operator": "In", "values": ["ml"]}]},
+    "matchLabelKeys": ["pod-template-hash"],
+    "nodeAffinityPolicy": "Honor",
+    "nodeTaintsPolicy": "Honor",
+}
+SCHEDULING_FIELDS = ("priorityClassName", "runtimeClassName", "topologySpreadConstraints")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ({}, {}),
+        ({"topologySpreadConstraints": []}, {}),
+        ({"priorityClassName": "gpu-serving"}, {"priorityClassName": "gpu-serving"}),
+        ({"runtimeClassName": "nvidia"}, {"runtimeClassName": "nvidia"}),
+        ({"topologySpreadConstraints": [HOST_SPREAD]}, {"topologySpreadConstraints": [HOST_SPREAD]}),
+    ],
+)
+def test_scheduling_fields_are_set_only_when_given(runtime: dict[str, Any], expected: dict[str, Any]) -> None:
+    deployment = build_deployment(md_of(runtime=runtime), CONFIG, "abcdef0123", 1)
+    pod = deployment["spec"]["template"]["spec"]
+    assert {key: pod[key] for key in SCHEDULING_FIELDS if key in pod} == expected
+    assert_valid_k8s(deployment)
+
+
+def test_a_spread_without_label_selector_counts_the_pods_of_its_revision() -> None:
+    md = md_of(runtime={"topologySpreadConstraints": [ZONE_SPREAD, HOST_SPREAD], "podLabels": {"team": "ml"}})
+    revision = revision_of(md, CONFIG)
+    deployment = build_deployment(md, CONFIG, revision, 3)
+    zone, host = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert zone == {**ZONE_SPREAD, "labelSelector": {"matchLabels": labels.revision_selector("iris", revision)}}
+    assert zone["labelSelector"] == deployment["spec"]["selector"]
+    assert zone["labelSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    previous = build_deployment(md, CONFIG, "0123456789", 3)["spec"]["template"]["metadata"]["labels"]
+    assert not zone["labelSelector"]["matchLabels"].items() <= previous.items()  # the old revision's pods
+    assert host == HOST_SPREAD  # a given labelSelector is passed through unchanged
+    assert md.runtime.topology_spread_constraints == (ZONE_SPREAD, HOST_SPREAD)  # the parsed spec is left alone
+    assert_valid_k8s(deployment)
+
+
 # --- Service and HPA ---------------------------------------------------------------------------------------
 
 
@@ -450,6 +497,9 @@ def test_revision_is_ten_hex_characters_and_stable_under_key_order() -> None:
         {"runtime": {"env": [{"name": "A", "value": "2"}]}},
         {"runtime": {"batching": {"maxBatchSize": 4}}},
         {"runtime": {"gpu": {"count": 1}}},
+        {"runtime": {"priorityClassName": "gpu-serving"}},
+        {"runtime": {"runtimeClassName": "nvidia"}},
+        {"runtime": {"topologySpreadConstraints": [ZONE_SPREAD]}},
     ],
 )
 def test_revision_changes_with_what_runs(patch: dict[str, Any]) -> None:
@@ -479,6 +529,28 @@ def test_revision_ignores_scaling_and_rollout_settings(patch: dict[str, Any]) ->
         else:
             changed["spec"][key] = value
     assert revision_of(parse_model_deployment(changed), CONFIG) == before
+
+
+PINNED_CONFIG = OperatorConfig(default_runtime_image="registry.example.com/modelserve:1.0")
+
+
+@pytest.mark.parametrize(
+    ("obj", "revision"),
+    [
+        (RICH, "66c0e5cb36"),
+        (body(), "3b761f81a9"),
+        (body(runtime={"topologySpreadConstraints": []}), "3b761f81a9"),
+        (
+            body(runtime={"gpu": {"count": 1}, "image": "ghcr.io/x/y:1", "auth": {"secretRef": {"name": "tok"}}}),
+            "ec5547a5f7",
+        ),
+    ],
+)
+def test_revision_of_a_spec_without_the_newer_fields_is_what_it_was(obj: dict[str, Any], revision: str) -> None:
+    """Values computed before priorityClassName, runtimeClassName and topologySpreadConstraints existed: an optional
+    field added to the API must leave the revision of every object that does not use it alone, or an operator
+    upgrade would roll out every model."""
+    assert revision_of(parse_model_deployment(obj), PINNED_CONFIG) == revision
 
 
 def test_revision_follows_the_default_image() -> None:
@@ -545,6 +617,22 @@ def model_deployments(draw: st.DrawFn) -> dict[str, Any]:
         runtime["nodeSelector"] = {"kubernetes.io/os": "linux"}
     if draw(st.booleans()):
         runtime["podLabels"] = {"team": draw(LABEL_VALUES)}
+    if draw(st.booleans()):
+        runtime["priorityClassName"] = draw(NAMES)
+    if draw(st.booleans()):
+        runtime["runtimeClassName"] = draw(NAMES)
+    spread_keys = draw(
+        st.lists(st.sampled_from(["kubernetes.io/hostname", "topology.kubernetes.io/zone"]), max_size=2, unique=True)
+    )
+    if spread_keys:
+        runtime["topologySpreadConstraints"] = [
+            {
+                "maxSkew": draw(st.integers(min_value=1, max_value=3)),
+                "topologyKey": key,
+                "whenUnsatisfiable": draw(st.sampled_from(["DoNotSchedule", "ScheduleAnyway"])),
+            }
+            for key in spread_keys
+        ]
     batch = draw(st.integers(min_value=1, max_value=256))
     runtime["batching"] = {
         "maxBatchSize": batch,
@@ -600,9 +688,11 @@ def test_children_of_any_valid_spec_are_valid_and_restricted(obj: dict[str, Any]
         assert replicas == obj["spec"].get("replicas", 1)
     assert (children.hpa is not None) == autoscaled
     template_labels = children.deployment["spec"]["template"]["metadata"]["labels"]
+    spreads = children.deployment["spec"]["template"]["spec"].get("topologySpreadConstraints", [])
     for selector in (
         children.deployment["spec"]["selector"]["matchLabels"],
         children.service["spec"]["selector"],
+        *(spread["labelSelector"]["matchLabels"] for spread in spreads),
     ):
         assert selector.items() <= template_labels.items()
     again = build_children(parse_model_deployment(copy.deepcopy(obj)), CONFIG)

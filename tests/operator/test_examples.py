@@ -54,6 +54,13 @@ def test_example_is_valid_and_renders(path: Path) -> None:
             "gpu-model.yaml",
             lambda s: bool(s["runtime"]["tolerations"]) and bool(s["runtime"]["nodeSelector"]),
         ),
+        (
+            "gpu-model.yaml",  # spread without ever leaving a pod Pending; no PriorityClass the file does not create
+            lambda s: (
+                [c["whenUnsatisfiable"] for c in s["runtime"]["topologySpreadConstraints"]] == ["ScheduleAnyway"]
+                and "priorityClassName" not in s["runtime"]
+            ),
+        ),
         ("baked-model.yaml", lambda s: s["model"]["storageUri"].startswith("file://")),
         (
             "safetensors-model.yaml",

@@ -46,6 +46,15 @@ def fields(errors: list[SpecError]) -> list[str]:
     return [e.field for e in errors]
 
 
+SPREAD = "spec.runtime.topologySpreadConstraints[0]"
+SPREAD_ITEM = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
+
+
+def spread(**patch: Any) -> dict[str, Any]:
+    """An object with one topology spread constraint: ``SPREAD_ITEM`` with ``patch`` merged in."""
+    return spec(runtime={"topologySpreadConstraints": [merged(SPREAD_ITEM, patch)]})
+
+
 # --- defaults ----------------------------------------------------------------------------------------------
 
 
@@ -134,6 +143,32 @@ def test_a_minimal_object_is_valid() -> None:
             "spec.runtime.tolerations[0]",
             "int64",
         ),
+        (spec(runtime={"priorityClassName": "GPU_High"}), "spec.runtime.priorityClassName", "should match"),
+        (spec(runtime={"priorityClassName": "a" * 254}), "spec.runtime.priorityClassName", "Too long"),
+        (spec(runtime={"runtimeClassName": "nvidia/"}), "spec.runtime.runtimeClassName", "should match"),
+        (spread(maxSkew=0), f"{SPREAD}.maxSkew", "greater than or equal to 1"),
+        (spread(maxSkew=2**31), f"{SPREAD}.maxSkew", "int32"),
+        (spread(topologyKey=DELETE), f"{SPREAD}.topologyKey", "Required value"),
+        (spread(topologyKey=""), f"{SPREAD}.topologyKey", "at least 1 characters"),
+        (spread(topologyKey="zone name"), f"{SPREAD}.topologyKey", "should match"),
+        (spread(whenUnsatisfiable="Never"), f"{SPREAD}.whenUnsatisfiable", 'Unsupported value: "Never"'),
+        (spread(whenUnsatisfiable=DELETE), f"{SPREAD}.whenUnsatisfiable", "Required value"),
+        (spread(nodeTaintsPolicy="Always"), f"{SPREAD}.nodeTaintsPolicy", "Unsupported value"),
+        (spread(minDomains=0), f"{SPREAD}.minDomains", "greater than or equal to 1"),
+        (spread(matchLabelKeys=["a", "a"]), f"{SPREAD}.matchLabelKeys", "Duplicate value"),
+        (spread(matchLabelKeys=["-a"]), f"{SPREAD}.matchLabelKeys[0]", "should match"),
+        (spread(maxskew=1), f"{SPREAD}.maxskew", "unknown field"),
+        (spread(labelSelector="app=iris"), f"{SPREAD}.labelSelector", "must be of type object"),
+        (
+            spec(runtime={"topologySpreadConstraints": [SPREAD_ITEM, SPREAD_ITEM]}),
+            "spec.runtime.topologySpreadConstraints[1]",
+            "Duplicate value",
+        ),
+        (
+            spec(runtime={"topologySpreadConstraints": [{**SPREAD_ITEM, "topologyKey": f"k{i}"} for i in range(9)]}),
+            "spec.runtime.topologySpreadConstraints",
+            "at most 8",
+        ),
         (spec(rollout={"canary": {"steps": [{"pause": {"duration": "5 min"}}]}}), "spec.rollout", "match"),
         (spec(rollout={"canary": {"steps": [{"analysis": {"x": 1}}]}}), "spec.rollout", "unknown field"),
         (merged(base(), {"kind": "Deployment"}), "kind", "must be ModelDeployment"),
@@ -187,6 +222,34 @@ def test_schema_violations_name_the_field(obj: dict[str, Any], field: str, messa
 )
 def test_int_or_string_and_preserved_fields_accept_their_shapes(patch: dict[str, Any]) -> None:
     assert validate_object(spec(**patch)) == []
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [
+        {"priorityClassName": "gpu-serving", "runtimeClassName": "nvidia"},
+        {"priorityClassName": "system-cluster-critical", "runtimeClassName": "nvidia.cdi.k8s.io"},
+        {"topologySpreadConstraints": []},
+        {"topologySpreadConstraints": [SPREAD_ITEM]},
+        {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 2,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a"]}]},
+                    "matchLabelKeys": ["pod-template-hash", "modeldeploy.io/revision"],
+                    "nodeAffinityPolicy": "Ignore",
+                    "nodeTaintsPolicy": "Honor",
+                },
+                {**SPREAD_ITEM, "minDomains": 3},
+                {**SPREAD_ITEM, "whenUnsatisfiable": "ScheduleAnyway"},  # same key, other whenUnsatisfiable
+            ]
+        },
+    ],
+)
+def test_pod_scheduling_fields_accept_their_shapes(runtime: dict[str, Any]) -> None:
+    assert validate_object(spec(runtime=runtime)) == []
 
 
 def test_status_written_by_the_operator_is_valid() -> None:
@@ -344,6 +407,20 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(runtime={"podLabels": {"team": "ml", "app.kubernetes.io/part-of": "shop"}}),
         "spec.runtime.podLabels",
         "must not set",
+    ),
+    (
+        "spread-min-domains",
+        spread(whenUnsatisfiable="ScheduleAnyway", minDomains=2),
+        spread(whenUnsatisfiable="DoNotSchedule", minDomains=2),
+        f"{SPREAD}.minDomains",
+        "only with whenUnsatisfiable DoNotSchedule",
+    ),
+    (
+        "spread-match-label-keys-of-the-filled-in-selector",
+        spread(matchLabelKeys=["pod-template-hash", "modeldeploy.io/revision"]),
+        spread(matchLabelKeys=["pod-template-hash"]),
+        f"{SPREAD}.matchLabelKeys",
+        "when labelSelector is left out",
     ),
     (
         "queue-holds-a-batch",

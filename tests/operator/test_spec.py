@@ -39,6 +39,8 @@ def test_parse_fills_operator_defaults_and_metadata() -> None:
     assert md.runtime.image is None
     assert md.runtime.batching.max_batch_size == 32
     assert md.runtime.gpu.resource_name == "nvidia.com/gpu"
+    assert (md.runtime.priority_class_name, md.runtime.runtime_class_name) == (None, None)
+    assert md.runtime.topology_spread_constraints == ()
     assert md.spec.rollout_raw["strategy"] == "RollingUpdate"
     assert md.rollout_raw is md.spec.rollout_raw
     assert (md.paused, md.revision_history_limit) == (False, 10)
@@ -70,6 +72,11 @@ def test_parse_full_spec() -> None:
                 "env": [{"name": "A", "value": "1"}],
                 "tolerations": [{"key": "k", "operator": "Exists"}],
                 "serviceAccountName": "sa",
+                "priorityClassName": "gpu-serving",
+                "runtimeClassName": "nvidia",
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+                ],
             },
             autoscaling={
                 "maxReplicas": 5,
@@ -90,6 +97,10 @@ def test_parse_full_spec() -> None:
     assert md.runtime.image_pull_secrets == ("pull",)
     assert md.runtime.gpu.count == 2 and md.runtime.gpu.half_precision
     assert md.runtime.service_account_name == "sa"
+    assert (md.runtime.priority_class_name, md.runtime.runtime_class_name) == ("gpu-serving", "nvidia")
+    assert md.runtime.topology_spread_constraints == (
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"},
+    )
     assert md.autoscaling is not None
     assert (md.autoscaling.min_replicas, md.autoscaling.max_replicas) == (1, 5)
     assert md.autoscaling.target_cpu_utilization == 60
@@ -255,6 +266,7 @@ FUZZ_PATHS = [
     ("spec", "runtime", "env"),
     ("spec", "runtime", "batching"),
     ("spec", "runtime", "tolerations"),
+    ("spec", "runtime", "topologySpreadConstraints"),
     ("spec", "runtime", "resources"),
     ("spec", "autoscaling"),
     ("spec", "rollout"),

@@ -57,6 +57,15 @@ def runtime_image(md: ModelDeployment, config: OperatorConfig) -> str:
     return md.runtime.image or config.default_runtime_image
 
 
+_OPTIONAL_RUNTIME_FIELDS = (
+    "auth_secret_name",
+    "priority_class_name",
+    "runtime_class_name",
+    "topology_spread_constraints",
+)
+"""``RuntimeSpec`` fields added after the first release: hashed only when set (not None, not empty)."""
+
+
 def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> str:
     """The revision: the first 10 hex characters of the sha256 of what runs.
 
@@ -66,10 +75,11 @@ def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> st
     """
     config = config or OperatorConfig()
     runtime = asdict(md.runtime)
-    if runtime.get("auth_secret_name") is None:
-        runtime.pop("auth_secret_name", None)
     # Optional blocks enter the hash only when set: adding an optional field to the API never changes the
     # revision of objects that do not use it, so an operator upgrade causes no rollout.
+    for key in _OPTIONAL_RUNTIME_FIELDS:
+        if not runtime.get(key):
+            runtime.pop(key, None)
     model = asdict(md.model)
     if model.get("signature") is None:
         model.pop("signature", None)
@@ -210,6 +220,19 @@ def _tolerations(md: ModelDeployment) -> list[Manifest]:
     return tolerations
 
 
+def _topology_spread_constraints(md: ModelDeployment, revision: str) -> list[Manifest]:
+    """The user's constraints; one without ``labelSelector`` counts the pods of ``revision`` only.
+
+    Counting the previous revision's pods too, which a rollout scales away, would skew where the new pods go (and
+    with DoNotSchedule leave them Pending). A ``labelSelector`` the user gave is kept as it is.
+    """
+    constraints = [copy.deepcopy(dict(c)) for c in md.runtime.topology_spread_constraints]
+    for constraint in constraints:
+        if "labelSelector" not in constraint:
+            constraint["labelSelector"] = {"matchLabels": labels.revision_selector(md.name, revision)}
+    return constraints
+
+
 def _probe(path: str, period: int, failure_threshold: int) -> Manifest:
     return {
         "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
@@ -339,6 +362,12 @@ def build_deployment(
         pod_spec["tolerations"] = tolerations
     if runtime.affinity:
         pod_spec["affinity"] = copy.deepcopy(dict(runtime.affinity))
+    if runtime.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = _topology_spread_constraints(md, revision)
+    if runtime.priority_class_name:
+        pod_spec["priorityClassName"] = runtime.priority_class_name
+    if runtime.runtime_class_name:
+        pod_spec["runtimeClassName"] = runtime.runtime_class_name
 
     spec: Manifest = {"replicas": replicas}
     spec.update(

@@ -11,7 +11,8 @@ What counts (the scheduler's own arithmetic, restricted to what the pre-flight n
   ``matchFields`` on the node name), and every ``NoSchedule`` / ``NoExecute`` taint it has is tolerated by the
   pods' tolerations (the user's plus the one ``gpu.count`` adds). Preferred affinity, pod (anti-)affinity and
   topology spread constraints are not evaluated: they can only make fewer nodes fit, so the pre-flight may be
-  optimistic for a spec that uses them, never pessimistic.
+  optimistic for a spec that uses them, never pessimistic. Priority preemption is not evaluated either: GPUs of
+  lower-priority pods count as used, so for pods with a high ``priorityClassName`` it may be pessimistic.
 - Free on a node = its allocatable GPUs minus the GPUs requested by the non-terminated pods bound to it
   (``spec.nodeName`` set, phase not Succeeded or Failed). A pod's request of an extended resource is its
   ``requests`` (or, as Kubernetes defaults it, its ``limits``) summed over containers, or the largest init

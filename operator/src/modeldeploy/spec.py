@@ -99,7 +99,8 @@ class BatchingSpec:
 
 @dataclass(frozen=True)
 class RuntimeSpec:
-    """``spec.runtime``. Embedded core types (env, tolerations, affinity, resources) stay plain data."""
+    """``spec.runtime``. Embedded core types (env, tolerations, affinity, resources, topology spread constraints)
+    stay plain data."""
 
     image: str | None
     """None means the operator-wide default image."""
@@ -119,6 +120,10 @@ class RuntimeSpec:
     port: int
     auth_secret_name: str | None = None
     """``spec.runtime.auth.secretRef.name``: the Secret of accepted caller tokens, or None (no caller auth)."""
+    priority_class_name: str | None = None
+    runtime_class_name: str | None = None
+    topology_spread_constraints: tuple[Mapping[str, Any], ...] = ()
+    """As written: a constraint without ``labelSelector`` gets the revision's pod selector when the pods are built."""
 
 
 @dataclass(frozen=True)
@@ -425,6 +430,11 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
         drain_seconds=int(runtime["drainSeconds"]),
         port=int(runtime["port"]),
         auth_secret_name=((runtime.get("auth") or {}).get("secretRef") or {}).get("name") or None,
+        priority_class_name=runtime.get("priorityClassName") or None,
+        runtime_class_name=runtime.get("runtimeClassName") or None,
+        topology_spread_constraints=tuple(
+            copy.deepcopy(dict(c)) for c in runtime.get("topologySpreadConstraints") or []
+        ),
     )
 
 
