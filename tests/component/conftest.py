@@ -17,6 +17,7 @@ from kopf.testing import KopfRunner
 
 from modeldeploy.demo import admission
 from modeldeploy.handlers import REGISTRY
+from modeldeploy.labels import VERSION_LABEL
 from modeldeploy.schema import crd_manifest
 from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import BackgroundCluster
@@ -93,14 +94,21 @@ def emulated_cluster(**options: Any) -> Iterator[ThreadedCluster]:
 
 @pytest.fixture
 def pod_behavior() -> dict[str, PodBehavior]:
-    """Deployment name -> how its pods behave in ``emulated``; a test fills it in (others: ready after 0.1 s)."""
+    """Deployment name, or ``version:V`` for every revision of model version V, -> how its pods behave in
+    ``emulated``; a test fills it in (others: ready after 0.1 s)."""
     return {}
 
 
 @pytest.fixture
 def emulated(pod_behavior: dict[str, PodBehavior]) -> Iterator[ThreadedCluster]:
     """A running emulated cluster (``emulated_cluster``) whose pods follow ``pod_behavior``."""
-    with emulated_cluster(behavior_for=lambda deployment: pod_behavior.get(deployment["metadata"]["name"])) as threaded:
+
+    def chosen(deployment: dict[str, Any]) -> PodBehavior | None:
+        meta = deployment["metadata"]
+        version = (meta.get("labels") or {}).get(VERSION_LABEL)
+        return pod_behavior.get(meta["name"]) or pod_behavior.get(f"version:{version}")
+
+    with emulated_cluster(behavior_for=chosen) as threaded:
         yield threaded
 
 

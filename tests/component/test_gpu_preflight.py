@@ -51,6 +51,11 @@ def preflight(emulated: ThreadedCluster) -> dict[str, Any]:
     return dict(rollout(emulated).get("gpuPreflight") or {})
 
 
+def progressing(emulated: ThreadedCluster) -> str:
+    conditions = ((emulated.get(MD, "ml", "resnet") or {}).get("status") or {}).get("conditions") or []
+    return next((str(c.get("message")) for c in conditions if c.get("type") == "Progressing"), "")
+
+
 def gpu_warnings(emulated: ThreadedCluster) -> list[dict[str, Any]]:
     return [e for e in emulated.list(EVENTS, "ml") if e["reason"] == "InsufficientGPUs"]
 
@@ -105,6 +110,9 @@ def test_a_canary_that_needs_more_gpus_than_free_is_reported_once(
         canary_pods = emulated.list(PODS, "ml", f"modeldeploy.io/revision={record['revision']}")
         assert canary_pods and not any(p["spec"].get("nodeName") for p in canary_pods)
         assert rollout(emulated)["phase"] == "Progressing"
+        # The conditions say why, in the scheduler's words.
+        why = "1 pod cannot be scheduled: 0/2 nodes are available: Insufficient nvidia.com/gpu."
+        emulated.wait_for(lambda: progressing(emulated).endswith(why), message="why the canary waits")
     assert "Traceback" not in runner.output, runner.output
 
 

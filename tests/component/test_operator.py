@@ -12,6 +12,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from modeldeploy.conditions import find
+from modeldeploy.sim.controllers import CrashLoop, PodBehavior
 
 from .conftest import DEPLOYMENTS, DISRUPTION_BUDGETS, EVENTS, HPAS, MD, REVISIONS, SERVICES, ThreadedCluster
 
@@ -176,6 +177,29 @@ def test_new_version_rolls_out_and_old_revision_is_removed(
         assert [h["revision"] for h in history][:2] == [second, first]
         assert {r["metadata"]["name"] for r in children(emulated, REVISIONS)} == {f"iris-{first}", f"iris-{second}"}
         assert ("Normal", "Promoted") in events(emulated)
+
+
+def test_a_canary_whose_model_does_not_load_is_rolled_back_with_the_servers_own_words(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], pod_behavior: dict[str, PodBehavior]
+) -> None:
+    """Version 2's server exits 11 with the runtime's termination message (``modelserve`` writes its load error
+    there): the rollback reason and the Degraded condition carry that message, and the Warning event too."""
+    load_error = "Cannot load model iris: refused: model.pkl needs pickle; use TorchScript, torch.export or safetensors"
+    pod_behavior["version:2"] = CrashLoop(period=0.3, exit_code=11, message=load_error)
+    with operator_factory() as runner:
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: ready(emulated))
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+        emulated.wait_for(lambda: status(emulated).get("phase") == "Degraded", message="version 2 rolled back")
+        (rejected,) = status(emulated)["rollout"]["rejectedRevisions"]
+        assert rejected["reason"] == "CrashLoop"
+        assert rejected["message"].startswith(f"Pods of revision {rejected['revision']} are crash-looping: container ")
+        assert rejected["message"].endswith(f" exited with code 11: {load_error}"), rejected["message"]
+        assert load_error in condition(emulated, "Degraded")["message"]
+        warnings = [e for e in emulated.list(EVENTS, "ml") if e["type"] == "Warning"]
+        assert any(load_error in e["message"] for e in warnings), [e["message"] for e in warnings]
+    assert "Traceback" not in runner.output
 
 
 def test_invalid_update_reports_and_keeps_the_last_good_children(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.conditions import find
 from modeldeploy.config import OperatorConfig
-from modeldeploy.labels import STABLE_ANNOTATION
+from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, STABLE_ANNOTATION
 from modeldeploy.reconcile import (
     Observed,
     Plan,
@@ -62,6 +62,8 @@ class FakeCluster:
     events: list[tuple[str, str]] = field(default_factory=list)
     measurement: Measurement | None = None
     """The analysis measurement to hand to the next reconciles (as the controller does once it is taken)."""
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    """Pods as the kubelet reports them; none unless a test puts them here."""
 
     def observed(self) -> Observed:
         by_kind: dict[str, list[dict[str, Any]]] = {
@@ -81,6 +83,7 @@ class FakeCluster:
             revisions=by_kind["ControllerRevision"],
             routes=by_kind["HTTPRoute"],
             disruption_budgets=by_kind["PodDisruptionBudget"],
+            pods=self.pods,
             measurement=self.measurement,
         )
 
@@ -339,6 +342,85 @@ def test_progress_deadline_rolls_back_and_keeps_the_stable_revision() -> None:
     assert cluster.md["status"]["rollout"]["rejectedRevisions"][0]["revision"] == new_name.split("-")[-1]
     assert list(cluster.deployments()) == [stable_name], "the rejected revision is scaled down and removed"
     assert ("Warning", "RollingBack") in cluster.events
+
+
+def pod_of(deployment_name: str, index: int, status: dict[str, Any], *, node: str | None = "node-1") -> dict[str, Any]:
+    """A pod of the revision whose Deployment is ``deployment_name`` (``iris-<revision>``)."""
+    revision = deployment_name.rsplit("-", 1)[-1]
+    return {
+        "metadata": {
+            "name": f"{deployment_name}-{index}",
+            "labels": {MODEL_DEPLOYMENT_LABEL: "iris", REVISION_LABEL: revision},
+        },
+        "spec": {"nodeName": node} if node else {},
+        "status": status,
+    }
+
+
+def crashing(container: str, code: int, message: str, restarts: int = 4) -> dict[str, Any]:
+    key = "initContainerStatuses" if container == "fetch" else "containerStatuses"
+    return {
+        key: [
+            {
+                "name": container,
+                "ready": False,
+                "restartCount": restarts,
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s"}},
+                "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": message}},
+            }
+        ]
+    }
+
+
+def test_why_pods_are_not_ready_is_said_in_the_conditions_and_in_the_rollback() -> None:
+    """The cluster's own words (a termination message, the scheduler's) reach the ModelDeployment: while the first
+    revision waits, in the rollback of a crash-looping canary, and when the stable loses pods."""
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    (first,) = cluster.deployments()
+    fetch_error = "Fetch failed: sha256 mismatch for s3://models/iris/1/model.pt: expected aaa, got bbb"
+    cluster.pods = [pod_of(first, 0, crashing("fetch", 5, fetch_error, restarts=1))]
+    cluster.converge()
+    ready = cluster.condition("Ready")
+    assert ready["status"] == "False"
+    assert ready["message"].endswith(f": container fetch of pod {first}-0 exited with code 5: {fetch_error}")
+    assert cluster.condition("Progressing")["message"] == ready["message"]
+
+    cluster.pods = []
+    cluster.make_ready()
+    cluster.converge()
+    assert cluster.condition("Ready")["message"].endswith("with 2 ready replicas."), "no trouble once ready"
+
+    cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
+    cluster.converge()
+    canary = next(n for n in cluster.deployments() if n != first)
+    load_error = "Cannot load model iris: refused: model.pkl needs pickle; save it with torch.jit.save"
+    cluster.pods = [pod_of(canary, 0, crashing("server", 11, load_error))]
+    cluster.converge()
+    (rejected,) = cluster.md["status"]["rollout"]["rejectedRevisions"]
+    assert rejected["reason"] == "CrashLoop"
+    assert rejected["message"] == (
+        f"Pods of revision {rejected['revision']} are crash-looping: "
+        f"container server of pod {canary}-0 exited with code 11: {load_error}"
+    )
+    assert load_error in cluster.condition("Degraded")["message"]
+
+    # The stable loses a pod that no node has room for.
+    cluster.pods = [
+        pod_of(first, 1, {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                           "message": "0/3 nodes are available: 3 Insufficient memory."}]},
+               node=None),
+    ]  # fmt: skip
+    cluster.update_spec(model={"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"})
+    cluster.converge()
+    deployment = cluster.deployments()[first]
+    deployment["status"].update(readyReplicas=1, availableReplicas=1)
+    cluster.step()
+    assert cluster.md["status"]["phase"] == "Degraded"
+    assert cluster.condition("Degraded")["message"] == (
+        f"Revision {first.rsplit('-', 1)[-1]} has 1/2 ready replicas: "
+        "1 pod cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory."
+    )
 
 
 @pytest.mark.parametrize(

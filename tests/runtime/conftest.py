@@ -26,6 +26,13 @@ from modelserve.testing import free_socket
 IN, HIDDEN, OUT = 16, 32, 4
 
 
+@pytest.fixture(autouse=True)
+def _no_termination_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands the tests run never write the host's own termination-message file (a test run inside a pod has
+    one): the tests that check the message pass --termination-log themselves."""
+    monkeypatch.setenv("MODELSERVE_TERMINATION_LOG", "")
+
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One directory per demo model kind (small sizes keep the suite fast)."""

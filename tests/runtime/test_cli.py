@@ -16,7 +16,7 @@ import modelserve
 from modelserve import cli
 from modelserve.config import SERVE_OPTIONS, env_name, parse_bool, serve_config
 from modelserve.formats import ModelFormat
-from modelserve.testing import stalling_http_server
+from modelserve.testing import free_socket, stalling_http_server
 
 from .conftest import as_pid1, command_pid, handles, pid1_available
 
@@ -103,6 +103,80 @@ def test_serve_says_which_request_path_it_runs(tmp_path: Path, caplog: pytest.Lo
     compiled = modelserve.compiled_modules()  # all of COMPILED under make test-native, none otherwise
     expected = f"compiled ({', '.join(compiled)})" if compiled else "pure Python"
     assert f"Request path: {expected}" in caplog.messages
+
+
+def _empty(path: Path) -> Path:
+    path.write_bytes(b"")  # as the kubelet leaves it at each start of a container
+    return path
+
+
+def test_a_failed_fetch_leaves_its_error_as_the_termination_message(tmp_path: Path) -> None:
+    src = tmp_path / "model.pt"
+    src.write_bytes(b"abc")
+    log = _empty(tmp_path / "termination-log")
+    argv = ["fetch", str(src), str(tmp_path / "out"), "--sha256", "0" * 64]
+    assert cli.main([*argv, "--termination-log", str(log)]) == 5
+    message = log.read_text()
+    assert message.startswith("Fetch failed: ") and "sha256" in message and "0" * 64 in message, message
+    assert "Traceback" not in message
+
+
+def test_a_model_that_does_not_load_leaves_its_error_as_the_termination_message(tmp_path: Path) -> None:
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04N.")
+    log = _empty(tmp_path.parent / f"{tmp_path.name}-termination-log")
+    argv = ["serve", "--model-dir", str(tmp_path), "--model-name", "m", "--port", "0", "--host", "127.0.0.1"]
+    assert cli.main([*argv, "--termination-log", str(log)]) == 11
+    assert log.read_text().startswith("Cannot load model m: "), log.read_text()
+    assert "pickle" in log.read_text()
+
+
+def test_success_and_a_stop_signal_leave_no_termination_message(tmp_path: Path) -> None:
+    src = tmp_path / "model.pt"
+    src.write_bytes(b"abc")
+    log = _empty(tmp_path / "termination-log")
+    assert cli.main(["fetch", str(src), str(tmp_path / "out"), "--termination-log", str(log)]) == 0
+    assert log.read_bytes() == b""
+
+
+def test_the_termination_message_is_only_written_into_an_empty_file_that_exists(tmp_path: Path) -> None:
+    missing = tmp_path / "termination-log"
+    assert not cli.write_termination_message(missing, "boom")
+    assert not missing.exists()  # outside Kubernetes nothing is created
+    assert not cli.write_termination_message(None, "boom")
+    assert not cli.write_termination_message(_empty(missing), "")
+    assert cli.write_termination_message(missing, "the worker's own error")
+    assert not cli.write_termination_message(missing, "Worker 0 exited")  # the first failure's message stays
+    assert missing.read_text() == "the worker's own error"
+    long = _empty(tmp_path / "long")
+    assert cli.write_termination_message(long, "é" * 5000)  # 2 bytes each: cut at the kubelet's 4096 bytes
+    assert long.read_bytes() == ("é" * 2048).encode()
+    odd = _empty(tmp_path / "odd")
+    assert cli.write_termination_message(odd, "x" + "é" * 3000)  # a cut inside a character drops the character
+    assert odd.read_bytes() == ("x" + "é" * 2047).encode()
+
+
+def test_an_unexpected_error_is_logged_and_becomes_the_termination_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(args: object) -> int:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "run_fetch", broken)
+    log = _empty(tmp_path / "termination-log")
+    assert cli.main(["fetch", "/x", str(tmp_path / "out"), "--termination-log", str(log)]) == 1
+    assert log.read_text() == "modelserve fetch failed: disk on fire"
+    assert any(r.exc_info for r in caplog.records if r.levelno == logging.CRITICAL)  # the traceback is logged
+
+
+def test_a_port_in_use_is_the_termination_message_of_a_single_server(tmp_path: Path, models: dict[str, Path]) -> None:
+    log = _empty(tmp_path / "termination-log")
+    with free_socket() as busy:
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["serve", "--model-dir", str(models["mlp"]), "--model-name", "mlp", "--host", "127.0.0.1"]
+        code = cli.main([*argv, "--port", str(port), "--termination-log", str(log), "--warmup", "false"])
+    assert code != 0  # uvicorn's start-up failure (3 in uvicorn 0.3x)
+    assert "address already in use" in log.read_text() and str(port) in log.read_text(), log.read_text()
 
 
 def test_tune_interpreter_sets_the_gil_switch_and_collector() -> None:

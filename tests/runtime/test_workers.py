@@ -486,10 +486,18 @@ def _run(args: list[str], tmp_path: Path, timeout: float = 60) -> subprocess.Com
 
 def test_a_model_that_cannot_load_stops_the_server_with_its_exit_code(tmp_path: Path) -> None:
     (tmp_path / "model.pt").write_bytes(b"not a model")
-    done = _run(["--model-dir", str(tmp_path), "--model-name", "m", "--port", "0", "--workers", "3"], tmp_path)
-    single = _run(["--model-dir", str(tmp_path), "--model-name", "m", "--port", "0"], tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "workers").write_bytes(b"")
+    (logs / "single").write_bytes(b"")
+    args = ["--model-dir", str(tmp_path), "--model-name", "m", "--port", "0"]
+    done = _run([*args, "--workers", "3", "--termination-log", str(logs / "workers")], tmp_path)
+    single = _run([*args, "--termination-log", str(logs / "single")], tmp_path)
     assert done.returncode == single.returncode != 0, done.stderr[-2000:]
     assert "before it served; stopping" in done.stderr
+    # The termination message is the worker's own load error, as a single server's, not the supervisor's.
+    assert (logs / "single").read_text().startswith("Cannot load model m: ")
+    assert (logs / "workers").read_text() == (logs / "single").read_text()
     assert not list(tmp_path.glob("modelserve-workers-*"))
 
 

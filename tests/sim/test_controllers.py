@@ -113,6 +113,20 @@ async def test_crashloop_restart_counts_grow(cluster: Cluster, eventually: Any) 
     assert status(cluster, "bad").get("readyReplicas") is None
 
 
+async def test_crashloop_reports_its_exit_code_and_termination_message(cluster: Cluster, eventually: Any) -> None:
+    crash = CrashLoop(period=0.1, exit_code=11, message="Cannot load model m: needs pickle")
+    cluster.controller.behavior_for = lambda d: crash if d["metadata"]["name"] == "bad" else None
+    cluster.emulator.create_object(DEPLOYMENTS, deployment("bad"), namespace="default")
+
+    def last() -> dict[str, Any]:
+        found = pods(cluster, "bad")
+        statuses = (found[0].get("status") or {}).get("containerStatuses") or [{}] if found else [{}]
+        return dict((statuses[0].get("lastState") or {}).get("terminated") or {})
+
+    await eventually(lambda: last() != {})
+    assert last() == {"exitCode": 11, "reason": "Error", "message": "Cannot load model m: needs pickle"}
+
+
 async def test_crashloop_by_annotation(cluster: Cluster, eventually: Any) -> None:
     body = deployment("bad", annotations={BEHAVIOR_ANNOTATION: "crashloop"})
     cluster.emulator.create_object(DEPLOYMENTS, body, namespace="default")

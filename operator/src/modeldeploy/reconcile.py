@@ -48,6 +48,7 @@ from modeldeploy.labels import (
     selector,
     selector_string,
 )
+from modeldeploy.podhealth import crash_looping, revision_trouble
 from modeldeploy.policy import check_policy
 from modeldeploy.rollout.config import RolloutSpec, RolloutSpecError, parse_rollout
 from modeldeploy.rollout.plan import (
@@ -57,6 +58,7 @@ from modeldeploy.rollout.plan import (
     Measurement,
     RevisionInfo,
     RevisionObservation,
+    because,
     next_rollout,
 )
 from modeldeploy.rollout.plan import Observed as RolloutObserved
@@ -68,10 +70,6 @@ from modeldeploy.spec import AutoscalingSpec, ModelDeployment, parse_model_deplo
 from modeldeploy.types import Manifest
 
 EventType = Literal["Normal", "Warning"]
-
-CRASH_LOOP_RESTARTS = 3
-"""Restarts after which a container waiting in CrashLoopBackOff marks its revision as crash-looping."""
-
 
 @dataclass(frozen=True)
 class Event:
@@ -249,17 +247,6 @@ def assess_deployment(deployment: Mapping[str, Any]) -> RevisionState:
     return RevisionState(desired, int(status.get("replicas") or 0), ready, updated, available, deadline)
 
 
-def crash_looping(pods: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any container of these pods waits in CrashLoopBackOff after several restarts."""
-    for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            restarts = int(container.get("restartCount") or 0)
-            if waiting.get("reason") == "CrashLoopBackOff" and restarts >= CRASH_LOOP_RESTARTS:
-                return True
-    return False
-
-
 def _pods_of(pods: Sequence[Mapping[str, Any]], revision: str) -> list[Mapping[str, Any]]:
     return [p for p in pods if _revision(p) == revision and not p.get("metadata", {}).get("deletionTimestamp")]
 
@@ -271,13 +258,15 @@ def observe_revisions(
     out: dict[str, RevisionObservation] = {}
     for revision, deployment in deployments.items():
         state = assess_deployment(deployment)
+        own = _pods_of(pods, revision)
         out[revision] = RevisionObservation(
             desired=state.desired,
             ready=state.ready,
             updated=state.updated,
-            crash_looping=crash_looping(_pods_of(pods, revision)),
+            crash_looping=crash_looping(own),
             progress_deadline_exceeded=state.deadline_exceeded,
             was_stable=marked_stable(deployment),
+            trouble=revision_trouble(deployment, own) if state.ready < state.desired else "",
         )
     return out
 
@@ -467,6 +456,7 @@ class _Reconcile:
         self.revisions = {_revision(r): r for r in observed.revisions if owned_by(r, uid) and _revision(r)}
         self.pods = [p for p in observed.pods if (p.get("metadata", {}).get("labels") or {}).get(
             MODEL_DEPLOYMENT_LABEL) == md.name]
+        self.observed_revisions = observe_revisions(self.deployments, self.pods)
         self.routes = {_name(r): r for r in observed.routes}
         self.network_policies = {_name(n): n for n in observed.network_policies if owned_by(n, uid)}
         self.disruption_budgets = {_name(b): b for b in observed.disruption_budgets if owned_by(b, uid)}
@@ -518,7 +508,7 @@ class _Reconcile:
             RolloutObserved(
                 target=RevisionInfo(self.revision, md.model.version, self.revision),
                 replicas=self.total,
-                revisions=observe_revisions(self.deployments, self.pods),
+                revisions=self.observed_revisions,
                 measurement=self.measurement,
                 gpus_per_pod=gpus_per_pod(md),
                 gpus_free=self.gpus_free,
@@ -675,6 +665,11 @@ class _Reconcile:
 
     # --- status --------------------------------------------------------------------------------------------
 
+    def trouble(self, revision: str | None) -> str:
+        """Why pods of ``revision`` are not ready, when the cluster says (``podhealth.revision_trouble``)."""
+        observed = self.observed_revisions.get(revision) if revision else None
+        return observed.trouble if observed is not None else ""
+
     def status_for(self, decision: Decision) -> dict[str, Any]:
         md = self.md
         rollout = decision.status
@@ -696,7 +691,8 @@ class _Reconcile:
         )
         if first_deploy:
             phase = "Paused" if md.paused else "Pending"
-            waiting = rollout.message or f"Waiting for revision {self.revision} to become ready."
+            waiting = because(rollout.message or f"Waiting for revision {self.revision} to become ready.",
+                              self.trouble(self.revision))
             conditions = [
                 cond.Condition(cond.READY, "False", "ReplicasNotReady", waiting),
                 cond.Condition(cond.PROGRESSING, "False" if md.paused else "True",
@@ -738,7 +734,8 @@ class _Reconcile:
                 phase = "Progressing"
                 reason = {"Analyzing": "Analyzing", "Promoting": "Promoting", "RollingBack": "RollingBack"}.get(
                     phase_of_rollout, "NewRevisionRollingOut")
-                message = rollout.message or f"Rolling out revision {canary or self.revision}."
+                message = because(rollout.message or f"Rolling out revision {canary or self.revision}.",
+                                  self.trouble(canary or self.revision))
                 conditions = [
                     cond.Condition(cond.READY, "True" if serving else "False",
                                    "PreviousRevisionServing" if serving else "ReplicasNotReady",
@@ -757,7 +754,7 @@ class _Reconcile:
                 phase = "Degraded"
                 have = stable_state.ready if stable_state else 0
                 want = stable_state.desired if stable_state else desired_replicas
-                message = f"Revision {stable} has {have}/{want} ready replicas."
+                message = because(f"Revision {stable} has {have}/{want} ready replicas.", self.trouble(stable))
                 conditions = [
                     cond.Condition(cond.READY, "True" if serving else "False",
                                    "ReplicasUnavailable" if serving else "ReplicasNotReady", message),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -141,6 +143,8 @@ def run_serve(config: ServeConfig, worker: Worker | None = None) -> int:
         timeout_graceful_shutdown=max(30, int(config.request_timeout_ms / 1000)),
         backlog=2048,
     )
+    # uvicorn.Config (re)configured its loggers, dropping their handlers: watch its errors again.
+    _watch_errors_again(logging.getLogger("modelserve"), logging.getLogger("uvicorn.error"))
     server = Server(uv_config, lifecycle, early_signals=_early_signals)
     if worker is None:
         server.run()
@@ -232,6 +236,54 @@ def _remember_signal(signum: int, frame: FrameType | None) -> None:
     _early_signals.append(signum)
 
 
+TERMINATION_MESSAGE_BYTES = 4096
+"""The most of a container's termination message the kubelet keeps."""
+ERROR_LOGGERS = ("modelserve", "uvicorn.error")
+"""The loggers whose last error becomes the termination message: ours, and uvicorn's (which does not propagate to
+the root logger); `run_serve` attaches to uvicorn's again once uvicorn has configured its logging."""
+
+
+class LastError(logging.Handler):
+    """Remembers the message of the last error the command logged (without its traceback): what a failed command
+    leaves as its termination message."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):  # a malformed record (arguments that do not fit its format)
+            self.message = record.getMessage()
+
+
+def _watch_errors_again(ours: logging.Logger, theirs: logging.Logger) -> None:
+    for handler in ours.handlers:
+        if isinstance(handler, LastError) and handler not in theirs.handlers:
+            theirs.addHandler(handler)
+
+
+def write_termination_message(path: Path | None, message: str) -> bool:
+    """Write `message` (cut to the kubelet's 4096 bytes) into the container's termination-message file.
+
+    The kubelet creates that file empty for each start of a container (`/dev/termination-log`) and copies it
+    into the pod's status when the container exits (`lastState.terminated.message`), where `kubectl describe
+    pod` and the operator's status conditions show it: a model that does not load says why without anyone
+    reading logs. Writes only into a file that exists (outside Kubernetes there is none, and none is created) and
+    is still empty: with `--workers` the worker that failed writes first, and the supervisor's own message,
+    which only says that a worker failed, does not replace it."""
+    if path is None or not message:
+        return False
+    data = message.encode("utf-8", "replace")[:TERMINATION_MESSAGE_BYTES].decode("utf-8", "ignore").encode()
+    try:
+        with path.open("r+b") as log_file:  # never creates the file
+            if log_file.seek(0, os.SEEK_END):
+                return False
+            log_file.write(data)
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None and threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
@@ -239,6 +291,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environ()
     args = build_parser(env).parse_args(argv)
     _setup_logging(getattr(args, "log_level", "info"))
+    last_error = LastError()
+    loggers = [logging.getLogger(name) for name in ERROR_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(last_error)
+    try:
+        try:
+            code = _run(args, env, argv)
+        except SystemExit as exit_:  # uvicorn exits this way, e.g. when it cannot bind
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        except Exception as exc:
+            log.critical("modelserve %s failed: %s", args.command, exc, exc_info=True)
+            code = 1
+        if code and code not in {128 + sig for sig in STOP_SIGNALS}:  # a stop signal is not a failure
+            write_termination_message(args.termination_log, last_error.message or f"exit code {code}")
+        return code
+    finally:
+        for logger in loggers:
+            logger.removeHandler(last_error)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str] | None) -> int:
     if args.command == "fetch":
         return run_fetch(args)
     if args.model_dir is None or not args.model_name:

@@ -76,6 +76,16 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
 
+TERMINATION_LOG = Path("/dev/termination-log")
+"""Where the kubelet reads a container's termination message from (the pod's default terminationMessagePath)."""
+TERMINATION_LOG_OPTION = Option(
+    "--termination-log",
+    _optional_path,
+    TERMINATION_LOG,
+    "on a failure exit, write the error here when the file exists and is empty (the kubelet's termination "
+    "message); empty: never",
+)
+
 SERVE_OPTIONS: tuple[Option, ...] = (
     Option("--model-dir", Path, None, "directory holding the model (or the model file itself)"),
     Option("--model-name", str, None, "name the model is served under"),
@@ -142,6 +152,7 @@ SERVE_OPTIONS: tuple[Option, ...] = (
         START_WITHIN_S,
         "with --workers: kill and restart a worker that is not serving this long after it started (0: never)",
     ),
+    TERMINATION_LOG_OPTION,
 )
 
 FETCH_OPTIONS: tuple[Option, ...] = (
@@ -151,6 +162,7 @@ FETCH_OPTIONS: tuple[Option, ...] = (
     Option("--verify-issuer", str, None, "OIDC issuer the signing identity must come from"),
     Option("--signature-bundle", str, None, "Sigstore bundle URI or path (default: <URI>.sigstore.json)"),
     Option("--trusted-root", _optional_path, None, "Sigstore trusted_root.json (default: the public-good root)"),
+    TERMINATION_LOG_OPTION,
 )
 
 
@@ -184,6 +196,7 @@ class ServeConfig:
     workers: int = 1
     worker_stall_seconds: float = STALL_AFTER_S
     worker_start_seconds: float = START_WITHIN_S
+    termination_log: Path | None = TERMINATION_LOG
 
 
 def add_options(parser: argparse.ArgumentParser, options: tuple[Option, ...], env: Mapping[str, str]) -> None:

@@ -66,6 +66,9 @@ class RevisionObservation:
     """The Deployment carries the stable marker: the last decision applied to it had this revision as the stable
     (``Decision.status.stable_revision``; verified by its gates, all traffic once ready). The I/O layer renders
     the marker on the stable's Deployment only, so it survives a lost ``status.rollout``."""
+    trouble: str = ""
+    """Why pods of this revision are not ready, in the cluster's words (``podhealth.revision_trouble``); empty when
+    all are, or nothing says. Only ever added to messages: no decision reads it."""
 
 
 @dataclass(frozen=True)
@@ -909,9 +912,10 @@ def _gpu_preflight(s: _Step, canary: str, *, starting: bool) -> None:
 def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | None:
     obs = s.obs(canary)
     if obs.crash_looping:
-        return "CrashLoop", f"Pods of revision {canary} are crash-looping"
+        return "CrashLoop", because(f"Pods of revision {canary} are crash-looping", obs.trouble)
     if obs.progress_deadline_exceeded:
-        return "ProgressDeadlineExceeded", f"Revision {canary} made no progress within its deadline"
+        stalled = f"Revision {canary} made no progress within its deadline"
+        return "ProgressDeadlineExceeded", because(stalled, obs.trouble)
     waiting = s.status.waiting_since
     # While spec.paused holds the rollout (and in the pass that resumes it, which restarts the clock) the
     # progress deadline does not run: the time before the pause counted, the paused time does not.
@@ -919,11 +923,18 @@ def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | Non
     if waiting is not None and not paused and s.since(waiting) > s.spec.progress_deadline_seconds:
         return (
             "ProgressDeadlineExceeded",
-            f"Revision {canary} pods not ready within progressDeadlineSeconds "
-            f"{s.spec.progress_deadline_seconds} "
-            f"({obs.ready}/{desired} ready)",
+            because(
+                f"Revision {canary} pods not ready within progressDeadlineSeconds "
+                f"{s.spec.progress_deadline_seconds} ({obs.ready}/{desired} ready)",
+                obs.trouble,
+            ),
         )
     return None
+
+
+def because(message: str, trouble: str) -> str:
+    """``message``, followed by why the pods are not ready when the cluster says (``RevisionObservation.trouble``)."""
+    return f"{message.rstrip('.')}: {trouble}" if trouble else message
 
 
 def _waiting(s: _Step) -> None:

@@ -69,6 +69,10 @@ class PodState:
     running: bool  # the container process is up (the kubelet seam fires on the first True)
     restart_count: int = 0
     waiting_reason: str | None = None  # ContainerCreating, CrashLoopBackOff
+    exit_code: int = 1
+    """After a restart: the exit code of the container's previous run (``lastState.terminated``)."""
+    termination_message: str = ""
+    """After a restart: what the previous run left in its termination-message file."""
 
 
 class PodBehavior(Protocol):
@@ -99,14 +103,23 @@ class NeverReady:
 
 @dataclass(frozen=True)
 class CrashLoop:
-    """The container exits every ``period`` seconds: restartCount grows, it waits in CrashLoopBackOff."""
+    """The container exits every ``period`` seconds with ``exit_code``, leaving ``message`` as its termination
+    message: restartCount grows, it waits in CrashLoopBackOff."""
 
     period: float = 0.5
+    exit_code: int = 1
+    message: str = ""
 
     def state(self, age: float) -> PodState:
         restarts = int(age // self.period) if self.period > 0 else 0
         return PodState(
-            "Running", ready=False, running=False, restart_count=restarts, waiting_reason="CrashLoopBackOff"
+            "Running",
+            ready=False,
+            running=False,
+            restart_count=restarts,
+            waiting_reason="CrashLoopBackOff",
+            exit_code=self.exit_code,
+            termination_message=self.message,
         )
 
 
@@ -476,7 +489,10 @@ class DeploymentController:
                 "state": container_state,
             }
             if state.restart_count:
-                status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+                terminated: Obj = {"exitCode": state.exit_code, "reason": "Error"}
+                if state.termination_message:
+                    terminated["message"] = state.termination_message
+                status["lastState"] = {"terminated": terminated}
             statuses.append(status)
         digest = hashlib.sha256(uid.encode()).digest()
         result: Obj = {
