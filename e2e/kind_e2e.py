@@ -13,7 +13,8 @@ install charts/modeldeploy; server-side dry-run every file of examples/; deploy 
 Service (scenario a: expect no failed request); then ``kubectl modeldeploy rollback`` to v1; then turn
 autoscaling on and check that the cluster's own HorizontalPodAutoscaler reads and writes the ModelDeployment's
 scale subresource (kind has no metrics-server, so the HPA acts on its bounds alone: ``kubectl scale`` below
-``minReplicas`` and the HPA scales it back).
+``minReplicas`` and the HPA scales it back); then roll out a version whose model is not there and check that the
+real kubelet's termination message reaches the rejection reason (scenario e).
 """
 
 from __future__ import annotations
@@ -237,6 +238,26 @@ def disruption_budget_on_the_cluster() -> None:
     print(f"scenario d on kind: the PodDisruptionBudget covers the model's {desired} pods, 1 eviction at a time")
 
 
+def a_model_that_does_not_load() -> None:
+    """A version whose model is not there: the real kubelet restarts the server, which exits with the load error
+    in its termination message; the canary is rejected for CrashLoop, in those words, and the stable serves on."""
+    stable = md_status().get("stableRevision")
+    apply_md("4", "/opt/models/absent")
+
+    def rejected() -> dict[str, Any]:
+        found = [r for r in (md_status().get("rollout") or {}).get("rejectedRevisions") or []
+                 if r.get("revision") != stable and r.get("reason") == "CrashLoop"]  # fmt: skip
+        return found[0] if found else {}
+
+    wait_for(lambda: rejected(), 300, "the model that does not load rejected for CrashLoop")
+    message = str(rejected().get("message"))
+    if "exited with code" not in message or "Cannot load model iris" not in message:
+        raise E2EError(f"the rejection does not say why in the server's words: {message!r}")
+    if md_status().get("stableRevision") != stable:
+        raise E2EError("the stable revision changed after the rejection")
+    print(f"scenario e on kind: the canary that cannot load was rejected: {message}")
+
+
 def scenario(workdir: Path) -> None:
     build_images(workdir)
     check_context(CONTEXT)
@@ -268,6 +289,7 @@ def scenario(workdir: Path) -> None:
     wait_for(lambda: md_status().get("stableRevision") == first["revision"], 300, "rolled back to v1")
     print(run(["kubectl-modeldeploy", "--context", CONTEXT, "-n", NAMESPACE, "status", "iris"]))
     autoscaled_by_the_cluster()
+    a_model_that_does_not_load()
     print("kind e2e: passed")
 
 
