@@ -22,6 +22,7 @@ from modeldeploy.sim.scenarios import (
     gateway_header_routing,
     operator_restart_mid_canary,
     slow_canary_rolls_back,
+    unloadable_canary_rolls_back,
 )
 
 pytestmark = [pytest.mark.e2e_local, pytest.mark.timeout(150)]
@@ -71,6 +72,23 @@ def test_slow_canary_is_rolled_back_on_latency(harness: LocalHarness, models: di
     (run,) = result.analysis_runs
     assert run["phase"] == "Failed" and "maxP99LatencyRatio" in run["measurements"][-1]["message"]
     assert result.load.failures() == [], "a slow model answers; it is rolled back for its latency only"
+    assert result.notes["requests_after_rollback"] > 0
+
+
+def test_a_canary_that_cannot_load_is_rolled_back_in_the_servers_words(
+    harness: LocalHarness, models: dict[str, Path]
+) -> None:
+    result = finish(harness, unloadable_canary_rolls_back(harness, models))
+    assert result.final_phase == "RolledBack"
+    assert harness.status()["stableRevision"] == result.stable_revision
+    rejection = result.notes["rejection"]
+    print(f"    rejection: {rejection.get('reason')}: {rejection.get('message')}")
+    assert rejection.get("reason") == "CrashLoop", rejection
+    # The real server's load error, through its termination message and the pod's status.
+    assert " exited with code 10: Cannot load model iris: " in rejection["message"], rejection
+    assert result.analysis_runs == [], "a canary without ready pods is never analysed"
+    assert result.load.failures() == [], "pods that never became ready took no request"
+    assert result.load.by_revision().get(result.canary_revision, 0) == 0
     assert result.notes["requests_after_rollback"] > 0
 
 

@@ -11,7 +11,12 @@ Hook it into :func:`modeldeploy.sim.cluster.run_cluster` (``on_pod_running=kubel
 - the pod is Ready exactly while the process answers ``GET /v2/health/ready`` with 200 (polled, like a
   readinessProbe);
 - deleting the pod sends SIGTERM (the runtime drains, then exits); a process still alive after its
-  ``terminationGracePeriodSeconds`` is killed.
+  ``terminationGracePeriodSeconds`` is killed;
+- a process that exits by itself is restarted after a back-off (:data:`RESTART_BACKOFF`, the kubelet's 10 s doubling
+  scaled down), as ``restartPolicy: Always`` does: meanwhile its pod waits in ``CrashLoopBackOff`` with the
+  restart count, and ``lastState.terminated`` holds the exit code and the termination message, read from the file
+  the process was given as ``MODELSERVE_TERMINATION_LOG`` (created empty for each start, as the kubelet does
+  ``/dev/termination-log``).
 
 :meth:`SimKubelet.address` maps a pod to ``("127.0.0.1", port)``: pass it wherever a pod address resolver is
 wanted (``Controller.pod_address``, :class:`modeldeploy.sim.proxy.ServiceProxy`).
@@ -26,6 +31,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +46,9 @@ __all__ = ["KubeletError", "PodProcess", "SimKubelet", "free_port"]
 
 logger = logging.getLogger(__name__)
 
+RESTART_BACKOFF = (0.2, 0.4, 0.8, 1.6)
+"""Seconds before each restart of a process that exited by itself; the last value repeats."""
+TERMINATION_MESSAGE_BYTES = 4096
 SERVER_CONTAINER = "model-server"
 FETCH_CONTAINER = "fetch-model"
 READY_PATH = "/v2/health/ready"
@@ -68,9 +77,18 @@ class PodProcess:
     grace_seconds: float
     ready: bool = False
     exited: bool = False
+    """No process runs now: it was stopped, or it exited by itself and waits for its restart."""
     poller: asyncio.Task[None] | None = None
     log: IO[bytes] | None = None
     started: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    termination_log: Path | None = None
+    restarts: int = 0
+    last_exit_code: int | None = None
+    """The exit code of the last run that ended by itself (None until one has)."""
+    last_message: str = ""
+    """What that run left in its termination-message file."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +100,14 @@ class _LiveBehavior:
 
     def state(self, age: float) -> PodState:
         pod = self.kubelet.processes.get(self.uid)
-        if pod is not None and pod.exited:
-            return PodState("Running", ready=False, running=True, restart_count=0, waiting_reason="Error")
-        return PodState("Running", ready=pod is not None and pod.ready, running=True)
+        if pod is None:
+            return PodState("Running", ready=False, running=True)
+        code, message = pod.last_exit_code or 0, pod.last_message
+        if pod.exited:
+            return PodState("Running", ready=False, running=False, restart_count=pod.restarts,
+                            waiting_reason="CrashLoopBackOff", exit_code=code, termination_message=message)  # fmt: skip
+        return PodState("Running", ready=pod.ready, running=True, restart_count=pod.restarts, exit_code=code,
+                        termination_message=message)  # fmt: skip
 
 
 class SimKubelet:
@@ -110,6 +133,8 @@ class SimKubelet:
         self._by_name: dict[tuple[str, str], PodProcess] = {}  # (namespace, name) -> process
         self._session: aiohttp.ClientSession | None = None
         self._stopping: set[asyncio.Task[None]] = set()
+        self._files: tempfile.TemporaryDirectory[str] | None = None
+        """Where each pod's termination-message file is (made with the first pod)."""
         self.errors: list[str] = []
 
     # --- wiring ----------------------------------------------------------------------------------------------
@@ -195,30 +220,66 @@ class SimKubelet:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = (self.log_dir / f"{namespace}_{name}.log").open("ab")
-        process = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=log or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
+        if self._files is None:
+            self._files = tempfile.TemporaryDirectory(prefix="modeldeploy-kubelet-")
+        termination_log = Path(self._files.name) / f"{uid}.termination-log"
+        env = {"MODELSERVE_TERMINATION_LOG": str(termination_log), **env}
+        termination_log.write_bytes(b"")
+        process = await self._start(argv, env, log)
         grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
-        entry = PodProcess(namespace, name, uid, port, process, grace, log=log)
+        entry = PodProcess(namespace, name, uid, port, process, grace, log=log, argv=argv, env=env,
+                           termination_log=termination_log)  # fmt: skip
         self.processes[uid] = entry
         self._by_name[(namespace, name)] = entry
         entry.poller = asyncio.create_task(self._poll(entry), name=f"kubelet-probe-{name}")
         logger.info("Started pod %s/%s as pid %s on port %s", namespace, name, process.pid, port)
 
+    @staticmethod
+    async def _start(argv: list[str], env: dict[str, str], log: IO[bytes] | None) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=log or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+
     async def _poll(self, entry: PodProcess) -> None:
+        """Probe readiness while the process runs; restart it after a back-off when it exits by itself."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
         url = f"http://{self.host}:{entry.port}{READY_PATH}"
-        while entry.process.returncode is None:
-            try:
-                async with self._session.get(url) as response:
-                    entry.ready = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                entry.ready = False
-            await asyncio.sleep(self.poll_interval)
-        entry.ready = False
-        entry.exited = True
+        while True:
+            while entry.process.returncode is None:
+                try:
+                    async with self._session.get(url) as response:
+                        entry.ready = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    entry.ready = False
+                await asyncio.sleep(self.poll_interval)
+            entry.ready = False
+            entry.exited = True
+            if self.processes.get(entry.uid) is not entry:  # stopped by the kubelet: no restart
+                return
+            entry.last_exit_code = entry.process.returncode
+            entry.last_message = self._termination_message(entry)
+            entry.restarts += 1
+            logger.info("Pod %s/%s exited with code %s; restart %d after a back-off", entry.namespace, entry.name,
+                        entry.last_exit_code, entry.restarts)  # fmt: skip
+            await asyncio.sleep(RESTART_BACKOFF[min(entry.restarts, len(RESTART_BACKOFF)) - 1])
+            if self.processes.get(entry.uid) is not entry:
+                return
+            if entry.termination_log is not None:
+                entry.termination_log.write_bytes(b"")
+            entry.process = await self._start(entry.argv, entry.env, entry.log)
+            entry.exited = False
+
+    @staticmethod
+    def _termination_message(entry: PodProcess) -> str:
+        if entry.termination_log is None:
+            return ""
+        try:
+            data = entry.termination_log.read_bytes()[:TERMINATION_MESSAGE_BYTES]
+        except OSError:
+            return ""
+        return data.decode("utf-8", "replace")
 
     async def on_pod_stopped(self, pod: Obj) -> None:
         entry = self.processes.pop(str(pod["metadata"].get("uid", "")), None)
@@ -256,6 +317,9 @@ class SimKubelet:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._files is not None:
+            self._files.cleanup()
+            self._files = None
 
 
 def _drop_option(args: list[str], option: str) -> list[str]:

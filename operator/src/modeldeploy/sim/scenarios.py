@@ -82,7 +82,8 @@ POISON = 1000.0
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    """Model directories: ``v1``, ``v2`` (healthy), ``v3`` (fails on poisoned rows), ``v3-slow`` (slow).
+    """Model directories: ``v1``, ``v2`` (healthy), ``v3`` (fails on poisoned rows), ``v3-slow`` (slow),
+    ``unloadable`` (a ``model.pt`` that is not a model: the server exits at start).
 
     The slow model adds ``SLOW_LOOPS`` 256x256 matrix products to the forward pass (about 18 ms on one CPU
     thread, against 0.03 ms for the healthy one), which puts its server-side p99 at several times the stable's
@@ -119,6 +120,9 @@ def build_models(root: Path) -> dict[str, Path]:
     }
     extra = {"modelserve.json": json.dumps(signature).encode()}
     torch.jit.save(scripted, str(dirs["v3-slow"] / "model.pt"), _extra_files=extra)
+    dirs["unloadable"] = root / "unloadable"
+    dirs["unloadable"].mkdir(parents=True, exist_ok=True)
+    (dirs["unloadable"] / "model.pt").write_bytes(b"not a TorchScript archive")
     return dirs
 
 
@@ -585,6 +589,18 @@ def failing_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scena
     body = model_deployment("3", f"file://{models['v3']}", pause="2s")
     body["_stable"] = model_deployment("2", f"file://{models['v2']}", pause="2s")
     return _rollback_scenario(h, "b: failing canary v2 -> v3 rolled back", body, poison=0.3)
+
+
+def unloadable_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(h) v2 -> v4 whose model file is not a model: each start of its server exits with the load error, the
+    kubelet restarts it, and after the third restart the canary is rejected for CrashLoop with the server's own
+    words (its termination message). Its pods never become ready, so no request reaches them."""
+    body = model_deployment("4", f"file://{models['unloadable']}", pause="2s")
+    body["_stable"] = model_deployment("2", f"file://{models['v2']}", pause="2s")
+    result = _rollback_scenario(h, "h: canary v2 -> v4 that cannot load rolled back", body, poison=0.0)
+    rejected = [r for r in h.rollout().get("rejectedRevisions") or [] if r.get("revision") == result.canary_revision]
+    result.notes["rejection"] = dict(rejected[0]) if rejected else {}
+    return result
 
 
 def slow_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
