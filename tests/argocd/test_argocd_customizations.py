@@ -95,6 +95,44 @@ def test_unobserved_generation_wins_over_a_stale_healthy_status(argo: ArgoLua) -
     assert argo.health(HEALTH_LUA, obj)["status"] == "Progressing"
 
 
+def test_a_first_deploy_whose_model_does_not_load_is_degraded_in_the_servers_words(argo: ArgoLua) -> None:
+    """The operator's own status (plan_reconcile) for a first deploy whose server crash-loops: Argo CD shows
+    Degraded with the server's load error, not an endless Progressing."""
+    from datetime import UTC, datetime
+
+    from modeldeploy.config import OperatorConfig
+    from modeldeploy.reconcile import Observed, plan_reconcile
+
+    obj: dict[str, Any] = {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "u1", "generation": 1},
+        "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"}},
+    }
+    now = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    plan = plan_reconcile(obj, Observed(), OperatorConfig(), now)
+    deployment = next(m for m in plan.apply if m["kind"] == "Deployment")
+    revision = deployment["metadata"]["labels"]["modeldeploy.io/revision"]
+    deployment["metadata"]["ownerReferences"][0]["uid"] = "u1"
+    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    error = "Cannot load model iris: model.pt: not a TorchScript archive"
+    pod = {
+        "metadata": {"name": f"iris-{revision}-x", "labels": {**deployment["spec"]["template"]["metadata"]["labels"]}},
+        "spec": {"nodeName": "n1"},
+        "status": {"containerStatuses": [{
+            "name": "model-server", "ready": False, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 10, "reason": "Error", "message": error}},
+        }]},
+    }  # fmt: skip
+    obj["status"] = plan.status
+    plan = plan_reconcile(obj, Observed(deployments=[deployment], pods=[pod]), OperatorConfig(), now)
+    obj["status"] = plan.status
+    health = argo.health(HEALTH_LUA, obj)
+    assert health["status"] == "Degraded", health
+    assert health["message"].startswith("CrashLoop: Pods of revision ") and health["message"].endswith(error), health
+
+
 def test_ready_but_not_stable_is_not_healthy(argo: ArgoLua) -> None:
     obj = load(ROOT / "testdata" / "healthy.yaml")
     obj["status"]["stableRevision"] = "0000000000"

@@ -202,6 +202,24 @@ def test_a_canary_whose_model_does_not_load_is_rolled_back_with_the_servers_own_
     assert "Traceback" not in runner.output
 
 
+def test_a_first_deploy_that_crash_loops_is_degraded_in_the_servers_words(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], pod_behavior: dict[str, PodBehavior]
+) -> None:
+    fetch_error = "Fetch failed: access denied: s3://models/iris/1/model.pt (AccessDenied)"
+    pod_behavior["version:1"] = CrashLoop(period=0.3, exit_code=4, message=fetch_error)
+    with operator_factory() as runner:
+        emulated.create(MD, md())
+        emulated.wait_for(lambda: (find(status(emulated).get("conditions") or [], "Degraded") or {}).get("status")
+                          == "True", message="Degraded")  # fmt: skip
+        degraded = condition(emulated, "Degraded")
+        assert degraded["reason"] == "CrashLoop"
+        assert degraded["message"].endswith(f" exited with code 4: {fetch_error}"), degraded["message"]
+        assert status(emulated)["phase"] == "Pending"
+        assert fetch_error in condition(emulated, "Ready")["message"]
+        assert len(children(emulated, DEPLOYMENTS)) == 1, "nothing to roll back to: the revision stays"
+    assert "Traceback" not in runner.output
+
+
 def test_invalid_update_reports_and_keeps_the_last_good_children(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
 ) -> None:

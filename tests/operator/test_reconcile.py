@@ -385,11 +385,24 @@ def test_why_pods_are_not_ready_is_said_in_the_conditions_and_in_the_rollback() 
     assert ready["status"] == "False"
     assert ready["message"].endswith(f": container fetch of pod {first}-0 exited with code 5: {fetch_error}")
     assert cluster.condition("Progressing")["message"] == ready["message"]
+    assert cluster.condition("Degraded")["status"] == "False", "one restart is not yet a crash loop"
+
+    # Crash-looping with nothing to roll back to: Degraded, in the same words; the phase stays Pending.
+    cluster.pods = [pod_of(first, 0, crashing("fetch", 5, fetch_error, restarts=4))]
+    cluster.converge()
+    degraded = cluster.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "CrashLoop")
+    assert degraded["message"] == (
+        f"Pods of revision {first.rsplit('-', 1)[-1]} are crash-looping: "
+        f"container fetch of pod {first}-0 exited with code 5: {fetch_error}"
+    )
+    assert cluster.md["status"]["phase"] == "Pending"
 
     cluster.pods = []
     cluster.make_ready()
     cluster.converge()
     assert cluster.condition("Ready")["message"].endswith("with 2 ready replicas."), "no trouble once ready"
+    assert cluster.condition("Degraded")["status"] == "False"
 
     cluster.update_spec(model={"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"})
     cluster.converge()
@@ -421,6 +434,21 @@ def test_why_pods_are_not_ready_is_said_in_the_conditions_and_in_the_rollback() 
         f"Revision {first.rsplit('-', 1)[-1]} has 1/2 ready replicas: "
         "1 pod cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory."
     )
+
+
+def test_a_first_deploy_past_its_deadline_is_degraded_until_its_pods_are_ready() -> None:
+    cluster = FakeCluster(model_deployment())
+    cluster.converge()
+    (first,) = cluster.deployments()
+    cluster.make_ready(first, ready=False, deadline=True)
+    cluster.converge()
+    degraded = cluster.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ProgressDeadlineExceeded")
+    assert cluster.condition("Ready")["status"] == "False"
+    assert list(cluster.deployments()) == [first], "nothing to roll back to: the revision stays"
+    cluster.make_ready(first)
+    cluster.converge()
+    assert cluster.condition("Degraded")["status"] == "False" and cluster.md["status"]["phase"] == "Ready"
 
 
 @pytest.mark.parametrize(

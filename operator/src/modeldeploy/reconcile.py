@@ -670,6 +670,22 @@ class _Reconcile:
         observed = self.observed_revisions.get(revision) if revision else None
         return observed.trouble if observed is not None else ""
 
+    def first_deploy_failing(self) -> cond.Condition | None:
+        """``Degraded=True`` while the first revision, with nothing to roll back to, cannot come up by itself: its
+        pods crash-loop, or its Deployment reports its progress deadline exceeded (what Argo CD and ``kubectl
+        rollout status`` call failed). The pods keep being restarted, and the condition clears once they are
+        ready; waiting for a node, an image or a quota stays ``Progressing`` only."""
+        observed = self.observed_revisions.get(self.revision)
+        if observed is None or self.md.paused or observed.ready >= observed.desired:
+            return None
+        if observed.crash_looping:
+            message = because(f"Pods of revision {self.revision} are crash-looping.", observed.trouble)
+            return cond.Condition(cond.DEGRADED, "True", "CrashLoop", message)
+        if observed.progress_deadline_exceeded:
+            message = because(f"Revision {self.revision} made no progress within its deadline.", observed.trouble)
+            return cond.Condition(cond.DEGRADED, "True", "ProgressDeadlineExceeded", message)
+        return None
+
     def status_for(self, decision: Decision) -> dict[str, Any]:
         md = self.md
         rollout = decision.status
@@ -697,7 +713,8 @@ class _Reconcile:
                 cond.Condition(cond.READY, "False", "ReplicasNotReady", waiting),
                 cond.Condition(cond.PROGRESSING, "False" if md.paused else "True",
                                "Paused" if md.paused else "NewRevisionRollingOut", waiting),
-                cond.Condition(cond.DEGRADED, "False", "AsExpected", "No problem observed."),
+                self.first_deploy_failing() or cond.Condition(cond.DEGRADED, "False", "AsExpected",
+                                                              "No problem observed."),
             ]
         else:
             ready_message = (
