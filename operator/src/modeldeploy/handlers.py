@@ -177,40 +177,17 @@ def _owner_key(body: kopf.Body, namespace: str | None) -> ObjectKey | None:
     return (namespace or "", owner) if owner else None
 
 
-@kopf.index(*CHILD_KINDS["deployments"], labels=MANAGED, registry=REGISTRY)
-def deployments_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+def _child_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
+    """A child of a ModelDeployment (found by its label), cached whole but compact, under its owner's key."""
     key = _owner_key(body, namespace)
     return {key: _snapshot(body)} if key else None
 
 
-@kopf.index(*CHILD_KINDS["services"], labels=MANAGED, registry=REGISTRY)
-def services_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
-    return {key: _snapshot(body)} if key else None
-
-
-@kopf.index(*CHILD_KINDS["autoscalers"], labels=MANAGED, registry=REGISTRY)
-def autoscalers_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
-    return {key: _snapshot(body)} if key else None
-
-
-@kopf.index(*CHILD_KINDS["revisions"], labels=MANAGED, registry=REGISTRY)
-def revisions_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
-    return {key: _snapshot(body)} if key else None
-
-
-@kopf.index(*CHILD_KINDS["network_policies"], labels=MANAGED, registry=REGISTRY)
-def network_policies_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
-    return {key: _snapshot(body)} if key else None
-
-
-@kopf.index(*CHILD_KINDS["disruption_budgets"], labels=MANAGED, registry=REGISTRY)
-def disruption_budgets_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
-    return {key: _snapshot(body)} if key else None
+# One index per child kind, named ``<kind>_index`` (kopf passes each to the handlers under that name). Pods have
+# their own below: they are many, and only a few of their fields are kept.
+for _kind in CHILD_KINDS:
+    if _kind != "pods":
+        kopf.index(*CHILD_KINDS[_kind], labels=MANAGED, registry=REGISTRY, id=f"{_kind}_index")(_child_index)
 
 
 @kopf.index(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
@@ -218,13 +195,14 @@ def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectK
     key = _owner_key(body, namespace)
     if key is None:
         return None
-    # Only what analysis and crash-loop detection read: pods are many, keep the cache small.
+    # Only what analysis and the pods' health (modeldeploy.podhealth) read: pods are many, keep the cache small.
     meta = body.get("metadata", {})
+    spec = body.get("spec") or {}
+    ports = [{"ports": c.get("ports") or []} for c in spec.get("containers") or []]
     return {key: compact({"metadata": {"name": meta.get("name"),
                                        "labels": meta.get("labels") or {},
                                        "deletionTimestamp": meta.get("deletionTimestamp")},
-                          "spec": {"containers": [{"ports": c.get("ports") or []}
-                                                  for c in (body.get("spec") or {}).get("containers") or []]},
+                          "spec": {"nodeName": spec.get("nodeName"), "containers": ports},
                           "status": body.get("status") or {}})}
 
 
@@ -254,9 +232,9 @@ async def model_deployment_event(
 
 
 async def _child_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    kwargs: Mapping[str, Any],
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
 ) -> None:
+    """A child of a ModelDeployment changed (readiness, drift, deletion): reconcile its owner shortly after."""
     controller = _attach(memo, kwargs)
     if type == "DELETED":
         controller.forget((str(body.get("kind", "")), namespace or "", name))
@@ -265,49 +243,10 @@ async def _child_event(
         controller.schedule(key, CHILD_EVENT_DELAY)
 
 
-@kopf.on.event(*CHILD_KINDS["deployments"], labels=MANAGED, registry=REGISTRY)
-async def deployment_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    **kwargs: Any,
-) -> None:
-    """A Deployment of a ModelDeployment changed (readiness, drift, deletion)."""
-    await _child_event(type, body, namespace, name, memo, logger, kwargs)
-
-
-@kopf.on.event(*CHILD_KINDS["services"], labels=MANAGED, registry=REGISTRY)
-async def service_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    **kwargs: Any,
-) -> None:
-    """A Service of a ModelDeployment changed."""
-    await _child_event(type, body, namespace, name, memo, logger, kwargs)
-
-
-@kopf.on.event(*CHILD_KINDS["autoscalers"], labels=MANAGED, registry=REGISTRY)
-async def autoscaler_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    **kwargs: Any,
-) -> None:
-    """An HPA of a ModelDeployment changed."""
-    await _child_event(type, body, namespace, name, memo, logger, kwargs)
-
-
-@kopf.on.event(*CHILD_KINDS["network_policies"], labels=MANAGED, registry=REGISTRY)
-async def network_policy_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    **kwargs: Any,
-) -> None:
-    """A NetworkPolicy of a ModelDeployment changed (drift, deletion)."""
-    await _child_event(type, body, namespace, name, memo, logger, kwargs)
-
-
-@kopf.on.event(*CHILD_KINDS["disruption_budgets"], labels=MANAGED, registry=REGISTRY)
-async def disruption_budget_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, logger: Log,
-    **kwargs: Any,
-) -> None:
-    """A PodDisruptionBudget of a ModelDeployment changed (drift, deletion)."""
-    await _child_event(type, body, namespace, name, memo, logger, kwargs)
+# ControllerRevisions are only read (a revision's recorded template); pods have their own handler below.
+for _kind in CHILD_KINDS:
+    if _kind not in ("pods", "revisions"):
+        kopf.on.event(*CHILD_KINDS[_kind], labels=MANAGED, registry=REGISTRY, id=f"{_kind}_event")(_child_event)
 
 
 @kopf.on.event(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
