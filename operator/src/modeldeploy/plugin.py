@@ -42,6 +42,7 @@ from modeldeploy.labels import (
 )
 from modeldeploy.rollout.state import RolloutStatus, format_time, parse_time
 from modeldeploy.schema import crd_manifest
+from modeldeploy.types import as_items, as_map
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -60,14 +61,6 @@ class PluginError(Exception):
 # --- reading an object -------------------------------------------------------------------------------------
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _items(value: object) -> list[Mapping[str, Any]]:
-    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
-
-
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
 
@@ -78,29 +71,29 @@ def _int(value: object) -> int | None:
 
 def rollout_of(obj: Obj) -> RolloutStatus:
     """``status.rollout`` and ``status.history`` as a ``RolloutStatus`` (tolerant of damaged fields)."""
-    status = _map(obj.get("status"))
-    return RolloutStatus.from_status(_map(status.get("rollout")), status.get("history"))
+    status = as_map(obj.get("status"))
+    return RolloutStatus.from_status(as_map(status.get("rollout")), status.get("history"))
 
 
 def _name(obj: Obj) -> str:
-    return _str(_map(obj.get("metadata")).get("name"))
+    return _str(as_map(obj.get("metadata")).get("name"))
 
 
 def _namespace(obj: Obj) -> str:
-    return _str(_map(obj.get("metadata")).get("namespace"))
+    return _str(as_map(obj.get("metadata")).get("namespace"))
 
 
 def _annotations(obj: Obj) -> Mapping[str, Any]:
-    return _map(_map(obj.get("metadata")).get("annotations"))
+    return as_map(as_map(obj.get("metadata")).get("annotations"))
 
 
 def stable_revision(obj: Obj) -> str:
-    status = _map(obj.get("status"))
+    status = as_map(obj.get("status"))
     return rollout_of(obj).stable_revision or _str(status.get("stableRevision"))
 
 
 def canary_revision(obj: Obj) -> str:
-    status = _map(obj.get("status"))
+    status = as_map(obj.get("status"))
     return rollout_of(obj).canary_revision or _str(status.get("canaryRevision"))
 
 
@@ -188,7 +181,7 @@ def describe_step(step: Mapping[str, Any]) -> str:
     if "setWeight" in step:
         return f"setWeight {step['setWeight']}"
     if "pause" in step:
-        duration = _str(_map(step.get("pause")).get("duration"))
+        duration = _str(as_map(step.get("pause")).get("duration"))
         return f"pause {duration}" if duration else "pause (until promoted)"
     if "analysis" in step:
         return "analysis"
@@ -201,9 +194,9 @@ def step_states(obj: Obj) -> list[dict[str, Any]]:
     ``Done`` before the current step, ``Current`` at it, ``Pending`` after it; ``Skipped`` for the steps a
     promotion skips; ``-`` for all when no canary rollout is in progress.
     """
-    spec = _map(obj.get("spec"))
-    rollout_spec = _map(spec.get("rollout"))
-    steps = _items(_map(rollout_spec.get("canary")).get("steps"))
+    spec = as_map(obj.get("spec"))
+    rollout_spec = as_map(spec.get("rollout"))
+    steps = as_items(as_map(rollout_spec.get("canary")).get("steps"))
     rollout = rollout_of(obj)
     in_progress = bool(rollout.canary_revision) and rollout.phase not in ("Completed", "RolledBack", "Idle")
     index = rollout.current_step_index
@@ -235,9 +228,9 @@ def _revision_ref(obj: Obj, revision: str) -> dict[str, Any] | None:
 
 
 def _deployment_summary(deployment: Obj, roles: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    meta = _map(deployment.get("metadata"))
-    labels = _map(meta.get("labels"))
-    spec, status = _map(deployment.get("spec")), _map(deployment.get("status"))
+    meta = as_map(deployment.get("metadata"))
+    labels = as_map(meta.get("labels"))
+    spec, status = as_map(deployment.get("spec")), as_map(deployment.get("status"))
     revision = _str(labels.get(REVISION_LABEL))
     desired = _int(spec.get("replicas"))
     return {
@@ -255,9 +248,9 @@ def _deployment_summary(deployment: Obj, roles: Mapping[str, Sequence[str]]) -> 
 
 def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
     """Everything ``status`` shows, as data (the ``-o json|yaml`` form; the text view renders this)."""
-    meta, spec, status = _map(obj.get("metadata")), _map(obj.get("spec")), _map(obj.get("status"))
-    model, rollout_spec = _map(spec.get("model")), _map(spec.get("rollout"))
-    canary_spec = _map(rollout_spec.get("canary"))
+    meta, spec, status = as_map(obj.get("metadata")), as_map(obj.get("spec")), as_map(obj.get("status"))
+    model, rollout_spec = as_map(spec.get("model")), as_map(spec.get("rollout"))
+    canary_spec = as_map(rollout_spec.get("canary"))
     rollout = rollout_of(obj)
     rollout_raw = rollout.to_status()
     roles = revision_roles(obj)
@@ -276,7 +269,7 @@ def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
             "format": _str(model.get("format")) or "TorchScript",
         },
         "strategy": _str(rollout_spec.get("strategy")) or "RollingUpdate",
-        "trafficRouting": _str(_map(canary_spec.get("trafficRouting")).get("type")) or "Replicas",
+        "trafficRouting": _str(as_map(canary_spec.get("trafficRouting")).get("type")) or "Replicas",
         "paused": spec.get("paused") is True,
         "generation": _int(meta.get("generation")),
         "observedGeneration": _int(status.get("observedGeneration")),
@@ -296,7 +289,7 @@ def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
         "steps": step_states(obj),
         "analysisRuns": rollout_raw["analysisRuns"],
         "rejectedRevisions": rollout_raw["rejectedRevisions"],
-        "conditions": [dict(c) for c in _items(status.get("conditions"))],
+        "conditions": [dict(c) for c in as_items(status.get("conditions"))],
         "deployments": [_deployment_summary(d, roles) for d in deployments],
     }
     return summary
@@ -317,7 +310,7 @@ def _describe_revision(ref: Mapping[str, Any] | None) -> str:
 
 
 def _sample_cells(sample: object) -> list[str]:
-    raw = _map(sample)
+    raw = as_map(sample)
     if not raw:
         return ["-", "-", "-"]
     requests = raw.get("requests")
@@ -337,7 +330,7 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
     )
     if run.get("message"):
         head += f"    {run['message']}\n"
-    measurements = _items(run.get("measurements"))
+    measurements = as_items(run.get("measurements"))
     if not measurements:
         return head + "    (no measurements yet)\n"
     rows = [
@@ -357,9 +350,9 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
 
 def format_status(summary: Mapping[str, Any], now: datetime) -> str:
     """The readable ``status`` view of a ``status_summary``."""
-    model = _map(summary.get("model"))
-    replicas = _map(summary.get("replicas"))
-    rollout = _map(summary.get("rollout"))
+    model = as_map(summary.get("model"))
+    replicas = as_map(summary.get("replicas"))
+    rollout = as_map(summary.get("rollout"))
     fields: list[tuple[str, str]] = [
         ("Name", str(summary.get("name"))),
         ("Namespace", str(summary.get("namespace"))),
@@ -377,18 +370,18 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
     generation, observed = summary.get("generation"), summary.get("observedGeneration")
     if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
         fields.append(("Generation", f"{generation} (operator has observed {observed} so far)"))
-    fields.append(("Stable", _describe_revision(_map(summary.get("stable")))))
-    canary = _map(summary.get("canary"))
+    fields.append(("Stable", _describe_revision(as_map(summary.get("stable")))))
+    canary = as_map(summary.get("canary"))
     if canary:
         fields.append(("Canary", _describe_revision(canary)))
         fields.append(("Weights", f"stable {100 - int(canary.get('weight') or 0)}%, canary {canary.get('weight', 0)}%"))
     else:
         fields.append(("Weights", "stable 100%"))
-    previous = _map(summary.get("previous"))
+    previous = as_map(summary.get("previous"))
     if previous:
         warm = f", kept warm until {previous['warmUntil']}" if previous.get("warmUntil") else ""
         fields.append(("Previous", f"{_describe_revision(previous)}{warm}"))
-    rollback = _map(summary.get("rollback"))
+    rollback = as_map(summary.get("rollback"))
     if rollback:
         fields.append(
             (
@@ -405,21 +398,21 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
     width = max(len(label) for label, _ in fields) + 2
     text = "".join(f"{(label + ':').ljust(width)}{value}\n" for label, value in fields)
 
-    steps = _items(summary.get("steps"))
+    steps = as_items(summary.get("steps"))
     if steps:
         rows = [[f"{'>' if s['state'] == 'Current' else ' '} {s['index']}", s["step"], s["state"]] for s in steps]
         text += "\nSteps:\n" + render_table(["  STEP", "ACTION", "STATE"], rows, indent="  ")
-    runs = _items(summary.get("analysisRuns"))
+    runs = as_items(summary.get("analysisRuns"))
     if runs:
         text += "\nAnalysis runs:\n" + "".join(format_analysis_run(run) for run in runs)
-    rejected = _items(summary.get("rejectedRevisions"))
+    rejected = as_items(summary.get("rejectedRevisions"))
     if rejected:
         rows = [
             [_str(r.get("revision")), _str(r.get("reason")), _or_dash(r.get("at")), _str(r.get("message"))]
             for r in rejected
         ]
         text += "\nRejected revisions:\n" + render_table(["REVISION", "REASON", "AT", "MESSAGE"], rows, indent="  ")
-    conditions = _items(summary.get("conditions"))
+    conditions = as_items(summary.get("conditions"))
     if conditions:
         rows = [
             [
@@ -432,7 +425,7 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
             for c in conditions
         ]
         text += "\nConditions:\n" + render_table(["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows, indent="  ")
-    deployments = _items(summary.get("deployments"))
+    deployments = as_items(summary.get("deployments"))
     if deployments:
         rows = [
             [
@@ -578,7 +571,7 @@ def rollback_target(obj: Obj, requested: int | None) -> int:
     previous = rollout.history_entry(rollout.previous_revision) if rollout.previous_revision else None
     if previous is not None:
         return previous.number
-    busy = {stable_revision(obj), canary_revision(obj), _str(_map(obj.get("status")).get("currentRevision"))}
+    busy = {stable_revision(obj), canary_revision(obj), _str(as_map(obj.get("status")).get("currentRevision"))}
     for entry in history:
         if entry.revision not in busy:
             return entry.number
@@ -676,7 +669,7 @@ async def _cmd_status(client: KubeClient, target: Target, args: argparse.Namespa
     deployments = await client.list_objects(
         DEPLOYMENTS, target.namespace, label_selector=f"{MODEL_DEPLOYMENT_LABEL}={args.name}"
     )
-    deployments.sort(key=lambda d: _str(_map(d.get("metadata")).get("name")))
+    deployments.sort(key=lambda d: _str(as_map(d.get("metadata")).get("name")))
     summary = status_summary(obj, deployments)
     io.out.write(_dump(summary, args.output) if args.output else format_status(summary, _now()))
     return EXIT_OK
@@ -738,7 +731,7 @@ async def _cmd_abort(client: KubeClient, target: Target, args: argparse.Namespac
 
 async def _cmd_retry(client: KubeClient, target: Target, args: argparse.Namespace, io: Streams) -> int:
     obj = await _read(client, target.namespace, args.name)
-    if _map(_map(obj.get("spec")).get("rollout")).get("abort") is True:
+    if as_map(as_map(obj.get("spec")).get("rollout")).get("abort") is True:
         raise PluginError(
             f'spec.rollout.abort is true in modeldeployment "{args.name}"; set it to false in the spec '
             "(the plugin only removes the abort annotation)"
@@ -754,7 +747,7 @@ async def _cmd_retry(client: KubeClient, target: Target, args: argparse.Namespac
 async def _set_paused(client: KubeClient, target: Target, name: str, paused: bool, io: Streams) -> int:
     obj = await _read(client, target.namespace, name)
     word = "paused" if paused else "resumed"
-    if (_map(obj.get("spec")).get("paused") is True) == paused:
+    if (as_map(obj.get("spec")).get("paused") is True) == paused:
         io.out.write(f"{_ref(name, target)} is already {'paused' if paused else 'not paused'}.\n")
         return EXIT_OK
     await _patch(client, target.namespace, name, pause_patch(paused))

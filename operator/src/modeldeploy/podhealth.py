@@ -24,6 +24,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from modeldeploy.types import as_items, as_map
+
 __all__ = ["CRASH_LOOP_RESTARTS", "DETAIL_CHARS", "container_trouble", "crash_looping", "revision_trouble"]
 
 CRASH_LOOP_RESTARTS = 3
@@ -49,16 +51,6 @@ CANNOT_START = frozenset(
 _SPACE = re.compile(r"\s+")
 
 
-def _map(value: object) -> Mapping[str, Any]:
-    """``value`` when it is an object, else an empty one: status is written by other components, and by anyone
-    allowed to write pods/status, so no shape is taken on trust."""
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _detail(text: object) -> str:
     """A message of the cluster's on one line, cut to :data:`DETAIL_CHARS`."""
     line = _SPACE.sub(" ", str(text or "")).strip()
@@ -67,11 +59,9 @@ def _detail(text: object) -> str:
 
 def _statuses(pod: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     """The pod's container statuses, init containers first (they run first)."""
-    status = _map(pod.get("status"))
+    status = as_map(pod.get("status"))
     for key in ("initContainerStatuses", "containerStatuses"):
-        for container in _list(status.get(key)):
-            if isinstance(container, Mapping):
-                yield container
+        yield from as_items(status.get(key))
 
 
 def crash_looping(pods: Sequence[Mapping[str, Any]]) -> bool:
@@ -79,7 +69,7 @@ def crash_looping(pods: Sequence[Mapping[str, Any]]) -> bool:
     restarts."""
     for pod in pods:
         for container in _statuses(pod):
-            waiting = _map(_map(container.get("state")).get("waiting"))
+            waiting = as_map(as_map(container.get("state")).get("waiting"))
             restarts = container.get("restartCount")
             looping = isinstance(restarts, int) and restarts >= CRASH_LOOP_RESTARTS
             if waiting.get("reason") == "CrashLoopBackOff" and looping:
@@ -97,18 +87,18 @@ def container_trouble(pod: Mapping[str, Any]) -> str:
     The restart count is left out on purpose: it grows with every restart, and the status message would change
     (and be written, and posted as an Event) with it.
     """
-    name = str(_map(pod.get("metadata")).get("name") or "")
+    name = str(as_map(pod.get("metadata")).get("name") or "")
     for container in _statuses(pod):
         if container.get("ready") is True:
             continue
         where = f"container {container.get('name')} of pod {name}"
-        state = _map(container.get("state"))
-        waiting = _map(state.get("waiting"))
+        state = as_map(container.get("state"))
+        waiting = as_map(state.get("waiting"))
         reason = waiting.get("reason")
         if isinstance(reason, str) and reason in CANNOT_START:
             message = _detail(waiting.get("message"))
             return f"{where} cannot start: {reason}" + (f": {message}" if message else "")
-        for terminated in (state.get("terminated"), _map(container.get("lastState")).get("terminated")):
+        for terminated in (state.get("terminated"), as_map(container.get("lastState")).get("terminated")):
             if not isinstance(terminated, Mapping):
                 continue
             code = terminated.get("exitCode")
@@ -123,12 +113,11 @@ def container_trouble(pod: Mapping[str, Any]) -> str:
 
 def _unschedulable(pod: Mapping[str, Any]) -> str | None:
     """The scheduler's message when it cannot place this pod; None when it can, or has not said."""
-    if _map(pod.get("spec")).get("nodeName"):
+    if as_map(pod.get("spec")).get("nodeName"):
         return None
-    for condition in _list(_map(pod.get("status")).get("conditions")):
+    for condition in as_items(as_map(pod.get("status")).get("conditions")):
         if (
-            isinstance(condition, Mapping)
-            and condition.get("type") == "PodScheduled"
+            condition.get("type") == "PodScheduled"
             and condition.get("status") == "False"
             and condition.get("reason") == "Unschedulable"
         ):
@@ -142,14 +131,13 @@ def revision_trouble(deployment: Mapping[str, Any] | None, pods: Sequence[Mappin
     ``pods`` are the revision's pods that are not being deleted. In order: a container of a pod (pods by name,
     so the answer is the same on every pass), pods that cannot be created, pods that cannot be scheduled.
     """
-    ordered = sorted(pods, key=lambda p: str(_map(p.get("metadata")).get("name") or ""))
+    ordered = sorted(pods, key=lambda p: str(as_map(p.get("metadata")).get("name") or ""))
     for pod in ordered:
         trouble = container_trouble(pod)
         if trouble:
             return trouble
-    for condition in _list(_map(_map(deployment).get("status")).get("conditions")):
-        failed = isinstance(condition, Mapping) and condition.get("type") == "ReplicaFailure"
-        if failed and condition.get("status") == "True":
+    for condition in as_items(as_map(as_map(deployment).get("status")).get("conditions")):
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
             message = _detail(condition.get("message"))
             return "pods cannot be created" + (f": {message}" if message else "")
     waiting = [message for message in map(_unschedulable, ordered) if message is not None]

@@ -16,3 +16,14 @@ Labels: TypeAlias = dict[str, str]
 
 FieldPath: TypeAlias = str
 """A dotted path into an object, for example ``spec.model.storageUri`` or ``spec.runtime.env[0].name``."""
+
+
+def as_map(value: object) -> Mapping[str, Any]:
+    """``value`` when it is an object, else an empty one. For reading data written by others (status, user
+    input), where no shape is taken on trust."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_items(value: object) -> list[Mapping[str, Any]]:
+    """The objects of ``value`` when it is a list (anything else in it is skipped), else an empty list."""
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []

@@ -8,13 +8,14 @@ damaged status can never wedge the operator.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, cast
 
 from modeldeploy.analysis.criteria import Outcome
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.types import as_items
 
 Phase: TypeAlias = Literal[
     "Idle", "Progressing", "Paused", "Analyzing", "Promoting", "RollingBack", "RolledBack", "Completed"
@@ -208,7 +209,7 @@ class AnalysisRun:
             return None
         phase = raw.get("phase") if raw.get("phase") in RUN_PHASES else "Running"
         measurements = [
-            m for m in (MeasurementRecord.from_dict(x) for x in _list(raw.get("measurements"))) if m is not None
+            m for m in (MeasurementRecord.from_dict(x) for x in as_items(raw.get("measurements"))) if m is not None
         ]
         return cls(
             id=run_id,
@@ -304,12 +305,6 @@ class GpuPreflight:
             message=_text(raw.get("message")),
             checked_at=parse_time(raw.get("checkedAt")),
         )
-
-
-def _list(value: object) -> Sequence[Mapping[str, Any]]:
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, Mapping)]
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -411,9 +406,10 @@ class RolloutStatus:
         """Rebuild from ``status.rollout`` and ``status.history``; tolerant of missing or malformed fields."""
         raw = raw if isinstance(raw, Mapping) else {}
         phase = raw.get("phase") if raw.get("phase") in PHASES else "Idle"
-        entries = [h for h in (HistoryEntry.from_dict(x) for x in _list(history)) if h is not None]
-        runs = [r for r in (AnalysisRun.from_dict(x) for x in _list(raw.get("analysisRuns"))) if r is not None]
-        rejected = [r for r in (Rejection.from_dict(x) for x in _list(raw.get("rejectedRevisions"))) if r is not None]
+        entries = [h for h in (HistoryEntry.from_dict(x) for x in as_items(history)) if h is not None]
+        runs = [r for r in (AnalysisRun.from_dict(x) for x in as_items(raw.get("analysisRuns"))) if r is not None]
+        rejections = (Rejection.from_dict(x) for x in as_items(raw.get("rejectedRevisions")))
+        rejected = [r for r in rejections if r is not None]
         weight = _int(raw.get("canaryWeight"))
         paused_phase = raw.get("pausedPhase") if raw.get("pausedPhase") in PHASES else None
         return cls(
