@@ -60,6 +60,7 @@ from modeldeploy.rollout.plan import (
     RevisionObservation,
     because,
     next_rollout,
+    revision_failure,
 )
 from modeldeploy.rollout.plan import Observed as RolloutObserved
 from modeldeploy.rollout.routing import RoutingError, router_for
@@ -678,13 +679,8 @@ class _Reconcile:
         observed = self.observed_revisions.get(self.revision)
         if observed is None or self.md.paused or observed.ready >= observed.desired:
             return None
-        if observed.crash_looping:
-            message = because(f"Pods of revision {self.revision} are crash-looping.", observed.trouble)
-            return cond.Condition(cond.DEGRADED, "True", "CrashLoop", message)
-        if observed.progress_deadline_exceeded:
-            message = because(f"Revision {self.revision} made no progress within its deadline.", observed.trouble)
-            return cond.Condition(cond.DEGRADED, "True", "ProgressDeadlineExceeded", message)
-        return None
+        failure = revision_failure(self.revision, observed)
+        return cond.Condition(cond.DEGRADED, "True", *failure) if failure is not None else None
 
     def status_for(self, decision: Decision) -> dict[str, Any]:
         md = self.md

@@ -909,13 +909,22 @@ def _gpu_preflight(s: _Step, canary: str, *, starting: bool) -> None:
         s.event("Warning", "InsufficientGPUs", f"Rollout of revision {canary}: {plan.message}")
 
 
+def revision_failure(revision: str, obs: RevisionObservation) -> tuple[str, str] | None:
+    """(reason, message) when what the cluster shows of ``revision`` says it cannot come up by itself: its pods
+    crash-loop, or its Deployment reports its progress deadline exceeded; None otherwise."""
+    if obs.crash_looping:
+        return "CrashLoop", because(f"Pods of revision {revision} are crash-looping", obs.trouble)
+    if obs.progress_deadline_exceeded:
+        stalled = f"Revision {revision} made no progress within its deadline"
+        return "ProgressDeadlineExceeded", because(stalled, obs.trouble)
+    return None
+
+
 def _canary_broken(s: _Step, canary: str, desired: int) -> tuple[str, str] | None:
     obs = s.obs(canary)
-    if obs.crash_looping:
-        return "CrashLoop", because(f"Pods of revision {canary} are crash-looping", obs.trouble)
-    if obs.progress_deadline_exceeded:
-        stalled = f"Revision {canary} made no progress within its deadline"
-        return "ProgressDeadlineExceeded", because(stalled, obs.trouble)
+    failure = revision_failure(canary, obs)
+    if failure is not None:
+        return failure
     waiting = s.status.waiting_since
     # While spec.paused holds the rollout (and in the pass that resumes it, which restarts the clock) the
     # progress deadline does not run: the time before the pause counted, the paused time does not.
