@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -223,9 +223,8 @@ class SimKubelet:
         if self._files is None:
             self._files = tempfile.TemporaryDirectory(prefix="modeldeploy-kubelet-")
         termination_log = Path(self._files.name) / f"{uid}.termination-log"
-        env = {"MODELSERVE_TERMINATION_LOG": str(termination_log), **env}
-        termination_log.write_bytes(b"")
-        process = await self._start(argv, env, log)
+        env = {**env, "MODELSERVE_TERMINATION_LOG": str(termination_log)}  # as the kubelet always mounts one
+        process = await self._start(argv, env, log, termination_log)
         grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
         entry = PodProcess(namespace, name, uid, port, process, grace, log=log, argv=argv, env=env,
                            termination_log=termination_log)  # fmt: skip
@@ -235,8 +234,14 @@ class SimKubelet:
         logger.info("Started pod %s/%s as pid %s on port %s", namespace, name, process.pid, port)
 
     @staticmethod
-    async def _start(argv: list[str], env: dict[str, str], log: IO[bytes] | None) -> asyncio.subprocess.Process:
-        return await asyncio.create_subprocess_exec(
+    def _start(
+        argv: list[str], env: dict[str, str], log: IO[bytes] | None, termination_log: Path | None
+    ) -> Coroutine[Any, Any, asyncio.subprocess.Process]:
+        """One start of the server container (await it): its termination-message file emptied first, as each start
+        gets an empty one."""
+        if termination_log is not None:
+            termination_log.write_bytes(b"")
+        return asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=log or asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
@@ -266,9 +271,7 @@ class SimKubelet:
             await asyncio.sleep(RESTART_BACKOFF[min(entry.restarts, len(RESTART_BACKOFF)) - 1])
             if self.processes.get(entry.uid) is not entry:
                 return
-            if entry.termination_log is not None:
-                entry.termination_log.write_bytes(b"")
-            entry.process = await self._start(entry.argv, entry.env, entry.log)
+            entry.process = await self._start(entry.argv, entry.env, entry.log, entry.termination_log)
             entry.exited = False
 
     @staticmethod
