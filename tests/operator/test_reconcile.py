@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reconcile_kit import body
 
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.conditions import find
@@ -34,21 +35,13 @@ from modeldeploy.spec import AutoscalingSpec
 
 CONFIG = OperatorConfig()
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-UID = "uid-1"
 
 
 def model_deployment(**spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"},
-        "replicas": 2,
-    }
-    spec.update(spec_overrides)
-    return {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "iris", "namespace": "default", "uid": UID, "generation": 1},
-        "spec": spec,
-    }
+    """reconcile_kit's ModelDeployment, in namespace ``default`` with 2 replicas."""
+    md = body(**{"replicas": 2, **spec_overrides})
+    md["metadata"]["namespace"] = "default"
+    return md
 
 
 @dataclass
