@@ -21,6 +21,7 @@ from modeldeploy.sim.scenarios import (
     gateway_canary_rolls_back,
     gateway_header_routing,
     operator_restart_mid_canary,
+    shadow_canary_rolls_back,
     slow_canary_rolls_back,
     unloadable_canary_rolls_back,
 )
@@ -167,3 +168,20 @@ def test_gateway_failing_canary_is_rolled_back(harness: LocalHarness, models: di
     share = result.notes["failed_in_window"] / result.notes["requests_in_window"]
     print(f"    failed share of all requests in the canary window: {share:.1%} (bound 0.2 x 30% = 6% + 4%)")
     assert share <= 0.2 * 0.3 + 0.04
+
+
+def test_a_shadowed_failing_canary_is_rolled_back_before_any_client_gets_its_answers(
+    harness: LocalHarness, models: dict[str, Path]
+) -> None:
+    result = finish(harness, shadow_canary_rolls_back(harness, models))
+    assert result.final_phase == "RolledBack"
+    assert harness.status()["stableRevision"] == result.stable_revision
+    (run,) = result.analysis_runs
+    assert run["phase"] == "Failed" and "maxErrorRatio" in run["measurements"][-1]["message"]
+    # The analysis saw the canary fail on copies of real requests (30% of them poisoned) ...
+    assert result.notes["mirror_seconds"] > 0 and result.notes["copies_to_canary"] >= 20
+    assert result.notes["copies_failed"] > 0
+    # ... while no client request was ever answered by it, none failed, and the copy ended with the rollback.
+    assert result.notes["route_canary_weights"] == [0] and result.notes["client_requests_to_canary"] == 0
+    assert result.load.failures() == [], result.load.summary()
+    assert result.notes["mirror_after_rollback"] in ([0], [])

@@ -335,6 +335,7 @@ def _full_rollout_status() -> RolloutStatus:
         canary_revision=CANARY,
         current_step_index=2,
         canary_weight=40,
+        mirror_weight=25,
         step_started_at=T0 + timedelta(minutes=3),
         paused_at=T0 + timedelta(minutes=4),
         paused_phase="Promoting",
@@ -499,7 +500,14 @@ ROLLOUT_SPECS: dict[str, dict[str, Any]] = {
     "canary": {
         "strategy": "Canary",
         "canary": {
-            "steps": [{"setWeight": 30}, {"analysis": {}}, {"pause": {"duration": "20s"}}, {"pause": {}}],
+            "steps": [
+                {"setMirror": 50},
+                {"pause": {"duration": "20s"}},
+                {"setWeight": 30},
+                {"analysis": {}},
+                {"pause": {"duration": "20s"}},
+                {"pause": {}},
+            ],
             "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
         },
         "analysis": {
@@ -612,7 +620,7 @@ def test_a_rollout_through_every_state_writes_every_described_key() -> None:
     warm previous revision, measurement errors that roll back, a manual rollback. Every status is valid, and
     together they write every key the CRD describes under status.rollout."""
     script = [
-        *[("time", 30)] * 4,  # weight step, then the analysis step's two measurements, then a pause step
+        *[("time", 30)] * 6,  # mirror, pause and weight steps, the analysis step's two measurements, a pause step
         ("pause", True),
         ("promote", "p1"),  # a promotion held by spec.paused: pausedPhase
         ("time", 10),

@@ -24,7 +24,15 @@ def _model_deployments(path: Path) -> list[dict[str, object]]:
 
 def test_the_documented_examples_exist() -> None:
     names = {p.name for p in EXAMPLES.glob("*.yaml")}
-    assert {"cpu-model.yaml", "gpu-model.yaml", "baked-model.yaml", "safetensors-model.yaml"} <= names
+    documented = {"cpu-model", "gpu-model", "baked-model", "safetensors-model", "shadow-canary"}
+    assert {f"{name}.yaml" for name in documented} <= names
+
+
+def test_the_examples_can_all_be_applied_to_one_cluster() -> None:
+    # `make demo` applies the whole folder: two objects with the same namespace and name would collide.
+    keys = [(d["metadata"].get("namespace", "default"), d["metadata"]["name"])  # type: ignore[index,union-attr]
+            for path in sorted(EXAMPLES.glob("*.yaml")) for d in _model_deployments(path)]  # fmt: skip
+    assert len(keys) == len(set(keys)), sorted(keys)
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)

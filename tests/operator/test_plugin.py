@@ -278,12 +278,22 @@ def test_status_summary_is_data() -> None:
     summary = plugin.status_summary(md(), deployments)
     assert json.loads(json.dumps(summary)) == summary
     assert summary["stable"] == {"revision": B, "number": 2, "modelVersion": "2"}
-    assert summary["canary"] == {"revision": C, "number": 3, "modelVersion": "3", "weight": 50}
+    assert summary["canary"] == {"revision": C, "number": 3, "modelVersion": "3", "weight": 50, "mirror": 0}
     assert summary["previous"] == {"revision": A, "number": 1, "modelVersion": "1", "warmUntil": "2026-01-02T03:09:05Z"}
     assert summary["rollout"] == {"phase": "Paused", "message": "Step 3: paused for 90s more (weight 50)"}
     assert summary["analysisRuns"] == [RUN.to_dict()]
     assert [d["roles"] for d in summary["deployments"]] == [["stable"], ["canary"], ["previous"]]
     assert summary["model"] == {"name": "iris", "version": "3", "format": "TorchScript"}
+
+
+def test_status_shows_a_mirror_and_its_step() -> None:
+    obj = md()
+    obj["spec"]["rollout"]["canary"]["steps"] = [{"setMirror": 50}, *STEPS]
+    obj["status"]["mirrorWeight"] = 50
+    summary = plugin.status_summary(obj, [deployment(B, "2", 2, 2), deployment(C, "3", 2, 1)])
+    assert summary["canary"]["mirror"] == 50 and summary["steps"][0]["step"] == "setMirror 50"
+    text = plugin.format_status(summary, NOW)
+    assert "Mirror:          50% of the requests copied to the canary (answers discarded)" in text.splitlines()
 
 
 def test_status_text_shows_the_rollout() -> None:

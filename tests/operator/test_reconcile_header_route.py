@@ -123,3 +123,42 @@ def test_an_abort_takes_the_header_rule_away_with_the_weight() -> None:
     (rule,) = cluster.route_rules()  # no header rule left
     weights = {r["name"]: r["weight"] for r in rule["backendRefs"]}
     assert weights[stable] == 100 and weights.get(canary, 0) == 0, weights
+
+
+def test_a_mirror_step_copies_requests_to_the_canary_once_its_pods_are_ready() -> None:
+    md = model_deployment("1")
+    md["spec"]["replicas"] = 2
+    md["spec"]["rollout"]["canary"]["steps"] = [{"setMirror": 50}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
+    cluster = Cluster(md)
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    assert cluster.md["status"]["mirrorWeight"] == 0
+
+    cluster.md["spec"]["model"] = model_deployment("2")["spec"]["model"]
+    cluster.md["metadata"]["generation"] = 2
+    cluster.converge()
+    canary = next(name for name in cluster.deployment_names() if name != stable)
+    assert cluster.objects[("Deployment", canary)]["spec"]["replicas"] == 1  # half of 2 pods' traffic
+    assert all("filters" not in rule for rule in cluster.route_rules()), "nothing is copied to a canary not ready"
+    assert cluster.md["status"]["rollout"]["phase"] == "Progressing"
+
+    cluster.ready.add(canary)
+    cluster.converge()
+    header_rule, weighted = cluster.route_rules()
+    mirror = {"backendRef": {"name": canary, "port": 80}, "percent": 50}
+    assert weighted["filters"] == [{"type": "RequestMirror", "requestMirror": mirror}]
+    assert {r["name"]: r["weight"] for r in weighted["backendRefs"]} == {stable: 100, canary: 0}
+    assert "filters" not in header_rule
+    status = cluster.md["status"]
+    assert status["mirrorWeight"] == 50 and status["canaryWeight"] == 0 and status["rollout"]["mirrorWeight"] == 50
+    assert status["rollout"]["phase"] == "Paused"
+
+    # A promotion gives the canary the traffic: the copy ends with it.
+    cluster.md["spec"]["rollout"]["promote"] = "step"
+    cluster.md["metadata"]["generation"] = 3
+    cluster.converge()
+    status = cluster.md["status"]
+    assert status["mirrorWeight"] == 0 and "mirrorWeight" not in status["rollout"]
+    assert all("filters" not in rule for rule in cluster.route_rules())

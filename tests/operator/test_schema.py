@@ -316,6 +316,8 @@ ANALYSIS = {"maxErrorRatio": 0.01}
 # (id, failing object, passing object, field of the error, part of the rule's message)
 SIGNER = {"identity": "ci@example.com", "issuer": "https://accounts.google.com"}
 
+GATEWAY = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}
+MIRROR = {"steps": [{"setMirror": 10}], "trafficRouting": GATEWAY}
 CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     (
         "name-dns-label",
@@ -463,6 +465,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(rollout={"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}),
         "spec.rollout.canary.steps[0]",
         "exactly one of",
+    ),
+    (
+        "mirror-and-weight-in-one-step",
+        spec(rollout={"canary": {"steps": [{"setMirror": 10, "setWeight": 0}], "trafficRouting": GATEWAY}}),
+        spec(rollout={"canary": {"steps": [{"setWeight": 0}], "trafficRouting": GATEWAY}}),
+        "spec.rollout.canary.steps[0]",
+        "exactly one of setWeight, setMirror, pause, analysis",
+    ),
+    (
+        "mirror-needs-gateway-api",
+        spec(rollout={"canary": {"steps": [{"setMirror": 10}]}}),
+        spec(rollout={"canary": {"steps": [{"setMirror": 10}], "trafficRouting": GATEWAY}}),
+        "spec.rollout.canary.trafficRouting",
+        "setMirror needs trafficRouting type GatewayAPI",
+    ),
+    (
+        "mirror-needs-room-beside-the-stable",
+        spec(rollout={"canary": {**MIRROR, "capacity": {"mode": "Neutral", "maxSurgePods": 0}}}),
+        spec(rollout={"canary": {**MIRROR, "capacity": {"mode": "Neutral", "maxSurgePods": 1}}}),
+        "spec.rollout.canary.capacity",
+        "setMirror needs pods beside the stable's",
     ),
     (
         "gateway-block",

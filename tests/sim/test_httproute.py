@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from modeldeploy.sim.httproute import (
     BackendRef,
+    MirrorSampler,
     RequestInfo,
     WeightedPicker,
     backend_refs,
     invalid_backend_reason,
+    mirror_targets,
     select_rule,
 )
 
@@ -132,3 +134,33 @@ def test_changed_weights_start_a_fresh_cycle() -> None:
     for _ in range(7):
         picker.pick("r", [50, 50])
     assert [picker.pick("r", [20, 80]) for _ in range(5)].count(1) == 4
+
+
+def test_mirror_targets_read_percent_fraction_or_everything() -> None:
+    def rule(*mirrors: dict[str, Any]) -> dict[str, Any]:
+        return {"filters": [{"type": "RequestHeaderModifier"}, *({"type": "RequestMirror", "requestMirror": m}
+                                                                   for m in mirrors)]}  # fmt: skip
+
+    ref = {"name": "iris-b", "port": 80}
+    targets = mirror_targets(
+        rule(
+            {"backendRef": ref, "percent": 30},
+            {"backendRef": ref, "fraction": {"numerator": 1, "denominator": 8}},
+            {"backendRef": ref},
+        ),
+        "ml",
+    )
+    assert [(t.ref.name, t.ref.namespace, t.share) for t in targets] == [
+        ("iris-b", "ml", 0.3), ("iris-b", "ml", 0.125), ("iris-b", "ml", 1.0)]  # fmt: skip
+    assert mirror_targets({"backendRefs": [ref]}, "ml") == []
+
+
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.25, 1 / 3, 0.5, 0.99, 1.0])
+def test_the_mirror_sampler_spreads_copies_evenly(share: float) -> None:
+    sampler = MirrorSampler()
+    copies = [sampler.copy("rule", share) for _ in range(300)]
+    for start in range(0, 300, 7):
+        for length in (1, 10, 100):
+            window = copies[start : start + length]
+            assert abs(sum(window) - len(window) * share) <= 1 + 1e-9, (start, length)
+    assert sum(copies[:100]) == int(100 * share + 1e-9)  # exactly the share of the first k requests, rounded down

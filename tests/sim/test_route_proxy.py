@@ -141,3 +141,29 @@ async def test_responses_name_the_pod(emulator: ClusterEmulator, upstreams: dict
             assert response.headers[POD_HEADER] == "a-1" and response.headers[REVISION_HEADER] == "a"
     finally:
         await proxy.close()
+
+
+async def test_a_request_mirror_copies_its_share_and_drops_the_answers(
+    emulator: ClusterEmulator, upstreams: dict[str, int]
+) -> None:
+    proxy = RouteProxy(emulator, "ml", "iris", lambda p: ("127.0.0.1", upstreams[p["metadata"]["name"]]))
+    url = await proxy.start()
+    mirror = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "iris-b", "port": 80}, "percent": 25}}
+    try:
+        emulator.create_object(ROUTES, http_route([{"filters": [mirror],
+                                                    "backendRefs": refs(("iris-a", 100), ("iris-b", 0))}]))  # fmt: skip
+        answers = await send(url, 40)
+        assert {(r[0], r[3]) for r in answers} == {(200, "a-1 -")}, "clients only ever get the served backend's answer"
+        await proxy.close()  # waits for the copies still in flight
+        assert proxy.served == {"iris-a": 40} and proxy.mirrored == {"iris-b": 10} and not proxy.mirror_failed
+
+        # A copy that cannot be delivered (no such Service) costs the client nothing; without percent: every request.
+        gone = {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "iris-gone", "port": 80}}}
+        emulator.patch_object(ROUTES, "ml", "iris", {"spec": {"rules": [
+            {"filters": [gone], "backendRefs": refs(("iris-a", 1))}]}})  # fmt: skip
+        url = await proxy.start()
+        assert {r[0] for r in await send(url, 8)} == {200}
+        await proxy.close()
+        assert proxy.mirror_failed == {"iris-gone": 8}
+    finally:
+        await proxy.close()

@@ -205,7 +205,8 @@ def _predict(url: str, model: str, features: int) -> str:
 
 
 def run_progressive_demo() -> int:
-    """Scenarios (a) and (b) with real modelserve processes behind a Service proxy, under continuous load."""
+    """Scenarios (a) and (b) with real modelserve processes behind a Service proxy, and (i) behind an HTTPRoute
+    proxy, under continuous load."""
     from modeldeploy.sim import scenarios
 
     with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
@@ -231,6 +232,18 @@ def run_progressive_demo() -> int:
             if result.final_phase != "RolledBack" or result.final_version != "2":
                 _say("error: the failing canary was not rolled back")
                 return 1
+            failed_live = len(result.load.failures())
+
+        _say("\n== 4c. The same v3 shadowed first (Gateway API): the gateway copies every request to it and drops its")
+        _say("   answers (setMirror 100), the analysis fails on the copies, and no client ever gets a v3 answer")
+        with scenarios.LocalHarness(root / "c") as harness:
+            result = scenarios.shadow_canary_rolls_back(harness, models)
+            result.print()
+            if result.final_phase != "RolledBack" or result.load.failures():
+                _say("error: the shadowed canary was not rolled back without failed requests")
+                return 1
+        _say(f"  Client requests failed: {failed_live} with the live canary (4b), {len(result.load.failures())} "
+             "with the shadowed one (4c).")
     return 0
 
 

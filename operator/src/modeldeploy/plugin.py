@@ -177,9 +177,11 @@ def _number(value: float) -> str:
 
 
 def describe_step(step: Mapping[str, Any]) -> str:
-    """``setWeight 10``, ``pause 2m``, ``pause (until promoted)``, ``analysis``."""
+    """``setWeight 10``, ``setMirror 50``, ``pause 2m``, ``pause (until promoted)``, ``analysis``."""
     if "setWeight" in step:
         return f"setWeight {step['setWeight']}"
+    if "setMirror" in step:
+        return f"setMirror {step['setMirror']}"
     if "pause" in step:
         duration = _str(as_map(step.get("pause")).get("duration"))
         return f"pause {duration}" if duration else "pause (until promoted)"
@@ -257,6 +259,7 @@ def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
     canary = _revision_ref(obj, canary_revision(obj))
     if canary is not None:
         canary["weight"] = rollout.canary_weight or _int(status.get("canaryWeight")) or 0
+        canary["mirror"] = _int(status.get("mirrorWeight")) or 0
     previous = _revision_ref(obj, rollout.previous_revision)
     if previous is not None and rollout.warm_until is not None:
         previous["warmUntil"] = format_time(rollout.warm_until)
@@ -375,6 +378,8 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
     if canary:
         fields.append(("Canary", _describe_revision(canary)))
         fields.append(("Weights", f"stable {100 - int(canary.get('weight') or 0)}%, canary {canary.get('weight', 0)}%"))
+        if canary.get("mirror"):
+            fields.append(("Mirror", f"{canary['mirror']}% of the requests copied to the canary (answers discarded)"))
     else:
         fields.append(("Weights", "stable 100%"))
     previous = as_map(summary.get("previous"))

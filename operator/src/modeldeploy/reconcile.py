@@ -638,6 +638,7 @@ class _Reconcile:
                 preview=decision.preview_revision,
                 existing=existing,
                 canary=self.header_target(decision),
+                mirror=decision.mirror,
             )
             for manifest in desired_routing:
                 # An existing HTTPRoute stays its owner's: only our backendRefs in it are edited.
@@ -800,6 +801,7 @@ class _Reconcile:
             "canaryRevision": canary,
             "canaryVersion": self.version_of(canary),
             "canaryWeight": decision.weights.get(canary, 0) if canary else 0,
+            "mirrorWeight": decision.mirror.percent if decision.mirror is not None else 0,
             "modelName": md.model.name,
             "modelVersion": stable_version or md.model.version,
             "rollout": rollout.to_status(),

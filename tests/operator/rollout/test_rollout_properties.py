@@ -87,6 +87,21 @@ SPECS.update(
         for name in ("gateway-neutral-1", "replicas", "replicas-neutral-1")
     }
 )
+# Shadow traffic first (half, then all of the requests copied), then live traffic.
+SHADOW_STEPS = [
+    {"setMirror": 50},
+    {"analysis": {}},
+    {"setMirror": 100},
+    {"pause": {"duration": "30s"}},
+    {"setWeight": 20},
+    {"pause": {}},
+]
+SPECS.update(
+    {
+        f"{name}-shadow": {**SPECS[name], "canary": {**SPECS[name]["canary"], "steps": SHADOW_STEPS}}
+        for name in ("gateway-surge", "gateway-neutral-1")
+    }
+)
 REVISIONS = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"]
 STEP_DONE = re.compile(r"^Step (\d+) done")
 
@@ -230,6 +245,17 @@ def check(
     if mode == "Neutral" and stable and stable in decision.replicas:
         others = sum(c for r, c in decision.replicas.items() if r != stable)
         assert decision.replicas[stable] + others <= n + surge or status.phase in ("RollingBack", "Paused")
+    # A mirror copies requests only to the canary, only while it has a Service and no live traffic, with the share
+    # the status records, and only to pods that can take that share (Neutral: what maxSurgePods allows).
+    mirror = decision.mirror
+    if mirror is not None:
+        assert cluster.spec.routing.type == "GatewayAPI" and mirror.revision == status.canary_revision
+        assert decision.weights.get(mirror.revision) == 0 and 0 < mirror.percent <= status.mirror_weight <= 100
+        assert mode == "Neutral" or mirror.percent == status.mirror_weight
+        need = pods_for_weight(n, mirror.percent)
+        have = decision.replicas.get(mirror.revision, 0)
+        assert have >= (min(need, surge) if mode == "Neutral" else need) or status.phase == "Paused", decision
+    assert status.mirror_weight == 0 or status.canary_weight == 0 or status.phase == "RollingBack", status
     # No step is skipped or repeated.
     done = [int(m.group(1)) for e in decision.events if (m := STEP_DONE.match(e.message))]
     if done:

@@ -11,6 +11,7 @@ from modeldeploy.rollout.replicas import (
     max_extra_pods,
     plan_canary_scale,
     plan_gpu_capacity,
+    plan_mirror_scale,
     pods_for_weight,
     ratio_granularity,
     ratio_weight,
@@ -261,3 +262,33 @@ def test_rollback_canary_weight_properties(
         # served that much already.
         assert weight <= applied
         assert 100 - weight <= max(100 - applied, weight_for_pods(total, stable_ready))
+
+
+@pytest.mark.parametrize(
+    ("total", "percent", "mode", "surge", "expected"),
+    [
+        (4, 50, "Surge", 0, CanaryScale(canary=2, stable=4, weight=50)),  # the stable keeps all of its pods
+        (4, 100, "Surge", 0, CanaryScale(canary=4, stable=4, weight=100)),
+        (10, 5, "Surge", 0, CanaryScale(canary=1, stable=10, weight=5)),  # one pod at least for any share
+        (4, 0, "Surge", 0, CanaryScale(canary=0, stable=4, weight=0)),
+        (4, 50, "Neutral", 2, CanaryScale(canary=2, stable=4, weight=50)),
+        (4, 60, "Neutral", 1, CanaryScale(canary=1, stable=4, weight=25)),  # what one surge pod can serve
+        (200, 10, "Neutral", 1, CanaryScale(canary=1, stable=200, weight=0)),  # one pod cannot serve 1%
+        (4, 50, "Neutral", 0, CanaryScale(canary=0, stable=4, weight=0)),
+        (0, 50, "Surge", 0, CanaryScale(canary=0, stable=0, weight=50)),
+    ],
+)
+def test_plan_mirror_scale(total: int, percent: int, mode: CapacityMode, surge: int, expected: CanaryScale) -> None:
+    assert plan_mirror_scale(total, percent, mode=mode, surge=surge) == expected
+
+
+@given(total=st.integers(0, 500), percent=st.integers(0, 100), surge=st.integers(0, 50), neutral=st.booleans())
+def test_a_mirrors_pods_can_serve_the_share_applied(total: int, percent: int, surge: int, neutral: bool) -> None:
+    mode: CapacityMode = "Neutral" if neutral else "Surge"
+    scale = plan_mirror_scale(total, percent, mode=mode, surge=surge)
+    assert scale.stable == total and scale.weight <= percent
+    assert scale.canary >= pods_for_weight(total, scale.weight)
+    if neutral:
+        assert scale.canary <= surge
+    else:
+        assert scale.weight == percent

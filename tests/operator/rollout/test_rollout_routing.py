@@ -8,6 +8,7 @@ import pytest
 from modeldeploy.rollout.config import GatewayAPISpec, HeaderMatch, parse_rollout
 from modeldeploy.rollout.routing import (
     GatewayAPIRouter,
+    Mirror,
     ReplicaRatioRouter,
     RoutingError,
     router_for,
@@ -112,6 +113,73 @@ def test_gateway_existing_route_without_our_backend_is_an_error() -> None:
         router.build_route({"a": 100}, route)
     with pytest.raises(RoutingError, match="must be read"):
         router.build_route({"a": 100}, None)
+
+
+def mirror_filter(revision: str, percent: int) -> dict[str, Any]:
+    backend = {"name": f"iris-{revision}", "port": 80}
+    return {"type": "RequestMirror", "requestMirror": {"backendRef": backend, "percent": percent}}
+
+
+def test_gateway_created_route_mirrors_the_weighted_rule_only() -> None:
+    router = GatewayAPIRouter(
+        "iris", "ml", GatewayAPISpec(parent_refs=({"name": "gw"},), header=HeaderMatch("x-canary", "1"))
+    )
+    objs = router.build_desired({"a": 100, "b": 0}, canary="b", mirror=Mirror("b", 30))
+    route = objs[-1]
+    # Requests with the header go to the canary for real (testers reach it before any weight): never copied.
+    header_rule, weighted = route["spec"]["rules"]
+    assert "filters" not in header_rule and header_rule["backendRefs"][0]["name"] == "iris-b"
+    assert weighted["filters"] == [mirror_filter("b", 30)]
+    assert weighted["backendRefs"] == [{"name": "iris-a", "port": 80, "weight": 100}, {"name": "iris-b", "port": 80,
+                                                                                        "weight": 0}]  # fmt: skip
+    assert router.route_mirrors(route) == {"b": 30}
+    assert router.verify([route], {"a": 100, "b": 0}, Mirror("b", 30))
+    assert not router.verify([route], {"a": 100, "b": 0}, Mirror("b", 50))
+    assert not router.verify([route], {"a": 100, "b": 0})
+    # Without the mirror the filter goes (no empty filters list either).
+    assert "filters" not in router.build_route({"a": 100, "b": 0})["spec"]["rules"][0]
+
+
+def test_gateway_existing_route_mirror_keeps_the_owners_filters() -> None:
+    router = GatewayAPIRouter("iris", "ml", GatewayAPISpec(http_route="shared"))
+    original = existing_route()
+    theirs = [
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-team", "value": "ml"}]}},
+        {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "audit", "port": 80}}},
+    ]
+    original["spec"]["rules"][1]["filters"] = copy.deepcopy(theirs)
+    route = router.build_route({"a": 100, "b": 0}, copy.deepcopy(original), mirror=Mirror("b", 10))
+    rules = route["spec"]["rules"]
+    assert rules[0] == original["spec"]["rules"][0]
+    assert rules[1]["filters"] == [*theirs, mirror_filter("b", 10)]
+    assert rules[2]["filters"] == [mirror_filter("b", 10)]
+    assert router.route_mirrors(route) == {"b": 10}
+    # A new share replaces ours in place; applying again changes nothing.
+    moved = router.build_route({"a": 100, "b": 0}, route, mirror=Mirror("b", 40))
+    assert moved["spec"]["rules"][1]["filters"] == [*theirs, mirror_filter("b", 40)]
+    assert router.build_route({"a": 100, "b": 0}, moved, mirror=Mirror("b", 40)) == moved
+    # Ending it leaves exactly what the owner wrote.
+    ended = router.build_route({"a": 100}, moved)
+    assert ended["spec"]["rules"][1]["filters"] == theirs and "filters" not in ended["spec"]["rules"][2]
+
+
+def test_a_mirror_filter_without_percent_copies_every_request() -> None:
+    # A Gateway API older than v1.3 drops the percent field: the route then mirrors everything, and says so.
+    router = GatewayAPIRouter("iris", "ml", GatewayAPISpec(parent_refs=({"name": "gw"},)))
+    route = router.build_route({"a": 100, "b": 0}, mirror=Mirror("b", 20))
+    del route["spec"]["rules"][0]["filters"][0]["requestMirror"]["percent"]
+    assert router.route_mirrors(route) == {"b": 100}
+    assert not router.verify([route], {"a": 100, "b": 0}, Mirror("b", 20))
+
+
+def test_mirrors_the_routers_refuse() -> None:
+    router = GatewayAPIRouter("iris", "ml", GatewayAPISpec(parent_refs=({"name": "gw"},)))
+    with pytest.raises(RoutingError, match="no Service to mirror to"):
+        router.build_desired({"a": 100}, mirror=Mirror("b", 20))
+    with pytest.raises(RoutingError, match="between 1 and 100"):
+        router.build_route({"a": 100, "b": 0}, mirror=Mirror("b", 0))
+    with pytest.raises(RoutingError, match="only be mirrored with trafficRouting type GatewayAPI"):
+        ReplicaRatioRouter("iris", "ml").build_desired({"a": 100, "b": 0}, mirror=Mirror("b", 20))
 
 
 def test_factory() -> None:

@@ -116,6 +116,14 @@ class SetWeightStep:
 
 
 @dataclass(frozen=True)
+class MirrorStep:
+    """Copy ``percent`` percent of the requests to the canary while it has no live traffic (Gateway API): the
+    gateway discards the canary's answers, so its analysis sees real requests before any client depends on it."""
+
+    percent: int
+
+
+@dataclass(frozen=True)
 class PauseStep:
     """Wait ``seconds``; ``None`` waits until promoted."""
 
@@ -127,7 +135,7 @@ class AnalysisStep:
     """Run ``spec.rollout.analysis`` once and continue only if it passes."""
 
 
-Step: TypeAlias = SetWeightStep | PauseStep | AnalysisStep
+Step: TypeAlias = SetWeightStep | MirrorStep | PauseStep | AnalysisStep
 
 
 @dataclass(frozen=True)
@@ -311,15 +319,21 @@ def _number(raw: Mapping[str, Any], key: str, path: str, *, low: float, high: fl
     return float(value)
 
 
+_STEP_KINDS = ("setWeight", "setMirror", "pause", "analysis")
+
+
 def _parse_step(raw: object, path: str) -> Step:
+    kinds = ", ".join(_STEP_KINDS)
     if not isinstance(raw, Mapping):
-        raise RolloutSpecError(path, f"expected an object with one of setWeight, pause, analysis, got {raw!r}")
-    keys = [k for k in ("setWeight", "pause", "analysis") if k in raw and raw[k] is not None]
+        raise RolloutSpecError(path, f"expected an object with one of {kinds}, got {raw!r}")
+    keys = [k for k in _STEP_KINDS if k in raw and raw[k] is not None]
     if len(keys) != 1:
-        raise RolloutSpecError(path, f"a step must have exactly one of setWeight, pause, analysis, got {sorted(raw)}")
+        raise RolloutSpecError(path, f"a step must have exactly one of {kinds}, got {sorted(raw)}")
     key = keys[0]
     if key == "setWeight":
         return SetWeightStep(_int(raw, "setWeight", path, 0, low=0, high=100))
+    if key == "setMirror":
+        return MirrorStep(_int(raw, "setMirror", path, 0, low=0, high=100))
     if key == "pause":
         pause = _mapping(raw, "pause", path) or {}
         duration = pause.get("duration")
@@ -329,6 +343,29 @@ def _parse_step(raw: object, path: str) -> Step:
     if _mapping(raw, "analysis", path) is None:
         raise RolloutSpecError(f"{path}.analysis", "expected an object")
     return AnalysisStep()
+
+
+def _check_mirror_steps(steps: Sequence[Step], path: str, routing: str, capacity: CapacitySpec) -> None:
+    """A mirror needs a gateway that copies requests, pods of its own beside the stable's, and a canary without
+    live traffic: a request the canary answers for real would otherwise reach it twice."""
+    live_from: int | None = None
+    for i, step in enumerate(steps):
+        if isinstance(step, SetWeightStep) and step.weight > 0 and live_from is None:
+            live_from = i
+        if not isinstance(step, MirrorStep) or step.percent == 0:
+            continue
+        field_path = f"{path}.steps[{i}].setMirror"
+        if routing != "GatewayAPI":
+            raise RolloutSpecError(field_path, "setMirror needs trafficRouting type GatewayAPI")
+        if capacity.mode == "Neutral" and capacity.max_surge_pods == 0:
+            raise RolloutSpecError(
+                field_path, "setMirror needs pods beside the stable's: capacity Neutral with maxSurgePods 0 has none"
+            )
+        if live_from is not None:
+            raise RolloutSpecError(
+                field_path,
+                f"setMirror must come before the first step that gives the canary traffic (steps[{live_from}])",
+            )
 
 
 def _parse_gateway(raw: Mapping[str, Any], path: str) -> GatewayAPISpec:
@@ -374,6 +411,7 @@ def _parse_canary(raw: Mapping[str, Any], path: str) -> CanarySpec:
         mode=_choice(cap_raw, "mode", f"{path}.capacity", ("Surge", "Neutral"), "Surge"),  # type: ignore[arg-type]
         max_surge_pods=_int(cap_raw, "maxSurgePods", f"{path}.capacity", 1, high=1000),
     )
+    _check_mirror_steps(steps, path, tr_type, capacity)
     return CanarySpec(
         steps=steps,
         traffic_routing=TrafficRoutingSpec(type=tr_type, gateway_api=gateway),  # type: ignore[arg-type]

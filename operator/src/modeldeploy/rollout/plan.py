@@ -18,7 +18,8 @@ from typing import Literal
 from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout import replicas as rmath
-from modeldeploy.rollout.config import AnalysisSpec, AnalysisStep, PauseStep, RolloutSpec, SetWeightStep
+from modeldeploy.rollout.config import AnalysisSpec, AnalysisStep, MirrorStep, PauseStep, RolloutSpec, SetWeightStep
+from modeldeploy.rollout.routing import Mirror
 from modeldeploy.rollout.state import (
     MAX_ANALYSIS_RUNS,
     MAX_REJECTED,
@@ -170,6 +171,8 @@ class Decision:
     """Template reference of every revision in ``replicas`` (what to build its Deployment from)."""
     preview_revision: str | None = None
     """Revision behind the preview Service (BlueGreen, first-deploy gate); None: no preview Service."""
+    mirror: Mirror | None = None
+    """Requests the route copies to a revision besides the weights (a canary's ``setMirror``); None: none."""
     analysis: AnalysisRequest | None = None
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
@@ -229,6 +232,7 @@ class _Step:
         self.replicas: dict[str, int] = {}
         self.weights: dict[str, int] = {}
         self.preview: str | None = None
+        self.mirror: Mirror | None = None
         self.analysis: AnalysisRequest | None = None
         self.timers: list[float] = []
         self.templates: dict[str, str] = {}
@@ -293,12 +297,16 @@ def _finish(s: _Step) -> Decision:
     templates = {r: s.templates[r] for r in s.replicas}
     s.set(history=_trim_history(s, s.status.history))
     requeue = min(s.timers) if s.timers else None
+    mirror = s.mirror
+    if mirror is not None and s.weights.get(mirror.revision, 1) != 0:
+        mirror = None  # only a revision without live traffic is shadowed (and one that has a Service)
     return Decision(
         status=s.status,
         replicas=dict(s.replicas),
         weights={r: w for r, w in s.weights.items()},
         templates=templates,
         preview_revision=s.preview,
+        mirror=mirror,
         analysis=s.analysis,
         events=tuple(s.events),
         requeue_after=requeue,
@@ -347,7 +355,7 @@ def _adopt_serving(s: _Step, effective: str) -> str:
     if revision == s.status.canary_revision:
         # A status older than the cluster (restored from a backup taken while this revision was the canary or
         # behind its first-deploy gate): the gate or steps it names were passed since.
-        s.set(canary_revision="", canary_weight=0, current_step_index=0, waiting_since=None)
+        s.set(canary_revision="", canary_weight=0, mirror_weight=0, current_step_index=0, waiting_since=None)
     s.set(stable_revision=revision, phase="Completed", message=f"Revision {revision} is stable")
     s.event(
         "Warning",
@@ -474,7 +482,7 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         return
     if s.status.rejection(revision) is not None:
         s.replicas[revision] = 0
-        s.set(canary_revision="", canary_weight=0)
+        s.set(canary_revision="", canary_weight=0, mirror_weight=0)
         return
     gate = s.spec.first_deploy_analysis and s.spec.analysis is not None and s.status.phase != "Promoting"
     if s.status.canary_revision != revision:
@@ -482,6 +490,7 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
             canary_revision=revision,
             current_step_index=0,
             canary_weight=0,
+            mirror_weight=0,
             step_started_at=s.now,
             waiting_since=s.now,
             phase="Progressing",
@@ -553,6 +562,7 @@ def _steady(s: _Step, stable: str) -> None:
     s.set(
         canary_revision="",
         canary_weight=0,
+        mirror_weight=0,
         current_step_index=0,
         waiting_since=None,
         paused_at=None,
@@ -597,7 +607,7 @@ def _hold_rejected(s: _Step, stable: str, rejected: str) -> None:
     s.weights.clear()
     s.weights[stable] = 100
     s.replicas[stable] = s.total
-    s.set(canary_weight=0, current_step_index=0, waiting_since=None, paused_at=None, paused_phase=None)
+    s.set(canary_weight=0, mirror_weight=0, current_step_index=0, waiting_since=None, paused_at=None, paused_phase=None)
     if canary:
         s.event("Warning", "RolledBack", f"Traffic is on revision {stable}; revision {canary} scaled down")
     rejection = s.status.rejection(rejected)
@@ -622,7 +632,8 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
     target, kept, weight = _hand_back_plan(s, stable, canary)
     s.replicas[canary] = kept
     s.replicas[stable] = target
-    s.set(current_step_index=0, paused_at=None, paused_phase=None)
+    s.mirror = None  # the pass may have kept it before deciding to roll back
+    s.set(current_step_index=0, mirror_weight=0, paused_at=None, paused_phase=None)
     stable_obs = s.obs(stable)
     started = s.status.waiting_since or s.now
     waited = s.since(started)
@@ -805,6 +816,7 @@ def _start_rollout(s: _Step, canary: str, weight: int, phase: Phase) -> None:
         canary_revision=canary,
         current_step_index=0,
         canary_weight=weight,
+        mirror_weight=0,
         step_started_at=s.now,
         waiting_since=s.now,
         paused_at=None,
@@ -846,7 +858,7 @@ def _restart_edited_steps(s: _Step, canary: str) -> None:
     if s.status.steps_hash == current:
         return
     if s.status.steps_hash and not _promoting(s):
-        s.set(current_step_index=0, step_started_at=s.now, phase="Progressing")
+        s.set(current_step_index=0, mirror_weight=0, step_started_at=s.now, phase="Progressing")
         s.event("Normal", "StepsChanged", f"The rollout steps changed; revision {canary} starts them again")
     s.set(steps_hash=current)
 
@@ -867,7 +879,9 @@ def _gpu_preflight(s: _Step, canary: str, *, starting: bool) -> None:
     if not starting and record is not None and record.revision == canary and record.result != "Unknown":
         return
     spec = s.spec
-    weights = tuple(step.weight for step in spec.steps if isinstance(step, SetWeightStep))
+    # A mirror's pods are counted as a weight's: in Surge mode as many, in Neutral at most maxSurgePods either way.
+    weights = tuple(step.weight if isinstance(step, SetWeightStep) else step.percent
+                    for step in spec.steps if isinstance(step, SetWeightStep | MirrorStep))  # fmt: skip
     extra = rmath.max_extra_pods(
         s.total,
         strategy=spec.strategy,
@@ -1010,6 +1024,8 @@ def _paused(s: _Step, stable: str, canary: str) -> None:
     weight = s.status.canary_weight
     s.weights.update({stable: 100 - weight, canary: weight})
     s.replicas[stable], s.replicas[canary] = _paused_scale(s, stable, canary)
+    if s.spec.strategy == "Canary":
+        _mirror(s, canary)  # the canary keeps its pods, so the copy of the traffic stays too
     if s.spec.strategy == "BlueGreen" and s.spec.blue_green.preview_service:
         s.preview = canary
 
@@ -1072,6 +1088,7 @@ def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
         "stable_revision": revision,
         "canary_revision": "",
         "canary_weight": 0,
+        "mirror_weight": 0,
         "current_step_index": 0,
         "waiting_since": None,
         "paused_at": None,
@@ -1097,6 +1114,7 @@ def _promote(s: _Step, stable: str, canary: str) -> None:
     exact = spec.routing.type == "GatewayAPI" or spec.strategy == "BlueGreen"
     target = rmath.CanaryScale(canary=n, stable=0, weight=100)
     obs = s.obs(canary)
+    s.set(mirror_weight=0)  # clients are about to get the canary's answers: nothing to copy any more
     if obs.ready < n:
         weight = s.status.canary_weight
         s.replicas[canary] = n
@@ -1144,6 +1162,11 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
             return
         step = steps[index]
         current = rmath.plan_canary_scale(n, weight, mode=mode, surge=surge, exact_routing=exact)
+        mirror_pods = _mirror(s, canary)
+        if isinstance(step, MirrorStep):
+            if not _mirror_step(s, stable, canary, index, step):
+                return
+            continue
         if isinstance(step, SetWeightStep):
             target = rmath.plan_canary_scale(n, step.weight, mode=mode, surge=surge, exact_routing=exact)
             if target.weight < weight and not _lowered(s, stable, canary, index, target):
@@ -1157,9 +1180,11 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
                         f"Step {index}: capacity allows weight {target.weight} instead of {step.weight} "
                         f"({target.canary} canary pods, {n} desired, capacity {mode})",
                     )
-                _advance(s, index, f"weight {target.weight}", canary_weight=target.weight, waiting_since=None)
+                # Live traffic ends the mirror: a request the canary answers would otherwise reach it twice.
+                ended = {"mirror_weight": 0} if target.weight > 0 else {}
+                _advance(s, index, f"weight {target.weight}", canary_weight=target.weight, waiting_since=None, **ended)
                 continue
-            s.replicas[canary] = target.canary
+            s.replicas[canary] = max(target.canary, mirror_pods)
             s.replicas[stable] = rmath.transition_stable(
                 n, mode=mode, surge=surge, exact_routing=exact, applied_weight=weight, target=target
             )
@@ -1167,7 +1192,7 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
             _waiting(s)
             s.phase("Progressing", f"Step {index}: waiting for {target.canary} canary pods ({ready} ready)")
             return
-        s.replicas[canary] = current.canary
+        s.replicas[canary] = max(current.canary, mirror_pods)
         s.replicas[stable] = current.stable
         s.weights.update({stable: 100 - weight, canary: weight})
         s.set(waiting_since=None)
@@ -1191,6 +1216,56 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         if run.phase == "Failed":
             _start_rollback(s, stable, canary, *_analysis_failure(run, f"Analysis at step {index}"))
         return
+
+
+def _mirror(s: _Step, canary: str) -> int:
+    """Keep the mirror of the last completed ``setMirror`` step (``mirrorWeight``) on the route while the canary has
+    no live traffic; the canary pods it needs (0 without one)."""
+    spec = s.spec
+    s.mirror = None
+    if s.status.mirror_weight <= 0 or s.status.canary_weight > 0 or spec.routing.type != "GatewayAPI":
+        return 0
+    # Sized again each pass: N may have changed (autoscaling). In Neutral mode the share shrinks with it to what
+    # maxSurgePods pods serve rather than the canary growing past the budget.
+    scale = rmath.plan_mirror_scale(s.total, s.status.mirror_weight, mode=spec.capacity.mode,
+                                    surge=spec.capacity.max_surge_pods)  # fmt: skip
+    if scale.weight > 0:
+        s.mirror = Mirror(canary, scale.weight)
+    return scale.canary
+
+
+def _mirror_step(s: _Step, stable: str, canary: str, index: int, step: MirrorStep) -> bool:
+    """A ``setMirror`` step: the canary gets the pods for its copy of the traffic, and once they are ready the route
+    copies ``percent`` of the requests to it (``mirrorWeight``). Whether the step is done."""
+    spec = s.spec
+    n = s.total
+    if s.status.canary_weight > 0 or spec.routing.type != "GatewayAPI":
+        # The steps were edited under a canary that already has live traffic (or the routing cannot copy
+        # requests; the spec check refuses that): there is nothing left to shadow.
+        s.event("Warning", "MirrorSkipped",
+                f"Step {index}: revision {canary} already has {s.status.canary_weight}% of the traffic, or the "
+                f"routing is not GatewayAPI; requests are not mirrored")  # fmt: skip
+        _advance(s, index, "mirror skipped")
+        return True
+    target = rmath.plan_mirror_scale(n, step.percent, mode=spec.capacity.mode, surge=spec.capacity.max_surge_pods)
+    ready = s.obs(canary).ready
+    if ready >= target.canary:
+        if target.weight != step.percent:
+            s.event(
+                "Warning",
+                "MirrorLimited",
+                f"Step {index}: capacity allows mirroring {target.weight}% instead of {step.percent}% "
+                f"({target.canary} canary pods, {n} desired, capacity {spec.capacity.mode})",
+            )
+        _advance(s, index, f"mirror {target.weight}%", mirror_weight=target.weight, waiting_since=None)
+        return True
+    s.replicas[canary] = max(target.canary, _mirror(s, canary))
+    s.replicas[stable] = n
+    s.weights.update({stable: 100, canary: 0})
+    _waiting(s)
+    s.phase("Progressing", f"Step {index}: waiting for {target.canary} canary pods ({ready} ready) to mirror "
+                           f"{target.weight}% of the requests")  # fmt: skip
+    return False
 
 
 def _lowered(s: _Step, stable: str, canary: str, index: int, target: rmath.CanaryScale) -> bool:

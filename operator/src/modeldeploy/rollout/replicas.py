@@ -92,6 +92,21 @@ def plan_canary_scale(total: int, weight: int, *, mode: CapacityMode, surge: int
     return CanaryScale(canary=canary, stable=stable, weight=ratio_weight(canary, stable) if canary else 0)
 
 
+def plan_mirror_scale(total: int, percent: int, *, mode: CapacityMode, surge: int) -> CanaryScale:
+    """Canary pods for a copy of ``percent`` percent of the requests (a ``setMirror`` step; Gateway API only).
+
+    The stable keeps all ``total`` pods: it still answers every request. The canary gets the pods for its copy
+    of the traffic, ``ceil(total * percent / 100)``; in Neutral mode at most ``surge`` of them, and the percent
+    applied (``weight``) is then what those pods can serve, possibly 0.
+    """
+    if total < 0 or not 0 <= percent <= 100 or surge < 0:
+        raise ValueError(f"need total >= 0, 0 <= percent <= 100, surge >= 0; got {total}, {percent}, {surge}")
+    canary = pods_for_weight(total, percent)
+    if mode == "Neutral" and canary > surge:
+        return CanaryScale(canary=surge, stable=total, weight=weight_for_pods(total, surge) if surge else 0)
+    return CanaryScale(canary=canary, stable=total, weight=percent)
+
+
 def _hold(mode: CapacityMode, budget: int, have: int, own_target: int, other_target: int) -> int:
     """Pods one revision keeps while the other scales to ``other_target``: what it has at the applied weight
     (``have``), never below its own target; in Neutral mode the ``budget`` (``total + surge``) forces it down to

@@ -10,7 +10,9 @@ A router turns the decision's weights (revision -> percent, summing to 100) into
   preview Service ``NAME-preview`` selects the preview revision.
 - ``GatewayAPIRouter`` (``GatewayAPI``): exact weights on the backendRefs of an HTTPRoute
   (gateway.networking.k8s.io/v1) to per-revision Services ``NAME-REV``; either a route the operator creates
-  (``NAME``) or an existing route of which only our backendRefs are edited.
+  (``NAME``) or an existing route of which only our backendRefs are edited. It can also copy a share of the
+  requests to a revision (a canary's ``setMirror``): a ``RequestMirror`` filter with ``percent`` (Gateway API
+  v1.3) on each rule that carries our weights, whose answers the gateway discards.
 
 Routers return manifests; the I/O layer applies them (server-side apply for objects we own; for an existing
 HTTPRoute, a replace carrying the read ``resourceVersion`` so a concurrent edit is not lost).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modeldeploy.build import SERVICE_PORT, service_manifest
@@ -30,6 +33,14 @@ from modeldeploy.types import Manifest
 GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 NO_REVISION = "none"
 """Revision label value no pod carries: the selector of a Service that must have no endpoints."""
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Copy ``percent`` percent of the requests to ``revision`` (its answers are discarded)."""
+
+    revision: str
+    percent: int
 
 
 class RoutingError(ValueError):
@@ -78,11 +89,13 @@ class TrafficRouter(Protocol):
         preview: str | None = None,
         existing: Mapping[str, Any] | None = None,
         canary: str | None = None,
+        mirror: Mirror | None = None,
     ) -> list[Manifest]:
         """Objects this router owns or edits, as they must be for ``weights``.
 
         ``preview``: revision behind Service ``NAME-preview``; ``existing``: the HTTPRoute as read (routers
-        that edit an existing route); ``canary``: the revision header-matched requests go to.
+        that edit an existing route); ``canary``: the revision header-matched requests go to; ``mirror``: the
+        requests copied to a revision (a router that cannot copy requests raises ``RoutingError``).
         """
         ...
 
@@ -121,7 +134,10 @@ class ReplicaRatioRouter:
         preview: str | None = None,
         existing: Mapping[str, Any] | None = None,
         canary: str | None = None,
+        mirror: Mirror | None = None,
     ) -> list[Manifest]:
+        if mirror is not None:
+            raise RoutingError("requests can only be mirrored with trafficRouting type GatewayAPI")
         out = [_service(self.name, self.namespace, self.name, self.main_service_selector(weights))]
         if preview:
             out.append(_preview_service(self.name, self.namespace, preview))
@@ -195,6 +211,29 @@ class GatewayAPIRouter:
             "backendRefs": [{"name": revision_service_name(self.name, canary), "port": SERVICE_PORT, "weight": 1}],
         }
 
+    def _mirror_filter(self, mirror: Mirror) -> dict[str, Any]:
+        return {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"name": revision_service_name(self.name, mirror.revision), "port": SERVICE_PORT},
+                "percent": mirror.percent,
+            },
+        }
+
+    def _is_our_mirror(self, flt: Mapping[str, Any]) -> bool:
+        ref = (flt.get("requestMirror") or {}).get("backendRef") if flt.get("type") == "RequestMirror" else None
+        return isinstance(ref, Mapping) and self._ours(ref)
+
+    def _with_mirror(self, rule: Mapping[str, Any], mirror: Mirror | None) -> dict[str, Any]:
+        """``rule`` with our mirror filter replaced by ``mirror``'s (or removed); the owner's filters stay."""
+        filters = [f for f in rule.get("filters") or [] if not self._is_our_mirror(f)]
+        if mirror is not None:
+            filters.append(self._mirror_filter(mirror))
+        out = {k: v for k, v in rule.items() if k != "filters"}
+        if filters:
+            out["filters"] = filters
+        return out
+
     def _header_target(self, weights: Mapping[str, int], canary: str | None) -> str | None:
         if self.gateway.header is None or canary is None or canary not in weights or len(weights) < 2:
             return None
@@ -232,9 +271,13 @@ class GatewayAPIRouter:
         existing: Mapping[str, Any] | None = None,
         *,
         canary: str | None = None,
+        mirror: Mirror | None = None,
     ) -> Manifest:
-        """The HTTPRoute for ``weights``; with a header match, requests carrying it go 100% to ``canary``."""
+        """The HTTPRoute for ``weights``; with a header match, requests carrying it go 100% to ``canary``; with
+        ``mirror``, its share of the requests the weighted rules take is also copied to its revision."""
         _check_weights(weights)
+        if mirror is not None and not 0 < mirror.percent <= 100:
+            raise RoutingError(f"a mirror's percent must be between 1 and 100, got {mirror.percent}")
         header_to = self._header_target(weights, canary)
         if not weights:
             raise RoutingError("an HTTPRoute needs at least one revision with traffic")
@@ -242,7 +285,7 @@ class GatewayAPIRouter:
             rules: list[dict[str, Any]] = []
             if header_to is not None:
                 rules.append(self._header_rule(header_to, []))
-            rules.append({"backendRefs": self._backend_refs(weights)})
+            rules.append(self._with_mirror({"backendRefs": self._backend_refs(weights)}, mirror))
             return {
                 "apiVersion": GATEWAY_API_VERSION,
                 "kind": "HTTPRoute",
@@ -272,7 +315,8 @@ class GatewayAPIRouter:
             share = 100 if not others else sum(int(r.get("weight", 1)) for r in ours)
             if header_to is not None:
                 new_rules.append(self._header_rule(header_to, rule.get("matches") or []))
-            new_rules.append(dict(rule, backendRefs=[*others, *self._backend_refs(weights, share)]))
+            new_rules.append(self._with_mirror(dict(rule, backendRefs=[*others, *self._backend_refs(weights, share)]),
+                                               mirror))  # fmt: skip
         if not touched:
             raise RoutingError(
                 f"HTTPRoute {self.namespace}/{self.route_name} has no rule with a backendRef to "
@@ -290,12 +334,15 @@ class GatewayAPIRouter:
         preview: str | None = None,
         existing: Mapping[str, Any] | None = None,
         canary: str | None = None,
+        mirror: Mirror | None = None,
     ) -> list[Manifest]:
+        if mirror is not None and mirror.revision not in weights:
+            raise RoutingError(f"revision {mirror.revision} has no Service to mirror to: it is not in {dict(weights)}")
         out = self.services(weights)
         if preview:
             out.append(_preview_service(self.name, self.namespace, preview))
         if weights:
-            out.append(self.build_route(weights, existing, canary=canary))
+            out.append(self.build_route(weights, existing, canary=canary, mirror=mirror))
         return out
 
     def route_weights(self, route: Mapping[str, Any]) -> dict[str, int]:
@@ -311,12 +358,33 @@ class GatewayAPIRouter:
                 totals[rev] = round(100 * int(ref.get("weight", 1)) / share) if share else 0
         return totals
 
-    def verify(self, observed_objects: Sequence[Mapping[str, Any]], weights: Mapping[str, int]) -> bool:
+    def route_mirrors(self, route: Mapping[str, Any]) -> dict[str, int]:
+        """Revision -> percent of our mirror filters in ``route`` (a filter without ``percent`` copies every
+        request, which is also what a Gateway API older than v1.3 makes of ours: it drops the field)."""
+        out: dict[str, int] = {}
+        for rule in route.get("spec", {}).get("rules") or []:
+            for flt in rule.get("filters") or []:
+                if self._is_our_mirror(flt):
+                    mirror = flt["requestMirror"]
+                    percent = mirror.get("percent", 100)
+                    out[str(mirror["backendRef"]["name"])[len(self.name) + 1 :]] = (
+                        percent if isinstance(percent, int) and not isinstance(percent, bool) else 100
+                    )
+        return out
+
+    def verify(
+        self, observed_objects: Sequence[Mapping[str, Any]], weights: Mapping[str, int], mirror: Mirror | None = None
+    ) -> bool:
         for obj in observed_objects:
             meta = obj.get("metadata", {})
             if obj.get("kind") == "HTTPRoute" and meta.get("name") == self.route_name:
                 got = self.route_weights(obj)
-                return all(abs(got.get(rev, 0) - w) <= 1 for rev, w in weights.items()) and set(got) == set(weights)
+                mirrors = {mirror.revision: mirror.percent} if mirror is not None else {}
+                return (
+                    all(abs(got.get(rev, 0) - w) <= 1 for rev, w in weights.items())
+                    and set(got) == set(weights)
+                    and self.route_mirrors(obj) == mirrors
+                )
         return False
 
     def managed_backends(self, route: Mapping[str, Any]) -> list[str]:

@@ -324,6 +324,9 @@ class RolloutStatus:
     canary_revision: str = ""
     current_step_index: int = 0
     canary_weight: int = 0
+    mirror_weight: int = 0
+    """Percent of the requests copied to the canary (the last completed setMirror step), while it has no live
+    traffic (``mirrorWeight``)."""
     step_started_at: datetime | None = None
     paused_at: datetime | None = None
     paused_phase: Phase | None = None
@@ -387,6 +390,8 @@ class RolloutStatus:
         ):
             if moment is not None:
                 out[key] = format_time(moment)
+        if self.mirror_weight:
+            out["mirrorWeight"] = self.mirror_weight
         if self.paused_phase is not None:
             out["pausedPhase"] = self.paused_phase
         if self.steps_hash:
@@ -418,6 +423,7 @@ class RolloutStatus:
             canary_revision=_text(raw.get("canaryRevision")),
             current_step_index=max(0, _int(raw.get("currentStepIndex"))),
             canary_weight=min(100, max(0, weight)),
+            mirror_weight=min(100, max(0, _int(raw.get("mirrorWeight")))),
             step_started_at=parse_time(raw.get("stepStartedAt")),
             paused_at=parse_time(raw.get("pausedAt")),
             paused_phase=cast(Phase | None, paused_phase),

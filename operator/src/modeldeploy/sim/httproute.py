@@ -20,7 +20,12 @@ Used by :class:`~modeldeploy.sim.proxy.RouteProxy`; the rules followed, from the
   invalid backend MUST receive a 500 status code"). A valid Service without ready endpoints answers 503, which
   the API recommends ("implementations SHOULD return a 503 for requests to that backend instead").
 
-``hostnames``, ``parentRefs`` (the route is served on the proxy's own port) and ``filters`` are not evaluated.
+- **Mirrors.** A rule's ``RequestMirror`` filters (``percent``, default 100; ``fraction``) copy that share of the
+  requests the rule serves to their ``backendRef``, whose answer is discarded (``mirror_targets``; which requests
+  are copied is decided by ``MirrorSampler``: evenly spread, deterministic).
+
+``hostnames``, ``parentRefs`` (the route is served on the proxy's own port) and the other filters are not
+evaluated.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from typing import Any, Literal
 
 __all__ = [
     "BackendRef",
+    "MirrorSampler",
+    "MirrorTarget",
     "RequestInfo",
     "WeightedPicker",
     "backend_refs",
     "invalid_backend_reason",
+    "mirror_targets",
     "select_rule",
 ]
 
@@ -145,6 +153,46 @@ def backend_refs(rule: Mapping[str, Any], namespace: str) -> list[BackendRef]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class MirrorTarget:
+    """A ``RequestMirror`` filter: copy ``share`` (0 to 1) of the requests to ``ref`` (its weight is unused)."""
+
+    ref: BackendRef
+    share: float
+
+
+def mirror_targets(rule: Mapping[str, Any], namespace: str) -> list[MirrorTarget]:
+    """The rule's ``RequestMirror`` filters, in order (``percent`` or ``fraction``; neither: every request)."""
+    out = []
+    for flt in rule.get("filters") or []:
+        if flt.get("type") != "RequestMirror":
+            continue
+        mirror = flt.get("requestMirror") or {}
+        ref = backend_refs({"backendRefs": [mirror.get("backendRef") or {}]}, namespace)[0]
+        fraction = mirror.get("fraction")
+        if "percent" in mirror:
+            share = float(mirror["percent"]) / 100
+        elif isinstance(fraction, Mapping):
+            share = float(fraction.get("numerator", 0)) / float(fraction.get("denominator", 100) or 100)
+        else:
+            share = 1.0
+        out.append(MirrorTarget(ref, min(1.0, max(0.0, share))))
+    return out
+
+
+class MirrorSampler:
+    """Whether to copy the next request to one mirror: of any ``k`` consecutive requests of a (rule, target) it
+    copies ``floor(k * share)`` or one more, spread evenly (the same rule as smooth weighted round robin)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[object, int] = {}
+
+    def copy(self, key: object, share: float) -> bool:
+        seen = self._seen.get(key, 0)
+        self._seen[key] = seen + 1
+        return int((seen + 1) * share + 1e-9) > int(seen * share + 1e-9)
 
 
 def invalid_backend_reason(ref: BackendRef, route_namespace: str, service: Mapping[str, Any] | None) -> str | None:

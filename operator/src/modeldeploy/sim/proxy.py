@@ -19,6 +19,7 @@ every answer to a revision; the RouteProxy adds ``X-Sim-Backend`` (the Service t
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -31,11 +32,14 @@ import aiohttp.web
 
 from modeldeploy.sim.emulator import ClusterEmulator, Obj
 from modeldeploy.sim.httproute import (
+    BackendRef,
     Balance,
+    MirrorSampler,
     RequestInfo,
     WeightedPicker,
     backend_refs,
     invalid_backend_reason,
+    mirror_targets,
     select_rule,
 )
 from modeldeploy.sim.selectors import match_labels_selector
@@ -178,7 +182,10 @@ class RouteProxy(_Forwarder):
 
     ``balance``: ``smooth`` (deterministic weighted round robin, the default) or ``random`` (seeded weighted
     random choice). ``served`` counts the requests forwarded per backend Service; ``invalid_backend`` the 500s
-    for invalid backendRefs, ``no_endpoint`` the 503s, ``unmatched`` the 404s.
+    for invalid backendRefs, ``no_endpoint`` the 503s, ``unmatched`` the 404s. A rule's ``RequestMirror`` filters
+    copy their share of the requests it forwards to their Service, in the background, and the answer is dropped:
+    ``mirrored`` counts the copies answered per Service, ``mirror_failed`` those that got no 2xx answer (or could
+    not be sent: an invalid backend, no endpoint, a connection error).
     """
 
     def __init__(
@@ -191,6 +198,10 @@ class RouteProxy(_Forwarder):
         self.served: Counter[str] = Counter()
         self.invalid_backend = 0
         self.unmatched = 0
+        self.sampler = MirrorSampler()
+        self.mirrored: Counter[str] = Counter()
+        self.mirror_failed: Counter[str] = Counter()
+        self._copies: set[asyncio.Task[None]] = set()
 
     def route(self) -> Obj | None:
         return self.emulator.get_object(HTTP_ROUTES, self.namespace, self.name)
@@ -221,6 +232,33 @@ class RouteProxy(_Forwarder):
             return 500, ref.name, f"invalid backendRef in rule {index}: {reason}"
         return 200, ref.name, ""
 
+    def mirrors(self, request: RequestInfo) -> list[BackendRef]:
+        """Where the rule serving ``request`` copies it this time (each filter's share, spread evenly)."""
+        route = self.route()
+        chosen = select_rule(route, request) if route is not None else None
+        if chosen is None:
+            return []
+        index, rule = chosen
+        return [
+            target.ref
+            for position, target in enumerate(mirror_targets(rule, self.namespace))
+            if self.sampler.copy((index, position, target.ref.name), target.share)
+        ]
+
+    async def _copy(self, request: aiohttp.web.Request, ref: BackendRef) -> None:
+        """Send a copy of ``request`` to an endpoint of ``ref``'s Service and drop the answer."""
+        backend = ref.name
+        service = self.emulator.get_object("v1/services", ref.namespace, backend) if backend else None
+        valid = invalid_backend_reason(ref, self.namespace, service) is None
+        endpoints = self._endpoints_of(backend) if valid else []
+        if not endpoints:
+            self.mirror_failed[backend] += 1
+            return
+        answer = await self._forward(request, self._next(backend, endpoints))
+        self.mirrored[backend] += 1
+        if not 200 <= answer.status < 300:
+            self.mirror_failed[backend] += 1
+
     async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         info = RequestInfo(request.method, request.path, dict(request.headers), dict(request.query))
         status, backend, message = self.choose(info)
@@ -236,4 +274,15 @@ class RouteProxy(_Forwarder):
             text = f"backend Service {self.namespace}/{backend} has no ready endpoints\n"
             return aiohttp.web.Response(status=503, text=text, headers=tag)
         self.served[backend] += 1
+        await request.read()  # the copies send the same body
+        for target in self.mirrors(info):
+            task = asyncio.get_running_loop().create_task(self._copy(request, target))
+            self._copies.add(task)
+            task.add_done_callback(self._copies.discard)
         return await self._forward(request, self._next(backend, endpoints), tag)
+
+    async def close(self) -> None:
+        for task in list(self._copies):
+            task.cancel()
+        await asyncio.gather(*self._copies, return_exceptions=True)
+        await super().close()

@@ -22,6 +22,8 @@ HTTPRoute ``NAME`` the operator writes), and a :class:`RolloutMonitor` samples t
 - :func:`gateway_canary_promotes` (e): v1 -> v2, setWeight 20, pause, setWeight 50, pause, analysis, promote.
 - :func:`gateway_header_routing` (f): v1 -> v2 with a header match; tagged requests reach only the canary.
 - :func:`gateway_canary_rolls_back` (g): v2 -> v3 failing through the route; traffic back to the stable first.
+- :func:`shadow_canary_rolls_back` (i): v2 -> v3 failing, analysed on mirrored requests only (``setMirror``):
+  rolled back before any client got one of its answers.
 
 :func:`model_deployment` builds the manifests (also used by the kind driver, ``e2e/kind_e2e.py``).
 """
@@ -66,6 +68,7 @@ __all__ = [
     "gateway_routing",
     "model_deployment",
     "operator_restart_mid_canary",
+    "shadow_canary_rolls_back",
     "slow_canary_rolls_back",
 ]
 
@@ -285,6 +288,8 @@ class RolloutSample:
     """backend Service -> weight in the route's weighted rule (the rule without header matches)."""
     header_to: list[str]
     """backend Services of the route's header-matched rules."""
+    mirror: dict[str, int] = field(default_factory=dict)
+    """backend Service -> percent of the weighted rule's ``RequestMirror`` filters."""
 
 
 class RolloutMonitor:
@@ -304,16 +309,21 @@ class RolloutMonitor:
             route = self.h.get(HTTP_ROUTES, self.route) or {}
             weighted: dict[str, int] = {}
             header_to: list[str] = []
+            mirror: dict[str, int] = {}
             for rule in (route.get("spec") or {}).get("rules") or []:
                 refs = rule.get("backendRefs") or []
                 if any(m.get("headers") for m in rule.get("matches") or []):
                     header_to.extend(str(r.get("name")) for r in refs)
                 else:
                     weighted.update({str(r.get("name")): int(r.get("weight", 1)) for r in refs})
+                    for flt in rule.get("filters") or []:
+                        copy_to = flt.get("requestMirror") or {} if flt.get("type") == "RequestMirror" else {}
+                        if copy_to:
+                            mirror[str(copy_to["backendRef"]["name"])] = int(copy_to.get("percent", 100))
             self.samples.append(
                 RolloutSample(
                     time.monotonic(), str(rollout.get("phase", "")), int(rollout.get("currentStepIndex") or 0),
-                    int(rollout.get("canaryWeight") or 0), weighted, header_to,
+                    int(rollout.get("canaryWeight") or 0), weighted, header_to, mirror,
                 )
             )  # fmt: skip
             self._stop.wait(self.period)
@@ -793,4 +803,35 @@ def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scena
         failed_after_rollback=sum(1 for r in after if r.status != 200),
         requests_in_window=len(in_window), failed_in_window=sum(1 for r in in_window if r.status != 200),
         steps=_step_shares(monitor, load.report, canary, [20]),
+    )  # fmt: skip
+
+
+def shadow_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(i) v2 -> v3 (fails on poisoned rows, 30% of the load) shadowed: setMirror 100, analysis, setWeight 20.
+
+    The gateway copies every request to the canary and drops its answers, so the analysis sees the canary fail on
+    real traffic while every client still gets the stable's answer; the rollback ends the copy before the canary
+    ever has a weight.
+    """
+    steps = [{"setMirror": 100}, {"analysis": {}}, {"setWeight": 20}, {"pause": {}}]
+    with h.operator(), _timed() as clock:
+        _deploy(h, _gateway_body("2", models, "v2", steps=steps), "2")
+        stable = str(h.status().get("stableRevision"))
+        proxy = h.route_proxy()
+        with RolloutMonitor(h) as monitor, LoadGenerator(proxy.url, poison=0.3) as load:
+            time.sleep(0.5)
+            h.apply(_gateway_body("3", models, "v3", steps=steps))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
+            h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), 60, "rolled back")
+            time.sleep(1.0)
+    backend = f"{NAME}-{canary}"
+    mirrored = monitor.window(lambda s: s.mirror.get(backend, 0) > 0)
+    return _result(
+        h, "i: failing canary v2 -> v3 shadowed through the HTTPRoute, rolled back", clock[1], load.report, canary,
+        stable, mirror_seconds=round(mirrored[1] - mirrored[0], 2) if mirrored else 0.0,
+        copies_to_canary=proxy.mirrored.get(backend, 0), copies_failed=proxy.mirror_failed.get(backend, 0),
+        route_canary_weights=sorted({s.route.get(backend, 0) for s in monitor.samples if backend in s.route}),
+        client_requests_to_canary=load.report.by_revision().get(canary, 0),
+        mirror_after_rollback=sorted({s.mirror.get(backend, 0) for s in monitor.samples
+                                      if s.phase in ("RollingBack", "RolledBack")}),
     )  # fmt: skip
