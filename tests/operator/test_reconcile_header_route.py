@@ -43,6 +43,7 @@ class Cluster:
         self.md = md
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.ready: set[str] = set()
+        self.events: list[tuple[str, str]] = []
 
     def step(self) -> None:
         for (kind, name), obj in self.objects.items():
@@ -56,6 +57,7 @@ class Cluster:
         observed = Observed(deployments=kinds["Deployment"], services=kinds["Service"],
                             revisions=kinds["ControllerRevision"], routes=kinds["HTTPRoute"])  # fmt: skip
         plan = plan_reconcile(self.md, observed, CONFIG, T0)
+        self.events.extend((e.reason, e.message) for e in plan.events)
         for manifest in plan.apply:
             obj = copy.deepcopy(manifest)
             obj["metadata"].setdefault("generation", 1)
@@ -162,3 +164,37 @@ def test_a_mirror_step_copies_requests_to_the_canary_once_its_pods_are_ready() -
     status = cluster.md["status"]
     assert status["mirrorWeight"] == 0 and "mirrorWeight" not in status["rollout"]
     assert all("filters" not in rule for rule in cluster.route_rules())
+
+
+class OldGatewayAPI(Cluster):
+    """An HTTPRoute CRD older than Gateway API v1.3: the API server prunes requestMirror.percent on write."""
+
+    def step(self) -> None:
+        super().step()
+        for (kind, _), obj in self.objects.items():
+            for rule in obj["spec"].get("rules") or [] if kind == "HTTPRoute" else []:
+                for flt in rule.get("filters") or []:
+                    flt.get("requestMirror", {}).pop("percent", None)
+
+
+def test_a_route_that_lost_the_mirrors_percent_is_reported() -> None:
+    md = model_deployment("1")
+    md["spec"]["replicas"] = 4
+    md["spec"]["rollout"]["canary"]["steps"] = [{"setMirror": 25}, {"pause": {}}]
+    cluster = OldGatewayAPI(md)
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    cluster.md["spec"]["model"] = model_deployment("2")["spec"]["model"]
+    cluster.md["metadata"]["generation"] = 2
+    cluster.converge()
+    canary = next(name for name in cluster.deployment_names() if name != stable)
+    cluster.ready.add(canary)
+    cluster.converge()
+    _, weighted = cluster.route_rules()
+    assert weighted["filters"][0]["requestMirror"] == {"backendRef": {"name": canary, "port": 80}}
+    assert cluster.md["status"]["mirrorWeight"] == 100 and cluster.md["status"]["rollout"]["mirrorWeight"] == 25
+    dropped = [m for reason, m in cluster.events if reason == "MirrorPercentDropped"]
+    assert len(dropped) == 1, "posted once, when the status changes"
+    assert f"copies every request to revision {canary.removeprefix('iris-')}, not 25%" in dropped[0]

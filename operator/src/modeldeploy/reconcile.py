@@ -63,7 +63,7 @@ from modeldeploy.rollout.plan import (
     revision_failure,
 )
 from modeldeploy.rollout.plan import Observed as RolloutObserved
-from modeldeploy.rollout.routing import RoutingError, router_for
+from modeldeploy.rollout.routing import GatewayAPIRouter, RoutingError, router_for
 from modeldeploy.rollout.state import RolloutStatus
 from modeldeploy.scheduling import GpuQuery, parse_count
 from modeldeploy.schema import SpecError, default_object
@@ -672,6 +672,28 @@ class _Reconcile:
         observed = self.observed_revisions.get(revision) if revision else None
         return observed.trouble if observed is not None else ""
 
+    def mirror_carried(self, decision: Decision) -> int:
+        """The share of the requests the route copies to the canary now: the decision's, unless the route read back
+        holds our filter without its ``percent``. A Gateway API older than v1.3 prunes that field, and the gateway
+        then copies every request: 100, and the Warning ``MirrorPercentDropped`` once (when the status changes)."""
+        mirror = decision.mirror
+        if mirror is None:
+            return 0
+        route = self.routes.get(self.router.route_name) if isinstance(self.router, GatewayAPIRouter) else None
+        if route is None or not isinstance(self.router, GatewayAPIRouter):
+            return mirror.percent
+        if mirror.percent == 100 or not self.router.mirror_lost_percent(route, mirror.revision):
+            return mirror.percent
+        carried = 100
+        if self.status.get("mirrorWeight") != carried:
+            self.events.append(Event(
+                "Warning", "MirrorPercentDropped",
+                f"HTTPRoute {self.md.namespace}/{self.router.route_name} copies every request to revision "
+                f"{mirror.revision}, not {mirror.percent}%: its RequestMirror filter lost the percent field (Gateway "
+                "API older than v1.3?). Upgrade the Gateway API CRDs, or give the canary pods for all the traffic",
+            ))  # fmt: skip
+        return carried
+
     def first_deploy_failing(self) -> cond.Condition | None:
         """``Degraded=True`` while the first revision, with nothing to roll back to, cannot come up by itself: its
         pods crash-loop, or its Deployment reports its progress deadline exceeded (what Argo CD and ``kubectl
@@ -801,7 +823,7 @@ class _Reconcile:
             "canaryRevision": canary,
             "canaryVersion": self.version_of(canary),
             "canaryWeight": decision.weights.get(canary, 0) if canary else 0,
-            "mirrorWeight": decision.mirror.percent if decision.mirror is not None else 0,
+            "mirrorWeight": self.mirror_carried(decision),
             "modelName": md.model.name,
             "modelVersion": stable_version or md.model.version,
             "rollout": rollout.to_status(),

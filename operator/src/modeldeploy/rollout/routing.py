@@ -372,6 +372,18 @@ class GatewayAPIRouter:
                     )
         return out
 
+    def mirror_lost_percent(self, route: Mapping[str, Any], revision: str) -> bool:
+        """Whether ``route`` holds our mirror filter to ``revision`` without its ``percent``: an HTTPRoute CRD older
+        than Gateway API v1.3 prunes the field, and the gateway then copies every request."""
+        return any(
+            self._is_our_mirror(flt)
+            and str(flt["requestMirror"]["backendRef"].get("name")) == revision_service_name(self.name, revision)
+            and "percent" not in flt["requestMirror"]
+            and "fraction" not in flt["requestMirror"]
+            for rule in route.get("spec", {}).get("rules") or []
+            for flt in rule.get("filters") or []
+        )
+
     def verify(
         self, observed_objects: Sequence[Mapping[str, Any]], weights: Mapping[str, int], mirror: Mirror | None = None
     ) -> bool:
