@@ -774,12 +774,19 @@ def gateway_header_routing(h: LocalHarness, models: dict[str, Path]) -> Scenario
     )  # fmt: skip
 
 
-def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
-    """(g) v2 -> v3 (fails on poisoned rows, 30% of the load) through the HTTPRoute: setWeight 20, analysis fails.
+@dataclass(frozen=True)
+class _GatewayRollback:
+    monitor: RolloutMonitor
+    load: LoadGenerator
+    proxy: RouteProxy
+    canary: str
+    stable: str
+    seconds: float
 
-    Traffic goes back to the stable first: the route's weights change before the canary's pods go.
-    """
-    steps = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"analysis": {}}]
+
+def _gateway_rollback(h: LocalHarness, models: dict[str, Path], steps: list[dict[str, Any]]) -> _GatewayRollback:
+    """v2, then v3 (fails on poisoned rows, 30% of the load) with ``steps`` through the HTTPRoute, until v3 is
+    rolled back and its pods are gone."""
     with h.operator(), _timed() as clock:
         _deploy(h, _gateway_body("2", models, "v2", steps=steps), "2")
         stable = str(h.status().get("stableRevision"))
@@ -790,6 +797,17 @@ def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scena
             canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
             h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), 60, "rolled back")
             time.sleep(1.0)
+    return _GatewayRollback(monitor, load, proxy, canary, stable, clock[1])
+
+
+def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(g) v2 -> v3 (fails on poisoned rows, 30% of the load) through the HTTPRoute: setWeight 20, analysis fails.
+
+    Traffic goes back to the stable first: the route's weights change before the canary's pods go.
+    """
+    steps: list[dict[str, Any]] = [{"setWeight": 20}, {"pause": {"duration": "1s"}}, {"analysis": {}}]
+    run = _gateway_rollback(h, models, steps)
+    monitor, load, canary, stable = run.monitor, run.load, run.canary, run.stable
     backend = f"{NAME}-{canary}"
     rolling_back = [s for s in monitor.samples if s.phase in ("RollingBack", "RolledBack")]
     moved = monitor.window(lambda s: s.phase in ("RollingBack", "RolledBack"))
@@ -797,7 +815,7 @@ def gateway_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scena
     window = load.report.window(canary)
     in_window = [r for r in load.report.responses if window and window[0] <= r.started <= window[1]]
     return _result(
-        h, "g: failing canary v2 -> v3 through the HTTPRoute, rolled back", clock[1], load.report, canary, stable,
+        h, "g: failing canary v2 -> v3 through the HTTPRoute, rolled back", run.seconds, load.report, canary, stable,
         route_canary_weight_once_rolling_back=sorted({s.route.get(backend, 0) for s in rolling_back}),
         requests_after_rollback=len(after), canary_after_rollback=sum(1 for r in after if r.revision == canary),
         failed_after_rollback=sum(1 for r in after if r.status != 200),
@@ -813,21 +831,13 @@ def shadow_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scenar
     real traffic while every client still gets the stable's answer; the rollback ends the copy before the canary
     ever has a weight.
     """
-    steps = [{"setMirror": 100}, {"analysis": {}}, {"setWeight": 20}, {"pause": {}}]
-    with h.operator(), _timed() as clock:
-        _deploy(h, _gateway_body("2", models, "v2", steps=steps), "2")
-        stable = str(h.status().get("stableRevision"))
-        proxy = h.route_proxy()
-        with RolloutMonitor(h) as monitor, LoadGenerator(proxy.url, poison=0.3) as load:
-            time.sleep(0.5)
-            h.apply(_gateway_body("3", models, "v3", steps=steps))
-            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary started"))
-            h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), 60, "rolled back")
-            time.sleep(1.0)
+    steps: list[dict[str, Any]] = [{"setMirror": 100}, {"analysis": {}}, {"setWeight": 20}, {"pause": {}}]
+    run = _gateway_rollback(h, models, steps)
+    monitor, load, proxy, canary, stable = run.monitor, run.load, run.proxy, run.canary, run.stable
     backend = f"{NAME}-{canary}"
     mirrored = monitor.window(lambda s: s.mirror.get(backend, 0) > 0)
     return _result(
-        h, "i: failing canary v2 -> v3 shadowed through the HTTPRoute, rolled back", clock[1], load.report, canary,
+        h, "i: failing canary v2 -> v3 shadowed through the HTTPRoute, rolled back", run.seconds, load.report, canary,
         stable, mirror_seconds=round(mirrored[1] - mirrored[0], 2) if mirrored else 0.0,
         copies_to_canary=proxy.mirrored.get(backend, 0), copies_failed=proxy.mirror_failed.get(backend, 0),
         route_canary_weights=sorted({s.route.get(backend, 0) for s in monitor.samples if backend in s.route}),
