@@ -13,3 +13,18 @@ e2e-local: setup
 
 e2e: setup
 	$(BIN)/python e2e/kind_e2e.py
+
+# The Gateway API's own schemas (npm @kubernetes-models/gateway-api, pinned by tests/operator/gatewayapi's lock
+# file) for validating the HTTPRoutes the operator renders; tests/operator/test_gateway_api_schema.py runs it.
+GATEWAY_API_SCHEMA := $(TOOLS)/gateway-api
+GATEWAY_API_FILES := $(addprefix tests/operator/gatewayapi/,package.json package-lock.json validate.mjs)
+.PHONY: gateway-api-schema
+
+gateway-api-schema: $(GATEWAY_API_SCHEMA)/.stamp
+
+$(GATEWAY_API_SCHEMA)/.stamp: $(GATEWAY_API_FILES)
+	rm -rf $(GATEWAY_API_SCHEMA)
+	mkdir -p $(GATEWAY_API_SCHEMA)
+	cp $(GATEWAY_API_FILES) $(GATEWAY_API_SCHEMA)/
+	npm ci --prefix $(GATEWAY_API_SCHEMA) --no-audit --no-fund --loglevel=error
+	touch $@

@@ -32,7 +32,7 @@ CONFIGS = [
     OperatorConfig(require_sha256=True, allowed_schemes=("s3", "https"), allowed_hosts=("models", "*.example.com")),
     OperatorConfig(model_network_policy=True, operator_namespace="modeldeploy", monitoring_namespace="monitoring"),
 ]
-NOT_IN_KUBERNETES = {"HTTPRoute"}  # Gateway API: not part of kubernetes_validate's schemas.
+NOT_IN_KUBERNETES = {"HTTPRoute"}  # Gateway API: not in kubernetes_validate; test_gateway_api_schema.py checks it.
 
 uris = st.one_of(
     st.sampled_from(["s3://models/iris/1/model.pt", "https://cdn.example.com/m.pt", "pvc://claim/iris"]),
