@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from reconcile_kit import body
 
@@ -484,10 +484,20 @@ actions = st.lists(
 )
 
 
+SHADOW_ROLLOUT = {
+    "strategy": "Canary",
+    "canary": {
+        "steps": [{"setMirror": 50}, {"pause": {"duration": "10s"}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}],
+        "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+    },
+}
+
+
 @settings(max_examples=60, deadline=None)
-@given(actions)
-def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> None:
-    cluster = FakeCluster(model_deployment())
+@example([("ready", True), ("version", "2"), ("ready", True), ("replicas", 4), ("ready", True)], SHADOW_ROLLOUT)
+@given(actions, st.sampled_from([None, SHADOW_ROLLOUT]))
+def test_properties_over_random_histories(history: list[tuple[str, Any]], rollout: dict[str, Any] | None) -> None:
+    cluster = FakeCluster(model_deployment(**({"rollout": rollout} if rollout else {})))
     last_good_spec = copy.deepcopy(cluster.md["spec"])
     for action, value in history:
         if action == "version":
@@ -521,6 +531,15 @@ def test_properties_over_random_histories(history: list[tuple[str, Any]]) -> Non
             ), "some ready revision keeps its pods"
         # Once converged, another look writes nothing.
         assert cluster.step().writes == 0
+        # A mirror copies requests only to a revision without live traffic, through a route that says so.
+        status = cluster.md.get("status") or {}
+        if status.get("mirrorWeight"):
+            event("a mirror was checked")
+            route = cluster.objects[("HTTPRoute", "iris")]
+            (weighted,) = [r for r in route["spec"]["rules"] if "filters" in r]
+            target = weighted["filters"][0]["requestMirror"]["backendRef"]["name"]
+            assert {b["name"]: b["weight"] for b in weighted["backendRefs"]}[target] == 0
+            assert target == f"iris-{status['canaryRevision']}" and status["canaryWeight"] == 0
 
 
 def test_a_serving_revision_is_not_removed_when_the_spec_moves_on_mid_rollout() -> None:
