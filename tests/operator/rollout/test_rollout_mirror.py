@@ -233,3 +233,13 @@ def test_the_mirror_follows_the_desired_pod_count() -> None:
     cluster.replicas = 8
     d = cluster.run()
     assert d.replicas == {A: 8, B: 1} and d.mirror == Mirror(B, 12) and d.status.mirror_weight == 25
+
+
+def test_set_mirror_zero_only_ends_a_mirror_and_warns_of_nothing() -> None:
+    # Allowed anywhere, also with replica-ratio routing and after live traffic: it copies nothing.
+    raw = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 25}, {"setMirror": 0}, {"pause": {}}]}}
+    cluster = stable_cluster(raw)
+    cluster.deploy(B)
+    d = cluster.run()
+    assert d.status.current_step_index == 2 and d.mirror is None
+    assert not [r for x in cluster.decisions for r in reasons(x) if r.startswith("Mirror")]

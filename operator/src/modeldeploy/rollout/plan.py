@@ -1239,6 +1239,9 @@ def _mirror_step(s: _Step, stable: str, canary: str, index: int, step: MirrorSte
     copies ``percent`` of the requests to it (``mirrorWeight``). Whether the step is done."""
     spec = s.spec
     n = s.total
+    if step.percent == 0:
+        _advance(s, index, "mirror ended", mirror_weight=0)
+        return True
     if s.status.canary_weight > 0 or spec.routing.type != "GatewayAPI":
         # The steps were edited under a canary that already has live traffic (or the routing cannot copy
         # requests; the spec check refuses that): there is nothing left to shadow.
