@@ -247,3 +247,12 @@ def test_every_runtime_flag_is_documented_with_its_variable_and_default() -> Non
         if shown.startswith("`") and option.default is not None:  # a literal default, not "(required)"
             value = option.type(shown.strip("`")) if option.type is not str else shown.strip("`")
             assert value == option.default, f"{option.flag}: the docs say {shown}, the code {option.default!r}"
+
+
+def test_gitops_lists_every_operator_metric() -> None:
+    from modeldeploy.metrics import OperatorMetrics
+
+    text = (DOCS / "gitops.md").read_text(encoding="utf-8")
+    names = {f"{m.name}_total" if m.type == "counter" else m.name for m in OperatorMetrics().registry.collect()}
+    assert "modeldeploy_canary_mirror_weight" in names
+    assert sorted(n for n in names if f"`{n}`" not in text) == []

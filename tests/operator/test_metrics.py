@@ -21,6 +21,17 @@ def test_rollout_phase_weight_and_transitions_are_exported() -> None:
     assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="automatic") == 1
 
 
+def test_the_mirror_share_is_exported() -> None:
+    metrics = OperatorMetrics()
+    metrics.record_rollout("ml", "iris", {"canaryWeight": 0, "mirrorWeight": 50, "rollout": {"phase": "Analyzing"}}, [])
+    assert value(metrics, "modeldeploy_canary_mirror_weight", namespace="ml", name="iris") == 50
+    assert value(metrics, "modeldeploy_canary_weight", namespace="ml", name="iris") == 0
+    metrics.record_rollout("ml", "iris", {"canaryWeight": 10, "rollout": {"phase": "Progressing"}}, [])
+    assert value(metrics, "modeldeploy_canary_mirror_weight", namespace="ml", name="iris") == 0
+    metrics.forget("ml", "iris")
+    assert value(metrics, "modeldeploy_canary_mirror_weight", namespace="ml", name="iris") is None
+
+
 def test_no_status_change_keeps_the_last_values_and_forget_removes_them() -> None:
     metrics = OperatorMetrics()
     metrics.record_rollout("ml", "iris", {"canaryWeight": 0, "rollout": {"phase": "Completed"}}, [])

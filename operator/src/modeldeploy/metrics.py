@@ -25,34 +25,39 @@ ANALYSIS_VERDICTS = {
 
 PHASE_HELP = "1 for the current rollout phase of each ModelDeployment, 0 for the others."
 WEIGHT_HELP = "Percent of traffic the canary revision gets."
+MIRROR_HELP = "Percent of the requests copied to the canary revision (setMirror; its answers are discarded)."
 
 
 class RolloutCollector(Collector):
-    """``modeldeploy_rollout_phase`` and ``modeldeploy_canary_weight``, made at scrape time from one small record
-    per ModelDeployment.
+    """``modeldeploy_rollout_phase``, ``modeldeploy_canary_weight`` and ``modeldeploy_canary_mirror_weight``, made at
+    scrape time from one small record per ModelDeployment.
 
     Labelled gauges would keep a child object (value, lock, label tuple) per series: nine series per
     ModelDeployment, about 1 KB each, held for as long as the object exists.
     """
 
     def __init__(self) -> None:
-        self.rollouts: dict[tuple[str, str], tuple[str, float]] = {}
-        """(namespace, name) -> (rollout phase, canary weight)."""
+        self.rollouts: dict[tuple[str, str], tuple[str, float, float]] = {}
+        """(namespace, name) -> (rollout phase, canary weight, mirror weight)."""
 
     def describe(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
         yield GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
+        yield GaugeMetricFamily("modeldeploy_canary_mirror_weight", MIRROR_HELP, labels=["namespace", "name"])
 
     def collect(self) -> Iterator[Metric]:
         phases = GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
         weights = GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
+        mirrors = GaugeMetricFamily("modeldeploy_canary_mirror_weight", MIRROR_HELP, labels=["namespace", "name"])
         # list(): scrapes run in the metrics server's thread while the operator keeps updating the records.
-        for (namespace, name), (phase, weight) in list(self.rollouts.items()):
+        for (namespace, name), (phase, weight, mirror) in list(self.rollouts.items()):
             for known in ROLLOUT_PHASES:
                 phases.add_metric([namespace, name, known], 1.0 if known == phase else 0.0)
             weights.add_metric([namespace, name], weight)
+            mirrors.add_metric([namespace, name], mirror)
         yield phases
         yield weights
+        yield mirrors
 
 
 @dataclass
@@ -100,7 +105,8 @@ class OperatorMetrics:
         phase = str(rollout.get("phase") or "")
         if phase:
             weight = float((status or {}).get("canaryWeight") or 0)
-            self.rollouts.rollouts[(namespace, name)] = (phase, weight)
+            mirror = float((status or {}).get("mirrorWeight") or 0)
+            self.rollouts.rollouts[(namespace, name)] = (phase, weight, mirror)
         for reason in reasons:
             if reason in ANALYSIS_VERDICTS:
                 self.analysis_results.labels(namespace, name, ANALYSIS_VERDICTS[reason]).inc()
