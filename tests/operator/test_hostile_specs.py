@@ -34,6 +34,35 @@ CONFIGS = [
 ]
 NOT_IN_KUBERNETES = {"HTTPRoute"}  # Gateway API: not in kubernetes_validate; test_gateway_api_schema.py checks it.
 
+# Rollout blocks from valid to nonsense: shadow and weight steps in any order, both routings, both capacities.
+steps = st.lists(
+    st.one_of(
+        st.builds(lambda w: {"setWeight": w}, st.integers(min_value=-1, max_value=101)),
+        st.builds(lambda m: {"setMirror": m}, st.integers(min_value=-1, max_value=101)),
+        st.just({"pause": {}}),
+        st.just({"pause": {"duration": "5s"}}),
+        st.just({"setWeight": 10, "setMirror": 10}),
+    ),
+    max_size=5,
+)
+rollouts = st.fixed_dictionaries(
+    {"strategy": st.sampled_from(["Canary", "BlueGreen", "RollingUpdate"])},
+    optional={
+        "canary": st.fixed_dictionaries(
+            {"steps": steps},
+            optional={
+                "trafficRouting": st.sampled_from(
+                    [{"type": "Replicas"}, {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+                     {"type": "GatewayAPI"}]
+                ),
+                "capacity": st.fixed_dictionaries(
+                    {"mode": st.sampled_from(["Surge", "Neutral"]), "maxSurgePods": st.integers(0, 2)}
+                ),
+            },
+        ),
+    },
+)  # fmt: skip
+
 uris = st.one_of(
     st.sampled_from(["s3://models/iris/1/model.pt", "https://cdn.example.com/m.pt", "pvc://claim/iris"]),
     st.sampled_from(
@@ -152,6 +181,9 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         spec["networkPolicy"] = network
     if draw(st.booleans()):
         spec["paused"] = draw(st.booleans())
+    rollout = draw(_maybe(rollouts))
+    if rollout is not None:
+        spec["rollout"] = rollout
     return spec
 
 

@@ -3,10 +3,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modeldeploy.rollout.config import (
     AnalysisStep,
     IntOrPercent,
+    MirrorStep,
     PauseStep,
     RolloutSpecError,
     SetWeightStep,
@@ -165,3 +168,46 @@ def test_errors_name_the_field(raw: dict[str, Any], path: str) -> None:
 def test_consecutive_error_limit(raw: dict[str, Any], limit: int) -> None:
     spec = parse_rollout({"analysis": {"maxErrorRatio": 0.1, **raw}})
     assert spec.analysis is not None and spec.analysis.consecutive_error_limit == limit
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_step = st.dictionaries(
+    st.sampled_from(["setWeight", "setMirror", "pause", "analysis", "bogus"]),
+    st.one_of(st.integers(-5, 120), st.just({}), st.just({"duration": "5s"}), _json),
+    max_size=2,
+)
+_canary = st.fixed_dictionaries(
+    {},
+    optional={
+        "steps": st.one_of(st.lists(_step, max_size=6), _json),
+        "trafficRouting": st.one_of(
+            st.just({"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}}),
+            st.just({"type": "Replicas"}),
+            _json,
+        ),
+        "capacity": st.one_of(st.fixed_dictionaries({"mode": st.sampled_from(["Surge", "Neutral", "x"]),
+                                                     "maxSurgePods": st.integers(-1, 3)}), _json),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(strategy=st.sampled_from(["Canary", "BlueGreen", "RollingUpdate", 7]), canary=st.one_of(_canary, _json))
+def test_any_rollout_block_parses_or_names_the_field(strategy: object, canary: Any) -> None:
+    """Whatever the block holds (the API server's schema normally stops most of it), parsing returns a spec or
+    raises RolloutSpecError with a field path under spec.rollout; nothing else escapes."""
+    try:
+        parsed = parse_rollout({"strategy": strategy, "canary": canary})
+    except RolloutSpecError as error:
+        assert error.field_path.startswith("spec.rollout"), error
+        return
+    mirrors = [s for s in parsed.steps if isinstance(s, MirrorStep) and s.percent > 0]
+    if mirrors:
+        assert parsed.routing.type == "GatewayAPI"
+        first_live = next((i for i, s in enumerate(parsed.steps) if isinstance(s, SetWeightStep) and s.weight > 0),
+                          len(parsed.steps))  # fmt: skip
+        assert all(parsed.steps.index(m) < first_live for m in mirrors)
