@@ -420,7 +420,7 @@ def test_list_uses_the_crd_printer_columns() -> None:
     )
     wide = plugin.format_list([md()], NOW, wide=True, all_namespaces=True).splitlines()
     assert wide[0].split() == ["NAMESPACE", "NAME", "MODEL", "STABLE", "CANARY", "READY", "DESIRED", "PHASE",
-                               "WEIGHT", "REVISION", "URL", "AGE"]  # fmt: skip
+                               "WEIGHT", "REVISION", "URL", "MIRROR", "AGE"]  # fmt: skip
     assert wide[1].split()[:2] == ["default", "iris"] and B in wide[1]
 
 
