@@ -676,19 +676,19 @@ class _Reconcile:
         """The share of the requests the route copies to the canary now: the decision's, unless the route read back
         holds our filter without its ``percent``. A Gateway API older than v1.3 prunes that field, and the gateway
         then copies every request: 100, and the Warning ``MirrorPercentDropped`` once (when the status changes)."""
-        mirror = decision.mirror
+        mirror, router = decision.mirror, self.router
         if mirror is None:
             return 0
-        route = self.routes.get(self.router.route_name) if isinstance(self.router, GatewayAPIRouter) else None
-        if route is None or not isinstance(self.router, GatewayAPIRouter):
+        if not isinstance(router, GatewayAPIRouter) or mirror.percent == 100:
             return mirror.percent
-        if mirror.percent == 100 or not self.router.mirror_lost_percent(route, mirror.revision):
+        route = self.routes.get(router.route_name)
+        if route is None or not router.mirror_lost_percent(route, mirror.revision):
             return mirror.percent
         carried = 100
         if self.status.get("mirrorWeight") != carried:
             self.events.append(Event(
                 "Warning", "MirrorPercentDropped",
-                f"HTTPRoute {self.md.namespace}/{self.router.route_name} copies every request to revision "
+                f"HTTPRoute {self.md.namespace}/{router.route_name} copies every request to revision "
                 f"{mirror.revision}, not {mirror.percent}%: its RequestMirror filter lost the percent field (Gateway "
                 "API older than v1.3?). Upgrade the Gateway API CRDs, or give the canary pods for all the traffic",
             ))  # fmt: skip

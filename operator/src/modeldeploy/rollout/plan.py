@@ -1164,7 +1164,7 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         current = rmath.plan_canary_scale(n, weight, mode=mode, surge=surge, exact_routing=exact)
         mirror_pods = _mirror(s, canary)
         if isinstance(step, MirrorStep):
-            if not _mirror_step(s, stable, canary, index, step):
+            if not _mirror_step(s, stable, canary, index, step, mirror_pods):
                 return
             continue
         if isinstance(step, SetWeightStep):
@@ -1234,9 +1234,10 @@ def _mirror(s: _Step, canary: str) -> int:
     return scale.canary
 
 
-def _mirror_step(s: _Step, stable: str, canary: str, index: int, step: MirrorStep) -> bool:
+def _mirror_step(s: _Step, stable: str, canary: str, index: int, step: MirrorStep, mirror_pods: int) -> bool:
     """A ``setMirror`` step: the canary gets the pods for its copy of the traffic, and once they are ready the route
-    copies ``percent`` of the requests to it (``mirrorWeight``). Whether the step is done."""
+    copies ``percent`` of the requests to it (``mirrorWeight``); meanwhile the copy in force (``_mirror``, which
+    needs ``mirror_pods``) goes on. Whether the step is done."""
     spec = s.spec
     n = s.total
     if step.percent == 0:
@@ -1262,7 +1263,7 @@ def _mirror_step(s: _Step, stable: str, canary: str, index: int, step: MirrorSte
             )
         _advance(s, index, f"mirror {target.weight}%", mirror_weight=target.weight, waiting_since=None)
         return True
-    s.replicas[canary] = max(target.canary, _mirror(s, canary))
+    s.replicas[canary] = max(target.canary, mirror_pods)
     s.replicas[stable] = n
     s.weights.update({stable: 100, canary: 0})
     _waiting(s)

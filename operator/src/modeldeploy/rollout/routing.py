@@ -21,7 +21,7 @@ HTTPRoute, a replace carrying the read ``resourceVersion`` so a concurrent edit 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -358,30 +358,29 @@ class GatewayAPIRouter:
                 totals[rev] = round(100 * int(ref.get("weight", 1)) / share) if share else 0
         return totals
 
-    def route_mirrors(self, route: Mapping[str, Any]) -> dict[str, int]:
-        """Revision -> percent of our mirror filters in ``route`` (a filter without ``percent`` copies every
-        request, which is also what a Gateway API older than v1.3 makes of ours: it drops the field)."""
-        out: dict[str, int] = {}
+    def _our_mirrors(self, route: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """(revision, ``requestMirror``) of each of our mirror filters in ``route``."""
         for rule in route.get("spec", {}).get("rules") or []:
             for flt in rule.get("filters") or []:
                 if self._is_our_mirror(flt):
                     mirror = flt["requestMirror"]
-                    percent = mirror.get("percent", 100)
-                    out[str(mirror["backendRef"]["name"])[len(self.name) + 1 :]] = (
-                        percent if isinstance(percent, int) and not isinstance(percent, bool) else 100
-                    )
+                    yield str(mirror["backendRef"]["name"])[len(self.name) + 1 :], mirror
+
+    def route_mirrors(self, route: Mapping[str, Any]) -> dict[str, int]:
+        """Revision -> percent of our mirror filters in ``route`` (a filter without ``percent`` copies every
+        request, which is also what a Gateway API older than v1.3 makes of ours: it drops the field)."""
+        out: dict[str, int] = {}
+        for revision, mirror in self._our_mirrors(route):
+            percent = mirror.get("percent", 100)
+            out[revision] = percent if isinstance(percent, int) and not isinstance(percent, bool) else 100
         return out
 
     def mirror_lost_percent(self, route: Mapping[str, Any], revision: str) -> bool:
         """Whether ``route`` holds our mirror filter to ``revision`` without its ``percent``: an HTTPRoute CRD older
         than Gateway API v1.3 prunes the field, and the gateway then copies every request."""
         return any(
-            self._is_our_mirror(flt)
-            and str(flt["requestMirror"]["backendRef"].get("name")) == revision_service_name(self.name, revision)
-            and "percent" not in flt["requestMirror"]
-            and "fraction" not in flt["requestMirror"]
-            for rule in route.get("spec", {}).get("rules") or []
-            for flt in rule.get("filters") or []
+            rev == revision and "percent" not in mirror and "fraction" not in mirror
+            for rev, mirror in self._our_mirrors(route)
         )
 
     def verify(

@@ -48,6 +48,7 @@ import aiohttp
 
 from modeldeploy.sim import polling
 from modeldeploy.sim.cluster import BackgroundCluster, Cluster
+from modeldeploy.sim.httproute import mirror_targets
 from modeldeploy.sim.kubelet import SimKubelet
 from modeldeploy.sim.proxy import REVISION_HEADER, RouteProxy, ServiceProxy
 
@@ -316,10 +317,7 @@ class RolloutMonitor:
                     header_to.extend(str(r.get("name")) for r in refs)
                 else:
                     weighted.update({str(r.get("name")): int(r.get("weight", 1)) for r in refs})
-                    for flt in rule.get("filters") or []:
-                        copy_to = flt.get("requestMirror") or {} if flt.get("type") == "RequestMirror" else {}
-                        if copy_to:
-                            mirror[str(copy_to["backendRef"]["name"])] = int(copy_to.get("percent", 100))
+                    mirror.update({t.ref.name: round(100 * t.share) for t in mirror_targets(rule, NAMESPACE)})
             self.samples.append(
                 RolloutSample(
                     time.monotonic(), str(rollout.get("phase", "")), int(rollout.get("currentStepIndex") or 0),
