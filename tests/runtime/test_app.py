@@ -35,8 +35,10 @@ class SlowEngine:
         self.load_seconds = 0.0
         self.delay = delay
         self.gate = gate
+        self.started = threading.Event()  # set by the first forward
 
     def predict(self, inputs: Sequence[Array]) -> list[Array]:
+        self.started.set()
         if self.gate is not None:
             self.gate.wait(5)
         time.sleep(self.delay)
@@ -99,14 +101,24 @@ def test_a_failing_forward_is_a_500_counted_as_server_error(
 
 def test_full_queue_is_503_with_retry_after(make_client: ClientFactory, tmp_path: Path) -> None:
     gate = threading.Event()
-    client = make_client(tmp_path, loader=lambda c: SlowEngine(gate=gate), max_queue_size=1, max_batch_size=1)
+    engine = SlowEngine(gate=gate)
+    client = make_client(tmp_path, loader=lambda c: engine, max_queue_size=1, max_batch_size=1)
+    depth = 'modelserve_queue_depth{model="mlp"}'
     with ThreadPoolExecutor(4) as pool:
-        pending = [pool.submit(client.post, "/v2/models/mlp/infer", json=v2_body()) for _ in range(3)]
+        # One request at a time, so that which one is refused does not depend on thread timing: the first runs
+        # (held by the gate), the second waits (the queue is full), the third is refused.
+        pending = [pool.submit(client.post, "/v2/models/mlp/infer", json=v2_body())]
+        assert engine.started.wait(5)
+        pending.append(pool.submit(client.post, "/v2/models/mlp/infer", json=v2_body()))
         deadline = time.monotonic() + 5
-        while not any(f.done() for f in pending) and time.monotonic() < deadline:
+        while metric(client.get("/metrics").text, depth) < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert metric(client.get("/metrics").text, depth) == 1
+        pending.append(pool.submit(client.post, "/v2/models/mlp/infer", json=v2_body()))
+        third = pending[-1].result(timeout=5)  # refused at once, while the gate still holds the first
+        assert not gate.is_set() and third.status_code == 503
         gate.set()
-        statuses = sorted(f.result().status_code for f in pending)
+        statuses = [f.result().status_code for f in pending]
     assert statuses == [200, 200, 503]
     rejected = next(f.result() for f in pending if f.result().status_code == 503)
     assert rejected.headers["retry-after"] == "1" and "queue full" in rejected.json()["error"]
