@@ -20,6 +20,7 @@ from modeldeploy.sim.scenarios import (
     gateway_canary_promotes,
     gateway_canary_rolls_back,
     gateway_header_routing,
+    golden_gate,
     operator_restart_mid_canary,
     shadow_canary_rolls_back,
     slow_canary_rolls_back,
@@ -185,3 +186,24 @@ def test_a_shadowed_failing_canary_is_rolled_back_before_any_client_gets_its_ans
     assert result.notes["route_canary_weights"] == [0] and result.notes["client_requests_to_canary"] == 0
     assert result.load.failures() == [], result.load.summary()
     assert result.notes["mirror_after_rollback"] in ([0], [])
+
+
+def test_golden_requests_promote_right_answers_and_stop_wrong_ones_before_any_client(
+    harness: LocalHarness, models: dict[str, Path]
+) -> None:
+    result = finish(harness, golden_gate(harness, models))
+    notes = result.notes
+    cases = notes["golden_cases"]
+    # v1 -> v2: every case answered right by the one pod the gate gave v2; then live traffic and promotion.
+    assert notes["v2_golden"] == [{"checks": cases, "mismatches": 0, "pods": 1}]
+    assert notes["client_requests_to_v2"] > 0
+    # v2 -> v5-swapped: wrong answers on the first measurement, rolled back with no client ever reaching it ...
+    (v5,) = notes["v5_golden"]
+    assert v5["checks"] == cases and 0 < v5["mismatches"] <= cases and v5["detail"]
+    assert "expected" in v5["detail"][0]
+    assert result.final_phase == "RolledBack" and result.final_version == "2"
+    assert harness.status()["stableRevision"] == result.stable_revision
+    assert notes["v5_rejection"].get("reason") == "AnalysisFailed"
+    assert notes["client_requests_to_v5"] == 0
+    # ... although it never fails: every request of the run was answered.
+    assert result.load.failures() == [], result.load.summary()

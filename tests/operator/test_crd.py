@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from modeldeploy import schema
 from modeldeploy.analysis.criteria import Outcome, RunPhase
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import parse_rollout
 from modeldeploy.rollout.plan import (
@@ -302,6 +303,14 @@ STABLE, CANARY, OLD = "0123456789", "abcdef0123", "fedcba9876"
 GOOD = Sample(requests=1000.0, errors=1.0, p99_seconds=0.1, pods=2)
 BAD = Sample(requests=1000.0, errors=200.0, p99_seconds=0.1, pods=2)
 THIN = Sample(requests=3.0, errors=0.0, p99_seconds=0.1, pods=1)
+WRONG = "case 'setosa' on pod md-abc-1: output 'output': argmax [2], expected [0]"
+# The canary's answers to ROLLOUT_SPECS["canary"]'s golden requests (maxMismatches 1) with each sample: the good
+# one tolerates a wrong answer (so `detail` is written by a passing measurement too), the bad one does not.
+GOLDEN = {
+    "good": GoldenResult(checks=4, mismatches=1, pods=2, detail=(WRONG,)),
+    "bad": GoldenResult(checks=4, mismatches=4, pods=2, detail=(WRONG,) * 3),
+    "thin": GoldenResult(checks=4, mismatches=0, pods=2),
+}
 
 
 def test_chart_copy_is_identical_to_the_canonical_crd() -> None:
@@ -316,6 +325,7 @@ def _full_rollout_status() -> RolloutStatus:
         "Failed maxErrorRatio: errorRatio 3.00% > maxErrorRatio 1.00%",
         Sample(requests=1000.0, errors=30.0, p99_seconds=0.25, pods=2),
         Sample(requests=3000.0, errors=3.0, p99_seconds=0.2, pods=6),
+        GOLDEN["bad"],
     )
     run = AnalysisRun(
         id=f"{CANARY}-step-1-4",
@@ -519,6 +529,16 @@ ROLLOUT_SPECS: dict[str, dict[str, Any]] = {
             "failureLimit": 0,
             "consecutiveErrorLimit": 1,
             "minRequests": 10,
+            "goldenRequests": {
+                "maxMismatches": 1,
+                "cases": [
+                    {
+                        "name": "setosa",
+                        "inputs": [{"name": "input", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}],
+                        "outputs": [{"name": "output", "argmax": [0]}],
+                    }
+                ],
+            },
         },
         "progressDeadlineSeconds": 60,
         "keepPreviousWarm": {"replicas": 1, "seconds": 60},
@@ -560,7 +580,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
     crashing: set[str] = set()
     stuck: set[str] = set()
     controls = Controls()
-    sample, erroring, gpus_free = GOOD, False, None
+    sample, golden, erroring, gpus_free = GOOD, GOLDEN["good"], False, None
     pending: AnalysisRequest | None = None
     # The first revision becomes stable and a rollout of the next one starts, then anything may happen.
     for kind, value in [("time", 0), ("time", 10), ("deploy", CANARY), ("time", 30), *script]:
@@ -572,6 +592,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
         elif kind == "sample":
             erroring = value == "error"
             sample = {"good": GOOD, "bad": BAD, "thin": THIN, "error": GOOD}[value]
+            golden = GOLDEN.get(value, GOLDEN["good"])
         elif kind == "deploy":
             target = RevisionInfo(value, value[:2], value)
         elif kind == "crash":
@@ -588,7 +609,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
                 if erroring
                 else Measurement(
                     pending.run_id, pending.seq, now, sample, GOOD if pending.stable_revision else None,
-                    attempt=pending.attempt,
+                    attempt=pending.attempt, golden=golden if spec.analysis and spec.analysis.golden else None,
                 )
             )  # fmt: skip
         observed = Observed(

@@ -24,7 +24,9 @@ from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, STABLE_AN
 from modeldeploy.reconcile import (
     Observed,
     Plan,
+    SpecError,
     assess_deployment,
+    check_spec,
     gpu_query,
     initial_scale,
     plan_reconcile,
@@ -238,6 +240,27 @@ def test_invalid_update_keeps_the_last_good_children_and_says_why() -> None:
     assert cluster.md["status"]["observedGeneration"] == 2
     assert ("Warning", "InvalidSpec") in cluster.events
     assert cluster.step().writes == 0, "the same invalid spec is reported once"
+
+
+@pytest.mark.parametrize("admitted", [False, True], ids=["cel", "operator"])
+def test_golden_requests_and_caller_auth_are_refused_together(admitted: bool) -> None:
+    """The operator holds no token for a model server that wants one. The CRD refuses the pair; the operator
+    checks it too, for an API server whose CRD is older (an admitted object skips the CEL rules here)."""
+    case = {
+        "name": "c",
+        "inputs": [{"name": "input", "shape": [1, 4], "data": [0.0, 1.0, 2.0, 3.0]}],
+        "outputs": [{"name": "output", "argmax": [0]}],
+    }
+    md = model_deployment(
+        rollout={"strategy": "BlueGreen", "analysis": {"goldenRequests": {"cases": [case]}}},
+        runtime={"auth": {"secretRef": {"name": "tokens"}}},
+    )
+    with pytest.raises(SpecError) as info:
+        check_spec(md, admitted=admitted)
+    assert "goldenRequests cannot be used with runtime.auth" in str(info.value)
+    assert "spec.rollout.analysis.goldenRequests" in str(info.value)
+    del md["spec"]["runtime"]["auth"]
+    assert check_spec(md, admitted=admitted)[2].analysis is not None
 
 
 MD_SCALE_TARGET = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris"}

@@ -46,6 +46,19 @@ def fields(errors: list[SpecError]) -> list[str]:
     return [e.field for e in errors]
 
 
+def golden(output: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A goldenRequests block of one case."""
+    return {
+        "cases": [
+            {
+                "name": "setosa",
+                "inputs": [{"name": "input", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}],
+                "outputs": [output or {"name": "output", "argmax": [0]}],
+            }
+        ]
+    }
+
+
 SPREAD = "spec.runtime.topologySpreadConstraints[0]"
 SPREAD_ITEM = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}
 
@@ -486,6 +499,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(rollout={"canary": {**MIRROR, "capacity": {"mode": "Neutral", "maxSurgePods": 1}}}),
         "spec.rollout.canary.capacity",
         "setMirror needs pods beside the stable's",
+    ),
+    (
+        "golden-requests-without-caller-auth",
+        spec(rollout={"analysis": {"goldenRequests": golden()}}, runtime={"auth": {"secretRef": {"name": "tokens"}}}),
+        spec(rollout={"analysis": {"goldenRequests": golden()}}),
+        "spec.rollout.analysis.goldenRequests",
+        "goldenRequests cannot be used with runtime.auth",
+    ),
+    (
+        "golden-output-by-data-or-argmax",
+        spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "output"})}}),
+        spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "output", "data": [0.9, 0.1]})}}),
+        "spec.rollout.analysis.goldenRequests.cases[0].outputs[0]",
+        "exactly one of data or argmax",
+    ),
+    (
+        "golden-output-not-both",
+        spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "o", "data": [1.0], "argmax": [0]})}}),
+        spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "o", "argmax": [0]})}}),
+        "spec.rollout.analysis.goldenRequests.cases[0].outputs[0]",
+        "exactly one of data or argmax",
     ),
     (
         "gateway-block",

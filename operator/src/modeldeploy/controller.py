@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, source_for
+from modeldeploy.analysis.sources import (
+    MetricSource,
+    MetricSourceError,
+    PodTarget,
+    ScrapeSource,
+    check_golden,
+    source_for,
+)
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
@@ -286,12 +293,21 @@ class Controller:
         async def measure() -> None:
             try:
                 source = self._metric_source(key, spec, namespace, parsed.model.name)
-                canary = await source.measure(request.revision, targets(request.revision))
+                canary_pods = targets(request.revision)
+                canary = await source.measure(request.revision, canary_pods)
                 stable = None
                 if request.stable_revision:
                     stable = await source.measure(request.stable_revision, targets(request.stable_revision))
+                golden = None
+                if spec.golden is not None:
+                    assert self._session is not None  # opened by _metric_source
+                    golden = await check_golden(
+                        self._session, spec.golden, parsed.model.name, request.revision, canary_pods
+                    )
+                    if isinstance(source, ScrapeSource):  # the golden requests are not the canary's traffic
+                        await source.rebase(request.revision, canary_pods)
                 taken = Measurement(
-                    request.run_id, request.seq, self.clock(), canary, stable, attempt=request.attempt
+                    request.run_id, request.seq, self.clock(), canary, stable, attempt=request.attempt, golden=golden
                 )
             except MetricSourceError as error:
                 # Reported to the state machine, which counts it against consecutiveErrorLimit, posts the

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.rollout.config import AnalysisSpec
+from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
 
 ALL = AnalysisSpec(
     min_requests=50,
@@ -201,3 +204,53 @@ def test_an_unknown_error_count_round_trips() -> None:
     assert Sample.from_dict(raw) == UNKNOWN
     with pytest.raises(ValueError, match="non-negative"):
         Sample(requests=10, errors=float("nan"))
+
+
+# --- golden requests -------------------------------------------------------------------------------------------
+
+GOLDEN_SPEC = GoldenSpec(
+    cases=(GoldenCase("c", (GoldenTensor("input", "FP32", (1,), (1.0,)),), (GoldenOutput("y", argmax=(0,)),)),),
+    max_mismatches=1,
+)
+GOLDEN_ONLY = AnalysisSpec(min_requests=50, golden=GOLDEN_SPEC)
+GOLDEN_AND_TRAFFIC = dataclasses.replace(ALL, golden=GOLDEN_SPEC)
+RIGHT = GoldenResult(checks=4, mismatches=1, pods=2, detail=("case 'c' on pod p: HTTP 500",))
+WRONG = GoldenResult(checks=4, mismatches=2, pods=2, detail=("case 'c' on pod p: argmax [1], expected [0]",))
+NONE = Sample(requests=0)
+BUSY = Sample(requests=1000, errors=3, p99_seconds=0.25)
+FAILING = Sample(requests=1000, errors=20, p99_seconds=0.25)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "canary", "golden", "outcome", "failed", "texts"),
+    [
+        # Golden requests alone need no traffic: a gate before any client reaches the revision.
+        (GOLDEN_ONLY, NONE, RIGHT, "Pass", (), ["golden requests: 1 of 4 answers wrong on 2 pods <= maxMismatches 1"]),
+        (GOLDEN_ONLY, NONE, WRONG, "Fail", ("goldenRequests",), ["2 of 4 answers wrong", "argmax [1], expected [0]"]),
+        (GOLDEN_ONLY, BUSY, RIGHT, "Pass", (), ["Passed over 1000 requests", "golden requests"]),
+        (GOLDEN_ONLY, NONE, None, "Inconclusive", (), ["golden requests not sent"]),
+        # With traffic thresholds too: wrong answers fail whatever the traffic, right ones need the traffic judged.
+        (GOLDEN_AND_TRAFFIC, NONE, WRONG, "Fail", ("goldenRequests",), ["fewer than minRequests 50"]),
+        (GOLDEN_AND_TRAFFIC, NONE, RIGHT, "Inconclusive", (), ["fewer than minRequests 50", "golden requests: 1"]),
+        (GOLDEN_AND_TRAFFIC, BUSY, RIGHT, "Pass", (), ["golden requests", "errorRatio 0.30% <= maxErrorRatio"]),
+        (GOLDEN_AND_TRAFFIC, BUSY, WRONG, "Fail", ("goldenRequests",), ["errorRatio 0.30%"]),
+        (GOLDEN_AND_TRAFFIC, FAILING, WRONG, "Fail", ("goldenRequests", "maxErrorRatio", "maxErrorRatioIncrease"), []),
+        (GOLDEN_AND_TRAFFIC, FAILING, RIGHT, "Fail", ("maxErrorRatio", "maxErrorRatioIncrease"), []),
+        # A result without goldenRequests configured is ignored (the spec changed since the request).
+        (ALL, BUSY, WRONG, "Pass", (), ["errorRatio 0.30%"]),
+    ],
+)
+def test_golden_requests_are_a_criterion(
+    criteria: AnalysisSpec,
+    canary: Sample,
+    golden: GoldenResult | None,
+    outcome: str,
+    failed: tuple[str, ...],
+    texts: list[str],
+) -> None:
+    verdict = assess_measurement(criteria, canary, STABLE, golden)
+    assert (verdict.outcome, verdict.failed) == (outcome, failed), verdict.message
+    for text in texts:
+        assert text in verdict.message, verdict.message
+    if criteria.golden is None:
+        assert "golden" not in verdict.message

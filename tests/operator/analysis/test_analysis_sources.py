@@ -16,9 +16,18 @@ from modeldeploy.analysis.sources import (
     PodTarget,
     PrometheusSource,
     ScrapeSource,
+    check_golden,
     source_for,
 )
-from modeldeploy.rollout.config import AnalysisSpec, MetricSourceSpec, PrometheusSpec
+from modeldeploy.rollout.config import (
+    AnalysisSpec,
+    GoldenCase,
+    GoldenOutput,
+    GoldenSpec,
+    GoldenTensor,
+    MetricSourceSpec,
+    PrometheusSpec,
+)
 
 
 @pytest.fixture
@@ -204,5 +213,122 @@ async def test_the_default_error_ratio_query_without_data_is_unknown_too(session
         assert assess_measurement(AnalysisSpec(min_requests=10, max_error_ratio=0.01), sample, None).outcome == (
             "Inconclusive"
         )
+    finally:
+        await runner.cleanup()
+
+
+# --- golden requests ---------------------------------------------------------------------------------------------
+
+GOLDEN = GoldenSpec(
+    cases=(
+        GoldenCase("first", (GoldenTensor("input", "FP32", (1, 2), (1.0, 0.0)),), (GoldenOutput("y", argmax=(0,)),)),
+        GoldenCase("second", (GoldenTensor("input", "FP32", (1, 2), (0.0, 1.0)),), (GoldenOutput("y", argmax=(1,)),)),
+    )
+)
+
+
+class FakeModelPod:
+    """A model server pod: /v2/models/iris/infer answers the identity (right for GOLDEN) or, ``wrong``, swapped; it
+    counts its requests in /metrics like modelserve."""
+
+    def __init__(self, *, wrong: bool = False, status: int = 200) -> None:
+        self.wrong, self.status, self.requests, self.bodies = wrong, status, 0, []  # type: ignore[var-annotated]
+
+    async def infer(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        self.requests += 1
+        if self.status != 200:
+            return web.json_response({"error": "input 'input': expected shape [-1, 3], got [1, 2]"}, status=self.status)
+        data = body["inputs"][0]["data"]
+        answer = data[::-1] if self.wrong else data
+        return web.json_response({"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 2], "data": answer}]})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=exposition(self.requests, 0, 0, {"0.1": self.requests, "+Inf": self.requests}))
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v2/models/iris/infer", self.infer)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+
+@pytest.mark.parametrize(
+    ("pods", "mismatches", "detail"),
+    [
+        ([FakeModelPod(), FakeModelPod()], 0, ""),
+        (
+            [FakeModelPod(), FakeModelPod(wrong=True)],
+            2,
+            "case 'first' on pod pod-1: output 'y': argmax [1], expected [0]",
+        ),
+        (
+            [FakeModelPod(status=400)],
+            2,
+            "case 'first' on pod pod-0: HTTP 400: input 'input': expected shape [-1, 3], got [1, 2]",
+        ),
+    ],
+)
+async def test_golden_requests_go_to_every_pod_and_count_wrong_answers(
+    session: aiohttp.ClientSession, pods: list[FakeModelPod], mismatches: int, detail: str
+) -> None:
+    runners, targets = [], []
+    for i, pod in enumerate(pods):
+        runner, port = await serve(pod.app())
+        runners.append(runner)
+        targets.append(PodTarget(f"pod-{i}", "127.0.0.1", port))
+    try:
+        result = await check_golden(session, GOLDEN, "iris", "abc", targets)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    assert (result.checks, result.mismatches, result.pods) == (2 * len(pods), mismatches, len(pods))
+    assert (result.detail[0] if result.detail else "") == detail
+    assert all(pod.requests == 2 for pod in pods)
+    assert pods[0].bodies[0] == {
+        "id": "modeldeploy-golden-first",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 0.0]}],
+    }
+
+
+async def test_golden_requests_to_an_unreachable_pod_are_a_measurement_error(session: aiohttp.ClientSession) -> None:
+    with pytest.raises(MetricSourceError, match="Golden request 'first' to pod gone failed"):
+        await check_golden(session, GOLDEN, "iris", "abc", [PodTarget("gone", "127.0.0.1", 9)])
+    with pytest.raises(MetricSourceError, match="no ready pods"):
+        await check_golden(session, GOLDEN, "iris", "abc", [])
+
+
+async def test_golden_requests_answered_with_something_else_than_json_are_a_measurement_error(
+    session: aiohttp.ClientSession,
+) -> None:
+    async def html(request: web.Request) -> web.Response:
+        return web.Response(text="<html>proxy error</html>")
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", html)
+    runner, port = await serve(app)
+    try:
+        with pytest.raises(MetricSourceError, match="Golden request 'first' to pod p failed"):
+            await check_golden(session, GOLDEN, "iris", "abc", [PodTarget("p", "127.0.0.1", port)])
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_scrape_source_does_not_count_golden_requests_as_traffic(session: aiohttp.ClientSession) -> None:
+    pod = FakeModelPod()
+    runner, port = await serve(pod.app())
+    target = PodTarget("pod-0", "127.0.0.1", port)
+    try:
+        source = ScrapeSource(session, model="iris")
+        assert (await source.measure("abc", [target])).requests == 0
+        await check_golden(session, GOLDEN, "iris", "abc", [target])
+        await source.rebase("abc", [target])
+        assert (await source.measure("abc", [target])).requests == 0  # the 2 golden requests are not traffic
+        pod.requests += 5  # clients' requests
+        assert (await source.measure("abc", [target])).requests == 5
+        # A pod that cannot be scraped when rebasing keeps its earlier scrape.
+        await source.rebase("abc", [target, PodTarget("gone", "127.0.0.1", 9)])
+        assert set(source._previous["abc"]) == {("pod-0", "127.0.0.1")}
     finally:
         await runner.cleanup()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import RolloutSpec, parse_rollout
 from modeldeploy.rollout.plan import (
@@ -47,6 +48,8 @@ class Cluster:
     deployments: dict[str, RevisionObservation] = field(default_factory=dict)
     controls: Controls = field(default_factory=Controls)
     next_sample: Sample | None = GOOD
+    next_golden: GoldenResult | None = None
+    """The canary's answers to golden requests in the next measurement (with ``goldenRequests``)."""
     stable_sample: Sample | None = GOOD
     crash: set[str] = field(default_factory=set)
     decisions: list[Decision] = field(default_factory=list)
@@ -111,7 +114,13 @@ class Cluster:
         if request is None or self.next_sample is None:
             return decision
         m = Measurement(
-            request.run_id, request.seq, self.now, self.next_sample, self.stable_sample, attempt=request.attempt
+            request.run_id,
+            request.seq,
+            self.now,
+            self.next_sample,
+            self.stable_sample,
+            attempt=request.attempt,
+            golden=self.next_golden,
         )
         self.last_measurement = m
         return self.step(m)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -102,6 +103,28 @@ def test_full_canary_block() -> None:
     assert spec.revision_history_limit == 3
 
 
+_CASE = "spec.rollout.analysis.goldenRequests.cases[0]"
+
+
+def _case(
+    name: str = "setosa",
+    inputs: list[Any] | None = None,
+    shape: list[int] | None = None,
+    data: list[Any] | None = None,
+    datatype: str = "FP32",
+    output: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A golden case (valid unless a part is given)."""
+    tensor = {"name": "input", "datatype": datatype, "shape": shape or [1, 4], "data": data or [5.1, 3.5, 1.4, 0.2]}
+    if datatype.startswith("INT") and data is None:
+        tensor["data"] = [5, 3, 1, 0]
+    return {
+        "name": name,
+        "inputs": [tensor] if inputs is None else inputs,
+        "outputs": [output or {"name": "output", "argmax": [0]}],
+    }
+
+
 @pytest.mark.parametrize(
     ("raw", "path"),
     [
@@ -152,6 +175,33 @@ def test_full_canary_block() -> None:
             {"analysis": {"maxErrorRatio": 0.1, "consecutiveErrorLimit": "4"}},
             "spec.rollout.analysis.consecutiveErrorLimit",
         ),
+        ({"analysis": {"goldenRequests": {}}}, "spec.rollout.analysis.goldenRequests.cases"),
+        ({"analysis": {"goldenRequests": {"cases": []}}}, "spec.rollout.analysis.goldenRequests.cases"),
+        ({"analysis": {"goldenRequests": {"cases": ["x"]}}}, "spec.rollout.analysis.goldenRequests.cases[0]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(name="")]}}}, f"{_CASE}.name"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(), _case()]}}}, "spec.rollout.analysis.goldenRequests.cases"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(inputs=[])]}}}, f"{_CASE}.inputs"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(shape=[2, 4])]}}}, f"{_CASE}.inputs[0].data"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(shape=[-1])]}}}, f"{_CASE}.inputs[0].shape"),
+        (
+            {"analysis": {"goldenRequests": {"cases": [_case(data=[1, 2, float("nan"), 4])]}}},
+            f"{_CASE}.inputs[0].data[2]",
+        ),
+        ({"analysis": {"goldenRequests": {"cases": [_case(data=[1, 2, True, 4])]}}}, f"{_CASE}.inputs[0].data[2]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(datatype="INT64", data=[1, 2, 3.5, 4])]}}},
+         f"{_CASE}.inputs[0].data[2]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(datatype="BYTES")]}}}, f"{_CASE}.inputs[0].datatype"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o"})]}}}, f"{_CASE}.outputs[0]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "data": [1], "argmax": [0]})]}}},
+         f"{_CASE}.outputs[0]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"argmax": [0]})]}}}, f"{_CASE}.outputs[0].name"),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "argmax": [0.5]})]}}},
+         f"{_CASE}.outputs[0].argmax[0]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case()], "maxMismatches": -1}}},
+         "spec.rollout.analysis.goldenRequests.maxMismatches"),
+        ({"analysis": {"goldenRequests": {"cases": [_case()], "absoluteTolerance": -0.1}}},
+         "spec.rollout.analysis.goldenRequests.absoluteTolerance"),
+        ({"analysis": {"goldenRequests": {"cases": [_case()] * 33}}}, "spec.rollout.analysis.goldenRequests.cases"),
         ({"canary": []}, "spec.rollout.canary"),
     ],
 )
@@ -195,13 +245,57 @@ _canary = st.fixed_dictionaries(
 )  # fmt: skip
 
 
+_tensor = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.just("input"), _json),
+        "datatype": st.sampled_from(["FP32", "INT64", "BYTES", 3]),
+        "shape": st.one_of(st.lists(st.integers(-1, 3), max_size=3), _json),
+        "data": st.one_of(st.lists(st.one_of(st.integers(-3, 3), st.floats()), max_size=6), _json),
+    },
+)
+_expected = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.just("output"), _json),
+        "data": st.one_of(st.lists(st.floats(), max_size=4), _json),
+        "argmax": st.one_of(st.lists(st.integers(-1, 3), max_size=4), _json),
+    },
+)
+_golden_case = st.one_of(
+    st.just(_case()),  # valid cases too, so that the checks after parsing run
+    st.just(_case("b", output={"name": "y", "data": [0.5]})),
+    st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.one_of(st.sampled_from(["a", "b", ""]), _json),
+        "inputs": st.one_of(st.lists(_tensor, max_size=2), _json),
+        "outputs": st.one_of(st.lists(_expected, max_size=2), _json),
+    },
+    ),
+)  # fmt: skip
+_analysis = st.one_of(
+    st.none(),
+    _json,
+    st.fixed_dictionaries(
+        {"goldenRequests": st.one_of(_json, st.fixed_dictionaries({"cases": st.lists(_golden_case, max_size=3)},
+                                                                  optional={"maxMismatches": st.integers(-1, 3)}))},
+        optional={"maxErrorRatio": st.floats(-1, 2), "count": st.integers(0, 3)},
+    ),
+)  # fmt: skip
+
+
 @settings(max_examples=300, deadline=None)
-@given(strategy=st.sampled_from(["Canary", "BlueGreen", "RollingUpdate", 7]), canary=st.one_of(_canary, _json))
-def test_any_rollout_block_parses_or_names_the_field(strategy: object, canary: Any) -> None:
+@given(
+    strategy=st.sampled_from(["Canary", "BlueGreen", "RollingUpdate", 7]),
+    canary=st.one_of(_canary, _json),
+    analysis=_analysis,
+)
+def test_any_rollout_block_parses_or_names_the_field(strategy: object, canary: Any, analysis: Any) -> None:
     """Whatever the block holds (the API server's schema normally stops most of it), parsing returns a spec or
     raises RolloutSpecError with a field path under spec.rollout; nothing else escapes."""
     try:
-        parsed = parse_rollout({"strategy": strategy, "canary": canary})
+        parsed = parse_rollout({"strategy": strategy, "canary": canary, "analysis": analysis})
     except RolloutSpecError as error:
         assert error.field_path.startswith("spec.rollout"), error
         return
@@ -211,3 +305,28 @@ def test_any_rollout_block_parses_or_names_the_field(strategy: object, canary: A
         first_live = next((i for i, s in enumerate(parsed.steps) if isinstance(s, SetWeightStep) and s.weight > 0),
                           len(parsed.steps))  # fmt: skip
         assert all(parsed.steps.index(m) < first_live for m in mirrors)
+    golden = parsed.analysis.golden if parsed.analysis is not None else None
+    if golden is not None:
+        for case in golden.cases:
+            assert case.name and case.inputs and case.outputs
+            assert all(math.prod(t.shape) == len(t.data) for t in case.inputs)
+            assert all((o.data is None) != (o.argmax is None) for o in case.outputs)
+
+
+def test_golden_requests_parse_with_their_defaults() -> None:
+    spec = parse_rollout(
+        {"strategy": "BlueGreen", "analysis": {"goldenRequests": {"cases": [_case(), _case("int", datatype="INT64")]}}}
+    )
+    assert spec.analysis is not None and spec.analysis.golden is not None
+    golden = spec.analysis.golden
+    assert (golden.max_mismatches, golden.absolute_tolerance, golden.relative_tolerance) == (0, 1e-5, 1e-4)
+    assert [c.name for c in golden.cases] == ["setosa", "int"]
+    assert golden.cases[0].inputs[0].shape == (1, 4) and golden.cases[0].outputs[0].argmax == (0,)
+    assert golden.cases[1].inputs[0].data == (5, 3, 1, 0)
+    # Golden requests alone are a criterion: no traffic threshold needed.
+    assert spec.analysis.has_threshold and not spec.analysis.has_traffic_threshold
+
+
+def test_an_analysis_without_any_criterion_names_golden_requests_too() -> None:
+    with pytest.raises(RolloutSpecError, match="or goldenRequests"):
+        parse_rollout({"analysis": {"count": 1}})

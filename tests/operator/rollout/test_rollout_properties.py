@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rollout_harness import BAD, GOOD, THIN, Cluster, reasons, spec
 
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.rollout.plan import Controls, Decision, Observed, RevisionObservation, next_rollout
 from modeldeploy.rollout.replicas import pods_for_weight, weight_for_pods
 from modeldeploy.rollout.state import RolloutStatus
@@ -102,6 +103,35 @@ SPECS.update(
         for name in ("gateway-surge", "gateway-neutral-1")
     }
 )
+# Golden requests first (the canary gets one pod for them, no traffic), then live traffic and another analysis.
+GOLDEN_STEPS = [
+    {"analysis": {}},
+    {"setWeight": 20},
+    {"pause": {"duration": "30s"}},
+    {"analysis": {}},
+    {"pause": {}},
+]
+GOLDEN_CASE = {
+    "name": "c",
+    "inputs": [{"name": "input", "shape": [1, 2], "data": [1.0, 2.0]}],
+    "outputs": [{"name": "output", "argmax": [1]}],
+}
+SPECS.update(
+    {
+        f"{name}-golden": {
+            **SPECS[name],
+            "canary": {**SPECS[name]["canary"], "steps": GOLDEN_STEPS},
+            "analysis": {**ANALYSIS, "goldenRequests": {"cases": [GOLDEN_CASE]}},
+        }
+        for name in ("gateway-surge", "gateway-neutral-1", "replicas")
+    }
+)
+# The canary's answers to the golden requests with each sample ("bad" answers wrongly too).
+GOLDEN_ANSWERS = {
+    "good": GoldenResult(checks=1, mismatches=0, pods=1),
+    "bad": GoldenResult(checks=1, mismatches=1, pods=1, detail=("case 'c' on pod p: argmax [0], expected [1]",)),
+    "thin": GoldenResult(checks=1, mismatches=0, pods=1),
+}
 REVISIONS = ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"]
 STEP_DONE = re.compile(r"^Step (\d+) done")
 
@@ -319,6 +349,7 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
     promote, abort, paused, rollback = "", False, False, 0
     pending = None
     erroring = False  # the metric source fails: requests are answered with Measurement.failed
+    golden = GOLDEN_ANSWERS["good"] if rollout.analysis and rollout.analysis.golden else None
     history_lost = False
     for kind, value in script:
         stable_before = cluster.status.stable_revision
@@ -329,6 +360,8 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
         elif kind == "sample":
             erroring = value == "error"
             cluster.next_sample = {"good": GOOD, "bad": BAD, "thin": THIN, "error": GOOD}[value]
+            if golden is not None:
+                golden = GOLDEN_ANSWERS.get(value, golden)
         elif kind == "deploy":
             cluster.deploy(value)
         elif kind == "promote":
@@ -359,7 +392,7 @@ def test_random_event_sequences_keep_invariants(name: str, script: list[tuple[st
                 Measurement.failed(pending, cluster.now, "metric source down")
                 if erroring
                 else Measurement(pending.run_id, pending.seq, cluster.now, cluster.next_sample, GOOD,
-                                 attempt=pending.attempt)
+                                 attempt=pending.attempt, golden=golden)
             )  # fmt: skip
         before, status_before = cluster.observed(), cluster.status
         weights_before = cluster.decisions[-1].weights if cluster.decisions else {}

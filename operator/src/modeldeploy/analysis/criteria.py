@@ -2,7 +2,10 @@
 
 A measurement is judged by ``assess_measurement``:
 
-- Inconclusive when the canary served fewer than ``minRequests`` requests (or none at all);
+- Fail when more golden requests were answered wrongly than ``goldenRequests.maxMismatches``, whatever the
+  traffic;
+- Inconclusive when the canary served fewer than ``minRequests`` requests (or none at all), unless golden requests
+  are the only criterion (then their answers decide);
 - Fail when any configured threshold is broken:
   ``maxErrorRatio`` (canary error ratio), ``maxP99LatencyMs`` (canary p99),
   ``maxErrorRatioIncrease`` (canary error ratio minus the stable's) and
@@ -28,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from modeldeploy.analysis.golden import GoldenResult
+from modeldeploy.analysis.golden import assess as assess_golden
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import AnalysisSpec
 
@@ -61,16 +66,33 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}ms"
 
 
-def assess_measurement(criteria: AnalysisSpec, canary: Sample, stable: Sample | None) -> Verdict:
-    """Judge one measurement of the canary (and the stable, for the relative criteria)."""
-    if canary.requests <= 0 or canary.requests < criteria.min_requests:
-        return Verdict(
-            "Inconclusive",
-            f"Canary served {canary.requests:g} requests, fewer than minRequests {max(criteria.min_requests, 1)}",
-        )
+def assess_measurement(
+    criteria: AnalysisSpec, canary: Sample, stable: Sample | None, golden: GoldenResult | None = None
+) -> Verdict:
+    """Judge one measurement of the canary (and the stable, for the relative criteria; ``golden``: the answers
+    to the golden requests, with ``goldenRequests``)."""
     failures: list[str] = []
     notes: list[str] = []
     judged = 0
+    if criteria.golden is not None:
+        if golden is None:
+            notes.append("golden requests not sent, goldenRequests skipped")
+        else:
+            judged += 1
+            ok, note = assess_golden(criteria.golden, golden)
+            notes.append(note)
+            if not ok:
+                failures.append("goldenRequests")
+    if canary.requests <= 0 or canary.requests < criteria.min_requests:
+        thin = f"Canary served {canary.requests:g} requests, fewer than minRequests {max(criteria.min_requests, 1)}"
+        # A wrong answer is wrong whatever the traffic; right answers alone pass only an analysis that has no
+        # traffic threshold to judge (missing traffic data never passes).
+        if failures:
+            said = [*notes, thin] if criteria.has_traffic_threshold else notes
+            return Verdict("Fail", f"Failed {', '.join(failures)}: {'; '.join(said)}", tuple(failures))
+        if judged and not criteria.has_traffic_threshold:
+            return Verdict("Pass", f"Passed: {'; '.join(notes)}")
+        return Verdict("Inconclusive", "; ".join([thin, *notes]))
     ratio = canary.error_ratio
     if criteria.max_error_ratio is not None:
         if ratio is None:

@@ -1,4 +1,4 @@
-"""Where measurements come from: one Protocol, two sources, one factory.
+"""Where measurements come from: one Protocol, two sources, one factory; and the golden requests' sender.
 
 This is the only module of ``modeldeploy.rollout`` / ``modeldeploy.analysis`` that does network I/O, and only
 to the model-server pods or to Prometheus, never to the API server.
@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from modeldeploy.analysis import golden
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.promparse import (
     MetricsParseError,
     PodScrape,
@@ -33,7 +35,7 @@ from modeldeploy.analysis.promparse import (
     scrape_delta,
 )
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.rollout.config import AnalysisSpec, PrometheusSpec
+from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenSpec, PrometheusSpec
 
 DEFAULT_REQUESTS_QUERY = (
     'sum(increase(modelserve_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}]))'
@@ -122,6 +124,16 @@ class ScrapeSource:
             raise MetricSourceError(f"No pod of revision {revision} could be scraped: {'; '.join(failures)}")
         return sample_from_deltas(deltas)
 
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        """Scrape ``pods`` again and count the next measurement from here: requests the operator itself sent
+        since ``measure`` (golden requests) never count as the revision's traffic. A pod that cannot be scraped
+        keeps its earlier scrape."""
+        results = await asyncio.gather(*(self._scrape(p) for p in pods), return_exceptions=True)
+        kept = self._previous.setdefault(revision, {})
+        for pod, result in zip(pods, results, strict=True):
+            if isinstance(result, PodScrape):
+                kept[(pod.name, pod.ip)] = result
+
     def forget(self, revision: str) -> None:
         """Drop the remembered scrapes of a revision that is gone."""
         self._previous.pop(revision, None)
@@ -195,6 +207,50 @@ class PrometheusSource:
             p99_seconds=max(0.0, p99_ms) / 1000 if p99_ms is not None else None,
             pods=len(pods),
         )
+
+
+async def check_golden(
+    session: aiohttp.ClientSession,
+    spec: GoldenSpec,
+    model: str,
+    revision: str,
+    pods: Sequence[PodTarget],
+    *,
+    timeout_seconds: float = 10.0,
+) -> GoldenResult:
+    """Send every golden case to every pod of ``revision`` (Open Inference Protocol v2 JSON) and compare the
+    answers. An answer that is wrong, or an HTTP error, is a mismatch; a pod that cannot be reached (or answers
+    something that is not JSON) raises ``MetricSourceError``: nothing was learnt about the model."""
+    if not pods:
+        raise MetricSourceError(f"Revision {revision} has no ready pods to send golden requests to")
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+
+    async def ask(pod: PodTarget, case: GoldenCase) -> str | None:
+        url = f"http://{pod.ip}:{pod.port}/v2/models/{model}/infer"
+        try:
+            async with session.post(url, json=golden.request_body(case), timeout=timeout) as response:
+                answer: Any = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise MetricSourceError(
+                f"Golden request {case.name!r} to pod {pod.name} failed: {exc or type(exc).__name__}"
+            ) from exc
+        problem = golden.compare(case, spec, status, answer)
+        return None if problem is None else f"case {case.name!r} on pod {pod.name}: {problem}"
+
+    # One pod at a time, its cases one after another: golden requests must not load a young canary.
+    problems: list[str] = []
+    for pod in pods:
+        for case in spec.cases:
+            problem = await ask(pod, case)
+            if problem is not None:
+                problems.append(problem)
+    return GoldenResult(
+        checks=len(pods) * len(spec.cases),
+        mismatches=len(problems),
+        pods=len(pods),
+        detail=tuple(p[:1000] for p in problems[: golden.MAX_DETAIL]),
+    )
 
 
 def _error_of(body: object) -> str:

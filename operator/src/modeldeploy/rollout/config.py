@@ -197,6 +197,47 @@ class MetricSourceSpec:
     prometheus: PrometheusSpec | None = None
 
 
+GOLDEN_DATATYPES = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+"""Tensor datatypes a golden request may send (the Open Inference Protocol's numeric ones)."""
+
+
+@dataclass(frozen=True)
+class GoldenTensor:
+    """One input of a golden request, as the Open Inference Protocol's JSON carries it (``data`` row-major)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class GoldenOutput:
+    """What one output must be: ``data`` (every value, within the tolerances) or ``argmax`` (the index of the
+    largest value along the last axis, one per row: a classifier's classes)."""
+
+    name: str
+    data: tuple[float, ...] | None = None
+    argmax: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    name: str
+    inputs: tuple[GoldenTensor, ...]
+    outputs: tuple[GoldenOutput, ...]
+
+
+@dataclass(frozen=True)
+class GoldenSpec:
+    """``spec.rollout.analysis.goldenRequests``: known inputs and the answers a revision must give."""
+
+    cases: tuple[GoldenCase, ...]
+    max_mismatches: int = 0
+    absolute_tolerance: float = 1e-5
+    relative_tolerance: float = 1e-4
+
+
 @dataclass(frozen=True)
 class AnalysisSpec:
     source: MetricSourceSpec = MetricSourceSpec()
@@ -210,10 +251,17 @@ class AnalysisSpec:
     max_p99_latency_ms: float | None = None
     max_error_ratio_increase: float | None = None
     max_p99_latency_ratio: float | None = None
+    golden: GoldenSpec | None = None
+    """Golden requests, checked at every measurement (``assess_measurement``)."""
 
     @property
     def has_threshold(self) -> bool:
-        """Whether any of the four criteria is configured."""
+        """Whether any criterion is configured: a traffic threshold or golden requests."""
+        return self.has_traffic_threshold or self.golden is not None
+
+    @property
+    def has_traffic_threshold(self) -> bool:
+        """Whether any of the four traffic criteria is configured."""
         return any(
             limit is not None
             for limit in (
@@ -368,6 +416,24 @@ def _check_mirror_steps(steps: Sequence[Step], path: str, routing: str, capacity
             )
 
 
+def _check_golden_gate(canary: CanarySpec, path: str) -> None:
+    """An analysis step reached while the canary has no traffic gives it a pod, beside the stable's, for the golden
+    requests; capacity Neutral with maxSurgePods 0 has no room for one."""
+    if canary.capacity.mode != "Neutral" or canary.capacity.max_surge_pods > 0:
+        return
+    weight = 0
+    for i, step in enumerate(canary.steps):
+        if isinstance(step, SetWeightStep):
+            weight = step.weight
+        elif isinstance(step, AnalysisStep) and weight == 0:
+            raise RolloutSpecError(
+                f"{path}.steps[{i}].analysis",
+                "this analysis sends golden requests before the canary has traffic, to a pod beside the stable's, "
+                "and capacity Neutral with maxSurgePods 0 has no room for one: allow maxSurgePods 1, or move the "
+                "step after a setWeight step",
+            )
+
+
 def _parse_gateway(raw: Mapping[str, Any], path: str) -> GatewayAPISpec:
     refs_raw = raw.get("parentRefs") or []
     if not isinstance(refs_raw, Sequence) or isinstance(refs_raw, str):
@@ -450,14 +516,109 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
         max_p99_latency_ms=_number(raw, "maxP99LatencyMs", path, low=0),
         max_error_ratio_increase=_number(raw, "maxErrorRatioIncrease", path, low=0, high=1),
         max_p99_latency_ratio=_number(raw, "maxP99LatencyRatio", path, low=1),
+        golden=_parse_golden(raw, path),
     )
     if not spec.has_threshold:
         raise RolloutSpecError(
             path,
             "analysis needs at least one threshold (maxErrorRatio, maxP99LatencyMs, maxErrorRatioIncrease, "
-            "maxP99LatencyRatio)",
+            "maxP99LatencyRatio) or goldenRequests",
         )
     return spec
+
+
+def _parse_golden(raw: Mapping[str, Any], path: str) -> GoldenSpec | None:
+    golden = _mapping(raw, "goldenRequests", path)
+    if golden is None:
+        return None
+    path = f"{path}.goldenRequests"
+    cases_raw = golden.get("cases")
+    if not isinstance(cases_raw, list) or not cases_raw:
+        raise RolloutSpecError(f"{path}.cases", "expected a non-empty list of cases")
+    if len(cases_raw) > 32:
+        raise RolloutSpecError(f"{path}.cases", f"at most 32 cases, got {len(cases_raw)}")
+    cases = [_parse_case(case, f"{path}.cases[{i}]") for i, case in enumerate(cases_raw)]
+    _unique([c.name for c in cases], f"{path}.cases", "case")
+    absolute = _number(golden, "absoluteTolerance", path, low=0)
+    relative = _number(golden, "relativeTolerance", path, low=0)
+    return GoldenSpec(
+        cases=tuple(cases),
+        max_mismatches=_int(golden, "maxMismatches", path, 0),
+        absolute_tolerance=1e-5 if absolute is None else absolute,
+        relative_tolerance=1e-4 if relative is None else relative,
+    )
+
+
+def _unique(names: Sequence[str], path: str, what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise RolloutSpecError(path, f"two {what}s are named {name!r}")
+        seen.add(name)
+
+
+def _items(raw: Mapping[str, Any], key: str, path: str, limit: int) -> list[Mapping[str, Any]]:
+    items = raw.get(key)
+    if not isinstance(items, list) or not items:
+        raise RolloutSpecError(f"{path}.{key}", "expected a non-empty list")
+    if len(items) > limit:
+        raise RolloutSpecError(f"{path}.{key}", f"at most {limit} items, got {len(items)}")
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise RolloutSpecError(f"{path}.{key}[{i}]", f"expected an object, got {type(item).__name__}")
+    return items
+
+
+def _numbers(raw: Mapping[str, Any], key: str, path: str, *, integers: bool = False) -> tuple[float, ...] | None:
+    values = raw.get(key)
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        raise RolloutSpecError(f"{path}.{key}", f"expected a list of numbers, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise RolloutSpecError(f"{path}.{key}[{i}]", f"expected a finite number, got {value!r}")
+        if integers and value != int(value):
+            raise RolloutSpecError(f"{path}.{key}[{i}]", f"expected an integer, got {value!r}")
+    return tuple(values)
+
+
+def _parse_case(raw: object, path: str) -> GoldenCase:
+    if not isinstance(raw, Mapping):
+        raise RolloutSpecError(path, f"expected an object, got {type(raw).__name__}")
+    name = _str(raw, "name", path)
+    if not name:
+        raise RolloutSpecError(f"{path}.name", "every case needs a name")
+    inputs = []
+    for i, item in enumerate(_items(raw, "inputs", path, 16)):
+        where = f"{path}.inputs[{i}]"
+        datatype = _choice(item, "datatype", where, GOLDEN_DATATYPES, "FP32")
+        shape = _numbers(item, "shape", where, integers=True)
+        data = _numbers(item, "data", where, integers=not datatype.startswith("FP"))
+        if shape is None or data is None:
+            raise RolloutSpecError(where, "an input needs shape and data")
+        if any(dim < 0 for dim in shape):
+            raise RolloutSpecError(f"{where}.shape", f"dimensions must not be negative, got {list(shape)}")
+        if math.prod(shape) != len(data):
+            dims = [int(d) for d in shape]
+            raise RolloutSpecError(f"{where}.data", f"shape {dims} holds {math.prod(dims)} values, not {len(data)}")
+        inputs.append(GoldenTensor(_str(item, "name", where) or "input", datatype, tuple(map(int, shape)), data))
+    _unique([t.name for t in inputs], f"{path}.inputs", "input")
+    outputs = []
+    for i, item in enumerate(_items(raw, "outputs", path, 16)):
+        where = f"{path}.outputs[{i}]"
+        data = _numbers(item, "data", where)
+        argmax = _numbers(item, "argmax", where, integers=True)
+        if (data is None) == (argmax is None):
+            raise RolloutSpecError(where, "an expected output needs exactly one of data or argmax")
+        out_name = _str(item, "name", where)
+        if not out_name:
+            raise RolloutSpecError(f"{where}.name", "every expected output needs the name the model gives it")
+        outputs.append(
+            GoldenOutput(out_name, data=data, argmax=None if argmax is None else tuple(int(a) for a in argmax))
+        )
+    _unique([o.name for o in outputs], f"{path}.outputs", "output")
+    return GoldenCase(name, tuple(inputs), tuple(outputs))
 
 
 def parse_rollout(raw: Mapping[str, Any] | None, *, revision_history_limit: int = 10) -> RolloutSpec:
@@ -507,6 +668,8 @@ def parse_rollout(raw: Mapping[str, Any] | None, *, revision_history_limit: int 
                 raise RolloutSpecError(
                     f"{_BASE}.canary.steps[{i}].analysis", "a canary analysis step needs rollout.analysis"
                 )
+    if strategy == "Canary" and canary is not None and analysis is not None and analysis.golden is not None:
+        _check_golden_gate(canary, f"{_BASE}.canary")
 
     warm = None
     warm_raw = _mapping(raw, "keepPreviousWarm", _BASE)

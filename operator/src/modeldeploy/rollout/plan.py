@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout import replicas as rmath
 from modeldeploy.rollout.config import AnalysisSpec, AnalysisStep, MirrorStep, PauseStep, RolloutSpec, SetWeightStep
@@ -89,6 +90,8 @@ class Measurement:
     """Why the measurement could not be taken; empty when it was."""
     attempt: int = 0
     """The request's ``attempt``: errors of this measurement recorded before it was asked for."""
+    golden: GoldenResult | None = None
+    """The canary's answers to ``goldenRequests`` (when configured)."""
 
     @classmethod
     def failed(cls, request: AnalysisRequest, taken_at: datetime, error: str) -> Measurement:
@@ -1192,9 +1195,15 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
             _waiting(s)
             s.phase("Progressing", f"Step {index}: waiting for {target.canary} canary pods ({ready} ready)")
             return
-        s.replicas[canary] = max(current.canary, mirror_pods)
+        gate = _golden_gate_pods(s, current.canary, mirror_pods) if isinstance(step, AnalysisStep) else 0
+        s.replicas[canary] = max(current.canary, mirror_pods, gate)
         s.replicas[stable] = current.stable
         s.weights.update({stable: 100 - weight, canary: weight})
+        ready = s.obs(canary).ready
+        if ready < gate:
+            _waiting(s)
+            s.phase("Progressing", f"Step {index}: waiting for a canary pod for the golden requests ({ready} ready)")
+            return
         s.set(waiting_since=None)
         if isinstance(step, PauseStep):
             if step.seconds is None:
@@ -1216,6 +1225,17 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         if run.phase == "Failed":
             _start_rollback(s, stable, canary, *_analysis_failure(run, f"Analysis at step {index}"))
         return
+
+
+def _golden_gate_pods(s: _Step, canary_pods: int, mirror_pods: int) -> int:
+    """Pods an analysis step gives a canary that has none (no traffic, no mirror) when the analysis sends golden
+    requests: one, beside the stable's, so that the requests have a pod to go to before any client does. None with
+    Neutral capacity and maxSurgePods 0 (``parse_rollout`` refuses such a step)."""
+    analysis = s.spec.analysis
+    if analysis is None or analysis.golden is None or canary_pods > 0 or mirror_pods > 0:
+        return 0
+    capacity = s.spec.capacity
+    return 0 if capacity.mode == "Neutral" and capacity.max_surge_pods == 0 else 1
 
 
 def _mirror(s: _Step, canary: str) -> int:
@@ -1435,13 +1455,14 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> Ana
 
 def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measurement: Measurement) -> AnalysisRun:
     """Judge a measurement that was taken and add it to the run; it ends any streak of errors."""
-    verdict = assess_measurement(criteria, measurement.canary, measurement.stable)
+    verdict = assess_measurement(criteria, measurement.canary, measurement.stable, measurement.golden)
     record = MeasurementRecord(
         _sec(measurement.taken_at),
         verdict.outcome,
         verdict.message,
         measurement.canary,
         measurement.stable,
+        measurement.golden,
     )
     measurements = (*run.measurements, record)
     outcome = assess_run(criteria, [m.outcome for m in measurements])
@@ -1500,7 +1521,10 @@ def _analysis_failure(run: AnalysisRun, what: str) -> tuple[str, str]:
     (the run ended on an error streak), ``AnalysisFailed`` when measurements broke the thresholds."""
     if run.consecutive_errors > 0:
         return "MeasurementErrors", f"{what}: measurements could not be taken ({run.message})"
-    return "AnalysisFailed", f"{what} failed ({run.message})" if run.message else f"{what} failed"
+    message = f"{what} failed ({run.message})" if run.message else f"{what} failed"
+    # What went wrong, not only how often: the last failed measurement's criteria and numbers.
+    last = next((m for m in reversed(run.measurements) if m.outcome == "Fail"), None)
+    return "AnalysisFailed", f"{message}: {last.message}" if last is not None else message
 
 
 def _run_number(run_id: str) -> int:

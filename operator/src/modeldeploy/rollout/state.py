@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, cast
 
 from modeldeploy.analysis.criteria import Outcome
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.types import as_items
 
@@ -138,6 +139,7 @@ class MeasurementRecord:
     message: str
     canary: Sample
     stable: Sample | None = None
+    golden: GoldenResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -148,6 +150,8 @@ class MeasurementRecord:
         }
         if self.stable is not None:
             out["stable"] = self.stable.to_dict()
+        if self.golden is not None:
+            out["golden"] = self.golden.to_dict()
         return out
 
     @classmethod
@@ -160,8 +164,12 @@ class MeasurementRecord:
         try:
             stable_raw = raw.get("stable")
             stable = Sample.from_dict(stable_raw) if isinstance(stable_raw, Mapping) else None
-            return cls(taken, cast(Outcome, outcome), str(raw.get("message") or ""), Sample.from_dict(canary), stable)
-        except (TypeError, ValueError):
+            golden_raw = raw.get("golden")
+            golden = GoldenResult.from_dict(golden_raw) if isinstance(golden_raw, Mapping) else None
+            return cls(
+                taken, cast(Outcome, outcome), str(raw.get("message") or ""), Sample.from_dict(canary), stable, golden
+            )
+        except (KeyError, TypeError, ValueError):
             return None
 
 

@@ -14,6 +14,8 @@ Scenarios (each returns a :class:`ScenarioResult` with the numbers to quote):
 - :func:`failing_canary_rolls_back` (b): v2 -> v3, a model that fails on some inputs; maxErrorRatio fails.
 - :func:`slow_canary_rolls_back` (c): v2 -> v3-slow, a slower model; maxP99LatencyRatio fails.
 - :func:`operator_restart_mid_canary` (d): the operator stops while the canary pauses and starts again.
+- :func:`golden_gate` (j): golden requests before any traffic: v1 -> v2 (the same answers) passes and is promoted,
+  v2 -> v5-swapped (a label-map bug that never fails) is rolled back before any client reaches it.
 
 With ``trafficRouting: GatewayAPI`` the load goes through a :class:`~modeldeploy.sim.proxy.RouteProxy` (the
 HTTPRoute ``NAME`` the operator writes), and a :class:`RolloutMonitor` samples the status and the route every
@@ -67,6 +69,8 @@ __all__ = [
     "gateway_canary_rolls_back",
     "gateway_header_routing",
     "gateway_routing",
+    "golden_gate",
+    "golden_requests",
     "model_deployment",
     "operator_restart_mid_canary",
     "shadow_canary_rolls_back",
@@ -86,8 +90,9 @@ POISON = 1000.0
 
 
 def build_models(root: Path) -> dict[str, Path]:
-    """Model directories: ``v1``, ``v2`` (healthy), ``v3`` (fails on poisoned rows), ``v3-slow`` (slow),
-    ``unloadable`` (a ``model.pt`` that is not a model: the server exits at start).
+    """Model directories: ``v1``, ``v2`` (healthy, the same weights), ``v3`` (fails on poisoned rows), ``v3-slow``
+    (slow), ``v5-swapped`` (answers classes 0 and 1 the wrong way round), ``unloadable`` (a ``model.pt`` that is not
+    a model: the server exits at start).
 
     The slow model adds ``SLOW_LOOPS`` 256x256 matrix products to the forward pass (about 18 ms on one CPU
     thread, against 0.03 ms for the healthy one), which puts its server-side p99 at several times the stable's
@@ -124,6 +129,17 @@ def build_models(root: Path) -> dict[str, Path]:
     }
     extra = {"modelserve.json": json.dumps(signature).encode()}
     torch.jit.save(scripted, str(dirs["v3-slow"] / "model.pt"), _extra_files=extra)
+    # A label-map bug: classes 0 and 1 exchanged in the last layer. It never fails and is as fast as v2, so error
+    # and latency thresholds pass it; only its answers are wrong (for about half of the load's inputs).
+    torch.manual_seed(0)
+    swapped = testing.DemoMLP(IN_FEATURES, HIDDEN, OUT_FEATURES).eval()
+    with torch.no_grad():
+        swapped.fc3.weight[[0, 1]] = swapped.fc3.weight[[1, 0]].clone()
+        swapped.fc3.bias[[0, 1]] = swapped.fc3.bias[[1, 0]].clone()
+    dirs["v5-swapped"] = root / "v5-swapped"
+    dirs["v5-swapped"].mkdir(parents=True, exist_ok=True)
+    traced = torch.jit.trace(swapped, torch.zeros(1, IN_FEATURES))  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(dirs["v5-swapped"] / "model.pt"), _extra_files=extra)
     dirs["unloadable"] = root / "unloadable"
     dirs["unloadable"].mkdir(parents=True, exist_ok=True)
     (dirs["unloadable"] / "model.pt").write_bytes(b"not a TorchScript archive")
@@ -131,6 +147,46 @@ def build_models(root: Path) -> dict[str, Path]:
 
 
 SLOW_LOOPS = 900
+
+
+def load_like_inputs(count: int, seed: int = 7) -> list[list[float]]:
+    """Rows like the load generator's unpoisoned requests."""
+    rng = random.Random(seed)
+    return [[rng.random() for _ in range(IN_FEATURES)] for _ in range(count)]
+
+
+def answers(model_dir: Path, rows: list[list[float]]) -> list[list[float]]:
+    """The outputs of the TorchScript model in ``model_dir`` for ``rows``, in process (imports torch)."""
+    import torch
+
+    model = torch.jit.load(str(model_dir / "model.pt")).eval()  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        out: list[list[float]] = model(torch.tensor(rows, dtype=torch.float32)).tolist()
+    return out
+
+
+def _argmax(row: list[float]) -> int:
+    return max(range(len(row)), key=row.__getitem__)
+
+
+def golden_requests(model_dir: Path, count: int = 6) -> dict[str, Any]:
+    """A ``goldenRequests`` block from a known-good model: ``count`` load-like inputs, at least one per class the
+    model gives them, each expecting that class (``argmax``); the first also expects every value."""
+    rows = load_like_inputs(200)
+    outputs = answers(model_dir, rows)
+    classes = [_argmax(row) for row in outputs]
+    chosen = [classes.index(c) for c in sorted(set(classes))]
+    chosen += [i for i in range(len(rows)) if i not in chosen][: max(0, count - len(chosen))]
+    cases: list[dict[str, Any]] = [
+        {
+            "name": f"row-{i}",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, IN_FEATURES], "data": rows[i]}],
+            "outputs": [{"name": "output", "argmax": [classes[i]]}],
+        }
+        for i in chosen[:count]
+    ]
+    cases[0]["outputs"] = [{"name": "output", "data": outputs[chosen[0]]}]
+    return {"cases": cases, "absoluteTolerance": 1e-4, "relativeTolerance": 1e-3}
 
 
 def model_deployment(
@@ -843,3 +899,49 @@ def shadow_canary_rolls_back(h: LocalHarness, models: dict[str, Path]) -> Scenar
         mirror_after_rollback=sorted({s.mirror.get(backend, 0) for s in monitor.samples
                                       if s.phase in ("RollingBack", "RolledBack")}),
     )  # fmt: skip
+
+
+def golden_gate(h: LocalHarness, models: dict[str, Path]) -> ScenarioResult:
+    """(j) Golden requests as the first canary step, before any client: ``analysis`` (golden requests only, computed
+    from v1), ``setWeight 50``, ``pause 2s``. v1 -> v2 (the same weights) answers them right and is promoted;
+    v2 -> v5-swapped, which never fails and is as fast but answers classes 0 and 1 the wrong way round, is rolled
+    back on its first measurement, on the one pod the step gave it, before it has any weight. Under load
+    throughout."""
+    golden = golden_requests(models["v1"])
+    criteria = {"goldenRequests": golden, "count": 1, "interval": "1s", "failureLimit": 0}
+    steps: list[dict[str, Any]] = [{"analysis": {}}, {"setWeight": 50}, {"pause": {"duration": "2s"}}]
+
+    def body(version: str, model: str) -> dict[str, Any]:
+        return model_deployment(version, f"file://{models[model]}", analysis=criteria, steps=steps)
+
+    rows = load_like_inputs(1000, seed=11)
+    right, wrong = answers(models["v2"], rows), answers(models["v5-swapped"], rows)
+    wrong_share = sum(_argmax(a) != _argmax(b) for a, b in zip(right, wrong, strict=True)) / len(rows)
+    with h.operator(), _timed() as clock:
+        _deploy(h, body("1", "v1"), "1")
+        url = h.proxy()
+        with LoadGenerator(url) as load:
+            time.sleep(1.0)
+            h.apply(body("2", "v2"))
+            passed = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary v2 started"))
+            h.wait_for(lambda: h.settled("2"), 90, "v2 promoted")
+            passed_runs = [r for r in h.rollout().get("analysisRuns") or [] if r.get("revision") == passed]
+            stable = str(h.status().get("stableRevision"))
+            h.apply(body("5", "v5-swapped"))
+            canary = str(h.wait_for(lambda: h.rollout().get("canaryRevision"), 20, "canary v5 started"))
+            h.wait_for(lambda: h.rollout().get("phase") == "RolledBack" and not h.pods(canary), 90, "rolled back")
+            time.sleep(1.0)
+    result = _result(h, "j: golden requests pass v1 -> v2, stop v2 -> v5-swapped", clock[1], load.report, canary,
+                     stable)  # fmt: skip
+    failed_runs = [r for r in result.analysis_runs if r.get("revision") == canary]
+    result.analysis_runs = passed_runs + failed_runs
+    result.notes.update(
+        golden_cases=len(golden["cases"]),
+        v2_golden=[m.get("golden") for r in passed_runs for m in r.get("measurements") or []],
+        v5_golden=[m.get("golden") for r in failed_runs for m in r.get("measurements") or []],
+        v5_would_answer_wrongly=f"{wrong_share:.1%} of load-like inputs (another class than v2)",
+        client_requests_to_v2=load.report.by_revision().get(passed, 0),
+        client_requests_to_v5=load.report.by_revision().get(canary, 0),
+        v5_rejection=next((r for r in h.rollout().get("rejectedRevisions") or [] if r.get("revision") == canary), {}),
+    )
+    return result

@@ -1,0 +1,147 @@
+"""Golden requests: the request sent, and whether an answer is the expected one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeldeploy.analysis.golden import GoldenResult, argmax_rows, assess, compare, request_body
+from modeldeploy.rollout.config import GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
+
+INPUT = GoldenTensor("input", "FP32", (2, 2), (1.0, 2.0, 3.0, 4.0))
+
+
+def case(*outputs: GoldenOutput) -> GoldenCase:
+    return GoldenCase("c1", (INPUT,), outputs or (GoldenOutput("scores", data=(0.5, -2.0)),))
+
+
+def spec(*cases: GoldenCase, atol: float = 1e-5, rtol: float = 1e-4, max_mismatches: int = 0) -> GoldenSpec:
+    return GoldenSpec(cases or (case(),), max_mismatches, atol, rtol)
+
+
+def answer(*outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": "m", "outputs": list(outputs)}
+
+
+def out(name: str, data: list[Any], shape: list[int] | None = None) -> dict[str, Any]:
+    return {"name": name, "datatype": "FP32", "shape": shape or [len(data)], "data": data}
+
+
+def test_the_request_is_an_open_inference_protocol_v2_body() -> None:
+    assert request_body(case()) == {
+        "id": "modeldeploy-golden-c1",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 2], "data": [1.0, 2.0, 3.0, 4.0]}],
+    }
+
+
+CLASSES = GoldenOutput("probabilities", argmax=(1, 0))
+PROBS = out("probabilities", [0.1, 0.9, 0.8, 0.2], [2, 2])
+
+
+@pytest.mark.parametrize(
+    ("expected", "status", "body", "problem"),
+    [
+        # Right answers: exact, within the tolerances, other outputs not checked, any output order.
+        ((), 200, answer(out("scores", [0.5, -2.0])), None),
+        ((), 200, answer(out("scores", [0.500001, -2.0002])), None),
+        ((), 200, answer(out("other", [7.0]), out("scores", [0.5, -2.0])), None),
+        ((CLASSES,), 200, answer(PROBS), None),
+        ((GoldenOutput("scores", data=(0.5, -2.0)), CLASSES), 200, answer(PROBS, out("scores", [0.5, -2.0])), None),
+        ((GoldenOutput("ints", data=(3, 4)),), 200, answer(out("ints", [3, 4])), None),
+        # Wrong answers.
+        ((), 200, answer(out("scores", [0.5, -2.001])), "output 'scores': value 1 is -2.001, expected -2"),
+        ((), 200, answer(out("scores", [math.nan, -2.0])), "value 0 is nan"),
+        ((), 200, answer(out("scores", [0.5])), "1 values, expected 2"),
+        ((), 200, answer(out("scores", ["0.5", -2.0])), "not a list of numbers"),
+        ((), 200, answer(out("scores", [True, -2.0])), "not a list of numbers"),
+        ((), 200, answer(out("logits", [0.5, -2.0])), "output 'scores' missing (the model gave: logits)"),
+        ((), 200, {"outputs": "none"}, "no outputs list"),
+        ((), 200, [], "no outputs list"),
+        ((CLASSES,), 200, answer(out("probabilities", [0.9, 0.1, 0.8, 0.2], [2, 2])), "argmax [0, 0], expected [1, 0]"),
+        ((CLASSES,), 200, answer(out("probabilities", [0.1, 0.9, 0.8], [3])), "argmax [1], expected [1, 0]"),
+        ((CLASSES,), 200, answer(out("probabilities", [0.1, 0.9, 0.8], [2, 2])), "does not hold 3 values"),
+        ((CLASSES,), 200, answer(out("probabilities", [math.nan, math.nan, 0.8, 0.2], [2, 2])), "argmax [-1, 0]"),
+        # A model that refuses a known-good input is wrong too.
+        ((), 400, {"error": "input 'input': expected shape [-1, 3]"}, "HTTP 400: input 'input': expected shape"),
+        ((), 500, None, "HTTP 500"),
+    ],
+)
+def test_answers_are_compared(
+    expected: tuple[GoldenOutput, ...], status: int, body: object, problem: str | None
+) -> None:
+    found = compare(case(*expected), spec(), status, body)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
+def test_tolerances_are_absolute_plus_relative() -> None:
+    wide = spec(atol=0.01, rtol=0.1)
+    assert compare(case(), wide, 200, answer(out("scores", [0.509, -2.2]))) is None  # 0.01 + 0.2 = 0.21 at -2
+    assert compare(case(), wide, 200, answer(out("scores", [0.509, -2.22]))) is not None
+    assert compare(case(), spec(atol=0, rtol=0), 200, answer(out("scores", [0.5, -2.0]))) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    expected=st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=8),
+    atol=st.floats(0, 1),
+    rtol=st.floats(0, 0.5),
+    fraction=st.floats(0, 0.99),
+    data=st.data(),
+)
+def test_a_value_passes_exactly_when_it_is_within_the_tolerance(
+    expected: list[float], atol: float, rtol: float, fraction: float, data: st.DataObject
+) -> None:
+    golden = spec(case(GoldenOutput("y", data=tuple(expected))), atol=atol, rtol=rtol)
+    index = data.draw(st.integers(0, len(expected) - 1))
+    sign = data.draw(st.sampled_from([-1.0, 1.0]))
+    allowed = atol + rtol * abs(expected[index])
+    inside = list(expected)
+    inside[index] += sign * allowed * fraction
+    assert compare(golden.cases[0], golden, 200, answer(out("y", inside))) is None
+    outside = list(expected)
+    outside[index] += sign * (allowed * 1.01 + 1e-3)
+    problem = compare(golden.cases[0], golden, 200, answer(out("y", outside)))
+    assert problem is not None and f"value {index} is" in problem
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    width=st.integers(1, 6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_argmax_rows_is_numpys_argmax_over_the_last_axis(rows: int, width: int, seed: int) -> None:
+    values = np.random.default_rng(seed).permutation(rows * width).astype(float)  # distinct: no ties
+    expected = np.argmax(values.reshape(rows, width), axis=-1).tolist()
+    assert argmax_rows(values.tolist(), [rows, width]) == expected
+    assert argmax_rows(values.tolist(), [1, rows, width]) == expected
+
+
+@pytest.mark.parametrize("shape", [None, [], [0], [2, 0], ["2"], [5], 7])
+def test_argmax_rows_refuses_a_shape_that_does_not_fit(shape: object) -> None:
+    assert argmax_rows([1.0, 2.0, 3.0, 4.0], shape) is None
+
+
+def test_results_round_trip_and_malformed_ones_are_refused() -> None:
+    result = GoldenResult(checks=6, mismatches=2, pods=3, detail=("case 'a' on pod p: HTTP 500",))
+    assert GoldenResult.from_dict(result.to_dict()) == result
+    assert GoldenResult(4, 0, 2).to_dict() == {"checks": 4, "mismatches": 0, "pods": 2}
+    for bad in ({"checks": 1, "mismatches": 2}, {"checks": -1, "mismatches": 0}, {"mismatches": 0}, {"checks": "x"}):
+        with pytest.raises((KeyError, TypeError, ValueError)):
+            GoldenResult.from_dict(bad)
+
+
+def test_assess_counts_mismatches_against_the_limit() -> None:
+    ok, note = assess(spec(max_mismatches=1), GoldenResult(4, 1, 2, ("case 'c1' on pod p: HTTP 500",)))
+    assert ok and note.startswith("golden requests: 1 of 4 answers wrong on 2 pods <= maxMismatches 1")
+    assert "HTTP 500" in note
+    ok, note = assess(spec(), GoldenResult(4, 1, 2))
+    assert not ok and "> maxMismatches 0" in note
