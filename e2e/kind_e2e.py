@@ -7,14 +7,15 @@ with "skipped". It only ever talks to the kube context ``kind-modeldeploy-e2e`` 
 it, and the driver refuses any other), and deletes the cluster at the end unless ``--keep``.
 
 Steps: create the cluster; build the operator image (operator/), the runtime image (runtime-image/) and a
-runtime image with the demo models baked in (v1, v2, v3 failing, at /opt/models); load them into kind;
+runtime image with the demo models baked in (v1, v2, v3 failing, v5 swapped, at /opt/models); load them into kind;
 install charts/modeldeploy; server-side dry-run every file of examples/; deploy v1 with the Canary rollout of
 ``modeldeploy.sim.scenarios.model_deployment``; roll v2 out while an in-cluster load pod sends requests to the
 Service (scenario a: expect no failed request); then ``kubectl modeldeploy rollback`` to v1; then turn
 autoscaling on and check that the cluster's own HorizontalPodAutoscaler reads and writes the ModelDeployment's
 scale subresource (kind has no metrics-server, so the HPA acts on its bounds alone: ``kubectl scale`` below
 ``minReplicas`` and the HPA scales it back); then roll out a version whose model is not there and check that the
-real kubelet's termination message reaches the rejection reason (scenario e).
+real kubelet's termination message reaches the rejection reason (scenario e); then roll out v5, whose answers are
+wrong but never fail, and check that golden requests reject it before any traffic (scenario j).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.sim import polling
-from modeldeploy.sim.scenarios import model_deployment
+from modeldeploy.sim.scenarios import golden_requests, model_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "modeldeploy-e2e"
@@ -179,6 +180,7 @@ def build_images(workdir: Path) -> None:
         "RUN python -m modelserve.testing /opt/models/v1 --kind torchscript"
         " && python -m modelserve.testing /opt/models/v2 --kind torchscript"
         " && python -m modelserve.testing /opt/models/v3 --kind failing"
+        " && python -m modelserve.testing /opt/models/v5 --kind swapped"
         " && chown -R 1000:1000 /opt/models\n"
         "USER 1000:1000\n",
         encoding="utf-8",
@@ -258,6 +260,36 @@ def a_model_that_does_not_load() -> None:
     print(f"scenario e on kind: the canary that cannot load was rejected: {message}")
 
 
+def wrong_answers_stopped_by_golden_requests(workdir: Path) -> None:
+    """Scenario j on the cluster: v5 answers classes 0 and 1 the wrong way round but never fails. Golden requests
+    (computed here from a local build of v1, the same builder and seed as the image's) as the first canary step
+    reject it on the one pod the step gives it, before any traffic, with the wrong answers in the message."""
+    from modelserve.testing import build_torchscript
+
+    reference = build_torchscript(workdir / "golden-reference")
+    golden = golden_requests(reference.parent, features=256)
+    stable = md_status().get("stableRevision")
+    steps: list[dict[str, Any]] = [{"analysis": {}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}]
+    criteria = {"goldenRequests": golden, "count": 1, "interval": "5s", "failureLimit": 0}
+    body = model_deployment("5", "file:///opt/models/v5", steps=steps, analysis=criteria, replicas=2)
+    body["spec"]["runtime"]["image"] = MODELS_IMAGE
+    body["spec"]["runtime"]["imagePullPolicy"] = "IfNotPresent"
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_text=json.dumps(body))
+
+    def rejected() -> dict[str, Any]:
+        found = [r for r in (md_status().get("rollout") or {}).get("rejectedRevisions") or []
+                 if r.get("revision") != stable and r.get("reason") == "AnalysisFailed"]  # fmt: skip
+        return found[0] if found else {}
+
+    wait_for(lambda: rejected(), 300, "the version with wrong answers rejected by its golden requests")
+    message = str(rejected().get("message"))
+    if "golden requests" not in message or "expected" not in message:
+        raise E2EError(f"the rejection does not name the wrong answers: {message!r}")
+    if md_status().get("stableRevision") != stable:
+        raise E2EError("the stable revision changed after the rejection")
+    print(f"scenario j on kind: the version with wrong answers was rejected before any traffic: {message}")
+
+
 def scenario(workdir: Path) -> None:
     build_images(workdir)
     check_context(CONTEXT)
@@ -290,6 +322,7 @@ def scenario(workdir: Path) -> None:
     print(run(["kubectl-modeldeploy", "--context", CONTEXT, "-n", NAMESPACE, "status", "iris"]))
     autoscaled_by_the_cluster()
     a_model_that_does_not_load()
+    wrong_answers_stopped_by_golden_requests(workdir)
     print("kind e2e: passed")
 
 

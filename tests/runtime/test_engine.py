@@ -152,3 +152,19 @@ def test_threads_default_to_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> N
         assert engine_mod.configure_threads(3) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_swapped_demo_model_answers_classes_0_and_1_the_wrong_way_round(tmp_path: Path) -> None:
+    """The label-map bug the golden-requests scenario catches: same weights, classes 0 and 1 exchanged."""
+    from modelserve.testing import build_torchscript
+
+    right = torch.jit.load(str(build_torchscript(tmp_path / "right", IN, 32, OUT)))  # type: ignore[no-untyped-call]
+    wrong = torch.jit.load(  # type: ignore[no-untyped-call]
+        str(build_torchscript(tmp_path / "wrong", IN, 32, OUT, swapped=True))
+    )
+    x = torch.randn(256, IN, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = right(x), wrong(x)
+    assert torch.equal(a[:, [1, 0, *range(2, OUT)]], b)
+    classes = a.argmax(1)
+    assert (classes <= 1).any() and not torch.equal(classes, b.argmax(1))

@@ -1,7 +1,8 @@
 """Demo models and an in-process server, for tests, the benchmark and `make serve`.
 
 This module builds models, so it imports torch; the server itself only imports torch in engine.py.
-Build a demo model from the shell:  python -m modelserve.testing DIR [--kind torchscript|export|safetensors|failing]
+Build a demo model from the shell:
+    python -m modelserve.testing DIR [--kind torchscript|export|safetensors|failing|swapped]
 """
 
 from __future__ import annotations
@@ -89,11 +90,24 @@ def _model(in_features: int, hidden: int, out_features: int, cls: type[DemoMLP] 
 
 
 def build_torchscript(
-    directory: Path, in_features: int = 256, hidden: int = 1024, out_features: int = 10, failing: bool = False
+    directory: Path,
+    in_features: int = 256,
+    hidden: int = 1024,
+    out_features: int = 10,
+    failing: bool = False,
+    swapped: bool = False,
 ) -> Path:
-    """TorchScript model with its signature embedded as the extra file `modelserve.json`."""
+    """TorchScript model with its signature embedded as the extra file `modelserve.json`.
+
+    `failing`: raises on poisoned rows (FailingMLP). `swapped`: the same weights with classes 0 and 1 exchanged in
+    the last layer, a label-map bug: it never fails and is as fast, but answers those two classes the wrong way
+    round."""
     directory.mkdir(parents=True, exist_ok=True)
     model = _model(in_features, hidden, out_features, FailingMLP if failing else DemoMLP)
+    if swapped:
+        with torch.no_grad():
+            model.fc3.weight[[0, 1]] = model.fc3.weight[[1, 0]].clone()
+            model.fc3.bias[[0, 1]] = model.fc3.bias[[1, 0]].clone()
     scripted = torch.jit.script(model) if failing else torch.jit.trace(model, torch.zeros(1, in_features))  # type: ignore[no-untyped-call]
     path = directory / "model.pt"
     extra = {MANIFEST_NAME: orjson.dumps(_signature(in_features, out_features))}
@@ -242,12 +256,15 @@ def serve_in_thread(
 def main() -> None:
     parser = argparse.ArgumentParser(description="Build a demo model into a directory")
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--kind", choices=["torchscript", "export", "safetensors", "failing"], default="torchscript")
+    kinds = ["torchscript", "export", "safetensors", "failing", "swapped"]
+    parser.add_argument("--kind", choices=kinds, default="torchscript")
     args = parser.parse_args()
     if args.kind == "torchscript":
         path = build_torchscript(args.directory)
     elif args.kind == "failing":
         path = build_torchscript(args.directory, failing=True)
+    elif args.kind == "swapped":
+        path = build_torchscript(args.directory, swapped=True)
     elif args.kind == "export":
         path = build_export(args.directory)
     else:

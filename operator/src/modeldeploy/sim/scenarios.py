@@ -129,17 +129,10 @@ def build_models(root: Path) -> dict[str, Path]:
     }
     extra = {"modelserve.json": json.dumps(signature).encode()}
     torch.jit.save(scripted, str(dirs["v3-slow"] / "model.pt"), _extra_files=extra)
-    # A label-map bug: classes 0 and 1 exchanged in the last layer. It never fails and is as fast as v2, so error
-    # and latency thresholds pass it; only its answers are wrong (for about half of the load's inputs).
-    torch.manual_seed(0)
-    swapped = testing.DemoMLP(IN_FEATURES, HIDDEN, OUT_FEATURES).eval()
-    with torch.no_grad():
-        swapped.fc3.weight[[0, 1]] = swapped.fc3.weight[[1, 0]].clone()
-        swapped.fc3.bias[[0, 1]] = swapped.fc3.bias[[1, 0]].clone()
+    # A label-map bug (classes 0 and 1 exchanged): it never fails and is as fast as v2, so error and latency
+    # thresholds pass it; only its answers are wrong, for about half of the load's inputs.
     dirs["v5-swapped"] = root / "v5-swapped"
-    dirs["v5-swapped"].mkdir(parents=True, exist_ok=True)
-    traced = torch.jit.trace(swapped, torch.zeros(1, IN_FEATURES))  # type: ignore[no-untyped-call]
-    torch.jit.save(traced, str(dirs["v5-swapped"] / "model.pt"), _extra_files=extra)
+    testing.build_torchscript(dirs["v5-swapped"], IN_FEATURES, HIDDEN, OUT_FEATURES, swapped=True)
     dirs["unloadable"] = root / "unloadable"
     dirs["unloadable"].mkdir(parents=True, exist_ok=True)
     (dirs["unloadable"] / "model.pt").write_bytes(b"not a TorchScript archive")
@@ -149,10 +142,10 @@ def build_models(root: Path) -> dict[str, Path]:
 SLOW_LOOPS = 900
 
 
-def load_like_inputs(count: int, seed: int = 7) -> list[list[float]]:
+def load_like_inputs(count: int, seed: int = 7, features: int = IN_FEATURES) -> list[list[float]]:
     """Rows like the load generator's unpoisoned requests."""
     rng = random.Random(seed)
-    return [[rng.random() for _ in range(IN_FEATURES)] for _ in range(count)]
+    return [[rng.random() for _ in range(features)] for _ in range(count)]
 
 
 def answers(model_dir: Path, rows: list[list[float]]) -> list[list[float]]:
@@ -169,10 +162,10 @@ def _argmax(row: list[float]) -> int:
     return max(range(len(row)), key=row.__getitem__)
 
 
-def golden_requests(model_dir: Path, count: int = 6) -> dict[str, Any]:
+def golden_requests(model_dir: Path, count: int = 6, features: int = IN_FEATURES) -> dict[str, Any]:
     """A ``goldenRequests`` block from a known-good model: ``count`` load-like inputs, at least one per class the
     model gives them, each expecting that class (``argmax``); the first also expects every value."""
-    rows = load_like_inputs(200)
+    rows = load_like_inputs(200, features=features)
     outputs = answers(model_dir, rows)
     classes = [_argmax(row) for row in outputs]
     chosen = [classes.index(c) for c in sorted(set(classes))]
@@ -180,7 +173,7 @@ def golden_requests(model_dir: Path, count: int = 6) -> dict[str, Any]:
     cases: list[dict[str, Any]] = [
         {
             "name": f"row-{i}",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, IN_FEATURES], "data": rows[i]}],
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, features], "data": rows[i]}],
             "outputs": [{"name": "output", "argmax": [classes[i]]}],
         }
         for i in chosen[:count]
