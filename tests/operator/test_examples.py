@@ -10,6 +10,7 @@ import yaml
 
 from modeldeploy.build import build_children
 from modeldeploy.config import OperatorConfig
+from modeldeploy.rollout.config import parse_rollout
 from modeldeploy.schema import KIND, validate_object
 from modeldeploy.spec import parse_model_deployment
 
@@ -24,7 +25,7 @@ def _model_deployments(path: Path) -> list[dict[str, object]]:
 
 def test_the_documented_examples_exist() -> None:
     names = {p.name for p in EXAMPLES.glob("*.yaml")}
-    documented = {"cpu-model", "gpu-model", "baked-model", "safetensors-model", "shadow-canary"}
+    documented = {"cpu-model", "gpu-model", "baked-model", "safetensors-model", "shadow-canary", "golden-requests"}
     assert {f"{name}.yaml" for name in documented} <= names
 
 
@@ -77,6 +78,15 @@ def test_example_is_valid_and_renders(path: Path) -> None:
                 and s["model"]["entryPoint"].split(":")[0] + ".py"
                 in {p.name for p in (EXAMPLES / "models/tabular").iterdir()}
                 and s["model"]["storageUri"].endswith("/")  # a directory: the weights, the module, the manifest
+            ),
+        ),
+        (
+            "golden-requests.yaml",  # a gate before any traffic: the first step is the analysis, which the operator
+            lambda s: (  # accepts (goldenRequests with their shapes, before any weight)
+                s["rollout"]["canary"]["steps"][0] == {"analysis": {}}
+                and (golden := parse_rollout(s["rollout"]).analysis.golden) is not None  # type: ignore[union-attr]
+                and len(golden.cases) == 3
+                and s["rollout"]["analysis"]["failureLimit"] == 0
             ),
         ),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from modeldeploy import plugin
+from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.state import (
     AnalysisRun,
@@ -810,3 +812,21 @@ def test_parser_has_every_subcommand() -> None:
     parser = plugin.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == {"status", "history", "list", "promote", "abort", "retry", "pause", "resume", "rollback"}
+
+
+def test_analysis_runs_with_golden_requests_show_their_wrong_answers() -> None:
+    golden = GoldenResult(checks=6, mismatches=3, pods=1, detail=("case 'row-3' on pod p: argmax [0], expected [1]",))
+    run = dataclasses.replace(
+        RUN,
+        phase="Failed",
+        measurements=(
+            MeasurementRecord(NOW, "Fail", "Failed goldenRequests: ...", Sample(requests=0), None, golden),
+            MeasurementRecord(NOW, "Pass", "Passed ...", Sample(requests=10, errors=0)),
+        ),
+    )
+    lines = plugin.format_analysis_run(json.loads(json.dumps(run.to_dict()))).splitlines()
+    assert lines[2].split()[-3:] == ["GOLDEN", "WRONG", "MESSAGE"]
+    assert lines[3].split()[-4:] == ["3/6", "Failed", "goldenRequests:", "..."]
+    assert lines[4].split()[-3:] == ["-", "Passed", "..."]  # a measurement without golden requests
+    # Without golden requests the table keeps its columns.
+    assert "GOLDEN" not in plugin.format_analysis_run(RUN.to_dict())

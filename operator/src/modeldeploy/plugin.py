@@ -348,6 +348,12 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
         for i, m in enumerate(measurements, start=1)
     ]
     headers = ["#", "TAKEN", "VERDICT", "REQUESTS", "ERRORS", "P99", "STABLE REQ", "STABLE ERR", "STABLE P99"]
+    if any(isinstance(m.get("golden"), Mapping) for m in measurements):
+        # Golden requests: wrong answers of those compared (cases x pods).
+        headers.append("GOLDEN WRONG")
+        for row, m in zip(rows, measurements, strict=True):
+            golden = as_map(m.get("golden"))
+            row.insert(-1, f"{golden.get('mismatches')}/{golden.get('checks')}" if golden else "-")
     return head + render_table([*headers, "MESSAGE"], rows, indent="    ")
 
 
