@@ -34,7 +34,8 @@ CONFIGS = [
 ]
 NOT_IN_KUBERNETES = {"HTTPRoute"}  # Gateway API: not in kubernetes_validate; test_gateway_api_schema.py checks it.
 
-# Rollout blocks from valid to nonsense: shadow and weight steps in any order, both routings, both capacities.
+# Rollout blocks from valid to nonsense: shadow, weight and analysis steps in any order, both routings, both
+# capacities, analyses with golden requests (some malformed).
 steps = st.lists(
     st.one_of(
         st.builds(lambda w: {"setWeight": w}, st.integers(min_value=-1, max_value=101)),
@@ -42,12 +43,26 @@ steps = st.lists(
         st.just({"pause": {}}),
         st.just({"pause": {"duration": "5s"}}),
         st.just({"setWeight": 10, "setMirror": 10}),
+        st.just({"analysis": {}}),
     ),
     max_size=5,
+)
+GOLDEN_CASE = {
+    "name": "c",
+    "inputs": [{"name": "input", "shape": [1, 2], "data": [1.0, 2.0]}],
+    "outputs": [{"name": "output", "argmax": [0]}],
+}
+analyses = st.one_of(
+    st.just({"maxErrorRatio": 0.01}),
+    st.just({"goldenRequests": {"cases": [GOLDEN_CASE]}, "count": 1, "failureLimit": 0}),
+    st.just({"goldenRequests": {"cases": [{**GOLDEN_CASE, "outputs": [{"name": "o"}]}]}}),  # neither data nor argmax
+    st.just({"goldenRequests": {"cases": [{**GOLDEN_CASE, "inputs": [{"name": "x", "shape": [3], "data": [1]}]}]}}),
+    st.just({"goldenRequests": {"cases": []}}),
 )
 rollouts = st.fixed_dictionaries(
     {"strategy": st.sampled_from(["Canary", "BlueGreen", "RollingUpdate"])},
     optional={
+        "analysis": analyses,
         "canary": st.fixed_dictionaries(
             {"steps": steps},
             optional={
