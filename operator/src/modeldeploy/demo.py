@@ -205,14 +205,14 @@ def _predict(url: str, model: str, features: int) -> str:
 
 
 def run_progressive_demo() -> int:
-    """Scenarios (a) and (b) with real modelserve processes behind a Service proxy, and (i) behind an HTTPRoute
-    proxy, under continuous load."""
+    """Scenarios (a), (b) and (j) with real modelserve processes behind a Service proxy, and (i) behind an
+    HTTPRoute proxy, under continuous load."""
     from modeldeploy.sim import scenarios
 
     with tempfile.TemporaryDirectory(prefix="modeldeploy-demo-") as tmp:
         root = Path(tmp)
         _say("\n== 4. Progressive delivery with real model servers (pods are modelserve processes on loopback)")
-        _say("  Building demo models v1, v2 and v3 (v3 fails on some inputs)...")
+        _say("  Building demo models v1, v2, v3 (fails on some inputs) and v5 (answers some classes wrongly)...")
         models = scenarios.build_models(root / "models")
 
         _say("\n== 4a. Canary v1 -> v2 under continuous load: setWeight 50, pause, analysis, promote")
@@ -244,6 +244,18 @@ def run_progressive_demo() -> int:
                 return 1
         _say(f"  Client requests failed: {failed_live} with the live canary (4b), {len(result.load.failures())} "
              "with the shadowed one (4c).")
+
+        _say("\n== 4d. Golden requests before any client: v5 exchanges classes 0 and 1 (a label-map bug). It never")
+        _say("   fails and is as fast, so error and latency thresholds would pass it; golden requests do not")
+        with scenarios.LocalHarness(root / "d") as harness:
+            result = scenarios.golden_gate(harness, models)
+            result.print()
+            if (result.final_phase != "RolledBack" or result.load.failures()
+                    or result.notes["client_requests_to_v5"] != 0):  # fmt: skip
+                _say("error: the version with wrong answers was not stopped before any client reached it")
+                return 1
+        _say(f"  v5 would have answered {result.notes['v5_would_answer_wrongly']}; clients that got a v5 answer: "
+             f"{result.notes['client_requests_to_v5']}.")
     return 0
 
 
