@@ -4,7 +4,9 @@
 through the same path the operator takes (defaults, schema and CEL checks, parsing, builders).
 
 Each subcommand lives in an ``_add_<name>`` function that registers its parser and sets ``handler``; ``main``
-dispatches on it. Exit status: 0 on success, 2 for invalid input or usage.
+dispatches on it. Exit status: 0 on success, 2 for invalid input or usage (``golden check``: 1 for wrong answers).
+
+``modeldeploy golden record|check`` records golden requests from a trusted model server, or checks one.
 """
 
 from __future__ import annotations
@@ -313,9 +315,186 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.files, progressive=args.progressive)
 
 
+# --- golden ------------------------------------------------------------------------------------------------
+
+EXIT_MISMATCH = 1
+
+
+def _add_golden(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "golden",
+        help="record golden requests from a model server you trust, or check a server against them",
+        description=(
+            "Golden requests (spec.rollout.analysis.goldenRequests) are known inputs and the answers a new "
+            "version must give. `record` sends inputs to a running model server (the version you trust, e.g. "
+            "`make serve` or `kubectl port-forward`) and prints the goldenRequests block with its answers; `check` "
+            "sends the cases of a goldenRequests block (or of a ModelDeployment) to a server and reports each "
+            "wrong answer, as the operator's analysis would judge them."
+        ),
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    record = actions.add_parser("record", help="print a goldenRequests block with a trusted server's answers")
+    check = actions.add_parser("check", help="send golden requests to a server and report wrong answers")
+    for sub in (record, check):
+        sub.add_argument("--url", required=True, help="the model server's base URL, e.g. http://localhost:8080")
+        sub.add_argument("--model", required=True, help="the model name the server serves (spec.model.name)")
+        sub.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+    record.add_argument(
+        "-f", "--filename", dest="file", required=True, metavar="FILE",
+        help="YAML or JSON: a list of cases {name, inputs: [{name, datatype, shape, data}]} (or {cases: [...]}); "
+        "- reads standard input",
+    )  # fmt: skip
+    record.add_argument(
+        "--expect", choices=("argmax", "data"), default="argmax",
+        help="what each output must match: its class per row (argmax, default: classifiers, robust to numeric "
+        "noise) or every value within the tolerances (data)",
+    )  # fmt: skip
+    record.add_argument("--absolute-tolerance", type=float, default=None, metavar="X")
+    record.add_argument("--relative-tolerance", type=float, default=None, metavar="X")
+    record.add_argument("--max-mismatches", type=int, default=None, metavar="N")
+    record.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format")
+    check.add_argument(
+        "-f", "--filename", dest="file", required=True, metavar="FILE",
+        help="a goldenRequests block (as `record` prints it) or a ModelDeployment with one; - reads standard input",
+    )  # fmt: skip
+    parser.set_defaults(handler=_cmd_golden)
+
+
+def _post_json(url: str, body: Any, timeout: float) -> tuple[int, Any]:
+    """POST ``body`` as JSON; (HTTP status, decoded JSON answer). InputError when the server cannot be reached or
+    does not answer JSON."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    except (urllib.error.URLError, OSError) as error:
+        raise InputError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        raise InputError(f"{url} answered HTTP {status} with something that is not JSON") from None
+
+
+def _golden_input(path: str) -> Any:
+    documents = read_documents(path)
+    if len(documents) != 1:
+        raise InputError(f"{path}: expected one YAML or JSON document, found {len(documents)}")
+    return documents[0].body
+
+
+def _record_golden(args: argparse.Namespace) -> dict[str, Any]:
+    from modeldeploy.analysis import golden
+    from modeldeploy.rollout.config import GoldenCase, GoldenTensor, RolloutSpecError, parse_rollout
+
+    raw = _golden_input(args.file)
+    cases = raw.get("cases") if isinstance(raw, dict) else raw
+    if not isinstance(cases, list) or not cases:
+        raise InputError(f"{args.file}: expected a non-empty list of cases (or an object with cases)")
+    url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
+    block: dict[str, Any] = {}
+    for key, value in (("maxMismatches", args.max_mismatches), ("absoluteTolerance", args.absolute_tolerance),
+                       ("relativeTolerance", args.relative_tolerance)):  # fmt: skip
+        if value is not None:
+            block[key] = value
+    recorded = []
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict):
+            raise InputError(f"{args.file}: case {i} is not an object")
+        name = str(case.get("name") or f"case-{i + 1}")
+        # The inputs go through the operator's own parsing, so what is recorded is what it will send.
+        probe = {"name": name, "inputs": case.get("inputs"), "outputs": [{"name": "-", "argmax": [0]}]}
+        try:
+            parsed = parse_rollout({"analysis": {"goldenRequests": {"cases": [probe]}}}).analysis
+        except RolloutSpecError as error:
+            raise InputError(f"{args.file}: case {name!r}: {error.message} ({error.field_path})") from None
+        assert parsed is not None and parsed.golden is not None
+        inputs: tuple[GoldenTensor, ...] = parsed.golden.cases[0].inputs
+        status, answer = _post_json(url, golden.request_body(GoldenCase(name, inputs, ())), args.timeout)
+        if status != 200:
+            said = answer.get("error") if isinstance(answer, dict) else answer
+            raise InputError(f"case {name!r}: {url} answered HTTP {status}: {said}")
+        outputs = []
+        answered = answer.get("outputs") if isinstance(answer, dict) else None
+        for out in answered if isinstance(answered, list) else []:
+            data = out.get("data") if isinstance(out, dict) else None
+            if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
+                raise InputError(f"case {name!r}: output {out.get('name') if isinstance(out, dict) else out!r} "
+                                 "is not numeric data")  # fmt: skip
+            if args.expect == "argmax":
+                classes = golden.argmax_rows([float(v) for v in data], out.get("shape"))
+                if classes is None:
+                    raise InputError(f"case {name!r}: output {out.get('name')!r} has no rows to take argmax of")
+                outputs.append({"name": out.get("name"), "argmax": classes})
+            else:
+                outputs.append({"name": out.get("name"), "data": data})
+        if not outputs:
+            raise InputError(f"case {name!r}: the answer has no outputs")
+        recorded.append({"name": name, "inputs": case.get("inputs"), "outputs": outputs})
+    block["cases"] = recorded
+    try:
+        parse_rollout({"analysis": {"goldenRequests": block}})
+    except RolloutSpecError as error:
+        raise InputError(f"the recorded block is not valid: {error}") from None
+    return {"goldenRequests": block}
+
+
+def _check_golden(args: argparse.Namespace) -> tuple[int, str]:
+    from modeldeploy.analysis import golden
+    from modeldeploy.rollout.config import RolloutSpecError, parse_rollout
+
+    raw = _golden_input(args.file)
+    if isinstance(raw, dict) and raw.get("kind") == KIND:
+        raw = ((raw.get("spec") or {}).get("rollout") or {}).get("analysis") or {}
+    if isinstance(raw, dict) and "goldenRequests" in raw:
+        raw = raw["goldenRequests"]
+    try:
+        parsed = parse_rollout({"analysis": {"goldenRequests": raw}}).analysis
+    except RolloutSpecError as error:
+        raise InputError(f"{args.file}: {error}") from None
+    assert parsed is not None and parsed.golden is not None
+    spec = parsed.golden
+    url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
+    lines, wrong = [], 0
+    for case in spec.cases:
+        status, answer = _post_json(url, golden.request_body(case), args.timeout)
+        problem = golden.compare(case, spec, status, answer)
+        wrong += problem is not None
+        lines.append(f"{'WRONG' if problem else 'ok':5}  {case.name}" + (f": {problem}" if problem else ""))
+    ok = wrong <= spec.max_mismatches
+    lines.append(
+        f"{wrong} of {len(spec.cases)} answers wrong {'<=' if ok else '>'} maxMismatches {spec.max_mismatches}: "
+        f"{'passed' if ok else 'failed'}"
+    )
+    return (EXIT_OK if ok else EXIT_MISMATCH), "\n".join(lines) + "\n"
+
+
+def _cmd_golden(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "record":
+            block = _record_golden(args)
+            if args.output == "json":
+                sys.stdout.write(json.dumps(block, indent=2) + "\n")
+            else:
+                sys.stdout.write(yaml.safe_dump(block, sort_keys=False, default_flow_style=None, width=120))
+            return EXIT_OK
+        status, text = _check_golden(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(text)
+    return status
+
+
 # --- entry point -------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_render, _add_run, _add_demo]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_render, _add_run, _add_demo, _add_golden]
 """Registration functions of the subcommands, in help order."""
 
 
