@@ -240,19 +240,21 @@ def disruption_budget_on_the_cluster() -> None:
     print(f"scenario d on kind: the PodDisruptionBudget covers the model's {desired} pods, 1 eviction at a time")
 
 
+def rejection(stable: object, reason: str) -> dict[str, Any]:
+    """The rejected revision other than ``stable`` with ``reason``, or {} while there is none."""
+    found = [r for r in (md_status().get("rollout") or {}).get("rejectedRevisions") or []
+             if r.get("revision") != stable and r.get("reason") == reason]  # fmt: skip
+    return found[0] if found else {}
+
+
 def a_model_that_does_not_load() -> None:
     """A version whose model is not there: the real kubelet restarts the server, which exits with the load error
     in its termination message; the canary is rejected for CrashLoop, in those words, and the stable serves on."""
     stable = md_status().get("stableRevision")
     apply_md("4", "/opt/models/absent")
 
-    def rejected() -> dict[str, Any]:
-        found = [r for r in (md_status().get("rollout") or {}).get("rejectedRevisions") or []
-                 if r.get("revision") != stable and r.get("reason") == "CrashLoop"]  # fmt: skip
-        return found[0] if found else {}
-
-    wait_for(lambda: rejected(), 300, "the model that does not load rejected for CrashLoop")
-    message = str(rejected().get("message"))
+    wait_for(lambda: rejection(stable, "CrashLoop"), 300, "the model that does not load rejected for CrashLoop")
+    message = str(rejection(stable, "CrashLoop").get("message"))
     if "exited with code" not in message or "Cannot load model iris" not in message:
         raise E2EError(f"the rejection does not say why in the server's words: {message!r}")
     if md_status().get("stableRevision") != stable:
@@ -276,13 +278,8 @@ def wrong_answers_stopped_by_golden_requests(workdir: Path) -> None:
     body["spec"]["runtime"]["imagePullPolicy"] = "IfNotPresent"
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_text=json.dumps(body))
 
-    def rejected() -> dict[str, Any]:
-        found = [r for r in (md_status().get("rollout") or {}).get("rejectedRevisions") or []
-                 if r.get("revision") != stable and r.get("reason") == "AnalysisFailed"]  # fmt: skip
-        return found[0] if found else {}
-
-    wait_for(lambda: rejected(), 300, "the version with wrong answers rejected by its golden requests")
-    message = str(rejected().get("message"))
+    wait_for(lambda: rejection(stable, "AnalysisFailed"), 300, "the version with wrong answers rejected")
+    message = str(rejection(stable, "AnalysisFailed").get("message"))
     if "golden requests" not in message or "expected" not in message:
         raise E2EError(f"the rejection does not name the wrong answers: {message!r}")
     if md_status().get("stableRevision") != stable:

@@ -156,6 +156,13 @@ def spec(raw: dict[str, Any], **kwargs: Any) -> RolloutSpec:
     return parse_rollout(raw, **kwargs)
 
 
+def stable_cluster(raw: dict[str, Any], **kwargs: Any) -> Cluster:
+    """A cluster whose first revision (A) is deployed and stable."""
+    cluster = Cluster(spec(raw), **kwargs)
+    assert cluster.run().status.stable_revision == A
+    return cluster
+
+
 def reasons(decision: Decision) -> list[str]:
     return [e.reason for e in decision.events]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import BAD, GOOD, A, B, Cluster, reasons, spec
+from rollout_harness import BAD, GOOD, A, B, reasons, stable_cluster
 
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
@@ -28,12 +28,6 @@ GATED: dict[str, Any] = {
 RIGHT = GoldenResult(checks=1, mismatches=0, pods=1)
 WRONG = GoldenResult(checks=1, mismatches=1, pods=1, detail=("case 'setosa' on pod p: argmax [1], expected [0]",))
 NO_TRAFFIC = Sample(requests=0, pods=1)
-
-
-def stable_cluster(raw: dict[str, Any], **kwargs: Any) -> Cluster:
-    cluster = Cluster(spec(raw), **kwargs)
-    assert cluster.run().status.stable_revision == A
-    return cluster
 
 
 def test_the_gate_gives_the_canary_one_pod_and_passes_it_on_right_answers_without_traffic() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import BAD, A, B, C, Cluster, reasons, spec
+from rollout_harness import BAD, A, B, C, Cluster, reasons, spec, stable_cluster
 
 from modeldeploy.rollout.config import MirrorStep, RolloutSpecError, parse_rollout
 from modeldeploy.rollout.routing import Mirror
@@ -26,12 +26,6 @@ SHADOW: dict[str, Any] = {
 
 def shadow(**canary: Any) -> dict[str, Any]:
     return {**SHADOW, "canary": {**SHADOW["canary"], **canary}}
-
-
-def stable_cluster(raw: dict[str, Any], **kwargs: Any) -> Cluster:
-    cluster = Cluster(spec(raw), **kwargs)
-    assert cluster.run().status.stable_revision == A
-    return cluster
 
 
 def test_mirror_waits_for_the_canarys_pods_then_copies_requests_until_live_traffic() -> None:
