@@ -423,12 +423,12 @@ def _record_golden(args: argparse.Namespace) -> dict[str, Any]:
         outputs = []
         answered = answer.get("outputs") if isinstance(answer, dict) else None
         for out in answered if isinstance(answered, list) else []:
-            data = out.get("data") if isinstance(out, dict) else None
-            if not isinstance(data, list) or not all(isinstance(v, int | float) for v in data):
+            data = golden.flat_numbers(out.get("data")) if isinstance(out, dict) else None
+            if data is None:
                 raise InputError(f"case {name!r}: output {out.get('name') if isinstance(out, dict) else out!r} "
                                  "is not numeric data")  # fmt: skip
             if args.expect == "argmax":
-                classes = golden.argmax_rows([float(v) for v in data], out.get("shape"))
+                classes = golden.argmax_rows(data, out.get("shape"))
                 if classes is None:
                     raise InputError(f"case {name!r}: output {out.get('name')!r} has no rows to take argmax of")
                 outputs.append({"name": out.get("name"), "argmax": classes})

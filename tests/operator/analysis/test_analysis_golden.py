@@ -51,6 +51,9 @@ PROBS = out("probabilities", [0.1, 0.9, 0.8, 0.2], [2, 2])
         ((), 200, answer(out("scores", [0.500001, -2.0002])), None),
         ((), 200, answer(out("other", [7.0]), out("scores", [0.5, -2.0])), None),
         ((CLASSES,), 200, answer(PROBS), None),
+        ((CLASSES,), 200, answer(out("probabilities", [[0.1, 0.9], [0.8, 0.2]], [2, 2])), None),  # nested rows
+        ((), 200, answer(out("scores", [[0.5], [-2.0]])), None),
+        ((), 200, answer(out("scores", [[0.5], ["x"]])), "not a list of numbers"),
         ((GoldenOutput("scores", data=(0.5, -2.0)), CLASSES), 200, answer(PROBS, out("scores", [0.5, -2.0])), None),
         ((GoldenOutput("ints", data=(3, 4)),), 200, answer(out("ints", [3, 4])), None),
         # Wrong answers.

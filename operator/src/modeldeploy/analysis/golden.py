@@ -80,10 +80,9 @@ def compare(case: GoldenCase, spec: GoldenSpec, status: int, answer: object) -> 
 
 
 def _compare_output(expected: GoldenOutput, spec: GoldenSpec, got: Mapping[str, Any]) -> str | None:
-    data, shape = got.get("data"), got.get("shape")
-    if not isinstance(data, list) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data):
+    values, shape = flat_numbers(got.get("data")), got.get("shape")
+    if values is None:
         return "data is not a list of numbers"
-    values = [float(v) for v in data]
     if expected.data is not None:
         if len(values) != len(expected.data):
             return f"{len(values)} values, expected {len(expected.data)}"
@@ -103,6 +102,24 @@ def _compare_output(expected: GoldenOutput, spec: GoldenSpec, got: Mapping[str, 
     if tuple(classes) != expected.argmax:
         return f"argmax {_short(classes)}, expected {_short(list(expected.argmax))}"
     return None
+
+
+def flat_numbers(data: object) -> list[float] | None:
+    """The values of an output's ``data``: a flat list of numbers, or nested lists of them (row-major, as some
+    servers write tensors); None for anything else."""
+    if not isinstance(data, list):
+        return None
+    out: list[float] = []
+    stack: list[object] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            out.append(float(item))
+        else:
+            return None
+    return out
 
 
 def argmax_rows(values: Sequence[float], shape: object) -> list[int] | None:
