@@ -148,3 +148,11 @@ def test_assess_counts_mismatches_against_the_limit() -> None:
     assert "HTTP 500" in note
     ok, note = assess(spec(), GoldenResult(4, 1, 2))
     assert not ok and "> maxMismatches 0" in note
+
+
+def test_the_note_names_the_first_wrong_answer_only() -> None:
+    """Status keeps every measurement of its last 10 runs: the message stays short, golden.detail has three."""
+    detail = tuple(f"case 'c{i}' on pod p: " + "x" * 250 for i in range(3))
+    ok, note = assess(spec(), GoldenResult(8, 5, 2, detail))
+    assert not ok and f"(first: {detail[0]}; 4 more)" in note and "c1" not in note
+    assert len(note) < 400

@@ -17,6 +17,8 @@ from modeldeploy.rollout.config import GoldenCase, GoldenOutput, GoldenSpec
 
 MAX_DETAIL = 3
 """Mismatches described in a result; the count covers them all."""
+MAX_DETAIL_TEXT = 300
+"""Characters kept of each described mismatch (a status holds every measurement of its last 10 runs)."""
 
 
 @dataclass(frozen=True)
@@ -150,5 +152,8 @@ def assess(spec: GoldenSpec, result: GoldenResult) -> tuple[bool, str]:
         f"{'<=' if ok else '>'} maxMismatches {spec.max_mismatches}"
     )
     if result.detail:
-        note += f" ({'; '.join(result.detail)})"
+        # The first wrong answer only: status keeps every measurement of the last 10 runs, so each stays small;
+        # the measurement's golden.detail lists up to three.
+        more = f"; {result.mismatches - 1} more" if result.mismatches > 1 else ""
+        note += f" (first: {result.detail[0]}{more})"
     return ok, note

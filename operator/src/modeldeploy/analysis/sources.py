@@ -249,7 +249,7 @@ async def check_golden(
         checks=len(pods) * len(spec.cases),
         mismatches=len(problems),
         pods=len(pods),
-        detail=tuple(p[:1000] for p in problems[: golden.MAX_DETAIL]),
+        detail=tuple(p[: golden.MAX_DETAIL_TEXT] for p in problems[: golden.MAX_DETAIL]),
     )
 
 
