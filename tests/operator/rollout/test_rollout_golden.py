@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import BAD, GOOD, A, B, reasons, stable_cluster
+from rollout_harness import BAD, GOOD, A, B, Cluster, reasons, spec, stable_cluster
 
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
@@ -160,3 +160,20 @@ def test_neutral_capacity_without_surge_has_no_room_for_a_gate_pod(steps: list[A
     # One surge pod is room enough.
     raw["canary"]["capacity"]["maxSurgePods"] = 1
     parse_rollout(raw)
+
+
+def test_a_first_deploy_is_gated_by_golden_requests_without_traffic() -> None:
+    """firstDeployAnalysis: the first revision runs behind the preview Service only (no client traffic) until its
+    golden requests are answered right; wrong answers reject it, and nothing serves."""
+    raw = {"firstDeployAnalysis": True, "analysis": GOLDEN_ONLY}
+    cluster = Cluster(spec(raw), next_sample=NO_TRAFFIC, next_golden=RIGHT)
+    d = cluster.step()
+    assert d.weights == {} and d.preview_revision == A
+    d = cluster.run()
+    assert d.status.stable_revision == A and d.weights == {A: 100}
+    assert d.status.analysis_runs[-1].gate == "first-deploy" and d.status.analysis_runs[-1].measurements[-1].golden
+    cluster = Cluster(spec(raw), next_sample=NO_TRAFFIC, next_golden=WRONG)
+    d = cluster.run()
+    assert d.status.phase == "RolledBack" and d.weights == {} and d.status.stable_revision == ""
+    rejection = d.status.rejection(A)
+    assert rejection is not None and "argmax [1], expected [0]" in rejection.message
