@@ -332,3 +332,17 @@ async def test_the_scrape_source_does_not_count_golden_requests_as_traffic(sessi
         assert set(source._previous["abc"]) == {("pod-0", "127.0.0.1")}
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_golden_requests_refused_for_load_are_a_measurement_error_not_a_wrong_answer(
+    session: aiohttp.ClientSession, status: int
+) -> None:
+    """A busy canary shedding load is not a wrong model (as for the traffic criteria): try again later."""
+    pod = FakeModelPod(status=status)
+    runner, port = await serve(pod.app())
+    try:
+        with pytest.raises(MetricSourceError, match=f"refused as overload \\(HTTP {status}\\)"):
+            await check_golden(session, GOLDEN, "iris", "abc", [PodTarget("p", "127.0.0.1", port)])
+    finally:
+        await runner.cleanup()

@@ -209,6 +209,10 @@ class PrometheusSource:
         )
 
 
+OVERLOADED = frozenset({429, 503})
+"""Answers that refuse a request for load (modelserve: a full queue, too many connections, draining)."""
+
+
 async def check_golden(
     session: aiohttp.ClientSession,
     spec: GoldenSpec,
@@ -219,8 +223,9 @@ async def check_golden(
     timeout_seconds: float = 10.0,
 ) -> GoldenResult:
     """Send every golden case to every pod of ``revision`` (Open Inference Protocol v2 JSON) and compare the
-    answers. An answer that is wrong, or an HTTP error, is a mismatch; a pod that cannot be reached (or answers
-    something that is not JSON) raises ``MetricSourceError``: nothing was learnt about the model."""
+    answers. An answer that is wrong, or an HTTP error, is a mismatch; a pod that cannot be reached, answers
+    something that is not JSON, or refuses the request for load (429, 503) raises ``MetricSourceError``: nothing
+    was learnt about the model."""
     if not pods:
         raise MetricSourceError(f"Revision {revision} has no ready pods to send golden requests to")
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -235,6 +240,13 @@ async def check_golden(
             raise MetricSourceError(
                 f"Golden request {case.name!r} to pod {pod.name} failed: {exc or type(exc).__name__}"
             ) from exc
+        if status in OVERLOADED:
+            # Shed load says the pod is busy, not that the model is wrong (as for the traffic criteria): this
+            # measurement could not be taken, and is tried again.
+            raise MetricSourceError(
+                f"Golden request {case.name!r} to pod {pod.name} was refused as overload (HTTP {status}); "
+                "its answer could not be judged"
+            )
         problem = golden.compare(case, spec, status, answer)
         return None if problem is None else f"case {case.name!r} on pod {pod.name}: {problem}"
 
