@@ -121,9 +121,14 @@ def md_status() -> dict[str, Any]:
 def apply_md(version: str, model_dir: str) -> None:
     body = model_deployment(version, f"file://{model_dir}", pause="10s",
                             analysis={"maxErrorRatio": 0.01}, replicas=2)  # fmt: skip
+    body["spec"]["rollout"]["analysis"].update({"interval": "10s", "count": 2, "minRequests": 20})
+    apply_body(body)
+
+
+def apply_body(body: dict[str, Any]) -> None:
+    """Apply a ModelDeployment that runs the models image (the demo models at /opt/models)."""
     body["spec"]["runtime"]["image"] = MODELS_IMAGE
     body["spec"]["runtime"]["imagePullPolicy"] = "IfNotPresent"
-    body["spec"]["rollout"]["analysis"].update({"interval": "10s", "count": 2, "minRequests": 20})
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_text=json.dumps(body))
 
 
@@ -247,18 +252,24 @@ def rejection(stable: object, reason: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
+def rejection_message(stable: object, reason: str, what: str) -> str:
+    """Wait for the new revision to be rejected with ``reason``; its message. The stable must serve on."""
+    wait_for(lambda: rejection(stable, reason), 300, what)
+    message = str(rejection(stable, reason).get("message"))
+    if md_status().get("stableRevision") != stable:
+        raise E2EError("the stable revision changed after the rejection")
+    return message
+
+
 def a_model_that_does_not_load() -> None:
     """A version whose model is not there: the real kubelet restarts the server, which exits with the load error
     in its termination message; the canary is rejected for CrashLoop, in those words, and the stable serves on."""
     stable = md_status().get("stableRevision")
     apply_md("4", "/opt/models/absent")
 
-    wait_for(lambda: rejection(stable, "CrashLoop"), 300, "the model that does not load rejected for CrashLoop")
-    message = str(rejection(stable, "CrashLoop").get("message"))
+    message = rejection_message(stable, "CrashLoop", "the model that does not load rejected for CrashLoop")
     if "exited with code" not in message or "Cannot load model iris" not in message:
         raise E2EError(f"the rejection does not say why in the server's words: {message!r}")
-    if md_status().get("stableRevision") != stable:
-        raise E2EError("the stable revision changed after the rejection")
     print(f"scenario e on kind: the canary that cannot load was rejected: {message}")
 
 
@@ -274,16 +285,10 @@ def wrong_answers_stopped_by_golden_requests(workdir: Path) -> None:
     steps: list[dict[str, Any]] = [{"analysis": {}}, {"setWeight": 50}, {"pause": {"duration": "10s"}}]
     criteria = {"goldenRequests": golden, "count": 1, "interval": "5s", "failureLimit": 0}
     body = model_deployment("5", "file:///opt/models/v5", steps=steps, analysis=criteria, replicas=2)
-    body["spec"]["runtime"]["image"] = MODELS_IMAGE
-    body["spec"]["runtime"]["imagePullPolicy"] = "IfNotPresent"
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input_text=json.dumps(body))
-
-    wait_for(lambda: rejection(stable, "AnalysisFailed"), 300, "the version with wrong answers rejected")
-    message = str(rejection(stable, "AnalysisFailed").get("message"))
+    apply_body(body)
+    message = rejection_message(stable, "AnalysisFailed", "the version with wrong answers rejected")
     if "golden requests" not in message or "expected" not in message:
         raise E2EError(f"the rejection does not name the wrong answers: {message!r}")
-    if md_status().get("stableRevision") != stable:
-        raise E2EError("the stable revision changed after the rejection")
     print(f"scenario j on kind: the version with wrong answers was rejected before any traffic: {message}")
 
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
+from aiohttp import web
 
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.sources import MetricSourceError, PodTarget
@@ -128,6 +132,9 @@ class FailingSource:
         self.calls += 1
         raise MetricSourceError(f"Prometheus query at http://prom:9090/api/v1/query failed: refused #{self.calls}")
 
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        pass
+
 
 class MiniCluster(KubeClient):
     """Stores what the operator applies; every Deployment has all its pods ready at once."""
@@ -238,3 +245,107 @@ async def test_a_metric_source_that_always_fails_rolls_the_canary_back() -> None
         assert ("Warning", "RollingBack") in {(t, r) for t, r, _ in cluster.events}
     finally:
         await controller.close()
+
+
+# --- golden requests through the controller ---------------------------------------------------------------------
+
+
+class PodsCluster(MiniCluster):
+    """MiniCluster whose Deployments have their pods, ready, in the watch cache (the analysis targets)."""
+
+    def children(self, key: ObjectKey) -> Observed:
+        observed = super().children(key)
+        pods = []
+        for (kind, name), obj in self.objects.items():
+            if kind != "Deployment":
+                continue
+            labels = obj["spec"]["template"]["metadata"]["labels"]
+            for i in range(obj["spec"].get("replicas", 1)):
+                ready = [{"type": "Ready", "status": "True"}]
+                pods.append({"metadata": {"name": f"{name}-{i}", "labels": labels},
+                             "status": {"podIP": "127.0.0.1", "conditions": ready}})  # fmt: skip
+        return replace(observed, pods=pods)
+
+
+class QuietSource:
+    """A Scrape-like source that sees no traffic and records when the controller rebases it."""
+
+    source_type = "Scrape"
+
+    def __init__(self) -> None:
+        self.rebased: list[tuple[str, list[str]]] = []
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        return Sample(requests=0, pods=len(pods))
+
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        self.rebased.append((revision, [p.name for p in pods]))
+
+
+def golden_deployment(version: str) -> dict[str, Any]:
+    case = {"name": "c", "inputs": [{"name": "input", "shape": [1, 2], "data": [0.2, 0.8]}],
+            "outputs": [{"name": "output", "argmax": [1]}]}  # fmt: skip
+    md = canary_deployment(version)
+    md["spec"]["rollout"]["canary"]["steps"] = [{"analysis": {}}, {"setWeight": 50}]
+    md["spec"]["rollout"]["analysis"] = {"interval": "10s", "count": 1, "failureLimit": 0,
+                                         "goldenRequests": {"cases": [case]}}  # fmt: skip
+    return md
+
+
+@pytest.mark.parametrize("swapped", [False, True], ids=["right", "wrong"])
+async def test_the_controller_sends_golden_requests_to_the_canary_and_rebases_its_source(swapped: bool) -> None:
+    """The measurement the state machine asks for carries the canary pods' answers, and the source is told to
+    leave the golden requests out of the traffic; right answers promote, wrong ones reject before any weight."""
+    bodies: list[dict[str, Any]] = []
+
+    async def infer(request: web.Request) -> web.Response:
+        body = await request.json()
+        bodies.append(body)
+        data = body["inputs"][0]["data"]
+        return web.json_response({"outputs": [{"name": "output", "shape": [1, 2],
+                                               "data": data[::-1] if swapped else data}]})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", infer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    clock = {"now": NOW}
+    cluster = PodsCluster(golden_deployment("1"))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster,
+                            pod_address=lambda pod: ("127.0.0.1", port))  # fmt: skip
+    source = QuietSource()
+    controller._sources[KEY] = source
+    try:
+        for _ in range(3):
+            await controller.reconcile(KEY)
+        stable = cluster.md["status"]["rollout"]["stableRevision"]
+        cluster.md["spec"] = golden_deployment("2")["spec"]
+        cluster.md["metadata"]["generation"] = 2
+        for _ in range(20):
+            await controller.reconcile(KEY)
+            for _ in range(20):
+                await asyncio.sleep(0)
+                if controller._tasks:
+                    await asyncio.gather(*list(controller._tasks))
+            if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
+                break
+            clock["now"] += timedelta(seconds=10)
+        rollout = cluster.md["status"]["rollout"]
+        (run,) = rollout["analysisRuns"]
+        canary = run["revision"]
+        assert canary != stable and run["gate"] == "step-0"
+        assert run["measurements"][-1]["golden"]["checks"] == 1
+        assert bodies and bodies[0]["id"] == "modeldeploy-golden-c"
+        assert source.rebased == [(canary, [f"iris-{canary}-0"])]
+        if swapped:
+            assert rollout["phase"] in ("RollingBack", "RolledBack")
+            (rejected,) = rollout["rejectedRevisions"]
+            assert rejected["reason"] == "AnalysisFailed" and "argmax [0], expected [1]" in rejected["message"]
+        else:
+            assert rollout["phase"] == "Completed" and rollout["stableRevision"] == canary
+    finally:
+        await controller.close()
+        await runner.cleanup()

@@ -17,14 +17,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from modeldeploy.analysis.sources import (
-    MetricSource,
-    MetricSourceError,
-    PodTarget,
-    ScrapeSource,
-    check_golden,
-    source_for,
-)
+from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, check_golden, source_for
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
@@ -304,8 +297,7 @@ class Controller:
                     golden = await check_golden(
                         self._session, spec.golden, parsed.model.name, request.revision, canary_pods
                     )
-                    if isinstance(source, ScrapeSource):  # the golden requests are not the canary's traffic
-                        await source.rebase(request.revision, canary_pods)
+                    await source.rebase(request.revision, canary_pods)  # they are not the canary's traffic
                 taken = Measurement(
                     request.run_id, request.seq, self.clock(), canary, stable, attempt=request.attempt, golden=golden
                 )

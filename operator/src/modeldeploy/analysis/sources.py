@@ -71,6 +71,11 @@ class MetricSource(Protocol):
         """Traffic of ``revision`` since the previous measurement (``pods`` are its ready pods)."""
         ...
 
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        """Count the next measurement from now: what ``revision`` served since ``measure`` (the operator's own
+        golden requests) is not its traffic. A source that cannot tell them apart leaves its count as it is."""
+        ...
+
 
 class ScrapeSource:
     source_type = "Scrape"
@@ -192,6 +197,10 @@ class PrometheusSource:
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise MetricSourceError(f"Unexpected Prometheus answer for {promql!r}: {exc}") from exc
         return value if math.isfinite(value) else None
+
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        """Nothing: Prometheus windows cannot leave requests out, so golden requests count as traffic here (docs:
+        set minRequests above cases x pods)."""
 
     async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
         requests = await self.query(self.render(DEFAULT_REQUESTS_QUERY, revision))

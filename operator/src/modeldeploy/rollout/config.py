@@ -169,6 +169,12 @@ class CapacitySpec:
     mode: CapacityMode = "Surge"
     max_surge_pods: int = 1
 
+    @property
+    def room_beside_stable(self) -> bool:
+        """Whether canary pods can run beside all of the stable's (for a mirror, or golden requests before any
+        traffic): not with Neutral capacity and maxSurgePods 0."""
+        return self.mode != "Neutral" or self.max_surge_pods > 0
+
 
 @dataclass(frozen=True)
 class CanarySpec:
@@ -405,7 +411,7 @@ def _check_mirror_steps(steps: Sequence[Step], path: str, routing: str, capacity
         field_path = f"{path}.steps[{i}].setMirror"
         if routing != "GatewayAPI":
             raise RolloutSpecError(field_path, "setMirror needs trafficRouting type GatewayAPI")
-        if capacity.mode == "Neutral" and capacity.max_surge_pods == 0:
+        if not capacity.room_beside_stable:
             raise RolloutSpecError(
                 field_path, "setMirror needs pods beside the stable's: capacity Neutral with maxSurgePods 0 has none"
             )
@@ -419,7 +425,7 @@ def _check_mirror_steps(steps: Sequence[Step], path: str, routing: str, capacity
 def _check_golden_gate(canary: CanarySpec, path: str) -> None:
     """An analysis step reached while the canary has no traffic gives it a pod, beside the stable's, for the golden
     requests; capacity Neutral with maxSurgePods 0 has no room for one."""
-    if canary.capacity.mode != "Neutral" or canary.capacity.max_surge_pods > 0:
+    if canary.capacity.room_beside_stable:
         return
     weight = 0
     for i, step in enumerate(canary.steps):

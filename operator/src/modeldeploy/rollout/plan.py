@@ -1234,8 +1234,7 @@ def _golden_gate_pods(s: _Step, canary_pods: int, mirror_pods: int) -> int:
     analysis = s.spec.analysis
     if analysis is None or analysis.golden is None or canary_pods > 0 or mirror_pods > 0:
         return 0
-    capacity = s.spec.capacity
-    return 0 if capacity.mode == "Neutral" and capacity.max_surge_pods == 0 else 1
+    return 1 if s.spec.capacity.room_beside_stable else 0
 
 
 def _mirror(s: _Step, canary: str) -> int:
