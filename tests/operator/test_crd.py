@@ -338,6 +338,8 @@ def _full_rollout_status() -> RolloutStatus:
         consecutive_errors=2,
         last_error="Prometheus query failed: connection refused",
         last_error_at=T0 + timedelta(minutes=2),
+        passed=4,
+        inconclusive=1,
     )
     return RolloutStatus(
         phase="Paused",

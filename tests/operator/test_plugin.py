@@ -814,6 +814,18 @@ def test_parser_has_every_subcommand() -> None:
     assert set(sub.choices) == {"status", "history", "list", "promote", "abort", "retry", "pause", "resume", "rollback"}
 
 
+def test_a_long_run_shows_its_counts_and_numbers_its_kept_measurements() -> None:
+    run = dataclasses.replace(RUN, measurements=(), passed=0, phase="Running", message="")
+    for n in range(1, 16):
+        outcome = "Fail" if n == 3 else "Pass"
+        run = run.record(MeasurementRecord(NOW, outcome, f"measurement {n}", Sample(requests=100, errors=0)))
+    lines = plugin.format_analysis_run(json.loads(json.dumps(run.to_dict()))).splitlines()
+    assert lines[1].strip() == "15 measurements: 14 passed, 1 failed, 0 inconclusive; 11 kept (the latest)"
+    numbers = [line.split()[0] for line in lines[3:]]
+    assert numbers == ["3", *map(str, range(6, 16))]
+    assert "Fail" in lines[3].split() and lines[3].endswith("measurement 3")
+
+
 def test_analysis_runs_with_golden_requests_show_their_wrong_answers() -> None:
     golden = GoldenResult(checks=6, mismatches=3, pods=1, detail=("case 'row-3' on pod p: argmax [0], expected [1]",))
     run = dataclasses.replace(
@@ -823,6 +835,7 @@ def test_analysis_runs_with_golden_requests_show_their_wrong_answers() -> None:
             MeasurementRecord(NOW, "Fail", "Failed goldenRequests: ...", Sample(requests=0), None, golden),
             MeasurementRecord(NOW, "Pass", "Passed ...", Sample(requests=10, errors=0)),
         ),
+        passed=0,  # counted from these records
     )
     lines = plugin.format_analysis_run(json.loads(json.dumps(run.to_dict()))).splitlines()
     assert lines[2].split()[-3:] == ["GOLDEN", "WRONG", "MESSAGE"]

@@ -338,7 +338,7 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
         return head + "    (no measurements yet)\n"
     rows = [
         [
-            str(i),
+            str(_int(m.get("number")) or i),
             _str(m.get("takenAt")),
             _str(m.get("verdict")),
             *_sample_cells(m.get("canary")),
@@ -347,6 +347,13 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
         ]
         for i, m in enumerate(measurements, start=1)
     ]
+    passed, failed, inconclusive = (_int(run.get(key)) or 0 for key in ("passed", "failed", "inconclusive"))
+    if passed + failed + inconclusive > len(measurements):
+        # Status keeps a run's latest measurements (and its latest failed one); the counts cover them all.
+        head += (
+            f"    {passed + failed + inconclusive} measurements: {passed} passed, {failed} failed, "
+            f"{inconclusive} inconclusive; {len(measurements)} kept (the latest)\n"
+        )
     headers = ["#", "TAKEN", "VERDICT", "REQUESTS", "ERRORS", "P99", "STABLE REQ", "STABLE ERR", "STABLE P99"]
     if any(isinstance(m.get("golden"), Mapping) for m in measurements):
         # Golden requests: wrong answers of those compared (cases x pods).

@@ -3,8 +3,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
+from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run, judge_counts
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
@@ -122,6 +124,29 @@ def test_a_measurement_that_judged_no_criterion_never_passes(
 def test_assess_run(count: int, limit: int, outcomes: list[str], phase: str) -> None:
     spec = AnalysisSpec(count=count, failure_limit=limit, max_error_ratio=0.1)
     assert assess_run(spec, outcomes).phase == phase  # type: ignore[arg-type]
+
+
+@given(
+    count=st.integers(1, 12),
+    limit=st.integers(0, 5),
+    outcomes=st.lists(st.sampled_from(["Pass", "Fail", "Inconclusive"]), max_size=40),
+)
+def test_counts_taken_one_at_a_time_judge_as_the_whole_sequence(count: int, limit: int, outcomes: list[str]) -> None:
+    """The state machine keeps counts, not every measurement: adding one at a time and stopping when the run
+    ends gives exactly ``assess_run``'s verdict on the sequence."""
+    spec = AnalysisSpec(count=count, failure_limit=limit, max_error_ratio=0.1)
+    passed = failed = inconclusive = 0
+    verdict = judge_counts(spec, 0, 0, 0)
+    for outcome in outcomes:
+        passed, failed, inconclusive = (
+            passed + (outcome == "Pass"),
+            failed + (outcome == "Fail"),
+            inconclusive + (outcome == "Inconclusive"),
+        )
+        verdict = judge_counts(spec, passed, failed, inconclusive)
+        if verdict.phase != "Running":
+            break
+    assert verdict == assess_run(spec, outcomes)  # type: ignore[arg-type]
 
 
 def test_sample_validation_and_round_trip() -> None:

@@ -159,7 +159,8 @@ def assess_measurement(
 
 
 def assess_run(criteria: AnalysisSpec, outcomes: Sequence[Outcome]) -> RunVerdict:
-    """Judge a run from its measurements' outcomes, in order."""
+    """Judge a run from its measurements' outcomes, in order: the first of them that ends the run decides."""
+    verdict = judge_counts(criteria, 0, 0, 0)
     passed = failed = inconclusive = 0
     for outcome in outcomes:
         if outcome == "Pass":
@@ -168,27 +169,33 @@ def assess_run(criteria: AnalysisSpec, outcomes: Sequence[Outcome]) -> RunVerdic
             failed += 1
         else:
             inconclusive += 1
-        counts = {"passed": passed, "failed": failed, "inconclusive": inconclusive}
-        if failed > criteria.failure_limit:
-            return RunVerdict(
-                "Failed",
-                f"{failed} failed measurements, more than failureLimit {criteria.failure_limit}",
-                **counts,
-            )
-        if passed + failed >= criteria.count:
-            return RunVerdict(
-                "Successful",
-                f"{passed} of {passed + failed} measurements passed (failureLimit {criteria.failure_limit})",
-                **counts,
-            )
-        if inconclusive >= criteria.count:
-            return RunVerdict("Inconclusive", f"{inconclusive} measurements had too few requests to judge", **counts)
+        verdict = judge_counts(criteria, passed, failed, inconclusive)
+        if verdict.phase != "Running":
+            break
+    return verdict
+
+
+def judge_counts(criteria: AnalysisSpec, passed: int, failed: int, inconclusive: int) -> RunVerdict:
+    """The verdict on a run that was Running before its latest measurement and now has these counts. The
+    state machine keeps counts rather than every measurement (status keeps only the latest ones), so this is
+    what it calls; ``assess_run`` is the same judgement over a whole sequence."""
+    counts = {"passed": passed, "failed": failed, "inconclusive": inconclusive}
+    if failed > criteria.failure_limit:
+        return RunVerdict(
+            "Failed", f"{failed} failed measurements, more than failureLimit {criteria.failure_limit}", **counts
+        )
+    if passed + failed >= criteria.count:
+        return RunVerdict(
+            "Successful",
+            f"{passed} of {passed + failed} measurements passed (failureLimit {criteria.failure_limit})",
+            **counts,
+        )
+    if inconclusive >= criteria.count:
+        return RunVerdict("Inconclusive", f"{inconclusive} measurements had too few requests to judge", **counts)
     return RunVerdict(
         "Running",
         f"{passed + failed} of {criteria.count} measurements taken ({failed} failed, {inconclusive} inconclusive)",
-        passed=passed,
-        failed=failed,
-        inconclusive=inconclusive,
+        **counts,
     )
 
 

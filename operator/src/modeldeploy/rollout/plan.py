@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run
+from modeldeploy.analysis.criteria import assess_errors, assess_measurement, judge_counts
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout import replicas as rmath
@@ -207,7 +207,7 @@ def keep_measurement(
         run is not None
         and run.phase == "Running"
         and run.revision == rollout.canary_revision
-        and len(run.measurements) == measurement.seq
+        and run.taken == measurement.seq
         and run.consecutive_errors == measurement.attempt
     )
 
@@ -1423,7 +1423,7 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> Ana
         if (
             measurement is not None
             and measurement.run_id == run.id
-            and measurement.seq == len(run.measurements)
+            and measurement.seq == run.taken
             and measurement.attempt == run.consecutive_errors
         ):
             if measurement.error:
@@ -1443,7 +1443,7 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> Ana
             last = run.measurements[-1].taken_at if run.measurements else run.started_at
             due = last + timedelta(seconds=criteria.interval_seconds)
         if s.now >= due:
-            s.analysis = AnalysisRequest(run.id, len(run.measurements), revision, stable, run.consecutive_errors)
+            s.analysis = AnalysisRequest(run.id, run.taken, revision, stable, run.consecutive_errors)
         else:
             s.wake_in((due - s.now).total_seconds())
         s.phase("Analyzing", f"Analysis {run.id}: {run.message or 'waiting for the first measurement'}")
@@ -1463,11 +1463,10 @@ def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, meas
         measurement.stable,
         measurement.golden,
     )
-    measurements = (*run.measurements, record)
-    outcome = assess_run(criteria, [m.outcome for m in measurements])
+    run = run.record(record)
+    outcome = judge_counts(criteria, run.passed, run.failed, run.inconclusive)
     run = dataclasses.replace(
         run,
-        measurements=measurements,
         phase=outcome.phase,
         message=outcome.message,
         consecutive_errors=0,
@@ -1478,7 +1477,7 @@ def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, meas
     s.event(
         "Normal" if verdict.outcome != "Fail" else "Warning",
         f"Analysis{verdict.outcome}",
-        f"Analysis {run.id} measurement {len(measurements)}: {verdict.message}",
+        f"Analysis {run.id} measurement {run.taken}: {verdict.message}",
     )
     return run
 
@@ -1495,7 +1494,7 @@ def _record_error(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measuremen
         phase = "Running"
         message = (
             f"{errors} consecutive measurement errors (consecutiveErrorLimit {limit}); "
-            f"{len(run.measurements)} of {criteria.count} measurements taken; last error: {error}"
+            f"{run.taken} of {criteria.count} measurements taken; last error: {error}"
         )
     run = dataclasses.replace(
         run,
@@ -1509,7 +1508,7 @@ def _record_error(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measuremen
     s.event(
         "Warning",
         "MeasurementFailed",
-        f"Analysis {run.id} measurement {len(run.measurements) + 1} could not be taken "
+        f"Analysis {run.id} measurement {run.taken + 1} could not be taken "
         f"({errors} in a row, consecutiveErrorLimit {limit}): {error}",
     )
     return run

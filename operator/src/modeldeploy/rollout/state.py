@@ -8,6 +8,7 @@ damaged status can never wedge the operator.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,10 @@ RUN_PHASES: tuple[RunPhase, ...] = ("Running", "Successful", "Failed", "Inconclu
 MAX_ANALYSIS_RUNS = 10
 """Analysis runs kept in status (oldest dropped first)."""
 MAX_REJECTED = 10
+MEASUREMENTS_KEPT = 10
+"""Measurements of one run kept in status: the latest ones, and the latest failed one when it is older (its
+message says what broke; the rejection quotes it). The run's counts cover every measurement taken, so a long run
+(``count`` up to 100) does not grow the object towards the API server's size limit."""
 MAX_MESSAGE = 4096
 """Longest message written to status.rollout (longer ones are cut, so a status write is never rejected for it)."""
 MAX_PREFLIGHT_MESSAGE = 1024
@@ -140,9 +145,12 @@ class MeasurementRecord:
     canary: Sample
     stable: Sample | None = None
     golden: GoldenResult | None = None
+    number: int = 0
+    """Its place in the run, from 1; 0 when unknown (an older status: the run's position gives it)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            "number": self.number,
             "takenAt": format_time(self.taken_at),
             "verdict": self.outcome,
             "message": clip(self.message),
@@ -167,7 +175,13 @@ class MeasurementRecord:
             golden_raw = raw.get("golden")
             golden = GoldenResult.from_dict(golden_raw) if isinstance(golden_raw, Mapping) else None
             return cls(
-                taken, cast(Outcome, outcome), str(raw.get("message") or ""), Sample.from_dict(canary), stable, golden
+                taken,
+                cast(Outcome, outcome),
+                str(raw.get("message") or ""),
+                Sample.from_dict(canary),
+                stable,
+                golden,
+                max(0, _int(raw.get("number"))),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -175,7 +189,12 @@ class MeasurementRecord:
 
 @dataclass(frozen=True)
 class AnalysisRun:
-    """One analysis run: ``count`` measurements of ``revision``; ``gate`` says what it gates."""
+    """One analysis run: ``count`` measurements of ``revision``; ``gate`` says what it gates.
+
+    ``passed``, ``failed`` and ``inconclusive`` count every measurement taken; ``measurements`` keeps only the
+    latest (``MEASUREMENTS_KEPT``, see ``kept``). A run built with records and no counts (an older status, which
+    kept them all) gets its counts and numbers from the records.
+    """
 
     id: str
     revision: str
@@ -191,6 +210,35 @@ class AnalysisRun:
     """The metric source's error of the latest of those attempts."""
     last_error_at: datetime | None = None
     """When that attempt failed: the next attempt is due a retry interval after it."""
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+
+    def __post_init__(self) -> None:
+        records = tuple(
+            m if m.number > 0 else dataclasses.replace(m, number=i) for i, m in enumerate(self.measurements, 1)
+        )
+        for name, outcome in (("passed", "Pass"), ("failed", "Fail"), ("inconclusive", "Inconclusive")):
+            listed = sum(1 for m in records if m.outcome == outcome)
+            object.__setattr__(self, name, max(getattr(self, name), listed))
+        object.__setattr__(self, "measurements", kept(records))
+
+    @property
+    def taken(self) -> int:
+        """Measurements taken (those that could not be taken are not counted: see ``consecutive_errors``); never
+        less than the highest number recorded, so a damaged count cannot number two measurements alike."""
+        return max(self.passed + self.failed + self.inconclusive, *(m.number for m in self.measurements), 0)
+
+    def record(self, measurement: MeasurementRecord) -> AnalysisRun:
+        """This run with ``measurement`` taken as its next one (numbered, counted, the oldest records dropped)."""
+        numbered = dataclasses.replace(measurement, number=self.taken + 1)
+        return dataclasses.replace(
+            self,
+            measurements=(*self.measurements, numbered),
+            passed=self.passed + (measurement.outcome == "Pass"),
+            failed=self.failed + (measurement.outcome == "Fail"),
+            inconclusive=self.inconclusive + (measurement.outcome == "Inconclusive"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -199,6 +247,9 @@ class AnalysisRun:
             "gate": self.gate,
             "startedAt": format_time(self.started_at),
             "phase": self.phase,
+            "passed": self.passed,
+            "failed": self.failed,
+            "inconclusive": self.inconclusive,
             "measurements": [m.to_dict() for m in self.measurements],
             "message": clip(self.message),
         }
@@ -230,7 +281,20 @@ class AnalysisRun:
             consecutive_errors=max(0, _int(raw.get("consecutiveErrors"))),  # absent (an older operator): none
             last_error=_text(raw.get("lastError")),
             last_error_at=parse_time(raw.get("lastErrorAt")),
+            passed=max(0, _int(raw.get("passed"))),  # absent (an older operator): counted from the records
+            failed=max(0, _int(raw.get("failed"))),
+            inconclusive=max(0, _int(raw.get("inconclusive"))),
         )
+
+
+def kept(records: tuple[MeasurementRecord, ...]) -> tuple[MeasurementRecord, ...]:
+    """The records status keeps of a run's, oldest first: the latest ``MEASUREMENTS_KEPT`` and, when it is older,
+    the latest failed one."""
+    if len(records) <= MEASUREMENTS_KEPT:
+        return records
+    latest = records[-MEASUREMENTS_KEPT:]
+    failed = next((m for m in reversed(records) if m.outcome == "Fail"), None)
+    return latest if failed is None or any(m is failed for m in latest) else (failed, *latest)
 
 
 @dataclass(frozen=True)
