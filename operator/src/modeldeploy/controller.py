@@ -43,6 +43,12 @@ logger = logging.getLogger("modeldeploy")
 
 ObjectKey = tuple[str, str]  # namespace, name
 
+STATUS_REFUSALS = frozenset({400, 403, 413, 422})
+"""API server answers to a status write that retrying the same write does not fix: a bad request, RBAC without
+``modeldeployments/status``, an object too large, a schema or CEL rejection. (404 is the object deleted meanwhile;
+409 and 429 and 5xx pass with a retry.)"""
+REFUSAL_REPEAT_SECONDS = 600.0
+
 
 class ObjectSource(Protocol):
     """Where the controller reads the ModelDeployment and its children from (the operator's watch caches)."""
@@ -78,6 +84,8 @@ class Controller:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     gpu_capacity: GpuCapacity | None = None
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
+    _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
+    """Per object, the last refused status write reported (its message, when, monotonic)."""
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -157,6 +165,7 @@ class Controller:
             if md is None or md.get("metadata", {}).get("deletionTimestamp"):
                 self._locks.pop(key, None)
                 self._measurements.pop(key, None)
+                self._refusals.pop(key, None)
                 self.metrics.forget(*key)
                 return None
             try:
@@ -233,7 +242,14 @@ class Controller:
             meta = md["metadata"]
             self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
             patch = create_merge_patch(md.get("status") or {}, plan.status)  # nulls for keys the plan dropped
-            self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], patch))
+            key = (str(meta["namespace"]), str(meta["name"]))
+            try:
+                self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], patch))
+            except ApiError as error:
+                if error.code in STATUS_REFUSALS:
+                    await self._report_status_refusal(md, key, error)
+                raise
+            self._refusals.pop(key, None)
         for event in plan.events:
             await self.post_event(md, event)
         return conflicts
@@ -246,6 +262,28 @@ class Controller:
             )
         except ApiError as error:  # Events are best effort, as in every Kubernetes controller.
             logger.warning("Could not post event %s: %s", event.reason, error)
+
+    async def _report_status_refusal(self, md: Mapping[str, Any], key: ObjectKey, error: ApiError) -> None:
+        """A status write the API server refused for what it holds (not for being busy): the object cannot record
+        progress until that changes, and the operator's log is not where anyone looks at 3 a.m. Posted once per
+        refusal message and at most every ``REFUSAL_REPEAT_SECONDS`` while it lasts (retries come every few
+        seconds); the plan's own events wait until its status is written."""
+        message = f"{error.code} {error.reason}: {error.message}"
+        now = time.monotonic()
+        last = self._refusals.get(key)
+        if last is not None and last[0] == message and now - last[1] < REFUSAL_REPEAT_SECONDS:
+            return
+        self._refusals[key] = (message, now)
+        await self.post_event(
+            md,
+            Event(
+                "Warning",
+                "StatusWriteRejected",
+                f"The API server refused the status update ({message}). The rollout cannot record its progress "
+                f"and goes no further until a status write succeeds; retrying every {self.retry_seconds:g}s. Check "
+                "that the installed CRD is the operator's version (helm upgrade does not update CRDs).",
+            ),
+        )
 
     async def _report_conflicts(self, md: Mapping[str, Any], conflicts: list[str]) -> None:
         meta = md["metadata"]
