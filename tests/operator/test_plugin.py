@@ -656,7 +656,8 @@ async def test_status_end_to_end(cluster: Cluster) -> None:
     assert (r.code, r.err) == (0, "")
     assert "Rollout:         Paused: Step 3: paused for 90s more (weight 50)" in r.out
     assert f"Canary:          {C} (#3, model version 3)" in r.out
-    assert r.requests == [READ, ("list", "deployments", None)]
+    assert r.requests == [READ, ("list", "deployments", None), ("list", "events", None)]
+    assert "Recent warnings" not in r.out  # none posted
     r = await run(cluster, "status", "iris", "-o", "json")
     assert r.code == 0 and json.loads(r.out)["canary"]["weight"] == 50
     r = await run(cluster, "status", "iris", "-o", "yaml")
@@ -671,6 +672,51 @@ async def test_status_lists_the_children(cluster: Cluster) -> None:
     r = await run(cluster, "status", "iris")
     assert r.code == 0
     assert f"  iris-{B}   {B}   2         stable" in r.out
+
+
+def _event(involved: Mapping[str, Any], type_: str, reason: str, at: str, message: str, **extra: Any) -> dict[str, Any]:
+    meta = involved["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": "iris.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "type": type_, "reason": reason, "message": message, "lastTimestamp": at, **extra,
+    }  # fmt: skip
+
+
+async def test_status_shows_the_latest_warnings_about_the_object(cluster: Cluster) -> None:
+    seed(cluster)
+    obj = stored(cluster)
+    other = {**obj, "metadata": {**obj["metadata"], "name": "other", "uid": "uid-of-another-object"}}
+    refused = "The API server refused the status update (422 Invalid: status.rollout: policy)"
+    for event in (
+        _event(obj, "Warning", "StatusWriteRejected", "2026-01-01T12:09:00Z", refused, count=3),
+        _event(obj, "Normal", "StepCompleted", "2026-01-01T12:09:30Z", "step 2 done"),
+        _event(obj, "Warning", "MeasurementFailed", "2026-01-01T12:05:00Z", "Prometheus query failed"),
+        _event(other, "Warning", "AnalysisFailed", "2026-01-01T12:09:50Z", "not about iris"),
+        *(_event(obj, "Warning", f"Old{n}", f"2026-01-01T11:0{n}:00Z", "older") for n in range(5)),
+    ):
+        cluster.emulator.create_object("v1/events", event)
+    r = await run(cluster, "status", "iris")
+    assert r.code == 0
+    section = r.out.split("Recent warnings:\n", 1)[1].splitlines()
+    assert section[0].split() == ["REASON", "COUNT", "LAST", "SEEN", "MESSAGE"]
+    assert [line.split()[0] for line in section[1:]] == ["StatusWriteRejected", "MeasurementFailed", "Old4", "Old3",
+                                                         "Old2"]  # fmt: skip
+    assert section[1].split()[1] == "3" and section[1].endswith(refused)
+    r = await run(cluster, "status", "iris", "-o", "json")
+    assert json.loads(r.out)["warnings"][0] == {
+        "reason": "StatusWriteRejected", "count": 3, "lastSeen": "2026-01-01T12:09:00Z", "message": refused,
+    }  # fmt: skip
+
+
+async def test_status_without_access_to_events_says_so_and_shows_the_rest(cluster: Cluster) -> None:
+    seed(cluster)
+    cluster.emulator.forbid("v1/events", "list")
+    r = await run(cluster, "status", "iris")
+    assert (r.code, r.err) == (0, "")
+    assert "Recent warnings: events could not be read (403 Forbidden)" in r.out and "Canary:" in r.out
 
 
 async def test_history_and_list_end_to_end(cluster: Cluster) -> None:

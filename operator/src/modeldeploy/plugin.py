@@ -31,7 +31,7 @@ from lightkube.core.exceptions import ConfigError
 
 from modeldeploy import __version__
 from modeldeploy.kube.client import ApiError, KubeClient, load_config
-from modeldeploy.kube.resources import DEPLOYMENTS, MODEL_DEPLOYMENTS
+from modeldeploy.kube.resources import DEPLOYMENTS, EVENTS, MODEL_DEPLOYMENTS
 from modeldeploy.labels import (
     ABORT_ANNOTATION,
     MODEL_DEPLOYMENT_LABEL,
@@ -248,8 +248,48 @@ def _deployment_summary(deployment: Obj, roles: Mapping[str, Sequence[str]]) -> 
     }
 
 
-def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
-    """Everything ``status`` shows, as data (the ``-o json|yaml`` form; the text view renders this)."""
+MAX_WARNINGS = 5
+"""Warning events ``status`` shows (the latest)."""
+
+
+def _event_time(event: Obj) -> str:
+    """When an event was last seen: ``series.lastObservedTime``, ``lastTimestamp``, ``eventTime``, creation."""
+    series = as_map(event.get("series"))
+    for value in (
+        series.get("lastObservedTime"),
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        as_map(event.get("metadata")).get("creationTimestamp"),
+    ):
+        moment = parse_time(value)
+        if moment is not None:
+            return format_time(moment)
+    return ""
+
+
+def recent_warnings(events: Sequence[Obj], limit: int = MAX_WARNINGS) -> list[dict[str, Any]]:
+    """The latest ``limit`` Warning events of the object, newest first: what went wrong lately, in the operator's
+    words, also when the status cannot say it (a status write the API server refuses: ``StatusWriteRejected``)."""
+    warnings = [
+        {
+            "reason": _str(e.get("reason")),
+            "count": _int(as_map(e.get("series")).get("count")) or _int(e.get("count")) or 1,
+            "lastSeen": _event_time(e),
+            "message": _str(e.get("message")),
+        }
+        for e in events
+        if e.get("type") == "Warning"
+    ]
+    warnings.sort(key=lambda w: str(w["lastSeen"]), reverse=True)
+    return warnings[:limit]
+
+
+def status_summary(
+    obj: Obj, deployments: Sequence[Obj] = (), warnings: Sequence[Mapping[str, Any]] | str = ()
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as data (the ``-o json|yaml`` form; the text view renders this).
+
+    ``warnings``: ``recent_warnings`` of the object's events, or why they could not be read."""
     meta, spec, status = as_map(obj.get("metadata")), as_map(obj.get("spec")), as_map(obj.get("status"))
     model, rollout_spec = as_map(spec.get("model")), as_map(spec.get("rollout"))
     canary_spec = as_map(rollout_spec.get("canary"))
@@ -294,6 +334,7 @@ def status_summary(obj: Obj, deployments: Sequence[Obj] = ()) -> dict[str, Any]:
         "rejectedRevisions": rollout_raw["rejectedRevisions"],
         "conditions": [dict(c) for c in as_items(status.get("conditions"))],
         "deployments": [_deployment_summary(d, roles) for d in deployments],
+        "warnings": warnings if isinstance(warnings, str) else [dict(w) for w in warnings],
     }
     return summary
 
@@ -462,7 +503,20 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
         text += "\nDeployments:\n" + render_table(headers, rows, indent="  ")
     else:
         text += "\nDeployments: none\n"
+    warnings = summary.get("warnings")
+    if isinstance(warnings, str):
+        text += f"\nRecent warnings: {warnings}\n"
+    elif warnings:
+        rows = [
+            [_str(w.get("reason")), str(w.get("count")), age(w.get("lastSeen"), now), _clip(_str(w.get("message")))]
+            for w in as_items(warnings)
+        ]
+        text += "\nRecent warnings:\n" + render_table(["REASON", "COUNT", "LAST SEEN", "MESSAGE"], rows, indent="  ")
     return text
+
+
+def _clip(text: str, limit: int = 400) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- history -----------------------------------------------------------------------------------------------
@@ -688,7 +742,14 @@ async def _cmd_status(client: KubeClient, target: Target, args: argparse.Namespa
         DEPLOYMENTS, target.namespace, label_selector=f"{MODEL_DEPLOYMENT_LABEL}={args.name}"
     )
     deployments.sort(key=lambda d: _str(as_map(d.get("metadata")).get("name")))
-    summary = status_summary(obj, deployments)
+    warnings: list[dict[str, Any]] | str
+    uid = _str(as_map(obj.get("metadata")).get("uid"))
+    try:
+        selector = f"involvedObject.uid={uid}"
+        warnings = recent_warnings(await client.list_objects(EVENTS, target.namespace, field_selector=selector))
+    except ApiError as error:  # Reading events is a nicety: RBAC that allows the object may not allow them.
+        warnings = f"events could not be read ({error.code} {error.reason})"
+    summary = status_summary(obj, deployments, warnings)
     io.out.write(_dump(summary, args.output) if args.output else format_status(summary, _now()))
     return EXIT_OK
 
