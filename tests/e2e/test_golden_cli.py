@@ -3,6 +3,8 @@ passes and v5-swapped (classes 0 and 1 exchanged) fails, as the operator's analy
 
 from __future__ import annotations
 
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,21 @@ import yaml
 
 from modeldeploy.cli import main
 from modeldeploy.sim.scenarios import IN_FEATURES, load_like_inputs
+
+OUTCOMES = ("success", "client_error", "server_error", "overloaded", "timeout")
+
+
+def scrape(url: str) -> dict[tuple[str, str], float]:
+    """(metric name, outcome label) -> value, summed over the other labels, from a Prometheus exposition."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    totals: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        found = re.match(r'^(\w+)\{[^}]*outcome="(\w+)"[^}]*\} (\S+)$', line)
+        if found:
+            key = (found.group(1), found.group(2))
+            totals[key] = totals.get(key, 0.0) + float(found.group(3))
+    return totals
 
 
 def test_record_from_a_trusted_server_then_check_candidates(
@@ -38,6 +55,10 @@ def test_record_from_a_trusted_server_then_check_candidates(
     with serve_in_thread(config("v2")) as (url, _):
         assert main([*check, url]) == 0
         assert capsys.readouterr().out.splitlines()[-1] == "0 of 12 answers wrong <= maxMismatches 0: passed"
+        # The server counted them as probes, not as traffic (what the analysis reads, Scrape or Prometheus).
+        metrics = scrape(f"{url}/metrics")
+        assert sum(metrics.get(("modelserve_probe_requests_total", outcome), 0.0) for outcome in OUTCOMES) == 12
+        assert sum(metrics.get(("modelserve_requests_total", outcome), 0.0) for outcome in OUTCOMES) == 0
     with serve_in_thread(config("v5-swapped")) as (url, _):
         assert main([*check, url]) == 1
         out = capsys.readouterr().out.splitlines()

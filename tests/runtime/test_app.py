@@ -74,6 +74,29 @@ def test_metrics_follow_the_documented_names(models: dict[str, Path], make_clien
     assert "modelserve_gpu_memory_bytes" not in text.split("# TYPE modelserve_gpu_memory_bytes gauge")[-1]
 
 
+def test_probe_requests_are_counted_apart_from_client_traffic(
+    models: dict[str, Path], make_client: ClientFactory
+) -> None:
+    """The operator's golden requests carry Modeldeploy-Probe: the canary analysis must judge clients' traffic only,
+    so probes are in their own counter and not in the request count or latency (any answer, right or refused)."""
+    client = make_client(models["mlp"], device="cpu")
+    probe = {"Modeldeploy-Probe": "golden"}
+    assert client.post("/v2/models/mlp/infer", json=v2_body(), headers=probe).status_code == 200
+    assert client.post("/v2/models/mlp/infer", json=v2_body(), headers=probe).status_code == 200
+    assert client.post("/v2/models/mlp/infer", content=b"{", headers=probe).status_code == 400
+    assert client.post("/v1/models/mlp:predict", json={"instances": [[0.0] * IN]}, headers=probe).status_code == 200
+    assert client.post("/v2/models/mlp/infer", json=v2_body()).status_code == 200
+    text = client.get("/metrics").text
+    labels = 'model="mlp",outcome="{}",protocol="{}",version="1"'
+    assert metric(text, "modelserve_probe_requests_total{" + labels.format("success", "v2")) == 2
+    assert metric(text, "modelserve_probe_requests_total{" + labels.format("client_error", "v2")) == 1
+    assert metric(text, "modelserve_probe_requests_total{" + labels.format("success", "v1")) == 1
+    assert metric(text, "modelserve_requests_total{" + labels.format("success", "v2")) == 1
+    assert metric(text, "modelserve_requests_total{" + labels.format("client_error", "v2")) == 0
+    assert metric(text, "modelserve_requests_total{" + labels.format("success", "v1")) == 0
+    assert metric(text, 'modelserve_request_duration_seconds_count{model="mlp",version="1"}') == 1
+
+
 def test_gpu_memory_is_exported_when_the_engine_reports_it(make_client: ClientFactory, tmp_path: Path) -> None:
     class GpuEngine(SlowEngine):
         device = "cuda:0"

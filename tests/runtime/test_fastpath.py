@@ -320,6 +320,18 @@ def test_metrics_count_fast_path_requests(servers: dict[str, str]) -> None:
     assert metric(base, "modelserve_requests_total", bad) == before_bad + 1
 
 
+def test_fast_path_counts_probes_apart(servers: dict[str, str]) -> None:
+    base = servers["fast"]
+    ok = 'model="mlp",outcome="success",protocol="v2",version="1"'
+    before = metric(base, "modelserve_requests_total", ok), metric(base, "modelserve_probe_requests_total", ok)
+    for _ in range(3):
+        [(status, _, _)] = exchange(base, post("/v2/models/mlp/infer", js(v2_body()), "Modeldeploy-Probe: golden"))
+        assert status == 200
+    exchange(base, post("/v2/models/mlp/infer", js(v2_body())))
+    after = metric(base, "modelserve_requests_total", ok), metric(base, "modelserve_probe_requests_total", ok)
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 3)
+
+
 def test_client_gone_mid_body_leaves_no_request_in_flight(servers: dict[str, str]) -> None:
     base = servers["fast"]
     for _ in range(3):

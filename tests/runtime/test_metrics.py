@@ -31,6 +31,12 @@ class Reference:
             "modelserve_requests", "Inference requests by model, version, protocol and outcome",
             ["model", "version", "protocol", "outcome"], registry=r,
         )  # fmt: skip
+        self.probes = Counter(
+            "modelserve_probe_requests",
+            "Inference requests marked as probes (header Modeldeploy-Probe: the operator's golden requests), by "
+            "model, version, protocol and outcome; not in modelserve_requests_total or the request latency",
+            ["model", "version", "protocol", "outcome"], registry=r,
+        )  # fmt: skip
         self.latency = Histogram(
             "modelserve_request_duration_seconds", "End-to-end inference request latency in seconds",
             ["model", "version"], buckets=_LATENCY_BUCKETS, registry=r,
@@ -52,6 +58,7 @@ class Reference:
         for p in PROTOCOLS:
             for o in OUTCOMES:
                 self.requests.labels(model, version, p, o)
+                self.probes.labels(model, version, p, o)
         self.latency.labels(model, version)
         for s in STAGES:
             self.stages.labels(model, version, s)
@@ -64,6 +71,7 @@ class Reference:
 seconds = st.floats(min_value=0, max_value=100, allow_nan=False) | st.sampled_from([*_LATENCY_BUCKETS, *_STAGE_BUCKETS])
 events = st.lists(
     st.tuples(st.just("record"), st.sampled_from(PROTOCOLS), st.sampled_from(OUTCOMES), seconds)
+    | st.tuples(st.just("probe"), st.sampled_from(PROTOCOLS), st.sampled_from(OUTCOMES), seconds)
     | st.tuples(st.just("stage"), st.sampled_from(STAGES), seconds)
     | st.tuples(st.just("stage_many"), st.sampled_from(STAGES), seconds, st.integers(1, 64))
     | st.tuples(st.just("batch"), st.integers(1, 600))
@@ -83,6 +91,9 @@ def test_exposition_matches_prometheus_client(script: list[tuple[object, ...]]) 
                 ours.record(protocol, outcome, value)  # type: ignore[arg-type]
                 ref.requests.labels("mlp", "7", protocol, outcome).inc()
                 ref.latency.labels("mlp", "7").observe(value)  # type: ignore[arg-type]
+            case ("probe", protocol, outcome, value):
+                ours.record(protocol, outcome, value, probe=True)  # type: ignore[arg-type]
+                ref.probes.labels("mlp", "7", protocol, outcome).inc()
             case ("stage", stage, value):
                 ours.stage[stage].observe(value)  # type: ignore[index, arg-type]
                 ref.stages.labels("mlp", "7", stage).observe(value)  # type: ignore[arg-type]

@@ -366,8 +366,13 @@ def _post_json(url: str, body: Any, timeout: float) -> tuple[int, Any]:
     import urllib.error
     import urllib.request
 
+    from modeldeploy.analysis.golden import PROBE_HEADERS
+
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **PROBE_HEADERS},  # not client traffic in its metrics
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -55,7 +55,13 @@ _V2_PREFIX, _V2_SUFFIX = b"/v2/models/", b"/infer"
 # The request headers this path reads (the first of each counts, as in Starlette's `headers.get`).
 _WANTED = {
     name.encode("latin-1"): name
-    for name in ("content-length", "authorization", protocol_v2.HEADER_LENGTH, inference.TIMEOUT_HEADER)
+    for name in (
+        "content-length",
+        "authorization",
+        protocol_v2.HEADER_LENGTH,
+        inference.TIMEOUT_HEADER,
+        inference.PROBE_HEADER,
+    )
 }
 _V1_PREFIX, _V1_SUFFIX = b"/v1/models/", b":predict"
 # The most bytes a request line and header section may take (httptools itself sets no limit, so one connection

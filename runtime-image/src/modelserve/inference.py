@@ -30,6 +30,7 @@ from modelserve.protocol_v2 import HEADER_LENGTH, InferRequest, Limits
 
 __all__ = [
     "JSON",
+    "PROBE_HEADER",
     "TIMEOUT_HEADER",
     "Pending",
     "Reply",
@@ -48,6 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TIMEOUT_HEADER = "modelserve-timeout-ms"
+PROBE_HEADER = "modeldeploy-probe"
+"""Present on a request that is not client traffic (the operator's golden requests): counted apart (metrics)."""
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 
@@ -142,11 +145,11 @@ def deadline_of(state: State, started: float, header: str | None, param_ms: floa
 class Pending:  # a plain class, as Reply
     """A decoded request waiting for the batcher; `future` resolves to its Result (or a ModelServeError)."""
 
-    __slots__ = ("future", "model", "protocol", "request", "started", "state")
+    __slots__ = ("future", "model", "probe", "protocol", "request", "started", "state")
 
     def __init__(
         self, state: State, model: ServedModel, protocol: str, request: InferRequest | PredictRequest, started: float,
-        future: asyncio.Future[Result],
+        future: asyncio.Future[Result], probe: bool = False,
     ) -> None:  # fmt: skip
         self.state = state
         self.model = model
@@ -154,6 +157,7 @@ class Pending:  # a plain class, as Reply
         self.request = request
         self.started = started
         self.future = future
+        self.probe = probe
 
 
 def begin(
@@ -172,6 +176,7 @@ def begin(
         return error_reply(exc)
     metrics = state.metrics
     metrics.inflight_gauge.inc()
+    probe = header(PROBE_HEADER) is not None
     try:
         if model.batcher is None:
             raise NotReady(f"model {model.name!r} is not ready")
@@ -188,11 +193,11 @@ def begin(
         metrics.stage["decode"].observe(time.perf_counter() - t0)
         future = model.submit(request.inputs, deadline, on_done)
     except ModelServeError as exc:
-        return _done(state, protocol, started, error_reply(exc))
+        return _done(state, protocol, started, error_reply(exc), probe)
     except Exception as exc:
         log.exception("Unexpected error in %s inference", protocol)
-        return _done(state, protocol, started, internal_error_reply(exc))
-    return Pending(state, model, protocol, request, started, future)
+        return _done(state, protocol, started, internal_error_reply(exc), probe)
+    return Pending(state, model, protocol, request, started, future, probe)
 
 
 def finish(pending: Pending) -> Reply:
@@ -223,7 +228,7 @@ def finish(pending: Pending) -> Reply:
     except Exception as exc:
         log.exception("Unexpected error in %s inference", pending.protocol)
         reply = internal_error_reply(exc)
-    return _done(state, pending.protocol, pending.started, reply)
+    return _done(state, pending.protocol, pending.started, reply, pending.probe)
 
 
 def refuse(state: State, protocol: str, started: float, exc: ModelServeError) -> Reply:
@@ -232,8 +237,8 @@ def refuse(state: State, protocol: str, started: float, exc: ModelServeError) ->
     return _done(state, protocol, started, error_reply(exc))
 
 
-def _done(state: State, protocol: str, started: float, reply: Reply) -> Reply:
+def _done(state: State, protocol: str, started: float, reply: Reply, probe: bool = False) -> Reply:
     metrics = state.metrics
     metrics.inflight_gauge.dec()
-    metrics.record(protocol, outcome_of(reply.status), time.perf_counter() - started)
+    metrics.record(protocol, outcome_of(reply.status), time.perf_counter() - started, probe)
     return reply

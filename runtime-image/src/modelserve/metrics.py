@@ -234,6 +234,13 @@ class Metrics:
             "Inference requests by model, version, protocol and outcome",
             ["model", "version", "protocol", "outcome"],
         )
+        probe_requests = _Family(
+            "counter",
+            "modelserve_probe_requests",
+            "Inference requests marked as probes (header Modeldeploy-Probe: the operator's golden requests), by "
+            "model, version, protocol and outcome; not in modelserve_requests_total or the request latency",
+            ["model", "version", "protocol", "outcome"],
+        )
         request_duration = _Family(
             "histogram",
             "modelserve_request_duration_seconds",
@@ -258,13 +265,18 @@ class Metrics:
         )  # fmt: skip
         # Series resolved once, every counter at 0 from the start: the hot path only calls inc/observe.
         self.request_counters = {(p, o): requests.value(model, version, p, o) for p in PROTOCOLS for o in OUTCOMES}
+        self.probe_counters = {
+            (p, o): probe_requests.value(model, version, p, o) for p in PROTOCOLS for o in OUTCOMES
+        }
         self.request_latency = request_duration.distribution(model, version)
         self.stage = {s: stage_duration.distribution(model, version, s) for s in STAGES}
         self.batch = batch_size.distribution(model)
         self.depth = queue_depth.value(model)
         self.inflight_gauge = inflight.value(model)
         self.load_seconds = model_load.value(model, version)
-        self._families = [requests, request_duration, stage_duration, batch_size, queue_depth, inflight, model_load]
+        self._families = [
+            requests, probe_requests, request_duration, stage_duration, batch_size, queue_depth, inflight, model_load
+        ]  # fmt: skip
         self._gpu_memory = gpu_memory
         self.registry.register(_Collector(self._families, peers))
         if gpu_memory is not None:
@@ -279,7 +291,12 @@ class Metrics:
             "gpu": {device: dict(kinds) for device, kinds in gpu.items()},
         }
 
-    def record(self, protocol: str, outcome: str, seconds: float) -> None:
+    def record(self, protocol: str, outcome: str, seconds: float, probe: bool = False) -> None:
+        """Count one inference request; a probe only in its own counter, so that the traffic the canary analysis
+        judges (requests, errors, latency) is the clients' alone."""
+        if probe:
+            self.probe_counters[protocol, outcome].value += 1
+            return
         self.request_counters[protocol, outcome].value += 1
         self.request_latency.observe(seconds)
 

@@ -233,10 +233,12 @@ class FakeModelPod:
 
     def __init__(self, *, wrong: bool = False, status: int = 200) -> None:
         self.wrong, self.status, self.requests, self.bodies = wrong, status, 0, []  # type: ignore[var-annotated]
+        self.probe: list[str | None] = []  # each request's Modeldeploy-Probe header
 
     async def infer(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.bodies.append(body)
+        self.probe.append(request.headers.get("Modeldeploy-Probe"))
         self.requests += 1
         if self.status != 200:
             return web.json_response({"error": "input 'input': expected shape [-1, 3], got [1, 2]"}, status=self.status)
@@ -286,6 +288,8 @@ async def test_golden_requests_go_to_every_pod_and_count_wrong_answers(
     assert (result.checks, result.mismatches, result.pods) == (2 * len(pods), mismatches, len(pods))
     assert (result.detail[0] if result.detail else "") == detail
     assert all(pod.requests == 2 for pod in pods)
+    # Marked as probes, so that modelserve counts them apart from the revision's traffic (its metrics).
+    assert all(pod.probe == ["golden", "golden"] for pod in pods)
     assert pods[0].bodies[0] == {
         "id": "modeldeploy-golden-first",
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 0.0]}],

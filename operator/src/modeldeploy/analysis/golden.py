@@ -15,10 +15,14 @@ from typing import Any
 
 from modeldeploy.rollout.config import GoldenCase, GoldenOutput, GoldenSpec
 
+PROBE_HEADERS = {"Modeldeploy-Probe": "golden"}
+"""Sent with every golden request: ``modelserve`` counts such requests in ``modelserve_probe_requests_total``, not
+in ``modelserve_requests_total`` or its latency, so they are never the revision's traffic to the analysis (Scrape
+or Prometheus alike)."""
 MAX_DETAIL = 3
 """Mismatches described in a result; the count covers them all."""
 MAX_DETAIL_TEXT = 300
-"""Characters kept of each described mismatch (a status holds every measurement of its last 10 runs)."""
+"""Characters kept of each described mismatch (a status holds the latest measurements of its last 10 runs)."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ def assess(spec: GoldenSpec, result: GoldenResult) -> tuple[bool, str]:
         f"{'<=' if ok else '>'} maxMismatches {spec.max_mismatches}"
     )
     if result.detail:
-        # The first wrong answer only: status keeps every measurement of the last 10 runs, so each stays small;
+        # The first wrong answer only: status keeps up to 11 measurements of each of 10 runs, so each stays small;
         # the measurement's golden.detail lists up to three.
         more = f"; {result.mismatches - 1} more" if result.mismatches > 1 else ""
         note += f" (first: {result.detail[0]}{more})"

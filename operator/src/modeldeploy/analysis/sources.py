@@ -199,8 +199,9 @@ class PrometheusSource:
         return value if math.isfinite(value) else None
 
     async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
-        """Nothing: Prometheus windows cannot leave requests out, so golden requests count as traffic here (docs:
-        set minRequests above cases x pods)."""
+        """Nothing: Prometheus windows cannot leave requests out. modelserve counts golden requests apart (they
+        carry ``golden.PROBE_HEADERS``), so only a runtime older than that header counts them as traffic here
+        (docs: then set minRequests above cases x pods)."""
 
     async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
         requests = await self.query(self.render(DEFAULT_REQUESTS_QUERY, revision))
@@ -242,7 +243,8 @@ async def check_golden(
     async def ask(pod: PodTarget, case: GoldenCase) -> str | None:
         url = f"http://{pod.ip}:{pod.port}/v2/models/{model}/infer"
         try:
-            async with session.post(url, json=golden.request_body(case), timeout=timeout) as response:
+            body = golden.request_body(case)
+            async with session.post(url, json=body, headers=golden.PROBE_HEADERS, timeout=timeout) as response:
                 answer: Any = await response.json(content_type=None)
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
