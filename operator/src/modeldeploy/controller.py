@@ -10,10 +10,10 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -42,11 +42,12 @@ from modeldeploy.schema import SpecError
 logger = logging.getLogger("modeldeploy")
 
 ObjectKey = tuple[str, str]  # namespace, name
+T = TypeVar("T")
 
-STATUS_REFUSALS = frozenset({400, 403, 413, 422})
-"""API server answers to a status write that retrying the same write does not fix: a bad request, RBAC without
-``modeldeployments/status``, an object too large, a schema or CEL rejection. (404 is the object deleted meanwhile;
-409 and 429 and 5xx pass with a retry.)"""
+REFUSALS = frozenset({400, 403, 413, 422})
+"""API server answers to a write that retrying the same write does not fix: a bad request, RBAC (e.g. without
+``modeldeployments/status``), an object too large, a schema, CEL or admission webhook rejection. (404 is an object
+deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
 
 
@@ -207,8 +208,12 @@ class Controller:
             # First: the HPA that this pass points at the ModelDeployment must find a count to scale from.
             meta = md["metadata"]
             self.metrics.api_writes.labels("patch", "ModelDeployment/scale").inc()
-            await self.kube.patch_scale(
-                meta["namespace"], meta["name"], plan.scale, resource_version=str(meta.get("resourceVersion", ""))
+            await self._write(
+                md,
+                f"scale ModelDeployment {meta['namespace']}/{meta['name']}",
+                self.kube.patch_scale(
+                    meta["namespace"], meta["name"], plan.scale, resource_version=str(meta.get("resourceVersion", ""))
+                ),
             )
         for manifest in plan.apply:
             resource = resource_for(manifest["apiVersion"], manifest["kind"])
@@ -225,31 +230,30 @@ class Controller:
                 if existing is not None and not needs_apply(manifest, existing):
                     self.fresh.put(existing)
                     continue
+            name = f"{resource.kind} {manifest['metadata'].get('namespace')}/{manifest['metadata']['name']}"
             if manifest["metadata"].get("resourceVersion"):
                 # An object the operator edits but does not own (an existing HTTPRoute): replace with the
                 # resourceVersion it was read at, so a concurrent edit by its owner is never lost.
                 self.metrics.api_writes.labels("replace", resource.kind).inc()
-                self.fresh.put(await self.kube.replace_object(manifest))
+                self.fresh.put(await self._write(md, f"update {name}", self.kube.replace_object(manifest)))
                 continue
             self.metrics.api_writes.labels("apply", resource.kind).inc()
-            self.fresh.put(await self.kube.apply_object(manifest))
+            self.fresh.put(await self._write(md, f"apply {name}", self.kube.apply_object(manifest)))
         for ref in plan.delete:
             resource = resource_for(ref.api_version, ref.kind)
             self.metrics.api_writes.labels("delete", resource.kind).inc()
-            await self.kube.delete_object(resource, ref.namespace, ref.name, uid=ref.uid)
+            await self._write(
+                md,
+                f"delete {resource.kind} {ref.namespace}/{ref.name}",
+                self.kube.delete_object(resource, ref.namespace, ref.name, uid=ref.uid),
+            )
             self.fresh.forget((ref.kind, ref.namespace, ref.name))
         if plan.status is not None:
             meta = md["metadata"]
             self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
             patch = create_merge_patch(md.get("status") or {}, plan.status)  # nulls for keys the plan dropped
-            key = (str(meta["namespace"]), str(meta["name"]))
-            try:
-                self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], patch))
-            except ApiError as error:
-                if error.code in STATUS_REFUSALS:
-                    await self._report_status_refusal(md, key, error)
-                raise
-            self._refusals.pop(key, None)
+            self.fresh.put(await self._write(md, "", self.kube.patch_status(meta["namespace"], meta["name"], patch)))
+        self._refusals.pop((str(md["metadata"]["namespace"]), str(md["metadata"]["name"])), None)
         for event in plan.events:
             await self.post_event(md, event)
         return conflicts
@@ -263,27 +267,47 @@ class Controller:
         except ApiError as error:  # Events are best effort, as in every Kubernetes controller.
             logger.warning("Could not post event %s: %s", event.reason, error)
 
-    async def _report_status_refusal(self, md: Mapping[str, Any], key: ObjectKey, error: ApiError) -> None:
-        """A status write the API server refused for what it holds (not for being busy): the object cannot record
-        progress until that changes, and the operator's log is not where anyone looks at 3 a.m. Posted once per
-        refusal message and at most every ``REFUSAL_REPEAT_SECONDS`` while it lasts (retries come every few
-        seconds); the plan's own events wait until its status is written."""
-        message = f"{error.code} {error.reason}: {error.message}"
+    async def _write(self, md: Mapping[str, Any], what: str, write: Awaitable[T]) -> T:
+        """Await one write of the plan (``what``: "apply Deployment ns/name"; empty for the status update); a
+        refusal is reported (``_report_refusal``) before it ends the pass."""
+        try:
+            return await write
+        except ApiError as error:
+            if error.code in REFUSALS:
+                await self._report_refusal(md, what, error)
+            raise
+
+    async def _report_refusal(self, md: Mapping[str, Any], what: str, error: ApiError) -> None:
+        """A write the API server refused for what it holds (not for being busy) stops the reconcile until that
+        changes, and the operator's log is not where anyone looks at 3 a.m.: a Warning event on the
+        ModelDeployment, once per refusal and at most every ``REFUSAL_REPEAT_SECONDS`` while it lasts (retries
+        come every few seconds). The plan's own events wait until the pass completes."""
+        meta = md["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        refusal = f"{error.code} {error.reason}: {error.message}"
         now = time.monotonic()
         last = self._refusals.get(key)
-        if last is not None and last[0] == message and now - last[1] < REFUSAL_REPEAT_SECONDS:
+        if last is not None and last[0] == f"{what} {refusal}" and now - last[1] < REFUSAL_REPEAT_SECONDS:
             return
-        self._refusals[key] = (message, now)
-        await self.post_event(
-            md,
-            Event(
+        self._refusals[key] = (f"{what} {refusal}", now)
+        retry = f"retrying every {self.retry_seconds:g}s"
+        if not what:
+            event = Event(
                 "Warning",
                 "StatusWriteRejected",
-                f"The API server refused the status update ({message}). The rollout cannot record its progress "
-                f"and goes no further until a status write succeeds; retrying every {self.retry_seconds:g}s. Check "
-                "that the installed CRD is the operator's version (helm upgrade does not update CRDs).",
-            ),
-        )
+                f"The API server refused the status update ({refusal}). The rollout cannot record its progress "
+                f"and goes no further until a status write succeeds; {retry}. Check that the installed CRD is the "
+                "operator's version (helm upgrade does not update CRDs).",
+            )
+        else:
+            event = Event(
+                "Warning",
+                "WriteRejected",
+                f"The API server refused to {what} ({refusal}). The ModelDeployment goes no further until it is "
+                f"accepted; {retry}. Usual causes: an admission webhook or policy (Kyverno, Gatekeeper), the "
+                "operator's RBAC, or a value in the spec that the object's own validation refuses.",
+            )
+        await self.post_event(md, event)
 
     async def _report_conflicts(self, md: Mapping[str, Any], conflicts: list[str]) -> None:
         meta = md["metadata"]
