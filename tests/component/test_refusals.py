@@ -13,7 +13,7 @@ import pytest
 from kopf.testing import KopfRunner
 
 from .conftest import DEPLOYMENTS, EVENTS, MD, ThreadedCluster
-from .test_operator import md, ready, status
+from .test_operator import condition, md, ready, status
 
 pytestmark = pytest.mark.component
 
@@ -74,10 +74,15 @@ def test_a_refused_child_is_an_event_once_and_the_model_deployment_converges_whe
         assert event["type"] == "Warning" and POLICY in event["message"] and revision
         assert event["message"].startswith(f"The API server refused to apply Deployment ml/iris-{revision} (422 ")
         assert emulated.list(DEPLOYMENTS, "ml") == []
+        # Where kubectl and Argo CD's health look: Degraded, at the generation observed, even with no status before.
+        degraded = condition(emulated, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "WriteRejected") and POLICY in degraded["message"]
+        assert status(emulated)["observedGeneration"] == 1
 
         refusing.clear()
         emulated.wait_for(lambda: ready(emulated), message="iris Ready once its Deployment is accepted")
         assert status(emulated)["stableRevision"] == revision
+        assert condition(emulated, "Degraded")["status"] == "False"
         assert len(refusals(emulated, "WriteRejected")) == 1
     assert runner.exit_code == 0, runner.output
     assert "Traceback" not in runner.output, runner.output

@@ -30,6 +30,7 @@ from modeldeploy.reconcile import (
     gpu_query,
     initial_scale,
     plan_reconcile,
+    refused_status,
     serving_selector,
 )
 from modeldeploy.rollout.plan import Measurement
@@ -964,3 +965,24 @@ def test_a_blue_green_preview_is_left_out_of_the_autoscalers_pods() -> None:
     assert replicas_of(cluster) == {v1: 6, v2: 6}
     stable = v1.removeprefix("iris-")
     assert cluster.md["status"]["selector"] == f"modeldeploy.io/model-deployment=iris,modeldeploy.io/revision={stable}"
+
+
+def test_a_refused_child_write_marks_the_status_degraded_and_keeps_the_rest() -> None:
+    obj: dict[str, Any] = {"metadata": {"name": "iris", "namespace": "ml", "generation": 3}}
+    first = refused_status(obj, "The API server refused to apply Deployment ml/iris-abc (422 Invalid: no)", T0)
+    assert first is not None and first["observedGeneration"] == 3
+    [degraded] = first["conditions"]
+    assert (degraded["type"], degraded["status"], degraded["reason"]) == ("Degraded", "True", "WriteRejected")
+    assert degraded["lastTransitionTime"] == "2026-03-01T12:00:00Z" and degraded["observedGeneration"] == 3
+    # Written once: the same refusal again changes nothing.
+    obj["status"] = first
+    assert refused_status(obj, degraded["message"], T0 + timedelta(minutes=1)) is None
+    # Another refusal rewrites the message, not the transition time; the other conditions and the rollout stay.
+    ready = {"type": "Ready", "status": "True", "reason": "Available", "message": "2/2",
+             "observedGeneration": 2, "lastTransitionTime": "2026-02-01T00:00:00Z"}  # fmt: skip
+    obj["status"] = {**first, "conditions": [ready, degraded], "rollout": {"phase": "Progressing"}}
+    later = refused_status(obj, "The API server refused to delete Service ml/x (403 Forbidden: rbac)", T0)
+    assert later is not None and set(later) == {"observedGeneration", "conditions"}
+    assert [c["type"] for c in later["conditions"]] == ["Degraded", "Ready"] and later["conditions"][1] == ready
+    assert later["conditions"][0]["message"].endswith("(403 Forbidden: rbac)")
+    assert later["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"

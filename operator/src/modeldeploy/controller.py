@@ -35,6 +35,7 @@ from modeldeploy.reconcile import (
     gpu_query,
     owned_by,
     plan_reconcile,
+    refused_status,
 )
 from modeldeploy.rollout.plan import AnalysisRequest, Measurement, keep_measurement
 from modeldeploy.schema import SpecError
@@ -285,6 +286,8 @@ class Controller:
         meta = md["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         refusal = f"{error.code} {error.reason}: {error.message}"
+        if what:
+            await self._mark_degraded(md, f"The API server refused to {what} ({refusal})")
         now = time.monotonic()
         last = self._refusals.get(key)
         if last is not None and last[0] == f"{what} {refusal}" and now - last[1] < REFUSAL_REPEAT_SECONDS:
@@ -308,6 +311,18 @@ class Controller:
                 "operator's RBAC, or a value in the spec that the object's own validation refuses.",
             )
         await self.post_event(md, event)
+
+    async def _mark_degraded(self, md: Mapping[str, Any], message: str) -> None:
+        """Write ``Degraded=True`` (reason ``WriteRejected``) into the status, best effort (``refused_status``)."""
+        fields = refused_status(md, message, self.clock())
+        if fields is None:
+            return
+        meta = md["metadata"]
+        self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
+        try:
+            self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], fields))
+        except ApiError as error:
+            logger.warning("Could not mark %s/%s Degraded: %s", meta["namespace"], meta["name"], error)
 
     async def _report_conflicts(self, md: Mapping[str, Any], conflicts: list[str]) -> None:
         meta = md["metadata"]

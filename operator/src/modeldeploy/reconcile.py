@@ -275,6 +275,23 @@ def observe_revisions(
 # --- the decision ------------------------------------------------------------------------------------------
 
 
+def refused_status(obj: Mapping[str, Any], message: str, now: datetime) -> dict[str, Any] | None:
+    """The status fields to write when the API server refused one of a plan's child writes (``message`` says
+    which and why): ``Degraded=True`` with reason ``WriteRejected`` at the observed generation, so that the refusal
+    shows where tools look (``kubectl get``, Argo CD's health), even on a first deploy with no status yet. The other
+    conditions and ``status.rollout`` are left as they are; the next pass whose writes go through recomputes them.
+    None when the status already says so."""
+    status = obj.get("status") or {}
+    generation = int(obj.get("metadata", {}).get("generation") or 1)
+    old = list(status.get("conditions") or [])
+    degraded = cond.Condition(cond.DEGRADED, "True", "WriteRejected", message[:4096])
+    new = cond.merge_conditions(old, [degraded], generation=generation, now=now)
+    seen = status.get("observedGeneration") == generation
+    if seen and not cond.changed(old, new, cond.DEGRADED, include_message=True):
+        return None
+    return {"observedGeneration": generation, "conditions": new}
+
+
 def _invalid_plan(obj: Mapping[str, Any], error: ValueError, now: datetime) -> Plan:
     status = dict(obj.get("status") or {})
     generation = int(obj.get("metadata", {}).get("generation") or 1)
