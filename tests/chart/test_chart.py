@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 from chart_tools import (
@@ -32,7 +33,15 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
     "no-gpu-preflight": {"watchNamespaces": ["team-a"], "gpuPreflight": {"enabled": False}},
     "monitoring-and-network-policy": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "prometheus"},
+                "alertLabels": {"team": "ml-platform"},
+                "extraRules": [{"alert": "TooManyCanaries", "expr": "sum(modeldeploy_canary_weight > 0) > 10"}],
+            },
+        },
         "networkPolicy": {
             "enabled": True,
             "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
@@ -104,7 +113,7 @@ def test_helm_lint_strict_with_values(name: str, tmp_path: Any) -> None:
 # -- every object is valid Kubernetes
 
 
-CRD_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
 
 
 def check_custom_kind(obj: dict[str, Any]) -> None:
@@ -118,10 +127,22 @@ def check_custom_kind(obj: dict[str, Any]) -> None:
         assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
         assert spec["selector"]["matchLabels"]
         for endpoint in spec["endpoints"]:
-            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"}
             assert endpoint["port"] == "metrics"
             for key in ("interval", "scrapeTimeout"):
                 assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", endpoint[key])
+    elif obj["kind"] == "PrometheusRule":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"} and set(obj["spec"]) == {"groups"}
+        for group in obj["spec"]["groups"]:
+            assert set(group) == {"name", "rules"}
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+                assert ("alert" in rule) != ("record" in rule) and isinstance(rule["expr"], str)
+                if "for" in rule:
+                    assert re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", rule["for"])
+                assert all(isinstance(v, str) for v in (*rule.get("labels", {}).values(),
+                                                        *rule.get("annotations", {}).values()))  # fmt: skip
     else:
         assert obj["apiVersion"] == "kopf.dev/v1"
         assert set(obj) == {"apiVersion", "kind", "metadata"}
@@ -285,6 +306,54 @@ def test_metrics_service_selects_the_operator(rendered: dict[str, list[dict[str,
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_metrics_keep_the_model_deployments_namespace_label(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    (endpoint,) = one(rendered["monitoring-and-network-policy"], "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+
+
+def _metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (it must parse as PromQL)."""
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    from modeldeploy.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    metrics.record_rollout("ml", "iris", {"rollout": {"phase": "Completed"}, "conditions": []}, [])
+    metrics.errors.labels("Invalid").inc()
+    exported = {s.name for family in metrics.registry.collect() for s in family.samples}
+    rule = one(rendered["monitoring-and-network-policy"], "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    (group,) = rule["spec"]["groups"]
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert len(alerts) == len(group["rules"]) == 6
+    assert alerts["TooManyCanaries"]["expr"] == "sum(modeldeploy_canary_weight > 0) > 10"  # extraRules, as given
+    for name, alert in alerts.items():
+        used = _metric_names(alert["expr"])
+        assert used and used <= exported | {"up"}, (name, used - exported)
+        if name == "TooManyCanaries":
+            continue
+        assert alert["labels"]["severity"] in ("warning", "critical") and alert["labels"]["team"] == "ml-platform"
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+    down = alerts["ModelDeployOperatorDown"]["expr"]
+    service = one(rendered["monitoring-and-network-policy"], "Service")["metadata"]["name"]
+    assert f'job="{service}"' in down and f'namespace="{NAMESPACE}"' in down  # the ServiceMonitor's job: the Service
+    # Per-object alerts read the ModelDeployment's labels, kept by honorLabels (above).
+    assert "$labels.namespace" in alerts["ModelDeploymentRolledBack"]["annotations"]["summary"]
+    assert not of_kind(rendered["defaults"], "PrometheusRule")
 
 
 def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modeldeploy.metrics import ROLLOUT_PHASES, OperatorMetrics
+from modeldeploy.metrics import ANALYSIS_VERDICTS, ROLLOUT_PHASES, OperatorMetrics
 
 
 def value(metrics: OperatorMetrics, metric: str, **labels: str) -> float | None:
@@ -56,3 +56,37 @@ def test_every_phase_is_exported_for_each_object_and_forget_drops_the_weight() -
     metrics.forget("ml", "a")
     assert value(metrics, "modeldeploy_canary_weight", namespace="ml", name="a") is None
     assert value(metrics, "modeldeploy_rollout_phase", namespace="ml", name="b", phase="Paused") == 1
+
+
+def test_counters_exist_at_zero_from_the_first_sight_so_the_first_rollback_can_alert() -> None:
+    """increase() needs a sample before the first increment: a series born at 1 never shows an increase."""
+    metrics = OperatorMetrics()
+    metrics.record_rollout("ml", "iris", {"rollout": {"phase": "Completed"}}, [])
+    assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="automatic") == 0
+    assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="manual") == 0
+    for verdict in ANALYSIS_VERDICTS.values():
+        assert value(metrics, "modeldeploy_analysis_results_total", namespace="ml", name="iris", verdict=verdict) == 0
+    metrics.record_rollout("ml", "iris", None, ["RollingBack"])
+    assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="automatic") == 1
+    metrics.forget("ml", "iris")
+    assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="automatic") is None
+    verdicts = [value(metrics, "modeldeploy_analysis_results_total", namespace="ml", name="iris", verdict=verdict)
+                for verdict in ANALYSIS_VERDICTS.values()]  # fmt: skip
+    assert verdicts == [None] * len(ANALYSIS_VERDICTS)
+    metrics.record_rollout("ml", "iris", None, [])  # seen again (re-created): back at zero
+    assert value(metrics, "modeldeploy_rollbacks_total", namespace="ml", name="iris", reason="automatic") == 0
+
+
+def test_degraded_follows_the_condition() -> None:
+    metrics = OperatorMetrics()
+    degraded = {"conditions": [{"type": "Degraded", "status": "True", "reason": "WriteRejected"}]}
+    metrics.record_rollout("ml", "iris", degraded, [])  # no status.rollout yet (a first deploy that was refused)
+    assert value(metrics, "modeldeploy_degraded", namespace="ml", name="iris") == 1
+    assert value(metrics, "modeldeploy_rollout_phase", namespace="ml", name="iris", phase="Idle") is None
+    metrics.record_rollout("ml", "iris", None, [])
+    assert value(metrics, "modeldeploy_degraded", namespace="ml", name="iris") == 1
+    healthy = {"rollout": {"phase": "Completed"}, "conditions": [{"type": "Degraded", "status": "False"}]}
+    metrics.record_rollout("ml", "iris", healthy, [])
+    assert value(metrics, "modeldeploy_degraded", namespace="ml", name="iris") == 0
+    metrics.forget("ml", "iris")
+    assert value(metrics, "modeldeploy_degraded", namespace="ml", name="iris") is None

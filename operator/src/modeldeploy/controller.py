@@ -190,9 +190,10 @@ class Controller:
             finally:
                 self.metrics.duration.observe(time.perf_counter() - started)
             self.metrics.reconciles.labels("changed" if plan.writes else "unchanged").inc()
-            self.metrics.record_rollout(key[0], key[1], plan.status, [e.reason for e in plan.events])
-            measured = self._measurements.get(key)
             status_after = plan.status if plan.status is not None else md.get("status")
+            # The status as it stands, changed or not: an operator that just started exports every object's too.
+            self.metrics.record_rollout(key[0], key[1], status_after, [e.reason for e in plan.events])
+            measured = self._measurements.get(key)
             if measured is not None and not keep_measurement(measured, plan.analysis, status_after):
                 self._measurements.pop(key, None)  # Recorded by the state machine, or its run is over or gone.
             if plan.analysis is not None:
@@ -315,9 +316,10 @@ class Controller:
     async def _mark_degraded(self, md: Mapping[str, Any], message: str) -> None:
         """Write ``Degraded=True`` (reason ``WriteRejected``) into the status, best effort (``refused_status``)."""
         fields = refused_status(md, message, self.clock())
+        meta = md["metadata"]
+        self.metrics.record_degraded(str(meta["namespace"]), str(meta["name"]), fields or md.get("status") or {})
         if fields is None:
             return
-        meta = md["metadata"]
         self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
         try:
             self.fresh.put(await self.kube.patch_status(meta["namespace"], meta["name"], fields))

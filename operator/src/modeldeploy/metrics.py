@@ -23,41 +23,52 @@ ANALYSIS_VERDICTS = {
 }
 """Event reasons of analysis verdicts, and the verdict label each one counts under."""
 
+ROLLBACK_REASONS = ("automatic", "manual")
 PHASE_HELP = "1 for the current rollout phase of each ModelDeployment, 0 for the others."
+DEGRADED_HELP = "1 while the ModelDeployment's Degraded condition is True (kubectl modeldeploy status says why)."
 WEIGHT_HELP = "Percent of traffic the canary revision gets."
 MIRROR_HELP = "Percent of the requests copied to the canary revision (setMirror; its answers are discarded)."
 
 
 class RolloutCollector(Collector):
-    """``modeldeploy_rollout_phase``, ``modeldeploy_canary_weight`` and ``modeldeploy_canary_mirror_weight``, made at
-    scrape time from one small record per ModelDeployment.
+    """``modeldeploy_rollout_phase``, ``modeldeploy_canary_weight``, ``modeldeploy_canary_mirror_weight`` and
+    ``modeldeploy_degraded``, made at scrape time from one small record per ModelDeployment.
 
-    Labelled gauges would keep a child object (value, lock, label tuple) per series: nine series per
+    Labelled gauges would keep a child object (value, lock, label tuple) per series: eleven series per
     ModelDeployment, about 1 KB each, held for as long as the object exists.
     """
 
     def __init__(self) -> None:
         self.rollouts: dict[tuple[str, str], tuple[str, float, float]] = {}
         """(namespace, name) -> (rollout phase, canary weight, mirror weight)."""
+        self.degraded: dict[tuple[str, str], bool] = {}
+        """(namespace, name) -> whether its Degraded condition is True."""
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"]),
+            GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"]),
+            GaugeMetricFamily("modeldeploy_canary_mirror_weight", MIRROR_HELP, labels=["namespace", "name"]),
+            GaugeMetricFamily("modeldeploy_degraded", DEGRADED_HELP, labels=["namespace", "name"]),
+        )
 
     def describe(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
-        yield GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
-        yield GaugeMetricFamily("modeldeploy_canary_mirror_weight", MIRROR_HELP, labels=["namespace", "name"])
+        yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        phases = GaugeMetricFamily("modeldeploy_rollout_phase", PHASE_HELP, labels=["namespace", "name", "phase"])
-        weights = GaugeMetricFamily("modeldeploy_canary_weight", WEIGHT_HELP, labels=["namespace", "name"])
-        mirrors = GaugeMetricFamily("modeldeploy_canary_mirror_weight", MIRROR_HELP, labels=["namespace", "name"])
+        phases, weights, mirrors, degraded = self._families()
         # list(): scrapes run in the metrics server's thread while the operator keeps updating the records.
         for (namespace, name), (phase, weight, mirror) in list(self.rollouts.items()):
             for known in ROLLOUT_PHASES:
                 phases.add_metric([namespace, name, known], 1.0 if known == phase else 0.0)
             weights.add_metric([namespace, name], weight)
             mirrors.add_metric([namespace, name], mirror)
+        for (namespace, name), is_degraded in list(self.degraded.items()):
+            degraded.add_metric([namespace, name], 1.0 if is_degraded else 0.0)
         yield phases
         yield weights
         yield mirrors
+        yield degraded
 
 
 @dataclass
@@ -98,23 +109,51 @@ class OperatorMetrics:
             "modeldeploy_rollbacks_total", "Rollbacks started, by reason.", ["namespace", "name", "reason"],
             registry=r,
         )
+        self._seen: set[tuple[str, str]] = set()
 
     def record_rollout(self, namespace: str, name: str, status: Mapping[str, Any] | None, reasons: list[str]) -> None:
-        """Export a reconcile's rollout status and the transitions it announced (by Event reason)."""
+        """Export a reconcile's status (None: unchanged) and the transitions it announced (by Event reason)."""
+        self._known(namespace, name)
         rollout = (status or {}).get("rollout") or {}
         phase = str(rollout.get("phase") or "")
         if phase:
             weight = float((status or {}).get("canaryWeight") or 0)
             mirror = float((status or {}).get("mirrorWeight") or 0)
             self.rollouts.rollouts[(namespace, name)] = (phase, weight, mirror)
+        if status is not None:
+            self.record_degraded(namespace, name, status)
         for reason in reasons:
             if reason in ANALYSIS_VERDICTS:
                 self.analysis_results.labels(namespace, name, ANALYSIS_VERDICTS[reason]).inc()
             if reason == "RollingBack":
-                self.rollbacks.labels(namespace, name, "automatic").inc()
+                self.rollbacks.labels(namespace, name, ROLLBACK_REASONS[0]).inc()
             elif reason in ("RollbackRequested", "RolledBackToRevision"):
-                self.rollbacks.labels(namespace, name, "manual").inc()
+                self.rollbacks.labels(namespace, name, ROLLBACK_REASONS[1]).inc()
+
+    def record_degraded(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """``modeldeploy_degraded`` from the status's Degraded condition."""
+        conditions = status.get("conditions") or []
+        degraded = any(c.get("type") == "Degraded" and c.get("status") == "True" for c in conditions)
+        self.rollouts.degraded[(namespace, name)] = degraded
+
+    def _known(self, namespace: str, name: str) -> None:
+        """Create the object's counter series at 0 when it is first seen: ``increase()`` and ``rate()`` need a
+        sample before the first increment, or an alert on an object's first rollback never fires."""
+        if (namespace, name) in self._seen:
+            return
+        self._seen.add((namespace, name))
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks.labels(namespace, name, reason)
+        for verdict in ANALYSIS_VERDICTS.values():
+            self.analysis_results.labels(namespace, name, verdict)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the per-object series of a deleted ModelDeployment."""
         self.rollouts.rollouts.pop((namespace, name), None)
+        self.rollouts.degraded.pop((namespace, name), None)
+        if (namespace, name) in self._seen:
+            self._seen.discard((namespace, name))
+            for reason in ROLLBACK_REASONS:
+                self.rollbacks.remove(namespace, name, reason)
+            for verdict in ANALYSIS_VERDICTS.values():
+                self.analysis_results.remove(namespace, name, verdict)

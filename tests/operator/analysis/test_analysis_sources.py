@@ -6,12 +6,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import promql_parser
 import pytest
 from aiohttp import web
 from test_analysis_promparse import exposition
 
 from modeldeploy.analysis.criteria import assess_measurement
 from modeldeploy.analysis.sources import (
+    DEFAULT_ERROR_RATIO_QUERY,
+    DEFAULT_P99_QUERY,
+    DEFAULT_REQUESTS_QUERY,
     MetricSourceError,
     PodTarget,
     PrometheusSource,
@@ -350,3 +354,28 @@ async def test_golden_requests_refused_for_load_are_a_measurement_error_not_a_wr
             await check_golden(session, GOLDEN, "iris", "abc", [PodTarget("p", "127.0.0.1", port)])
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("query", [DEFAULT_REQUESTS_QUERY, DEFAULT_ERROR_RATIO_QUERY, DEFAULT_P99_QUERY])
+def test_the_default_queries_are_promql_over_what_modelserve_exports(query: str) -> None:
+    """Rendered as the source sends them, they parse, and they select only series modelserve exposes (by name):
+    a renamed runtime metric fails here, not in a cluster's canary analysis."""
+    from modelserve.metrics import Metrics
+
+    exported = {line.split("{")[0].split(" ")[0] for line in Metrics("m", "1").render().decode().splitlines()
+                if line and not line.startswith("#")}  # fmt: skip
+    source = PrometheusSource(None, PrometheusSpec(url="http://prometheus:9090"), namespace="ml",  # type: ignore[arg-type]
+                              interval_seconds=30)  # fmt: skip
+    rendered = source.render(query, "5d41402abc")
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+            matchers = {m.name: m.value for m in node.matchers.matchers}
+            assert (matchers["namespace"], matchers["revision"]) == ("ml", "5d41402abc")
+        return True
+
+    promql_parser.walk(promql_parser.parse(rendered), visit)
+    assert names and names <= exported, names - exported
+    assert "[30s]" in rendered
