@@ -72,6 +72,14 @@ _TIMEOUT = {
     "description": "per-request deadline in milliseconds",
     "schema": {"type": "string"},
 }
+_PROBE = {
+    "name": "Modeldeploy-Probe",
+    "in": "header",
+    "required": False,
+    "description": "marks a request that is not client traffic (the operator's golden requests): it is counted in "
+    "modelserve_probe_requests_total, not in modelserve_requests_total or the request latency",
+    "schema": {"type": "string"},
+}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -92,7 +100,7 @@ def _infer(params: list[dict[str, Any]]) -> Any:
     return {
         "post": {
             "summary": "Run inference (Open Inference Protocol v2; JSON or the binary tensor data extension)",
-            "parameters": [*params, _TIMEOUT],
+            "parameters": [*params, _TIMEOUT, _PROBE],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _INFER_REQUEST}}},
             "responses": {"200": _json(_INFER_RESPONSE), **_INFER_ERRORS},
         }
@@ -120,7 +128,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/v1/models/{name}:predict": {
                 "post": {
                     "summary": "Predict (TensorFlow Serving style)",
-                    "parameters": [_NAME, _TIMEOUT],
+                    "parameters": [_NAME, _TIMEOUT, _PROBE],
                     "requestBody": {
                         "required": True,
                         "content": {
