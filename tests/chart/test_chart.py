@@ -35,6 +35,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "monitoring-and-network-policy": {
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "prometheusRule": {
                 "enabled": True,
                 "labels": {"release": "prometheus"},
@@ -113,7 +114,7 @@ def test_helm_lint_strict_with_values(name: str, tmp_path: Any) -> None:
 # -- every object is valid Kubernetes
 
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
 
 
 def check_custom_kind(obj: dict[str, Any]) -> None:
@@ -131,6 +132,19 @@ def check_custom_kind(obj: dict[str, Any]) -> None:
             assert endpoint["port"] == "metrics"
             for key in ("interval", "scrapeTimeout"):
                 assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", endpoint[key])
+    elif obj["kind"] == "PodMonitor":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+        spec = obj["spec"]
+        assert set(spec) == {"selector", "namespaceSelector", "podMetricsEndpoints"}
+        assert set(spec["namespaceSelector"]) in ({"any"}, {"matchNames"})
+        for endpoint in spec["podMetricsEndpoints"]:
+            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "relabelings"}
+            for key in ("interval", "scrapeTimeout"):
+                assert re.fullmatch(r"([0-9]+(ms|s|m|h))+", endpoint[key])
+            for relabeling in endpoint["relabelings"]:
+                assert set(relabeling) <= {"sourceLabels", "targetLabel", "action", "regex", "replacement"}
+                assert all(re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", label) for label in relabeling["sourceLabels"])
     elif obj["kind"] == "PrometheusRule":
         assert obj["apiVersion"] == "monitoring.coreos.com/v1"
         assert set(obj) == {"apiVersion", "kind", "metadata", "spec"} and set(obj["spec"]) == {"groups"}
@@ -324,6 +338,41 @@ def _metric_names(expr: str) -> set[str]:
 
     promql_parser.walk(promql_parser.parse(expr), visit)
     return names
+
+
+def test_the_pod_monitor_scrapes_the_model_servers_with_the_labels_the_analysis_queries_use(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The PodMonitor selects the pods the operator renders, on their port, and relabels their pod labels into the
+    `revision` label the default Prometheus queries select by (`namespace` is a PodMonitor target label)."""
+    from modeldeploy.analysis.sources import DEFAULT_ERROR_RATIO_QUERY, DEFAULT_P99_QUERY, DEFAULT_REQUESTS_QUERY
+    from modeldeploy.cli import read_documents, render_documents
+    from modeldeploy.config import OperatorConfig
+    from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+
+    monitor = one(rendered["monitoring-and-network-policy"], "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    objects, errors = render_documents(read_documents(str(REPO / "examples" / "canary-with-analysis.yaml")),
+                                       OperatorConfig())  # fmt: skip
+    assert errors == []
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+
+    def meta_label(pod_label: str) -> str:  # Prometheus' name for a pod label in service discovery
+        return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
+
+    targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
+    revision, instance = meta_label(REVISION_LABEL), meta_label(MODEL_DEPLOYMENT_LABEL)
+    assert targets == {"revision": [revision], "model_deployment": [instance]}
+    for query in (DEFAULT_REQUESTS_QUERY, DEFAULT_ERROR_RATIO_QUERY, DEFAULT_P99_QUERY):
+        assert 'revision="{{revision}}"' in query and 'namespace="{{namespace}}"' in query
+    assert of_kind(rendered["namespaced"], "PodMonitor") == []  # off by default; with watchNamespaces, only those:
+    only = render({"watchNamespaces": ["team-a"], "metrics": {"podMonitor": {"enabled": True}}})
+    assert one(only, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
 
 
 def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
