@@ -36,6 +36,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Models"}},
             "prometheusRule": {
                 "enabled": True,
                 "labels": {"release": "prometheus"},
@@ -373,6 +374,89 @@ def test_the_pod_monitor_scrapes_the_model_servers_with_the_labels_the_analysis_
     assert of_kind(rendered["namespaced"], "PodMonitor") == []  # off by default; with watchNamespaces, only those:
     only = render({"watchNamespaces": ["team-a"], "metrics": {"podMonitor": {"enabled": True}}})
     assert one(only, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+
+DASHBOARD = CHART / "dashboards" / "modeldeploy.json"
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$namespace": ".*", "$name": ".*"}
+POD_MONITOR_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "revision", "model_deployment"}
+
+
+def _series_labels() -> dict[str, set[str]]:
+    """Every series name the operator and the runtime (with a GPU) export, with the label names it can carry in
+    Prometheus: its own, and for the runtime's the PodMonitor's target labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from modeldeploy.metrics import OperatorMetrics
+    from modelserve.metrics import Metrics
+
+    operator = OperatorMetrics()
+    operator.record_rollout("ml", "iris", {"rollout": {"phase": "Completed"}, "conditions": []}, [])
+    operator.errors.labels("Invalid").inc()
+    operator.reconciles.labels("changed").inc()
+    out: dict[str, set[str]] = {}
+    for family in operator.registry.collect():
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).update(sample.labels)
+    runtime = Metrics("mlp", "1", gpu_memory=lambda: {"cuda:0": {"allocated": 1, "reserved": 2}})
+    for family in text_string_to_metric_families(runtime.render().decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, set(POD_MONITOR_LABELS)).update(sample.labels)
+    return out
+
+
+def _selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names matched) of every selector in a PromQL expression (which must parse)."""
+    found: list[tuple[str, set[str]]] = []
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append((node.name, {m.name for m in node.matchers.matchers}))
+        return True
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
+
+
+def test_the_dashboard_queries_parse_and_select_series_that_exist() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "modeldeploy" and dashboard["schemaVersion"] >= 36
+    series = _series_labels()
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: set[tuple[int, int]] = set()  # the 24-column grid: panels side by side, never overlapping
+    for panel in panels:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        mine = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        assert not cells & mine, panel["title"]
+        cells |= mine
+    queries = [(p["title"], t["expr"]) for p in panels for t in p.get("targets", [])]
+    variables = dashboard["templating"]["list"]
+    for variable in variables:
+        if variable["type"] == "query":  # label_values(SELECTOR, LABEL)
+            found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+            assert found, variable
+            queries.append((variable["name"], found.group(1)))
+    assert {v["name"] for v in variables} == {"datasource", "namespace", "name"}
+    assert len(queries) >= 20
+    for title, expr in queries:
+        for name, variable in GRAFANA_VARIABLES.items():
+            expr = expr.replace(name, variable)
+        for metric, labels in _selectors(expr):
+            assert metric in series, (title, metric)
+            assert labels <= series[metric], (title, metric, labels - series[metric])
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"} and panel["description"]
+
+
+def test_the_dashboard_config_map_carries_the_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    config_map = next(o for o in rendered["monitoring-and-network-policy"]
+                      if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-dashboard"))  # fmt: skip
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Models"}
+    assert json.loads(config_map["data"]["modeldeploy.json"]) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert not [o for o in rendered["defaults"] if o["metadata"]["name"].endswith("-dashboard")]
 
 
 def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
