@@ -24,17 +24,29 @@ def refusals(emulated: ThreadedCluster, reason: str = "StatusWriteRejected") -> 
     return [e for e in emulated.list(EVENTS, "ml") if e["reason"] == reason]
 
 
-def test_a_refused_status_write_is_an_event_once_and_the_rollout_resumes_when_accepted(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
-) -> None:
+Write = Callable[[dict[str, Any], "dict[str, Any] | None"], bool]
+
+
+def refuse(emulated: ThreadedCluster, resource: str, message: str, applies: Write) -> threading.Event:
+    """Refuse writes of ``resource`` that ``applies(new, old)`` picks with ``message`` (422 Invalid), as a
+    validating webhook would, until the returned event is cleared."""
     refusing = threading.Event()
     refusing.set()
 
     def policy(new: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
-        changed = old is not None and new.get("status") != old.get("status")
-        return [REFUSAL] if refusing.is_set() and changed else []
+        return [message] if refusing.is_set() and applies(new, old) else []
 
-    emulated.call(emulated.cluster.emulator.set_admission, MD, policy)
+    emulated.call(emulated.cluster.emulator.set_admission, resource, policy)
+    return refusing
+
+
+def test_a_refused_status_write_is_an_event_once_and_the_rollout_resumes_when_accepted(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    def status_change(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+        return old is not None and new.get("status") != old.get("status")
+
+    refusing = refuse(emulated, MD, REFUSAL, status_change)
     with operator_factory() as runner:
         emulated.create(MD, md())
         emulated.wait_for(lambda: refusals(emulated), message="a StatusWriteRejected event")
@@ -58,13 +70,7 @@ POLICY = 'admission webhook "validate.kyverno.svc" denied the request: label tea
 def test_a_refused_child_is_an_event_once_and_the_model_deployment_converges_when_accepted(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
 ) -> None:
-    refusing = threading.Event()
-    refusing.set()
-
-    def policy(new: dict[str, Any], old: dict[str, Any] | None) -> list[str]:
-        return [POLICY] if refusing.is_set() and old is None else []
-
-    emulated.call(emulated.cluster.emulator.set_admission, DEPLOYMENTS, policy)
+    refusing = refuse(emulated, DEPLOYMENTS, POLICY, lambda new, old: old is None)  # creations
     with operator_factory() as runner:
         emulated.create(MD, md())
         emulated.wait_for(lambda: refusals(emulated, "WriteRejected"), message="a WriteRejected event")
