@@ -87,7 +87,7 @@ class Controller:
     gpu_capacity: GpuCapacity | None = None
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
     _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
-    """Per object, the last refused status write reported (its message, when, monotonic)."""
+    """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
 
     # --- reading -------------------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from modeldeploy.labels import (
     ROLLBACK_TO_ANNOTATION,
     VERSION_LABEL,
 )
-from modeldeploy.rollout.state import RolloutStatus, format_time, parse_time
+from modeldeploy.rollout.state import RolloutStatus, clip, format_time, parse_time
 from modeldeploy.schema import crd_manifest
 from modeldeploy.types import as_items, as_map
 
@@ -508,15 +508,11 @@ def format_status(summary: Mapping[str, Any], now: datetime) -> str:
         text += f"\nRecent warnings: {warnings}\n"
     elif warnings:
         rows = [
-            [_str(w.get("reason")), str(w.get("count")), age(w.get("lastSeen"), now), _clip(_str(w.get("message")))]
+            [_str(w.get("reason")), str(w.get("count")), age(w.get("lastSeen"), now), clip(_str(w.get("message")), 400)]
             for w in as_items(warnings)
         ]
         text += "\nRecent warnings:\n" + render_table(["REASON", "COUNT", "LAST SEEN", "MESSAGE"], rows, indent="  ")
     return text
-
-
-def _clip(text: str, limit: int = 400) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- history -----------------------------------------------------------------------------------------------

@@ -142,3 +142,13 @@ def test_the_worst_status_the_operator_can_write_stays_far_below_the_object_limi
     status = RolloutStatus(analysis_runs=(run,) * MAX_ANALYSIS_RUNS)
     size = len(json.dumps(status.to_status()).encode())
     assert size < 1024 * 1024, size
+
+
+def test_absurd_counts_and_numbers_read_back_as_unknown() -> None:
+    """A hand-edited status cannot make the next number overflow what the API server stores (int64)."""
+    record = {"number": 2**62, "takenAt": "2026-01-01T12:00:30Z", "verdict": "Pass", "canary": {"requests": 10}}
+    raw = {"analysisRuns": [{"id": "b-step-1-1", "revision": "b", "gate": "step-1", "startedAt": "2026-01-01T12:00:00Z",
+                             "passed": -3, "failed": 2**40, "measurements": [record]}]}  # fmt: skip
+    (run,) = RolloutStatus.from_status(raw).analysis_runs
+    assert (run.passed, run.failed, run.inconclusive) == (1, 0, 0)
+    assert [m.number for m in run.measurements] == [1] and run.taken == 1

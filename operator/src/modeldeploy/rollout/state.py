@@ -181,7 +181,7 @@ class MeasurementRecord:
                 Sample.from_dict(canary),
                 stable,
                 golden,
-                max(0, _int(raw.get("number"))),
+                _count(raw.get("number")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -281,9 +281,9 @@ class AnalysisRun:
             consecutive_errors=max(0, _int(raw.get("consecutiveErrors"))),  # absent (an older operator): none
             last_error=_text(raw.get("lastError")),
             last_error_at=parse_time(raw.get("lastErrorAt")),
-            passed=max(0, _int(raw.get("passed"))),  # absent (an older operator): counted from the records
-            failed=max(0, _int(raw.get("failed"))),
-            inconclusive=max(0, _int(raw.get("inconclusive"))),
+            passed=_count(raw.get("passed")),  # absent (an older operator): counted from the records
+            failed=_count(raw.get("failed")),
+            inconclusive=_count(raw.get("inconclusive")),
         )
 
 
@@ -381,6 +381,13 @@ class GpuPreflight:
 
 def _int(value: object, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _count(value: object) -> int:
+    """A measurement count or number read back from status; 0 when absent, negative or absurd (a hand-edited
+    status), so that counting on from it can never overflow what the API server stores."""
+    number = _int(value)
+    return number if 0 <= number < 2**31 else 0
 
 
 def _text(value: object) -> str:
