@@ -162,6 +162,21 @@ def _case(
             },
             "spec.rollout.analysis.source.prometheus.url",
         ),
+        (
+            {"analysis": {"maxErrorRatio": 0.1, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "errorRatioQuery": 'sum(rate(errors{rev="{{ revision }}"}[5m]))'}}}},
+            "spec.rollout.analysis.source.prometheus.errorRatioQuery",
+        ),
+        (
+            {"analysis": {"maxP99LatencyMs": 100, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "p99LatencyQuery": 'histogram_quantile(0.99, x{r="{{rev}}"})'}}}},
+            "spec.rollout.analysis.source.prometheus.p99LatencyQuery",
+        ),
+        (
+            {"analysis": {"maxP99LatencyMs": 100, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "p99LatencyQuery": 'x{r="{{revision}"}'}}}},
+            "spec.rollout.analysis.source.prometheus.p99LatencyQuery",
+        ),
         ({"abort": "yes"}, "spec.rollout.abort"),
         (
             {"analysis": {"maxErrorRatio": 0.1, "consecutiveErrorLimit": -1}},
@@ -210,6 +225,17 @@ def test_errors_name_the_field(raw: dict[str, Any], path: str) -> None:
         parse_rollout(raw)
     assert info.value.field_path == path
     assert isinstance(info.value, ValueError)
+
+
+def test_custom_queries_keep_the_placeholders_the_source_substitutes() -> None:
+    selector = 'namespace="{{namespace}}",revision="{{revision}}"'
+    query = (f'sum(rate(http_errors{{{selector},code=~"5.{{2}}"}}[{{{{interval}}}}])) / '
+             f"sum(rate(http_requests{{{selector}}}[{{{{interval}}}}]))")  # fmt: skip
+    assert "[{{interval}}]" in query and 'code=~"5.{2}"' in query
+    source = {"type": "Prometheus", "prometheus": {"url": "http://prom:9090", "errorRatioQuery": query}}
+    spec = parse_rollout({"analysis": {"maxErrorRatio": 0.1, "source": source}})
+    assert spec.analysis is not None and spec.analysis.source.prometheus is not None
+    assert spec.analysis.source.prometheus.error_ratio_query == query
 
 
 @pytest.mark.parametrize(

@@ -354,6 +354,28 @@ def _str(raw: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
     return value
 
 
+QUERY_PLACEHOLDERS = ("{{revision}}", "{{namespace}}", "{{interval}}")
+"""What the Prometheus source substitutes in a custom query (``analysis.sources.PrometheusSource.render``)."""
+
+
+def _query(raw: Mapping[str, Any], key: str, path: str) -> str:
+    """A custom Prometheus query. Anything else between double braces (``{{ revision }}``, ``{{rev}}``) would reach
+    Prometheus as it is, which no PromQL parser accepts: every measurement would fail, and past
+    ``consecutiveErrorLimit`` a good revision would be rolled back. Refused here, before any rollout."""
+    query = _str(raw, key, path)
+    rest = query
+    for placeholder in QUERY_PLACEHOLDERS:
+        rest = rest.replace(placeholder, "")
+    unknown = re.search(r"\{\{\s*[A-Za-z_][\w.]*(\s*\}\})?", rest)  # a placeholder's start, or all of one
+    if unknown is not None:
+        raise RolloutSpecError(
+            f"{path}.{key}",
+            f"unknown placeholder {unknown.group(0)!r}: a query can use {', '.join(QUERY_PLACEHOLDERS)}, "
+            "written exactly so",
+        )
+    return query
+
+
 def _choice(raw: Mapping[str, Any], key: str, path: str, choices: Sequence[str], default: str) -> str:
     value = _str(raw, key, path, default) or default
     if value not in choices:
@@ -505,8 +527,8 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
             raise RolloutSpecError(f"{src_path}.prometheus.url", f"expected an http(s) URL, got {url!r}")
         prometheus = PrometheusSpec(
             url=url.rstrip("/"),
-            error_ratio_query=_str(prom_raw, "errorRatioQuery", f"{src_path}.prometheus"),
-            p99_latency_query=_str(prom_raw, "p99LatencyQuery", f"{src_path}.prometheus"),
+            error_ratio_query=_query(prom_raw, "errorRatioQuery", f"{src_path}.prometheus"),
+            p99_latency_query=_query(prom_raw, "p99LatencyQuery", f"{src_path}.prometheus"),
         )
     interval = parse_duration(raw.get("interval") or "30s", f"{path}.interval")
     if interval <= 0:
