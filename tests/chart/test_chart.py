@@ -328,19 +328,6 @@ def test_metrics_keep_the_model_deployments_namespace_label(rendered: dict[str, 
     assert endpoint["honorLabels"] is True
 
 
-def _metric_names(expr: str) -> set[str]:
-    """The metric names an expression selects (it must parse as PromQL)."""
-    names: set[str] = set()
-
-    def visit(node: Any) -> bool:
-        if isinstance(node, promql_parser.VectorSelector) and node.name:
-            names.add(node.name)
-        return True
-
-    promql_parser.walk(promql_parser.parse(expr), visit)
-    return names
-
-
 def test_the_pod_monitor_scrapes_the_model_servers_with_the_labels_the_analysis_queries_use(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -381,13 +368,9 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$namespace": ".*", "$name": ".*"
 POD_MONITOR_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "revision", "model_deployment"}
 
 
-def _series_labels() -> dict[str, set[str]]:
-    """Every series name the operator and the runtime (with a GPU) export, with the label names it can carry in
-    Prometheus: its own, and for the runtime's the PodMonitor's target labels."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+def _operator_series() -> dict[str, set[str]]:
+    """Every series name the operator exports (each labelled family with a series), with its label names."""
     from modeldeploy.metrics import OperatorMetrics
-    from modelserve.metrics import Metrics
 
     operator = OperatorMetrics()
     operator.record_rollout("ml", "iris", {"rollout": {"phase": "Completed"}, "conditions": []}, [])
@@ -397,6 +380,17 @@ def _series_labels() -> dict[str, set[str]]:
     for family in operator.registry.collect():
         for sample in family.samples:
             out.setdefault(sample.name, set()).update(sample.labels)
+    return out
+
+
+def _series_labels() -> dict[str, set[str]]:
+    """Every series name the operator and the runtime (with a GPU) export, with the label names it can carry in
+    Prometheus: its own, and for the runtime's the PodMonitor's target labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from modelserve.metrics import Metrics
+
+    out = _operator_series()
     runtime = Metrics("mlp", "1", gpu_memory=lambda: {"cuda:0": {"allocated": 1, "reserved": 2}})
     for family in text_string_to_metric_families(runtime.render().decode()):
         for sample in family.samples:
@@ -462,12 +456,7 @@ def test_the_dashboard_config_map_carries_the_file(rendered: dict[str, list[dict
 def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    from modeldeploy.metrics import OperatorMetrics
-
-    metrics = OperatorMetrics()
-    metrics.record_rollout("ml", "iris", {"rollout": {"phase": "Completed"}, "conditions": []}, [])
-    metrics.errors.labels("Invalid").inc()
-    exported = {s.name for family in metrics.registry.collect() for s in family.samples}
+    exported = {**_operator_series(), "up": {"job", "namespace", "instance", "pod", "service", "endpoint"}}
     rule = one(rendered["monitoring-and-network-policy"], "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     (group,) = rule["spec"]["groups"]
@@ -475,8 +464,11 @@ def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
     assert len(alerts) == len(group["rules"]) == 6
     assert alerts["TooManyCanaries"]["expr"] == "sum(modeldeploy_canary_weight > 0) > 10"  # extraRules, as given
     for name, alert in alerts.items():
-        used = _metric_names(alert["expr"])
-        assert used and used <= exported | {"up"}, (name, used - exported)
+        used = _selectors(alert["expr"])
+        assert used, name
+        for metric, labels in used:
+            assert metric in exported, (name, metric)
+            assert labels <= exported[metric], (name, metric, labels - exported[metric])
         if name == "TooManyCanaries":
             continue
         assert alert["labels"]["severity"] in ("warning", "critical") and alert["labels"]["team"] == "ml-platform"

@@ -289,11 +289,11 @@ class Controller:
         refusal = f"{error.code} {error.reason}: {error.message}"
         if what:
             await self._mark_degraded(md, f"The API server refused to {what} ({refusal})")
-        now = time.monotonic()
+        now, reported = time.monotonic(), f"{what} {refusal}"
         last = self._refusals.get(key)
-        if last is not None and last[0] == f"{what} {refusal}" and now - last[1] < REFUSAL_REPEAT_SECONDS:
+        if last is not None and last[0] == reported and now - last[1] < REFUSAL_REPEAT_SECONDS:
             return
-        self._refusals[key] = (f"{what} {refusal}", now)
+        self._refusals[key] = (reported, now)
         retry = f"retrying every {self.retry_seconds:g}s"
         if not what:
             event = Event(

@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from modeldeploy.conditions import DEGRADED, find
+
 ROLLOUT_PHASES = (
     "Idle", "Progressing", "Paused", "Analyzing", "Promoting", "RollingBack", "RolledBack", "Completed",
 )
@@ -132,9 +134,8 @@ class OperatorMetrics:
 
     def record_degraded(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """``modeldeploy_degraded`` from the status's Degraded condition."""
-        conditions = status.get("conditions") or []
-        degraded = any(c.get("type") == "Degraded" and c.get("status") == "True" for c in conditions)
-        self.rollouts.degraded[(namespace, name)] = degraded
+        degraded = find(status.get("conditions") or [], DEGRADED)
+        self.rollouts.degraded[(namespace, name)] = degraded is not None and degraded.get("status") == "True"
 
     def _known(self, namespace: str, name: str) -> None:
         """Create the object's counter series at 0 when it is first seen: ``increase()`` and ``rate()`` need a

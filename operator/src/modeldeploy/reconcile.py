@@ -64,7 +64,7 @@ from modeldeploy.rollout.plan import (
 )
 from modeldeploy.rollout.plan import Observed as RolloutObserved
 from modeldeploy.rollout.routing import GatewayAPIRouter, RoutingError, router_for
-from modeldeploy.rollout.state import RolloutStatus
+from modeldeploy.rollout.state import RolloutStatus, clip
 from modeldeploy.scheduling import GpuQuery, parse_count
 from modeldeploy.schema import SpecError, default_object
 from modeldeploy.spec import AutoscalingSpec, ModelDeployment, parse_model_deployment
@@ -284,7 +284,7 @@ def refused_status(obj: Mapping[str, Any], message: str, now: datetime) -> dict[
     status = obj.get("status") or {}
     generation = int(obj.get("metadata", {}).get("generation") or 1)
     old = list(status.get("conditions") or [])
-    degraded = cond.Condition(cond.DEGRADED, "True", "WriteRejected", message[:4096])
+    degraded = cond.Condition(cond.DEGRADED, "True", "WriteRejected", clip(message))
     new = cond.merge_conditions(old, [degraded], generation=generation, now=now)
     seen = status.get("observedGeneration") == generation
     if seen and not cond.changed(old, new, cond.DEGRADED, include_message=True):

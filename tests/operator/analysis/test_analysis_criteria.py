@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modeldeploy.analysis.criteria import assess_errors, assess_measurement, assess_run, judge_counts
+from modeldeploy.analysis.criteria import RunVerdict, assess_errors, assess_measurement, judge_counts
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
@@ -109,6 +110,23 @@ def test_a_measurement_that_judged_no_criterion_never_passes(
     assert "no criterion could be judged" in verdict.message
 
 
+def _judged(spec: AnalysisSpec, outcomes: list[str]) -> RunVerdict:
+    """Measurements recorded one at a time, as the state machine does: judged from the counts after each, and no
+    more recorded once the run ended."""
+    passed = failed = inconclusive = 0
+    verdict = judge_counts(spec, 0, 0, 0)
+    for outcome in outcomes:
+        passed, failed, inconclusive = (
+            passed + (outcome == "Pass"),
+            failed + (outcome == "Fail"),
+            inconclusive + (outcome == "Inconclusive"),
+        )
+        verdict = judge_counts(spec, passed, failed, inconclusive)
+        if verdict.phase != "Running":
+            break
+    return verdict
+
+
 @pytest.mark.parametrize(
     ("count", "limit", "outcomes", "phase"),
     [
@@ -121,9 +139,9 @@ def test_a_measurement_that_judged_no_criterion_never_passes(
         (2, 0, [], "Running"),
     ],
 )
-def test_assess_run(count: int, limit: int, outcomes: list[str], phase: str) -> None:
+def test_a_run_is_judged_from_its_counts(count: int, limit: int, outcomes: list[str], phase: str) -> None:
     spec = AnalysisSpec(count=count, failure_limit=limit, max_error_ratio=0.1)
-    assert assess_run(spec, outcomes).phase == phase  # type: ignore[arg-type]
+    assert _judged(spec, outcomes).phase == phase
 
 
 @given(
@@ -131,22 +149,25 @@ def test_assess_run(count: int, limit: int, outcomes: list[str], phase: str) -> 
     limit=st.integers(0, 5),
     outcomes=st.lists(st.sampled_from(["Pass", "Fail", "Inconclusive"]), max_size=40),
 )
-def test_counts_taken_one_at_a_time_judge_as_the_whole_sequence(count: int, limit: int, outcomes: list[str]) -> None:
-    """The state machine keeps counts, not every measurement: adding one at a time and stopping when the run
-    ends gives exactly ``assess_run``'s verdict on the sequence."""
+def test_counts_taken_one_at_a_time_judge_as_the_definition_says(count: int, limit: int, outcomes: list[str]) -> None:
+    """The state machine keeps counts, not every measurement. Judged from them after each one, a run ends at the
+    first measurement after which more than failureLimit failed (Failed), count were conclusive (Successful) or count
+    were inconclusive (Inconclusive), in that order, with the counts of that moment; otherwise it is Running."""
     spec = AnalysisSpec(count=count, failure_limit=limit, max_error_ratio=0.1)
-    passed = failed = inconclusive = 0
-    verdict = judge_counts(spec, 0, 0, 0)
-    for outcome in outcomes:
-        passed, failed, inconclusive = (
-            passed + (outcome == "Pass"),
-            failed + (outcome == "Fail"),
-            inconclusive + (outcome == "Inconclusive"),
-        )
-        verdict = judge_counts(spec, passed, failed, inconclusive)
-        if verdict.phase != "Running":
+    expected: tuple[str, int, int, int] = ("Running", *(outcomes.count(o) for o in ("Pass", "Fail", "Inconclusive")))
+    for k in range(1, len(outcomes) + 1):
+        seen = Counter(outcomes[:k])
+        phase = (
+            "Failed" if seen["Fail"] > limit
+            else "Successful" if seen["Pass"] + seen["Fail"] >= count
+            else "Inconclusive" if seen["Inconclusive"] >= count
+            else ""
+        )  # fmt: skip
+        if phase:
+            expected = (phase, seen["Pass"], seen["Fail"], seen["Inconclusive"])
             break
-    assert verdict == assess_run(spec, outcomes)  # type: ignore[arg-type]
+    verdict = _judged(spec, outcomes)
+    assert (verdict.phase, verdict.passed, verdict.failed, verdict.inconclusive) == expected
 
 
 def test_sample_validation_and_round_trip() -> None:

@@ -16,9 +16,9 @@ A measurement is judged by ``assess_measurement``:
   stable sample, an unknown error count): missing data never passes;
 - Pass otherwise.
 
-A run of measurements is judged by ``assess_run``: it fails as soon as more than ``failureLimit``
-measurements failed, succeeds once ``count`` measurements were conclusive, and gives up as Inconclusive after
-``count`` inconclusive measurements (too little traffic to judge).
+A run of measurements is judged by ``judge_counts`` after each one, from its counts: it fails as soon as more
+than ``failureLimit`` measurements failed, succeeds once ``count`` measurements were conclusive, and gives up as
+Inconclusive after ``count`` inconclusive measurements (too little traffic to judge).
 
 Measurements that could not be taken at all (the metric source failed) are judged by ``assess_errors``: the run
 fails as soon as more than ``consecutiveErrorLimit`` of them came in a row (argo-rollouts' meaning, like
@@ -27,7 +27,6 @@ fails as soon as more than ``consecutiveErrorLimit`` of them came in a row (argo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -158,27 +157,10 @@ def assess_measurement(
     return Verdict("Pass", f"Passed over {canary.requests:g} requests: {summary}")
 
 
-def assess_run(criteria: AnalysisSpec, outcomes: Sequence[Outcome]) -> RunVerdict:
-    """Judge a run from its measurements' outcomes, in order: the first of them that ends the run decides."""
-    verdict = judge_counts(criteria, 0, 0, 0)
-    passed = failed = inconclusive = 0
-    for outcome in outcomes:
-        if outcome == "Pass":
-            passed += 1
-        elif outcome == "Fail":
-            failed += 1
-        else:
-            inconclusive += 1
-        verdict = judge_counts(criteria, passed, failed, inconclusive)
-        if verdict.phase != "Running":
-            break
-    return verdict
-
-
 def judge_counts(criteria: AnalysisSpec, passed: int, failed: int, inconclusive: int) -> RunVerdict:
-    """The verdict on a run that was Running before its latest measurement and now has these counts. The
-    state machine keeps counts rather than every measurement (status keeps only the latest ones), so this is
-    what it calls; ``assess_run`` is the same judgement over a whole sequence."""
+    """The verdict on a run that was Running before its latest measurement and now has these counts (the state
+    machine keeps counts rather than every measurement: status keeps only the latest ones). Called after every
+    measurement, the first threshold reached decides."""
     counts = {"passed": passed, "failed": failed, "inconclusive": inconclusive}
     if failed > criteria.failure_limit:
         return RunVerdict(
