@@ -349,3 +349,26 @@ async def test_the_controller_sends_golden_requests_to_the_canary_and_rebases_it
     finally:
         await controller.close()
         await runner.cleanup()
+
+
+async def test_a_restarted_operator_exports_the_status_it_finds_unchanged() -> None:
+    """A freshly started operator whose first reconcile changes nothing still exports the object's rollout phase
+    and Degraded state, from the status as it stands."""
+    md = model_deployment("Running", 0)
+    first = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=Source(md))
+    try:
+        plan = await first.reconcile(KEY)
+        assert plan is not None and plan.status is not None
+    finally:
+        await first.close()
+    md["status"] = plan.status  # what the API server now holds
+    restarted = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=Source(md))
+    try:
+        again = await restarted.reconcile(KEY)
+        assert again is not None and again.status is None, "nothing changed"
+    finally:
+        await restarted.close()
+    registry = restarted.metrics.registry
+    labels = {"namespace": "ml", "name": "iris"}
+    assert registry.get_sample_value("modeldeploy_rollout_phase", {**labels, "phase": "Analyzing"}) == 1
+    assert registry.get_sample_value("modeldeploy_degraded", labels) == 1  # InvalidSpec

@@ -18,6 +18,7 @@ from modelserve import testing
 from modelserve.app import create_app
 from modelserve.config import ServeConfig
 from modelserve.errors import ModelLoadError
+from modelserve.inference import PROBE_HEADER, TIMEOUT_HEADER
 from modelserve.signature import Array, Signature, TensorSpec
 
 from .conftest import IN, ClientFactory, make_config, metric, v2_body
@@ -232,6 +233,9 @@ def test_a_model_error_on_the_cpu_is_only_that_request_s_error(make_client: Clie
 def test_openapi_is_served(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/v2/models/{name}/infer" in doc["paths"]
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer", "/v1/models/{name}:predict"):
+        headers = {p["name"].lower() for p in doc["paths"][path]["post"]["parameters"] if p["in"] == "header"}
+        assert headers == {TIMEOUT_HEADER, PROBE_HEADER}, path  # the server's own request headers, documented
 
 
 def test_identical_numbers_batched_or_alone(make_client: ClientFactory, models: dict[str, Path]) -> None:
