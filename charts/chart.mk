@@ -8,7 +8,7 @@ HELM := $(TOOLS)/bin/helm
 KUBECTL := $(TOOLS)/bin/kubectl
 CHART := charts/modeldeploy
 
-.PHONY: tools sync-crds chart-lint chart-test argocd-cm
+.PHONY: tools prometheus-tools sync-crds chart-lint chart-test argocd-cm
 
 tools: $(TOOLS_STAMP)
 
@@ -21,6 +21,26 @@ $(TOOLS_STAMP): | $(STAMP)
 	$(KUBECTL) version --client=true
 	rm -rf $(TOOLS)/dl
 	touch $@
+
+# `make prometheus-tools` puts Prometheus and promtool in $(TOOLS)/bin, from Debian's package, unpacked rather than
+# installed (no root once the package lists exist): the monitoring tests run the chart's alerts through promtool and
+# the analysis queries and dashboard through a real Prometheus scraping real model servers.
+PROMETHEUS_DL := $(TOOLS)/dl-prometheus
+PROMTOOL := $(TOOLS)/bin/promtool
+APT_DOWNLOAD = apt-get download -q prometheus || (apt-get update -qq && apt-get download -q prometheus) || \
+	  (sudo apt-get update -qq && apt-get download -q prometheus)
+
+prometheus-tools: $(PROMTOOL)
+
+$(PROMTOOL):
+	rm -rf $(PROMETHEUS_DL)
+	mkdir -p $(PROMETHEUS_DL) $(TOOLS)/bin
+	cd $(PROMETHEUS_DL) && $(APT_DOWNLOAD)
+	dpkg-deb -x $(PROMETHEUS_DL)/prometheus_*.deb $(PROMETHEUS_DL)/root
+	cp $(PROMETHEUS_DL)/root/usr/bin/prometheus $(PROMETHEUS_DL)/root/usr/bin/promtool $(TOOLS)/bin/
+	rm -rf $(PROMETHEUS_DL)
+	$(TOOLS)/bin/prometheus --version 2>&1 | head -1
+	$(PROMTOOL) --version | head -1
 
 # The chart ships a byte-identical copy of the CRD (crds/ is the single source of truth).
 sync-crds:

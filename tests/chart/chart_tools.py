@@ -1,4 +1,5 @@
-"""Running helm on the chart for tests: installs the tools with `make tools` when they are missing."""
+"""Running helm on the chart for tests, and Prometheus for the monitoring tests: installs the tools with `make tools`
+or `make prometheus-tools` when they are missing."""
 
 from __future__ import annotations
 
@@ -12,25 +13,37 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modeldeploy"
 HELM = REPO / ".tools" / "bin" / "helm"
+PROMETHEUS = REPO / ".tools" / "bin" / "prometheus"
+PROMTOOL = REPO / ".tools" / "bin" / "promtool"
+DASHBOARD = CHART / "dashboards" / "modeldeploy.json"
 RELEASE = "modeldeploy"
 NAMESPACE = "modeldeploy-system"
 
 
 class ToolsUnavailableError(Exception):
-    """helm could not be installed (the package download failed)."""
+    """A tool could not be installed (the package download failed)."""
+
+
+def _ensure(tool: Path, target: str) -> Path:
+    """Path to `tool`, running `make <target>` first when it is missing."""
+    if tool.exists():
+        return tool
+    # -o: never rebuild the virtual environment from inside a test run.
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "-o", ".stamps/setup", target], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or not tool.exists():
+        raise ToolsUnavailableError(f"`make {target}` failed: {(result.stderr or result.stdout)[-800:]}")
+    return tool
 
 
 def ensure_helm() -> Path:
-    """Path to helm, running `make tools` first when it is missing."""
-    if HELM.exists():
-        return HELM
-    # -o: never rebuild the virtual environment from inside a test run.
-    result = subprocess.run(
-        ["make", "-C", str(REPO), "-o", ".stamps/setup", "tools"], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0 or not HELM.exists():
-        raise ToolsUnavailableError(f"`make tools` failed: {(result.stderr or result.stdout)[-800:]}")
-    return HELM
+    return _ensure(HELM, "tools")
+
+
+def ensure_prometheus() -> tuple[Path, Path]:
+    """Paths to prometheus and promtool (Debian's package, unpacked by `make prometheus-tools`)."""
+    return _ensure(PROMETHEUS, "prometheus-tools"), _ensure(PROMTOOL, "prometheus-tools")
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:

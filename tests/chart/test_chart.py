@@ -12,6 +12,7 @@ import pytest
 import yaml
 from chart_tools import (
     CHART,
+    DASHBOARD,
     NAMESPACE,
     REPO,
     ToolsUnavailableError,
@@ -363,7 +364,6 @@ def test_the_pod_monitor_scrapes_the_model_servers_with_the_labels_the_analysis_
     assert one(only, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
 
 
-DASHBOARD = CHART / "dashboards" / "modeldeploy.json"
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$namespace": ".*", "$name": ".*"}
 POD_MONITOR_LABELS = {"namespace", "pod", "container", "endpoint", "job", "instance", "revision", "model_deployment"}
 
