@@ -456,7 +456,9 @@ def test_the_dashboard_config_map_carries_the_file(rendered: dict[str, list[dict
 def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
-    exported = {**_operator_series(), "up": {"job", "namespace", "instance", "pod", "service", "endpoint"}}
+    # The ServiceMonitor's target labels come with every series (the operator's own `namespace` wins: honorLabels).
+    target = {"job", "namespace", "instance", "pod", "service", "endpoint", "container"}
+    exported = {name: labels | target for name, labels in {**_operator_series(), "up": set()}.items()}
     rule = one(rendered["monitoring-and-network-policy"], "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "prometheus"
     (group,) = rule["spec"]["groups"]
@@ -476,6 +478,7 @@ def test_the_alerts_parse_and_use_only_metrics_the_operator_exports(
     down = alerts["ModelDeployOperatorDown"]["expr"]
     service = one(rendered["monitoring-and-network-policy"], "Service")["metadata"]["name"]
     assert f'job="{service}"' in down and f'namespace="{NAMESPACE}"' in down  # the ServiceMonitor's job: the Service
+    assert "modeldeploy_active" in down  # up and active: a standby, or two that pause each other, reconcile nothing
     # Per-object alerts read the ModelDeployment's labels, kept by honorLabels (above).
     assert "$labels.namespace" in alerts["ModelDeploymentRolledBack"]["annotations"]["summary"]
     assert not of_kind(rendered["defaults"], "PrometheusRule")

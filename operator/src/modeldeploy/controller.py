@@ -52,6 +52,12 @@ deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
 
 
+class ActivityGate(Protocol):
+    """Whether this process may reconcile now (``modeldeploy.gate.PeeringGate``: only as kopf's active peer)."""
+
+    async def active(self) -> bool: ...
+
+
 class ObjectSource(Protocol):
     """Where the controller reads the ModelDeployment and its children from (the operator's watch caches)."""
 
@@ -88,6 +94,12 @@ class Controller:
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
     _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
+    gate: ActivityGate | None = None
+    """None: always active (standalone). With kopf peering, reconciles wait while another peer is active."""
+    gate_poll_seconds: float = 2.0
+    _waiting: set[ObjectKey] = field(default_factory=set)
+    """Objects whose reconcile waits for this process to become active again."""
+    _resumer: asyncio.Task[None] | None = None
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -424,9 +436,43 @@ class Controller:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _active(self) -> bool:
+        active = True if self.gate is None else await self.gate.active()
+        self.metrics.set_active(active)
+        return active
+
+    async def follow_gate_forever(self) -> None:
+        """Consult the gate every ``gate_poll_seconds`` even with nothing to reconcile, so that
+        ``modeldeploy_active`` tells a standby that never reconciled from the active process."""
+        while True:
+            await self._active()
+            await asyncio.sleep(self.gate_poll_seconds)
+
+    async def _resume_when_active(self) -> None:
+        """While standing by, check the gate every ``gate_poll_seconds``; once active, reconcile what waited.
+        (A poll: the gate reads the peering objects, there is no event to wait on.)"""
+        while True:
+            if await self._active():
+                break
+            await asyncio.sleep(self.gate_poll_seconds)
+        waiting, self._waiting = self._waiting, set()
+        for key in waiting:
+            self.schedule(key, 0.0)
+
     async def reconcile_quietly(self, key: ObjectKey) -> None:
         """Reconcile, never raising: API errors were counted and rescheduled by ``reconcile``; anything else is
-        logged, counted as a crash and retried later (the watch that triggered it must keep going)."""
+        logged, counted as a crash and retried later (the watch that triggered it must keep going).
+
+        Not while another peer is active: its caches are current and this process's are not (kopf stopped its
+        watch streams), so a reconcile from here would write over the active peer's decisions. The object waits
+        and is reconciled once this process is active again."""
+        if not await self._active():
+            self._waiting.add(key)
+            if self._resumer is None or self._resumer.done():
+                self._resumer = asyncio.get_running_loop().create_task(self._resume_when_active())
+                self._tasks.add(self._resumer)
+                self._resumer.add_done_callback(self._tasks.discard)
+            return
         try:
             await self.reconcile(key)
         except ApiError:

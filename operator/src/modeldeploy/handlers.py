@@ -32,6 +32,7 @@ from prometheus_client import start_http_server
 from modeldeploy.compact import compact, compact_object
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey
+from modeldeploy.gate import PeeringGate
 from modeldeploy.kube import KubeClient
 from modeldeploy.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_DEPLOYMENT_LABEL
 from modeldeploy.metrics import OperatorMetrics
@@ -64,6 +65,13 @@ class RunOptions:
 
     metrics_port: int | None = None
     resync_period: float = 300.0
+    peering: str | None = None
+    """kopf's peering object (None: standalone, always active)."""
+    identity: str = ""
+    """This process's identity in the peering, as given to kopf."""
+    priority: int = 0
+    namespaces: tuple[str, ...] = ()
+    """The namespaces served; empty: all (cluster-wide peering)."""
 
 
 class IndexSource:
@@ -126,6 +134,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     kube = KubeClient.connect(field_manager=config.field_manager)
     controller = Controller(config=config, kube=kube, metrics=metrics)
     memo.controller = controller
+    if options.peering is not None:
+        controller.gate = PeeringGate(kube, options.peering, options.identity, options.priority, options.namespaces)
+        memo.activity = asyncio.create_task(controller.follow_gate_forever())
     memo.resync = asyncio.create_task(controller.resync_forever(options.resync_period))
     if options.metrics_port is not None:
         server, _thread = start_http_server(options.metrics_port, registry=metrics.registry)
@@ -136,10 +147,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
 @kopf.on.cleanup(registry=REGISTRY)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Release what startup created."""
-    resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
-    if resync is not None:
-        resync.cancel()
-        await asyncio.gather(resync, return_exceptions=True)
+    for name in ("resync", "activity"):
+        task: asyncio.Task[None] | None = getattr(memo, name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     controller: Controller | None = getattr(memo, "controller", None)
     if controller is not None:
         await controller.close()

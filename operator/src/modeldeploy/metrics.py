@@ -30,6 +30,10 @@ PHASE_HELP = "1 for the current rollout phase of each ModelDeployment, 0 for the
 DEGRADED_HELP = "1 while the ModelDeployment's Degraded condition is True (kubectl modeldeploy status says why)."
 WEIGHT_HELP = "Percent of traffic the canary revision gets."
 MIRROR_HELP = "Percent of the requests copied to the canary revision (setMirror; its answers are discarded)."
+ACTIVE_HELP = (
+    "1 while this operator process reconciles (standalone, or the active peer); 0 while it stands by for a peer "
+    "with a higher priority (it then exports no per-object gauges)."
+)
 
 
 class RolloutCollector(Collector):
@@ -41,6 +45,8 @@ class RolloutCollector(Collector):
     """
 
     def __init__(self) -> None:
+        self.active = True
+        """False while the process stands by (kopf peering): its records are then stale, and not exported."""
         self.rollouts: dict[tuple[str, str], tuple[str, float, float]] = {}
         """(namespace, name) -> (rollout phase, canary weight, mirror weight)."""
         self.degraded: dict[tuple[str, str], bool] = {}
@@ -55,17 +61,20 @@ class RolloutCollector(Collector):
         )
 
     def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("modeldeploy_active", ACTIVE_HELP)
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("modeldeploy_active", ACTIVE_HELP, value=1.0 if self.active else 0.0)
         phases, weights, mirrors, degraded = self._families()
         # list(): scrapes run in the metrics server's thread while the operator keeps updating the records.
-        for (namespace, name), (phase, weight, mirror) in list(self.rollouts.items()):
+        rollouts = list(self.rollouts.items()) if self.active else []
+        for (namespace, name), (phase, weight, mirror) in rollouts:
             for known in ROLLOUT_PHASES:
                 phases.add_metric([namespace, name, known], 1.0 if known == phase else 0.0)
             weights.add_metric([namespace, name], weight)
             mirrors.add_metric([namespace, name], mirror)
-        for (namespace, name), is_degraded in list(self.degraded.items()):
+        for (namespace, name), is_degraded in list(self.degraded.items()) if self.active else []:
             degraded.add_metric([namespace, name], 1.0 if is_degraded else 0.0)
         yield phases
         yield weights
@@ -147,6 +156,16 @@ class OperatorMetrics:
             self.rollbacks.labels(namespace, name, reason)
         for verdict in ANALYSIS_VERDICTS.values():
             self.analysis_results.labels(namespace, name, verdict)
+
+    def set_active(self, active: bool) -> None:
+        """Whether this process reconciles. Each change drops the per-object records, which only the active
+        process keeps current: an object deleted while this one stood by would otherwise be exported again once it
+        resumes. The reconciles that follow a resume (kopf lists every object again) record them anew."""
+        if self.rollouts.active == active:
+            return
+        self.rollouts.active = active
+        self.rollouts.rollouts.clear()
+        self.rollouts.degraded.clear()
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the per-object series of a deleted ModelDeployment."""

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import kopf
 
@@ -25,24 +30,50 @@ class OperatorProcess:
     resync_period: float = 300.0
     verbose: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    identity: str = field(default_factory=lambda: own_identity())
+    """This process's identity in the peering: given to kopf, and to the handlers' peering gate, which must
+    recognise its own keep-alive."""
 
     def kopf_kwargs(self) -> dict[str, object]:
         from modeldeploy.handlers import REGISTRY
 
+        options = RunOptions(
+            metrics_port=self.metrics_port,
+            resync_period=self.resync_period,
+            peering=None if self.standalone else self.peering_name,
+            identity=self.identity,
+            priority=self.priority,
+            namespaces=tuple(self.namespaces),
+        )
         kwargs: dict[str, object] = {
             "registry": REGISTRY,
             "clusterwide": not self.namespaces,
             "namespaces": list(self.namespaces),
             "standalone": self.standalone,
-            "memo": kopf.Memo(options=RunOptions(metrics_port=self.metrics_port, resync_period=self.resync_period)),
+            "memo": kopf.Memo(options=options),
         }
         if not self.standalone:
             kwargs["peering_name"] = self.peering_name
             kwargs["priority"] = self.priority
+            kwargs["identity"] = self.identity
         if self.health_port is not None:
             kwargs["liveness_endpoint"] = f"http://0.0.0.0:{self.health_port}/healthz"
         kwargs.update(self.extra)
         return kwargs
+
+
+def own_identity() -> str:
+    """kopf's own choice (``detect_own_id``): the pod's name from ``POD_ID`` in a cluster, else user, host, start
+    time and a random part, so that two processes on one machine never share one."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    now = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(3)}"
 
 
 def run(process: OperatorProcess) -> None:

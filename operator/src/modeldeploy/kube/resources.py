@@ -44,6 +44,8 @@ NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "NetworkPolicy", "network
 DISRUPTION_BUDGETS = Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
 NODES = Resource("", "v1", "Node", "nodes", namespaced=False)
+CLUSTER_PEERINGS = Resource("kopf.dev", "v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
+PEERINGS = Resource("kopf.dev", "v1", "KopfPeering", "kopfpeerings")
 
 KNOWN: tuple[Resource, ...] = (
     MODEL_DEPLOYMENTS,
