@@ -4,6 +4,8 @@ A rollout is halfway through a timed pause when a replica with a higher priority
 one's watch streams at once; its own timers (the pause's end, the resync every second) must stop too, or it goes on
 deciding from caches that no longer update and writes over the new replica's decisions. The test watches the
 rollout's step only ever move forward and the standby write nothing, while the new replica finishes the rollout.
+Then the object is deleted, the new replica stops, and the first resumes: what its caches still hold of the
+deleted object must not be written back.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import MD, ThreadedCluster
+from .conftest import DEPLOYMENTS, MD, ThreadedCluster
 from .test_process import free_port, get
 
 pytestmark = pytest.mark.component
@@ -79,7 +81,7 @@ def rollout(emulated: ThreadedCluster) -> dict[str, Any]:
     return dict(((emulated.get(MD, "ml", "iris") or {}).get("status") or {}).get("rollout") or {})
 
 
-def test_a_replica_that_is_outranked_stops_writing_and_the_rollout_goes_on(
+def test_an_outranked_replica_stops_writing_and_takes_over_again_without_ghosts(
     emulated: ThreadedCluster, start: Any
 ) -> None:
     emulated.create(PEERINGS, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
@@ -127,3 +129,14 @@ def test_a_replica_that_is_outranked_stops_writing_and_the_rollout_goes_on(
     time.sleep(1.5)  # a few more resyncs of the standby
     assert first.writes() == standing_by
     assert first.process.poll() is None and second.process.poll() is None
+
+    # Deleted while the first stands by; then the second stops and the first takes over again. kopf's caches in
+    # the first still hold the object: it must find it gone, not write its children back.
+    emulated.delete(MD, "ml", "iris")
+    emulated.wait_for(lambda: not emulated.list(DEPLOYMENTS, "ml"), message="the children collected")
+    second.process.terminate()
+    assert second.process.wait(30) == 0
+    emulated.wait_for(lambda: first.metric("modeldeploy_active") == 1, timeout=15, message="the first resuming")
+    time.sleep(3)  # resyncs every second
+    assert first.writes() == standing_by, "the resumed replica wrote for a deleted object"
+    assert emulated.list(DEPLOYMENTS, "ml") == []

@@ -23,7 +23,7 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
 from modeldeploy.fresh import FreshObjects, Key, key_of
 from modeldeploy.kube import ApiError, KubeClient
-from modeldeploy.kube.resources import HTTP_ROUTES, resource_for
+from modeldeploy.kube.resources import HTTP_ROUTES, MODEL_DEPLOYMENTS, resource_for
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
 from modeldeploy.mergepatch import create_merge_patch
 from modeldeploy.metrics import OperatorMetrics
@@ -100,6 +100,13 @@ class Controller:
     _waiting: set[ObjectKey] = field(default_factory=set)
     """Objects whose reconcile waits for this process to become active again."""
     _resumer: asyncio.Task[None] | None = None
+    _was_active: bool = True
+    _unverified: set[ObjectKey] = field(default_factory=set)
+    """Objects to look up on the API server before their next reconcile: what the caches held when this process
+    became active again after standing by (some may have been deleted meanwhile)."""
+    _gone: dict[ObjectKey, str] = field(default_factory=dict)
+    """Objects still in the watch cache whose API server object is gone (uid): deleted while this process was not
+    watching (standing by, or a watch that had to list again). kopf's caches keep them; reconciles skip them."""
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -142,6 +149,28 @@ class Controller:
         )
         return md, observed
 
+    def _drop(self, key: ObjectKey) -> None:
+        """Forget what is kept about an object that is gone (or going)."""
+        self._locks.pop(key, None)
+        self._measurements.pop(key, None)
+        self._refusals.pop(key, None)
+        self.metrics.forget(*key)
+
+    async def _is_gone(self, key: ObjectKey, uid: str) -> bool:
+        """After a 404: whether the ModelDeployment itself is gone (or replaced by another of the same name) while
+        the watch cache still holds it. Then it is forgotten and not retried: retrying would apply its children
+        again every few seconds, for the garbage collector to delete (their owner is gone)."""
+        try:
+            current = await self.kube.read_object(MODEL_DEPLOYMENTS, key[0], key[1])
+        except ApiError:
+            return False
+        if current is not None and str(current.get("metadata", {}).get("uid") or "") == uid:
+            return False
+        logger.info("ModelDeployment %s/%s (uid %s) is gone; the watch cache still had it, forgetting it", *key, uid)
+        self._gone[key] = uid
+        self._drop(key)
+        return True
+
     async def _existing_route(self, md: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The HTTPRoute of GatewayAPI routing (the user's named one, or the one the operator created), read now.
 
@@ -176,12 +205,14 @@ class Controller:
         async with self._locks[key]:
             started = time.perf_counter()
             md, observed = self._observe(key)
-            if md is None or md.get("metadata", {}).get("deletionTimestamp"):
-                self._locks.pop(key, None)
-                self._measurements.pop(key, None)
-                self._refusals.pop(key, None)
-                self.metrics.forget(*key)
+            uid = str((md or {}).get("metadata", {}).get("uid") or "")
+            if md is None or md.get("metadata", {}).get("deletionTimestamp") or (uid and self._gone.get(key) == uid):
+                self._drop(key)
                 return None
+            if key in self._unverified:
+                self._unverified.discard(key)
+                if await self._is_gone(key, uid):
+                    return None
             try:
                 route = await self._existing_route(md)
                 if route is not None:
@@ -194,6 +225,8 @@ class Controller:
                 if conflicts:
                     await self._report_conflicts(md, conflicts)
             except ApiError as error:
+                if error.code == 404 and await self._is_gone(key, uid):
+                    return None
                 self.metrics.reconciles.labels("error").inc()
                 self.metrics.errors.labels(error.reason or str(error.code)).inc()
                 logger.warning("Reconcile of %s/%s failed: %s; retrying", key[0], key[1], error)
@@ -439,6 +472,9 @@ class Controller:
     async def _active(self) -> bool:
         active = True if self.gate is None else await self.gate.active()
         self.metrics.set_active(active)
+        if active and not self._was_active and self.source is not None:
+            self._unverified = set(self.source.model_deployments())
+        self._was_active = active
         return active
 
     async def follow_gate_forever(self) -> None:
@@ -493,6 +529,8 @@ class Controller:
 
     def forget(self, key: Key) -> None:
         self.fresh.forget(key)
+        if key[0] == "ModelDeployment":
+            self._gone.pop((key[1], key[2]), None)
 
     async def close(self) -> None:
         if self._session is not None:
