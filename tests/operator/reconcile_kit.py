@@ -5,13 +5,15 @@ passes), and the strict check of a rendered object against the Kubernetes OpenAP
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
 from modeldeploy.reconcile import Observed, Plan
+
+ObjectKey = tuple[str, str]
 
 K8S_VERSION = kubernetes_validate.latest_version()
 Objects = dict[tuple[str, str], dict[str, Any]]
@@ -67,3 +69,20 @@ def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
     except kubernetes_validate.ValidationError as error:
         pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}")
     assert result == ".".join(K8S_VERSION.split(".")[:2])
+
+
+class OneObject:
+    """The controller's object source (its watch caches) holding one ModelDeployment and no children."""
+
+    def __init__(self, md: dict[str, Any], key: ObjectKey = ("ml", "iris")) -> None:
+        self.md = md
+        self.key = key
+
+    def model_deployment(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        return self.md if key == self.key else None
+
+    def model_deployments(self) -> Sequence[ObjectKey]:
+        return [self.key]
+
+    def children(self, key: ObjectKey) -> Observed:
+        return Observed()

@@ -5,17 +5,17 @@ status; the controller must then forget it rather than retry every few seconds f
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from reconcile_kit import OneObject
 
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import Controller, ObjectKey
+from modeldeploy.controller import Controller
 from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import Resource
-from modeldeploy.reconcile import Observed
 
 KEY = ("ml", "iris")
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -24,22 +24,6 @@ IRIS: dict[str, Any] = {
     "metadata": {"name": "iris", "namespace": "ml", "uid": "uid-old", "generation": 1, "resourceVersion": "5"},
     "spec": {"model": {"version": "1", "storageUri": "s3://models/iris/1/model.pt", "format": "TorchScript"}},
 }  # fmt: skip
-
-
-class Cache:
-    """kopf's index, still holding the object."""
-
-    def __init__(self, md: dict[str, Any]) -> None:
-        self.md = md
-
-    def model_deployment(self, key: ObjectKey) -> Mapping[str, Any] | None:
-        return self.md if key == KEY else None
-
-    def model_deployments(self) -> Sequence[ObjectKey]:
-        return [KEY]
-
-    def children(self, key: ObjectKey) -> Observed:
-        return Observed()
 
 
 class Cluster(KubeClient):
@@ -70,7 +54,7 @@ class Cluster(KubeClient):
 
 async def test_a_deleted_object_still_cached_is_forgotten_after_its_first_404() -> None:
     cluster = Cluster(current=None)
-    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: NOW, source=Cache(IRIS))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: NOW, source=OneObject(IRIS))
     try:
         assert await controller.reconcile(KEY) is None
         first = list(cluster.writes)
@@ -87,7 +71,7 @@ async def test_a_deleted_object_still_cached_is_forgotten_after_its_first_404() 
 
 async def test_a_new_object_of_the_same_name_is_reconciled() -> None:
     cluster = Cluster(current=None)
-    cache = Cache(IRIS)
+    cache = OneObject(IRIS)
     controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: NOW, source=cache)
     try:
         assert await controller.reconcile(KEY) is None
@@ -115,7 +99,7 @@ async def test_a_404_for_an_object_that_still_exists_is_retried(reason: str) -> 
             raise ApiError(503, "ServiceUnavailable", "etcd leader changed")
 
         cluster.read_object = unreadable  # type: ignore[method-assign]
-    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: NOW, source=Cache(IRIS))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: NOW, source=OneObject(IRIS))
     try:
         with pytest.raises(ApiError):
             await controller.reconcile(KEY)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from reconcile_kit import OneObject
 
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.sources import MetricSourceError, PodTarget
@@ -53,20 +54,6 @@ def model_deployment(run_phase: str, measurements: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class Source:
-    def __init__(self, md: dict[str, Any]) -> None:
-        self.md = md
-
-    def model_deployment(self, key: ObjectKey) -> Mapping[str, Any] | None:
-        return self.md if key == KEY else None
-
-    def model_deployments(self) -> Sequence[ObjectKey]:
-        return [KEY]
-
-    def children(self, key: ObjectKey) -> Observed:
-        return Observed()
-
-
 class Api(KubeClient):
     """An API server that answers status patches with the patched object, accepts Events, and has no routes."""
 
@@ -95,7 +82,7 @@ class Api(KubeClient):
 async def reconcile_with_measurement(md: dict[str, Any]) -> tuple[bool, list[str]]:
     """Reconcile once with a measurement of ``RUN`` (seq 0) waiting; whether the controller still holds it."""
     kube = Api(md)
-    controller = Controller(config=OperatorConfig(), kube=kube, clock=lambda: NOW, source=Source(md))
+    controller = Controller(config=OperatorConfig(), kube=kube, clock=lambda: NOW, source=OneObject(md))
     controller._measurements[KEY] = Measurement(RUN, 0, NOW, Sample(requests=50, errors=0, pods=1))
     try:
         plan = await controller.reconcile(KEY)
@@ -355,14 +342,14 @@ async def test_a_restarted_operator_exports_the_status_it_finds_unchanged() -> N
     """A freshly started operator whose first reconcile changes nothing still exports the object's rollout phase
     and Degraded state, from the status as it stands."""
     md = model_deployment("Running", 0)
-    first = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=Source(md))
+    first = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=OneObject(md))
     try:
         plan = await first.reconcile(KEY)
         assert plan is not None and plan.status is not None
     finally:
         await first.close()
     md["status"] = plan.status  # what the API server now holds
-    restarted = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=Source(md))
+    restarted = Controller(config=OperatorConfig(), kube=Api(md), clock=lambda: NOW, source=OneObject(md))
     try:
         again = await restarted.reconcile(KEY)
         assert again is not None and again.status is None, "nothing changed"
