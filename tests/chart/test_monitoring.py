@@ -291,14 +291,20 @@ def live(tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
         stack.callback(stop)
         prometheus = f"http://{address}"
 
-        def scraped(times: int) -> bool:
+        def ready() -> bool:
+            """Prometheus answers 503 in plain text until it has started (slower on a busy machine)."""
             if process.poll() is not None:
                 raise AssertionError(f"prometheus exited: {(root / 'prometheus.log').read_text()[-2000:]}")
             try:
-                counts = query(prometheus, "count_over_time(up[1m])")
+                return httpx.get(f"{prometheus}/-/ready", timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
+
+        def scraped(times: int) -> bool:
+            counts = query(prometheus, "count_over_time(up[1m])")
             return len(counts) == 4 and all(float(c["value"][1]) >= times for c in counts)
+
+        wait_for(ready, "Prometheus ready", timeout=60)
 
         wait_for(lambda: scraped(5), "five scrapes of every target")
         before = time.time()
