@@ -3,6 +3,7 @@ or `make prometheus-tools` when they are missing."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -76,3 +77,9 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
     found = [o for o in of_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
+
+
+def pod_meta_label(pod_label: str, kind: str = "label") -> str:
+    """Prometheus' name for a pod label in Kubernetes service discovery (``kind``: ``label``, or ``labelpresent``
+    for the label's presence)."""
+    return f"__meta_kubernetes_pod_{kind}_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)

@@ -20,6 +20,7 @@ from chart_tools import (
     helm,
     of_kind,
     one,
+    pod_meta_label,
     render,
     template,
 )
@@ -351,11 +352,8 @@ def test_the_pod_monitor_scrapes_the_model_servers_with_the_labels_the_analysis_
     ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
     assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
 
-    def meta_label(pod_label: str) -> str:  # Prometheus' name for a pod label in service discovery
-        return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
-
     targets = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
-    revision, instance = meta_label(REVISION_LABEL), meta_label(MODEL_DEPLOYMENT_LABEL)
+    revision, instance = pod_meta_label(REVISION_LABEL), pod_meta_label(MODEL_DEPLOYMENT_LABEL)
     assert targets == {"revision": [revision], "model_deployment": [instance]}
     for query in (DEFAULT_REQUESTS_QUERY, DEFAULT_ERROR_RATIO_QUERY, DEFAULT_P99_QUERY):
         assert 'revision="{{revision}}"' in query and 'namespace="{{namespace}}"' in query

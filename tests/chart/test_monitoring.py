@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from chart_tools import DASHBOARD, NAMESPACE, ToolsUnavailableError, ensure_prometheus, one, render
+from chart_tools import DASHBOARD, NAMESPACE, ToolsUnavailableError, ensure_prometheus, one, pod_meta_label, render
 
 HERE = Path(__file__).resolve().parent
 ALERTS = ["ModelDeploymentRolledBack", "ModelDeploymentDegraded", "ModelDeploymentAnalysisCannotMeasure",
@@ -120,9 +120,13 @@ class Live:
     """Per revision: requests, server errors, client errors, probes, as the clients saw them."""
     before: float
     """A time after the first scrapes and before any request."""
-    scrape_sample: dict[str, Any]
-    """The Scrape source's sample of the canary over the same traffic."""
+    scrape_sample: Any
+    """The Scrape source's sample of the canary over the same traffic (a ``modeldeploy.analysis.sample.Sample``)."""
     objects: list[dict[str, Any]]
+
+    def window(self) -> int:
+        """Seconds back to ``before``, and one more: a query window that holds all the traffic."""
+        return math.ceil(time.time() - self.before) + 1
 
 
 def pod_meta_labels(pod: Pod, template: dict[str, Any], port: str) -> dict[str, str]:
@@ -134,9 +138,8 @@ def pod_meta_labels(pod: Pod, template: dict[str, Any], port: str) -> dict[str, 
         "__meta_kubernetes_pod_container_port_name": port,
     }
     for key, value in template["metadata"]["labels"].items():
-        sanitized = re.sub(r"[^a-zA-Z0-9_]", "_", key)
-        labels[f"__meta_kubernetes_pod_label_{sanitized}"] = value
-        labels[f"__meta_kubernetes_pod_labelpresent_{sanitized}"] = "true"
+        labels[pod_meta_label(key)] = value
+        labels[pod_meta_label(key, "labelpresent")] = "true"
     return labels
 
 
@@ -147,9 +150,8 @@ def pod_monitor_scrape_config(monitor: dict[str, Any], targets: list[tuple[str, 
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     relabel: list[dict[str, Any]] = []
     for key, value in monitor["spec"]["selector"]["matchLabels"].items():
-        sanitized = re.sub(r"[^a-zA-Z0-9_]", "_", key)
-        relabel.append({"action": "keep", "regex": f"({value});true", "source_labels": [
-            f"__meta_kubernetes_pod_label_{sanitized}", f"__meta_kubernetes_pod_labelpresent_{sanitized}"]})
+        relabel.append({"action": "keep", "regex": f"({value});true",
+                        "source_labels": [pod_meta_label(key), pod_meta_label(key, "labelpresent")]})  # fmt: skip
     relabel += [
         {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": endpoint["port"]},
         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
@@ -216,6 +218,7 @@ def live(tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     from modeldeploy.analysis.sources import PodTarget, ScrapeSource
     from modeldeploy.cli import read_documents, render_documents
     from modeldeploy.config import OperatorConfig
+    from modeldeploy.labels import MANAGED_BY_LABEL, MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
     from modeldeploy.metrics import OperatorMetrics
     from modeldeploy.sim.scenarios import HIDDEN, IN_FEATURES, OUT_FEATURES
     from modelserve import testing
@@ -255,13 +258,13 @@ def live(tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
         for pod in pods:
             labels = pod_meta_labels(pod, template, port)
             # The example's pod labels, as for a ModelDeployment named MODEL at this revision.
-            labels["__meta_kubernetes_pod_label_modeldeploy_io_revision"] = pod.revision
-            labels["__meta_kubernetes_pod_label_modeldeploy_io_model_deployment"] = MODEL
+            labels[pod_meta_label(REVISION_LABEL)] = pod.revision
+            labels[pod_meta_label(MODEL_DEPLOYMENT_LABEL)] = MODEL
             targets.append((f"127.0.0.1:{pod.port}", labels))
         # Pods the PodMonitor must leave alone: another app's, and a model server's other port.
         other = dict(targets[0][1])
-        other.pop("__meta_kubernetes_pod_labelpresent_app_kubernetes_io_managed_by")
-        other["__meta_kubernetes_pod_label_app_kubernetes_io_managed_by"] = "someone-else"
+        other.pop(pod_meta_label(MANAGED_BY_LABEL, "labelpresent"))
+        other[pod_meta_label(MANAGED_BY_LABEL)] = "someone-else"
         targets.append(("127.0.0.1:1", other))
         targets.append(("127.0.0.1:2", {**targets[0][1], "__meta_kubernetes_pod_container_port_name": "grpc"}))
         config = {
@@ -358,8 +361,7 @@ def live(tools: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
 
         wait_for(arrived, "the canary's requests in Prometheus")
         time.sleep(2.5)  # two more scrapes, so every series has samples after the traffic
-        yield Live(prometheus, pods, sent, before, {"requests": sample.requests, "errors": sample.errors,
-                                                     "p99_seconds": sample.p99_seconds}, objects)  # fmt: skip
+        yield Live(prometheus, pods, sent, before, sample, objects)
 
 
 def measure(live: Live, revision: str, **spec: str) -> Any:
@@ -368,7 +370,7 @@ def measure(live: Live, revision: str, **spec: str) -> Any:
     from modeldeploy.analysis.sources import PodTarget, PrometheusSource
     from modeldeploy.rollout.config import PrometheusSpec
 
-    window = math.ceil(time.time() - live.before) + 1
+    window = live.window()
 
     async def run() -> Any:
         async with aiohttp.ClientSession() as session:
@@ -403,11 +405,11 @@ def test_the_prometheus_source_measures_the_canary_as_the_scrape_source_does(liv
     assert sent["server_error"] <= sample.errors <= sent["server_error"] * stretch
     assert abs(sample.errors / sample.requests - sent["server_error"] / sent["requests"]) < 0.002
     # The Scrape source counted the same traffic exactly: golden requests and client errors are not errors.
-    assert live.scrape_sample["requests"] == sent["requests"] == 185
-    assert live.scrape_sample["errors"] == sent["server_error"] == 18
+    assert live.scrape_sample.requests == sent["requests"] == 185
+    assert live.scrape_sample.errors == sent["server_error"] == 18
     # Both interpolate the p99 within the same latency buckets.
-    assert sample.p99_seconds is not None and live.scrape_sample["p99_seconds"] is not None
-    assert sample.p99_seconds == pytest.approx(live.scrape_sample["p99_seconds"], rel=0.1)
+    assert sample.p99_seconds is not None and live.scrape_sample.p99_seconds is not None
+    assert sample.p99_seconds == pytest.approx(live.scrape_sample.p99_seconds, rel=0.1)
     probes = value(live.prometheus, f'sum(modelserve_probe_requests_total{{revision="{CANARY}"}})')
     assert probes == sent["probes"] == 12
 
@@ -428,7 +430,7 @@ def test_a_custom_query_runs_with_its_placeholders(live: Live) -> None:
 
 def test_every_dashboard_query_returns_data(live: Live) -> None:
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    window = f"{math.ceil(time.time() - live.before) + 1}s"
+    window = f"{live.window()}s"
     variables = {"$__rate_interval": window, "$namespace": MODEL_NAMESPACE, "$name": MODEL}
 
     def substitute(expr: str) -> str:

@@ -11,7 +11,6 @@ deleted object must not be written back.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import DEPLOYMENTS, MD, ThreadedCluster
 from .test_process import free_port, get
@@ -43,7 +43,8 @@ class Operator:
         code, text = get(f"http://127.0.0.1:{self.metrics_port}/metrics")
         if code != 200:
             return None
-        values = [float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)]
+        values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                  if sample.name == name]  # fmt: skip
         return sum(values) if values else None
 
     def writes(self) -> float:

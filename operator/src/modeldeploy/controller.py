@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -99,7 +99,7 @@ class Controller:
     gate_poll_seconds: float = 2.0
     _waiting: set[ObjectKey] = field(default_factory=set)
     """Objects whose reconcile waits for this process to become active again."""
-    _resumer: asyncio.Task[None] | None = None
+    _follower: asyncio.Task[None] | None = None
     _was_active: bool = True
     _unverified: set[ObjectKey] = field(default_factory=set)
     """Objects to look up on the API server before their next reconcile: what the caches held when this process
@@ -435,10 +435,7 @@ class Controller:
             self._measurements[key] = taken
             self.schedule(key, 0)
 
-        task = asyncio.get_running_loop().create_task(measure())
-        self._measuring[key] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._measuring[key] = self._spawn(measure())
 
     def _metric_source(self, key: ObjectKey, spec: Any, namespace: str, model: str) -> MetricSource:
         if self._session is None:
@@ -463,37 +460,44 @@ class Controller:
             existing.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
-    def _fire(self, key: ObjectKey) -> None:
-        self._timers.pop(key, None)
-        task = asyncio.get_running_loop().create_task(self.reconcile_quietly(key))
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the background; ``close`` cancels it."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _fire(self, key: ObjectKey) -> None:
+        self._timers.pop(key, None)
+        self._spawn(self.reconcile_quietly(key))
 
     async def _active(self) -> bool:
         active = True if self.gate is None else await self.gate.active()
         self.metrics.set_active(active)
-        if active and not self._was_active and self.source is not None:
-            self._unverified = set(self.source.model_deployments())
+        if active and not self._was_active:
+            # Back from standing by: what the caches hold may have been deleted meanwhile, and what waited runs.
+            if self.source is not None:
+                self._unverified = set(self.source.model_deployments())
+            waiting, self._waiting = self._waiting, set()
+            for key in waiting:
+                self.schedule(key, 0.0)
         self._was_active = active
         return active
 
-    async def follow_gate_forever(self) -> None:
-        """Consult the gate every ``gate_poll_seconds`` even with nothing to reconcile, so that
-        ``modeldeploy_active`` tells a standby that never reconciled from the active process."""
-        while True:
-            await self._active()
-            await asyncio.sleep(self.gate_poll_seconds)
+    def follow_gate(self) -> None:
+        """With a gate, consult it every ``gate_poll_seconds`` from now on (once started, later calls do nothing):
+        objects that waited are reconciled once it says active, and ``modeldeploy_active`` tells even a standby
+        that never reconciled from the active process. (A poll: the gate reads the peering objects, there is no
+        event to wait on.)"""
+        if self.gate is None or (self._follower is not None and not self._follower.done()):
+            return
 
-    async def _resume_when_active(self) -> None:
-        """While standing by, check the gate every ``gate_poll_seconds``; once active, reconcile what waited.
-        (A poll: the gate reads the peering objects, there is no event to wait on.)"""
-        while True:
-            if await self._active():
-                break
-            await asyncio.sleep(self.gate_poll_seconds)
-        waiting, self._waiting = self._waiting, set()
-        for key in waiting:
-            self.schedule(key, 0.0)
+        async def follow() -> None:
+            while True:
+                await self._active()
+                await asyncio.sleep(self.gate_poll_seconds)
+
+        self._follower = self._spawn(follow())
 
     async def reconcile_quietly(self, key: ObjectKey) -> None:
         """Reconcile, never raising: API errors were counted and rescheduled by ``reconcile``; anything else is
@@ -504,10 +508,7 @@ class Controller:
         and is reconciled once this process is active again."""
         if not await self._active():
             self._waiting.add(key)
-            if self._resumer is None or self._resumer.done():
-                self._resumer = asyncio.get_running_loop().create_task(self._resume_when_active())
-                self._tasks.add(self._resumer)
-                self._resumer.add_done_callback(self._tasks.discard)
+            self.follow_gate()
             return
         try:
             await self.reconcile(key)

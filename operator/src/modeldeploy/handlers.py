@@ -136,7 +136,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     memo.controller = controller
     if options.peering is not None:
         controller.gate = PeeringGate(kube, options.peering, options.identity, options.priority, options.namespaces)
-        memo.activity = asyncio.create_task(controller.follow_gate_forever())
+        controller.follow_gate()
     memo.resync = asyncio.create_task(controller.resync_forever(options.resync_period))
     if options.metrics_port is not None:
         server, _thread = start_http_server(options.metrics_port, registry=metrics.registry)
@@ -147,11 +147,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
 @kopf.on.cleanup(registry=REGISTRY)
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     """Release what startup created."""
-    for name in ("resync", "activity"):
-        task: asyncio.Task[None] | None = getattr(memo, name, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    resync: asyncio.Task[None] | None = getattr(memo, "resync", None)
+    if resync is not None:
+        resync.cancel()
+        await asyncio.gather(resync, return_exceptions=True)
     controller: Controller | None = getattr(memo, "controller", None)
     if controller is not None:
         await controller.close()
