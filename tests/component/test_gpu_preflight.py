@@ -68,7 +68,8 @@ def stable_pods_running(emulated: ThreadedCluster) -> bool:
 
 
 def cluster_reads(emulated: ThreadedCluster) -> list[str]:
-    """The operator's own list calls across all namespaces (kopf's watches are not among them)."""
+    """The operator's own list calls across all namespaces for the GPU pre-flight (kopf's watches are not among
+    them, nor the audits of its caches, which list only the pods it manages)."""
     records: Sequence[RequestRecord] = emulated.call(lambda: list(emulated.cluster.requests))
     return [
         r.resource
@@ -77,6 +78,7 @@ def cluster_reads(emulated: ThreadedCluster) -> list[str]:
         and r.namespace is None
         and r.resource in ("nodes", "pods")
         and r.user_agent.startswith("modeldeploy")
+        and not r.label_selector.startswith("app.kubernetes.io/managed-by")
     ]
 
 

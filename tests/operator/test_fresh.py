@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.fresh import FreshObjects, key_of
+from modeldeploy.fresh import FreshObjects, ghosts, key_of
 
 
 def obj(rv: str, value: int = 0) -> dict[str, Any]:
@@ -40,3 +40,43 @@ def test_opaque_resource_versions_trust_the_watch() -> None:
     fresh = FreshObjects()
     fresh.put(obj("abc", 1))
     assert fresh.resolve(key_of(obj("xyz")), obj("xyz", 2)) == obj("xyz", 2)
+
+
+def child(name: str, uid: str, rv: str, kind: str = "Deployment") -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv}}
+
+
+def test_ghosts_are_the_cached_objects_a_newer_list_does_not_have() -> None:
+    cached = [child("kept", "u1", "5"), child("deleted", "u2", "6"), child("replaced", "u3", "7"),
+              child("created-after-the-list", "u4", "21")]  # fmt: skip
+    listed = [child("kept", "u1", "5"), child("replaced", "u9", "15")]
+    assert ghosts(cached, listed, "20") == [
+        (("Deployment", "ns", "deleted"), "u2"),
+        (("Deployment", "ns", "replaced"), "u3"),
+    ]
+    assert ghosts(cached, listed, "opaque") == [], "without an order a missing object may just be newer"
+    assert ghosts([child("x", "u1", "opaque")], [], "20") == []
+
+
+def test_a_gone_object_is_hidden_until_the_cache_holds_another_under_its_name() -> None:
+    fresh = FreshObjects()
+    ghost = child("a", "u1", "5")
+    fresh.mark_gone(key_of(ghost), "u1")
+    assert fresh.is_gone(ghost) and fresh.resolve(key_of(ghost), ghost) is None
+    recreated = child("a", "u2", "30")
+    assert not fresh.is_gone(recreated) and fresh.resolve(key_of(recreated), recreated) == recreated
+    fresh.put(recreated)  # the operator wrote it again: the mark goes
+    assert not fresh.is_gone(ghost)
+
+
+def test_marks_go_with_their_objects_from_the_caches_or_a_deletion() -> None:
+    fresh = FreshObjects()
+    ghost, pod = child("a", "u1", "5"), child("p", "u2", "5", kind="Pod")
+    fresh.mark_gone(key_of(ghost), "u1")
+    fresh.mark_gone(key_of(pod), "u2")
+    fresh.prune_gone("Deployment", [ghost])
+    assert fresh.gone == {key_of(ghost): "u1", key_of(pod): "u2"}, "still cached: kept"
+    fresh.prune_gone("Deployment", [])
+    assert fresh.gone == {key_of(pod): "u2"}, "gone from the caches: dropped, other kinds untouched"
+    fresh.forget(key_of(pod))
+    assert fresh.gone == {}

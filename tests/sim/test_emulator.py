@@ -15,6 +15,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace
 from lightkube.types import PatchType
 
 from modeldeploy.sim.cluster import Cluster
+from modeldeploy.sim.emulator import Fault
 from modeldeploy.sim.resources import schema_admission
 
 Widget = create_namespaced_resource("sim.example.com", "v1", "Widget", "widgets")
@@ -495,3 +496,75 @@ async def test_crd_created_over_the_api_is_served(cluster: Cluster, widget_crd: 
     assert {c["type"] for c in stored["status"]["conditions"]} == {"Established", "NamesAccepted"}
     code, _ = await raw(cluster, "GET", "/apis/sim.example.com/v1/namespaces/default/gadgets")
     assert code == 200
+
+
+async def test_a_fault_refuses_a_request_or_loses_the_reply_of_one_that_happened(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    overloaded = Fault(429, "TooManyRequests", "the server has received too many requests", retry_after=2)
+    lost = Fault(504, "Timeout", "the server was unable to return a response in the time allotted", after=True)
+    chosen = {"a": overloaded, "b": lost}
+    emulator.set_faults(lambda record, body: chosen.get(json.loads(body)["metadata"]["name"]) if body else None)
+    path = "/api/v1/namespaces/default/configmaps"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(cluster.url + path, json={"metadata": {"name": "a"}}) as response:
+            assert response.status == 429 and response.headers["Retry-After"] == "2"
+            assert (await response.json())["reason"] == "TooManyRequests"
+        async with session.post(cluster.url + path, json={"metadata": {"name": "b"}}) as response:
+            assert response.status == 504 and (await response.json())["reason"] == "Timeout"
+    assert emulator.get_object("v1/configmaps", "default", "a") is None, "refused: never written"
+    assert emulator.get_object("v1/configmaps", "default", "b") is not None, "written, only the reply was lost"
+    assert [(r.verb, r.code, r.fault) for r in emulator.requests_log[-2:]] == [
+        ("create", 429, overloaded),
+        ("create", 504, lost),
+    ]
+
+    emulator.set_faults(None)
+    assert (await raw(cluster, "POST", path, {"metadata": {"name": "a"}}))[0] == 201
+    assert emulator.requests_log[-1].fault is None
+
+
+async def test_a_watch_can_be_refused_but_not_answered_late(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    late = Fault(503, "ServiceUnavailable", "leader changed", after=True)
+    emulator.set_faults(lambda record, _: late if record.verb == "watch" else None)
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a"}}, namespace="default")
+    events = await _watch(cluster, "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a")]
+    assert emulator.requests_log[-1].fault is None
+    emulator.set_faults(lambda record, _: Fault(503, "ServiceUnavailable", "leader changed"))
+    status, body = await raw(cluster, "GET", "/api/v1/namespaces/default/configmaps?watch=true")
+    assert (status, body["reason"]) == (503, "ServiceUnavailable")
+
+
+async def test_cut_watches_end_the_streams_and_a_watch_resumes_where_it_was(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    start = emulator.resource_version
+    path = f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={start}"
+    first = asyncio.create_task(_watch(cluster, path))
+    await asyncio.sleep(0.2)
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a"}}, namespace="default")
+    await asyncio.sleep(0.1)
+    emulator.cut_watches()
+    events = await asyncio.wait_for(first, timeout=5)
+    assert [e["object"]["metadata"]["name"] for e in events] == ["a"]
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "b"}}, namespace="default")
+    resumed = events[-1]["object"]["metadata"]["resourceVersion"]
+    again = await _watch(cluster, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={resumed}"
+                                  "&timeoutSeconds=1")  # fmt: skip
+    assert [e["object"]["metadata"]["name"] for e in again] == ["b"]
+
+
+async def test_compaction_makes_an_older_watch_410_gone_and_a_current_one_resume(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a"}}, namespace="default")
+    old = emulator.resource_version
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "b"}}, namespace="default")
+    emulator.compact()
+    gone = await _watch(cluster, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={old}")
+    assert gone[0]["type"] == "ERROR" and gone[0]["object"]["code"] == 410
+    current = emulator.resource_version
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "c"}}, namespace="default")
+    events = await _watch(
+        cluster, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={current}&timeoutSeconds=1"
+    )
+    assert [e["object"]["metadata"]["name"] for e in events] == ["c"]

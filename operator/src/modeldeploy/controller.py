@@ -21,10 +21,22 @@ from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTar
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
-from modeldeploy.fresh import FreshObjects, Key, key_of
+from modeldeploy.fresh import FreshObjects, Key, ghosts, key_of
 from modeldeploy.kube import ApiError, KubeClient
-from modeldeploy.kube.resources import HTTP_ROUTES, MODEL_DEPLOYMENTS, resource_for
-from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
+from modeldeploy.kube.resources import (
+    AUTOSCALERS,
+    CONTROLLER_REVISIONS,
+    DEPLOYMENTS,
+    DISRUPTION_BUDGETS,
+    HTTP_ROUTES,
+    MODEL_DEPLOYMENTS,
+    NETWORK_POLICIES,
+    PODS,
+    SERVICES,
+    Resource,
+    resource_for,
+)
+from modeldeploy.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_DEPLOYMENT_LABEL, REVISION_LABEL
 from modeldeploy.mergepatch import create_merge_patch
 from modeldeploy.metrics import OperatorMetrics
 from modeldeploy.reconcile import (
@@ -50,6 +62,18 @@ REFUSALS = frozenset({400, 403, 413, 422})
 ``modeldeployments/status``), an object too large, a schema, CEL or admission webhook rejection. (404 is an object
 deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
+AUDITED: dict[str, Resource] = {
+    "deployments": DEPLOYMENTS,
+    "services": SERVICES,
+    "autoscalers": AUTOSCALERS,
+    "revisions": CONTROLLER_REVISIONS,
+    "pods": PODS,
+    "network_policies": NETWORK_POLICIES,
+    "disruption_budgets": DISRUPTION_BUDGETS,
+}
+"""The cached children an audit compares with the API server (``Observed`` field -> resource)."""
+AUDIT_DELAY_SECONDS = 2.0
+"""How long an audit waits after it is asked for: a watch that lists again delivers its objects in a burst."""
 
 
 class ActivityGate(Protocol):
@@ -96,6 +120,9 @@ class Controller:
     """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
     gate: ActivityGate | None = None
     """None: always active (standalone). With kopf peering, reconciles wait while another peer is active."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces served (an audit lists in each); empty: all."""
+    _audit: asyncio.Task[None] | None = None
     gate_poll_seconds: float = 2.0
     _waiting: set[ObjectKey] = field(default_factory=set)
     """Objects whose reconcile waits for this process to become active again."""
@@ -141,7 +168,7 @@ class Controller:
             services=groups["Service"],
             autoscalers=groups["HorizontalPodAutoscaler"],
             revisions=groups["ControllerRevision"],
-            pods=seen.pods,
+            pods=[pod for pod in seen.pods if not self.fresh.is_gone(pod)],
             routes=groups["HTTPRoute"],
             network_policies=groups["NetworkPolicy"],
             disruption_budgets=groups["PodDisruptionBudget"],
@@ -286,6 +313,14 @@ class Controller:
                 continue
             self.metrics.api_writes.labels("apply", resource.kind).inc()
             self.fresh.put(await self._write(md, f"apply {name}", self.kube.apply_object(manifest)))
+        # The status before the deletes: what cannot be undone (the Deployment of a revision the status no longer
+        # runs, a promoted canary's old stable) happens only once the decision that allows it is recorded. If the
+        # status write fails, the next pass decides again from the status as it was, with everything still there.
+        if plan.status is not None:
+            meta = md["metadata"]
+            self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
+            patch = create_merge_patch(md.get("status") or {}, plan.status)  # nulls for keys the plan dropped
+            self.fresh.put(await self._write(md, "", self.kube.patch_status(meta["namespace"], meta["name"], patch)))
         for ref in plan.delete:
             resource = resource_for(ref.api_version, ref.kind)
             self.metrics.api_writes.labels("delete", resource.kind).inc()
@@ -295,11 +330,6 @@ class Controller:
                 self.kube.delete_object(resource, ref.namespace, ref.name, uid=ref.uid),
             )
             self.fresh.forget((ref.kind, ref.namespace, ref.name))
-        if plan.status is not None:
-            meta = md["metadata"]
-            self.metrics.api_writes.labels("patch", "ModelDeployment/status").inc()
-            patch = create_merge_patch(md.get("status") or {}, plan.status)  # nulls for keys the plan dropped
-            self.fresh.put(await self._write(md, "", self.kube.patch_status(meta["namespace"], meta["name"], patch)))
         self._refusals.pop((str(md["metadata"]["namespace"]), str(md["metadata"]["name"])), None)
         for event in plan.events:
             await self.post_event(md, event)
@@ -519,12 +549,58 @@ class Controller:
             self.metrics.errors.labels("Crash").inc()
             self.schedule(key, self.retry_seconds)
 
+    def request_audit(self, delay: float = AUDIT_DELAY_SECONDS) -> None:
+        """Audit the caches ``delay`` seconds from now, unless an audit is already on its way (a watch listed
+        again: kopf hands each listed object to the handlers as an event without a type)."""
+        if self._audit is None or self._audit.done():
+            self._audit = self._spawn(self._audit_after(delay))
+
+    async def _audit_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.audit()
+
+    async def audit(self) -> int:
+        """Compare the cached children with a list of each kind from the API server, hide those that are gone
+        (deleted while a watch was down, then kept by kopf when it listed again), and reconcile their owners at once:
+        a Deployment that is gone is created again. Returns how many were found. A kind whose list fails is left
+        for the next audit."""
+        if self.source is None:
+            return 0
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+        children = [self.source.children(key) for key in self.source.model_deployments()]
+        owners: set[ObjectKey] = set()
+        found = 0
+        for field_name, resource in AUDITED.items():
+            cached = [obj for seen in children for obj in getattr(seen, field_name)]
+            for namespace in self.namespaces or (None,):
+                try:
+                    listed, version = await self.kube.list_with_version(resource, namespace, label_selector=selector)
+                except ApiError as error:
+                    logger.warning("Auditing the cached %s failed (%s); the next audit tries again", field_name, error)
+                    continue
+                scope = [obj for obj in cached if namespace in (None, obj.get("metadata", {}).get("namespace"))]
+                for obj_key, uid in ghosts(scope, listed, version):
+                    if self.fresh.gone.get(obj_key) != uid:
+                        logger.info("%s %s/%s (uid %s) is gone; the watch cache still had it", *obj_key, uid)
+                        found += 1
+                        self.fresh.mark_gone(obj_key, uid)
+                    owner = _owner_of(next(obj for obj in scope if key_of(obj) == obj_key))
+                    if owner is not None:
+                        owners.add(owner)
+            self.fresh.prune_gone(resource.kind, cached)
+        for owner_key in owners:
+            self.schedule(owner_key, 0.0)
+        return found
+
     async def resync_forever(self, period: float) -> None:
-        """Re-reconcile every known ModelDeployment every ``period`` seconds (level-triggered safety net)."""
+        """Re-reconcile every known ModelDeployment every ``period`` seconds (level-triggered safety net), after an
+        audit of the caches (a kind whose watch listed again with none of its objects left gives no event to start
+        one)."""
         while True:
             await asyncio.sleep(period)
             if self.source is None:
                 continue
+            await self.audit()
             for key in list(self.source.model_deployments()):
                 await self.reconcile_quietly(key)
 
@@ -547,6 +623,13 @@ class Controller:
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(bool(c.get("type") == "Ready" and c.get("status") == "True") for c in conditions)
+
+
+def _owner_of(child: Mapping[str, Any]) -> ObjectKey | None:
+    """The ModelDeployment a child belongs to, by its label."""
+    meta = child.get("metadata", {})
+    owner = (meta.get("labels") or {}).get(MODEL_DEPLOYMENT_LABEL)
+    return (str(meta.get("namespace") or ""), str(owner)) if owner else None
 
 
 def default_pod_address(pod: Mapping[str, Any]) -> tuple[str, int] | None:

@@ -1,14 +1,20 @@
-"""Objects as the operator last wrote them, until the watch stream catches up.
+"""Objects as the operator last wrote them, until the watch stream catches up; and objects the caches still hold
+that are gone.
 
 The operator decides from its watch caches. Right after a write the cache may still hold the older object; deciding
 from it would repeat the write. The response of each write is kept here and preferred over an older cached copy;
 once the watch delivers the same or a newer resourceVersion, the cached copy wins again (so a change made by
 someone else afterwards is always seen).
+
+A watch that cannot resume (410 Gone) lists again, and kopf keeps in its caches every object that the new list no
+longer has: deleted while the watch was down, they would stay in the operator's view for as long as it runs (a
+Deployment deleted then would never be created again). :func:`ghosts` finds them by comparing the caches with a
+list; :meth:`FreshObjects.mark_gone` hides each until the cache holds another object under its name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.compact import compact_object
@@ -19,6 +25,32 @@ Key = tuple[str, str, str]  # kind, namespace, name
 def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj.get("metadata", {})
     return (str(obj.get("kind", "")), str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def uid_of(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("uid") or "")
+
+
+def _version(obj: Mapping[str, Any]) -> int | None:
+    text = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    return int(text) if text.isdigit() else None
+
+
+def ghosts(cached: Iterable[Mapping[str, Any]], listed: Iterable[Mapping[str, Any]], list_version: str) -> list[
+    tuple[Key, str]
+]:
+    """The cached objects that a list read at ``list_version`` shows are gone: (key, uid) of each cached object
+    whose uid the list does not have, and that the list is newer than (a cached object with a newer
+    resourceVersion was created after the list was read). Opaque resourceVersions find nothing: without an order,
+    a cached object missing from the list may just be newer than it."""
+    at = int(list_version) if list_version.isdigit() else None
+    present = {uid_of(obj) for obj in listed}
+    found: list[tuple[Key, str]] = []
+    for obj in cached:
+        uid, version = uid_of(obj), _version(obj)
+        if at is not None and uid and uid not in present and version is not None and version <= at:
+            found.append((key_of(obj), uid))
+    return found
 
 
 def _newer_or_same(observed: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
@@ -34,6 +66,7 @@ class FreshObjects:
 
     def __init__(self) -> None:
         self._objects: dict[Key, Mapping[str, Any]] = {}
+        self._gone: dict[Key, str] = {}  # key -> uid of the object the cache still holds there, which is gone
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -41,16 +74,40 @@ class FreshObjects:
     def put(self, obj: Mapping[str, Any]) -> None:
         obj = compact_object(obj)  # Kept like the watch caches keep theirs: shared strings, no managedFields.
         self._objects[key_of(obj)] = obj
+        self._gone.pop(key_of(obj), None)
 
     def forget(self, key: Key) -> None:
+        """The object at ``key`` is deleted (the watch said so, or the operator deleted it)."""
         self._objects.pop(key, None)
+        self._gone.pop(key, None)
+
+    def mark_gone(self, key: Key, uid: str) -> None:
+        """The cache's object at ``key`` with ``uid`` is gone from the API server: hide it."""
+        self._gone[key] = uid
+        self._objects.pop(key, None)
+
+    def is_gone(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` (from a cache) is one :meth:`mark_gone` hides."""
+        uid = self._gone.get(key_of(obj))
+        return uid is not None and uid == uid_of(obj)
+
+    def prune_gone(self, kind: str, cached: Iterable[Mapping[str, Any]]) -> None:
+        """Drop the marks of objects of ``kind`` no longer in the caches (``cached``: all they hold of it now)."""
+        held = {(key_of(obj), uid_of(obj)) for obj in cached}
+        self._gone = {key: uid for key, uid in self._gone.items() if key[0] != kind or (key, uid) in held}
+
+    @property
+    def gone(self) -> Mapping[Key, str]:
+        return dict(self._gone)
 
     def items_for(self, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
         """Every kept object in ``namespace``."""
         return [(k, v) for k, v in self._objects.items() if k[1] == namespace]
 
     def resolve(self, key: Key, observed: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        """The freshest known copy of the object at ``key``."""
+        """The freshest known copy of the object at ``key`` (None: none, or the cache's copy is gone)."""
+        if observed is not None and self.is_gone(observed):
+            return None
         mine = self._objects.get(key)
         if mine is None:
             return observed

@@ -132,7 +132,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     config = OperatorConfig.from_env(os.environ)
     metrics = OperatorMetrics()
     kube = KubeClient.connect(field_manager=config.field_manager)
-    controller = Controller(config=config, kube=kube, metrics=metrics)
+    controller = Controller(config=config, kube=kube, metrics=metrics, namespaces=options.namespaces)
     memo.controller = controller
     if options.peering is not None:
         controller.gate = PeeringGate(kube, options.peering, options.identity, options.priority, options.namespaces)
@@ -210,7 +210,11 @@ def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectK
     meta = body.get("metadata", {})
     spec = body.get("spec") or {}
     ports = [{"ports": c.get("ports") or []} for c in spec.get("containers") or []]
-    return {key: compact({"metadata": {"name": meta.get("name"),
+    return {key: compact({"kind": "Pod",
+                          "metadata": {"name": meta.get("name"),
+                                       "namespace": meta.get("namespace"),
+                                       "uid": meta.get("uid"),
+                                       "resourceVersion": meta.get("resourceVersion"),
                                        "labels": meta.get("labels") or {},
                                        "deletionTimestamp": meta.get("deletionTimestamp")},
                           "spec": {"nodeName": spec.get("nodeName"), "containers": ports},
@@ -230,12 +234,20 @@ def _attach(memo: Any, kwargs: Mapping[str, Any]) -> Controller:
 # --- triggers ------------------------------------------------------------------------------------------------
 
 
+def _listed(controller: Controller, type: str | None) -> None:
+    """An event without a type is an object of a list: at startup, or of a watch that could not resume (410 Gone)
+    and listed again, after which kopf's caches still hold what was deleted meanwhile. Audit them soon."""
+    if type is None:
+        controller.request_audit()
+
+
 @kopf.on.event(*MD, registry=REGISTRY)
 async def model_deployment_event(
     type: str, namespace: str | None, name: str, memo: Any, logger: Log, **kwargs: Any
 ) -> None:
     """Creation, update, resume (initial listing) and deletion of a ModelDeployment."""
     controller = _attach(memo, kwargs)
+    _listed(controller, type)
     if type == "DELETED":
         controller.forget(("ModelDeployment", namespace or "", name))
         return
@@ -247,6 +259,7 @@ async def _child_event(
 ) -> None:
     """A child of a ModelDeployment changed (readiness, drift, deletion): reconcile its owner shortly after."""
     controller = _attach(memo, kwargs)
+    _listed(controller, type)
     if type == "DELETED":
         controller.forget((str(body.get("kind", "")), namespace or "", name))
     key = _owner_key(body, namespace)
@@ -266,6 +279,7 @@ async def pod_event(
 ) -> None:
     """A model-server pod changed (readiness, restarts): the rollout may advance or roll back."""
     controller = _attach(memo, kwargs)
+    _listed(controller, type)
     key = _owner_key(body, namespace)
     if key is not None:
         # Pods change often; coalesce their events into one reconcile shortly after.

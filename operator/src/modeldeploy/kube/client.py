@@ -143,6 +143,26 @@ class KubeClient:
             items.extend(page)
         return items
 
+    async def list_with_version(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every matching object, and the resourceVersion the list was read at (its first page's: the pages of one
+        list are one snapshot)."""
+        items: list[dict[str, Any]] = []
+        version = ""
+        params = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            result = await self._request("GET", resource.path(namespace), params=params)
+            items.extend(result.get("items") or [])
+            meta = result.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            token = meta.get("continue")
+            if not token:
+                return items, version
+            params = {**params, "continue": str(token)}
+
     async def list_pages(
         self,
         resource: Resource,

@@ -4,7 +4,9 @@
 HTTP plumbing) with its own object store and the behaviour of the real API server: uid, creationTimestamp,
 cluster-wide ``resourceVersion``, optimistic concurrency, ``generation``, status and scale subresources, label
 and field selectors, merge/strategic/JSON patches, server-side apply with managed fields, finalizers,
-owner-reference garbage collection, resumable watches, admission hooks and Status-shaped errors.
+owner-reference garbage collection, resumable watches, admission hooks and Status-shaped errors; and, on cue, the
+failures of a busy or failing-over API server (:meth:`ClusterEmulator.set_faults`, :meth:`ClusterEmulator.cut_watches`,
+:meth:`ClusterEmulator.compact`).
 
 Every write goes through one synchronous code path (``_create``, ``_finish_update``, ``_delete``), used
 both by HTTP requests and by the in-process API (:meth:`ClusterEmulator.create_object` and friends) that
@@ -46,6 +48,7 @@ __all__ = [
     "WRITE_VERBS",
     "ApiError",
     "ClusterEmulator",
+    "Fault",
     "Obj",
     "RequestRecord",
     "WatchEvent",
@@ -172,11 +175,38 @@ class RequestRecord:
     name: str | None
     user_agent: str
     content_type: str = ""
+    label_selector: str = ""
     code: int = 0
+    fault: Fault | None = None  # the failure answered in place of (or after) serving it, if one was injected
 
     @property
     def is_write(self) -> bool:
         return self.verb in WRITE_VERBS
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure the emulated API server answers with, chosen for a request by the hook of
+    :meth:`ClusterEmulator.set_faults`: an overloaded server (429 with ``Retry-After``, which API Priority and
+    Fairness sends), an etcd leader change or a timeout (500, 503, 504)."""
+
+    code: int
+    reason: str
+    message: str
+    after: bool = False
+    """Serve the request first (a write commits, and its watch event goes out) and only then answer with the
+    failure: the client is told that a write failed which did happen, as when a reply is lost to a timeout. Not for
+    watches, whose reply is a stream already under way."""
+    retry_after: int | None = None
+
+    def error(self) -> ApiError:
+        return ApiError(self.code, self.reason, self.message)
+
+    def response(self) -> aiohttp.web.Response:
+        response = _json_response(self.error().status(), status=self.code)
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 
 @dataclass(frozen=True)
@@ -280,6 +310,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    _faults: Callable[[RequestRecord, bytes], Fault | None] | None = attrs.field(default=None, init=False)
 
     # --- registry -------------------------------------------------------------------------------------------
 
@@ -331,6 +362,25 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Validate every write of this resource with ``hook(new, old)``; messages make a 422 Invalid."""
         rt = self.resource_type(resource)
         self._admission.setdefault((rt.group, rt.plural), []).append(hook)
+
+    def set_faults(self, choose: Callable[[RequestRecord, bytes], Fault | None] | None) -> None:
+        """Ask ``choose(record, body)`` for every resource request served over HTTP whether to fail it, and how
+        (``body``: the request's body as sent); ``None`` ends the faults. The record says which request was failed
+        (``record.fault``)."""
+        self._faults = choose
+
+    def cut_watches(self) -> None:
+        """End every open watch stream now, as a restarting API server or a dropped connection does; clients
+        watch again from the last resourceVersion they saw."""
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
+
+    def compact(self) -> None:
+        """Forget the watch history, as etcd's compaction does: a watch resumed from an older resourceVersion gets
+        410 Gone, and its client has to list again."""
+        self._history.clear()
+        self._compacted_rv = self._rv
 
     def add_listener(self, listener: Callable[[WatchEvent], None]) -> None:
         """Call ``listener(event)`` synchronously after every committed change (in-process watch)."""
@@ -453,9 +503,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def close_watches(self) -> None:
         """End every open watch stream (before the HTTP server shuts down)."""
         self._closed = True
-        for queues in self._watchers.values():
-            for queue in queues:
-                queue.put_nowait(None)
+        self.cut_watches()
 
     # --- the store ---
 
@@ -1103,6 +1151,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raw=raw,
         )
         record = self._record(request, route)
+        fault = self._faults(record, request.body) if self._faults is not None else None
+        if fault is not None and fault.after and record.verb == "watch":
+            fault = None  # a watch's reply is a stream already under way: it can only be refused
+        record.fault = fault
+        if fault is not None and not fault.after:
+            record.code = fault.code
+            return fault.response()
         try:
             response = await self._serve(request, route, record)
         except ApiError as error:
@@ -1111,6 +1166,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             logger.exception("The emulated API server failed on %s %s", raw.method, raw.path)
             failure = ApiError(500, "InternalError", f"an error on the server ({error!r}) has prevented the request")
             response = _json_response(failure.status(), status=500)
+        if fault is not None:  # served, and its reply lost: the client sees the failure
+            response = fault.response()
         record.code = record.code or response.status
         return response
 
@@ -1140,6 +1197,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             name=route.name,
             user_agent=request.headers.get("User-Agent", ""),
             content_type=request.headers.get("Content-Type", "").split(";")[0].strip().lower(),
+            label_selector=request.params.get("labelSelector", ""),
         )
         self.requests_log.append(record)
         return record

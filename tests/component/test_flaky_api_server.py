@@ -1,0 +1,323 @@
+"""Tier 2: canary rollouts through an API server that fails some of the operator's requests, the real operator
+(KopfRunner) against the emulated API server.
+
+A busy or failing-over API server answers some requests with 429 (API Priority and Fairness, with
+``Retry-After``), 500 (an etcd leader change), 503 or 504, and some writes commit although their reply is lost (the
+client sees a timeout for a write that happened). Its watch streams end (an API server restarting behind its load
+balancer), and etcd compacts the history they would resume from (410 Gone: list again). Every request of the
+operator, kopf's and its own, reads and writes alike, may meet one of these, and a rollout must still come out
+exactly as it does on a healthy server:
+
+- a good canary: the steps only move forward, every analysis run passes (a failed request to the API server is
+  not a failed measurement), nothing is rejected, and the new revision ends stable at ``N`` pods;
+- a bad canary: its first analysis fails, it is rolled back, and the stable ends alone at ``N`` pods;
+- both: the stable keeps its Deployment until a status that names the new stable is recorded (never, for the bad
+  one), no Deployment comes back once deleted, ``N`` pods stay ready throughout, and the operator never crashes.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from kopf.testing import KopfRunner
+
+from modeldeploy.sim.emulator import ClusterEmulator, Fault, RequestRecord, WatchEvent
+
+from .conftest import MD, ThreadedCluster, counts
+from .test_operator import events, md, ready, settle, status
+
+pytestmark = pytest.mark.component
+
+N = 4
+FAULTS = (
+    Fault(429, "TooManyRequests", "the server has received too many requests and has asked us to try again later",
+          retry_after=1),
+    Fault(500, "InternalError", "etcdserver: leader changed"),
+    Fault(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+    Fault(504, "Timeout", "the server was unable to return a response in the time allotted", after=True),
+    Fault(500, "InternalError", "etcdserver: request timed out", after=True),
+)  # fmt: skip
+LEADER_CHANGED, LOST, LOST_TOO = FAULTS[1], FAULTS[3], FAULTS[4]
+
+
+class Flaky:
+    """Fails a share of the requests, drawn from a seeded generator, with each of ``FAULTS`` in turn. On top of
+    the draw, so that the hardest cases never depend on it:
+
+    - after :meth:`lose_next_writes`, the next status write and the next Deployment write commit with a lost reply;
+    - the status write that records a new stable revision (the promotion) is refused ``promotion_refusals`` times.
+    """
+
+    def __init__(self, emulator: ClusterEmulator, rate: float, seed: int, promotion_refusals: int = 2) -> None:
+        self.emulator = emulator
+        self.rate = rate
+        self.random = random.Random(seed)
+        self.turn = itertools.cycle(FAULTS)
+        self.pending: dict[tuple[str, str | None], Fault] = {}
+        self.promotion_refusals = promotion_refusals
+        self.refused: list[RequestRecord] = []
+
+    def lose_next_writes(self) -> None:
+        self.pending = {("modeldeployments", "status"): LOST, ("deployments", None): LOST_TOO}
+
+    def promotes(self, body: bytes) -> bool:
+        """Whether this status patch names a stable revision other than the one recorded."""
+        stable = (json.loads(body).get("status") or {}).get("stableRevision") if body else None
+        recorded = ((self.emulator.get_object(MD, "ml", "iris") or {}).get("status") or {}).get("stableRevision")
+        return bool(stable and recorded and stable != recorded)
+
+    def __call__(self, record: RequestRecord, body: bytes) -> Fault | None:
+        target = (record.resource, record.subresource)
+        if record.is_write and target in self.pending:
+            return self.pending.pop(target)
+        if record.is_write and target == ("modeldeployments", "status") and self.promotes(body):
+            if len(self.refused) < self.promotion_refusals:
+                self.refused.append(record)
+                return LEADER_CHANGED
+            return None
+        return next(self.turn) if self.random.random() < self.rate else None
+
+
+class _Prometheus(BaseHTTPRequestHandler):
+    """Answers the analysis queries: 100 requests, 20 ms p99, and the server's ``error_ratio``."""
+
+    server: Any
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        value = "20" if "histogram_quantile" in query else str(self.server.error_ratio) if "outcome" in query else "100"
+        body = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [0, value]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def prometheus() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    server.error_ratio = 0.0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Journal:
+    """Every committed change of the ModelDeployment, its Deployments and its HTTPRoute, in commit order (the
+    emulator calls :meth:`__call__` synchronously as it commits, so nothing between two samples is missed)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: WatchEvent) -> None:
+        if event.resource.plural in ("modeldeployments", "deployments", "httproutes"):
+            with self.lock:
+                self.entries.append((event.resource.plural, event.type, copy.deepcopy(event.object)))
+
+    @staticmethod
+    def line(index: int, plural: str, kind: str, obj: dict[str, Any]) -> str:
+        """One entry, in a line: what the status said, a Deployment's counts, a route's weights."""
+        if plural == "modeldeployments":
+            current = obj.get("status") or {}
+            rollout = current.get("rollout") or {}
+            facts = [f"stable={current.get('stableRevision')}", f"canary={rollout.get('canaryRevision')}",
+                     f"phase={rollout.get('phase')}", f"step={rollout.get('currentStepIndex')}",
+                     f"rejected={[r.get('revision') for r in rollout.get('rejectedRevisions') or []]}"]  # fmt: skip
+        elif plural == "deployments":
+            ready_now = (obj.get("status") or {}).get("readyReplicas")
+            facts = [f"replicas={obj['spec'].get('replicas')}", f"ready={ready_now}"]
+        else:
+            refs = [ref for rule in obj["spec"]["rules"] for ref in rule["backendRefs"]]
+            facts = [f"{ref['name']}={ref.get('weight', 1)}" for ref in refs]
+        return f"{index} {kind} {plural[:-1]} {obj['metadata']['name']} " + " ".join(facts)
+
+    def check(self, old: str, new: str) -> list[int]:
+        """Assert the invariants of every commit (a failure shows the commits up to it); return the step indexes the
+        status went through while ``new`` rolled out over ``old`` (until promoted or rejected; in order, repeats
+        dropped)."""
+        with self.lock:
+            entries = list(self.entries)
+
+        def holds(index: int, condition: bool, message: str) -> None:
+            if not condition:
+                lines = "\n".join(self.line(i, *entries[i]) for i in range(max(0, index - 30), index + 1))
+                raise AssertionError(f"{message} at commit {index}; the commits up to it:\n{lines}")
+
+        steps: list[int] = []
+        recorded = None  # the stable revision in the last status committed
+        ready_pods: dict[str, int] = {}
+        weights: dict[str, int] = {}  # the HTTPRoute's weighted backends (Deployment name -> weight)
+        deleted: set[str] = set()
+        armed = False  # from the moment the stable first had its N pods ready
+        for index, (plural, kind, obj) in enumerate(entries):
+            name = obj["metadata"]["name"]
+            if plural == "modeldeployments":
+                current = obj.get("status") or {}
+                recorded = current.get("stableRevision")
+                rollout = current.get("rollout") or {}
+                step = rollout.get("currentStepIndex")
+                rolling_out = rollout.get("canaryRevision") == new and not rollout.get("rejectedRevisions")
+                if recorded == old and rolling_out and step is not None and (not steps or steps[-1] != step):
+                    steps.append(step)
+                continue
+            if plural == "httproutes":
+                rules = obj["spec"]["rules"]
+                (weighted,) = [r for r in rules if not any(m.get("headers") for m in r.get("matches", []))]
+                weights = {ref["name"]: ref.get("weight", 1) for ref in weighted["backendRefs"]}
+            elif kind == "DELETED":
+                ready_pods.pop(name, None)
+                deleted.add(name)
+                holds(index, name != f"iris-{old}" or recorded == new, "the stable deleted before a promotion")
+            else:
+                holds(index, name not in deleted, f"{name} created again")
+                ready_pods[name] = (obj.get("status") or {}).get("readyReplicas", 0)
+            armed = armed or ready_pods.get(f"iris-{old}") == N
+            if armed:
+                holds(index, sum(ready_pods.values()) >= N, f"fewer than {N} pods ready ({ready_pods})")
+                short = {name: (weight, ready_pods.get(name, 0)) for name, weight in weights.items()
+                         if ready_pods.get(name, 0) < math.ceil(weight * N / 100)}  # fmt: skip
+                holds(index, not short, f"more traffic than ready pods ((weight, ready): {short})")
+        return steps
+
+
+STEPS = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 75},
+         {"analysis": {}}]  # fmt: skip
+
+
+def roll_out(
+    emulated: ThreadedCluster,
+    prometheus: ThreadingHTTPServer,
+    flaky: Flaky,
+    journal: Journal,
+    *,
+    routing: str,
+    done: Callable[[str], bool],
+) -> tuple[str, str, list[RequestRecord]]:
+    """Create ``iris`` and update it to version 2 through ``flaky``, cutting every watch each second (and once
+    compacting the history), until ``done(old)``; then stop the faults and let the operator settle. Returns the
+    old and the new revision and the requests of the update that met a fault."""
+    emulator = emulated.cluster.emulator
+    analysis = {
+        "source": {"type": "Prometheus", "prometheus": {"url": f"http://127.0.0.1:{prometheus.server_address[1]}"}},
+        "interval": "1s",
+        "count": 2,
+        "minRequests": 1,
+        "maxErrorRatio": 0.01,
+    }
+    emulated.call(emulator.add_listener, journal)
+    emulated.call(emulator.set_faults, flaky)
+    canary: dict[str, Any] = {"steps": STEPS}
+    if routing == "GatewayAPI":  # exact weights on an HTTPRoute the operator creates
+        canary["trafficRouting"] = {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gateway"}]}}
+    rollout = {"strategy": "Canary", "canary": canary, "analysis": analysis}
+    emulated.create(MD, md(replicas=N, rollout=rollout))
+    emulated.wait_for(lambda: ready(emulated), timeout=60, message="iris Ready through the faults")
+    old = status(emulated)["stableRevision"]
+    first = len(emulated.requests())
+    emulated.call(flaky.lose_next_writes)
+    model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+    emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+    new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
+    deadline = time.monotonic() + 120
+    cuts = 0
+    while not done(old):
+        assert time.monotonic() < deadline, (status(emulated), counts(emulated))
+        time.sleep(1.0)
+        if cuts == 1:
+            emulated.call(emulator.compact)  # once, the watchers cannot resume: 410 Gone, list again
+        emulated.call(emulator.cut_watches)  # every stream ends; the watchers resume from where they were
+        cuts += 1
+    emulated.call(emulator.set_faults, None)
+    settle(emulated)
+    faults = [r for r in emulated.requests()[first:] if r.fault is not None]
+    # The faults happened, of every kind, on reads, writes and watches.
+    kinds = Counter((r.fault.code, r.fault.after) for r in faults if r.fault is not None)
+    assert set(kinds) == {(f.code, f.after) for f in FAULTS}, kinds
+    lost = [f"{r.resource}/{r.subresource or ''}" for r in faults if r.fault in (LOST, LOST_TOO) and r.is_write]
+    assert "modeldeployments/status" in lost and "deployments/" in lost, lost
+    assert {r.verb for r in faults} >= {"list", "watch", "patch"}, Counter(r.verb for r in faults)
+    return old, new, faults
+
+
+ROUTINGS = pytest.mark.parametrize("routing", ["Replicas", "GatewayAPI"])
+
+
+@ROUTINGS
+def test_a_good_canary_through_a_flaky_api_server_is_promoted_as_on_a_healthy_one(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: ThreadingHTTPServer,
+    routing: str,
+) -> None:
+    flaky = Flaky(emulated.cluster.emulator, rate=0.25, seed=20261124)
+    journal = Journal()
+    with operator_factory() as runner:
+
+        def promoted(old: str) -> bool:
+            return status(emulated).get("stableRevision") not in (None, old) and len(counts(emulated)) == 1
+
+        old, new, _ = roll_out(emulated, prometheus, flaky, journal, routing=routing, done=promoted)
+        assert len(flaky.refused) == flaky.promotion_refusals, "the promotion's status write was refused"
+        assert status(emulated)["stableRevision"] == new
+        rollout = status(emulated)["rollout"]
+        assert rollout["phase"] == "Completed", rollout
+        assert counts(emulated) == {f"iris-{new}": (N, N)}
+        assert not rollout.get("rejectedRevisions"), rollout["rejectedRevisions"]
+        runs = rollout.get("analysisRuns") or []
+        assert [(run["revision"], run["gate"], run["phase"]) for run in runs] == [
+            (new, "step-1", "Successful"),
+            (new, "step-5", "Successful"),
+        ], runs
+        reasons = {reason for _, reason in events(emulated)}
+        assert not reasons & {"RolledBack", "AnalysisFailed", "MeasurementFailed", "Aborted"}, reasons
+        steps = journal.check(old, new)
+        assert steps == sorted(steps) and steps[-1] >= len(STEPS) - 1, steps
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
+
+
+@ROUTINGS
+def test_a_bad_canary_through_a_flaky_api_server_is_rolled_back_as_on_a_healthy_one(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: ThreadingHTTPServer,
+    routing: str,
+) -> None:
+    prometheus.error_ratio = 0.3  # type: ignore[attr-defined]
+    flaky = Flaky(emulated.cluster.emulator, rate=0.25, seed=20261125)
+    journal = Journal()
+    with operator_factory() as runner:
+
+        def rolled_back(old: str) -> bool:
+            rejected = (status(emulated).get("rollout") or {}).get("rejectedRevisions") or []
+            return bool(rejected) and counts(emulated) == {f"iris-{old}": (N, N)}
+
+        old, new, _ = roll_out(emulated, prometheus, flaky, journal, routing=routing, done=rolled_back)
+        assert flaky.refused == [], "no status ever named the bad canary stable"
+        assert status(emulated)["stableRevision"] == old
+        rollout = status(emulated)["rollout"]
+        assert [(r["revision"], r["reason"]) for r in rollout["rejectedRevisions"]] == [(new, "AnalysisFailed")]
+        runs = rollout.get("analysisRuns") or []
+        assert [(run["revision"], run["gate"], run["phase"]) for run in runs] == [(new, "step-1", "Failed")], runs
+        steps = journal.check(old, new)
+        assert steps == sorted(steps) and steps[-1] == 1, steps  # rejected at its first analysis
+        assert counts(emulated) == {f"iris-{old}": (N, N)}
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
