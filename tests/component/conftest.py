@@ -7,10 +7,14 @@ and the test's own code never wait on each other. ``ThreadedCluster`` offers a s
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from kopf.testing import KopfRunner
@@ -158,3 +162,43 @@ def operator_factory(emulated: ThreadedCluster, monkeypatch: pytest.MonkeyPatch)
         )
 
     return make
+
+
+class StandInPrometheus(ThreadingHTTPServer):
+    """A Prometheus for the analysis: every query of the Prometheus source answered with 100 requests, a 20 ms p99,
+    and ``error_ratio`` (0 unless a test sets it)."""
+
+    error_ratio = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _PrometheusQueries(BaseHTTPRequestHandler):
+    server: StandInPrometheus
+
+    def do_GET(self) -> None:
+        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
+        value = "20" if "histogram_quantile" in query else str(self.server.error_ratio) if "outcome" in query else "100"
+        body = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [0, value]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def prometheus() -> Iterator[StandInPrometheus]:
+    server = StandInPrometheus(("127.0.0.1", 0), _PrometheusQueries)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

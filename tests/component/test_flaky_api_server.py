@@ -25,17 +25,15 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from kopf.testing import KopfRunner
 
 from modeldeploy.sim.emulator import ClusterEmulator, Fault, RequestRecord, WatchEvent
 
-from .conftest import MD, ThreadedCluster, counts
+from .conftest import MD, StandInPrometheus, ThreadedCluster, counts
 from .test_operator import events, md, ready, settle, status
 
 pytestmark = pytest.mark.component
@@ -88,38 +86,6 @@ class Flaky:
                 return LEADER_CHANGED
             return None
         return next(self.turn) if self.random.random() < self.rate else None
-
-
-class _Prometheus(BaseHTTPRequestHandler):
-    """Answers the analysis queries: 100 requests, 20 ms p99, and the server's ``error_ratio``."""
-
-    server: Any
-
-    def do_GET(self) -> None:
-        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
-        value = "20" if "histogram_quantile" in query else str(self.server.error_ratio) if "outcome" in query else "100"
-        body = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [0, value]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def prometheus() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
-    server.error_ratio = 0.0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 class Journal:
@@ -207,7 +173,7 @@ STEPS = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"pause": {"dur
 
 def roll_out(
     emulated: ThreadedCluster,
-    prometheus: ThreadingHTTPServer,
+    prometheus: StandInPrometheus,
     flaky: Flaky,
     journal: Journal,
     *,
@@ -219,7 +185,7 @@ def roll_out(
     old and the new revision and the requests of the update that met a fault."""
     emulator = emulated.cluster.emulator
     analysis = {
-        "source": {"type": "Prometheus", "prometheus": {"url": f"http://127.0.0.1:{prometheus.server_address[1]}"}},
+        "source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}},
         "interval": "1s",
         "count": 2,
         "minRequests": 1,
@@ -265,7 +231,7 @@ ROUTINGS = pytest.mark.parametrize("routing", ["Replicas", "GatewayAPI"])
 
 @ROUTINGS
 def test_a_good_canary_through_a_flaky_api_server_is_promoted_as_on_a_healthy_one(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: ThreadingHTTPServer,
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus,
     routing: str,
 ) -> None:
     flaky = Flaky(emulated.cluster.emulator, rate=0.25, seed=20261124)
@@ -297,10 +263,10 @@ def test_a_good_canary_through_a_flaky_api_server_is_promoted_as_on_a_healthy_on
 
 @ROUTINGS
 def test_a_bad_canary_through_a_flaky_api_server_is_rolled_back_as_on_a_healthy_one(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: ThreadingHTTPServer,
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus,
     routing: str,
 ) -> None:
-    prometheus.error_ratio = 0.3  # type: ignore[attr-defined]
+    prometheus.error_ratio = 0.3
     flaky = Flaky(emulated.cluster.emulator, rate=0.25, seed=20261125)
     journal = Journal()
     with operator_factory() as runner:

@@ -4,51 +4,17 @@ Prometheus for the first-deploy analysis."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlparse
+from collections.abc import Callable
 
 import pytest
 from kopf.testing import KopfRunner
 
 from modeldeploy.labels import REVISION_LABEL, STABLE_ANNOTATION
 
-from .conftest import DEPLOYMENTS, MD, SERVICES, ThreadedCluster
+from .conftest import DEPLOYMENTS, MD, SERVICES, StandInPrometheus, ThreadedCluster
 from .test_operator import children, events, md, quiet_period, ready, settle, status
 
 pytestmark = pytest.mark.component
-
-
-class _Prometheus(BaseHTTPRequestHandler):
-    """Answers the three analysis queries: 100 requests, no errors, 20 ms p99."""
-
-    def do_GET(self) -> None:
-        query = parse_qs(urlparse(self.path).query).get("query", [""])[0]
-        value = "20" if "histogram_quantile" in query else "0" if "outcome" in query else "100"
-        body = json.dumps({"status": "success", "data": {"resultType": "scalar", "result": [0, value]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def wipe_status(emulated: ThreadedCluster) -> None:
@@ -72,10 +38,10 @@ def child_writes(emulated: ThreadedCluster, since: int) -> list[str]:
 
 
 def test_lost_status_after_a_passed_first_deploy_gate_keeps_the_traffic(
-    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: str
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus
 ) -> None:
     analysis = {
-        "source": {"type": "Prometheus", "prometheus": {"url": prometheus}},
+        "source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}},
         "interval": "1s",
         "count": 1,
         "minRequests": 1,
