@@ -82,8 +82,8 @@ async def audited(cluster: Cluster, namespaces: tuple[str, ...] = ()) -> tuple[C
 async def test_gone_children_are_hidden_and_their_owners_reconciled() -> None:
     controller, found, scheduled = await audited(Cluster(present=[KEPT]))
     assert found == 3
-    assert controller.fresh.gone == {("Deployment", "ml", "iris-b"): "d2", ("Pod", "ml", "iris-b-x"): "p1",
-                                     ("Service", "team", "iris"): "s1"}  # fmt: skip
+    assert controller.fresh.gone == {(("Deployment", "ml", "iris-b"), "d2"), (("Pod", "ml", "iris-b-x"), "p1"),
+                                     (("Service", "team", "iris"), "s1")}  # fmt: skip
     assert sorted(set(scheduled)) == [("ml", "iris"), ("team", "iris")]
     observed = controller._observe(("ml", "iris"))[1]
     assert observed.deployments == [KEPT] and observed.pods == []
@@ -94,11 +94,11 @@ async def test_an_operator_of_some_namespaces_lists_in_each_of_them_only() -> No
     controller, found, _ = await audited(cluster, namespaces=("ml", "team"))
     assert {namespace for _, namespace, _ in cluster.lists} == {"ml", "team"}
     assert all(selector == "app.kubernetes.io/managed-by=modeldeploy" for *_, selector in cluster.lists)
-    assert controller.fresh.gone == {("Deployment", "ml", "iris-b"): "d2", ("Pod", "ml", "iris-b-x"): "p1"}
+    assert controller.fresh.gone == {(("Deployment", "ml", "iris-b"), "d2"), (("Pod", "ml", "iris-b-x"), "p1")}
     assert found == 2
 
 
 async def test_a_list_that_fails_hides_nothing_of_its_kind() -> None:
     controller, found, _ = await audited(Cluster(present=[KEPT], failing=frozenset({"deployments"})))
-    assert ("Deployment", "ml", "iris-b") not in controller.fresh.gone
+    assert (("Deployment", "ml", "iris-b"), "d2") not in controller.fresh.gone
     assert found == 2  # the pod and the Service

@@ -580,7 +580,7 @@ class Controller:
                     continue
                 scope = [obj for obj in cached if namespace in (None, obj.get("metadata", {}).get("namespace"))]
                 for obj_key, uid in ghosts(scope, listed, version):
-                    if self.fresh.gone.get(obj_key) != uid:
+                    if (obj_key, uid) not in self.fresh.gone:
                         logger.info("%s %s/%s (uid %s) is gone; the watch cache still had it", *obj_key, uid)
                         found += 1
                         self.fresh.mark_gone(obj_key, uid)

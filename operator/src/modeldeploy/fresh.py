@@ -9,7 +9,8 @@ someone else afterwards is always seen).
 A watch that cannot resume (410 Gone) lists again, and kopf keeps in its caches every object that the new list no
 longer has: deleted while the watch was down, they would stay in the operator's view for as long as it runs (a
 Deployment deleted then would never be created again). :func:`ghosts` finds them by comparing the caches with a
-list; :meth:`FreshObjects.mark_gone` hides each until the cache holds another object under its name.
+list; :meth:`FreshObjects.mark_gone` hides each (by uid: kopf's caches keep it for good, also beside a new object
+of the same name).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class FreshObjects:
 
     def __init__(self) -> None:
         self._objects: dict[Key, Mapping[str, Any]] = {}
-        self._gone: dict[Key, str] = {}  # key -> uid of the object the cache still holds there, which is gone
+        self._gone: set[tuple[Key, str]] = set()  # (key, uid) of cached objects that are gone
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -74,31 +75,29 @@ class FreshObjects:
     def put(self, obj: Mapping[str, Any]) -> None:
         obj = compact_object(obj)  # Kept like the watch caches keep theirs: shared strings, no managedFields.
         self._objects[key_of(obj)] = obj
-        self._gone.pop(key_of(obj), None)
 
     def forget(self, key: Key) -> None:
         """The object at ``key`` is deleted (the watch said so, or the operator deleted it)."""
         self._objects.pop(key, None)
-        self._gone.pop(key, None)
 
     def mark_gone(self, key: Key, uid: str) -> None:
-        """The cache's object at ``key`` with ``uid`` is gone from the API server: hide it."""
-        self._gone[key] = uid
+        """The cache's object at ``key`` with ``uid`` is gone from the API server: hide it for as long as the cache
+        holds it (another object under the same name has another uid)."""
+        self._gone.add((key, uid))
         self._objects.pop(key, None)
 
     def is_gone(self, obj: Mapping[str, Any]) -> bool:
         """Whether ``obj`` (from a cache) is one :meth:`mark_gone` hides."""
-        uid = self._gone.get(key_of(obj))
-        return uid is not None and uid == uid_of(obj)
+        return (key_of(obj), uid_of(obj)) in self._gone
 
     def prune_gone(self, kind: str, cached: Iterable[Mapping[str, Any]]) -> None:
         """Drop the marks of objects of ``kind`` no longer in the caches (``cached``: all they hold of it now)."""
         held = {(key_of(obj), uid_of(obj)) for obj in cached}
-        self._gone = {key: uid for key, uid in self._gone.items() if key[0] != kind or (key, uid) in held}
+        self._gone = {mark for mark in self._gone if mark[0][0] != kind or mark in held}
 
     @property
-    def gone(self) -> Mapping[Key, str]:
-        return dict(self._gone)
+    def gone(self) -> frozenset[tuple[Key, str]]:
+        return frozenset(self._gone)
 
     def items_for(self, namespace: str) -> list[tuple[Key, Mapping[str, Any]]]:
         """Every kept object in ``namespace``."""
