@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.fresh import FreshObjects, ghosts, key_of
+from modeldeploy.fresh import FreshObjects, ghosts, key_of, uid_of
 
 
 def obj(rv: str, value: int = 0) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def test_ghosts_are_the_cached_objects_a_newer_list_does_not_have() -> None:
     cached = [child("kept", "u1", "5"), child("deleted", "u2", "6"), child("replaced", "u3", "7"),
               child("created-after-the-list", "u4", "21")]  # fmt: skip
     listed = [child("kept", "u1", "5"), child("replaced", "u9", "15")]
-    assert ghosts(cached, listed, "20") == [
+    assert [(key_of(obj), uid_of(obj)) for obj in ghosts(cached, listed, "20")] == [
         (("Deployment", "ns", "deleted"), "u2"),
         (("Deployment", "ns", "replaced"), "u3"),
     ]
@@ -61,7 +61,7 @@ def test_ghosts_are_the_cached_objects_a_newer_list_does_not_have() -> None:
 def test_a_gone_object_stays_hidden_beside_a_new_one_of_the_same_name() -> None:
     fresh = FreshObjects()
     ghost = child("a", "u1", "5")
-    fresh.mark_gone(key_of(ghost), "u1")
+    assert fresh.mark_gone(ghost) and not fresh.mark_gone(ghost), "new once"
     assert fresh.is_gone(ghost) and fresh.resolve(key_of(ghost), ghost) is None
     recreated = child("a", "u2", "30")
     assert not fresh.is_gone(recreated) and fresh.resolve(key_of(recreated), recreated) == recreated
@@ -75,8 +75,8 @@ def test_a_gone_object_stays_hidden_beside_a_new_one_of_the_same_name() -> None:
 def test_marks_go_with_their_objects_from_the_caches() -> None:
     fresh = FreshObjects()
     ghost, pod = child("a", "u1", "5"), child("p", "u2", "5", kind="Pod")
-    fresh.mark_gone(key_of(ghost), "u1")
-    fresh.mark_gone(key_of(pod), "u2")
+    fresh.mark_gone(ghost)
+    fresh.mark_gone(pod)
     fresh.prune_gone("Deployment", [ghost])
     assert fresh.gone == {(key_of(ghost), "u1"), (key_of(pod), "u2")}, "still cached: kept"
     fresh.prune_gone("Deployment", [child("a", "u3", "40")])

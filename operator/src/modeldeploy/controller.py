@@ -21,7 +21,7 @@ from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTar
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
-from modeldeploy.fresh import FreshObjects, Key, ghosts, key_of
+from modeldeploy.fresh import FreshObjects, Key, ghosts, key_of, uid_of
 from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import (
     AUTOSCALERS,
@@ -579,12 +579,12 @@ class Controller:
                     logger.warning("Auditing the cached %s failed (%s); the next audit tries again", field_name, error)
                     continue
                 scope = [obj for obj in cached if namespace in (None, obj.get("metadata", {}).get("namespace"))]
-                for obj_key, uid in ghosts(scope, listed, version):
-                    if (obj_key, uid) not in self.fresh.gone:
-                        logger.info("%s %s/%s (uid %s) is gone; the watch cache still had it", *obj_key, uid)
+                for ghost in ghosts(scope, listed, version):
+                    if self.fresh.mark_gone(ghost):
+                        logger.info("%s %s/%s (uid %s) is gone; the watch cache still had it", *key_of(ghost),
+                                    uid_of(ghost))  # fmt: skip
                         found += 1
-                        self.fresh.mark_gone(obj_key, uid)
-                    owner = _owner_of(next(obj for obj in scope if key_of(obj) == obj_key))
+                    owner = owner_of(ghost)
                     if owner is not None:
                         owners.add(owner)
             self.fresh.prune_gone(resource.kind, cached)
@@ -625,8 +625,8 @@ def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(bool(c.get("type") == "Ready" and c.get("status") == "True") for c in conditions)
 
 
-def _owner_of(child: Mapping[str, Any]) -> ObjectKey | None:
-    """The ModelDeployment a child belongs to, by its label."""
+def owner_of(child: Mapping[str, Any]) -> ObjectKey | None:
+    """The ModelDeployment a child belongs to, by its label (None: the label is missing)."""
     meta = child.get("metadata", {})
     owner = (meta.get("labels") or {}).get(MODEL_DEPLOYMENT_LABEL)
     return (str(meta.get("namespace") or ""), str(owner)) if owner else None

@@ -37,21 +37,22 @@ def _version(obj: Mapping[str, Any]) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def ghosts(cached: Iterable[Mapping[str, Any]], listed: Iterable[Mapping[str, Any]], list_version: str) -> list[
-    tuple[Key, str]
-]:
-    """The cached objects that a list read at ``list_version`` shows are gone: (key, uid) of each cached object
-    whose uid the list does not have, and that the list is newer than (a cached object with a newer
-    resourceVersion was created after the list was read). Opaque resourceVersions find nothing: without an order,
-    a cached object missing from the list may just be newer than it."""
+def ghosts(
+    cached: Iterable[Mapping[str, Any]], listed: Iterable[Mapping[str, Any]], list_version: str
+) -> list[Mapping[str, Any]]:
+    """The cached objects that a list read at ``list_version`` shows are gone: those whose uid the list does not
+    have, and that the list is newer than (a cached object with a newer resourceVersion was created after the list
+    was read). Opaque resourceVersions find nothing: without an order, a cached object missing from the list may
+    just be newer than it."""
     at = int(list_version) if list_version.isdigit() else None
+    if at is None:
+        return []
     present = {uid_of(obj) for obj in listed}
-    found: list[tuple[Key, str]] = []
-    for obj in cached:
-        uid, version = uid_of(obj), _version(obj)
-        if at is not None and uid and uid not in present and version is not None and version <= at:
-            found.append((key_of(obj), uid))
-    return found
+    return [
+        obj
+        for obj in cached
+        if uid_of(obj) and uid_of(obj) not in present and (version := _version(obj)) is not None and version <= at
+    ]
 
 
 def _newer_or_same(observed: Mapping[str, Any], mine: Mapping[str, Any]) -> bool:
@@ -80,11 +81,15 @@ class FreshObjects:
         """The object at ``key`` is deleted (the watch said so, or the operator deleted it)."""
         self._objects.pop(key, None)
 
-    def mark_gone(self, key: Key, uid: str) -> None:
-        """The cache's object at ``key`` with ``uid`` is gone from the API server: hide it for as long as the cache
-        holds it (another object under the same name has another uid)."""
-        self._gone.add((key, uid))
-        self._objects.pop(key, None)
+    def mark_gone(self, obj: Mapping[str, Any]) -> bool:
+        """The cached ``obj`` is gone from the API server: hide it for as long as the cache holds it (another object
+        under the same name has another uid). Whether it was not hidden yet."""
+        mark = (key_of(obj), uid_of(obj))
+        self._objects.pop(mark[0], None)
+        if mark in self._gone:
+            return False
+        self._gone.add(mark)
+        return True
 
     def is_gone(self, obj: Mapping[str, Any]) -> bool:
         """Whether ``obj`` (from a cache) is one :meth:`mark_gone` hides."""

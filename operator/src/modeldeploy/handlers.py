@@ -31,10 +31,10 @@ from prometheus_client import start_http_server
 
 from modeldeploy.compact import compact, compact_object
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import Controller, ObjectKey
+from modeldeploy.controller import Controller, ObjectKey, owner_of
 from modeldeploy.gate import PeeringGate
 from modeldeploy.kube import KubeClient
-from modeldeploy.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, MODEL_DEPLOYMENT_LABEL
+from modeldeploy.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from modeldeploy.metrics import OperatorMetrics
 from modeldeploy.reconcile import Observed
 
@@ -183,14 +183,9 @@ def model_deployments_index(body: kopf.Body, namespace: str | None, name: str, *
     return {(namespace or "", name): _snapshot(body)}
 
 
-def _owner_key(body: kopf.Body, namespace: str | None) -> ObjectKey | None:
-    owner = body.get("metadata", {}).get("labels", {}).get(MODEL_DEPLOYMENT_LABEL)
-    return (namespace or "", owner) if owner else None
-
-
 def _child_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
     """A child of a ModelDeployment (found by its label), cached whole but compact, under its owner's key."""
-    key = _owner_key(body, namespace)
+    key = owner_of(body)
     return {key: _snapshot(body)} if key else None
 
 
@@ -203,7 +198,7 @@ for _kind in CHILD_KINDS:
 
 @kopf.index(*CHILD_KINDS["pods"], labels=MANAGED, registry=REGISTRY)
 def pods_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[ObjectKey, Any] | None:
-    key = _owner_key(body, namespace)
+    key = owner_of(body)
     if key is None:
         return None
     # Only what analysis and the pods' health (modeldeploy.podhealth) read: pods are many, keep the cache small.
@@ -262,7 +257,7 @@ async def _child_event(
     _listed(controller, type)
     if type == "DELETED":
         controller.forget((str(body.get("kind", "")), namespace or "", name))
-    key = _owner_key(body, namespace)
+    key = owner_of(body)
     if key is not None:
         controller.schedule(key, CHILD_EVENT_DELAY)
 
@@ -280,7 +275,7 @@ async def pod_event(
     """A model-server pod changed (readiness, restarts): the rollout may advance or roll back."""
     controller = _attach(memo, kwargs)
     _listed(controller, type)
-    key = _owner_key(body, namespace)
+    key = owner_of(body)
     if key is not None:
         # Pods change often; coalesce their events into one reconcile shortly after.
         controller.schedule(key, POD_EVENT_DELAY)

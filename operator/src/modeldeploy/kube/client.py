@@ -150,18 +150,10 @@ class KubeClient:
         list are one snapshot)."""
         items: list[dict[str, Any]] = []
         version = ""
-        params = {"limit": "500"}
-        if label_selector:
-            params["labelSelector"] = label_selector
-        while True:
-            result = await self._request("GET", resource.path(namespace), params=params)
+        async for result in self._list_results(resource, namespace, label_selector=label_selector):
             items.extend(result.get("items") or [])
-            meta = result.get("metadata") or {}
-            version = version or str(meta.get("resourceVersion") or "")
-            token = meta.get("continue")
-            if not token:
-                return items, version
-            params = {**params, "continue": str(token)}
+            version = version or str((result.get("metadata") or {}).get("resourceVersion") or "")
+        return items, version
 
     async def list_pages(
         self,
@@ -174,6 +166,21 @@ class KubeClient:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Matching objects in pages of at most ``limit`` (``limit``/``continue`` chunking), so a caller that keeps
         only a summary of each object never holds the whole list of a large cluster at once."""
+        async for result in self._list_results(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector, limit=limit
+        ):
+            yield list(result.get("items") or [])
+
+    async def _list_results(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int = 500,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The list responses of one list, a page at a time, following ``continue``."""
         if limit < 1:
             raise ValueError(f"limit must be positive, got {limit}")
         params = {"limit": str(limit)}
@@ -183,7 +190,7 @@ class KubeClient:
             params["fieldSelector"] = field_selector
         while True:
             result = await self._request("GET", resource.path(namespace), params=params)
-            yield list(result.get("items") or [])
+            yield result
             token = (result.get("metadata") or {}).get("continue")
             if not token:
                 return
