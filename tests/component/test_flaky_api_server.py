@@ -2,11 +2,12 @@
 (KopfRunner) against the emulated API server.
 
 A busy or failing-over API server answers some requests with 429 (API Priority and Fairness, with
-``Retry-After``), 500 (an etcd leader change), 503 or 504, and some writes commit although their reply is lost (the
-client sees a timeout for a write that happened). Its watch streams end (an API server restarting behind its load
-balancer), and etcd compacts the history they would resume from (410 Gone: list again). Every request of the
-operator, kopf's and its own, reads and writes alike, may meet one of these, and a rollout must still come out
-exactly as it does on a healthy server:
+``Retry-After``), 500 (an etcd leader change), 503 or 504, closes the connection of some without an answer (a
+restart, or a load balancer in front of it), and some writes commit although their reply is lost (the client sees
+a timeout or a dropped connection for a write that happened). Its watch streams end (an API server restarting
+behind its load balancer), and etcd compacts the history they would resume from (410 Gone: list again). Every
+request of the operator, kopf's and its own, reads and writes alike, may meet one of these, and a rollout must
+still come out exactly as it does on a healthy server:
 
 - a good canary: the steps only move forward, every analysis run passes (a failed request to the API server is
   not a failed measurement), nothing is rejected, and the new revision ends stable at ``N`` pods;
@@ -46,6 +47,8 @@ FAULTS = (
     Fault(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
     Fault(504, "Timeout", "the server was unable to return a response in the time allotted", after=True),
     Fault(500, "InternalError", "etcdserver: request timed out", after=True),
+    Fault.reset(),  # no answer at all: the API server restarts, or a load balancer drops the connection
+    Fault.reset(after=True),  # a write that commits, and the connection drops before its reply
 )  # fmt: skip
 LEADER_CHANGED, LOST, LOST_TOO = FAULTS[1], FAULTS[3], FAULTS[4]
 
@@ -55,14 +58,17 @@ class Flaky:
     the draw, so that the hardest cases never depend on it:
 
     - after :meth:`lose_next_writes`, the next status write and the next Deployment write commit with a lost reply;
-    - the status write that records a new stable revision (the promotion) is refused ``promotion_refusals`` times.
+    - the status write that records a new stable revision (the promotion) is refused ``promotion_refusals`` times:
+      more than the API client's own tries of one call (3), so that the pass fails at that write and another pass
+      must carry the promotion.
     """
 
-    def __init__(self, emulator: ClusterEmulator, rate: float, seed: int, promotion_refusals: int = 2) -> None:
+    def __init__(self, emulator: ClusterEmulator, rate: float, seed: int, promotion_refusals: int = 4) -> None:
         self.emulator = emulator
         self.rate = rate
         self.random = random.Random(seed)
         self.turn = itertools.cycle(FAULTS)
+        self.refusing = itertools.cycle([fault for fault in FAULTS if not fault.after])
         self.pending: dict[tuple[str, str | None], Fault] = {}
         self.promotion_refusals = promotion_refusals
         self.refused: list[RequestRecord] = []
@@ -85,7 +91,11 @@ class Flaky:
                 self.refused.append(record)
                 return LEADER_CHANGED
             return None
-        return next(self.turn) if self.random.random() < self.rate else None
+        if self.random.random() >= self.rate:
+            return None
+        # A watch can only be refused (its reply is a stream already under way): it takes the refusals in their own
+        # turn, so that every kind of fault still comes round for the other requests, however few there are.
+        return next(self.refusing) if record.verb == "watch" else next(self.turn)
 
 
 class Journal:

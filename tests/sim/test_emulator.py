@@ -508,7 +508,8 @@ async def test_a_fault_refuses_a_request_or_loses_the_reply_of_one_that_happened
     async with aiohttp.ClientSession() as session:
         async with session.post(cluster.url + path, json={"metadata": {"name": "a"}}) as response:
             assert response.status == 429 and response.headers["Retry-After"] == "2"
-            assert (await response.json())["reason"] == "TooManyRequests"
+            throttled = await response.json()
+            assert throttled["reason"] == "TooManyRequests" and throttled["details"] == {"retryAfterSeconds": 2}
         async with session.post(cluster.url + path, json={"metadata": {"name": "b"}}) as response:
             assert response.status == 504 and (await response.json())["reason"] == "Timeout"
     assert emulator.get_object("v1/configmaps", "default", "a") is None, "refused: never written"
@@ -521,6 +522,22 @@ async def test_a_fault_refuses_a_request_or_loses_the_reply_of_one_that_happened
     emulator.set_faults(None)
     assert (await raw(cluster, "POST", path, {"metadata": {"name": "a"}}))[0] == 201
     assert emulator.requests_log[-1].fault is None
+
+
+async def test_a_reset_closes_the_connection_without_an_answer_before_or_after_serving(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    chosen = {"a": Fault.reset(), "b": Fault.reset(after=True)}
+    emulator.set_faults(lambda record, body: chosen.get(json.loads(body)["metadata"]["name"]) if body else None)
+    path = "/api/v1/namespaces/default/configmaps"
+    for name in ("a", "b"):
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ServerDisconnectedError):
+                await session.post(cluster.url + path, json={"metadata": {"name": name}})
+    assert emulator.get_object("v1/configmaps", "default", "a") is None, "dropped before it was served"
+    assert emulator.get_object("v1/configmaps", "default", "b") is not None, "served, and only the reply dropped"
+    assert [(r.code, r.fault) for r in emulator.requests_log[-2:]] == [(0, chosen["a"]), (0, chosen["b"])]
+    emulator.set_faults(None)
+    assert (await raw(cluster, "GET", path + "/b"))[0] == 200, "the server goes on serving"
 
 
 async def test_a_watch_can_be_refused_but_not_answered_late(cluster: Cluster) -> None:

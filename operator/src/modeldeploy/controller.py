@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, check_golden, source_for
+from modeldeploy.backoff import Backoff
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
@@ -101,7 +103,10 @@ class Controller:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     source: ObjectSource | None = None
-    retry_seconds: float = 5.0
+    backoff: Backoff = field(default_factory=Backoff)
+    """How long a failed pass waits before the object is tried again (per object, growing with each failure)."""
+    draw: Callable[[], float] = field(default=random.random)
+    """Uniform in [0, 1]: the jitter of each retry delay."""
     pod_address: Callable[[Mapping[str, Any]], tuple[str, int] | None] = field(
         default=lambda pod: default_pod_address(pod)
     )
@@ -117,6 +122,8 @@ class Controller:
     gpu_capacity: GpuCapacity | None = None
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
     _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
+    _failures: dict[ObjectKey, int] = field(default_factory=dict)
+    """Per object, its failed passes in a row (gone once a pass goes through)."""
     """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
     gate: ActivityGate | None = None
     """None: always active (standalone). With kopf peering, reconciles wait while another peer is active."""
@@ -181,6 +188,7 @@ class Controller:
         self._locks.pop(key, None)
         self._measurements.pop(key, None)
         self._refusals.pop(key, None)
+        self._failures.pop(key, None)
         self.metrics.forget(*key)
 
     async def _is_gone(self, key: ObjectKey, uid: str) -> bool:
@@ -256,11 +264,15 @@ class Controller:
                     return None
                 self.metrics.reconciles.labels("error").inc()
                 self.metrics.errors.labels(error.reason or str(error.code)).inc()
-                logger.warning("Reconcile of %s/%s failed: %s; retrying", key[0], key[1], error)
-                self.schedule(key, self.retry_seconds)
+                delay, failures = self._retry(key, error.retry_after)
+                logger.warning(
+                    "Reconcile of %s/%s failed: %s; retrying in %.1fs (%d failed in a row)",
+                    key[0], key[1], error, delay, failures,
+                )  # fmt: skip
                 raise
             finally:
                 self.metrics.duration.observe(time.perf_counter() - started)
+            self._failures.pop(key, None)
             self.metrics.reconciles.labels("changed" if plan.writes else "unchanged").inc()
             status_after = plan.status if plan.status is not None else md.get("status")
             # The status as it stands, changed or not: an operator that just started exports every object's too.
@@ -358,7 +370,7 @@ class Controller:
         """A write the API server refused for what it holds (not for being busy) stops the reconcile until that
         changes, and the operator's log is not where anyone looks at 3 a.m.: a Warning event on the
         ModelDeployment, once per refusal and at most every ``REFUSAL_REPEAT_SECONDS`` while it lasts (retries
-        come every few seconds). The plan's own events wait until the pass completes."""
+        come every few seconds to a minute, ``Backoff``). The plan's own events wait until the pass completes."""
         meta = md["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
         refusal = f"{error.code} {error.reason}: {error.message}"
@@ -369,7 +381,7 @@ class Controller:
         if last is not None and last[0] == reported and now - last[1] < REFUSAL_REPEAT_SECONDS:
             return
         self._refusals[key] = (reported, now)
-        retry = f"retrying every {self.retry_seconds:g}s"
+        retry = f"retrying {self.backoff.describe()}"
         if not what:
             event = Event(
                 "Warning",
@@ -490,6 +502,15 @@ class Controller:
             existing.cancel()
         self._timers[key] = loop.call_at(when, self._fire, key)
 
+    def _retry(self, key: ObjectKey, retry_after: float | None) -> tuple[float, int]:
+        """After a failed pass: reconcile ``key`` again after the backoff delay for its failures in a row (at
+        least ``retry_after``, the API server's wish); returns the delay and that count."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = self.backoff.delay(failures, self.draw(), retry_after)
+        self.schedule(key, delay)
+        return delay, failures
+
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background; ``close`` cancels it."""
         task = asyncio.get_running_loop().create_task(work)
@@ -547,7 +568,7 @@ class Controller:
         except Exception:
             logger.exception("Reconcile of %s/%s crashed", *key)
             self.metrics.errors.labels("Crash").inc()
-            self.schedule(key, self.retry_seconds)
+            self._retry(key, None)
 
     def request_audit(self, delay: float = AUDIT_DELAY_SECONDS) -> None:
         """Audit the caches ``delay`` seconds from now, unless an audit is already on its way (a watch listed

@@ -30,7 +30,7 @@ import yaml
 from lightkube.core.exceptions import ConfigError
 
 from modeldeploy import __version__
-from modeldeploy.kube.client import ApiError, KubeClient, load_config
+from modeldeploy.kube.client import ApiError, ApiUnreachableError, KubeClient, load_config
 from modeldeploy.kube.resources import DEPLOYMENTS, EVENTS, MODEL_DEPLOYMENTS
 from modeldeploy.labels import (
     ABORT_ANNOTATION,
@@ -956,6 +956,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return asyncio.run(_execute(args, target, out, err))
     except PluginError as error:
         print(f"Error: {error}", file=err)
+    except ApiUnreachableError as error:
+        print(f"Error: cannot reach the API server: {error.message}", file=err)
     except ApiError as error:
         print(f"Error from server ({error.reason}): {error.message}", file=err)
     except httpx.HTTPError as error:

@@ -6,9 +6,12 @@ that desired state stays plain dicts from the builders to the wire.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from modeldeploy import __version__
 from modeldeploy.conditions import rfc3339
 from modeldeploy.kube.resources import EVENTS, MODEL_DEPLOYMENTS, Resource, resource_for
 
+logger = logging.getLogger("modeldeploy.kube")
+
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -28,11 +33,70 @@ MERGE = "application/merge-patch+json"
 class ApiError(Exception):
     """An error status from the API server, with its ``Status`` reason and HTTP code."""
 
-    def __init__(self, code: int, reason: str, message: str) -> None:
+    def __init__(self, code: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{code} {reason}: {message}")
         self.code = code
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
+        """Seconds the API server asked the client to wait (``Retry-After``, or the Status's
+        ``details.retryAfterSeconds``); None when it did not say."""
+
+
+class ApiUnreachableError(ApiError):
+    """No answer from the API server: the connection was refused, reset or closed, or the request timed out (an
+    API server restarting during a control-plane upgrade, a load balancer in front of it, a network partition).
+    Whether a write took effect is unknown, as with a 504. ``code`` is 0; ``reason`` is the kind of failure
+    (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``, ...)."""
+
+    def __init__(self, method: str, path: str, error: Exception) -> None:
+        reason = type(error).__name__
+        detail = str(error) or reason
+        super().__init__(0, reason, f"no answer to {method} {path}: {detail}")
+        self.args = (f"the API server did not answer {method} {path} ({reason}: {detail})",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+IDEMPOTENT = frozenset({"GET", "PATCH", "DELETE"})
+"""The operator's calls that may be sent twice with the same outcome: reads, server-side apply and merge patches (the
+same patch twice), and deletes (a second one finds the object gone: 404, which ``delete_object`` reports as such)."""
+MAX_RETRY_PAUSE = 5.0
+"""A longer ``Retry-After`` is not waited out inside one call: the call fails, and the object's next pass waits."""
+
+
+def retryable(method: str, error: ApiError) -> bool:
+    """Whether another try of a failed call can mend it without harm: a 429 from API Priority and Fairness, or a
+    connection that never opened (the request was not served, whatever its verb); and for an idempotent call, also
+    an API server that is failing over or timed out (500, 502, 503, 504, or no answer: a write may have been
+    served, and a second one changes nothing). Conflicts, refusals and not-found are answers, never tried again."""
+    if error.code == 429:
+        return True
+    if isinstance(error, ApiUnreachableError):
+        return method in IDEMPOTENT or isinstance(error.__cause__, httpx.ConnectError)
+    return error.code in (500, 502, 503, 504) and method in IDEMPOTENT
+
+
+def retry_after_of(header: str | None, status: Mapping[str, Any]) -> float | None:
+    """The wait an error response asks for: the ``Retry-After`` header (seconds, or an HTTP date), else the Status's
+    ``details.retryAfterSeconds`` (API Priority and Fairness and the API server's own throttling set both); None
+    when neither is there or readable. Never negative."""
+    if header:
+        text = header.strip()
+        if text.isdigit():
+            return float(text)
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    details = status.get("details")
+    seconds = details.get("retryAfterSeconds") if isinstance(details, Mapping) else None
+    if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
+        return float(seconds)
+    return None
 
 
 def load_config(kubeconfig: str | Path | None = None) -> KubeConfig:
@@ -45,10 +109,22 @@ def load_config(kubeconfig: str | Path | None = None) -> KubeConfig:
 class KubeClient:
     """The operator's API client: apply, status patch, delete, read, events."""
 
-    def __init__(self, http: httpx.AsyncClient, *, field_manager: str, component: str = "modeldeploy") -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        field_manager: str,
+        component: str = "modeldeploy",
+        attempts: int = 3,
+        retry_pause: float = 0.2,
+    ) -> None:
         self._http = http
         self.field_manager = field_manager
         self.component = component
+        self.attempts = attempts
+        """Tries of one API call, the first included, while it fails in a way ``retryable`` says another try mends."""
+        self.retry_pause = retry_pause
+        """Seconds before the second try; doubling for each after it, and never less than ``Retry-After``."""
 
     @classmethod
     def connect(
@@ -79,18 +155,50 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        """One API call, tried again (up to ``attempts`` in all, ``retry_pause`` apart, doubling) while it fails in
+        a way another try can mend without harm (``retryable``): a blip of a busy or failing-over API server does
+        not fail the operator's whole pass. What is left fails the pass, which the controller tries again later."""
+        attempt = 1
+        while True:
+            try:
+                return await self._request_once(method, path, body=body, content_type=content_type, params=params)
+            except ApiError as error:
+                pause = self.retry_pause * 2.0 ** (attempt - 1)
+                if error.retry_after is not None:
+                    pause = max(pause, error.retry_after)
+                if attempt >= self.attempts or pause > MAX_RETRY_PAUSE or not retryable(method, error):
+                    raise
+                logger.debug("Trying %s %s again in %.1fs (%s)", method, path, pause, error)
+                attempt += 1
+                await asyncio.sleep(pause)
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         content = None if body is None else json.dumps(body, separators=(",", ":"))
         headers = {"Content-Type": content_type, "Accept": "application/json"} if content else None
-        response = await self._http.request(method, path, content=content, headers=headers, params=params)
+        try:
+            response = await self._http.request(method, path, content=content, headers=headers, params=params)
+        except httpx.RequestError as error:
+            raise ApiUnreachableError(method, path, error) from error
         if response.status_code >= 400:
             try:
                 status = response.json()
             except ValueError:
                 status = {}
+            if not isinstance(status, dict):
+                status = {}
             raise ApiError(
                 response.status_code,
                 str(status.get("reason") or response.reason_phrase),
                 str(status.get("message") or response.text[:500]),
+                retry_after=retry_after_of(response.headers.get("Retry-After"), status),
             )
         result: dict[str, Any] = response.json() if response.content else {}
         return result

@@ -199,8 +199,19 @@ class Fault:
     watches, whose reply is a stream already under way."""
     retry_after: int | None = None
 
+    RESET = 0
+    """The ``code`` of a fault that gives no answer at all: the connection is closed (an API server that restarts
+    or a load balancer in front of it that drops the connection). With ``after``, the request is served first, as
+    when a write commits and its reply is lost on the way."""
+
+    @classmethod
+    def reset(cls, *, after: bool = False) -> Fault:
+        return cls(cls.RESET, "ConnectionReset", "the connection was closed without an answer", after=after)
+
     def error(self) -> ApiError:
-        return ApiError(self.code, self.reason, self.message)
+        # As the API server words a throttled request: the wait both in the header and in the Status's details.
+        details = {"retryAfterSeconds": self.retry_after} if self.retry_after is not None else None
+        return ApiError(self.code, self.reason, self.message, details)
 
     def response(self) -> aiohttp.web.Response:
         response = _json_response(self.error().status(), status=self.code)
@@ -1157,7 +1168,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         record.fault = fault
         if fault is not None and not fault.after:
             record.code = fault.code
-            return fault.response()
+            return self._fail(raw, fault)
         try:
             response = await self._serve(request, route, record)
         except ApiError as error:
@@ -1166,10 +1177,20 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             logger.exception("The emulated API server failed on %s %s", raw.method, raw.path)
             failure = ApiError(500, "InternalError", f"an error on the server ({error!r}) has prevented the request")
             response = _json_response(failure.status(), status=500)
-        if fault is not None:  # served, and its reply lost: the client sees the failure
-            response = fault.response()
+        if fault is not None:  # served, and its reply lost: the client sees the failure (code 0: no answer)
+            record.code = record.code or fault.code
+            return self._fail(raw, fault)
         record.code = record.code or response.status
         return response
+
+    @staticmethod
+    def _fail(raw: aiohttp.web.BaseRequest, fault: Fault) -> aiohttp.web.StreamResponse:
+        """The fault's answer; for a reset, the connection closed with none (aiohttp then writes nothing)."""
+        if fault.code == Fault.RESET:
+            if raw.transport is not None:
+                raw.transport.close()
+            return aiohttp.web.Response(status=500)
+        return fault.response()
 
     def _record(self, request: _HttpRequest, route: _Route) -> RequestRecord:
         method = request.method
