@@ -297,3 +297,60 @@ def test_a_bad_canary_through_a_flaky_api_server_is_rolled_back_as_on_a_healthy_
         assert counts(emulated) == {f"iris-{old}": (N, N)}
     assert runner.exit_code == 0, runner.output
     assert "Traceback" not in runner.output, runner.output
+
+
+def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus,
+) -> None:
+    """The API server answers nothing at all for 8 s in the middle of a canary (a control-plane upgrade restarting
+    it): every connection is closed unanswered, every watch ends. The operator keeps trying without a crash, backs
+    off, and once the API server is back the rollout goes on by itself and ends as on a healthy server."""
+    emulator = emulated.cluster.emulator
+    journal = Journal()
+    analysis = {"source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}}, "interval": "1s",
+                "count": 2, "minRequests": 1, "maxErrorRatio": 0.01}  # fmt: skip
+    with operator_factory() as runner:
+        emulated.call(emulator.add_listener, journal)
+        emulated.create(MD, md(replicas=N, rollout={"strategy": "Canary", "canary": {"steps": STEPS},
+                                                    "analysis": analysis}))  # fmt: skip
+        emulated.wait_for(lambda: ready(emulated), timeout=60, message="iris Ready")
+        old = status(emulated)["stableRevision"]
+        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+        new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
+
+        down_from = len(emulated.requests())
+        emulated.call(emulator.set_faults, lambda record, body: Fault.reset())
+        emulated.call(emulator.cut_watches)
+        time.sleep(8.0)
+        emulated.call(emulator.set_faults, None)
+        back, back_from = time.monotonic(), len(emulated.requests())
+        down = emulated.requests()[down_from:back_from]
+        assert down and {r.code for r in down} == {0}, "nothing was answered while it was down"
+        tried = [r for r in down if r.user_agent.startswith("modeldeploy")]
+        assert tried, "the operator kept trying while it was down"
+
+        def operator_wrote() -> bool:
+            return any(r.is_write and r.user_agent.startswith("modeldeploy") for r in emulated.requests()[back_from:])
+
+        emulated.wait_for(operator_wrote, timeout=61, message="the operator writing again (its longest delay: 60 s)")
+        resumed = time.monotonic() - back
+        emulated.wait_for(
+            lambda: status(emulated).get("stableRevision") == new and len(counts(emulated)) == 1,
+            timeout=90,
+            message="the canary promoted after the outage",
+        )
+        report = (f"outage: {len(down)} requests unanswered ({len(tried)} of them the operator's own); the operator "
+                  f"wrote again {resumed:.1f}s after the API server was back")  # fmt: skip
+        rollout = status(emulated)["rollout"]
+        assert rollout["phase"] == "Completed" and not rollout.get("rejectedRevisions"), rollout
+        assert [(run["gate"], run["phase"]) for run in rollout.get("analysisRuns") or []] == [
+            ("step-1", "Successful"),
+            ("step-5", "Successful"),
+        ]
+        assert counts(emulated) == {f"iris-{new}": (N, N)}
+        steps = journal.check(old, new)
+        assert steps == sorted(steps) and steps[-1] >= len(STEPS) - 1, steps
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output
+    print(report)  # outside the runner, which captures the standard output while it runs

@@ -9,9 +9,9 @@ of that and all of it, so that the objects that failed together (every ModelDepl
 away) do not come back together. The API server's ``Retry-After`` is a floor (up to ``cap``). A pass that goes
 through ends the run of failures.
 
-Recovery does not wait for the delay: when the API server comes back, the operator's watches list again and every
-object is reconciled from that, and any change to an object or its children reconciles it at once too. The delay
-only bounds how often an object whose writes keep failing is tried with nothing else happening.
+Recovery need not wait for the delay: any change to an object or its children reconciles it at once, and so does a
+watch that lists again once the API server is back (kopf hands every listed object to the handlers). Without
+either, an object is tried again within its delay: at most ``cap`` after the API server is back.
 """
 
 from __future__ import annotations
