@@ -224,6 +224,27 @@ async def test_answers_and_long_waits_are_not_tried_again(
     assert raised.value.code == answer[0] and script.methods == ["PATCH"] and script.pauses == []
 
 
+@pytest.mark.parametrize(
+    ("raised", "tries"),
+    [
+        (httpx.ReadTimeout("timed out"), 1),  # too slow already: the pass fails, and the backoff waits
+        (httpx.WriteTimeout("timed out"), 1),
+        (httpx.ConnectTimeout("timed out"), 2),  # the connection never opened
+    ],
+)
+async def test_a_call_that_timed_out_is_tried_again_only_when_it_never_connected(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, tries: int
+) -> None:
+    script = Script(monkeypatch, raised, OK)
+    client = script.client()
+    if tries == 1:
+        with pytest.raises(ApiUnreachableError):
+            await client.read_object(DEPLOYMENTS, "ml", "iris-1")
+    else:
+        await client.read_object(DEPLOYMENTS, "ml", "iris-1")
+    assert script.methods == ["GET"] * tries
+
+
 async def test_a_delete_whose_reply_was_lost_finds_the_object_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     gone = (404, {}, b'{"kind":"Status","code":404,"reason":"NotFound","message":"not found"}')
     script = Script(monkeypatch, RESET, gone)

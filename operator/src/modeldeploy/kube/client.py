@@ -70,11 +70,16 @@ def retryable(method: str, error: ApiError) -> bool:
     """Whether another try of a failed call can mend it without harm: a 429 from API Priority and Fairness, or a
     connection that never opened (the request was not served, whatever its verb); and for an idempotent call, also
     an API server that is failing over or timed out (500, 502, 503, 504, or no answer: a write may have been
-    served, and a second one changes nothing). Conflicts, refusals and not-found are answers, never tried again."""
+    served, and a second one changes nothing). Conflicts, refusals and not-found are answers, never tried again.
+    Neither is a call that timed out once its connection was open: the API server is too slow for it already (a
+    second try would take as long again and add to its load), and the pass fails for the object's backoff."""
     if error.code == 429:
         return True
     if isinstance(error, ApiUnreachableError):
-        return method in IDEMPOTENT or isinstance(error.__cause__, httpx.ConnectError)
+        cause = error.__cause__
+        if isinstance(cause, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return True
+        return method in IDEMPOTENT and not isinstance(cause, httpx.TimeoutException)
     return error.code in (500, 502, 503, 504) and method in IDEMPOTENT
 
 
