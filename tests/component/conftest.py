@@ -174,6 +174,17 @@ class StandInPrometheus(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
+    def analysis(self, count: int) -> dict[str, Any]:
+        """A ModelDeployment's ``rollout.analysis`` that queries this Prometheus: ``count`` measurements 1 s apart,
+        at most 1 % errors."""
+        return {
+            "source": {"type": "Prometheus", "prometheus": {"url": self.url}},
+            "interval": "1s",
+            "count": count,
+            "minRequests": 1,
+            "maxErrorRatio": 0.01,
+        }
+
 
 class _PrometheusQueries(BaseHTTPRequestHandler):
     server: StandInPrometheus

@@ -177,6 +177,7 @@ class Journal:
         return steps
 
 
+MODEL_V2 = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
 STEPS = [{"setWeight": 25}, {"analysis": {}}, {"setWeight": 50}, {"pause": {"duration": "1s"}}, {"setWeight": 75},
          {"analysis": {}}]  # fmt: skip
 
@@ -194,13 +195,7 @@ def roll_out(
     compacting the history), until ``done(old)``; then stop the faults and let the operator settle. Returns the
     old and the new revision and the requests of the update that met a fault."""
     emulator = emulated.cluster.emulator
-    analysis = {
-        "source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}},
-        "interval": "1s",
-        "count": 2,
-        "minRequests": 1,
-        "maxErrorRatio": 0.01,
-    }
+    analysis = prometheus.analysis(count=2)
     emulated.call(emulator.add_listener, journal)
     emulated.call(emulator.set_faults, flaky)
     canary: dict[str, Any] = {"steps": STEPS}
@@ -212,8 +207,7 @@ def roll_out(
     old = status(emulated)["stableRevision"]
     first = len(emulated.requests())
     emulated.call(flaky.lose_next_writes)
-    model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
-    emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+    emulated.patch(MD, "ml", "iris", {"spec": {"model": MODEL_V2}})
     new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
     deadline = time.monotonic() + 120
     cuts = 0
@@ -307,16 +301,14 @@ def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
     off, and once the API server is back the rollout goes on by itself and ends as on a healthy server."""
     emulator = emulated.cluster.emulator
     journal = Journal()
-    analysis = {"source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}}, "interval": "1s",
-                "count": 2, "minRequests": 1, "maxErrorRatio": 0.01}  # fmt: skip
+    analysis = prometheus.analysis(count=2)
     with operator_factory() as runner:
         emulated.call(emulator.add_listener, journal)
         emulated.create(MD, md(replicas=N, rollout={"strategy": "Canary", "canary": {"steps": STEPS},
                                                     "analysis": analysis}))  # fmt: skip
         emulated.wait_for(lambda: ready(emulated), timeout=60, message="iris Ready")
         old = status(emulated)["stableRevision"]
-        model = {"version": "2", "storageUri": "s3://models/iris/2/model.pt", "format": "TorchScript"}
-        emulated.patch(MD, "ml", "iris", {"spec": {"model": model}})
+        emulated.patch(MD, "ml", "iris", {"spec": {"model": MODEL_V2}})
         new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
 
         down_from = len(emulated.requests())

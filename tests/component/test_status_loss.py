@@ -40,13 +40,7 @@ def child_writes(emulated: ThreadedCluster, since: int) -> list[str]:
 def test_lost_status_after_a_passed_first_deploy_gate_keeps_the_traffic(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus
 ) -> None:
-    analysis = {
-        "source": {"type": "Prometheus", "prometheus": {"url": prometheus.url}},
-        "interval": "1s",
-        "count": 1,
-        "minRequests": 1,
-        "maxErrorRatio": 0.01,
-    }
+    analysis = prometheus.analysis(count=1)
     with operator_factory() as runner:
         emulated.create(MD, md(rollout={"firstDeployAnalysis": True, "analysis": analysis}))
         emulated.wait_for(lambda: ready(emulated), timeout=30, message="iris passed its first-deploy gate")

@@ -8,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 
 from modeldeploy.capacity import GpuCapacity
-from modeldeploy.kube import ApiError, KubeClient
+from modeldeploy.kube import ApiError, ApiUnreachableError, KubeClient
 from modeldeploy.scheduling import GpuQuery
 from modeldeploy.sim.cluster import Cluster, node_manifest, run_cluster
 
@@ -112,6 +113,24 @@ async def test_a_forbidden_read_is_skipped_with_one_warning_per_ttl(caplog: pyte
     assert len(warnings) == 1 and "403" in warnings[0] and "list on nodes and pods" in warnings[0]
     clock.now += 31
     assert await capacity.free_gpus(QUERY) is None and client.calls == 2
+
+
+class NoAnswer(Forbidden):
+    """A client whose lists get no answer (the API server restarting)."""
+
+    async def list_pages(self, *args: Any, **kwargs: Any) -> AsyncIterator[list[dict[str, Any]]]:
+        self.calls += 1
+        raise ApiUnreachableError("GET", "/api/v1/nodes", httpx.ConnectError("[Errno 111] Connection refused"))
+        yield []  # pragma: no cover - makes this an async generator
+
+
+async def test_no_answer_is_skipped_with_a_warning_that_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    capacity = GpuCapacity(NoAnswer(), ttl=30, clock=Clock())  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="modeldeploy"):
+        assert await capacity.free_gpus(QUERY) is None
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "the API server did not answer GET /api/v1/nodes (ConnectError: [Errno 111] Connection refused)" in warning
+    assert "Traceback" not in caplog.text
 
 
 async def test_an_unreachable_api_server_is_skipped(cluster: Cluster) -> None:

@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx2 as httpx
-
-from modeldeploy.kube import ApiError, KubeClient
+from modeldeploy.kube import ApiError, ApiUnreachableError, KubeClient
 from modeldeploy.kube.resources import NODES, PODS
 from modeldeploy.scheduling import (
     ClusterSnapshot,
@@ -71,10 +69,10 @@ class GpuCapacity:
                 return self._snapshot
             try:
                 self._snapshot, self._failed = await self._read(), False
+            except ApiUnreachableError as error:
+                self._fail(str(error))
             except ApiError as error:
                 self._fail(f"the API server answered {error}")
-            except httpx.HTTPError as error:
-                self._fail(f"{type(error).__name__}: {error}")
             except Exception as error:  # A malformed object must never stop a reconcile.
                 logger.exception("GPU pre-flight: reading the cluster failed")
                 self._fail(f"{type(error).__name__}: {error}")

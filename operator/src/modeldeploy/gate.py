@@ -17,8 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx2 as httpx
-
 from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import CLUSTER_PEERINGS, PEERINGS
 from modeldeploy.peering import Decision, combine, decide
@@ -64,7 +62,7 @@ class PeeringGate:
                 status = (body or {}).get("status")
                 decisions.append(decide(status if isinstance(status, dict) else None, identity=self.identity,
                                         priority=self.priority, now=self.clock()))  # fmt: skip
-        except (ApiError, httpx.HTTPError, OSError) as error:
+        except (ApiError, OSError) as error:  # ApiUnreachableError too: no answer at all
             message = str(error) or type(error).__name__
             if message != self._unreadable:
                 logger.warning("Cannot read the peering object %s (%s); going on as %s", self.name, message,

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx2 as httpx
 import yaml
 from lightkube.core.exceptions import ConfigError
 
@@ -960,8 +959,6 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         print(f"Error: cannot reach the API server: {error.message}", file=err)
     except ApiError as error:
         print(f"Error from server ({error.reason}): {error.message}", file=err)
-    except httpx.HTTPError as error:
-        print(f"Error: cannot reach the API server: {error or type(error).__name__}", file=err)
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR

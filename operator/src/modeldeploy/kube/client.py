@@ -163,10 +163,12 @@ class KubeClient:
         """One API call, tried again (up to ``attempts`` in all, ``retry_pause`` apart, doubling) while it fails in
         a way another try can mend without harm (``retryable``): a blip of a busy or failing-over API server does
         not fail the operator's whole pass. What is left fails the pass, which the controller tries again later."""
+        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": content_type, "Accept": "application/json"} if content else None
         attempt = 1
         while True:
             try:
-                return await self._request_once(method, path, body=body, content_type=content_type, params=params)
+                return await self._send(method, path, content, headers, params)
             except ApiError as error:
                 pause = self.retry_pause * 2.0 ** (attempt - 1)
                 if error.retry_after is not None:
@@ -177,17 +179,15 @@ class KubeClient:
                 attempt += 1
                 await asyncio.sleep(pause)
 
-    async def _request_once(
+    async def _send(
         self,
         method: str,
         path: str,
-        *,
-        body: Any = None,
-        content_type: str = "application/json",
-        params: Mapping[str, str] | None = None,
+        content: str | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
     ) -> dict[str, Any]:
-        content = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": content_type, "Accept": "application/json"} if content else None
+        """One try of a call: its result, or the API server's error (``ApiUnreachableError`` for no answer)."""
         try:
             response = await self._http.request(method, path, content=content, headers=headers, params=params)
         except httpx.RequestError as error:
