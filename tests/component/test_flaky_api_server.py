@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import kopf
 import pytest
 from kopf.testing import KopfRunner
 
@@ -311,8 +312,8 @@ def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
         emulated.patch(MD, "ml", "iris", {"spec": {"model": MODEL_V2}})
         new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
 
-        down_from = len(emulated.requests())
         emulated.call(emulator.set_faults, lambda record, body: Fault.reset())
+        down_from = len(emulated.requests())  # after the hook is in place: every request from here on meets it
         emulated.call(emulator.cut_watches)
         time.sleep(8.0)
         emulated.call(emulator.set_faults, None)
@@ -345,4 +346,50 @@ def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
         assert steps == sorted(steps) and steps[-1] >= len(STEPS) - 1, steps
     assert runner.exit_code == 0, runner.output
     assert "Traceback" not in runner.output, runner.output
+    print(report)  # outside the runner, which captures the standard output while it runs
+
+
+KOPF_RETRIES = sum(kopf.OperatorSettings().networking.error_backoffs)  # kopf's default: 9 tries over 54 s
+RESTARTING = (
+    Fault(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+    Fault(403, "Forbidden", 'deployments.apps is forbidden: User "system:serviceaccount:modeldeploy:modeldeploy" '
+                            'cannot list resource "deployments" in API group "apps" at the cluster scope'),
+    Fault(500, "InternalError", "etcdserver: request timed out"),
+)  # fmt: skip
+
+
+def test_the_operator_outlasts_an_api_server_that_refuses_everything_for_longer_than_kopfs_retries(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner]
+) -> None:
+    """For longer than kopf's own retries of a list or a watch (about 54 s), the API server answers every request
+    with 503, 403 and 500 in turn, as one restarting behind a load balancer does (no backend, then its RBAC not
+    loaded yet, then etcd not answering). The operator must neither stop nor give up its watches: kopf keeps trying
+    past its default retries, and a change made once the API server is back is applied within seconds."""
+    emulator = emulated.cluster.emulator
+    turn = itertools.cycle(RESTARTING)
+    with operator_factory() as runner:
+        emulated.create(MD, md(replicas=2))
+        emulated.wait_for(lambda: ready(emulated), timeout=60, message="iris Ready")
+        emulated.call(emulator.set_faults, lambda record, body: next(turn))
+        down_from = len(emulated.requests())  # after the hook is in place: every request from here on meets it
+        emulated.call(emulator.cut_watches)
+        time.sleep(KOPF_RETRIES)
+        past_kopfs_retries = len(emulated.requests())
+        time.sleep(6.0)
+        emulated.call(emulator.set_faults, None)
+        back, back_from = time.monotonic(), len(emulated.requests())
+        down = emulated.requests()[down_from:back_from]
+        assert down and {r.code for r in down} == {503, 403, 500}, Counter(r.code for r in down)
+        late = [r for r in emulated.requests()[past_kopfs_retries:back_from] if r.verb in ("list", "watch")]
+        assert late, "kopf went on listing and watching after its default retries were spent"
+
+        emulated.patch(MD, "ml", "iris", {"spec": {"replicas": 3}})
+        emulated.wait_for(lambda: ready(emulated) and {n: c for n, c in counts(emulated).items()} == {
+            status(emulated)["stableRevision"] and f"iris-{status(emulated)['stableRevision']}": (3, 3)
+        }, timeout=30, message="the change made after the outage applied")  # fmt: skip
+        applied = time.monotonic() - back
+        report = (f"refused for {KOPF_RETRIES + 6:.0f}s: {len(down)} requests ({len(late)} lists and watches after "
+                  f"kopf's default retries); a change made after it applied in {applied:.1f}s")  # fmt: skip
+    assert runner.exit_code == 0, runner.output
+    assert "has failed" not in runner.output and "Traceback" not in runner.output, runner.output
     print(report)  # outside the runner, which captures the standard output while it runs

@@ -7,12 +7,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 
-from .conftest import MD, ThreadedCluster
+from modeldeploy.sim.emulator import ApiError
+
+from .conftest import DEPLOYMENTS, MD, ThreadedCluster
+from .test_operator import IRIS
 
 pytestmark = pytest.mark.component
 
@@ -27,6 +31,8 @@ def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
     except OSError:
         return 0, ""
 
@@ -77,3 +83,38 @@ def test_run_rejects_bad_configuration_naming_the_variable(emulated: ThreadedClu
     )
     assert result.returncode == 2
     assert "MODELDEPLOY_RESYNC_SECONDS" in result.stderr
+
+
+def test_a_watch_that_fails_stops_the_operator_with_an_error_for_the_kubelet_to_restart(
+    emulated: ThreadedCluster, tmp_path: Any
+) -> None:
+    """A watch stream of Deployments ends with an ERROR event (the API server's storage failed under the watch).
+    kopf does not retry that: it stops the watch, and with it the operator, which must then exit with a failure
+    status (for the kubelet to restart it) and say so in its last line, not run on deaf to Deployment changes."""
+    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig}
+    log_path = tmp_path / "operator.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", "0", "--metrics-port", "0"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        emulated.create(MD, IRIS)
+        emulated.wait_for(lambda: (emulated.get(MD, "ml", "iris") or {}).get("status", {}).get("phase") == "Ready")
+        assert process.poll() is None, log_path.read_text()
+        failure = ApiError(500, "InternalError", "etcdserver: no leader")
+        emulated.call(emulated.cluster.emulator.cut_watches, DEPLOYMENTS, failure)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+        log.close()
+    text = log_path.read_text()
+    assert code == 1, text
+    last = text.strip().splitlines()[-1]
+    stopped = "The operator stopped on an error it does not recover from in-process (WatchingError: "
+    assert last.startswith(stopped), last
+    assert "etcdserver: no leader" in last and "resumes every rollout from its status" in last, last

@@ -3,13 +3,15 @@ server's Retry-After (up to the cap)."""
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Sized
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modeldeploy.backoff import Backoff
+from modeldeploy.backoff import Backoff, Endless
 
 BACKOFF = Backoff()
 
@@ -74,3 +76,26 @@ def test_objects_that_failed_together_come_back_spread_out() -> None:
 
 def test_the_description_names_the_bounds() -> None:
     assert Backoff(first=0.5, cap=120).describe() == "with backoff from 0.5s up to 120s"
+
+
+def test_endless_delays_follow_the_backoff_failure_after_failure_and_never_run_out() -> None:
+    draws = itertools.cycle([0.0, 1.0])
+    delays = list(itertools.islice(Endless(Backoff(first=1, cap=10), lambda: next(draws)), 10_000))
+    assert delays[:6] == [0.5, 2.0, 2.0, 8.0, 5.0, 10.0]  # half or all of 1, 2, 4, 8, then the cap of 10
+    assert len(delays) == 10_000 and set(delays[6:]) == {5.0, 10.0}
+
+
+def test_endless_delays_start_over_on_every_iteration() -> None:
+    """kopf iterates its ``error_backoffs`` anew for every request: each request's retries start from the first."""
+    endless = Endless(Backoff(first=1, cap=10), lambda: 1.0)
+    first = list(itertools.islice(endless, 5))
+    assert list(itertools.islice(endless, 5)) == first == [1.0, 2.0, 4.0, 8.0, 10.0]
+    assert not isinstance(endless, Sized)  # kopf counts the tries of a sized sequence and gives up after them
+
+
+@given(seed=st.integers(0, 2**32 - 1), count=st.integers(1, 200))
+def test_endless_delays_lie_within_the_backoff_bounds(seed: int, count: int) -> None:
+    backoff = Backoff(first=1, cap=10)
+    rng = random.Random(seed)
+    for failures, delay in enumerate(itertools.islice(Endless(backoff, rng.random), count), start=1):
+        assert backoff.ceiling(failures) / 2 <= delay <= backoff.ceiling(failures) <= backoff.cap

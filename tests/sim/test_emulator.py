@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace
 from lightkube.types import PatchType
 
 from modeldeploy.sim.cluster import Cluster
-from modeldeploy.sim.emulator import Fault
+from modeldeploy.sim.emulator import ApiError, Fault
 from modeldeploy.sim.resources import schema_admission
 
 Widget = create_namespaced_resource("sim.example.com", "v1", "Widget", "widgets")
@@ -569,6 +569,24 @@ async def test_cut_watches_end_the_streams_and_a_watch_resumes_where_it_was(clus
     again = await _watch(cluster, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={resumed}"
                                   "&timeoutSeconds=1")  # fmt: skip
     assert [e["object"]["metadata"]["name"] for e in again] == ["b"]
+
+
+async def test_cut_watches_of_one_resource_with_an_error_end_them_with_an_error_event(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    maps = asyncio.create_task(_watch(cluster, "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=2"))
+    secrets = asyncio.create_task(_watch(cluster, "/api/v1/namespaces/default/secrets?watch=true&timeoutSeconds=2"))
+    await asyncio.sleep(0.2)
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a"}}, namespace="default")
+    await asyncio.sleep(0.1)
+    emulator.cut_watches("v1/configmaps", ApiError(500, "InternalError", "etcdserver: no leader"))
+    events = await asyncio.wait_for(maps, timeout=1.5)  # at once, well before the stream's own timeout
+    assert [e["type"] for e in events] == ["ADDED", "ERROR"]
+    assert {k: events[-1]["object"][k] for k in ("kind", "code", "reason", "message")} == {
+        "kind": "Status", "code": 500, "reason": "InternalError", "message": "etcdserver: no leader"
+    }  # fmt: skip
+    emulator.create_object("v1/secrets", {"metadata": {"name": "s"}}, namespace="default")
+    others = await asyncio.wait_for(secrets, timeout=5)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in others] == [("ADDED", "s")], "other kinds run on"
 
 
 async def test_compaction_makes_an_older_watch_410_gone_and_a_current_one_resume(cluster: Cluster) -> None:

@@ -16,6 +16,8 @@ either, an object is tried again within its delay: at most ``cap`` after the API
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -44,3 +46,18 @@ class Backoff:
     def describe(self) -> str:
         """For messages: ``with backoff from 1s up to 60s``."""
         return f"with backoff from {self.first:g}s up to {self.cap:g}s"
+
+
+@dataclass(frozen=True)
+class Endless:
+    """The delays of ``backoff`` after the 1st, 2nd, ... failure, without end, drawn anew on every iteration: a
+    sequence of retry delays that never runs out, for a client that must never give up (a watch: once it gives up,
+    the operator no longer hears of changes)."""
+
+    backoff: Backoff
+    draw: Callable[[], float]
+    """Uniform in [0, 1], called once per delay (``random.random``)."""
+
+    def __iter__(self) -> Iterator[float]:
+        for failures in itertools.count(1):
+            yield self.backoff.delay(failures, self.draw())

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_INVALID = 2
+EXIT_FAILED = 1
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -290,8 +291,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     from modeldeploy.runner import run
 
-    run(process)
-    return EXIT_OK
+    return EXIT_OK if run(process) else EXIT_FAILED
 
 
 # --- demo --------------------------------------------------------------------------------------------------

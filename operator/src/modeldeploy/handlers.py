@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from modeldeploy.backoff import Backoff, Endless
 from modeldeploy.compact import compact, compact_object
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey, owner_of
@@ -51,6 +53,9 @@ CHILD_KINDS = {
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
 REGISTRY = kopf.OperatorRegistry()
 """The operator's handlers, in a registry of their own (kopf's default registry is process-global)."""
+WATCH_BACKOFF = Backoff(first=1.0, cap=10.0)
+"""The delays between kopf's tries of a list or a watch that failed: without end, so that an API server away for any
+time never stops the operator; at most 10 s apart, so that the watches resume within 10 s of its return."""
 Log = logging.Logger | logging.LoggerAdapter[Any]
 CHILD_EVENT_DELAY = 0.05
 """Seconds to wait after a child's event before reconciling its owner: the events of one write (a Deployment's
@@ -124,6 +129,12 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    # kopf's requests are its watches' lists and watches. By default kopf tries each 9 times over about 54 s and then
+    # gives up on a 5xx or 403 answer (an API server restarting, or a load balancer in front of it with no backend
+    # left), and a watch that gives up stops the whole operator: it exits, and the kubelet restarts it with a delay
+    # that doubles on each exit (up to 5 min), so the operator comes back minutes after the API server does. Endless
+    # retries instead, as client-go's informers do.
+    settings.networking.error_backoffs = Endless(WATCH_BACKOFF, random.random)
     # kopf's per-object worker holds the last raw event it got (the whole object, managedFields included) while
     # it waits for the next; handlers return at once (they schedule a reconcile), so an idle worker only costs
     # memory. kopf's default keeps it 5 s; 1 s still absorbs the events of one write.

@@ -76,13 +76,28 @@ def own_identity() -> str:
     return f"{user}@{socket.gethostname()}/{now}/{secrets.token_hex(3)}"
 
 
-def run(process: OperatorProcess) -> None:
-    """Run the operator until it is signalled to stop."""
+def run(process: OperatorProcess) -> bool:
+    """Run the operator until it is signalled to stop (``True``) or stops on an error (``False``).
+
+    kopf stops the operator when one of its watches fails in a way it does not retry: a watch stream that ends with
+    an ERROR event other than 410 Gone (the API server's storage failed under it), or an error of a bug. kopf has
+    logged the error by then; the last line says what comes next. A restart lists everything again and resumes
+    every rollout from its status."""
     kopf.configure(verbose=process.verbose, log_format=kopf.LogFormat.PLAIN)
     if not process.verbose:
         # One line per handled watch event is noise at scale; the operator logs and posts what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(**process.kopf_kwargs())  # type: ignore[arg-type]
+    try:
+        kopf.run(**process.kopf_kwargs())  # type: ignore[arg-type]
+    except Exception as error:
+        logging.getLogger("modeldeploy").critical(
+            "The operator stopped on an error it does not recover from in-process (%s: %s); once restarted (by "
+            "the kubelet, in a cluster) it lists everything again and resumes every rollout from its status",
+            type(error).__name__,
+            error,
+        )
+        return False
+    return True
 
 
 async def serve(process: OperatorProcess, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:

@@ -316,7 +316,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=1, init=False)
     _history: deque[WatchEvent] = attrs.field(factory=deque, init=False)
     _compacted_rv: int = attrs.field(default=0, init=False)
-    _watchers: dict[tuple[str, str], set[asyncio.Queue[WatchEvent | None]]] = attrs.field(factory=dict, init=False)
+    _watchers: dict[tuple[str, str], set[asyncio.Queue[WatchEvent | ApiError | None]]] = attrs.field(
+        factory=dict, init=False
+    )
     _listeners: list[Callable[[WatchEvent], None]] = attrs.field(factory=list, init=False)
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
@@ -380,12 +382,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         (``record.fault``)."""
         self._faults = choose
 
-    def cut_watches(self) -> None:
-        """End every open watch stream now, as a restarting API server or a dropped connection does; clients
-        watch again from the last resourceVersion they saw."""
-        for queues in self._watchers.values():
-            for queue in queues:
-                queue.put_nowait(None)
+    def cut_watches(self, resource: str | ResourceType | None = None, error: ApiError | None = None) -> None:
+        """End every open watch stream now (of ``resource`` only, if given), as a restarting API server or a
+        dropped connection does; clients watch again from the last resourceVersion they saw. With ``error``, each
+        stream ends with an ERROR event carrying its Status, as the API server sends when the storage fails under a
+        watch (500 InternalError)."""
+        only = None if resource is None else self.resource_type(resource)
+        for (group, plural), queues in self._watchers.items():
+            if only is None or (only.group, only.plural) == (group, plural):
+                for queue in queues:
+                    queue.put_nowait(error)
 
     def compact(self) -> None:
         """Forget the watch history, as etcd's compaction does: a watch resumed from an older resourceVersion gets
@@ -1371,7 +1377,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     kind = self._translate(event, namespace, labels, fields)
                     if kind:
                         initial.append((kind, self._present(rt, event.object)))
-        queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+        queue: asyncio.Queue[WatchEvent | ApiError | None] = asyncio.Queue()
         watchers = self._watchers.setdefault((rt.group, rt.plural), set())
         watchers.add(queue)
         raw = request.raw
@@ -1385,7 +1391,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return response
             for kind, obj in initial:
                 await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
-            async for event in self._events(queue, raw, timeout):
+            async for item in self._events(queue, raw, timeout):
+                if isinstance(item, ApiError):
+                    await response.write(json.dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
+                    return response
+                event = item
                 kind = self._translate(event, namespace, labels, fields)
                 if kind:
                     payload = {"type": kind, "object": self._present(rt, event.object)}
@@ -1397,8 +1407,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return response
 
     async def _events(
-        self, queue: asyncio.Queue[WatchEvent | None], raw: aiohttp.web.BaseRequest, seconds: float | None
-    ) -> AsyncIterator[WatchEvent]:
+        self, queue: asyncio.Queue[WatchEvent | ApiError | None], raw: aiohttp.web.BaseRequest, seconds: float | None
+    ) -> AsyncIterator[WatchEvent | ApiError]:
         deadline = None if seconds is None else time.monotonic() + seconds
         while not self._closed:
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
