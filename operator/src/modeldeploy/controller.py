@@ -122,9 +122,14 @@ class Controller:
     gpu_capacity: GpuCapacity | None = None
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
     _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
+    """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
     _failures: dict[ObjectKey, int] = field(default_factory=dict)
     """Per object, its failed passes in a row (gone once a pass goes through)."""
-    """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
+    _queued: dict[ObjectKey, object] = field(default_factory=dict)
+    """Objects with a pass waiting for the one under way to end: a request for another pass meanwhile adds none (the
+    waiting pass reads the caches when it starts, so it covers that request too)."""
+    resync_concurrency: int = 8
+    """How many passes a periodic resync runs at once (one slow object does not hold up the others)."""
     gate: ActivityGate | None = None
     """None: always active (standalone). With kopf peering, reconciles wait while another peer is active."""
     namespaces: tuple[str, ...] = ()
@@ -238,6 +243,7 @@ class Controller:
     async def reconcile(self, key: ObjectKey) -> Plan | None:
         """Converge one ModelDeployment; returns the plan carried out (None when the object is gone)."""
         async with self._locks[key]:
+            self._queued.pop(key, None)
             started = time.perf_counter()
             md, observed = self._observe(key)
             uid = str((md or {}).get("metadata", {}).get("uid") or "")
@@ -561,6 +567,12 @@ class Controller:
             self._waiting.add(key)
             self.follow_gate()
             return
+        if key in self._queued:
+            return  # a pass already waits for the one under way; it starts from the caches as they are then
+        token = object()
+        lock = self._locks.get(key)
+        if lock is not None and lock.locked():
+            self._queued[key] = token
         try:
             await self.reconcile(key)
         except ApiError:
@@ -569,6 +581,9 @@ class Controller:
             logger.exception("Reconcile of %s/%s crashed", *key)
             self.metrics.errors.labels("Crash").inc()
             self._retry(key, None)
+        finally:
+            if self._queued.get(key) is token:  # cancelled while it waited: let the next request wait instead
+                del self._queued[key]
 
     def request_audit(self, delay: float = AUDIT_DELAY_SECONDS) -> None:
         """Audit the caches ``delay`` seconds from now, unless an audit is already on its way (a watch listed
@@ -622,8 +637,21 @@ class Controller:
             if self.source is None:
                 continue
             await self.audit()
-            for key in list(self.source.model_deployments()):
+            await self.resync()
+
+    async def resync(self) -> None:
+        """Reconcile every known ModelDeployment, ``resync_concurrency`` at a time; an object whose pass is under
+        way or waiting already is left to it. Returns once every pass started here has ended."""
+        if self.source is None:
+            return
+        slots = asyncio.Semaphore(max(1, self.resync_concurrency))
+
+        async def one(key: ObjectKey) -> None:
+            async with slots:
                 await self.reconcile_quietly(key)
+
+        busy = {key for key, lock in self._locks.items() if lock.locked()} | set(self._queued)
+        await asyncio.gather(*(one(key) for key in self.source.model_deployments() if key not in busy))
 
     def forget(self, key: Key) -> None:
         self.fresh.forget(key)
