@@ -51,12 +51,20 @@ class Cluster(KubeClient):
     def __init__(self) -> None:
         self.stuck: dict[str, asyncio.Event] = {}
         self.waiting: Counter[str] = Counter()
+        self.changed = asyncio.Condition()
 
     async def _pass(self, namespace: str) -> None:
         gate = self.stuck.get(namespace)
         if gate is not None:
             self.waiting[namespace] += 1
+            async with self.changed:
+                self.changed.notify_all()
             await gate.wait()
+
+    async def until_waiting(self, namespace: str, count: int) -> None:
+        """Until ``count`` writes in ``namespace`` wait (at most 5 s)."""
+        async with asyncio.timeout(5), self.changed:
+            await self.changed.wait_for(lambda: self.waiting[namespace] >= count)
 
     async def read_object(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         return None
@@ -91,19 +99,13 @@ def controller(cluster: Cluster, *keys: ObjectKey) -> Counted:
     return subject
 
 
-async def until(check: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.005)
-
-
 async def test_requests_during_a_pass_add_one_pass_after_it_not_one_each() -> None:
     cluster = Cluster()
     cluster.stuck["ml"] = asyncio.Event()
     subject = controller(cluster, IRIS)
     try:
         first = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await until(lambda: cluster.waiting["ml"] == 1)
+        await cluster.until_waiting("ml", 1)
         more = [asyncio.create_task(subject.reconcile_quietly(IRIS)) for _ in range(5)]  # events meanwhile
         await asyncio.sleep(0.05)
         cluster.stuck.pop("ml").set()
@@ -121,7 +123,7 @@ async def test_a_waiting_request_that_is_cancelled_leaves_the_next_one_to_wait_i
     subject = controller(cluster, IRIS)
     try:
         first = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await until(lambda: cluster.waiting["ml"] == 1)
+        await cluster.until_waiting("ml", 1)
         waiting = asyncio.create_task(subject.reconcile_quietly(IRIS))
         await asyncio.sleep(0.05)
         waiting.cancel()  # the operator shutting down a task, say
@@ -142,7 +144,7 @@ async def test_a_resync_reconciles_the_others_while_one_object_is_stuck() -> Non
     subject = controller(cluster, IRIS, *others)
     try:
         stuck = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await until(lambda: cluster.waiting["ml"] == 1)
+        await cluster.until_waiting("ml", 1)
         await asyncio.wait_for(subject.resync(), timeout=5)  # does not wait for ml/iris
         assert all(subject.passes[key] == 1 for key in others), subject.passes
         assert subject.passes[IRIS] == 1, "the stuck object's pass is left to it: no second one queued behind it"
@@ -160,7 +162,7 @@ async def test_a_resync_runs_a_bounded_number_of_passes_at_once() -> None:
     subject.resync_concurrency = 3
     try:
         resync = asyncio.create_task(subject.resync())
-        await until(lambda: cluster.waiting["default"] == 3)
+        await cluster.until_waiting("default", 3)
         await asyncio.sleep(0.05)
         assert cluster.waiting["default"] == 3 and sum(subject.passes.values()) == 3
         cluster.stuck.pop("default").set()
