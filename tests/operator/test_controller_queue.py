@@ -99,13 +99,19 @@ def controller(cluster: Cluster, *keys: ObjectKey) -> Counted:
     return subject
 
 
+async def stuck_pass(subject: Counted, cluster: Cluster, key: ObjectKey = IRIS) -> asyncio.Task[None]:
+    """Start a pass of ``key`` whose writes wait until ``cluster.stuck[namespace]`` is set; returns once it waits."""
+    cluster.stuck[key[0]] = asyncio.Event()
+    task = asyncio.create_task(subject.reconcile_quietly(key))
+    await cluster.until_waiting(key[0], 1)
+    return task
+
+
 async def test_requests_during_a_pass_add_one_pass_after_it_not_one_each() -> None:
     cluster = Cluster()
-    cluster.stuck["ml"] = asyncio.Event()
     subject = controller(cluster, IRIS)
     try:
-        first = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await cluster.until_waiting("ml", 1)
+        first = await stuck_pass(subject, cluster)
         more = [asyncio.create_task(subject.reconcile_quietly(IRIS)) for _ in range(5)]  # events meanwhile
         await asyncio.sleep(0.05)
         cluster.stuck.pop("ml").set()
@@ -119,11 +125,9 @@ async def test_requests_during_a_pass_add_one_pass_after_it_not_one_each() -> No
 
 async def test_a_waiting_request_that_is_cancelled_leaves_the_next_one_to_wait_instead() -> None:
     cluster = Cluster()
-    cluster.stuck["ml"] = asyncio.Event()
     subject = controller(cluster, IRIS)
     try:
-        first = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await cluster.until_waiting("ml", 1)
+        first = await stuck_pass(subject, cluster)
         waiting = asyncio.create_task(subject.reconcile_quietly(IRIS))
         await asyncio.sleep(0.05)
         waiting.cancel()  # the operator shutting down a task, say
@@ -139,12 +143,10 @@ async def test_a_waiting_request_that_is_cancelled_leaves_the_next_one_to_wait_i
 
 async def test_a_resync_reconciles_the_others_while_one_object_is_stuck() -> None:
     cluster = Cluster()
-    cluster.stuck["ml"] = asyncio.Event()
     others = [("default", f"m{i}") for i in range(20)]
     subject = controller(cluster, IRIS, *others)
     try:
-        stuck = asyncio.create_task(subject.reconcile_quietly(IRIS))
-        await cluster.until_waiting("ml", 1)
+        stuck = await stuck_pass(subject, cluster)
         await asyncio.wait_for(subject.resync(), timeout=5)  # does not wait for ml/iris
         assert all(subject.passes[key] == 1 for key in others), subject.passes
         assert subject.passes[IRIS] == 1, "the stuck object's pass is left to it: no second one queued behind it"
