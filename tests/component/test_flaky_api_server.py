@@ -27,6 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -294,6 +295,33 @@ def test_a_bad_canary_through_a_flaky_api_server_is_rolled_back_as_on_a_healthy_
     assert "Traceback" not in runner.output, runner.output
 
 
+@dataclass(frozen=True)
+class Outage:
+    """What :func:`outage` saw: the requests met by its faults, the request count at the end of each span but the
+    last, when it ended (``time.monotonic``) and the index of the first request after it."""
+
+    down: list[RequestRecord]
+    marks: list[int]
+    back: float
+    back_from: int
+
+
+def outage(emulated: ThreadedCluster, hook: Callable[[RequestRecord, bytes], Fault | None], *spans: float) -> Outage:
+    """Answer every request with ``hook`` for the ``spans`` (seconds, one after another), every watch ended at the
+    start, then serve normally again."""
+    emulator = emulated.cluster.emulator
+    emulated.call(emulator.set_faults, hook)
+    down_from = len(emulated.requests())  # after the hook is in place: every request from here on meets it
+    emulated.call(emulator.cut_watches)
+    marks = []
+    for span in spans:
+        time.sleep(span)
+        marks.append(len(emulated.requests()))
+    emulated.call(emulator.set_faults, None)
+    back, back_from = time.monotonic(), len(emulated.requests())
+    return Outage(emulated.requests()[down_from:back_from], marks[:-1], back, back_from)
+
+
 def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
     emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], prometheus: StandInPrometheus,
 ) -> None:
@@ -312,13 +340,8 @@ def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
         emulated.patch(MD, "ml", "iris", {"spec": {"model": MODEL_V2}})
         new = emulated.wait_for(lambda: (status(emulated).get("rollout") or {}).get("canaryRevision"), timeout=30)
 
-        emulated.call(emulator.set_faults, lambda record, body: Fault.reset())
-        down_from = len(emulated.requests())  # after the hook is in place: every request from here on meets it
-        emulated.call(emulator.cut_watches)
-        time.sleep(8.0)
-        emulated.call(emulator.set_faults, None)
-        back, back_from = time.monotonic(), len(emulated.requests())
-        down = emulated.requests()[down_from:back_from]
+        went = outage(emulated, lambda record, body: Fault.reset(), 8.0)
+        down, back, back_from = went.down, went.back, went.back_from
         assert down and {r.code for r in down} == {0}, "nothing was answered while it was down"
         tried = [r for r in down if r.user_agent.startswith("modeldeploy")]
         assert tried, "the operator kept trying while it was down"
@@ -350,6 +373,7 @@ def test_a_rollout_goes_on_once_an_api_server_that_was_down_is_back(
 
 
 KOPF_RETRIES = sum(kopf.OperatorSettings().networking.error_backoffs)  # kopf's default: 9 tries over 54 s
+PAST_KOPFS_RETRIES = 6.0
 RESTARTING = (
     Fault(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
     Fault(403, "Forbidden", 'deployments.apps is forbidden: User "system:serviceaccount:modeldeploy:modeldeploy" '
@@ -365,31 +389,25 @@ def test_the_operator_outlasts_an_api_server_that_refuses_everything_for_longer_
     with 503, 403 and 500 in turn, as one restarting behind a load balancer does (no backend, then its RBAC not
     loaded yet, then etcd not answering). The operator must neither stop nor give up its watches: kopf keeps trying
     past its default retries, and a change made once the API server is back is applied within seconds."""
-    emulator = emulated.cluster.emulator
     turn = itertools.cycle(RESTARTING)
     with operator_factory() as runner:
         emulated.create(MD, md(replicas=2))
         emulated.wait_for(lambda: ready(emulated), timeout=60, message="iris Ready")
-        emulated.call(emulator.set_faults, lambda record, body: next(turn))
-        down_from = len(emulated.requests())  # after the hook is in place: every request from here on meets it
-        emulated.call(emulator.cut_watches)
-        time.sleep(KOPF_RETRIES)
-        past_kopfs_retries = len(emulated.requests())
-        time.sleep(6.0)
-        emulated.call(emulator.set_faults, None)
-        back, back_from = time.monotonic(), len(emulated.requests())
-        down = emulated.requests()[down_from:back_from]
-        assert down and {r.code for r in down} == {503, 403, 500}, Counter(r.code for r in down)
-        late = [r for r in emulated.requests()[past_kopfs_retries:back_from] if r.verb in ("list", "watch")]
+        went = outage(emulated, lambda record, body: next(turn), KOPF_RETRIES, PAST_KOPFS_RETRIES)
+        assert went.down and {r.code for r in went.down} == {503, 403, 500}, Counter(r.code for r in went.down)
+        late = [r for r in emulated.requests()[went.marks[0]:went.back_from] if r.verb in ("list", "watch")]
         assert late, "kopf went on listing and watching after its default retries were spent"
 
         emulated.patch(MD, "ml", "iris", {"spec": {"replicas": 3}})
-        emulated.wait_for(lambda: ready(emulated) and {n: c for n, c in counts(emulated).items()} == {
-            status(emulated)["stableRevision"] and f"iris-{status(emulated)['stableRevision']}": (3, 3)
-        }, timeout=30, message="the change made after the outage applied")  # fmt: skip
-        applied = time.monotonic() - back
-        report = (f"refused for {KOPF_RETRIES + 6:.0f}s: {len(down)} requests ({len(late)} lists and watches after "
-                  f"kopf's default retries); a change made after it applied in {applied:.1f}s")  # fmt: skip
+        emulated.wait_for(
+            lambda: ready(emulated) and counts(emulated) == {f"iris-{status(emulated)['stableRevision']}": (3, 3)},
+            timeout=30,
+            message="the change made after the outage applied",
+        )
+        applied = time.monotonic() - went.back
+        report = (f"refused for {KOPF_RETRIES + PAST_KOPFS_RETRIES:.0f}s: {len(went.down)} requests ({len(late)} "
+                  f"lists and watches after kopf's default retries); a change made after it applied in "
+                  f"{applied:.1f}s")  # fmt: skip
     assert runner.exit_code == 0, runner.output
     assert "has failed" not in runner.output and "Traceback" not in runner.output, runner.output
     print(report)  # outside the runner, which captures the standard output while it runs

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from modeldeploy.sim.emulator import ApiError
 
 from .conftest import DEPLOYMENTS, MD, ThreadedCluster
-from .test_operator import IRIS
+from .test_operator import IRIS, ready
 
 pytestmark = pytest.mark.component
 
@@ -31,26 +33,34 @@ def get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
     except OSError:
         return 0, ""
 
 
+@contextlib.contextmanager
+def operator_process(emulated: ThreadedCluster, log_path: Path, *options: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``modeldeploy run OPTIONS`` against ``emulated``, its output in ``log_path``; if it still runs at the end, it
+    is stopped (SIGTERM) and must exit 0."""
+    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modeldeploy.cli", "run", *options], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                assert process.wait(30) == 0, log_path.read_text()
+
+
 def test_run_serves_health_and_metrics(emulated: ThreadedCluster, tmp_path: Any) -> None:
     health, metrics = free_port(), free_port()
-    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig}
-    log = (tmp_path / "operator.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", str(health), "--metrics-port", str(metrics)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    log_path = tmp_path / "operator.log"
+    with operator_process(emulated, log_path, "--health-port", str(health), "--metrics-port", str(metrics)) as process:
         deadline = time.monotonic() + 30
         while get(f"http://127.0.0.1:{health}/healthz")[0] != 200:
-            assert process.poll() is None, (tmp_path / "operator.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, "no /healthz within 30 s"
             time.sleep(0.2)
         emulated.create(
@@ -70,10 +80,6 @@ def test_run_serves_health_and_metrics(emulated: ThreadedCluster, tmp_path: Any)
         assert 'modeldeploy_api_writes_total{kind="Deployment",verb="apply"} 1.0' in text
         code, body = get(f"http://127.0.0.1:{health}/healthz")
         assert code == 200 and "reconciles" in body
-    finally:
-        process.terminate()
-        assert process.wait(30) == 0, (tmp_path / "operator.log").read_text()
-        log.close()
 
 
 def test_run_rejects_bad_configuration_naming_the_variable(emulated: ThreadedCluster) -> None:
@@ -91,27 +97,14 @@ def test_a_watch_that_fails_stops_the_operator_with_an_error_for_the_kubelet_to_
     """A watch stream of Deployments ends with an ERROR event (the API server's storage failed under the watch).
     kopf does not retry that: it stops the watch, and with it the operator, which must then exit with a failure
     status (for the kubelet to restart it) and say so in its last line, not run on deaf to Deployment changes."""
-    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig}
     log_path = tmp_path / "operator.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", "0", "--metrics-port", "0"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with operator_process(emulated, log_path, "--health-port", "0", "--metrics-port", "0") as process:
         emulated.create(MD, IRIS)
-        emulated.wait_for(lambda: (emulated.get(MD, "ml", "iris") or {}).get("status", {}).get("phase") == "Ready")
+        emulated.wait_for(lambda: ready(emulated), message="iris Ready")
         assert process.poll() is None, log_path.read_text()
         failure = ApiError(500, "InternalError", "etcdserver: no leader")
         emulated.call(emulated.cluster.emulator.cut_watches, DEPLOYMENTS, failure)
         code = process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(30)
-        log.close()
     text = log_path.read_text()
     assert code == 1, text
     last = text.strip().splitlines()[-1]

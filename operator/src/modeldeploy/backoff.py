@@ -51,8 +51,8 @@ class Backoff:
 @dataclass(frozen=True)
 class Endless:
     """The delays of ``backoff`` after the 1st, 2nd, ... failure, without end, drawn anew on every iteration: a
-    sequence of retry delays that never runs out, for a client that must never give up (a watch: once it gives up,
-    the operator no longer hears of changes)."""
+    sequence of retry delays that never runs out, for a client that must never give up (kopf's watches: one that
+    gives up stops the operator)."""
 
     backoff: Backoff
     draw: Callable[[], float]

@@ -650,7 +650,8 @@ class Controller:
             async with slots:
                 await self.reconcile_quietly(key)
 
-        busy = {key for key, lock in self._locks.items() if lock.locked()} | set(self._queued)
+        # A pass waits only behind one under way; in the instant between the two, reconcile_quietly returns at once.
+        busy = {key for key, lock in self._locks.items() if lock.locked()}
         await asyncio.gather(*(one(key) for key in self.source.model_deployments() if key not in busy))
 
     def forget(self, key: Key) -> None:

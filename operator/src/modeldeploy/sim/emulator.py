@@ -231,6 +231,16 @@ class WatchEvent:
     old: Obj | None
 
 
+_WatchItem = WatchEvent | ApiError | None
+"""What a watch stream's queue carries: a committed change; an error to end the stream with (an ERROR event); or
+``None``, to end it without one."""
+
+
+def _error_event(error: ApiError) -> bytes:
+    """A watch stream's ERROR event line, carrying the error's Status."""
+    return json.dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n"
+
+
 @dataclass(frozen=True)
 class _HttpRequest:
     method: str
@@ -316,9 +326,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=1, init=False)
     _history: deque[WatchEvent] = attrs.field(factory=deque, init=False)
     _compacted_rv: int = attrs.field(default=0, init=False)
-    _watchers: dict[tuple[str, str], set[asyncio.Queue[WatchEvent | ApiError | None]]] = attrs.field(
-        factory=dict, init=False
-    )
+    _watchers: dict[tuple[str, str], set[asyncio.Queue[_WatchItem]]] = attrs.field(factory=dict, init=False)
     _listeners: list[Callable[[WatchEvent], None]] = attrs.field(factory=list, init=False)
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
@@ -1377,7 +1385,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     kind = self._translate(event, namespace, labels, fields)
                     if kind:
                         initial.append((kind, self._present(rt, event.object)))
-        queue: asyncio.Queue[WatchEvent | ApiError | None] = asyncio.Queue()
+        queue: asyncio.Queue[_WatchItem] = asyncio.Queue()
         watchers = self._watchers.setdefault((rt.group, rt.plural), set())
         watchers.add(queue)
         raw = request.raw
@@ -1387,13 +1395,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await response.prepare(raw)
             if gone:
                 expired = ApiError(410, "Expired", f"too old resource version: {since} ({self._compacted_rv})")
-                await response.write(json.dumps({"type": "ERROR", "object": expired.status()}).encode() + b"\n")
+                await response.write(_error_event(expired))
                 return response
             for kind, obj in initial:
                 await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
             async for item in self._events(queue, raw, timeout):
                 if isinstance(item, ApiError):
-                    await response.write(json.dumps({"type": "ERROR", "object": item.status()}).encode() + b"\n")
+                    await response.write(_error_event(item))
                     return response
                 event = item
                 kind = self._translate(event, namespace, labels, fields)
@@ -1407,7 +1415,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         return response
 
     async def _events(
-        self, queue: asyncio.Queue[WatchEvent | ApiError | None], raw: aiohttp.web.BaseRequest, seconds: float | None
+        self, queue: asyncio.Queue[_WatchItem], raw: aiohttp.web.BaseRequest, seconds: float | None
     ) -> AsyncIterator[WatchEvent | ApiError]:
         deadline = None if seconds is None else time.monotonic() + seconds
         while not self._closed:
