@@ -264,6 +264,7 @@ def test_operator_environment(rendered: dict[str, list[dict[str, Any]]]) -> None
     env = env_of(operator_container(rendered["defaults"]))
     assert env["MODELDEPLOY_WATCH_NAMESPACES"] == ""
     assert env["MODELDEPLOY_RESYNC_SECONDS"] == "10"
+    assert env["MODELDEPLOY_WRITE_FAILURE_SECONDS"] == "120"
     assert env["MODELDEPLOY_METRICS_PORT"] == "9090"
     assert env["MODELDEPLOY_HEALTH_PORT"] == "8080"
     assert env["MODELDEPLOY_RUNTIME_IMAGE"] == "ghcr.io/modeldeploy/modelserve:0.1.0"
@@ -665,6 +666,7 @@ def test_rbac_can_be_disabled() -> None:
             "cidrs",
         ),
         ({"resyncSeconds": 0}, "resyncSeconds"),
+        ({"writeFailureSeconds": -1}, "writeFailureSeconds"),
         ({"peering": {"enabled": True, "name": "Bad Name", "lifetimeSeconds": 60}}, "name"),
         ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, "interval"),
     ],

@@ -19,10 +19,13 @@ def test_from_env_reads_only_the_given_mapping() -> None:
             "MODELDEPLOY_RUNTIME_IMAGE": "r/img:2",
             "MODELDEPLOY_CLUSTER_DOMAIN": "corp.internal",
             "MODELDEPLOY_RESYNC_SECONDS": "2.5",
+            "MODELDEPLOY_WRITE_FAILURE_SECONDS": "300",
             "UNRELATED": "x",
         }
     )
-    assert config == OperatorConfig(default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5)
+    assert config == OperatorConfig(
+        default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5, write_failure_seconds=300
+    )
     assert OperatorConfig.from_env({}) == OperatorConfig()
     assert OperatorConfig.from_env({"MODELDEPLOY_CLUSTER_DOMAIN": ""}).cluster_domain == "cluster.local"
 
@@ -32,6 +35,8 @@ def test_from_env_reads_only_the_given_mapping() -> None:
     [
         ({"MODELDEPLOY_RESYNC_SECONDS": "soon"}, "MODELDEPLOY_RESYNC_SECONDS"),
         ({"MODELDEPLOY_RESYNC_SECONDS": "0"}, "resync_seconds"),
+        ({"MODELDEPLOY_WRITE_FAILURE_SECONDS": "2m"}, "MODELDEPLOY_WRITE_FAILURE_SECONDS"),
+        ({"MODELDEPLOY_WRITE_FAILURE_SECONDS": "-5"}, "write_failure_seconds"),
         ({"MODELDEPLOY_CLUSTER_DOMAIN": "Bad Domain"}, "cluster_domain"),
         ({"MODELDEPLOY_RUNTIME_IMAGE": "has space"}, "default_runtime_image"),
         ({"MODELDEPLOY_MODEL_MOUNT_PATH": "relative"}, "model_mount_path"),

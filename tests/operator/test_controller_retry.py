@@ -4,7 +4,8 @@ the API server's Retry-After, and starts over once a pass goes through."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,9 @@ class Cluster(KubeClient):
 
     def __init__(self, *failures: Exception) -> None:
         self.failures = list(failures)
+        self.status_failures: list[Exception] = []
         self.events: list[str] = []
+        self.statuses: list[dict[str, Any]] = []
 
     async def read_object(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         return None
@@ -40,7 +43,13 @@ class Cluster(KubeClient):
         return {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": "9"}}
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        if self.status_failures:
+            raise self.status_failures.pop(0)
+        self.statuses.append(dict(status))
         return {**IRIS, "status": dict(status)}
+
+    def reported(self, reason: str) -> list[str]:
+        return [e.removeprefix(f"{reason}: ") for e in self.events if e.startswith(f"{reason}: ")]
 
     async def post_event(
         self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str, now: datetime
@@ -48,7 +57,19 @@ class Cluster(KubeClient):
         self.events.append(f"{reason}: {message}")
 
 
-def controller(cluster: Cluster, draw: float = 1.0, **backoff: float) -> Controller:
+class Seconds:
+    """A monotonic clock the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def controller(
+    cluster: Cluster, draw: float = 1.0, seconds: Callable[[], float] = time.monotonic, **backoff: float
+) -> Controller:
     return Controller(
         config=OperatorConfig(),
         kube=cluster,
@@ -56,6 +77,7 @@ def controller(cluster: Cluster, draw: float = 1.0, **backoff: float) -> Control
         source=OneObject(IRIS),
         backoff=Backoff(**backoff),
         draw=lambda: draw,
+        monotonic=seconds,
     )
 
 
@@ -158,3 +180,105 @@ async def test_an_api_server_that_does_not_answer_is_a_failed_pass_not_a_crash(
         await subject.close()
     assert "crashed" not in caplog.text and "Traceback" not in caplog.text
     assert "the API server did not answer PATCH" in caplog.text and "retrying in 1.0s" in caplog.text
+
+
+WEBHOOK = ApiError(
+    500,
+    "InternalError",
+    'Internal error occurred: failed calling webhook "validate.policy.example.com": failed to call webhook: Post '
+    '"https://policy.example.svc:443/validate?timeout=10s": context deadline exceeded',
+)
+
+
+async def failed_at(subject: Controller, seconds: Seconds, *moments: float) -> None:
+    """A failed pass at each of ``moments`` (seconds after 1000), as the object's retries would run them."""
+    for moment in moments:
+        seconds.now = 1000.0 + moment
+        await fail(subject)
+        subject._timers.pop(KEY).cancel()
+
+
+def degraded(status: Mapping[str, Any]) -> dict[str, Any]:
+    [condition] = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    return dict(condition)
+
+
+async def test_a_write_the_api_server_keeps_failing_is_reported_once_the_failures_have_lasted() -> None:
+    """A webhook that times out (a 500 after its timeoutSeconds) stalls the object as a refusal does; once its
+    passes have failed for ``write_failure_seconds`` (120 s) in a row, the failing write is reported on the object,
+    once, and a shorter run of failures (an API server restarting) is not."""
+    cluster, seconds = Cluster(*[WEBHOOK] * 8), Seconds()
+    subject = controller(cluster, seconds=seconds)
+    try:
+        await failed_at(subject, seconds, 0, 30, 90, 119.9)
+        assert cluster.reported("WriteFailing") == [] and cluster.statuses == [], "not before 120 s of failures"
+        await failed_at(subject, seconds, 120)
+        [event] = cluster.reported("WriteFailing")
+        first_write = "The API server failed to apply ControllerRevision ml/iris-"
+        assert event.startswith(first_write), "the first write of the pass"
+        assert f"(500 InternalError: {WEBHOOK.message}), and every reconcile of this ModelDeployment has failed " \
+            "since 2026-11-24T12:00:00Z (5 in a row, this one included)" in event  # fmt: skip
+        assert "retrying with backoff from 1s up to 60s" in event
+        condition = degraded(cluster.statuses[-1])
+        assert (condition["status"], condition["reason"]) == ("True", "WriteFailing")
+        assert WEBHOOK.message in condition["message"] and "failed since 2026-11-24T12:00:00Z" in condition["message"]
+
+        await failed_at(subject, seconds, 180, 240)
+        assert len(cluster.reported("WriteFailing")) == 1, "once while it lasts (again after 10 min)"
+        await failed_at(subject, seconds, 120 + 600)
+        assert len(cluster.reported("WriteFailing")) == 2
+
+        plan = await subject.reconcile(KEY)  # the webhook is back: the write goes through
+        assert plan is not None and plan.status is not None
+        assert degraded(plan.status)["status"] == "False"
+        # A later failure starts a new run: nothing is reported until it has lasted too.
+        cluster.failures.append(WEBHOOK)
+        subject.source = OneObject(body(model={**IRIS["spec"]["model"], "version": "2"}))
+        await failed_at(subject, seconds, 2000)
+        assert len(cluster.reported("WriteFailing")) == 2
+    finally:
+        await subject.close()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ApiUnreachableError("PATCH", "/apis/apps/v1/namespaces/ml/deployments/iris-1", httpx.ReadTimeout("timed out")),
+        ApiError(429, "TooManyRequests", "Too many requests, please try again later."),
+        ApiError(504, "Timeout", "the server was unable to return a response in the time allotted"),
+    ],
+    ids=["no-answer", "throttled", "timeout"],
+)
+async def test_every_kind_of_server_failure_is_reported_once_it_has_lasted(error: ApiError) -> None:
+    cluster, seconds = Cluster(*[error] * 3), Seconds()
+    subject = controller(cluster, seconds=seconds)
+    try:
+        await failed_at(subject, seconds, 0, 60, 125)
+    finally:
+        await subject.close()
+    [event] = cluster.reported("WriteFailing")
+    assert str(error) in event if error.code == 0 else f"({error.code} {error.reason}: {error.message})" in event
+
+
+async def test_a_status_write_the_api_server_keeps_failing_is_an_event() -> None:
+    cluster, seconds = Cluster(), Seconds()
+    cluster.status_failures = [WEBHOOK] * 3
+    subject = controller(cluster, seconds=seconds)
+    try:
+        await failed_at(subject, seconds, 0, 60, 125)
+    finally:
+        await subject.close()
+    [event] = cluster.reported("StatusWriteFailing")
+    assert event.startswith(f"The API server failed the status update (500 InternalError: {WEBHOOK.message})")
+    assert cluster.reported("WriteFailing") == [] and cluster.statuses == []
+
+
+async def test_a_conflict_or_a_missing_object_is_never_reported_as_failing() -> None:
+    conflict = ApiError(409, "Conflict", "the object has been modified; please apply your changes to the latest")
+    cluster, seconds = Cluster(*[conflict] * 3), Seconds()
+    subject = controller(cluster, seconds=seconds)
+    try:
+        await failed_at(subject, seconds, 0, 60, 125)
+    finally:
+        await subject.close()
+    assert cluster.events == [] and cluster.statuses == []

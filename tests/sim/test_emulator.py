@@ -540,6 +540,25 @@ async def test_a_reset_closes_the_connection_without_an_answer_before_or_after_s
     assert (await raw(cluster, "GET", path + "/b"))[0] == 200, "the server goes on serving"
 
 
+async def test_a_slow_fault_answers_late_while_other_requests_are_served(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    webhook = Fault(500, "InternalError", 'failed calling webhook "policy.example.com": context deadline exceeded',
+                    delay=0.5)  # fmt: skip
+    emulator.set_faults(lambda record, body: webhook if body and json.loads(body)["metadata"]["name"] == "a" else None)
+    path = "/api/v1/namespaces/default/configmaps"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    slow = asyncio.create_task(raw(cluster, "POST", path, {"metadata": {"name": "a"}}))
+    await asyncio.sleep(0.05)
+    assert (await raw(cluster, "POST", path, {"metadata": {"name": "b"}}))[0] == 201
+    assert loop.time() - started < 0.4, "served while the slow request waited"
+    assert not slow.done()
+    status, body = await slow
+    assert loop.time() - started >= 0.5
+    assert (status, body["reason"]) == (500, "InternalError") and "failed calling webhook" in body["message"]
+    assert emulator.get_object("v1/configmaps", "default", "a") is None
+
+
 async def test_a_watch_can_be_refused_but_not_answered_late(cluster: Cluster) -> None:
     emulator = cluster.emulator
     late = Fault(503, "ServiceUnavailable", "leader changed", after=True)

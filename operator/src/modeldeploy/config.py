@@ -20,6 +20,7 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _BOOLS = ("require_sha256", "model_network_policy", "model_disruption_budget", "gpu_preflight")
 _LISTS = ("allowed_schemes", "allowed_hosts")
+_SECONDS = ("resync_seconds", "write_failure_seconds")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class OperatorConfig:
     """Namespace of the metrics scraper (Prometheus); model NetworkPolicies admit it. Empty: none."""
     gpu_preflight: bool = True
     """Check free GPUs before a GPU rollout (lists Nodes and the Pods of every namespace; see docs/rollouts.md)."""
+    write_failure_seconds: float = 120.0
+    """How long a ModelDeployment's reconciles may fail in a row on writes the API server fails (5xx, 429, no
+    answer: a webhook that times out, say) before the failing write is reported on it (``WriteFailing``)."""
 
     def __post_init__(self) -> None:
         if not self.default_runtime_image or not _IMAGE.match(self.default_runtime_image):
@@ -70,8 +74,9 @@ class OperatorConfig:
             raise ValueError(f"cluster_domain must be a DNS name, got {self.cluster_domain!r}")
         if not self.field_manager or len(self.field_manager) > 128:
             raise ValueError(f"field_manager must be 1 to 128 characters, got {self.field_manager!r}")
-        if not self.resync_seconds > 0:
-            raise ValueError(f"resync_seconds must be positive, got {self.resync_seconds!r}")
+        for name in ("resync_seconds", "write_failure_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.model_mount_path.startswith("/") or self.model_mount_path == "/":
             raise ValueError(f"model_mount_path must be an absolute directory, got {self.model_mount_path!r}")
         unknown = sorted(set(self.allowed_schemes) - STORAGE_SCHEMES)
@@ -107,7 +112,7 @@ class OperatorConfig:
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            if field.name == "resync_seconds":
+            if field.name in _SECONDS:
                 try:
                     values[field.name] = float(raw)
                 except ValueError:
@@ -149,5 +154,6 @@ ENV_VARS: Mapping[str, str] = {
     "operator_namespace": "MODELDEPLOY_OPERATOR_NAMESPACE",
     "monitoring_namespace": "MODELDEPLOY_MONITORING_NAMESPACE",
     "gpu_preflight": "MODELDEPLOY_GPU_PREFLIGHT",
+    "write_failure_seconds": "MODELDEPLOY_WRITE_FAILURE_SECONDS",
 }
 """Environment variable for each field of ``OperatorConfig``."""

@@ -21,6 +21,7 @@ import aiohttp
 from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, check_golden, source_for
 from modeldeploy.backoff import Backoff
 from modeldeploy.capacity import GpuCapacity
+from modeldeploy.conditions import rfc3339
 from modeldeploy.config import OperatorConfig
 from modeldeploy.drift import needs_apply
 from modeldeploy.fresh import FreshObjects, Key, ghosts, key_of, uid_of
@@ -64,6 +65,24 @@ REFUSALS = frozenset({400, 403, 413, 422})
 ``modeldeployments/status``), an object too large, a schema, CEL or admission webhook rejection. (404 is an object
 deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
+
+
+def server_failure(error: ApiError) -> bool:
+    """Whether a failed call failed for the API server's state, not for what was sent: no answer (code 0), 429 or
+    a 5xx (an admission webhook that times out or whose service is down, with ``failurePolicy: Fail``, is a 500).
+    The same write may go through later unchanged; while it does not, the object goes no further."""
+    return error.code == 0 or error.code == 429 or error.code >= 500
+
+
+@dataclass
+class Failing:
+    """An object's failed passes in a row: how many, and when the first of them failed."""
+
+    count: int
+    since: float
+    """``Controller.monotonic`` seconds."""
+    since_time: datetime
+    """The same moment by ``Controller.clock``, for messages."""
 AUDITED: dict[str, Resource] = {
     "deployments": DEPLOYMENTS,
     "services": SERVICES,
@@ -123,8 +142,10 @@ class Controller:
     """The cluster's free GPUs for rollout pre-flights (created on first use; shared by every object)."""
     _refusals: dict[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     """Per object, the last refused write reported (what and the API server's answer, when: monotonic seconds)."""
-    _failures: dict[ObjectKey, int] = field(default_factory=dict)
+    _failures: dict[ObjectKey, Failing] = field(default_factory=dict)
     """Per object, its failed passes in a row (gone once a pass goes through)."""
+    monotonic: Callable[[], float] = field(default=time.monotonic)
+    """Seconds for intervals (how long a refusal or failure has lasted)."""
     _queued: dict[ObjectKey, object] = field(default_factory=dict)
     """Objects with a pass waiting for the one under way to end: a request for another pass meanwhile adds none (the
     waiting pass reads the caches when it starts, so it covers that request too)."""
@@ -364,12 +385,15 @@ class Controller:
 
     async def _write(self, md: Mapping[str, Any], what: str, write: Awaitable[T]) -> T:
         """Await one write of the plan (``what``: "apply Deployment ns/name"; empty for the status update); a
-        refusal is reported (``_report_refusal``) before it ends the pass."""
+        refusal is reported (``_report_refusal``) before it ends the pass, and so is a write the API server has
+        failed for ``config.write_failure_seconds`` of failed passes in a row (``_report_failing``)."""
         try:
             return await write
         except ApiError as error:
             if error.code in REFUSALS:
                 await self._report_refusal(md, what, error)
+            elif server_failure(error):
+                await self._report_failing(md, what, error)
             raise
 
     async def _report_refusal(self, md: Mapping[str, Any], what: str, error: ApiError) -> None:
@@ -382,11 +406,8 @@ class Controller:
         refusal = f"{error.code} {error.reason}: {error.message}"
         if what:
             await self._mark_degraded(md, f"The API server refused to {what} ({refusal})")
-        now, reported = time.monotonic(), f"{what} {refusal}"
-        last = self._refusals.get(key)
-        if last is not None and last[0] == reported and now - last[1] < REFUSAL_REPEAT_SECONDS:
+        if not self._first_report(key, f"{what} {refusal}"):
             return
-        self._refusals[key] = (reported, now)
         retry = f"retrying {self.backoff.describe()}"
         if not what:
             event = Event(
@@ -406,9 +427,66 @@ class Controller:
             )
         await self.post_event(md, event)
 
-    async def _mark_degraded(self, md: Mapping[str, Any], message: str) -> None:
-        """Write ``Degraded=True`` (reason ``WriteRejected``) into the status, best effort (``refused_status``)."""
-        fields = refused_status(md, message, self.clock())
+    def _first_report(self, key: ObjectKey, reported: str) -> bool:
+        """Whether to post the event for ``reported`` (what failed and how): not when the last one posted for the
+        object said the same less than ``REFUSAL_REPEAT_SECONDS`` ago."""
+        now = self.monotonic()
+        last = self._refusals.get(key)
+        if last is not None and last[0] == reported and now - last[1] < REFUSAL_REPEAT_SECONDS:
+            return False
+        self._refusals[key] = (reported, now)
+        return True
+
+    async def _report_failing(self, md: Mapping[str, Any], what: str, error: ApiError) -> None:
+        """A write the API server keeps failing (``server_failure``) stalls the object as surely as a refusal, and
+        one that lasts is not a blip of a busy or restarting API server: once the object's passes have failed for
+        ``config.write_failure_seconds`` in a row, the failing write is reported like a refusal (``Degraded=True``
+        with reason ``WriteFailing``, a ``WriteFailing`` or ``StatusWriteFailing`` Warning event, once per write
+        and kind of failure and at most every ``REFUSAL_REPEAT_SECONDS``). The object's other writes go on as
+        before: only its own failed passes count, so a slow webhook on one namespace or object kind is reported
+        on the objects it holds up, and only on them."""
+        meta = md["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        failing = self._failures.get(key)
+        if failing is None or self.monotonic() - failing.since < self.config.write_failure_seconds:
+            return
+        since = rfc3339(failing.since_time)
+        failure = f"{error.code} {error.reason}: {error.message}" if error.code else str(error)
+        if what:
+            await self._mark_degraded(
+                md,
+                f"The API server failed to {what} ({failure}); the ModelDeployment's reconciles have failed since "
+                f"{since}",
+                reason="WriteFailing",
+            )
+        if not self._first_report(key, f"{what} {error.code} {error.reason}"):
+            return
+        row = failing.count + 1
+        passes = f"every reconcile of this ModelDeployment has failed since {since} ({row} in a row, this one included)"
+        retry = f"retrying {self.backoff.describe()}"
+        if not what:
+            event = Event(
+                "Warning",
+                "StatusWriteFailing",
+                f"The API server failed the status update ({failure}), and {passes}. The rollout cannot record its "
+                f"progress and goes no further until a status write succeeds; {retry}. Usual causes: an admission "
+                "webhook that matches ModelDeployments and times out or has no ready endpoints, or an overloaded "
+                "API server or etcd.",
+            )
+        else:
+            event = Event(
+                "Warning",
+                "WriteFailing",
+                f"The API server failed to {what} ({failure}), and {passes}. The ModelDeployment goes no further "
+                f"until the write succeeds; {retry}. Usual causes: an admission webhook (failurePolicy: Fail) that "
+                "times out or whose service has no ready endpoints (the message names it), or an overloaded API "
+                "server or etcd.",
+            )
+        await self.post_event(md, event)
+
+    async def _mark_degraded(self, md: Mapping[str, Any], message: str, reason: str = "WriteRejected") -> None:
+        """Write ``Degraded=True`` with ``reason`` into the status, best effort (``refused_status``)."""
+        fields = refused_status(md, message, self.clock(), reason)
         meta = md["metadata"]
         self.metrics.record_degraded(str(meta["namespace"]), str(meta["name"]), fields or md.get("status") or {})
         if fields is None:
@@ -511,11 +589,13 @@ class Controller:
     def _retry(self, key: ObjectKey, retry_after: float | None) -> tuple[float, int]:
         """After a failed pass: reconcile ``key`` again after the backoff delay for its failures in a row (at
         least ``retry_after``, the API server's wish); returns the delay and that count."""
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        delay = self.backoff.delay(failures, self.draw(), retry_after)
+        failing = self._failures.get(key)
+        if failing is None:
+            failing = self._failures[key] = Failing(0, self.monotonic(), self.clock())
+        failing.count += 1
+        delay = self.backoff.delay(failing.count, self.draw(), retry_after)
         self.schedule(key, delay)
-        return delay, failures
+        return delay, failing.count
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background; ``close`` cancels it."""

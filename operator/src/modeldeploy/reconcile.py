@@ -275,16 +275,19 @@ def observe_revisions(
 # --- the decision ------------------------------------------------------------------------------------------
 
 
-def refused_status(obj: Mapping[str, Any], message: str, now: datetime) -> dict[str, Any] | None:
-    """The status fields to write when the API server refused one of a plan's child writes (``message`` says
-    which and why): ``Degraded=True`` with reason ``WriteRejected`` at the observed generation, so that the refusal
+def refused_status(
+    obj: Mapping[str, Any], message: str, now: datetime, reason: str = "WriteRejected"
+) -> dict[str, Any] | None:
+    """The status fields to write when the API server refused one of a plan's child writes, or has kept failing it
+    (``message`` says which and why): ``Degraded=True`` with ``reason`` (``WriteRejected``, ``WriteFailing``) at
+    the observed generation, so that the refusal
     shows where tools look (``kubectl get``, Argo CD's health), even on a first deploy with no status yet. The other
     conditions and ``status.rollout`` are left as they are; the next pass whose writes go through recomputes them.
     None when the status already says so."""
     status = obj.get("status") or {}
     generation = int(obj.get("metadata", {}).get("generation") or 1)
     old = list(status.get("conditions") or [])
-    degraded = cond.Condition(cond.DEGRADED, "True", "WriteRejected", clip(message))
+    degraded = cond.Condition(cond.DEGRADED, "True", reason, clip(message))
     new = cond.merge_conditions(old, [degraded], generation=generation, now=now)
     seen = status.get("observedGeneration") == generation
     if seen and not cond.changed(old, new, cond.DEGRADED, include_message=True):

@@ -198,6 +198,10 @@ class Fault:
     failure: the client is told that a write failed which did happen, as when a reply is lost to a timeout. Not for
     watches, whose reply is a stream already under way."""
     retry_after: int | None = None
+    delay: float = 0.0
+    """Seconds the server takes before it answers (or serves, with ``after``): a validating admission webhook that
+    times out, for which the API server waits the webhook's ``timeoutSeconds`` and then answers 500. Other requests
+    are served meanwhile."""
 
     RESET = 0
     """The ``code`` of a fault that gives no answer at all: the connection is closed (an API server that restarts
@@ -1180,6 +1184,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if fault is not None and fault.after and record.verb == "watch":
             fault = None  # a watch's reply is a stream already under way: it can only be refused
         record.fault = fault
+        if fault is not None and fault.delay > 0:
+            await asyncio.sleep(fault.delay)
         if fault is not None and not fault.after:
             record.code = fault.code
             return self._fail(raw, fault)
