@@ -198,6 +198,16 @@ async def failed_at(subject: Controller, seconds: Seconds, *moments: float) -> N
         subject._timers.pop(KEY).cancel()
 
 
+async def three_failed_passes(cluster: Cluster) -> None:
+    """Failed passes 0, 60 and 125 s after the first: a failure that lasts is reported at the third."""
+    seconds = Seconds()
+    subject = controller(cluster, seconds=seconds)
+    try:
+        await failed_at(subject, seconds, 0, 60, 125)
+    finally:
+        await subject.close()
+
+
 def degraded(status: Mapping[str, Any]) -> dict[str, Any]:
     [condition] = [c for c in status["conditions"] if c["type"] == "Degraded"]
     return dict(condition)
@@ -250,35 +260,23 @@ async def test_a_write_the_api_server_keeps_failing_is_reported_once_the_failure
     ids=["no-answer", "throttled", "timeout"],
 )
 async def test_every_kind_of_server_failure_is_reported_once_it_has_lasted(error: ApiError) -> None:
-    cluster, seconds = Cluster(*[error] * 3), Seconds()
-    subject = controller(cluster, seconds=seconds)
-    try:
-        await failed_at(subject, seconds, 0, 60, 125)
-    finally:
-        await subject.close()
+    cluster = Cluster(*[error] * 3)
+    await three_failed_passes(cluster)
     [event] = cluster.reported("WriteFailing")
     assert str(error) in event if error.code == 0 else f"({error.code} {error.reason}: {error.message})" in event
 
 
 async def test_a_status_write_the_api_server_keeps_failing_is_an_event() -> None:
-    cluster, seconds = Cluster(), Seconds()
+    cluster = Cluster()
     cluster.status_failures = [WEBHOOK] * 3
-    subject = controller(cluster, seconds=seconds)
-    try:
-        await failed_at(subject, seconds, 0, 60, 125)
-    finally:
-        await subject.close()
+    await three_failed_passes(cluster)
     [event] = cluster.reported("StatusWriteFailing")
     assert event.startswith(f"The API server failed the status update (500 InternalError: {WEBHOOK.message})")
     assert cluster.reported("WriteFailing") == [] and cluster.statuses == []
 
 
-async def test_a_conflict_or_a_missing_object_is_never_reported_as_failing() -> None:
+async def test_a_conflict_is_never_reported_as_failing() -> None:
     conflict = ApiError(409, "Conflict", "the object has been modified; please apply your changes to the latest")
-    cluster, seconds = Cluster(*[conflict] * 3), Seconds()
-    subject = controller(cluster, seconds=seconds)
-    try:
-        await failed_at(subject, seconds, 0, 60, 125)
-    finally:
-        await subject.close()
+    cluster = Cluster(*[conflict] * 3)
+    await three_failed_passes(cluster)
     assert cluster.events == [] and cluster.statuses == []
