@@ -606,7 +606,7 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
     # operator makes exactly these calls.
     child = {"get", "list", "watch", "patch", "delete"}
     expected = {
-        ("modeldeploy.io", "modeldeployments"): {"list", "watch"},
+        ("modeldeploy.io", "modeldeployments"): {"get", "list", "watch"},  # get: is one the cache holds gone?
         ("modeldeploy.io", "modeldeployments/status"): {"patch"},
         ("modeldeploy.io", "modeldeployments/scale"): {"patch"},
         ("apps", "deployments"): child,

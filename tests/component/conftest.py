@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import yaml
 from kopf.testing import KopfRunner
 
 from modeldeploy.demo import admission
@@ -78,10 +80,47 @@ class ThreadedCluster(BackgroundCluster):
         )
 
 
+RULES = Path(__file__).resolve().parents[2] / "charts" / "modeldeploy" / "rbac" / "rules.yaml"
+Permission = tuple[str, str, str]  # API group, resource[/subresource], verb
+
+
+def chart_grants(*sections: str) -> set[Permission]:
+    """What the chart's RBAC (charts/modeldeploy/rbac/rules.yaml) grants in ``sections`` (``peering`` is both of
+    its own: cluster-wide and namespaced)."""
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    out: set[Permission] = set()
+    for section in sections:
+        found = rules[section]
+        for rule in [*found.get("cluster", []), *found.get("namespaced", [])] if isinstance(found, dict) else found:
+            out |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    return out
+
+
+def permission(record: RequestRecord) -> Permission:
+    resource = f"{record.resource}/{record.subresource}" if record.subresource else record.resource
+    return record.group, resource, record.verb
+
+
+OPERATOR_AGENTS = ("modeldeploy/", "kopf/")
+"""The User-Agents of the operator's requests: its own API client's and kopf's."""
+
+
+def chart_rbac() -> Callable[[RequestRecord], bool]:
+    """An authorizer for the emulated API server: the operator's requests only as the chart's RBAC grants them (a
+    call it does not grant is 403 Forbidden, as in a cluster installed from the chart); others, all."""
+    grants = chart_grants("namespaced", "cluster", "gpuPreflight", "peering")
+
+    def allows(record: RequestRecord) -> bool:
+        return not record.user_agent.startswith(OPERATOR_AGENTS) or permission(record) in grants
+
+    return allows
+
+
 @contextlib.contextmanager
 def emulated_cluster(**options: Any) -> Iterator[ThreadedCluster]:
-    """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission;
-    ``options`` go to ``run_cluster`` (e.g. ``behavior_for``)."""
+    """A running emulated cluster with the ModelDeployment CRD and the API server's schema/CEL admission, which
+    serves the operator only what the chart's RBAC grants it; ``options`` go to ``run_cluster`` (e.g.
+    ``behavior_for``)."""
     threaded = ThreadedCluster(
         crds=[crd_manifest()],
         admission={MD: admission},
@@ -90,6 +129,7 @@ def emulated_cluster(**options: Any) -> Iterator[ThreadedCluster]:
         namespaces=("default", "kube-system", "ml"),
         **options,
     ).start()
+    threaded.call(threaded.cluster.emulator.set_authorizer, chart_rbac())
     try:
         yield threaded
     finally:

@@ -14,8 +14,8 @@ from kopf.testing import KopfRunner
 
 from modeldeploy.sim.emulator import Fault, RequestRecord
 
-from .conftest import DEPLOYMENTS, EVENTS, ThreadedCluster
-from .test_operator import MD, condition, md, ready
+from .conftest import DEPLOYMENTS, EVENTS, MD, ThreadedCluster
+from .test_operator import condition, md, ready
 
 pytestmark = pytest.mark.component
 

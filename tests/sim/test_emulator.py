@@ -559,6 +559,22 @@ async def test_a_slow_fault_answers_late_while_other_requests_are_served(cluster
     assert emulator.get_object("v1/configmaps", "default", "a") is None
 
 
+async def test_an_authorizer_refuses_what_it_does_not_allow_in_the_api_servers_words(cluster: Cluster) -> None:
+    emulator = cluster.emulator
+    emulator.create_object("v1/configmaps", {"metadata": {"name": "a"}}, namespace="default")
+    emulator.set_authorizer(lambda record: record.verb != "get")
+    path = "/api/v1/namespaces/default/configmaps"
+    status, body = await raw(cluster, "GET", path + "/a")
+    assert (status, body["reason"]) == (403, "Forbidden")
+    assert body["message"].startswith('configmaps "a" is forbidden: ') and 'cannot get resource "configmaps"' in body[
+        "message"
+    ] and 'in the namespace "default"' in body["message"]  # fmt: skip
+    assert emulator.requests_log[-1].code == 403
+    assert (await raw(cluster, "GET", path))[0] == 200, "a list is allowed"
+    emulator.set_authorizer(None)
+    assert (await raw(cluster, "GET", path + "/a"))[0] == 200
+
+
 async def test_a_watch_can_be_refused_but_not_answered_late(cluster: Cluster) -> None:
     emulator = cluster.emulator
     late = Fault(503, "ServiceUnavailable", "leader changed", after=True)

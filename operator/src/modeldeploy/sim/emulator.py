@@ -128,6 +128,21 @@ def _conflict(rt: ResourceType, name: str) -> ApiError:
     )
 
 
+def _forbidden(record: RequestRecord) -> ApiError:
+    """RBAC's refusal, worded as the API server words it."""
+    resource = f"{record.resource}/{record.subresource}" if record.subresource else record.resource
+    what = f'{record.resource}.{record.group} "{record.name}"' if record.group else f'{record.resource} "{record.name}"'
+    if record.name is None:
+        what = f"{record.resource}.{record.group}" if record.group else record.resource
+    where = f' in the namespace "{record.namespace}"' if record.namespace else " at the cluster scope"
+    return ApiError(
+        403,
+        "Forbidden",
+        f'{what} is forbidden: User "{record.user_agent}" cannot {record.verb} resource "{resource}" in API group '
+        f'"{record.group}"{where}',
+    )
+
+
 def _bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
@@ -336,6 +351,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _gc_pending: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _faults: Callable[[RequestRecord, bytes], Fault | None] | None = attrs.field(default=None, init=False)
+    _authorizer: Callable[[RequestRecord], bool] | None = attrs.field(default=None, init=False)
 
     # --- registry -------------------------------------------------------------------------------------------
 
@@ -393,6 +409,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         (``body``: the request's body as sent); ``None`` ends the faults. The record says which request was failed
         (``record.fault``)."""
         self._faults = choose
+
+    def set_authorizer(self, allows: Callable[[RequestRecord], bool] | None) -> None:
+        """Serve only the resource requests ``allows(record)`` permits, as RBAC does: the others are answered 403
+        Forbidden in the API server's words, before any fault. ``None`` permits everything (the default)."""
+        self._authorizer = allows
 
     def cut_watches(self, resource: str | ResourceType | None = None, error: ApiError | None = None) -> None:
         """End every open watch stream now (of ``resource`` only, if given), as a restarting API server or a
@@ -1180,6 +1201,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raw=raw,
         )
         record = self._record(request, route)
+        if self._authorizer is not None and not self._authorizer(record):
+            record.code = 403
+            forbidden = _forbidden(record)
+            return _json_response(forbidden.status(), status=forbidden.code)
         fault = self._faults(record, request.body) if self._faults is not None else None
         if fault is not None and fault.after and record.verb == "watch":
             fault = None  # a watch's reply is a stream already under way: it can only be refused
