@@ -72,7 +72,7 @@ async def main(count: int, resync: float) -> int:
         crds=[crd_manifest()], admission={MD: admission}, ready_delay=0.5, tick=0.2,
         namespaces=("default", "bench"),
     ) as cluster:
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path), "MODELDEPLOY_RESYNC_SECONDS": "30"}
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig_path)}
         log = tempfile.NamedTemporaryFile("w+", prefix="modeldeploy-bench-", suffix=".log")  # noqa: SIM115
         operator = subprocess.Popen(  # noqa: ASYNC220  (a long-lived child, not awaited)
             [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", "0", "--metrics-port", "0",

@@ -263,7 +263,8 @@ def test_operator_command_ports_and_probes(rendered: dict[str, list[dict[str, An
 def test_operator_environment(rendered: dict[str, list[dict[str, Any]]]) -> None:
     env = env_of(operator_container(rendered["defaults"]))
     assert env["MODELDEPLOY_WATCH_NAMESPACES"] == ""
-    assert env["MODELDEPLOY_RESYNC_SECONDS"] == "10"
+    assert env["MODELDEPLOY_RESYNC_PERIOD_SECONDS"] == "300"
+    assert env["MODELDEPLOY_LOG_LEVEL"] == "INFO" and env["MODELDEPLOY_PEERING_LIFETIME_SECONDS"] == "60"
     assert env["MODELDEPLOY_WRITE_FAILURE_SECONDS"] == "120"
     assert env["MODELDEPLOY_METRICS_PORT"] == "9090"
     assert env["MODELDEPLOY_HEALTH_PORT"] == "8080"
@@ -665,7 +666,8 @@ def test_rbac_can_be_disabled() -> None:
             {"networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["not-a-cidr"], "ports": [443]}}},
             "cidrs",
         ),
-        ({"resyncSeconds": 0}, "resyncSeconds"),
+        ({"resyncPeriodSeconds": 0}, "resyncPeriodSeconds"),
+        ({"resyncSeconds": 10}, "resyncSeconds"),  # the old value, which did nothing: an error, not ignored
         ({"writeFailureSeconds": -1}, "writeFailureSeconds"),
         ({"peering": {"enabled": True, "name": "Bad Name", "lifetimeSeconds": 60}}, "name"),
         ({"metrics": {"serviceMonitor": {"enabled": True, "interval": "often"}}}, "interval"),

@@ -194,7 +194,7 @@ def rollout_with_counts(
 def operator_factory(emulated: ThreadedCluster, monkeypatch: pytest.MonkeyPatch) -> Callable[[], KopfRunner]:
     """Start the real operator against ``emulated`` (use as a context manager; exiting stops it)."""
     monkeypatch.setenv("KUBECONFIG", emulated.kubeconfig)
-    monkeypatch.setenv("MODELDEPLOY_RESYNC_SECONDS", "1")
+    monkeypatch.setenv("MODELDEPLOY_RESYNC_PERIOD_SECONDS", "1")
 
     def make() -> KopfRunner:
         return KopfRunner(

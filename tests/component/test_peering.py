@@ -29,6 +29,7 @@ from .test_process import free_port, get
 pytestmark = pytest.mark.component
 
 PEERINGS = "kopf.dev/v1/clusterkopfpeerings"
+LIFETIME = 45
 STEPS = [{"setWeight": 20}, {"pause": {"duration": "8s"}}, {"setWeight": 50}, {"pause": {"duration": "3s"}}]
 
 
@@ -58,7 +59,8 @@ def start(emulated: ThreadedCluster, tmp_path: Path) -> Iterator[Any]:
     def run(name: str, pod_ip: str) -> Operator:
         port = free_port()
         env = {**os.environ, "KUBECONFIG": emulated.kubeconfig, "POD_ID": name, "MODELDEPLOY_POD_IP": pod_ip,
-               "MODELDEPLOY_PEERING_NAME": "modeldeploy", "MODELDEPLOY_RESYNC_PERIOD_SECONDS": "1"}  # fmt: skip
+               "MODELDEPLOY_PEERING_NAME": "modeldeploy", "MODELDEPLOY_RESYNC_PERIOD_SECONDS": "1",
+               "MODELDEPLOY_PEERING_LIFETIME_SECONDS": str(LIFETIME)}  # fmt: skip
         log = tmp_path / f"{name}.log"
         process = subprocess.Popen(
             [sys.executable, "-m", "modeldeploy.cli", "run", "--health-port", "0", "--metrics-port", str(port)],
@@ -88,6 +90,9 @@ def test_an_outranked_replica_stops_writing_and_takes_over_again_without_ghosts(
     emulated.create(PEERINGS, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
                                "metadata": {"name": "modeldeploy"}})  # fmt: skip
     first = start("modeldeploy-a", "10.0.0.1")
+    keepalive = emulated.wait_for(lambda: ((emulated.get(PEERINGS, None, "modeldeploy") or {}).get("status") or {})
+                                  .get("modeldeploy-a"), message="the first replica's keep-alive")  # fmt: skip
+    assert keepalive["lifetime"] == LIFETIME, "the chart's peering.lifetimeSeconds reaches kopf"
     emulated.create(MD, {
         "apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment",
         "metadata": {"name": "iris", "namespace": "ml"},

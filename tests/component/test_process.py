@@ -15,12 +15,14 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.sim.emulator import ApiError
+from modeldeploy.sim.emulator import ApiError, Fault, RequestRecord
 
 from .conftest import DEPLOYMENTS, MD, ThreadedCluster
 from .test_operator import IRIS, ready
 
 pytestmark = pytest.mark.component
+
+UNAVAILABLE = Fault(503, "ServiceUnavailable", "the server is currently unable to handle the request")
 
 
 def free_port() -> int:
@@ -83,12 +85,12 @@ def test_run_serves_health_and_metrics(emulated: ThreadedCluster, tmp_path: Any)
 
 
 def test_run_rejects_bad_configuration_naming_the_variable(emulated: ThreadedCluster) -> None:
-    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig, "MODELDEPLOY_RESYNC_SECONDS": "soon"}
+    env = {**os.environ, "KUBECONFIG": emulated.kubeconfig, "MODELDEPLOY_WRITE_FAILURE_SECONDS": "soon"}
     result = subprocess.run(
         [sys.executable, "-m", "modeldeploy.cli", "run"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2
-    assert "MODELDEPLOY_RESYNC_SECONDS" in result.stderr
+    assert "MODELDEPLOY_WRITE_FAILURE_SECONDS" in result.stderr
 
 
 def test_a_watch_that_fails_stops_the_operator_with_an_error_for_the_kubelet_to_restart(
@@ -111,3 +113,26 @@ def test_a_watch_that_fails_stops_the_operator_with_an_error_for_the_kubelet_to_
     stopped = "The operator stopped on an error it does not recover from in-process (WatchingError: "
     assert last.startswith(stopped), last
     assert "etcdserver: no leader" in last and "resumes every rollout from its status" in last, last
+
+
+def writes_unavailable(record: RequestRecord, _: bytes) -> Fault | None:
+    return UNAVAILABLE if record.is_write else None
+
+
+def test_the_log_level_leaves_out_what_is_below_it(emulated: ThreadedCluster, tmp_path: Any) -> None:
+    """INFO (the default) logs the start; WARNING leaves it out and still logs a warning (a failed reconcile)."""
+    outputs = {}
+    for level in ("INFO", "WARNING"):
+        health, log_path = free_port(), tmp_path / f"{level}.log"
+        with operator_process(emulated, log_path, "--health-port", str(health), "--metrics-port", "0",
+                              "--log-level", level):  # fmt: skip
+            emulated.wait_for(lambda: get(f"http://127.0.0.1:{health}/healthz")[0] == 200, timeout=30)  # noqa: B023
+            emulated.call(emulated.cluster.emulator.set_faults, writes_unavailable)
+            name = f"iris-{level.lower()}"
+            emulated.create(MD, {**IRIS, "metadata": {"name": name, "namespace": "ml"}})
+            emulated.wait_for(lambda: "Reconcile of ml/" in log_path.read_text(), timeout=30)  # noqa: B023
+            emulated.call(emulated.cluster.emulator.set_faults, None)
+        outputs[level] = log_path.read_text()
+    assert "Operator started" in outputs["INFO"]
+    assert "Operator started" not in outputs["WARNING"], outputs["WARNING"]
+    assert "Reconcile of ml/iris-warning failed" in outputs["WARNING"]

@@ -12,7 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modeldeploy.cli import main
+from modeldeploy.cli import InputError, build_parser, main, run_options
+from modeldeploy.runner import OperatorProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 REQUIRED = ("cpu-model.yaml", "gpu-model.yaml", "baked-model.yaml", "safetensors-model.yaml")
@@ -155,3 +156,46 @@ def test_console_script_renders_an_example() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "kind: Deployment" in result.stdout
+
+
+def run_process(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> OperatorProcess:
+    for name in ("MODELDEPLOY_LOG_LEVEL", "MODELDEPLOY_PEERING_LIFETIME_SECONDS", "MODELDEPLOY_POD_IP"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return run_options(build_parser().parse_args(["run", *argv]))
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "level", "lifetime"),
+    [
+        ([], {}, "INFO", 60),
+        ([], {"MODELDEPLOY_LOG_LEVEL": "WARNING", "MODELDEPLOY_PEERING_LIFETIME_SECONDS": "30"}, "WARNING", 30),
+        ([], {"MODELDEPLOY_LOG_LEVEL": "error"}, "ERROR", 60),
+        (["--log-level", "debug", "--peering-lifetime", "90"], {"MODELDEPLOY_LOG_LEVEL": "ERROR"}, "DEBUG", 90),
+        (["--verbose"], {"MODELDEPLOY_LOG_LEVEL": "WARNING"}, "DEBUG", 60),
+    ],
+)
+def test_run_reads_the_log_level_and_the_peering_lifetime(
+    argv: list[str], env: dict[str, str], level: str, lifetime: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    process = run_process(argv, monkeypatch, **env)
+    assert (process.log_level, process.peering_lifetime) == (level, lifetime)
+    assert process.verbose is (level == "DEBUG")
+    options = process.kopf_kwargs()["memo"].options  # type: ignore[attr-defined]
+    assert options.peering_lifetime == lifetime
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MODELDEPLOY_LOG_LEVEL": "TRACE"}, "MODELDEPLOY_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR"),
+        ({"MODELDEPLOY_PEERING_LIFETIME_SECONDS": "soon"}, "MODELDEPLOY_PEERING_LIFETIME_SECONDS must be an integer"),
+        ({"MODELDEPLOY_PEERING_LIFETIME_SECONDS": "5"}, "at least 10 seconds"),
+    ],
+)
+def test_run_refuses_a_bad_log_level_or_peering_lifetime(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InputError, match=message):
+        run_process([], monkeypatch, **env)

@@ -18,13 +18,12 @@ def test_from_env_reads_only_the_given_mapping() -> None:
         {
             "MODELDEPLOY_RUNTIME_IMAGE": "r/img:2",
             "MODELDEPLOY_CLUSTER_DOMAIN": "corp.internal",
-            "MODELDEPLOY_RESYNC_SECONDS": "2.5",
             "MODELDEPLOY_WRITE_FAILURE_SECONDS": "300",
             "UNRELATED": "x",
         }
     )
     assert config == OperatorConfig(
-        default_runtime_image="r/img:2", cluster_domain="corp.internal", resync_seconds=2.5, write_failure_seconds=300
+        default_runtime_image="r/img:2", cluster_domain="corp.internal", write_failure_seconds=300
     )
     assert OperatorConfig.from_env({}) == OperatorConfig()
     assert OperatorConfig.from_env({"MODELDEPLOY_CLUSTER_DOMAIN": ""}).cluster_domain == "cluster.local"
@@ -33,8 +32,6 @@ def test_from_env_reads_only_the_given_mapping() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"MODELDEPLOY_RESYNC_SECONDS": "soon"}, "MODELDEPLOY_RESYNC_SECONDS"),
-        ({"MODELDEPLOY_RESYNC_SECONDS": "0"}, "resync_seconds"),
         ({"MODELDEPLOY_WRITE_FAILURE_SECONDS": "2m"}, "MODELDEPLOY_WRITE_FAILURE_SECONDS"),
         ({"MODELDEPLOY_WRITE_FAILURE_SECONDS": "-5"}, "write_failure_seconds"),
         ({"MODELDEPLOY_CLUSTER_DOMAIN": "Bad Domain"}, "cluster_domain"),

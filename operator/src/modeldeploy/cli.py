@@ -193,6 +193,10 @@ def _env_int(name: str, default: int | None) -> int | None:
         raise InputError(f"{name} must be an integer, got {raw!r}") from None
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The operator's log levels (``--log-level``, ``MODELDEPLOY_LOG_LEVEL``; the chart's ``logLevel``)."""
+
+
 def peering_priority(pod_ip: str) -> int:
     """A distinct kopf peering priority per replica, from its pod IP (IPv4: the address as an integer)."""
     address = ipaddress.ip_address(pod_ip)
@@ -222,7 +226,12 @@ def _add_run(subparsers: Any) -> None:
                         help="kopf peering object for HA; empty runs standalone [MODELDEPLOY_PEERING_NAME]")
     parser.add_argument("--resync-period", type=float, default=None, metavar="SECONDS",
                         help="re-reconcile every ModelDeployment this often [MODELDEPLOY_RESYNC_PERIOD_SECONDS, 300]")
-    parser.add_argument("--verbose", action="store_true", help="debug logging [MODELDEPLOY_LOG_LEVEL=debug]")
+    parser.add_argument("--peering-lifetime", type=int, default=None, metavar="SECONDS",
+                        help="how long this replica's peering keep-alive stays valid: a replica that stops without "
+                             "saying so is replaced after at most this [MODELDEPLOY_PEERING_LIFETIME_SECONDS, 60]")
+    parser.add_argument("--log-level", default=None, choices=LOG_LEVELS, type=str.upper,
+                        help="the operator's log level [MODELDEPLOY_LOG_LEVEL, INFO]")
+    parser.add_argument("--verbose", action="store_true", help="debug logging, as --log-level=DEBUG")
     parser.set_defaults(handler=_cmd_run)
 
 
@@ -250,7 +259,14 @@ def run_options(args: argparse.Namespace) -> OperatorProcess:
             raise InputError(f"MODELDEPLOY_RESYNC_PERIOD_SECONDS must be a number, got {raw!r}") from None
     if period <= 0:
         raise InputError("the resync period must be positive")
-    verbose = args.verbose or os.environ.get("MODELDEPLOY_LOG_LEVEL", "").lower() == "debug"
+    level = "DEBUG" if args.verbose else args.log_level or os.environ.get("MODELDEPLOY_LOG_LEVEL", "").upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise InputError(f"MODELDEPLOY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    lifetime = args.peering_lifetime
+    if lifetime is None:
+        lifetime = _env_int("MODELDEPLOY_PEERING_LIFETIME_SECONDS", 60)
+    if lifetime is None or lifetime < 10:
+        raise InputError(f"the peering lifetime must be at least 10 seconds, got {lifetime!r}")
     return OperatorProcess(
         namespaces=namespaces,
         health_port=health or None,
@@ -259,7 +275,8 @@ def run_options(args: argparse.Namespace) -> OperatorProcess:
         peering_name=peering or "modeldeploy",
         priority=priority,
         resync_period=period,
-        verbose=verbose,
+        peering_lifetime=lifetime,
+        log_level=level,
     )
 
 

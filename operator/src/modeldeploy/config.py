@@ -20,7 +20,7 @@ _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _BOOLS = ("require_sha256", "model_network_policy", "model_disruption_budget", "gpu_preflight")
 _LISTS = ("allowed_schemes", "allowed_hosts")
-_SECONDS = ("resync_seconds", "write_failure_seconds")
+_SECONDS = ("write_failure_seconds",)
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,6 @@ class OperatorConfig:
     """DNS suffix of in-cluster Service names, used in ``status.url``."""
     field_manager: str = "modeldeploy"
     """Field manager for server-side apply."""
-    resync_seconds: float = 10.0
-    """How soon to look again at a ModelDeployment that has not converged yet."""
     model_mount_path: str = "/mnt/models"
     """Where the model artifact is put (emptyDir) or mounted (PersistentVolumeClaim) in the pods."""
     require_sha256: bool = False
@@ -74,9 +72,8 @@ class OperatorConfig:
             raise ValueError(f"cluster_domain must be a DNS name, got {self.cluster_domain!r}")
         if not self.field_manager or len(self.field_manager) > 128:
             raise ValueError(f"field_manager must be 1 to 128 characters, got {self.field_manager!r}")
-        for name in ("resync_seconds", "write_failure_seconds"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.write_failure_seconds > 0:
+            raise ValueError(f"write_failure_seconds must be positive, got {self.write_failure_seconds!r}")
         if not self.model_mount_path.startswith("/") or self.model_mount_path == "/":
             raise ValueError(f"model_mount_path must be an absolute directory, got {self.model_mount_path!r}")
         unknown = sorted(set(self.allowed_schemes) - STORAGE_SCHEMES)
@@ -143,7 +140,6 @@ ENV_VARS: Mapping[str, str] = {
     "default_runtime_image": "MODELDEPLOY_RUNTIME_IMAGE",
     "cluster_domain": "MODELDEPLOY_CLUSTER_DOMAIN",
     "field_manager": "MODELDEPLOY_FIELD_MANAGER",
-    "resync_seconds": "MODELDEPLOY_RESYNC_SECONDS",
     "model_mount_path": "MODELDEPLOY_MODEL_MOUNT_PATH",
     "require_sha256": "MODELDEPLOY_POLICY_REQUIRE_SHA256",
     "allowed_schemes": "MODELDEPLOY_POLICY_ALLOWED_SCHEMES",

@@ -77,6 +77,22 @@ class RunOptions:
     priority: int = 0
     namespaces: tuple[str, ...] = ()
     """The namespaces served; empty: all (cluster-wide peering)."""
+    peering_lifetime: int = 60
+    """Seconds a replica's peering keep-alive stays valid: one that stops without saying so (killed, its node lost)
+    is taken over after at most this."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RunOptions:
+        """For an operator started by kopf's own command line (``kopf run -m modeldeploy.handlers``), which passes no
+        options: the resync period from ``MODELDEPLOY_RESYNC_PERIOD_SECONDS``, as ``modeldeploy run`` reads it."""
+        raw = env.get("MODELDEPLOY_RESYNC_PERIOD_SECONDS", "")
+        try:
+            period = float(raw) if raw else cls.resync_period
+        except ValueError:
+            raise ValueError(f"MODELDEPLOY_RESYNC_PERIOD_SECONDS must be a number, got {raw!r}") from None
+        if not period > 0:
+            raise ValueError(f"MODELDEPLOY_RESYNC_PERIOD_SECONDS must be positive, got {raw!r}")
+        return cls(resync_period=period)
 
 
 class IndexSource:
@@ -129,6 +145,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     settings.posting.enabled = False  # The operator posts its own Events, only on transitions.
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    options: RunOptions = getattr(memo, "options", None) or RunOptions.from_env(os.environ)
+    settings.peering.lifetime = options.peering_lifetime
     # kopf's requests are its watches' lists and watches. By default kopf tries each 9 times over about 54 s and then
     # gives up on a 5xx or 403 answer (an API server restarting, or a load balancer in front of it with no backend
     # left), and a watch that gives up stops the whole operator: it exits, and the kubelet restarts it with a delay
@@ -139,7 +157,6 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: 
     # it waits for the next; handlers return at once (they schedule a reconcile), so an idle worker only costs
     # memory. kopf's default keeps it 5 s; 1 s still absorbs the events of one write.
     settings.queueing.idle_timeout = 1.0
-    options: RunOptions = getattr(memo, "options", None) or RunOptions()
     config = OperatorConfig.from_env(os.environ)
     metrics = OperatorMetrics()
     kube = KubeClient.connect(field_manager=config.field_manager)

@@ -28,11 +28,18 @@ class OperatorProcess:
     peering_name: str = "modeldeploy"
     priority: int = 0
     resync_period: float = 300.0
-    verbose: bool = False
+    peering_lifetime: int = 60
+    """Seconds this replica's peering keep-alive stays valid (kopf's ``settings.peering.lifetime``)."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
     extra: dict[str, object] = field(default_factory=dict)
     identity: str = field(default_factory=lambda: own_identity())
     """This process's identity in the peering: given to kopf, and to the handlers' peering gate, which must
     recognise its own keep-alive."""
+
+    @property
+    def verbose(self) -> bool:
+        return self.log_level == "DEBUG"
 
     def kopf_kwargs(self) -> dict[str, object]:
         from modeldeploy.handlers import REGISTRY
@@ -44,6 +51,7 @@ class OperatorProcess:
             identity=self.identity,
             priority=self.priority,
             namespaces=tuple(self.namespaces),
+            peering_lifetime=self.peering_lifetime,
         )
         kwargs: dict[str, object] = {
             "registry": REGISTRY,
@@ -87,6 +95,8 @@ def run(process: OperatorProcess) -> bool:
     if not process.verbose:
         # One line per handled watch event is noise at scale; the operator logs and posts what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if process.log_level in ("WARNING", "ERROR"):
+        logging.getLogger().setLevel(process.log_level)  # kopf configures the root logger for INFO
     try:
         kopf.run(**process.kopf_kwargs())  # type: ignore[arg-type]
     except Exception as error:

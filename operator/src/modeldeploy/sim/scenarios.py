@@ -443,9 +443,8 @@ class LocalHarness:
             on_pod_running=self.kubelet.on_pod_running, on_pod_stopped=self.kubelet.on_pod_stopped,
             namespaces=("default", "kube-system", NAMESPACE),
         ).start(60)  # fmt: skip
-        for key, value in (("KUBECONFIG", str(self.cluster.kubeconfig_path)), ("MODELDEPLOY_RESYNC_SECONDS", "1")):
-            self._saved_env[key] = os.environ.get(key)
-            os.environ[key] = value
+        self._saved_env["KUBECONFIG"] = os.environ.get("KUBECONFIG")
+        os.environ["KUBECONFIG"] = str(self.cluster.kubeconfig_path)
         self._saved_resolver = modeldeploy.controller.default_pod_address
         modeldeploy.controller.default_pod_address = self.kubelet.address
         return self
