@@ -45,6 +45,7 @@ $(PROMTOOL):
 # The chart ships a byte-identical copy of the CRD (crds/ is the single source of truth).
 sync-crds:
 	cp crds/modeldeploy.io_modeldeployments.yaml $(CHART)/crds/modeldeploy.io_modeldeployments.yaml
+	cp crds/modeldeploy.io_modeldeployments.yaml operator/src/modeldeploy/crds/modeldeploy.io_modeldeployments.yaml
 
 chart-lint: tools
 	$(HELM) lint --strict $(CHART)

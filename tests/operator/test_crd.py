@@ -21,6 +21,8 @@ from modeldeploy import schema
 from modeldeploy.analysis.criteria import Outcome, RunPhase
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.build import CONTAINER_NAME, build_deployment
+from modeldeploy.config import OperatorConfig
 from modeldeploy.rollout.config import parse_rollout
 from modeldeploy.rollout.plan import (
     MAX_ERROR_TEXT,
@@ -48,6 +50,7 @@ from modeldeploy.rollout.state import (
     RollbackPin,
     RolloutStatus,
 )
+from modeldeploy.spec import parse_model_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 CANONICAL = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -286,6 +289,41 @@ def test_field_names_follow_the_design(block: str, fields: set[str]) -> None:
 def test_rollout_status_is_open_for_the_rollout_engine(path: str) -> None:
     nodes = dict(_walk(_root()))
     assert nodes[path]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+ENV_NAME_RULE = ("spec", "runtime", "env", 0, "name")
+ENV_SPECS: list[tuple[str, dict[str, Any]]] = [
+    ("minimal", {}),
+    (
+        "every-variable",
+        {
+            "model": {"format": "Safetensors", "entryPoint": "pkg.mod:Net"},
+            "runtime": {"auth": {"secretRef": {"name": "tokens"}}, "gpu": {"count": 1, "halfPrecision": True}},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize("extra", [s for _, s in ENV_SPECS], ids=[name for name, _ in ENV_SPECS])
+def test_every_variable_the_operator_sets_is_reserved(extra: dict[str, Any]) -> None:
+    """A user's variable of one of these names would be a second entry of the container's env. MODELSERVE_DEVICE
+    is the exception: the user's replaces the operator's (test_build.py)."""
+    body = {
+        "apiVersion": schema.API_VERSION,
+        "kind": schema.KIND,
+        "metadata": {"name": "iris", "namespace": "ml"},
+        "spec": {
+            "model": {"version": "1", "storageUri": "s3://models/iris/1", **extra.get("model", {})},
+            "runtime": extra.get("runtime", {}),
+        },
+    }
+    deployment = build_deployment(parse_model_deployment(body), OperatorConfig(), "abcdef0123", 1)
+    pod = deployment["spec"]["template"]["spec"]
+    (server,) = [c for c in pod["containers"] if c["name"] == CONTAINER_NAME]
+    (rule,) = [r for r in schema.cel_rules() if r.path == ENV_NAME_RULE]
+    allowed = {e["name"] for e in server["env"] if schema.evaluate_rule(rule.rule, e["name"])}
+    assert allowed <= {"MODELSERVE_DEVICE"}
+    assert all("env" not in c for c in pod.get("initContainers", []))
 
 
 def test_rollout_block_describes_every_strategy() -> None:

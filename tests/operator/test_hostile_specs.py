@@ -42,6 +42,7 @@ steps = st.lists(
         st.builds(lambda m: {"setMirror": m}, st.integers(min_value=-1, max_value=101)),
         st.just({"pause": {}}),
         st.just({"pause": {"duration": "5s"}}),
+        st.just({"pause": {"duration": "100000000h"}}),
         st.just({"setWeight": 10, "setMirror": 10}),
         st.just({"analysis": {}}),
     ),
@@ -54,6 +55,7 @@ GOLDEN_CASE = {
 }
 analyses = st.one_of(
     st.just({"maxErrorRatio": 0.01}),
+    st.just({"maxErrorRatio": 0.01, "interval": "100000000h"}),
     st.just({"goldenRequests": {"cases": [GOLDEN_CASE]}, "count": 1, "failureLimit": 0}),
     st.just({"goldenRequests": {"cases": [{**GOLDEN_CASE, "outputs": [{"name": "o"}]}]}}),  # neither data nor argmax
     st.just({"goldenRequests": {"cases": [{**GOLDEN_CASE, "inputs": [{"name": "x", "shape": [3], "data": [1]}]}]}}),
@@ -286,3 +288,35 @@ def test_update_of_a_serving_object_never_loses_the_last_good_children(spec: dic
         assert all(not (ref.kind == "Deployment" and ref.name == stable) for ref in plan.delete), (
             "the serving revision is never deleted in the same pass that starts its successor"
         )
+
+
+FAR = "100000000h"  # 11,000 years
+DURATIONS_PAST_THEIR_BOUNDS = [
+    (
+        "analysis-interval",
+        {
+            "strategy": "Canary",
+            "canary": {"steps": [{"setWeight": 10}, {"analysis": {}}]},
+            "analysis": {"maxErrorRatio": 0.01, "interval": FAR},
+        },
+    ),
+    ("analysis-interval-25h", {"strategy": "Canary", "analysis": {"maxErrorRatio": 0.01, "interval": "25h"}}),
+    ("pause", {"strategy": "Canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": FAR}}]}}),
+    ("pause-first", {"strategy": "Canary", "canary": {"steps": [{"pause": {"duration": "9" * 31 + "h"}}]}}),
+]
+
+
+@pytest.mark.parametrize("admitted", [True, False], ids=["admitted", "from-a-file"])
+@pytest.mark.parametrize(
+    "rollout", [r for _, r in DURATIONS_PAST_THEIR_BOUNDS], ids=[name for name, _ in DURATIONS_PAST_THEIR_BOUNDS]
+)
+def test_a_duration_past_its_bound_is_an_invalid_spec(rollout: dict[str, Any], admitted: bool) -> None:
+    """Also for an object the API server admitted (its CEL rules are not checked again): the rollout would add
+    the duration to a timestamp."""
+    status, children = serving(0)
+    spec = {**GOOD_SPEC, "model": {**GOOD_SPEC["model"], "version": "2"}, "rollout": rollout}
+    obj = body(spec, generation=2)
+    obj["status"] = copy.deepcopy(status)
+    plan = plan_reconcile(obj, observed(copy.deepcopy(list(children))), CONFIGS[0], NOW, admitted=admitted)
+    assert invalid(plan), plan.status
+    assert plan.apply == [] and plan.delete == []

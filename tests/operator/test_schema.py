@@ -152,6 +152,18 @@ def test_a_minimal_object_is_valid() -> None:
         (spec(runtime={"env": [{"name": "A"}, {"name": "A"}]}), "spec.runtime.env[1]", "Duplicate value"),
         (spec(runtime={"env": [{"name": f"V{i}"} for i in range(65)]}), "spec.runtime.env", "at most 64"),
         (
+            spec(runtime={"imagePullSecrets": [{"name": "regcred"}, {"name": "other"}, {"name": "regcred"}]}),
+            "spec.runtime.imagePullSecrets[2]",
+            'Duplicate value: name="regcred"',
+        ),
+        (spec(runtime={"tolerations": [{"key": "team name"}]}), "spec.runtime.tolerations[0].key", "should match"),
+        (spec(runtime={"tolerations": [{"key": "/team"}]}), "spec.runtime.tolerations[0].key", "should match"),
+        (
+            spec(runtime={"tolerations": [{"key": "team", "value": "-ml"}]}),
+            "spec.runtime.tolerations[0].value",
+            "should match",
+        ),
+        (
             spec(runtime={"tolerations": [{"tolerationSeconds": 2**70}]}),
             "spec.runtime.tolerations[0]",
             "int64",
@@ -242,6 +254,17 @@ def test_int_or_string_and_preserved_fields_accept_their_shapes(patch: dict[str,
     [
         {"priorityClassName": "gpu-serving", "runtimeClassName": "nvidia"},
         {"priorityClassName": "system-cluster-critical", "runtimeClassName": "nvidia.cdi.k8s.io"},
+        {"imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]},
+        {
+            "tolerations": [
+                {"operator": "Exists"},
+                {"key": "", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "example.com/pool", "value": "gpu-a100_80GB.v2", "effect": "NoSchedule"},
+                {"key": "dedicated", "operator": "Equal", "value": ""},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                 "tolerationSeconds": 0},
+            ]
+        },
         {"topologySpreadConstraints": []},
         {"topologySpreadConstraints": [SPREAD_ITEM]},
         {
@@ -410,11 +433,51 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "set by the operator",
     ),
     (
+        "env-reserved-auth-tokens-file",
+        spec(
+            runtime={
+                "auth": {"secretRef": {"name": "tok"}},
+                "env": [{"name": "MODELSERVE_AUTH_TOKENS_FILE", "value": "/x"}],
+            }
+        ),
+        spec(runtime={"auth": {"secretRef": {"name": "tok"}}, "env": [{"name": "MODELSERVE_DEVICE", "value": "cpu"}]}),
+        "spec.runtime.env[0].name",
+        "set by the operator",
+    ),
+    (
         "toleration-exists-value",
         spec(runtime={"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}),
         spec(runtime={"tolerations": [{"key": "k", "operator": "Equal", "value": "v"}]}),
         "spec.runtime.tolerations[0]",
         "operator is Exists",
+    ),
+    (
+        "toleration-empty-key-needs-exists",
+        spec(runtime={"tolerations": [{"operator": "Equal", "value": "x"}]}),
+        spec(runtime={"tolerations": [{"operator": "Exists"}]}),
+        "spec.runtime.tolerations[0].operator",
+        "operator must be Exists when key is empty",
+    ),
+    (
+        "toleration-empty-key-without-operator",
+        spec(runtime={"tolerations": [{"key": "", "effect": "NoSchedule"}]}),
+        spec(runtime={"tolerations": [{"key": "", "operator": "Exists", "effect": "NoSchedule"}]}),
+        "spec.runtime.tolerations[0].operator",
+        "operator must be Exists when key is empty",
+    ),
+    (
+        "toleration-seconds-need-no-execute",
+        spec(runtime={"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 60}]}),
+        spec(runtime={"tolerations": [{"key": "k", "effect": "NoExecute", "tolerationSeconds": 60}]}),
+        "spec.runtime.tolerations[0].effect",
+        "effect must be NoExecute when tolerationSeconds is set",
+    ),
+    (
+        "toleration-seconds-without-effect",
+        spec(runtime={"tolerations": [{"key": "k", "operator": "Exists", "tolerationSeconds": 60}]}),
+        spec(runtime={"tolerations": [{"key": "k", "operator": "Exists"}]}),
+        "spec.runtime.tolerations[0].effect",
+        "effect must be NoExecute when tolerationSeconds is set",
     ),
     (
         "pod-labels-reserved",
@@ -471,6 +534,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(rollout={"firstDeployAnalysis": True, "analysis": ANALYSIS}),
         "spec.rollout.analysis",
         "firstDeployAnalysis needs",
+    ),
+    (
+        "pause-duration-at-most-a-week",
+        spec(rollout={"canary": {"steps": [{"pause": {"duration": "167h60m1s"}}]}}),
+        spec(rollout={"canary": {"steps": [{"pause": {"duration": "167h60m"}}]}}),
+        "spec.rollout.canary.steps[0].pause.duration",
+        "at most 168h",
+    ),
+    (
+        "analysis-interval-at-most-a-day",
+        spec(rollout={"analysis": {**ANALYSIS, "interval": "24h0.001s"}}),
+        spec(rollout={"analysis": {**ANALYSIS, "interval": "24h"}}),
+        "spec.rollout.analysis.interval",
+        "longer than zero and at most 24h",
+    ),
+    (
+        "analysis-interval-longer-than-zero",
+        spec(rollout={"analysis": {**ANALYSIS, "interval": "0ms"}}),
+        spec(rollout={"analysis": {**ANALYSIS, "interval": "1ns"}}),
+        "spec.rollout.analysis.interval",
+        "longer than zero and at most 24h",
     ),
     (
         "one-key-per-step",
@@ -602,6 +686,80 @@ def test_rules_reading_a_missing_field_report_an_evaluation_error() -> None:
     assert schema.evaluate_rule("self.all(k, k.startsWith('a'))", {"ab": 1, "ac": 2}) is True
     with pytest.raises(ValueError, match="did not return a bool"):
         schema.evaluate_rule("size(self)", [1, 2])
+
+
+@pytest.mark.parametrize(
+    ("obj", "field", "message"),
+    [
+        (
+            spec(rollout={"canary": {"steps": [{"pause": {"duration": "100000000h"}}]}}),
+            "spec.rollout.canary.steps[0].pause.duration",
+            "at most 168h",
+        ),
+        (
+            spec(rollout={"analysis": {**ANALYSIS, "interval": "100000000h"}}),
+            "spec.rollout.analysis.interval",
+            "at most 24h",
+        ),
+        (
+            spec(rollout={"analysis": {**ANALYSIS, "interval": "9" * 31 + "h"}}),
+            "spec.rollout.analysis.interval",
+            "at most 24h",
+        ),
+    ],
+)
+def test_a_duration_beyond_go_is_an_evaluation_error_with_the_rules_message(
+    obj: dict[str, Any], field: str, message: str
+) -> None:
+    """Past int64 nanoseconds (about 2562047h) cel-go's duration() fails; the API server reports that failure
+    followed by the rule's message, and so does validate_object."""
+    errors = validate_object(obj)
+    assert [e.field for e in errors] == [field], errors
+    assert errors[0].message.startswith("Invalid value: time: invalid duration"), errors
+    assert message in errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "nanoseconds"),
+    [
+        ("0", 0),
+        ("30s", 30 * 10**9),
+        ("1h30m", 5400 * 10**9),
+        ("1.5h", 5400 * 10**9),
+        (".5s", 5 * 10**8),
+        ("5.s", 5 * 10**9),
+        ("250ms", 25 * 10**7),
+        ("5us", 5000),
+        ("5\u00b5s", 5000),
+        ("5\u03bcs", 5000),
+        ("0.5ns", 0),
+        ("1h1h", 7200 * 10**9),
+        ("-1s", -(10**9)),
+        ("+1s", 10**9),
+        ("2562047h", 2562047 * 3600 * 10**9),
+    ],
+)
+def test_go_duration_nanoseconds(text: str, nanoseconds: int) -> None:
+    assert schema.go_duration_nanoseconds(text) == nanoseconds
+
+
+@pytest.mark.parametrize("text", ["", "-", "1", "s", ".s", "1d", "1h ", " 1h", "1h-1m", "2562048h", "9" * 20 + "ns"])
+def test_go_duration_nanoseconds_rejects(text: str) -> None:
+    with pytest.raises(schema.DurationError, match="time: invalid duration"):
+        schema.go_duration_nanoseconds(text)
+
+
+def test_cel_duration_parses_as_go_does() -> None:
+    """The micro sign, which celpy's own duration() refuses, a range of int64 nanoseconds, and nanoseconds
+    compared with the CRD's bounds as exactly as cel-go does, although celpy keeps microseconds."""
+    assert schema.evaluate_rule("duration(self) == duration('5us')", "5\u00b5s") is True
+    assert schema.evaluate_rule("duration(self) > duration('0s')", "1ns") is True
+    assert schema.evaluate_rule("duration(self) <= duration('24h')", "24h0.0000001s") is False
+    assert schema.evaluate_rule("duration(self) <= duration('24h')", "23h59m59.9999999s") is True
+    assert schema.evaluate_rule("duration(self) > duration('168h')", "2562047h") is True
+    assert schema.evaluate_rule("duration(self) == duration('0s')", "0") is True
+    with pytest.raises(ValueError, match='time: invalid duration "2562048h"'):
+        schema.evaluate_rule("duration(self) > duration('0s') && duration(self) < duration('1h')", "2562048h")
 
 
 def test_rules_are_skipped_quietly_where_the_schema_already_failed() -> None:

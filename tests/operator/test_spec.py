@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeldeploy.schema import SpecError
+from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS
+from modeldeploy.schema import SpecError, validate_object
 from modeldeploy.spec import (
     ModelDeployment,
     StorageLocation,
@@ -232,6 +233,57 @@ def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(SpecError) as caught:
         parse_duration(text, "spec.rollout.analysis.interval")
     assert caught.value.field == "spec.rollout.analysis.interval"
+
+
+def _pause(duration: str) -> dict[str, Any]:
+    steps = [{"setWeight": 10}, {"pause": {"duration": duration}}]
+    return obj(rollout={"strategy": "Canary", "canary": {"steps": steps}})
+
+
+def _interval(interval: str) -> dict[str, Any]:
+    return obj(rollout={"analysis": {"interval": interval, "maxErrorRatio": 0.1}})
+
+
+PAUSE_FIELD = "spec.rollout.canary.steps[1].pause.duration"
+INTERVAL_FIELD = "spec.rollout.analysis.interval"
+DURATION_BOUNDS = [
+    (_pause, PAUSE_FIELD, MAX_PAUSE_SECONDS, "168h"),
+    (_interval, INTERVAL_FIELD, MAX_ANALYSIS_INTERVAL_SECONDS, "24h"),
+]
+
+
+@pytest.mark.parametrize(("make", "field", "bound", "text"), DURATION_BOUNDS)
+def test_duration_bounds_are_the_crds(make: Any, field: str, bound: int, text: str) -> None:
+    """The operator checks the bound of the CRD's rule itself: it reads objects without their CEL rules."""
+    assert bound == parse_duration(text, field)
+    for body in (make(text), make(f"{bound}s")):
+        assert validate_object(body) == []
+        parse_model_deployment(body, admitted=True)
+    over = make(f"{bound}.001s")
+    assert [e.field for e in validate_object(over)] == [field]
+    with pytest.raises(SpecError) as caught:
+        parse_model_deployment(over, admitted=True)
+    assert (caught.value.field, f"at most {text}" in caught.value.message) == (field, True)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (_pause("100000000h"), PAUSE_FIELD, "must be at most 168h"),
+        (_pause("9" * 31 + "h"), PAUSE_FIELD, "must be at most 168h"),
+        (_pause("169h"), PAUSE_FIELD, "leave it out to wait until promoted"),
+        (_interval("100000000h"), INTERVAL_FIELD, "must be at most 24h"),
+        (_interval("1441m"), INTERVAL_FIELD, "must be at most 24h"),
+        (_interval("0.0s"), INTERVAL_FIELD, "must be longer than zero"),
+    ],
+)
+def test_durations_out_of_bounds_are_spec_errors_of_admitted_objects(
+    body: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_model_deployment(body, admitted=True)
+    assert caught.value.field == field
+    assert message in caught.value.message
 
 
 def test_model_deployment_shortcuts_match_the_spec() -> None:

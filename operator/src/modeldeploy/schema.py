@@ -4,8 +4,8 @@ The CRD (``crds/modeldeploy.io_modeldeployments.yaml``, shipped as package data)
 truth. ``default_object`` applies its structural defaults the way the API server does on create and update;
 ``validate_object`` checks the OpenAPI v3 schema (with the Kubernetes extensions int-or-string,
 preserve-unknown-fields, nullable, list-type map) and evaluates every ``x-kubernetes-validations`` CEL rule
-with ``self`` bound at the rule's location. Unknown fields are reported, as with ``kubectl apply`` (strict
-field validation), rather than silently pruned.
+with ``self`` bound at the rule's location (``duration()`` parses as Go does, as in the API server's cel-go).
+Unknown fields are reported, as with ``kubectl apply`` (strict field validation), rather than silently pruned.
 
 Pure: no API client, no clock, no environment.
 """
@@ -18,7 +18,7 @@ import importlib.resources
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -294,6 +294,82 @@ def _schema_errors(error: jsonschema.ValidationError) -> Iterator[tuple[PathTupl
 
 # --- CEL rules ---------------------------------------------------------------------------------------------
 
+_NANOSECONDS = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # micro sign
+    "\u03bcs": 1_000,  # Greek mu
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+_GO_DURATION_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_INT64_MAX = 2**63 - 1
+
+
+class DurationError(ValueError):
+    """A duration Go's ``time.ParseDuration`` refuses; the message is Go's."""
+
+
+def go_duration_nanoseconds(text: str) -> int:
+    """Nanoseconds in ``text`` as Go's ``time.ParseDuration`` reads it, which is what the API server's CEL
+    ``duration()`` does: ``1h30m``, ``1.5h``, ``250ms``, ``5us`` or ``5\u00b5s``, an optional sign, and ``0``.
+
+    Raises DurationError where Go returns an error: malformed text, or a total beyond int64 nanoseconds (about
+    2562047h).
+    """
+    invalid = DurationError(f'time: invalid duration "{text}"')
+    rest = text
+    negative = rest.startswith("-")
+    if rest[:1] in ("-", "+"):
+        rest = rest[1:]
+    if rest == "0":
+        return 0
+    if not rest:
+        raise invalid
+    total, position = 0, 0
+    for match in _GO_DURATION_PART.finditer(rest):
+        whole, fraction, unit = match.groups()
+        if match.start() != position or not (whole or fraction):
+            raise invalid
+        scale = _NANOSECONDS[unit]
+        total += int(whole or "0") * scale
+        if fraction:
+            total += int(fraction) * scale // 10 ** len(fraction)
+        if total > _INT64_MAX + negative:
+            raise invalid
+        position = match.end()
+    if position != len(rest):
+        raise invalid
+    return -total if negative else total
+
+
+class _AbortedRuleError(Exception):
+    """Carries a DurationError out of celpy, which would otherwise turn it into an error value that its ``&&``
+    and ``?:`` then report as a missing overload instead of Go's message."""
+
+
+def _cel_duration(value: Any) -> Any:
+    """CEL ``duration(string)`` parsed as Go parses it (celpy's own refuses the micro sign, and its range is not
+    int64 nanoseconds). A duration Go refuses ends the rule's evaluation with Go's message, as cel-go reports it.
+    """
+    from celpy import celtypes
+
+    if isinstance(value, celtypes.DurationType):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"no such overload: duration({type(value).__name__})")
+    try:
+        nanoseconds = go_duration_nanoseconds(str(value))
+    except DurationError as error:
+        raise _AbortedRuleError(str(error)) from error
+    # celpy's durations hold microseconds: rounding away from zero keeps every comparison with a whole number of
+    # microseconds (each bound in the CRD) as it is in nanoseconds.
+    microseconds = -(-abs(nanoseconds) // 1000)
+    return celtypes.DurationType(timedelta(microseconds=microseconds if nanoseconds >= 0 else -microseconds))
+
+
 # celpy (with its parser) is imported on first use: the operator checks specs the API server admitted, without
 # their CEL rules, and its process need not hold the CEL engine (about 11 MB).
 
@@ -308,7 +384,7 @@ def _cel() -> Any:
 @functools.cache
 def _program(rule: str) -> Any:
     cel = _cel()
-    return cel.program(cel.compile(rule))
+    return cel.program(cel.compile(rule), functions={"duration": _cel_duration})
 
 
 def evaluate_rule(rule: str, value: Any) -> bool:
@@ -322,6 +398,8 @@ def evaluate_rule(rule: str, value: Any) -> bool:
     try:
         program = _program(rule)
         result = program.evaluate({"self": json_to_cel(value)})
+    except _AbortedRuleError as error:
+        raise ValueError(str(error)) from error
     except Exception as error:  # celpy raises its own errors and Python ones (KeyError, TypeError)
         raise ValueError(f"{type(error).__name__}: {error}") from error
     if isinstance(result, celtypes.BoolType):
@@ -355,7 +433,8 @@ def _cel_errors(
             ok = evaluate_rule(rule, value)
         except ValueError as error:
             if not schema_rejected_below:
-                yield path, f"Invalid value: rule {rule!r} could not be evaluated: {error}"
+                # As the API server words it: the error, then the rule's message (or the rule).
+                yield path, f"Invalid value: {error} evaluating rule: {item.get('message') or rule}"
             continue
         if not ok:
             yield where, f"Invalid value: {item.get('message') or 'failed rule: ' + rule}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
+from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS
 from modeldeploy.schema import SpecError, default_object, validate_object
 
 ModelFormat = Literal["TorchScript", "TorchExport", "Safetensors"]
@@ -303,16 +304,25 @@ def _check_path(path: str, bad: Any) -> None:
 
 
 def _check_rollout_durations(rollout: Mapping[str, Any]) -> None:
+    """The durations the rollout adds to its timestamps: well-formed, and within the CRD's bounds."""
     canary = rollout.get("canary") or {}
     for index, step in enumerate(canary.get("steps") or []):
         duration = (step.get("pause") or {}).get("duration")
         if duration is not None:
-            parse_duration(duration, f"spec.rollout.canary.steps[{index}].pause.duration")
+            field_path = f"spec.rollout.canary.steps[{index}].pause.duration"
+            if parse_duration(duration, field_path) > MAX_PAUSE_SECONDS:
+                raise SpecError(
+                    field_path,
+                    f"Invalid value: {duration!r}: must be at most 168h (7 days); leave it out to wait until promoted",
+                )
     analysis = rollout.get("analysis")
     if analysis is not None and "interval" in analysis:
         field_path = "spec.rollout.analysis.interval"
-        if parse_duration(analysis["interval"], field_path) <= 0:
+        interval = parse_duration(analysis["interval"], field_path)
+        if interval <= 0:
             raise SpecError(field_path, f"Invalid value: {analysis['interval']!r}: must be longer than zero")
+        if interval > MAX_ANALYSIS_INTERVAL_SECONDS:
+            raise SpecError(field_path, f"Invalid value: {analysis['interval']!r}: must be at most 24h")
 
 
 # --- parsing -----------------------------------------------------------------------------------------------

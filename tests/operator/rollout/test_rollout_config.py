@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modeldeploy.rollout.config import (
+    MAX_ANALYSIS_INTERVAL_SECONDS,
+    MAX_PAUSE_SECONDS,
     AnalysisStep,
     IntOrPercent,
     MirrorStep,
@@ -103,6 +105,26 @@ def test_full_canary_block() -> None:
     assert spec.revision_history_limit == 3
 
 
+@pytest.mark.parametrize(
+    ("raw", "pause", "interval"),
+    [
+        ({"pause": "168h", "interval": "24h"}, MAX_PAUSE_SECONDS, MAX_ANALYSIS_INTERVAL_SECONDS),
+        ({"pause": "1h30m", "interval": "1ns"}, 5400, 1e-9),
+    ],
+)
+def test_durations_within_their_bounds(raw: dict[str, str], pause: float, interval: float) -> None:
+    spec = parse_rollout(
+        {
+            "strategy": "Canary",
+            "canary": {"steps": [{"pause": {"duration": raw["pause"]}}]},
+            "analysis": {"maxErrorRatio": 0.1, "interval": raw["interval"]},
+        }
+    )
+    assert spec.steps == (PauseStep(pause),)
+    assert spec.analysis is not None and spec.analysis.interval_seconds == pytest.approx(interval)
+    assert (MAX_PAUSE_SECONDS, MAX_ANALYSIS_INTERVAL_SECONDS) == (7 * 24 * 3600, 24 * 3600)
+
+
 _CASE = "spec.rollout.analysis.goldenRequests.cases[0]"
 
 
@@ -142,6 +164,17 @@ def _case(
         ({"analysis": {"interval": "30s"}}, "spec.rollout.analysis"),
         ({"analysis": {"maxErrorRatio": 2}}, "spec.rollout.analysis.maxErrorRatio"),
         ({"analysis": {"maxErrorRatio": 0.1, "interval": "0s"}}, "spec.rollout.analysis.interval"),
+        ({"analysis": {"maxErrorRatio": 0.1, "interval": "24h0.5s"}}, "spec.rollout.analysis.interval"),
+        ({"analysis": {"maxErrorRatio": 0.1, "interval": "100000000h"}}, "spec.rollout.analysis.interval"),
+        ({"analysis": {"maxErrorRatio": 0.1, "interval": 86401}}, "spec.rollout.analysis.interval"),
+        (
+            {"canary": {"steps": [{"setWeight": 5}, {"pause": {"duration": "168h1s"}}]}},
+            "spec.rollout.canary.steps[1].pause.duration",
+        ),
+        (
+            {"canary": {"steps": [{"pause": {"duration": "9" * 31 + "h"}}]}},
+            "spec.rollout.canary.steps[0].pause.duration",
+        ),
         ({"firstDeployAnalysis": True}, "spec.rollout.analysis"),
         ({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}, "spec.rollout.rollingUpdate"),
         ({"progressDeadlineSeconds": "600"}, "spec.rollout.progressDeadlineSeconds"),

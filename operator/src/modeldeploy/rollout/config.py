@@ -34,6 +34,10 @@ class RolloutSpecError(ValueError):
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+MAX_PAUSE_SECONDS = 7 * 24 * 3600
+"""Longest ``pause.duration`` (168h, as the CRD's rule); to wait longer, a pause without duration and a promotion."""
+MAX_ANALYSIS_INTERVAL_SECONDS = 24 * 3600
+"""Longest ``analysis.interval`` (24h, as the CRD's rule): a run of 100 measurements then takes 100 days."""
 
 
 def parse_duration(value: object, field_path: str) -> float:
@@ -415,7 +419,13 @@ def _parse_step(raw: object, path: str) -> Step:
         duration = pause.get("duration")
         if duration is None or duration == "":
             return PauseStep(None)
-        return PauseStep(parse_duration(duration, f"{path}.pause.duration"))
+        seconds = parse_duration(duration, f"{path}.pause.duration")
+        if seconds > MAX_PAUSE_SECONDS:
+            raise RolloutSpecError(
+                f"{path}.pause.duration",
+                f"must be at most 168h (7 days), got {duration!r}; leave it out to wait until promoted",
+            )
+        return PauseStep(seconds)
     if _mapping(raw, "analysis", path) is None:
         raise RolloutSpecError(f"{path}.analysis", "expected an object")
     return AnalysisStep()
@@ -533,6 +543,8 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
     interval = parse_duration(raw.get("interval") or "30s", f"{path}.interval")
     if interval <= 0:
         raise RolloutSpecError(f"{path}.interval", "must be longer than zero")
+    if interval > MAX_ANALYSIS_INTERVAL_SECONDS:
+        raise RolloutSpecError(f"{path}.interval", f"must be at most 24h, got {raw.get('interval')!r}")
     spec = AnalysisSpec(
         source=MetricSourceSpec(type=src_type, prometheus=prometheus),  # type: ignore[arg-type]
         interval_seconds=interval,
