@@ -127,6 +127,44 @@ def test_an_abort_takes_the_header_rule_away_with_the_weight() -> None:
     assert weights[stable] == 100 and weights.get(canary, 0) == 0, weights
 
 
+def test_a_neutral_hand_back_takes_the_header_rule_away_before_the_weight() -> None:
+    # With Neutral capacity a rollback hands the pods back a few at a time, so the canary keeps a weight while
+    # the rollout rolls back; the tagged requests must not keep going to it alone.
+    def neutral(version: str) -> dict[str, Any]:
+        md = model_deployment(version)
+        md["spec"]["replicas"] = 4
+        canary = md["spec"]["rollout"]["canary"]
+        canary["steps"] = [{"setWeight": 50}, {"pause": {}}]
+        canary["capacity"] = {"mode": "Neutral", "maxSurgePods": 1}
+        return md
+
+    cluster = Cluster(neutral("1"))
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    cluster.md["spec"] = neutral("2")["spec"]
+    cluster.md["metadata"]["generation"] = 2
+    for _ in range(12):
+        cluster.ready.update(cluster.deployment_names())
+        cluster.step()
+    canary = next(name for name in cluster.deployment_names() if name != stable)
+    assert cluster.md["status"]["rollout"]["phase"] == "Paused"
+    header_rule, weighted = cluster.route_rules()
+    assert [r["name"] for r in header_rule["backendRefs"]] == [canary]
+    assert {r["name"]: r["weight"] for r in weighted["backendRefs"]} == {stable: 50, canary: 50}
+
+    cluster.md["spec"]["rollout"]["abort"] = True
+    cluster.md["metadata"]["generation"] = 3
+    cluster.step()
+    assert cluster.md["status"]["rollout"]["phase"] == "RollingBack"
+    rules = cluster.route_rules()
+    assert len(rules) == 1, f"no header rule to a rejected canary: {rules}"
+    assert {r["name"]: r["weight"] for r in rules[0]["backendRefs"]}.get(canary, 0) > 0, (
+        "the hand-back is gradual: the canary still carries a weight (the case this test is about)"
+    )
+
+
 def test_a_mirror_step_copies_requests_to_the_canary_once_its_pods_are_ready() -> None:
     md = model_deployment("1")
     md["spec"]["replicas"] = 2
@@ -198,3 +236,33 @@ def test_a_route_that_lost_the_mirrors_percent_is_reported() -> None:
     dropped = [m for reason, m in cluster.events if reason == "MirrorPercentDropped"]
     assert len(dropped) == 1, "posted once, when the status changes"
     assert f"copies every request to revision {canary.removeprefix('iris-')}, not 25%" in dropped[0]
+
+
+def test_the_service_named_like_the_model_deployment_stays_under_gateway_api() -> None:
+    # status.url names the Service NAME: in-cluster clients keep it when the routing moves to a Gateway.
+    md = model_deployment("1")
+    gateway = md["spec"]["rollout"]["canary"]["trafficRouting"]
+    md["spec"]["rollout"]["canary"]["trafficRouting"] = {"type": "Replicas"}
+    cluster = Cluster(md)
+    cluster.converge()
+    (stable,) = cluster.deployment_names()
+    cluster.ready.add(stable)
+    cluster.converge()
+    assert sorted(n for k, n in cluster.objects if k == "Service") == ["iris"]
+
+    cluster.md["spec"]["rollout"]["canary"]["trafficRouting"] = gateway
+    cluster.md["metadata"]["generation"] = 2
+    cluster.converge()
+    assert sorted(n for k, n in cluster.objects if k == "Service") == ["iris", stable]
+    selector = cluster.objects[("Service", "iris")]["spec"]["selector"]
+    assert selector == {"modeldeploy.io/model-deployment": "iris", "modeldeploy.io/revision": stable[len("iris-") :]}
+    assert cluster.md["status"]["url"].startswith("http://iris.default.svc.")
+
+    # During a canary it selects both revisions (the replica-ratio split), like the Replicas router.
+    cluster.md["spec"]["model"] = model_deployment("2")["spec"]["model"]
+    cluster.md["metadata"]["generation"] = 3
+    for _ in range(8):
+        cluster.ready.update(cluster.deployment_names())
+        cluster.step()
+    assert len(cluster.deployment_names()) == 2
+    assert cluster.objects[("Service", "iris")]["spec"]["selector"] == {"modeldeploy.io/model-deployment": "iris"}

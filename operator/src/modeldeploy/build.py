@@ -66,8 +66,18 @@ _OPTIONAL_RUNTIME_FIELDS = (
 """``RuntimeSpec`` fields added after the first release: hashed only when set (not None, not empty)."""
 
 
+REVISION_LENGTH = 10
+"""Hex characters of a revision (``revision_of``)."""
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_revision(value: str) -> bool:
+    """Whether ``value`` has the shape of a revision ``revision_of`` makes (lowercase hex, ``REVISION_LENGTH``)."""
+    return len(value) == REVISION_LENGTH and set(value) <= _HEX
+
+
 def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> str:
-    """The revision: the first 10 hex characters of the sha256 of what runs.
+    """The revision: the first ``REVISION_LENGTH`` hex characters of the sha256 of what runs.
 
     Hashes the canonical JSON of the model and runtime blocks (defaults applied, model name resolved) and the
     image the pods run, so scaling, rollout settings and key order do not change it. Pass the operator's
@@ -90,7 +100,7 @@ def revision_of(md: ModelDeployment, config: OperatorConfig | None = None) -> st
         "modelMountPath": config.model_mount_path,
     }
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:REVISION_LENGTH]
 
 
 def _plain(value: object) -> object:

@@ -615,12 +615,16 @@ class _Reconcile:
         """The canary that header-matched requests may go to: only once its Deployment has a ready pod.
 
         A weight moves only when the canary's pods are ready; the header route follows the same rule, otherwise
-        every tagged request fails (503, no endpoints) while the canary's first pods start. A rollback needs nothing
-        here: the router adds the header rule only while the canary holds a weight, and a rollback's weights hold
-        the stable alone.
+        every tagged request fails (503, no endpoints) while the canary's first pods start. A rolled-back or
+        rejected canary gets none either: while the rollout rolls back (an abort, a failed analysis, a missed
+        deadline) its weights may still hold the canary (a Neutral capacity hands the pods back gradually), and
+        tagged requests must not keep going to the revision just rejected.
         """
-        canary = decision.status.canary_revision
-        deployment = self.deployments.get(canary) if canary else None
+        status = decision.status
+        canary = status.canary_revision
+        if not canary or status.phase in ("RollingBack", "RolledBack") or status.rejection(canary) is not None:
+            return None
+        deployment = self.deployments.get(canary)
         return canary if deployment is not None and assess_deployment(deployment).ready > 0 else None
 
     def children(self, decision: Decision) -> tuple[list[Manifest], list[Manifest], list[Manifest], list[ChildRef]]:

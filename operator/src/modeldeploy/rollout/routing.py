@@ -9,7 +9,8 @@ A router turns the decision's weights (revision -> percent, summing to 100) into
   pod. BlueGreen uses it the same way: at 100/0 the main Service selects only the active revision, and the
   preview Service ``NAME-preview`` selects the preview revision.
 - ``GatewayAPIRouter`` (``GatewayAPI``): exact weights on the backendRefs of an HTTPRoute
-  (gateway.networking.k8s.io/v1) to per-revision Services ``NAME-REV``; either a route the operator creates
+  (gateway.networking.k8s.io/v1) to per-revision Services ``NAME-REV`` (the Service ``NAME`` stays for in-cluster
+  clients, with the ``Replicas`` selector: they get the replica-ratio split); either a route the operator creates
   (``NAME``) or an existing route of which only our backendRefs are edited. It can also copy a share of the
   requests to a revision (a canary's ``setMirror``): a ``RequestMirror`` filter with ``percent`` (Gateway API
   v1.3) on each rule that carries our weights, whose answers the gateway discards.
@@ -25,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modeldeploy.build import SERVICE_PORT, service_manifest
+from modeldeploy.build import SERVICE_PORT, is_revision, service_manifest
 from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, common_labels
 from modeldeploy.rollout.config import GatewayAPISpec, RolloutSpec
 from modeldeploy.types import Manifest
@@ -49,6 +50,16 @@ class RoutingError(ValueError):
 
 def revision_service_name(name: str, revision: str) -> str:
     return f"{name}-{revision}"
+
+
+def is_our_backend(name: str, service: str) -> bool:
+    """Whether Service ``service`` is ModelDeployment ``name``'s in a route: ``NAME`` itself (how a shared route
+    names us before the first rollout) or a per-revision ``NAME-REV``. Another ModelDeployment whose name starts
+    with ``NAME-`` (``iris-large`` next to ``iris``) is not, nor is the preview Service."""
+    if service == name:
+        return True
+    prefix = f"{name}-"
+    return service.startswith(prefix) and is_revision(service[len(prefix) :])
 
 
 def preview_service_name(name: str) -> str:
@@ -182,8 +193,7 @@ class GatewayAPIRouter:
             and kind == "Service"
             and group in ("", "core")
             and namespace == self.namespace
-            and (name == self.name or name.startswith(f"{self.name}-"))
-            and name != preview_service_name(self.name)
+            and is_our_backend(self.name, name)
         )
 
     def _backend_refs(self, weights: Mapping[str, int], share: int = 100) -> list[dict[str, Any]]:
@@ -338,7 +348,9 @@ class GatewayAPIRouter:
     ) -> list[Manifest]:
         if mirror is not None and mirror.revision not in weights:
             raise RoutingError(f"revision {mirror.revision} has no Service to mirror to: it is not in {dict(weights)}")
-        out = self.services(weights)
+        # The Service NAME stays for in-cluster clients (status.url) next to the per-revision ones the route uses.
+        out = [_service(self.name, self.namespace, self.name, self.main_service_selector(weights))]
+        out.extend(self.services(weights))
         if preview:
             out.append(_preview_service(self.name, self.namespace, preview))
         if weights:
