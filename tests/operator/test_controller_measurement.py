@@ -10,12 +10,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from reconcile_kit import OneObject
 
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.analysis.sources import MetricSourceError, PodTarget
+from modeldeploy.analysis.sources import MetricSourceError, PodTarget, ScrapeSource
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey
 from modeldeploy.kube import KubeClient
@@ -359,3 +360,119 @@ async def test_a_restarted_operator_exports_the_status_it_finds_unchanged() -> N
     labels = {"namespace": "ml", "name": "iris"}
     assert registry.get_sample_value("modeldeploy_rollout_phase", {**labels, "phase": "Analyzing"}) == 1
     assert registry.get_sample_value("modeldeploy_degraded", labels) == 1  # InvalidSpec
+
+
+# --- a stable or a canary with no ready pods ------------------------------------------------------------------------
+
+
+class DownStableSource:
+    """A Scrape-like source: the canary served clean traffic; the stable has no ready pod to scrape (3 a.m.)."""
+
+    source_type = "Scrape"
+
+    def __init__(self) -> None:
+        self.stable = ""
+        self.measured: list[str] = []
+
+    async def measure(self, revision: str, pods: Sequence[PodTarget]) -> Sample:
+        self.measured.append(revision)
+        if revision == self.stable:
+            raise MetricSourceError(f"Revision {revision} has no ready pods to scrape")
+        return Sample(requests=100, errors=0, pods=1)
+
+    async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
+        pass
+
+
+async def run_rollout(controller: Controller, cluster: MiniCluster, spec: dict[str, Any], clock: dict[str, Any]) -> str:
+    """Deploy the first version, then roll out ``spec``; the stable revision before the rollout."""
+    for _ in range(3):
+        await controller.reconcile(KEY)
+    assert cluster.md["status"]["rollout"]["phase"] == "Completed"
+    stable = str(cluster.md["status"]["rollout"]["stableRevision"])
+    cluster.md["spec"] = spec
+    cluster.md["metadata"]["generation"] = 2
+    for _ in range(40):
+        await controller.reconcile(KEY)
+        for _ in range(20):
+            await asyncio.sleep(0)
+            if controller._tasks:
+                await asyncio.gather(*list(controller._tasks))
+        if cluster.md["status"]["rollout"]["phase"] not in ("Progressing", "Analyzing", "Promoting"):
+            break
+        clock["now"] += timedelta(seconds=30)
+    return stable
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-only", "with-relative"])
+async def test_a_stable_with_no_ready_pods_does_not_fail_the_canary_measurement(relative: bool) -> None:
+    """Every stable pod unready, the SRE ships fix B: B's measurements must not fail for the stable. Without a
+    relative criterion the stable is not measured; with one, a stable that cannot be measured is no stable
+    sample (the relative criteria skipped, docs/rollouts.md), and B is promoted on its own numbers."""
+    clock = {"now": NOW}
+    cluster = MiniCluster(canary_deployment("1"))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
+    source = DownStableSource()
+    controller._sources[KEY] = source
+    spec = canary_deployment("2")["spec"]
+    if relative:
+        spec["rollout"]["analysis"]["maxErrorRatioIncrease"] = 0.01
+    try:
+        source.stable = "unknown yet"
+        for _ in range(3):
+            await controller.reconcile(KEY)
+        source.stable = str(cluster.md["status"]["rollout"]["stableRevision"])
+        await run_rollout(controller, cluster, spec, clock)
+        rollout = cluster.md["status"]["rollout"]
+        assert rollout["phase"] == "Completed" and rollout["stableRevision"] != source.stable, rollout["message"]
+        assert not rollout.get("rejectedRevisions")
+        assert (source.stable in source.measured) is relative
+        assert not [e for e in cluster.events if e[1] == "MeasurementFailed"]
+        if relative:
+            last = rollout["analysisRuns"][-1]["measurements"][-1]
+            assert "stable has no sample, relative criteria skipped" in last["message"]
+    finally:
+        await controller.close()
+
+
+async def test_an_analysis_of_a_canary_with_no_pods_is_inconclusive_not_a_rollback() -> None:
+    """``[setWeight: 0, analysis, setWeight: 50]`` without golden requests: the canary has no pod at weight 0, so
+    it served no request. Its measurements are Inconclusive (fewer than minRequests) and the rollout pauses for a
+    promote or an abort; it is never rolled back as MeasurementErrors for pods that were never asked for."""
+    clock = {"now": NOW}
+    cluster = MiniCluster(canary_deployment("1"))  # no pods in its watch cache: nothing to scrape
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
+    spec = canary_deployment("2")["spec"]
+    spec["rollout"]["canary"]["steps"] = [{"setWeight": 0}, {"analysis": {}}, {"setWeight": 50}]
+    async with aiohttp.ClientSession() as session:
+        controller._sources[KEY] = ScrapeSource(session)
+        try:
+            await run_rollout(controller, cluster, spec, clock)
+            rollout = cluster.md["status"]["rollout"]
+            assert rollout["phase"] == "Paused", rollout["message"]
+            assert not rollout.get("rejectedRevisions")
+            (run,) = rollout["analysisRuns"]
+            assert run["phase"] == "Inconclusive" and run["inconclusive"] == 2
+            assert not [e for e in cluster.events if e[1] == "MeasurementFailed"]
+        finally:
+            await controller.close()
+
+
+async def test_a_canary_that_should_run_pods_and_has_none_ready_is_a_measurement_error() -> None:
+    """At weight 50 the canary runs pods; none of them ready (a readiness probe that fails) is not "no traffic": its
+    measurements fail, and the run's error limit rolls it back, as a canary that cannot be measured must be."""
+    clock = {"now": NOW}
+    cluster = MiniCluster(canary_deployment("1"))  # no pods in its watch cache: none ready
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
+    spec = canary_deployment("2")["spec"]
+    spec["rollout"]["canary"]["steps"] = [{"setWeight": 50}, {"analysis": {}}]
+    async with aiohttp.ClientSession() as session:
+        controller._sources[KEY] = ScrapeSource(session)
+        try:
+            await run_rollout(controller, cluster, spec, clock)
+            failed = [e for e in cluster.events if e[1] == "MeasurementFailed"]
+            assert failed and "no ready pods to scrape" in failed[0][2], cluster.events
+            rollout = cluster.md["status"]["rollout"]
+            assert rollout["phase"] != "Paused" and all(r["phase"] != "Inconclusive" for r in rollout["analysisRuns"])
+        finally:
+            await controller.close()

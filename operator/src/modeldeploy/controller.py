@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, check_golden, source_for
 from modeldeploy.backoff import Backoff
 from modeldeploy.capacity import GpuCapacity
@@ -537,10 +538,14 @@ class Controller:
             try:
                 source = self._metric_source(key, spec, namespace, parsed.model.name)
                 canary_pods = targets(request.revision)
-                canary = await source.measure(request.revision, canary_pods)
-                stable = None
-                if request.stable_revision:
-                    stable = await source.measure(request.stable_revision, targets(request.stable_revision))
+                if canary_pods or _runs_pods(observed, request.revision):
+                    canary = await source.measure(request.revision, canary_pods)
+                else:
+                    # Scaled to no pods (an analysis at weight 0 without golden requests, spec.replicas 0): it
+                    # served nothing, which is Inconclusive (fewer than minRequests), not an error that rolls it
+                    # back. One that should run pods and has none ready stays an error of the measurement.
+                    canary = Sample(requests=0, errors=0, pods=0)
+                stable = await self._measure_stable(key, source, request.stable_revision, targets)
                 golden = None
                 if spec.golden is not None:
                     assert self._session is not None  # opened by _metric_source
@@ -562,6 +567,24 @@ class Controller:
             self.schedule(key, 0)
 
         self._measuring[key] = self._spawn(measure())
+
+    @staticmethod
+    async def _measure_stable(
+        key: ObjectKey,
+        source: MetricSource,
+        revision: str | None,
+        targets: Callable[[str | None], list[PodTarget]],
+    ) -> Sample | None:
+        """The stable's sample for the relative criteria (``revision``: None when none compares with it). A stable
+        that cannot be measured is no stable sample: the relative criteria are skipped (docs/rollouts.md), and
+        the canary's measurement stands; failing it would roll a hotfix back to a stable that is down."""
+        if not revision:
+            return None
+        try:
+            return await source.measure(revision, targets(revision))
+        except MetricSourceError as error:
+            logger.info("Measurement for %s/%s: no stable sample (%s)", key[0], key[1], error)
+            return None
 
     def _metric_source(self, key: ObjectKey, spec: Any, namespace: str, model: str) -> MetricSource:
         if self._session is None:
@@ -748,6 +771,15 @@ class Controller:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _runs_pods(observed: Observed, revision: str) -> bool:
+    """Whether the Deployment of ``revision`` is meant to run pods (``spec.replicas`` above 0, or not seen yet)."""
+    for deployment in observed.deployments:
+        labels = deployment.get("metadata", {}).get("labels") or {}
+        if labels.get(REVISION_LABEL) == revision:
+            return int((deployment.get("spec") or {}).get("replicas", 1) or 0) > 0
+    return True
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from rollout_harness import B, stable_cluster
 
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout.plan import AnalysisRequest, Measurement, keep_measurement
@@ -79,3 +80,33 @@ def with_errors(errors: int, **kwargs: Any) -> dict[str, Any]:
 def test_keep_a_failed_measurement(requested: AnalysisRequest | None, after: dict[str, Any], kept: bool) -> None:
     assert FAILED.error == "connection refused" and FAILED.attempt == 2
     assert keep_measurement(FAILED, requested, after) is kept
+
+
+# --- which revisions a measurement request names --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("criteria", "stable"),
+    [
+        ({"maxErrorRatio": 0.01}, None),
+        ({"maxP99LatencyMs": 200}, None),
+        ({"maxErrorRatio": 0.01, "maxErrorRatioIncrease": 0.01}, "aaaaaaaaaa"),
+        ({"maxP99LatencyRatio": 1.5}, "aaaaaaaaaa"),
+    ],
+)
+def test_the_stable_is_measured_only_for_the_relative_criteria(criteria: dict[str, Any], stable: str | None) -> None:
+    """A stable whose pods are all unready (3 a.m., the hotfix B shipped to replace it) or scaled to zero (weight
+    100) cannot be scraped: asking for it without a criterion that compares with it failed every measurement of B
+    and rolled the hotfix back to the broken stable."""
+    raw = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"analysis": {}}]},
+           "analysis": {"interval": "30s", "count": 2, "minRequests": 10, **criteria}}  # fmt: skip
+    cluster = stable_cluster(raw)
+    cluster.deploy(B)
+    decision = cluster.step()
+    for _ in range(5):
+        if decision.analysis is not None:
+            break
+        cluster.advance(30)
+        decision = cluster.step()
+    assert decision.analysis is not None and decision.analysis.revision == B
+    assert decision.analysis.stable_revision == stable

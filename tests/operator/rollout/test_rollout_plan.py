@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from rollout_harness import BAD, CANARY, GOOD, THIN, A, B, C, Cluster, reasons, spec
 
+from modeldeploy.rollout.config import RolloutSpec
 from modeldeploy.rollout.plan import Controls, Decision
 
 
@@ -48,7 +50,8 @@ def test_canary_happy_path_step_by_step() -> None:
     assert d.status.current_step_index == 2 and d.status.phase == "Analyzing" and d.analysis is None
     cluster.advance(30)
     d = cluster.step()
-    assert d.analysis is not None and d.analysis.seq == 0 and d.analysis.stable_revision == A
+    # No relative criterion in CANARY: the stable is not measured (test_rollout_measurement.py).
+    assert d.analysis is not None and d.analysis.seq == 0 and d.analysis.stable_revision is None
     d = cluster.measure_if_asked(d)
     assert d.status.analysis_runs[-1].measurements[0].outcome == "Pass"
     # The same measurement delivered twice (a retry) is counted once.
@@ -309,6 +312,40 @@ def test_keep_previous_warm() -> None:
     # Ends exactly when the warm period does (run() follows requeue_after).
     assert "PreviousScaledDown" in reasons(d) and d.replicas[A] == 0
     assert (cluster.now - promoted.status.warm_until).total_seconds() == 0
+
+
+HUGE = 1e15  # seconds: past datetime's range from any moment, as parse_rollout never lets through
+
+
+def _huge_interval(spec: RolloutSpec) -> RolloutSpec:
+    assert spec.analysis is not None
+    return replace(spec, analysis=replace(spec.analysis, interval_seconds=HUGE))
+
+
+def _huge_warm_period(spec: RolloutSpec) -> RolloutSpec:
+    assert spec.keep_previous_warm is not None
+    return replace(spec, keep_previous_warm=replace(spec.keep_previous_warm, seconds=int(HUGE)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "widen", "phase"),
+    [
+        (CANARY, _huge_interval, "Analyzing"),
+        ({"keepPreviousWarm": {"replicas": 1, "seconds": 300}}, _huge_warm_period, "Completed"),
+    ],
+    ids=["analysis-interval", "warm-period"],
+)
+def test_a_duration_beyond_datetime_waits_instead_of_crashing(
+    raw: dict[str, Any], widen: Callable[[RolloutSpec], RolloutSpec], phase: str
+) -> None:
+    cluster = stable_cluster(raw)
+    cluster.spec = widen(cluster.spec)
+    cluster.deploy(B)
+    for _ in range(10):  # a minute at a time: run() would follow the requeue past datetime's range itself
+        d = cluster.measure_if_asked(cluster.step())
+        cluster.advance(60)
+    assert d.status.phase == phase
+    assert d.requeue_after is not None and d.requeue_after > 1e9
 
 
 def gpu_events(cluster: Cluster) -> list[str]:

@@ -65,6 +65,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}ms"
 
 
+def wants_stable(criteria: AnalysisSpec) -> bool:
+    """Whether a measurement needs a sample of the stable: only the relative criteria (``maxErrorRatioIncrease``,
+    ``maxP99LatencyRatio``) compare with it. Without them the stable is not measured at all, so a stable that
+    cannot be measured (no ready pods, unreachable) never holds up the canary's analysis."""
+    return criteria.max_error_ratio_increase is not None or criteria.max_p99_latency_ratio is not None
+
+
 def assess_measurement(
     criteria: AnalysisSpec, canary: Sample, stable: Sample | None, golden: GoldenResult | None = None
 ) -> Verdict:
@@ -114,7 +121,7 @@ def assess_measurement(
             notes.append(f"p99 {_ms(canary.p99_seconds)} {'<=' if ok else '>'} maxP99LatencyMs {_ms(limit)}")
             if not ok:
                 failures.append("maxP99LatencyMs")
-    wants_relative = criteria.max_error_ratio_increase is not None or criteria.max_p99_latency_ratio is not None
+    wants_relative = wants_stable(criteria)
     stable_ok = stable is not None and stable.requests > 0 and stable.requests >= criteria.min_requests
     if wants_relative and not stable_ok:
         served = f"{stable.requests:g} requests" if stable is not None else "no sample"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from modeldeploy.analysis.criteria import assess_errors, assess_measurement, judge_counts
+from modeldeploy.analysis.criteria import assess_errors, assess_measurement, judge_counts, wants_stable
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.rollout import replicas as rmath
@@ -159,6 +159,8 @@ class AnalysisRequest:
     seq: int
     revision: str
     stable_revision: str | None
+    """The stable to measure beside the canary, only when a relative criterion compares with it; a stable that
+    cannot be measured is answered as no stable sample (``Measurement.stable`` None), never as an error."""
     attempt: int = 0
     """Errors recorded in a row for measurement ``seq`` so far (the run's ``consecutiveErrors``)."""
 
@@ -213,6 +215,20 @@ def keep_measurement(
 
 
 # --- the step function ------------------------------------------------------------------------------------
+
+
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _after(moment: datetime, seconds: float) -> datetime:
+    """``moment`` plus ``seconds``; the latest representable time where that lies beyond it.
+
+    The spec's durations are bounded (``parse_rollout``), so this only keeps a wrong one from crashing a step.
+    """
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return _LATEST
 
 
 def _sec(moment: datetime) -> datetime:
@@ -651,7 +667,7 @@ def _hand_back(s: _Step, stable: str, canary: str) -> None:
             message=(
                 f"Rolling back revision {canary}: revision {stable} has {ready} ready pods; {canary} keeps its pods "
                 f"and {weight}% of the traffic until they are ready "
-                f"(at most until {format_time(started + timedelta(seconds=deadline))})"
+                f"(at most until {format_time(_after(started, deadline))})"
             ),
         )
         s.wake_in(min(WAIT_REQUEUE_SECONDS, deadline - waited + 1))
@@ -1103,7 +1119,7 @@ def _make_stable(s: _Step, revision: str, *, previous: str) -> None:
     if previous:
         changes["previous_revision"] = previous
         changes["warm_until"] = (
-            s.now + timedelta(seconds=warm.seconds)
+            _after(s.now, warm.seconds)
             if warm is not None and warm.seconds > 0 and warm.replicas > 0
             else None
         )
@@ -1438,12 +1454,15 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> Ana
                 )
     if run.phase == "Running":
         if run.last_error_at is not None:
-            due = run.last_error_at + timedelta(seconds=min(criteria.interval_seconds, MEASUREMENT_RETRY_SECONDS))
+            due = _after(run.last_error_at, min(criteria.interval_seconds, MEASUREMENT_RETRY_SECONDS))
         else:
             last = run.measurements[-1].taken_at if run.measurements else run.started_at
-            due = last + timedelta(seconds=criteria.interval_seconds)
+            due = _after(last, criteria.interval_seconds)
         if s.now >= due:
-            s.analysis = AnalysisRequest(run.id, run.taken, revision, stable, run.consecutive_errors)
+            # The stable is measured only for the relative criteria: without them a stable that cannot be
+            # measured (no ready pods at 3 a.m., scaled to zero at weight 100) must not hold up the canary.
+            compare = stable if wants_stable(criteria) else None
+            s.analysis = AnalysisRequest(run.id, run.taken, revision, compare, run.consecutive_errors)
         else:
             s.wake_in((due - s.now).total_seconds())
         s.phase("Analyzing", f"Analysis {run.id}: {run.message or 'waiting for the first measurement'}")
