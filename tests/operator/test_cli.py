@@ -159,7 +159,8 @@ def test_console_script_renders_an_example() -> None:
 
 
 def run_process(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> OperatorProcess:
-    for name in ("MODELDEPLOY_LOG_LEVEL", "MODELDEPLOY_PEERING_LIFETIME_SECONDS", "MODELDEPLOY_POD_IP"):
+    for name in ("MODELDEPLOY_LOG_LEVEL", "MODELDEPLOY_PEERING_LIFETIME_SECONDS", "MODELDEPLOY_POD_IP",
+                 "MODELDEPLOY_RESYNC_PERIOD_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -199,3 +200,13 @@ def test_run_refuses_a_bad_log_level_or_peering_lifetime(
 ) -> None:
     with pytest.raises(InputError, match=message):
         run_process([], monkeypatch, **env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [("soon", "MODELDEPLOY_RESYNC_PERIOD_SECONDS must be a number"), ("0", "must be positive")],
+)
+def test_run_refuses_a_bad_resync_period(raw: str, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError, match=message):
+        run_process([], monkeypatch, MODELDEPLOY_RESYNC_PERIOD_SECONDS=raw)
+    assert run_process(["--resync-period", "5"], monkeypatch, MODELDEPLOY_RESYNC_PERIOD_SECONDS=raw).resync_period == 5

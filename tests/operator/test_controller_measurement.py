@@ -196,6 +196,31 @@ def canary_deployment(version: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+async def settle(controller: Controller) -> None:
+    """Let the measurements a reconcile started finish (they run as the controller's tasks)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if controller._tasks:
+            await asyncio.gather(*list(controller._tasks))
+
+
+async def run_rollout(
+    controller: Controller, cluster: MiniCluster, spec: dict[str, Any], clock: dict[str, Any]
+) -> None:
+    """Deploy the first version, then roll out ``spec`` until the rollout stops moving (30 s a pass)."""
+    for _ in range(3):
+        await controller.reconcile(KEY)
+    assert cluster.md["status"]["rollout"]["phase"] == "Completed"
+    cluster.md["spec"] = spec
+    cluster.md["metadata"]["generation"] = 2
+    for _ in range(40):
+        await controller.reconcile(KEY)
+        await settle(controller)
+        if cluster.md["status"]["rollout"]["phase"] not in ("Progressing", "Analyzing", "Promoting"):
+            break
+        clock["now"] += timedelta(seconds=30)
+
+
 async def test_a_metric_source_that_always_fails_rolls_the_canary_back() -> None:
     """Prometheus down for good: the analysis fails after consecutiveErrorLimit (default 4) errors in a row, and
     the canary is rolled back with reason MeasurementErrors, instead of analysing forever."""
@@ -204,25 +229,8 @@ async def test_a_metric_source_that_always_fails_rolls_the_canary_back() -> None
     controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
     failing = FailingSource()
     controller._sources[KEY] = failing
-
-    async def settle() -> None:
-        for _ in range(20):
-            await asyncio.sleep(0)
-            if controller._tasks:
-                await asyncio.gather(*list(controller._tasks))
-
     try:
-        for _ in range(3):
-            await controller.reconcile(KEY)
-        assert cluster.md["status"]["rollout"]["phase"] == "Completed"
-        cluster.md["spec"] = canary_deployment("2")["spec"]
-        cluster.md["metadata"]["generation"] = 2
-        for _ in range(40):
-            await controller.reconcile(KEY)
-            await settle()
-            if cluster.md["status"]["rollout"]["phase"] not in ("Progressing", "Analyzing"):
-                break
-            clock["now"] += timedelta(seconds=30)
+        await run_rollout(controller, cluster, canary_deployment("2")["spec"], clock)
         rollout = cluster.md["status"]["rollout"]
         assert rollout["phase"] in ("RollingBack", "RolledBack"), rollout["message"]
         (rejected,) = rollout["rejectedRevisions"]
@@ -314,10 +322,7 @@ async def test_the_controller_sends_golden_requests_to_the_canary_and_rebases_it
         cluster.md["metadata"]["generation"] = 2
         for _ in range(20):
             await controller.reconcile(KEY)
-            for _ in range(20):
-                await asyncio.sleep(0)
-                if controller._tasks:
-                    await asyncio.gather(*list(controller._tasks))
+            await settle(controller)
             if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
                 break
             clock["now"] += timedelta(seconds=10)
@@ -382,26 +387,6 @@ class DownStableSource:
 
     async def rebase(self, revision: str, pods: Sequence[PodTarget]) -> None:
         pass
-
-
-async def run_rollout(controller: Controller, cluster: MiniCluster, spec: dict[str, Any], clock: dict[str, Any]) -> str:
-    """Deploy the first version, then roll out ``spec``; the stable revision before the rollout."""
-    for _ in range(3):
-        await controller.reconcile(KEY)
-    assert cluster.md["status"]["rollout"]["phase"] == "Completed"
-    stable = str(cluster.md["status"]["rollout"]["stableRevision"])
-    cluster.md["spec"] = spec
-    cluster.md["metadata"]["generation"] = 2
-    for _ in range(40):
-        await controller.reconcile(KEY)
-        for _ in range(20):
-            await asyncio.sleep(0)
-            if controller._tasks:
-                await asyncio.gather(*list(controller._tasks))
-        if cluster.md["status"]["rollout"]["phase"] not in ("Progressing", "Analyzing", "Promoting"):
-            break
-        clock["now"] += timedelta(seconds=30)
-    return stable
 
 
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute-only", "with-relative"])

@@ -71,6 +71,14 @@ class Cluster:
         for _ in range(6):
             self.step()
 
+    def serving_stable(self) -> str:
+        """Deploy the first revision and make its pods ready; its Deployment's name."""
+        self.converge()
+        (stable,) = self.deployment_names()
+        self.ready.add(stable)
+        self.converge()
+        return stable
+
     def route_rules(self) -> list[dict[str, Any]]:
         return list(self.objects[("HTTPRoute", "iris")]["spec"]["rules"])
 
@@ -80,10 +88,7 @@ class Cluster:
 
 def test_the_header_rule_waits_for_a_ready_canary_pod() -> None:
     cluster = Cluster(model_deployment("1"))
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     assert len(cluster.route_rules()) == 1
 
     cluster.md["spec"] = model_deployment("2")["spec"]
@@ -105,10 +110,7 @@ def test_the_header_rule_waits_for_a_ready_canary_pod() -> None:
 
 def test_an_abort_takes_the_header_rule_away_with_the_weight() -> None:
     cluster = Cluster(model_deployment("1"))
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     cluster.md["spec"] = model_deployment("2")["spec"]
     cluster.md["metadata"]["generation"] = 2
     cluster.converge()
@@ -139,10 +141,7 @@ def test_a_neutral_hand_back_takes_the_header_rule_away_before_the_weight() -> N
         return md
 
     cluster = Cluster(neutral("1"))
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     cluster.md["spec"] = neutral("2")["spec"]
     cluster.md["metadata"]["generation"] = 2
     for _ in range(12):
@@ -170,10 +169,7 @@ def test_a_mirror_step_copies_requests_to_the_canary_once_its_pods_are_ready() -
     md["spec"]["replicas"] = 2
     md["spec"]["rollout"]["canary"]["steps"] = [{"setMirror": 50}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]
     cluster = Cluster(md)
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     assert cluster.md["status"]["mirrorWeight"] == 0
 
     cluster.md["spec"]["model"] = model_deployment("2")["spec"]["model"]
@@ -220,10 +216,7 @@ def test_a_route_that_lost_the_mirrors_percent_is_reported() -> None:
     md["spec"]["replicas"] = 4
     md["spec"]["rollout"]["canary"]["steps"] = [{"setMirror": 25}, {"pause": {}}]
     cluster = OldGatewayAPI(md)
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     cluster.md["spec"]["model"] = model_deployment("2")["spec"]["model"]
     cluster.md["metadata"]["generation"] = 2
     cluster.converge()
@@ -244,10 +237,7 @@ def test_the_service_named_like_the_model_deployment_stays_under_gateway_api() -
     gateway = md["spec"]["rollout"]["canary"]["trafficRouting"]
     md["spec"]["rollout"]["canary"]["trafficRouting"] = {"type": "Replicas"}
     cluster = Cluster(md)
-    cluster.converge()
-    (stable,) = cluster.deployment_names()
-    cluster.ready.add(stable)
-    cluster.converge()
+    stable = cluster.serving_stable()
     assert sorted(n for k, n in cluster.objects if k == "Service") == ["iris"]
 
     cluster.md["spec"]["rollout"]["canary"]["trafficRouting"] = gateway

@@ -237,6 +237,7 @@ def _add_run(subparsers: Any) -> None:
 
 def run_options(args: argparse.Namespace) -> OperatorProcess:
     """The operator process options from the command line, falling back to the environment."""
+    from modeldeploy.handlers import RunOptions
     from modeldeploy.runner import OperatorProcess
 
     namespaces = args.namespaces
@@ -252,11 +253,10 @@ def run_options(args: argparse.Namespace) -> OperatorProcess:
         raise InputError(f"MODELDEPLOY_POD_IP is not an IP address: {pod_ip!r}") from None
     period = args.resync_period
     if period is None:
-        raw = os.environ.get("MODELDEPLOY_RESYNC_PERIOD_SECONDS", "")
         try:
-            period = float(raw) if raw else 300.0
-        except ValueError:
-            raise InputError(f"MODELDEPLOY_RESYNC_PERIOD_SECONDS must be a number, got {raw!r}") from None
+            period = RunOptions.from_env(os.environ).resync_period
+        except ValueError as error:
+            raise InputError(str(error)) from None
     if period <= 0:
         raise InputError("the resync period must be positive")
     level = "DEBUG" if args.verbose else args.log_level or os.environ.get("MODELDEPLOY_LOG_LEVEL", "").upper() or "INFO"

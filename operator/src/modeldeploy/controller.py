@@ -66,6 +66,18 @@ REFUSALS = frozenset({400, 403, 413, 422})
 ``modeldeployments/status``), an object too large, a schema, CEL or admission webhook rejection. (404 is an object
 deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
+AUDITED: dict[str, Resource] = {
+    "deployments": DEPLOYMENTS,
+    "services": SERVICES,
+    "autoscalers": AUTOSCALERS,
+    "revisions": CONTROLLER_REVISIONS,
+    "pods": PODS,
+    "network_policies": NETWORK_POLICIES,
+    "disruption_budgets": DISRUPTION_BUDGETS,
+}
+"""The cached children an audit compares with the API server (``Observed`` field -> resource)."""
+AUDIT_DELAY_SECONDS = 2.0
+"""How long an audit waits after it is asked for: a watch that lists again delivers its objects in a burst."""
 
 
 def server_failure(error: ApiError) -> bool:
@@ -84,18 +96,6 @@ class Failing:
     """``Controller.monotonic`` seconds."""
     since_time: datetime
     """The same moment by ``Controller.clock``, for messages."""
-AUDITED: dict[str, Resource] = {
-    "deployments": DEPLOYMENTS,
-    "services": SERVICES,
-    "autoscalers": AUTOSCALERS,
-    "revisions": CONTROLLER_REVISIONS,
-    "pods": PODS,
-    "network_policies": NETWORK_POLICIES,
-    "disruption_budgets": DISRUPTION_BUDGETS,
-}
-"""The cached children an audit compares with the API server (``Observed`` field -> resource)."""
-AUDIT_DELAY_SECONDS = 2.0
-"""How long an audit waits after it is asked for: a watch that lists again delivers its objects in a burst."""
 
 
 class ActivityGate(Protocol):
@@ -404,7 +404,7 @@ class Controller:
         come every few seconds to a minute, ``Backoff``). The plan's own events wait until the pass completes."""
         meta = md["metadata"]
         key = (str(meta["namespace"]), str(meta["name"]))
-        refusal = f"{error.code} {error.reason}: {error.message}"
+        refusal = str(error)  # "CODE Reason: message"
         if what:
             await self._mark_degraded(md, f"The API server refused to {what} ({refusal})")
         if not self._first_report(key, f"{what} {refusal}"):
@@ -452,7 +452,7 @@ class Controller:
         if failing is None or self.monotonic() - failing.since < self.config.write_failure_seconds:
             return
         since = rfc3339(failing.since_time)
-        failure = f"{error.code} {error.reason}: {error.message}" if error.code else str(error)
+        failure = str(error)  # "CODE Reason: message", or what went wrong without an answer
         if what:
             await self._mark_degraded(
                 md,
