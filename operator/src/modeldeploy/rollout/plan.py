@@ -471,17 +471,18 @@ def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
     if not token or token == s.status.last_promote_token:
         return
     s.set(last_promote_token=token)
+    # Also a first deploy behind its gate (no stable yet); never one that waits for spec.paused to clear before it
+    # starts (no canary yet): that promote would carry over to whatever revision the spec names by then.
     in_rollout = s.status.canary_revision == effective and effective != s.status.stable_revision
-    gate = not s.status.stable_revision and s.status.phase in ("Analyzing", "Paused")
     if s.status.rejection(effective) is not None:
         s.event(
             "Warning",
             "PromoteIgnored",
             f"Revision {effective} is rejected; change the spec to roll out again",
         )
-    elif in_rollout or gate:
+    elif in_rollout:
         s.set(phase="Promoting")
-        held = "; it starts when spec.paused is cleared" if controls.paused and in_rollout else ""
+        held = "; it starts when spec.paused is cleared" if controls.paused else ""
         s.event("Normal", "PromoteRequested", f"Promoting revision {effective}, skipping the remaining steps{held}")
     else:
         s.event("Normal", "PromoteIgnored", "No rollout in progress to promote")
@@ -503,7 +504,6 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         s.replicas[revision] = 0
         s.set(canary_revision="", canary_weight=0, mirror_weight=0)
         return
-    gate = s.spec.first_deploy_analysis and s.spec.analysis is not None and s.status.phase != "Promoting"
     if s.status.canary_revision != revision:
         s.set(
             canary_revision=revision,
@@ -512,14 +512,21 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
             mirror_weight=0,
             step_started_at=s.now,
             waiting_since=s.now,
+            paused_at=None,
+            paused_phase=None,
             phase="Progressing",
             message=f"First deploy of revision {revision}",
         )
         s.event("Normal", "FirstDeploy", f"Deploying revision {revision} with {n} replicas")
+    # A promotion skips the gate, except while spec.paused holds it (``_paused_first_deploy``). Decided after a
+    # new revision's start above, which drops a promotion held for the revision it replaces.
+    gate = s.spec.first_deploy_analysis and s.spec.analysis is not None and (controls.paused or not _promoting(s))
     s.replicas[revision] = n
     if not gate:
         # Without a gate the revision is stable at once: end in exactly the state the next step keeps
         # (a fixed point), so an unchanged cluster never sees a second status write.
+        if s.status.paused_at is not None:
+            s.event("Normal", "Resumed", f"First deploy of revision {revision} resumed; the promotion goes on")
         _make_stable(s, revision, previous="")
         _steady(s, revision)
         return
@@ -538,6 +545,13 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         s.replicas[revision] = 0
         s.set(canary_revision="", phase="RolledBack", message=f"First deploy failed: {message}")
         return
+    if controls.paused:
+        _paused_first_deploy(s, revision)
+        return
+    if s.status.paused_at is not None:
+        # As a rollout's resume (``_resume``): the paused time does not count against the progress deadline.
+        s.set(paused_at=None, waiting_since=s.now if s.status.waiting_since is not None else None)
+        s.event("Normal", "Resumed", f"First deploy of revision {revision} resumed; its analysis goes on")
     if obs.ready < n:
         _waiting(s)
         s.phase("Progressing", f"Waiting for revision {revision}: {obs.ready}/{n} pods ready before its analysis")
@@ -558,6 +572,29 @@ def _first_deploy(s: _Step, revision: str, controls: Controls) -> None:
         _reject(s, revision, *_analysis_failure(run, "The first-deploy analysis"))
         s.replicas[revision] = 0
         s.set(canary_revision="", phase="RolledBack", message="First deploy failed its analysis")
+
+
+def _paused_first_deploy(s: _Step, revision: str) -> None:
+    """spec.paused while a first deploy runs behind its gate: its pods stay, it stays behind the preview Service
+    only, and its analysis takes no measurement until resume (a run under way goes on from where it was, as a
+    rollout's analysis step does). A promote given while paused (or a promotion the pause interrupted) is kept
+    in ``pausedPhase`` and takes effect on resume, never while paused. The progress deadline does not run
+    (``_canary_broken``); crash-looping pods and an abort still reject the revision."""
+    if s.status.phase == "Promoting":
+        s.set(paused_phase="Promoting")
+    promoting = s.status.paused_phase == "Promoting"
+    if s.status.paused_at is None:
+        s.set(paused_at=s.now)
+        during = " during its promotion" if promoting else ""
+        s.event("Normal", "Paused", f"First deploy of revision {revision} paused{during}")
+    if promoting:
+        held = "its promotion goes on after resume"
+    else:
+        held = "its first-deploy analysis takes no measurement until resume"
+    s.phase(
+        "Paused",
+        f"First deploy of revision {revision} paused by spec.paused; it stays behind the preview Service, {held}",
+    )
 
 
 # --- steady state and rejected revisions ------------------------------------------------------------------
