@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import A, B, Cluster, reasons, spec
+from rollout_harness import CANARY, A, B, Cluster, reasons, spec
+
+from modeldeploy.rollout.plan import Controls
 
 
 def canary(routing: str) -> dict[str, Any]:
@@ -51,3 +53,27 @@ def test_a_rollback_annotation_that_is_not_a_revision_number_is_ignored(text: st
     assert controls.rollback_to == 3
     assert Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": " 12 "}).rollback_to == 12
     assert Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": str(2**63 - 1)}).rollback_to == 2**63 - 1
+
+
+def test_a_promotion_gets_the_whole_progress_deadline_for_its_pods() -> None:
+    """A promote given while a step waits for the canary's pods: the promotion scales the canary to all N pods,
+    and its deadline counts from the promote, not from the interrupted step's wait (it would roll the canary
+    back 20s into its promotion)."""
+    cluster = Cluster(spec(CANARY), auto_ready=False)
+    cluster.step()
+    cluster.make_ready(A)
+    assert cluster.step().status.stable_revision == A
+    cluster.deploy(B)
+    d = cluster.step()
+    assert d.status.canary_revision == B and d.status.phase == "Progressing" and d.replicas[B] == 1
+    cluster.advance(100)  # the step has waited 100s of its 120s for B's pod
+    cluster.controls = Controls(promote_token="go")
+    d = cluster.step()
+    assert d.status.phase == "Promoting" and d.replicas[B] == 4
+    cluster.advance(110)
+    d = cluster.step()
+    assert d.status.phase == "Promoting" and d.status.rejection(B) is None, "110s into the promotion: in time"
+    cluster.advance(20)
+    d = cluster.step()
+    assert d.status.phase == "RollingBack" and d.status.rejection(B) is not None
+    assert d.status.rejection(B).reason == "ProgressDeadlineExceeded"

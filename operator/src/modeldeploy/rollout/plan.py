@@ -481,7 +481,9 @@ def _handle_promote_token(s: _Step, controls: Controls, effective: str) -> None:
             f"Revision {effective} is rejected; change the spec to roll out again",
         )
     elif in_rollout:
-        s.set(phase="Promoting")
+        # The promotion's pods get the whole progress deadline: the clock of the step it interrupts (pods that
+        # were coming up for a weight) is not its own.
+        s.set(phase="Promoting", waiting_since=None)
         held = "; it starts when spec.paused is cleared" if controls.paused else ""
         s.event("Normal", "PromoteRequested", f"Promoting revision {effective}, skipping the remaining steps{held}")
     else:
@@ -1212,7 +1214,7 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         index = s.status.current_step_index
         weight = s.status.canary_weight
         if index >= len(steps):
-            s.set(phase="Promoting")
+            s.set(phase="Promoting", waiting_since=None)
             s.event("Normal", "StepsCompleted", f"All {len(steps)} steps done; promoting revision {canary}")
             _promote(s, stable, canary)
             return
