@@ -35,19 +35,19 @@ def test_a_spec_change_while_a_neutral_promotion_is_paused_gives_the_stable_its_
     """Reproducer: ``gateway-neutral-0`` with
     ``[('time',1),('deploy',B),('promote','p1'),('pause',True),('deploy',C)]``.
 
-    Neutral capacity without surge: promoting B took all of A's pods (A keeps the traffic until B is ready), and
-    spec.paused held that. The spec then moves on to C: B served nothing (weight 0), so it is replaced at once;
-    A, which has all the traffic again, must get its 4 pods back rather than be left with none."""
+    Neutral capacity without surge: promoting B took one of A's pods for B's first pod (A keeps the traffic until
+    B's pods are ready), and spec.paused held that. The spec then moves on to C: B served nothing (weight 0), so it
+    is replaced at once; A, which has all the traffic again, must get its 4 pods back."""
     cluster = Cluster(spec(SPECS["gateway-neutral-0"]), auto_ready=False)
     cluster.step()
     cluster.deploy(B)
     cluster.step()
     cluster.controls = Controls(promote_token="p1")
     d = cluster.step()
-    assert d.status.phase == "Promoting" and d.replicas == {A: 0, B: 4} and d.weights == {A: 100, B: 0}
+    assert d.status.phase == "Promoting" and d.replicas == {A: 3, B: 1} and d.weights == {A: 100, B: 0}
     cluster.controls = Controls(promote_token="p1", paused=True)
     d = cluster.step()
-    assert d.status.phase == "Paused" and d.replicas == {A: 0, B: 4}, "the paused promotion keeps its budget"
+    assert d.status.phase == "Paused" and d.replicas == {A: 3, B: 1}, "the paused promotion keeps its budget"
     cluster.deploy(C)
     d = cluster.step()
     assert d.status.canary_revision == C and d.status.phase == "Paused" and "RolloutReplaced" in reasons(d)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -77,3 +78,45 @@ def test_a_promotion_gets_the_whole_progress_deadline_for_its_pods() -> None:
     d = cluster.step()
     assert d.status.phase == "RollingBack" and d.status.rejection(B) is not None
     assert d.status.rejection(B).reason == "ProgressDeadlineExceeded"
+
+
+def test_a_neutral_promotion_without_surge_moves_pod_by_pod_and_never_leaves_a_share_without_pods() -> None:
+    """Capacity Neutral, maxSurgePods 0 (every GPU in use), a promote at weight 0: the canary's pods can only come
+    out of the stable's. The stable gives up one pod for the canary's first, then the canary takes each next
+    pod's share as its pods become ready; the stable keeps a pod for as long as it has a share (it was scaled to
+    none at once, with all the traffic). Each pod that becomes ready is progress: the deadline (120s) restarts,
+    so four GPU pods that take 100s each to load are not rolled back."""
+    raw = {
+        "strategy": "Canary",
+        "canary": {
+            "steps": [{"pause": {}}],
+            "capacity": {"mode": "Neutral", "maxSurgePods": 0},
+            "trafficRouting": {"type": "GatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        },
+        "progressDeadlineSeconds": 120,
+    }
+    cluster = Cluster(spec(raw), auto_ready=False)
+    cluster.step()
+    cluster.make_ready(A)
+    assert cluster.step().status.stable_revision == A
+    cluster.deploy(B)
+    d = cluster.step()
+    assert d.status.phase == "Paused" and d.weights == {A: 100, B: 0}
+    cluster.controls = Controls(promote_token="go")
+    seen = []
+    for _ in range(12):
+        d = cluster.step()
+        seen.append((d.replicas.get(A, 0), d.replicas.get(B, 0), d.weights.get(B, 0)))
+        assert d.status.rejection(B) is None, d.status.message
+        assert sum(d.replicas.values()) <= 4, "within the budget"
+        for revision, share in d.weights.items():
+            ready = cluster.deployments[revision].ready if revision in cluster.deployments else 0
+            if share:
+                assert ready >= 1, f"{revision} has {share}% and no ready pod: {seen}"
+        if d.status.stable_revision == B:
+            break
+        cluster.advance(100)
+        cluster.deployments[B] = replace(cluster.deployments[B], ready=min(4, cluster.deployments[B].ready + 1))
+        cluster.deployments[A] = replace(cluster.deployments[A], ready=cluster.deployments[A].desired)
+    assert d.status.stable_revision == B and d.weights == {B: 100}, seen
+    assert seen == [(3, 1, 0), (2, 2, 50), (1, 3, 75), (0, 4, 100), (0, 4, 100)], seen

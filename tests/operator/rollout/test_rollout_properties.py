@@ -269,6 +269,9 @@ def check(
             assert have >= 1, (revision, share, decision)
         elif mode == "Neutral":
             assert have >= min(pods_for_weight(n, share), n + surge - others), (revision, share, decision)
+            # The budget may leave a revision short of pods for its share, never with none (but a swap of the
+            # one pod that a budget of one holds).
+            assert have >= 1 or n + surge <= 1, (revision, share, decision)
         elif cluster.spec.strategy != "RollingUpdate":
             assert have >= pods_for_weight(n, share), (revision, share, decision)
     stable = status.stable_revision or (next(iter(decision.weights)) if len(decision.weights) == 1 else "")

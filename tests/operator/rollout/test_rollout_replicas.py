@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import math
+
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from modeldeploy.rollout.config import CapacityMode
@@ -9,6 +11,7 @@ from modeldeploy.rollout.replicas import (
     CanaryScale,
     lowering_scale,
     max_extra_pods,
+    neutral_promotion_scale,
     plan_canary_scale,
     plan_gpu_capacity,
     plan_mirror_scale,
@@ -292,3 +295,49 @@ def test_a_mirrors_pods_can_serve_the_share_applied(total: int, percent: int, su
         assert scale.canary <= surge
     else:
         assert scale.weight == percent
+
+
+@pytest.mark.parametrize(
+    ("total", "surge", "weight", "ready", "expected"),
+    [
+        # No surge: the stable gives up one pod for the canary's first, then the canary takes each next pod's share
+        # ahead of that pod, so the stable keeps a pod for as long as it has a share.
+        (4, 0, 0, 0, CanaryScale(canary=1, stable=3, weight=0)),
+        (4, 0, 0, 1, CanaryScale(canary=2, stable=2, weight=50)),
+        (4, 0, 50, 1, CanaryScale(canary=2, stable=2, weight=50)),  # the next pod is not ready yet: held
+        (4, 0, 50, 2, CanaryScale(canary=3, stable=1, weight=75)),
+        (4, 0, 75, 3, CanaryScale(canary=4, stable=0, weight=100)),
+        (4, 0, 100, 4, CanaryScale(canary=4, stable=0, weight=100)),
+        # One pod of surge: the canary's next pod has room, nobody serves short.
+        (4, 1, 0, 0, CanaryScale(canary=1, stable=4, weight=0)),
+        (4, 1, 0, 1, CanaryScale(canary=2, stable=3, weight=25)),
+        (4, 1, 25, 3, CanaryScale(canary=4, stable=1, weight=75)),
+        # Surge for all: the canary scales to N at once, the stable keeps what fits.
+        (4, 4, 0, 0, CanaryScale(canary=4, stable=4, weight=0)),
+        # A step's weight the canary already holds (3 pods, 50 %: whole percents favour the stable).
+        (3, 0, 34, 1, CanaryScale(canary=2, stable=1, weight=67)),
+        (1, 0, 0, 0, CanaryScale(canary=1, stable=0, weight=0)),  # one pod, no surge: a swap, nothing else fits
+    ],
+)
+def test_neutral_promotion_scale(total: int, surge: int, weight: int, ready: int, expected: CanaryScale) -> None:
+    assert neutral_promotion_scale(total, surge=surge, weight=weight, canary_ready=ready) == expected
+
+
+@given(total=st.integers(1, 200), surge=st.integers(0, 50), weight=st.integers(0, 100), ready=st.integers(0, 200))
+def test_a_neutral_promotion_stays_in_budget_and_never_leaves_a_share_without_pods(
+    total: int, surge: int, weight: int, ready: int
+) -> None:
+    assume(ready <= total)
+    scale = neutral_promotion_scale(total, surge=surge, weight=weight, canary_ready=ready)
+    assert scale.canary + scale.stable <= total + surge or ready >= total
+    assert scale.weight >= weight or ready >= total, "a promotion never lowers the canary's weight"
+    assert scale.canary <= total and scale.canary >= ready
+    if ready < total:
+        assert scale.canary > ready, "every pass has a canary pod coming up: the promotion always progresses"
+    if scale.weight > weight:
+        # The share the canary gains is served by its ready pods, at most one pod short (whole percents favour
+        # the stable: up to one percent more).
+        assert scale.weight <= math.ceil(100 * (ready + 1) / total)
+    if scale.weight < 100 and (total > 1 or surge > 0):
+        # The stable's share has pods, at most one short, and at least one.
+        assert scale.stable >= 1 and scale.stable >= pods_for_weight(total, 100 - scale.weight) - 1

@@ -1173,6 +1173,23 @@ def _promote(s: _Step, stable: str, canary: str) -> None:
     target = rmath.CanaryScale(canary=n, stable=0, weight=100)
     obs = s.obs(canary)
     s.set(mirror_weight=0)  # clients are about to get the canary's answers: nothing to copy any more
+    if obs.ready < n and spec.strategy == "Canary" and spec.capacity.mode == "Neutral":
+        # The budget has no room for all N canary pods beside the stable's: the canary grows as the stable
+        # shrinks, and its weight follows its ready pods. Each weight gained is progress: the deadline restarts.
+        scale = rmath.neutral_promotion_scale(
+            n, surge=spec.capacity.max_surge_pods, weight=s.status.canary_weight, canary_ready=obs.ready
+        )
+        if scale.weight > s.status.canary_weight:
+            s.set(canary_weight=scale.weight, waiting_since=None)
+        s.replicas[canary], s.replicas[stable] = scale.canary, scale.stable
+        s.weights.update({stable: 100 - s.status.canary_weight, canary: s.status.canary_weight})
+        _waiting(s)
+        s.phase(
+            "Promoting",
+            f"Promoting revision {canary} within capacity Neutral (maxSurgePods {spec.capacity.max_surge_pods}): "
+            f"{obs.ready}/{n} pods ready, weight {s.status.canary_weight}",
+        )
+        return
     if obs.ready < n:
         weight = s.status.canary_weight
         s.replicas[canary] = n

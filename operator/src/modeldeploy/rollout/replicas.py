@@ -107,6 +107,36 @@ def plan_mirror_scale(total: int, percent: int, *, mode: CapacityMode, surge: in
     return CanaryScale(canary=canary, stable=total, weight=percent)
 
 
+def neutral_promotion_scale(total: int, *, surge: int, weight: int, canary_ready: int) -> CanaryScale:
+    """One pass of a promotion under Neutral capacity: the canary grows to ``total`` pods while the stable
+    shrinks, stable + canary within ``total + surge``, and neither revision is left with a share of the traffic
+    and no pod for it.
+
+    The canary takes the share of its ready pods (never less than ``weight``, what it already has) and the stable
+    keeps the pods for the rest; the budget's room beyond that goes to the canary's next pods. Where there is no
+    room for one more canary pod (``surge`` 0), one revision serves its share one pod short for a while, the
+    price of Neutral capacity as in a weight step: the stable gives up a pod while the canary has no ready pod;
+    after that the canary takes one more pod's share ahead of that pod, so the stable's last pod goes only with
+    its last share. Whole percents favour the stable, as in ``plan_canary_scale``.
+    """
+    if total < 0 or not 0 <= weight <= 100 or surge < 0 or canary_ready < 0:
+        raise ValueError(f"need total, surge, canary_ready >= 0 and 0 <= weight <= 100; got {total}, {surge}, "
+                         f"{canary_ready}, {weight}")  # fmt: skip
+    if canary_ready >= total:
+        return CanaryScale(canary=total, stable=0, weight=100)
+    budget = total + surge
+    # The canary pods whose share the canary holds: its ready pods, or more where the weight is already ahead.
+    held = max(canary_ready, total - pods_for_weight(total, 100 - weight))
+    canary = min(total, budget - (total - held))
+    if canary <= canary_ready:
+        if canary_ready == 0:
+            canary = 1
+        else:
+            held = canary = canary_ready + 1
+    stable = min(total, budget - canary)
+    return CanaryScale(canary=canary, stable=stable, weight=max(weight, 100 - weight_for_pods(total, total - held)))
+
+
 def _hold(mode: CapacityMode, budget: int, have: int, own_target: int, other_target: int) -> int:
     """Pods one revision keeps while the other scales to ``other_target``: what it has at the applied weight
     (``have``), never below its own target; in Neutral mode the ``budget`` (``total + surge``) forces it down to
