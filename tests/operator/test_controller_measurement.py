@@ -461,3 +461,33 @@ async def test_a_canary_that_should_run_pods_and_has_none_ready_is_a_measurement
             assert rollout["phase"] != "Paused" and all(r["phase"] != "Inconclusive" for r in rollout["analysisRuns"])
         finally:
             await controller.close()
+
+
+async def test_golden_requests_to_a_first_deploy_scaled_to_no_pods_are_skipped_not_a_rollback() -> None:
+    """``spec.replicas: 0`` (a model parked at zero) behind ``firstDeployAnalysis`` with golden requests: the
+    revision runs no pod to ask, so the golden requests are skipped and the measurements are Inconclusive (the gate
+    waits for a promote or an abort); it is never rejected as MeasurementErrors ("no ready pods to send golden
+    requests to") for pods that were never asked for."""
+    clock = {"now": NOW}
+    parked = golden_deployment("1")
+    parked["spec"]["replicas"] = 0
+    parked["spec"]["rollout"]["firstDeployAnalysis"] = True
+    parked["spec"]["rollout"]["analysis"]["count"] = 2
+    cluster = MiniCluster(parked)
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster)
+    async with aiohttp.ClientSession() as session:
+        controller._sources[KEY] = ScrapeSource(session)
+        try:
+            for _ in range(12):
+                await controller.reconcile(KEY)
+                await settle(controller)
+                clock["now"] += timedelta(seconds=30)
+            rollout = cluster.md["status"]["rollout"]
+            assert not rollout.get("rejectedRevisions"), rollout["rejectedRevisions"]
+            assert not [e for e in cluster.events if e[1] == "MeasurementFailed"], cluster.events
+            (run,) = rollout["analysisRuns"]
+            assert run["gate"] == "first-deploy" and run["phase"] == "Inconclusive", run
+            assert rollout["phase"] == "Paused" and rollout["stableRevision"] == "", rollout["message"]
+            assert "golden requests not sent" in run["measurements"][-1]["message"]
+        finally:
+            await controller.close()

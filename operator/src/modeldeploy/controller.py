@@ -538,7 +538,8 @@ class Controller:
             try:
                 source = self._metric_source(key, spec, namespace, parsed.model.name)
                 canary_pods = targets(request.revision)
-                if canary_pods or _runs_pods(observed, request.revision):
+                runs = bool(canary_pods) or _runs_pods(observed, request.revision)
+                if runs:
                     canary = await source.measure(request.revision, canary_pods)
                 else:
                     # Scaled to no pods (an analysis at weight 0 without golden requests, spec.replicas 0): it
@@ -547,7 +548,7 @@ class Controller:
                     canary = Sample(requests=0, errors=0, pods=0)
                 stable = await self._measure_stable(key, source, request.stable_revision, targets)
                 golden = None
-                if spec.golden is not None:
+                if spec.golden is not None and runs:  # no pod to ask (spec.replicas 0): golden requests skipped
                     assert self._session is not None  # opened by _metric_source
                     golden = await check_golden(
                         self._session, spec.golden, parsed.model.name, request.revision, canary_pods
