@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import promql_parser
@@ -24,6 +25,7 @@ from chart_tools import (
     render,
     template,
 )
+from network_policy import NAMESPACE_NAME_LABEL, Pod, ingress_admitted, isolating_for_ingress, selector_matches
 from pod_security import check_restricted
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -54,6 +56,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "defaultForModels": {
                 "enabled": True,
                 "ingressFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+                "monitoringNamespace": "monitoring",
             },
         },
     },
@@ -295,6 +298,46 @@ def test_operator_environment(rendered: dict[str, list[dict[str, Any]]]) -> None
     assert env["MODELDEPLOY_PEERING_NAME"] == ""
 
 
+def test_the_monitoring_namespace_reaches_the_operator_and_its_model_network_policies(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """networkPolicy.defaultForModels.monitoringNamespace becomes MODELDEPLOY_MONITORING_NAMESPACE, which the
+    operator reads into its configuration; the model NetworkPolicies it then builds admit Prometheus' scrapes from
+    that namespace on the port the PodMonitor scrapes, and no other namespace."""
+    from modeldeploy.cli import read_documents, render_documents
+    from modeldeploy.config import OperatorConfig
+
+    assert env_of(operator_container(rendered["defaults"]))["MODELDEPLOY_MONITORING_NAMESPACE"] == ""
+    objects = rendered["monitoring-and-network-policy"]
+    env = env_of(operator_container(objects))
+    assert env["MODELDEPLOY_MONITORING_NAMESPACE"] == "monitoring"
+    # The container's environment as the operator reads it (the downward API gives the operator's namespace).
+    environ = {name: value for name, value in env.items() if isinstance(value, str)}
+    environ["MODELDEPLOY_OPERATOR_NAMESPACE"] = NAMESPACE
+    config = OperatorConfig.from_env(environ)
+    assert config.monitoring_namespace == "monitoring" and config.model_network_policy
+
+    def model_server_and_policies(config: OperatorConfig) -> tuple[Pod, list[dict[str, Any]]]:
+        children, errors = render_documents(read_documents(str(REPO / "examples" / "canary-with-analysis.yaml")),
+                                            config)  # fmt: skip
+        assert errors == []
+        deployment = one(children, "Deployment")
+        template = deployment["spec"]["template"]
+        pod = Pod(deployment["metadata"]["namespace"], template["metadata"]["labels"], container_ports(template))
+        return pod, of_kind(children, "NetworkPolicy")
+
+    model, policies = model_server_and_policies(config)
+    (endpoint,) = one(objects, "PodMonitor")["spec"]["podMetricsEndpoints"]
+    port = model.ports[endpoint["port"]]
+    prometheus = {"app.kubernetes.io/name": "prometheus"}
+    assert ingress_admitted(policies, Pod("monitoring", prometheus), model, port)
+    assert not ingress_admitted(policies, Pod("elsewhere", prometheus), model, port)
+    model, policies = model_server_and_policies(
+        OperatorConfig.from_env(environ | {"MODELDEPLOY_MONITORING_NAMESPACE": ""})
+    )
+    assert not ingress_admitted(policies, Pod("monitoring", prometheus), model, port)
+
+
 def test_image_digest_wins(rendered: dict[str, list[dict[str, Any]]]) -> None:
     c = operator_container(rendered["policy-and-overrides"])
     assert c["image"] == "registry.local/md/operator@sha256:" + "a" * 64
@@ -490,9 +533,12 @@ def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
     pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = policy["spec"]["ingress"]
-    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    ingress, helm_test = policy["spec"]["ingress"]
+    assert ingress["ports"] == helm_test["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     assert ingress["from"] == VALUE_SETS["monitoring-and-network-policy"]["networkPolicy"]["metricsFrom"]
+    (peer,) = helm_test["from"]
+    assert set(peer) == {"podSelector"}  # the release's namespace only
+    assert peer["podSelector"]["matchLabels"].items() <= one(objects, "Pod")["metadata"]["labels"].items()
     egress = policy["spec"]["egress"]
     api = [rule for rule in egress if any(p.get("port") == 6443 for p in rule.get("ports", []))]
     assert api and api[0]["to"] == [
@@ -500,6 +546,98 @@ def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
         {"ipBlock": {"cidr": "172.18.0.2/32"}},
     ]
     assert egress[-1] == VALUE_SETS["monitoring-and-network-policy"]["networkPolicy"]["extraEgress"][0]
+
+
+MONITORING = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "monitoring"}}}
+
+
+def container_ports(template: dict[str, Any]) -> dict[str, int]:
+    """The named container ports of a pod template."""
+    return {p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def helm_test_connection(objects: list[dict[str, Any]]) -> tuple[Pod, Pod, int]:
+    """The `helm test` pod, the operator pod its metrics check reaches and the container port it reaches there:
+    the METRICS_URL's Service, resolved to its target port on the pods it selects."""
+    test_pod = one(objects, "Pod")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    url = urlsplit(env["METRICS_URL"])
+    service_name, service_namespace = (url.hostname or "").split(".")[:2]
+    service = one(objects, "Service", service_name)
+    assert service["metadata"]["namespace"] == service_namespace
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == url.port]
+    deployment = one(objects, "Deployment")
+    template = deployment["spec"]["template"]
+    assert selector_matches({"matchLabels": service["spec"]["selector"]}, template["metadata"]["labels"])
+    operator = Pod(deployment["metadata"]["namespace"], template["metadata"]["labels"], container_ports(template))
+    target = service_port["targetPort"]
+    port = operator.ports[target] if isinstance(target, str) else target
+    return Pod(test_pod["metadata"]["namespace"], test_pod["metadata"]["labels"]), operator, port
+
+
+@pytest.mark.parametrize(
+    "metrics_from",
+    [[], [MONITORING], [MONITORING, {"podSelector": {"matchLabels": {"app": "prometheus"}}}]],
+    ids=["anyone", "a-namespace", "a-namespace-and-local-pods"],
+)
+def test_the_network_policy_admits_the_helm_test_pod(metrics_from: list[dict[str, Any]]) -> None:
+    """`helm test` checks the metrics endpoint through the metrics Service: the operator's NetworkPolicy admits the
+    test pod on that port whoever metricsFrom admits, or the test fails wherever NetworkPolicy is enforced."""
+    objects = render({"networkPolicy": {"enabled": True, "metricsFrom": metrics_from}})
+    source, operator, port = helm_test_connection(objects)
+    policies = of_kind(objects, "NetworkPolicy")
+    assert isolating_for_ingress(policies, operator)
+    assert ingress_admitted(policies, source, operator, port)
+
+
+def test_metrics_from_still_restricts_everyone_but_its_peers_and_the_helm_test_pod() -> None:
+    objects = render({"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING]}})
+    source, operator, port = helm_test_connection(objects)
+    policies = of_kind(objects, "NetworkPolicy")
+    assert ingress_admitted(policies, Pod("monitoring", {"app": "prometheus"}), operator, port)
+    # The test pod's labels in another namespace, another release's test pod, any other pod of the namespace.
+    assert not ingress_admitted(policies, Pod("team-a", source.labels), operator, port)
+    other_release = {**source.labels, "app.kubernetes.io/instance": "other"}
+    assert not ingress_admitted(policies, Pod(NAMESPACE, other_release), operator, port)
+    assert not ingress_admitted(policies, Pod(NAMESPACE, {"app": "debug"}), operator, port)
+    # The test pod reaches the metrics port only.
+    assert not ingress_admitted(policies, source, operator, operator.ports["health"])
+    # Its labels are its own: no policy isolates it, and the metrics Service does not send requests to it.
+    assert not isolating_for_ingress(policies, source)
+    assert not selector_matches({"matchLabels": one(objects, "Service")["spec"]["selector"]}, source.labels)
+    # Without the metrics Service the test does not call the endpoint, and only metricsFrom is admitted.
+    objects = render(
+        {"networkPolicy": {"enabled": True, "metricsFrom": [MONITORING]}, "metrics": {"service": {"enabled": False}}}
+    )
+    pod = one(objects, "Pod")
+    assert {"name": "METRICS_URL", "value": ""} in pod["spec"]["containers"][0]["env"]
+    source = Pod(NAMESPACE, pod["metadata"]["labels"])
+    assert not ingress_admitted(of_kind(objects, "NetworkPolicy"), source, operator, port)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a mapping repeating a key: parsers disagree on which of the two wins."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    keys = [loader.construct_object(key, deep=True) for key, _ in node.value]
+    repeated = sorted({str(key) for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise yaml.constructor.ConstructorError(None, None, f"repeated keys {repeated}", node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_no_rendered_mapping_repeats_a_key(name: str) -> None:
+    """A repeated key holds whichever value the client parsing it keeps: a test pod label `app.kubernetes.io/component`
+    given twice (the operator's, then helm-test) would let a client keeping the first put the test pod behind the
+    operator's Service and under its NetworkPolicy."""
+    result = template(VALUE_SETS[name])
+    assert result.returncode == 0, result.stderr
+    assert [doc for doc in yaml.load_all(result.stdout, Loader=_UniqueKeyLoader) if doc]
 
 
 # -- security
@@ -677,6 +815,16 @@ def test_bad_values_are_refused(values: dict[str, Any], message: str) -> None:
     result = template(values)
     assert result.returncode != 0, f"accepted {values}"
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("namespace", ["Monitoring", "monitoring.svc", "-monitoring", "m_1", "m" * 64])
+def test_monitoring_namespace_must_be_a_namespace_name(namespace: str) -> None:
+    """A namespace name is a DNS label; the operator refuses any other (OperatorConfig), so the chart refuses it at
+    install time instead of leaving the operator crash-looping."""
+    values = {"networkPolicy": {"defaultForModels": {"monitoringNamespace": namespace}}}
+    result = template(values)
+    assert result.returncode != 0, f"accepted {values}"
+    assert "monitoringNamespace" in result.stderr and "additional properties" not in result.stderr, result.stderr
 
 
 def test_schema_is_strict_everywhere() -> None:

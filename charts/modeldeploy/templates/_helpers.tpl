@@ -28,12 +28,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
-{{- define "modeldeploy.labels" -}}
+{{/* Labels of every object besides the selector labels. */}}
+{{- define "modeldeploy.commonLabels" -}}
 helm.sh/chart: {{ include "modeldeploy.chart" . }}
-{{ include "modeldeploy.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: modeldeploy
+{{- end -}}
+
+{{- define "modeldeploy.labels" -}}
+{{ include "modeldeploy.selectorLabels" . }}
+{{ include "modeldeploy.commonLabels" . }}
+{{- end -}}
+
+{{/* Selector labels of the `helm test` objects. Their own component (no other pod carries it), so that neither the
+operator's Service nor its NetworkPolicy selects the test pod, and the NetworkPolicy can admit it by them. */}}
+{{- define "modeldeploy.testSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "modeldeploy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
+{{- end -}}
+
+{{- define "modeldeploy.testLabels" -}}
+{{ include "modeldeploy.testSelectorLabels" . }}
+{{ include "modeldeploy.commonLabels" . }}
 {{- end -}}
 
 {{- define "modeldeploy.serviceAccountName" -}}
