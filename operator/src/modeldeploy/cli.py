@@ -132,7 +132,9 @@ def _add_render(subparsers: Any) -> None:
         help="print the objects the operator would create for ModelDeployments",
         description=(
             "Validate ModelDeployments as the API server would and print the children the operator creates "
-            "for them (Deployment, Service, HorizontalPodAutoscaler), for review or for kubectl apply."
+            "for them, for review or for kubectl apply: a Deployment per revision, the Services, the "
+            "PodDisruptionBudget, a ControllerRevision per revision (its pod template, for rollbacks), and as the "
+            "spec and the operator's settings ask, the HorizontalPodAutoscaler, the HTTPRoute and the NetworkPolicy."
         ),
     )
     parser.add_argument(

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from modeldeploy.analysis.golden import GoldenResult, argmax_rows, assess, compare, request_body
@@ -108,6 +108,8 @@ def test_a_value_passes_exactly_when_it_is_within_the_tolerance(
     allowed = atol + rtol * abs(expected[index])
     inside = list(expected)
     inside[index] += sign * allowed * fraction
+    # Doubles near the value may be further apart than a tolerance of a few ulps: the sum then rounds outside it.
+    assume(abs(inside[index] - expected[index]) <= allowed)
     assert compare(golden.cases[0], golden, 200, answer(out("y", inside))) is None
     outside = list(expected)
     outside[index] += sign * (allowed * 1.01 + 1e-3)
