@@ -17,7 +17,7 @@ from reconcile_kit import assert_valid_k8s
 from modeldeploy import build, labels
 from modeldeploy.build import build_children, build_deployment, build_hpa, build_service, revision_of
 from modeldeploy.config import OperatorConfig
-from modeldeploy.schema import validate_object
+from modeldeploy.schema import parse_quantity, validate_object
 from modeldeploy.spec import ModelDeployment, parse_model_deployment
 
 K8S_VERSION = kubernetes_validate.latest_version()
@@ -604,6 +604,10 @@ def model_deployments(draw: st.DrawFn) -> dict[str, Any]:
         kind: draw(st.dictionaries(st.sampled_from(["cpu", "memory"]), QUANTITIES, max_size=2))
         for kind in ("requests", "limits")
     }
+    for name, limit in resources["limits"].items():  # a request above its limit is refused (CEL)
+        request = resources["requests"].get(name)
+        if request is not None and parse_quantity(str(request)) > parse_quantity(str(limit)):
+            resources["requests"][name] = limit
     if any(resources.values()):
         runtime["resources"] = resources
     if draw(st.booleans()):

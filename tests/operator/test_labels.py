@@ -33,6 +33,7 @@ def test_selectors() -> None:
 
 
 def test_reserved_keys_match_the_crd_rule() -> None:
-    [rule] = [r for r in schema.cel_rules() if r.path == ("spec", "runtime", "podLabels")]
+    podlabel_rules = [r for r in schema.cel_rules() if r.path == ("spec", "runtime", "podLabels")]
+    [rule] = [r for r in podlabel_rules if "modeldeploy.io/" in r.rule]
     for key in labels.RESERVED_LABEL_KEYS:
         assert key in rule.rule

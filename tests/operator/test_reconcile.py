@@ -703,7 +703,7 @@ def test_a_rollback_keeps_the_canary_behind_the_service_until_the_stable_is_back
 
 # --- a lost status: the stable marker on the stable revision's Deployment ----------------------------------------
 
-GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1}
+GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "5s", "minRequests": 1}
 
 
 def marked(cluster: FakeCluster) -> dict[str, bool]:

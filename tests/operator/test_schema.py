@@ -631,6 +631,74 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "at least one threshold",
     ),
     (
+        "analysis-run-can-fail",
+        spec(rollout={"analysis": {**ANALYSIS, "count": 1}}),
+        spec(rollout={"analysis": {**ANALYSIS, "count": 1, "failureLimit": 0}}),
+        "spec.rollout.analysis.failureLimit",
+        "failureLimit must be less than count",
+    ),
+    (
+        "extended-resource-request-equals-its-limit",
+        spec(runtime={"resources": {"requests": {"nvidia.com/gpu": 1}}}),
+        spec(runtime={"resources": {"limits": {"nvidia.com/gpu": 1}}}),
+        "spec.runtime.resources.requests",
+        "needs a limit of the same amount",
+    ),
+    (
+        "request-at-most-limit",
+        spec(runtime={"resources": {"requests": {"cpu": "1500m"}, "limits": {"cpu": 1}}}),
+        spec(runtime={"resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": 1}}}),
+        "spec.runtime.resources.requests",
+        "must not be larger than the limit",
+    ),
+    (
+        "node-selector-label-keys",
+        spec(runtime={"nodeSelector": {"node pool": "gpu"}}),
+        spec(runtime={"nodeSelector": {"example.com/node-pool": "gpu"}}),
+        "spec.runtime.nodeSelector",
+        "nodeSelector keys must be label keys",
+    ),
+    (
+        "pod-labels-label-keys",
+        spec(runtime={"podLabels": {"team/ml/serving": "x"}}),
+        spec(runtime={"podLabels": {"example.com/team": "ml"}}),
+        "spec.runtime.podLabels",
+        "podLabels keys must be label keys",
+    ),
+    (
+        "pod-annotations-keys",
+        spec(runtime={"podAnnotations": {"prometheus io/scrape": "true"}}),
+        spec(runtime={"podAnnotations": {"prometheus.io/scrape": "true"}}),
+        "spec.runtime.podAnnotations",
+        "podAnnotations keys must be annotation keys",
+    ),
+    (
+        "caller-selector-label-keys",
+        spec(networkPolicy={"ingressFrom": [{"podSelector": {"matchLabels": {"-app": "gateway"}}}]}),
+        spec(networkPolicy={"ingressFrom": [{"podSelector": {"matchLabels": {"app": "gateway"}}}]}),
+        "spec.networkPolicy.ingressFrom[0].podSelector.matchLabels",
+        "matchLabels keys must be label keys",
+    ),
+    (
+        "caller-selector-key-prefix",
+        spec(
+            networkPolicy={
+                "ingressFrom": [
+                    {"namespaceSelector": {"matchExpressions": [{"key": "a" * 254 + "/team", "operator": "Exists"}]}}
+                ]
+            }
+        ),
+        spec(
+            networkPolicy={
+                "ingressFrom": [
+                    {"namespaceSelector": {"matchExpressions": [{"key": "a" * 253 + "/team", "operator": "Exists"}]}}
+                ]
+            }
+        ),
+        "spec.networkPolicy.ingressFrom[0].namespaceSelector.matchExpressions[0].key",
+        "prefix (before the '/') must be at most 253 characters",
+    ),
+    (
         "prometheus-block",
         spec(rollout={"analysis": {**ANALYSIS, "source": {"type": "Prometheus"}}}),
         spec(rollout={"analysis": {**ANALYSIS, "source": {"type": "Prometheus", "prometheus": {"url": "http://p"}}}}),

@@ -4,7 +4,8 @@ The CRD (``crds/modeldeploy.io_modeldeployments.yaml``, shipped as package data)
 truth. ``default_object`` applies its structural defaults the way the API server does on create and update;
 ``validate_object`` checks the OpenAPI v3 schema (with the Kubernetes extensions int-or-string,
 preserve-unknown-fields, nullable, list-type map) and evaluates every ``x-kubernetes-validations`` CEL rule
-with ``self`` bound at the rule's location (``duration()`` parses as Go does, as in the API server's cel-go).
+with ``self`` bound at the rule's location (``duration()`` parses as Go does, as in the API server's cel-go, and
+the Kubernetes quantity library's ``quantity()`` and its comparisons read quantities as ``resource.ParseQuantity``).
 Unknown fields are reported, as with ``kubectl apply`` (strict field validation), rather than silently pruned.
 
 Pure: no API client, no clock, no environment.
@@ -19,6 +20,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_UP, Context, Decimal
 from typing import Any
 
 import jsonschema
@@ -370,6 +372,178 @@ def _cel_duration(value: Any) -> Any:
     return celtypes.DurationType(timedelta(microseconds=microseconds if nanoseconds >= 0 else -microseconds))
 
 
+class QuantityError(ValueError):
+    """A quantity the API server's ``resource.ParseQuantity`` refuses; the message is Go's."""
+
+
+_QUANTITY_SPLIT = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY_FORMAT_WRONG = f"quantities must match the regular expression '{_QUANTITY_SPLIT}'"
+_QUANTITY_SUFFIX = "unable to parse quantity's suffix"
+_DIGITS = "0123456789"
+_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_NANO = Decimal("1e-9")
+_INT32 = 2**32
+
+
+def _scan_quantity(text: str) -> tuple[bool, str, str, str]:
+    """Sign, whole digits, fraction digits and suffix of ``text``, scanned as Go's ``parseQuantityString`` does
+    (leading zeros dropped; an empty whole part is 0)."""
+    positive, position, end = True, 0, len(text)
+    if text[:1] in ("-", "+"):
+        positive = text[0] == "+"
+        position = 1
+    while position < end and text[position] == "0":
+        position += 1
+    if position >= end:
+        return positive, "0", "", ""
+    start = position
+    while position < end and text[position] in _DIGITS:
+        position += 1
+    whole = text[start:position] or "0"
+    fraction = ""
+    if position < end and text[position] == ".":
+        position += 1
+        start = position
+        while position < end and text[position] in _DIGITS:
+            position += 1
+        fraction = text[start:position]
+    suffix_start = position
+    while position < end and text[position] in "eEinumkKMGTP":
+        position += 1
+    if position < end and text[position] in "-+":
+        position += 1
+    while position < end and text[position] in _DIGITS:
+        position += 1
+    if position < end:
+        raise QuantityError(_QUANTITY_FORMAT_WRONG)
+    return positive, whole, fraction, text[suffix_start:]
+
+
+def parse_quantity(text: str) -> Decimal:
+    """The exact value of a Kubernetes quantity (``500m``, ``1.5Gi``, ``1e3``), as the API server's
+    ``resource.ParseQuantity`` reads it: a non-zero value is rounded away from zero to whole nano units, and a
+    binary-suffixed one is capped at 2^63 - 1.
+
+    Raises QuantityError, with Go's message, where Go returns an error.
+    """
+    if not text:
+        raise QuantityError(_QUANTITY_FORMAT_WRONG)
+    positive, whole, fraction, suffix = _scan_quantity(text)
+    binary = suffix in _BINARY_SUFFIXES
+    if suffix in _DECIMAL_SUFFIXES:
+        exponent = _DECIMAL_SUFFIXES[suffix]
+    elif binary:
+        exponent = _BINARY_SUFFIXES[suffix]
+    elif len(suffix) > 1 and suffix[0] in "eE" and re.fullmatch(r"[+-]?[0-9]+", suffix[1:]):
+        parsed = int(suffix[1:])
+        if not -(2**63) <= parsed < 2**63:
+            raise QuantityError(_QUANTITY_SUFFIX)
+        exponent = (parsed + 2**31) % _INT32 - 2**31  # Go keeps it as an int32
+    else:
+        raise QuantityError(_QUANTITY_SUFFIX)
+    # Decimal from a string is exact; a product is, with room for all its digits.
+    if binary:
+        exact = Context(prec=len(whole) + len(fraction) + 20)
+        value = exact.multiply(Decimal(f"{whole}{fraction}E-{len(fraction)}"), Decimal(2**exponent))
+    else:
+        value = Decimal(f"{whole}{fraction}E{exponent - len(fraction)}")
+    places = value.as_tuple().exponent
+    if value != 0 and isinstance(places, int) and places < -9:
+        # As many digits as the rounded value has, so that the context's precision never rounds it again.
+        value = value.quantize(_NANO, rounding=ROUND_UP, context=Context(prec=max(28, value.adjusted() + 11)))
+    if binary and value > _INT64_MAX:
+        value = Decimal(_INT64_MAX)
+    return value if positive else value.copy_negate()
+
+
+class Quantity:
+    """A value of CEL's Kubernetes ``quantity`` type: compared exactly, as ``resource.Quantity.Cmp`` does."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Decimal) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Quantity):
+            raise TypeError(f"no such overload: quantity == {type(other).__name__}")
+        return self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+    def __repr__(self) -> str:
+        return f"Quantity({self.value})"
+
+
+def _quantity_argument(value: object) -> Quantity:
+    if not isinstance(value, Quantity):
+        raise TypeError(f"no such overload: expected a quantity, not {type(value).__name__}")
+    return value
+
+
+def _cel_quantity(text: object) -> Quantity:
+    if not isinstance(text, str):
+        raise TypeError(f"no such overload: quantity({type(text).__name__})")
+    return Quantity(parse_quantity(text))
+
+
+def _cel_is_quantity(text: object) -> Any:
+    from celpy import celtypes
+
+    if not isinstance(text, str):
+        raise TypeError(f"no such overload: isQuantity({type(text).__name__})")
+    try:
+        parse_quantity(text)
+    except QuantityError:
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+def _compare(a: object, b: object) -> int:
+    left, right = _quantity_argument(a).value, _quantity_argument(b).value
+    return (left > right) - (left < right)
+
+
+def _cel_compare_to(a: object, b: object) -> Any:
+    from celpy import celtypes
+
+    return celtypes.IntType(_compare(a, b))
+
+
+def _cel_is_less_than(a: object, b: object) -> Any:
+    from celpy import celtypes
+
+    return celtypes.BoolType(_compare(a, b) < 0)
+
+
+def _cel_is_greater_than(a: object, b: object) -> Any:
+    from celpy import celtypes
+
+    return celtypes.BoolType(_compare(a, b) > 0)
+
+
+def _cel_sign(a: object) -> Any:
+    from celpy import celtypes
+
+    value = _quantity_argument(a).value
+    return celtypes.IntType((value > 0) - (value < 0))
+
+
+# The Kubernetes quantity library as the CRD's rules use it: quantity() and isQuantity() on strings, and the
+# comparisons of two quantities. A quantity() that Go refuses is an error value (celpy turns the QuantityError into
+# one), so `true || ...` still holds, as in cel-go.
+_QUANTITY_FUNCTIONS = {
+    "quantity": _cel_quantity,
+    "isQuantity": _cel_is_quantity,
+    "sign": _cel_sign,
+    "compareTo": _cel_compare_to,
+    "isLessThan": _cel_is_less_than,
+    "isGreaterThan": _cel_is_greater_than,
+}
+
+
 # celpy (with its parser) is imported on first use: the operator checks specs the API server admitted, without
 # their CEL rules, and its process need not hold the CEL engine (about 11 MB).
 
@@ -384,7 +558,7 @@ def _cel() -> Any:
 @functools.cache
 def _program(rule: str) -> Any:
     cel = _cel()
-    return cel.program(cel.compile(rule), functions={"duration": _cel_duration})
+    return cel.program(cel.compile(rule), functions={"duration": _cel_duration, **_QUANTITY_FUNCTIONS})
 
 
 def evaluate_rule(rule: str, value: Any) -> bool:
@@ -401,6 +575,10 @@ def evaluate_rule(rule: str, value: Any) -> bool:
     except _AbortedRuleError as error:
         raise ValueError(str(error)) from error
     except Exception as error:  # celpy raises its own errors and Python ones (KeyError, TypeError)
+        # celpy carries a function's ValueError as (its words, the exception's class, its args): a quantity Go
+        # refuses is reported in Go's words, as cel-go does.
+        if len(error.args) == 3 and error.args[1] is QuantityError and error.args[2]:
+            raise ValueError(str(error.args[2][0])) from error
         raise ValueError(f"{type(error).__name__}: {error}") from error
     if isinstance(result, celtypes.BoolType):
         return bool(result)
@@ -499,6 +677,7 @@ def validate_object(obj: Mapping[str, Any], *, apply_defaults: bool = True, cel:
         )
     if value.get("kind", KIND) != KIND:
         found.append((("kind",), f"Unsupported value: {_show(value.get('kind'))}: must be {KIND}"))
+    found.extend(_metadata_errors(value.get("metadata")))
     for error in _validator().iter_errors(value):
         found.extend(_schema_errors(error))
     schema = openapi_schema()
@@ -512,6 +691,37 @@ def validate_object(obj: Mapping[str, Any], *, apply_defaults: bool = True, cel:
         if error not in errors:
             errors.append(error)
     return errors
+
+
+_RFC1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _metadata_errors(metadata: Any) -> Iterator[tuple[PathTuple, str]]:
+    """What the API server checks of ``metadata`` before the CRD's schema sees the object: the types of its
+    string fields, and the namespace's name format (the name's is the CRD's own rule)."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping):
+        yield ("metadata",), f"Invalid value: {_show(metadata)}: must be an object"
+        return
+    for key in ("name", "namespace", "generateName"):
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            yield ("metadata", key), f"Invalid value: {_show(value)}: must be a string"
+    namespace = metadata.get("namespace")
+    if isinstance(namespace, str) and namespace and (
+        len(namespace) > 63 or not _RFC1123_LABEL.fullmatch(namespace)
+    ):
+        yield ("metadata", "namespace"), (
+            f"Invalid value: {_show(namespace)}: a lowercase RFC 1123 label must consist of lower case alphanumeric "
+            "characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"
+        )
+    for key in ("labels", "annotations"):
+        value = metadata.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            yield ("metadata", key), f"Invalid value: {_show(value)}: must be a map of strings to strings"
 
 
 def admit(obj: Mapping[str, Any]) -> Manifest:

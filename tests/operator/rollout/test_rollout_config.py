@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modeldeploy.analysis.criteria import judge_counts
 from modeldeploy.rollout.config import (
     MAX_ANALYSIS_INTERVAL_SECONDS,
     MAX_PAUSE_SECONDS,
+    AnalysisSpec,
     AnalysisStep,
     IntOrPercent,
     MirrorStep,
@@ -251,6 +253,7 @@ def _case(
          "spec.rollout.analysis.goldenRequests.absoluteTolerance"),
         ({"analysis": {"goldenRequests": {"cases": [_case()] * 33}}}, "spec.rollout.analysis.goldenRequests.cases"),
         ({"canary": []}, "spec.rollout.canary"),
+        ({"analysis": {"maxErrorRatio": 0.1, "count": 1}}, "spec.rollout.analysis.failureLimit"),
     ],
 )
 def test_errors_name_the_field(raw: dict[str, Any], path: str) -> None:
@@ -339,7 +342,7 @@ _analysis = st.one_of(
     st.fixed_dictionaries(
         {"goldenRequests": st.one_of(_json, st.fixed_dictionaries({"cases": st.lists(_golden_case, max_size=3)},
                                                                   optional={"maxMismatches": st.integers(-1, 3)}))},
-        optional={"maxErrorRatio": st.floats(-1, 2), "count": st.integers(0, 3)},
+        optional={"maxErrorRatio": st.floats(-1, 2), "count": st.integers(0, 3), "failureLimit": st.integers(-1, 3)},
     ),
 )  # fmt: skip
 
@@ -364,6 +367,8 @@ def test_any_rollout_block_parses_or_names_the_field(strategy: object, canary: A
         first_live = next((i for i, s in enumerate(parsed.steps) if isinstance(s, SetWeightStep) and s.weight > 0),
                           len(parsed.steps))  # fmt: skip
         assert all(parsed.steps.index(m) < first_live for m in mirrors)
+    if parsed.analysis is not None:
+        assert parsed.analysis.failure_limit < parsed.analysis.count  # a run that can fail
     golden = parsed.analysis.golden if parsed.analysis is not None else None
     if golden is not None:
         for case in golden.cases:
@@ -389,3 +394,60 @@ def test_golden_requests_parse_with_their_defaults() -> None:
 def test_an_analysis_without_any_criterion_names_golden_requests_too() -> None:
     with pytest.raises(RolloutSpecError, match="or goldenRequests"):
         parse_rollout({"analysis": {"count": 1}})
+
+
+@pytest.mark.parametrize(
+    ("analysis", "count", "failure_limit"),
+    [
+        ({}, 3, 1),  # the CRD's defaults
+        ({"count": 2}, 2, 1),
+        ({"count": 1, "failureLimit": 0}, 1, 0),
+        ({"count": 100, "failureLimit": 99}, 100, 99),
+        ({"count": 5, "failureLimit": 0}, 5, 0),
+    ],
+)
+def test_a_run_can_fail_with_these_counts(analysis: dict[str, Any], count: int, failure_limit: int) -> None:
+    spec = parse_rollout({"analysis": {"maxErrorRatio": 0.1, **analysis}})
+    assert spec.analysis is not None
+    assert (spec.analysis.count, spec.analysis.failure_limit) == (count, failure_limit)
+
+
+@pytest.mark.parametrize(
+    ("analysis", "words"),
+    [
+        # count 1 alone keeps the default failureLimit 1: its only measurement failing would be tolerated.
+        ({"count": 1}, "a run of 1 measurements with failureLimit 1 can never fail"),
+        ({"count": 3, "failureLimit": 3}, "a run of 3 measurements with failureLimit 3 can never fail"),
+        ({"count": 2, "failureLimit": 5}, "a run of 2 measurements with failureLimit 5 can never fail"),
+        ({"failureLimit": 3}, "a run of 3 measurements with failureLimit 3 can never fail"),
+    ],
+)
+def test_a_run_that_can_never_fail_is_refused(analysis: dict[str, Any], words: str) -> None:
+    """judge_counts fails a run only once more than failureLimit measurements failed, and ends it after count: with
+    failureLimit >= count every run succeeds, and a canary answering 20 % errors would be promoted. Objects
+    stored before the CRD refused such a spec get InvalidSpec from this check."""
+    with pytest.raises(RolloutSpecError) as info:
+        parse_rollout({"strategy": "BlueGreen", "analysis": {"maxErrorRatio": 0.01, **analysis}})
+    assert info.value.field_path == "spec.rollout.analysis.failureLimit"
+    assert info.value.message.startswith("failureLimit must be less than count")
+    assert words in info.value.message and "with count 1 set failureLimit 0" in info.value.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(count=st.integers(1, 100), failure_limit=st.integers(0, 100))
+def test_an_analysis_parses_exactly_when_a_run_of_failed_measurements_fails(count: int, failure_limit: int) -> None:
+    """Measurements that all fail, judged one after another as the state machine does: the run must end Failed.
+    The specs where it ends Successful instead are the ones refused."""
+    raw = {"analysis": {"maxErrorRatio": 0.01, "count": count, "failureLimit": failure_limit}}
+    verdict = "Running"
+    failed = 0
+    while verdict == "Running":
+        failed += 1
+        verdict = judge_counts(AnalysisSpec(count=count, failure_limit=failure_limit), 0, failed, 0).phase
+    try:
+        parse_rollout(raw)
+    except RolloutSpecError as error:
+        assert error.field_path == "spec.rollout.analysis.failureLimit"
+        assert verdict == "Successful"
+    else:
+        assert verdict == "Failed"

@@ -85,7 +85,7 @@ def test_with_traffic_thresholds_too_wrong_answers_fail_at_once_but_right_ones_w
 
 
 def test_no_gate_pod_without_golden_requests_or_once_the_canary_has_pods() -> None:
-    plain = {**GATED, "analysis": {"maxErrorRatio": 0.01, "interval": "10s", "count": 1}}
+    plain = {**GATED, "analysis": {"maxErrorRatio": 0.01, "interval": "10s", "count": 1, "failureLimit": 0}}
     cluster = stable_cluster(plain)
     cluster.deploy(B)
     d = cluster.step()

@@ -229,7 +229,7 @@ def test_blue_green_auto_promotion_after_analysis() -> None:
         {
             "strategy": "BlueGreen",
             "blueGreen": {"autoPromotionEnabled": True, "autoPromotionSeconds": 60},
-            "analysis": {"maxErrorRatio": 0.01, "count": 1, "interval": "10s", "minRequests": 1},
+            "analysis": {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "10s", "minRequests": 1},
         }
     )
     cluster.deploy(B)
@@ -261,7 +261,7 @@ def test_first_deploy_gate_runs_analysis_before_traffic() -> None:
         spec(
             {
                 "firstDeployAnalysis": True,
-                "analysis": {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1},
+                "analysis": {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "5s", "minRequests": 1},
             }
         )
     )
@@ -482,7 +482,7 @@ def test_lost_status_while_paused_scales_nothing_down() -> None:
     assert d.replicas.get(A) == 4 and d.weights.get(A) == 100
 
 
-GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1}
+GATED_ANALYSIS = {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "5s", "minRequests": 1}
 GATED_ROLLOUTS = {
     "replicas": {},
     "gateway": {
@@ -997,7 +997,8 @@ def test_a_rolled_back_rolling_update_keeps_the_new_pods_until_the_old_ones_are_
 
 
 def test_measurement_errors_fail_a_first_deploy_gate_and_a_blue_green_pre_promotion() -> None:
-    analysis = {"maxErrorRatio": 0.01, "count": 1, "interval": "5s", "minRequests": 1, "consecutiveErrorLimit": 1}
+    analysis = {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "5s", "minRequests": 1,
+                "consecutiveErrorLimit": 1}
     cluster = Cluster(spec({"firstDeployAnalysis": True, "analysis": analysis}))
     d = cluster.step()
     for _ in range(10):

@@ -564,6 +564,14 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
             "analysis needs at least one threshold (maxErrorRatio, maxP99LatencyMs, maxErrorRatioIncrease, "
             "maxP99LatencyRatio) or goldenRequests",
         )
+    if spec.failure_limit >= spec.count:
+        # A run fails once more than failureLimit measurements fail, and ends after count of them: such a run
+        # always succeeds, whatever the revision does. The CRD refuses it too; this catches objects stored before.
+        raise RolloutSpecError(
+            f"{path}.failureLimit",
+            f"failureLimit must be less than count: a run of {spec.count} measurements with failureLimit "
+            f"{spec.failure_limit} can never fail; with count 1 set failureLimit 0",
+        )
     return spec
 
 
