@@ -56,15 +56,21 @@ def test_a_rollback_annotation_that_is_not_a_revision_number_is_ignored(text: st
     assert Controls.from_spec(rollout, {"modeldeploy.io/rollback-to": str(2**63 - 1)}).rollback_to == 2**63 - 1
 
 
-def test_a_promotion_gets_the_whole_progress_deadline_for_its_pods() -> None:
-    """A promote given while a step waits for the canary's pods: the promotion scales the canary to all N pods,
-    and its deadline counts from the promote, not from the interrupted step's wait (it would roll the canary
-    back 20s into its promotion)."""
-    cluster = Cluster(spec(CANARY), auto_ready=False)
+def b_over_stable_a(raw: dict[str, Any]) -> Cluster:
+    """A stable on its 4 ready pods and the spec moved to B; pods become ready only when a test says so."""
+    cluster = Cluster(spec(raw), auto_ready=False)
     cluster.step()
     cluster.make_ready(A)
     assert cluster.step().status.stable_revision == A
     cluster.deploy(B)
+    return cluster
+
+
+def test_a_promotion_gets_the_whole_progress_deadline_for_its_pods() -> None:
+    """A promote given while a step waits for the canary's pods: the promotion scales the canary to all N pods,
+    and its deadline counts from the promote, not from the interrupted step's wait (it would roll the canary
+    back 20s into its promotion)."""
+    cluster = b_over_stable_a(CANARY)
     d = cluster.step()
     assert d.status.canary_revision == B and d.status.phase == "Progressing" and d.replicas[B] == 1
     cluster.advance(100)  # the step has waited 100s of its 120s for B's pod
@@ -95,11 +101,7 @@ def test_a_neutral_promotion_without_surge_moves_pod_by_pod_and_never_leaves_a_s
         },
         "progressDeadlineSeconds": 120,
     }
-    cluster = Cluster(spec(raw), auto_ready=False)
-    cluster.step()
-    cluster.make_ready(A)
-    assert cluster.step().status.stable_revision == A
-    cluster.deploy(B)
+    cluster = b_over_stable_a(raw)
     d = cluster.step()
     assert d.status.phase == "Paused" and d.weights == {A: 100, B: 0}
     cluster.controls = Controls(promote_token="go")

@@ -582,14 +582,7 @@ def _paused_first_deploy(s: _Step, revision: str) -> None:
     rollout's analysis step does). A promote given while paused (or a promotion the pause interrupted) is kept
     in ``pausedPhase`` and takes effect on resume, never while paused. The progress deadline does not run
     (``_canary_broken``); crash-looping pods and an abort still reject the revision."""
-    if s.status.phase == "Promoting":
-        s.set(paused_phase="Promoting")
-    promoting = s.status.paused_phase == "Promoting"
-    if s.status.paused_at is None:
-        s.set(paused_at=s.now)
-        during = " during its promotion" if promoting else ""
-        s.event("Normal", "Paused", f"First deploy of revision {revision} paused{during}")
-    if promoting:
+    if _enter_pause(s, f"First deploy of revision {revision}"):
         held = "its promotion goes on after resume"
     else:
         held = "its first-deploy analysis takes no measurement until resume"
@@ -1056,18 +1049,25 @@ def _promoting(s: _Step) -> bool:
     return s.status.phase == "Promoting" or s.status.paused_phase == "Promoting"
 
 
-def _paused(s: _Step, stable: str, canary: str) -> None:
-    """spec.paused: pods, weights and the preview Service are left as they are (no pod is scaled down; a revision
-    whose traffic needs more pods gets them, ``_paused_scale``). A promotion under way (or
-    requested while paused) is kept in ``pausedPhase``, since resume cannot derive it from the step index."""
+def _enter_pause(s: _Step, what: str) -> bool:
+    """The pass's part of spec.paused that a rollout and a first deploy share: ``pausedAt`` and the ``Paused``
+    event (``what`` paused) on the first paused pass, and a promotion under way kept in ``pausedPhase``. Whether
+    a promotion is held."""
     if s.status.phase == "Promoting":
         s.set(paused_phase="Promoting")
     promoting = s.status.paused_phase == "Promoting"
     if s.status.paused_at is None:
         s.set(paused_at=s.now)
         during = " during its promotion" if promoting else ""
-        s.event("Normal", "Paused", f"Rollout of revision {canary} paused{during}")
-    if promoting:
+        s.event("Normal", "Paused", f"{what} paused{during}")
+    return promoting
+
+
+def _paused(s: _Step, stable: str, canary: str) -> None:
+    """spec.paused: pods, weights and the preview Service are left as they are (no pod is scaled down; a revision
+    whose traffic needs more pods gets them, ``_paused_scale``). A promotion under way (or
+    requested while paused) is kept in ``pausedPhase``, since resume cannot derive it from the step index."""
+    if _enter_pause(s, f"Rollout of revision {canary}"):
         message = (
             f"Promotion of revision {canary} paused by spec.paused; pods are left as they are, the promotion goes "
             "on after resume"
