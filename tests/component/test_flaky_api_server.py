@@ -317,8 +317,14 @@ def outage(emulated: ThreadedCluster, hook: Callable[[RequestRecord, bytes], Fau
     for span in spans:
         time.sleep(span)
         marks.append(len(emulated.requests()))
-    emulated.call(emulator.set_faults, None)
-    back, back_from = time.monotonic(), len(emulated.requests())
+    # Ended and counted in one call on the cluster's thread: a request served normally between the two would
+    # otherwise count as met by the outage.
+    def serve_normally() -> int:
+        emulator.set_faults(None)
+        return len(emulator.requests_log)
+
+    back_from = emulated.call(serve_normally)
+    back = time.monotonic()
     return Outage(emulated.requests()[down_from:back_from], marks[:-1], back, back_from)
 
 
