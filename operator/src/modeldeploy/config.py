@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from modeldeploy.schema import NAMESPACE_NAME
+
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/modeldeploy/modelserve:0.1.0"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _IMAGE = re.compile(r"^[^\s]+$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HOST_PATTERN = re.compile(r"^[a-z0-9*?.\[\]_-]+$")
 STORAGE_SCHEMES = frozenset({"pvc", "http", "https", "s3", "gs", "file"})
 _PEER_KEYS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
@@ -94,7 +95,7 @@ class OperatorConfig:
                 )
         for name in ("operator_namespace", "monitoring_namespace"):
             value = getattr(self, name)
-            if value and not _DNS_LABEL.match(value):
+            if value and not NAMESPACE_NAME.fullmatch(value):
                 raise ValueError(f"{name} must be a namespace name, got {value!r}")
 
     @classmethod

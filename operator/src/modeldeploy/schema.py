@@ -693,7 +693,8 @@ def validate_object(obj: Mapping[str, Any], *, apply_defaults: bool = True, cel:
     return errors
 
 
-_RFC1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A namespace's name, as the API server checks it: an RFC 1123 label of at most 63 characters (``fullmatch``)."""
 
 
 def _metadata_errors(metadata: Any) -> Iterator[tuple[PathTuple, str]]:
@@ -709,9 +710,7 @@ def _metadata_errors(metadata: Any) -> Iterator[tuple[PathTuple, str]]:
         if value is not None and not isinstance(value, str):
             yield ("metadata", key), f"Invalid value: {_show(value)}: must be a string"
     namespace = metadata.get("namespace")
-    if isinstance(namespace, str) and namespace and (
-        len(namespace) > 63 or not _RFC1123_LABEL.fullmatch(namespace)
-    ):
+    if isinstance(namespace, str) and namespace and not NAMESPACE_NAME.fullmatch(namespace):
         yield ("metadata", "namespace"), (
             f"Invalid value: {_show(namespace)}: a lowercase RFC 1123 label must consist of lower case alphanumeric "
             "characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"
