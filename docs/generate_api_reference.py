@@ -162,6 +162,9 @@ def _field_rules(schema: Schema, path: str, rules: list[Rule]) -> None:
     items = schema.get("items")
     if isinstance(items, Mapping):
         _field_rules(items, f"{path}[]", rules)
+    values = schema.get("additionalProperties")
+    if isinstance(values, Mapping):
+        _field_rules(values, f"{path}.<key>", rules)
 
 
 def render(crd: Mapping[str, Any]) -> str:

@@ -638,18 +638,34 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "failureLimit must be less than count",
     ),
     (
-        "extended-resource-request-equals-its-limit",
-        spec(runtime={"resources": {"requests": {"nvidia.com/gpu": 1}}}),
+        "container-resource-names",
+        spec(runtime={"resources": {"limits": {"gpu": 1}}}),
         spec(runtime={"resources": {"limits": {"nvidia.com/gpu": 1}}}),
-        "spec.runtime.resources.requests",
-        "needs a limit of the same amount",
+        "spec.runtime.resources.limits",
+        "a resource name with a",
     ),
     (
-        "request-at-most-limit",
-        spec(runtime={"resources": {"requests": {"cpu": "1500m"}, "limits": {"cpu": 1}}}),
-        spec(runtime={"resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": 1}}}),
-        "spec.runtime.resources.requests",
-        "must not be larger than the limit",
+        "resource-amounts-not-negative",
+        spec(runtime={"resources": {"requests": {"memory": "-1Gi"}}}),
+        spec(runtime={"resources": {"requests": {"memory": "1Gi"}}}),
+        "spec.runtime.resources.requests.memory",
+        "must not be negative",
+    ),
+    (
+        "inflight-target-more-than-zero",
+        spec(autoscaling={"maxReplicas": 3, "inflightRequests": {"targetAverageValue": 0}}),
+        spec(autoscaling={"maxReplicas": 3, "inflightRequests": {"targetAverageValue": 8}}),
+        "spec.autoscaling.inflightRequests.targetAverageValue",
+        "must be more than zero",
+    ),
+    (
+        "selector-operator-and-values",
+        spec(networkPolicy={"ingressFrom": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}]}),
+        spec(
+            networkPolicy={"ingressFrom": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}]}
+        ),
+        "spec.networkPolicy.ingressFrom[0].podSelector.matchExpressions[0].values",
+        "operators In and NotIn need at least one value",
     ),
     (
         "node-selector-label-keys",

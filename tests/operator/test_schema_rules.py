@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.schema import SpecError, validate_object
+from modeldeploy.spec import parse_model_deployment
 
 
 def obj(**spec: Any) -> dict[str, Any]:
@@ -55,62 +56,175 @@ def test_analysis_failure_limit_below_count(analysis: dict[str, Any], admitted: 
 
 # --- spec.runtime.resources: what the API server's pod validation refuses --------------------------------------
 
-EQUAL = "needs a limit of the same amount"
-AT_MOST = "must not be larger than the limit"
+RESOURCE_NAME = "must be cpu, memory, ephemeral-storage, hugepages-<size> or a resource name with a domain"
 
 
 @pytest.mark.parametrize(
-    ("resources", "words"),
+    ("name", "admitted"),
     [
-        ({}, None),
-        ({"limits": {"nvidia.com/gpu": 1}}, None),  # the request defaults to the limit
-        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": "1"}}, None),
-        ({"requests": {"nvidia.com/gpu": "1000m"}, "limits": {"nvidia.com/gpu": 1}}, None),
-        ({"requests": {"amd.com/gpu": 2, "cpu": 4}, "limits": {"amd.com/gpu": 2}}, None),
-        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "1024Mi"}}, None),
-        ({"requests": {"cpu": "500m"}, "limits": {"cpu": 1}}, None),
-        ({"requests": {"cpu": 1}, "limits": {"cpu": "1000m"}}, None),
-        ({"requests": {"cpu": "1e3"}, "limits": {"cpu": "1k"}}, None),
-        ({"requests": {"memory": "1G"}, "limits": {"memory": "1Gi"}}, None),
-        ({"requests": {"memory": "4Gi", "ephemeral-storage": "10Gi"}}, None),  # no limits: nothing to exceed
-        ({"requests": {"cpu": 8}, "limits": {"memory": "1Gi"}}, None),  # no cpu limit
-        ({"requests": {"example.kubernetes.io/widget": 1}}, None),  # in kubernetes.io/: may be overcommitted
-        ({"requests": {"nvidia.com/gpu": 1}}, EQUAL),
-        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"cpu": 1}}, EQUAL),
-        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}, EQUAL),
-        ({"requests": {"amd.com/gpu": "2"}, "limits": {"amd.com/gpu": 1}}, EQUAL),
-        ({"requests": {"hugepages-1Gi": "2Gi"}}, EQUAL),
-        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "2Gi"}}, EQUAL),
-        ({"requests": {"cpu": "1500m"}, "limits": {"cpu": 1}}, AT_MOST),
-        ({"requests": {"cpu": "1001m"}, "limits": {"cpu": "1"}}, AT_MOST),
-        ({"requests": {"cpu": "1.0000000001"}, "limits": {"cpu": "1"}}, AT_MOST),  # rounded up to 1.000000001
-        ({"requests": {"cpu": 2}, "limits": {"cpu": "500m"}}, AT_MOST),
-        ({"requests": {"cpu": "1e3"}, "limits": {"cpu": 999}}, AT_MOST),
-        ({"requests": {"memory": "1Gi"}, "limits": {"memory": "1G"}}, AT_MOST),
-        ({"requests": {"ephemeral-storage": "2Gi"}, "limits": {"ephemeral-storage": "1Gi"}}, AT_MOST),
-        ({"requests": {"example.kubernetes.io/widget": 2}, "limits": {"example.kubernetes.io/widget": 1}}, AT_MOST),
+        ("cpu", True),
+        ("memory", True),
+        ("ephemeral-storage", True),
+        ("hugepages-2Mi", True),
+        ("hugepages-1Gi", True),
+        ("nvidia.com/gpu", True),
+        ("amd.com/gpu", True),
+        ("nvidia.com/mig-1g.5gb", True),
+        ("example.kubernetes.io/widget", True),
+        ("kubernetes.io/widget", True),
+        (f"{'a' * 244}/x", True),  # requests.<prefix> must still be a DNS subdomain
+        (f"{'a' * 245}.kubernetes.io/x", False),  # a prefix is at most 253 characters
+        (f"{'a' * 245}/x", False),  # not an extended resource name: requests.<prefix> is 254 characters
+        ("gpu", False),  # the usual slip for nvidia.com/gpu
+        ("GPU", False),
+        ("storage", False),
+        ("pods", False),  # a quota resource, not a container resource
+        ("hugepages-", False),
+        ("nvidia.com/", False),
+        ("Nvidia.com/gpu", False),
+        ("nvidia.com/gpu/0", False),
+        ("requests.nvidia.com/gpu", False),
+        ("nvidia.com/" + "g" * 64, False),
     ],
 )
-def test_resources_requests_against_limits(resources: dict[str, Any], words: str | None) -> None:
-    errors = validate_object(obj(runtime={"resources": resources}))
+def test_resource_names(name: str, admitted: bool) -> None:
+    for kind in ("requests", "limits"):
+        errors = validate_object(obj(runtime={"resources": {kind: {name: 1}}}))
+        if admitted:
+            assert errors == [], (kind, errors)
+        else:
+            assert refused(errors, f"spec.runtime.resources.{kind}", RESOURCE_NAME), (kind, errors)
+
+
+@pytest.mark.parametrize(
+    ("value", "admitted"),
+    [
+        (0, True),
+        ("0", True),
+        ("500m", True),
+        ("1e-3", True),  # a negative exponent is not a negative amount
+        ("+1", True),
+        (-1, False),
+        ("-1", False),
+        ("-500m", False),
+        ("-0", False),  # Go reads zero; refused with the rest rather than written out as a special case
+        ("1" * 65, False),  # longer than any amount, and what keeps the rules' CEL cost small
+    ],
+)
+def test_resource_amounts_are_not_negative(value: Any, admitted: bool) -> None:
+    for kind in ("requests", "limits"):
+        errors = validate_object(obj(runtime={"resources": {kind: {"memory": value}}}))
+        if admitted:
+            assert errors == [], (kind, errors)
+        elif isinstance(value, str) and len(value) > 64:
+            assert refused(errors, f"spec.runtime.resources.{kind}.memory", "longer than 64 characters"), (kind, errors)
+        else:
+            assert refused(errors, f"spec.runtime.resources.{kind}.memory", "must not be negative"), (kind, errors)
+
+
+EQUAL = "must be equal to the"
+NEEDS_LIMIT = "needs a limit of the same amount"
+AT_MOST = "must be less than or equal to the"
+WHOLE = "must be an integer"
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "words"),
+    [
+        ({}, None, None),
+        ({"limits": {"nvidia.com/gpu": 1}}, None, None),  # the request defaults to the limit
+        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": "1"}}, None, None),
+        ({"requests": {"nvidia.com/gpu": "1000m"}, "limits": {"nvidia.com/gpu": 1}}, None, None),
+        ({"requests": {"amd.com/gpu": 2, "cpu": 4}, "limits": {"amd.com/gpu": 2}}, None, None),
+        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "1024Mi"}}, None, None),
+        ({"requests": {"cpu": "500m"}, "limits": {"cpu": 1}}, None, None),
+        ({"requests": {"cpu": 1}, "limits": {"cpu": "1000m"}}, None, None),
+        ({"requests": {"cpu": "1e3"}, "limits": {"cpu": "1k"}}, None, None),
+        ({"requests": {"memory": "1G"}, "limits": {"memory": "1Gi"}}, None, None),
+        ({"requests": {"memory": "4Gi", "ephemeral-storage": "10Gi"}}, None, None),  # no limits: nothing to exceed
+        ({"requests": {"cpu": 8}, "limits": {"memory": "1Gi"}}, None, None),  # no cpu limit
+        ({"requests": {"example.kubernetes.io/widget": 1}}, None, None),  # in kubernetes.io/: may be overcommitted
+        ({"requests": {"cpu": "250m"}, "limits": {"cpu": "0.5"}}, None, None),  # fractions of native resources
+        ({"limits": {"nvidia.com/gpu": "2e0"}}, None, None),
+        ({"requests": {"nvidia.com/gpu": 1}}, "requests[nvidia.com/gpu]", NEEDS_LIMIT),
+        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"cpu": 1}}, "requests[nvidia.com/gpu]", NEEDS_LIMIT),
+        ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}, "requests[nvidia.com/gpu]", EQUAL),
+        ({"requests": {"amd.com/gpu": "2"}, "limits": {"amd.com/gpu": 1}}, "requests[amd.com/gpu]", EQUAL),
+        ({"requests": {"hugepages-1Gi": "2Gi"}}, "requests[hugepages-1Gi]", NEEDS_LIMIT),
+        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "2Gi"}}, "requests[hugepages-2Mi]", EQUAL),
+        ({"requests": {"cpu": "1500m"}, "limits": {"cpu": 1}}, "requests.cpu", AT_MOST),
+        ({"requests": {"cpu": "1001m"}, "limits": {"cpu": "1"}}, "requests.cpu", AT_MOST),
+        ({"requests": {"cpu": "1.0000000001"}, "limits": {"cpu": "1"}}, "requests.cpu", AT_MOST),  # to 1.000000001
+        ({"requests": {"cpu": 2}, "limits": {"cpu": "500m"}}, "requests.cpu", AT_MOST),
+        ({"requests": {"cpu": "1e3"}, "limits": {"cpu": 999}}, "requests.cpu", AT_MOST),
+        ({"requests": {"memory": "1Gi"}, "limits": {"memory": "1G"}}, "requests.memory", AT_MOST),
+        (
+            {"requests": {"ephemeral-storage": "2Gi"}, "limits": {"ephemeral-storage": "1Gi"}},
+            "requests[ephemeral-storage]",
+            AT_MOST,
+        ),
+        (
+            {"requests": {"example.kubernetes.io/widget": 2}, "limits": {"example.kubernetes.io/widget": 1}},
+            "requests[example.kubernetes.io/widget]",
+            AT_MOST,
+        ),
+        ({"limits": {"nvidia.com/gpu": "500m"}}, "limits[nvidia.com/gpu]", WHOLE),  # no fractional GPUs
+        ({"limits": {"nvidia.com/gpu": "1.5"}}, "limits[nvidia.com/gpu]", WHOLE),
+        ({"requests": {"amd.com/gpu": "0.5"}, "limits": {"amd.com/gpu": "0.5"}}, "requests[amd.com/gpu]", WHOLE),
+        ({"limits": {"cpu": "1e1.5"}}, "limits.cpu", "must be a quantity"),  # the pattern admits it; Go does not
+    ],
+)
+def test_resource_amounts_the_operator_checks(resources: dict[str, Any], field: str | None, words: str | None) -> None:
+    """Comparisons of amounts: admitted by the schema (a CEL quantity() comparison costs too much), refused by the
+    operator's spec check with the field and the API server's reason, before any pod exists."""
+    manifest = obj(runtime={"resources": resources})
+    assert validate_object(manifest) == []
     if words is None:
-        assert errors == []
+        parse_model_deployment(manifest)
     else:
-        assert refused(errors, "spec.runtime.resources.requests", words), errors
+        with pytest.raises(SpecError) as raised:
+            parse_model_deployment(manifest)
+        assert raised.value.field == f"spec.runtime.resources.{field}"
+        assert words in raised.value.message, raised.value.message
 
 
 def test_gpus_from_gpu_count_and_cpu_requests_together() -> None:
-    """gpu.count adds the GPU limit when the pods are built; the rules see only what resources says."""
+    """gpu.count adds the GPU limit when the pods are built; the checks see only what resources says."""
     runtime = {"gpu": {"count": 2}, "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "4"}}}
     assert validate_object(obj(runtime=runtime)) == []
+    assert parse_model_deployment(obj(runtime=runtime)).spec.runtime.gpu.count == 2
 
 
-def test_a_quantity_the_api_server_cannot_parse_fails_the_rule() -> None:
-    errors = validate_object(obj(runtime={"resources": {"requests": {"cpu": "1e1.5"}, "limits": {"cpu": 1}}}))
-    assert [e.field for e in errors] == ["spec.runtime.resources"]
-    assert errors[0].message.startswith("Invalid value: quantities must match the regular expression '^")
-    assert errors[0].message.endswith(f"evaluating rule: a request {AT_MOST} of the same resource, or the API server "
-                                      "refuses the pods")
+@pytest.mark.parametrize(
+    ("value", "schema_words", "operator_words"),
+    [
+        (8, None, None),
+        ("8", None, None),
+        ("500m", None, None),
+        ("1e-3", None, None),
+        (0, "must be more than zero", None),
+        (-2, "must be more than zero", None),
+        ("-2", "must be more than zero", None),
+        ("0", None, "must be more than zero"),  # zero as a string: only a quantity comparison sees it
+        ("0.0m", None, "must be more than zero"),
+        ("1e1.5", None, "must be a quantity such as 8 or 500m"),
+    ],
+)
+def test_inflight_requests_target(value: Any, schema_words: str | None, operator_words: str | None) -> None:
+    """The HorizontalPodAutoscaler refuses a target that is not more than zero; so do the CRD and the operator."""
+    manifest = obj(autoscaling={"maxReplicas": 3, "inflightRequests": {"targetAverageValue": value}})
+    errors = validate_object(manifest)
+    field = "spec.autoscaling.inflightRequests.targetAverageValue"
+    if schema_words is not None:
+        assert refused(errors, field, schema_words), errors
+        return
+    assert errors == []
+    if operator_words is None:
+        parse_model_deployment(manifest)
+    else:
+        with pytest.raises(SpecError) as raised:
+            parse_model_deployment(manifest)
+        assert (raised.value.field, operator_words in raised.value.message) == (field, True), raised.value
 
 
 # --- label keys and values ----------------------------------------------------------------------------------
@@ -241,6 +355,35 @@ def test_label_selector_requirement_keys(key: str, words: str | None) -> None:
         assert errors == []
     else:
         assert refused(errors, "spec.networkPolicy.ingressFrom[0].podSelector.matchExpressions[0].key", words), errors
+
+
+OPERATOR_VALUES = "operators In and NotIn need at least one value; Exists and DoesNotExist take none"
+
+
+@pytest.mark.parametrize(
+    ("requirement", "admitted"),
+    [
+        ({"operator": "In", "values": ["a"]}, True),
+        ({"operator": "NotIn", "values": ["a", "b"]}, True),
+        ({"operator": "Exists"}, True),
+        ({"operator": "DoesNotExist", "values": []}, True),
+        ({"operator": "In"}, False),
+        ({"operator": "In", "values": []}, False),
+        ({"operator": "NotIn"}, False),
+        ({"operator": "Exists", "values": ["a"]}, False),
+        ({"operator": "DoesNotExist", "values": ["a"]}, False),
+    ],
+)
+def test_label_selector_requirement_operators_and_values(requirement: dict[str, Any], admitted: bool) -> None:
+    """As the API server validates a NetworkPolicy's selectors; the operator renders these into one."""
+    for selector in ("podSelector", "namespaceSelector"):
+        peer = {selector: {"matchExpressions": [{"key": "team", **requirement}]}}
+        errors = validate_object(obj(networkPolicy={"ingressFrom": [peer]}))
+        if admitted:
+            assert errors == [], (selector, errors)
+        else:
+            field = f"spec.networkPolicy.ingressFrom[0].{selector}.matchExpressions[0].values"
+            assert refused(errors, field, OPERATOR_VALUES), (selector, errors)
 
 
 # --- metadata: what the API server checks before the CRD's schema ------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS
-from modeldeploy.schema import SpecError, default_object, validate_object
+from modeldeploy.schema import QuantityError, SpecError, default_object, format_path, parse_quantity, validate_object
 
 ModelFormat = Literal["TorchScript", "TorchExport", "Safetensors"]
 StorageScheme = Literal["pvc", "http", "https", "s3", "gs", "file"]
@@ -325,6 +325,53 @@ def _check_rollout_durations(rollout: Mapping[str, Any]) -> None:
             raise SpecError(field_path, f"Invalid value: {analysis['interval']!r}: must be at most 24h")
 
 
+def _overcommit_allowed(name: str) -> bool:
+    """Whether a request of ``name`` may be below its limit, as the API server's ``IsOvercommitAllowed``: native
+    resources (no domain, or one in kubernetes.io) other than hugepages."""
+    native = "/" not in name or "kubernetes.io/" in name
+    return native and not name.startswith("hugepages-")
+
+
+def _check_resources(resources: Mapping[str, Any]) -> None:
+    """What the API server's pod validation checks in a container's resources and the CRD leaves to the operator.
+
+    Comparing two quantities in a CEL rule costs too much for the API server's budget (each ``quantity()`` of an
+    int-or-string value is costed as a 3 MiB string), so these are checked here, before any pod exists: every
+    amount parses as Go parses it, an extended resource (``nvidia.com/gpu``) comes in whole units, its request (and
+    a hugepages request) equals its limit, and any other request is at most its limit.
+    """
+    amounts: dict[str, dict[str, Any]] = {}
+    for kind in ("requests", "limits"):
+        amounts[kind] = {}
+        for name, text in sorted((resources.get(kind) or {}).items()):
+            path = format_path(("spec", "runtime", "resources", kind, name))
+            try:
+                value = parse_quantity(str(text))
+            except QuantityError as error:
+                raise SpecError(
+                    path, f"Invalid value: {text!r}: must be a quantity such as 500m, 2 or 4Gi ({error})"
+                ) from None
+            if not _overcommit_allowed(name) and not name.startswith("hugepages-") and value != value.to_integral():
+                raise SpecError(path, f"Invalid value: {text!r}: must be an integer: {name} is counted in whole units")
+            amounts[kind][name] = (text, value)
+    for name, (text, value) in amounts["requests"].items():
+        path = format_path(("spec", "runtime", "resources", "requests", name))
+        limit = amounts["limits"].get(name)
+        if not _overcommit_allowed(name):
+            if limit is None:
+                raise SpecError(
+                    path,
+                    f"Invalid value: {text!r}: a request of {name} needs a limit of the same amount, or the API "
+                    "server refuses the pods: set it in limits alone (its request defaults to the limit)",
+                )
+            if value != limit[1]:
+                raise SpecError(path, f"Invalid value: {text!r}: must be equal to the {name} limit of {limit[0]!r}")
+        elif limit is not None and value > limit[1]:
+            raise SpecError(
+                path, f"Invalid value: {text!r}: must be less than or equal to the {name} limit of {limit[0]!r}"
+            )
+
+
 # --- parsing -----------------------------------------------------------------------------------------------
 
 
@@ -415,6 +462,7 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
     gpu = runtime["gpu"]
     batching = runtime["batching"]
     resources = runtime.get("resources") or {}
+    _check_resources(resources)
     return RuntimeSpec(
         image=runtime.get("image") or None,
         image_pull_policy=runtime["imagePullPolicy"],
@@ -448,9 +496,22 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
     )
 
 
+def _check_target_average_value(text: object) -> None:
+    """The HorizontalPodAutoscaler's target: a quantity Go parses, and more than zero, or the API server refuses it."""
+    path = "spec.autoscaling.inflightRequests.targetAverageValue"
+    try:
+        value = parse_quantity(str(text))
+    except QuantityError as error:
+        raise SpecError(path, f"Invalid value: {text!r}: must be a quantity such as 8 or 500m ({error})") from None
+    if value <= 0:
+        raise SpecError(path, f"Invalid value: {text!r}: must be more than zero")
+
+
 def _parse_autoscaling(autoscaling: Mapping[str, Any]) -> AutoscalingSpec:
     inflight = autoscaling.get("inflightRequests")
     behavior = autoscaling.get("behavior")
+    if inflight is not None:
+        _check_target_average_value(inflight["targetAverageValue"])
     return AutoscalingSpec(
         min_replicas=int(autoscaling["minReplicas"]),
         max_replicas=int(autoscaling["maxReplicas"]),
