@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS
+from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS, RolloutSpecError
+from modeldeploy.rollout.config import parse_duration as rollout_duration
 from modeldeploy.schema import QuantityError, SpecError, default_object, format_path, parse_quantity, validate_object
 
 ModelFormat = Literal["TorchScript", "TorchExport", "Safetensors"]
@@ -28,8 +29,6 @@ DEFAULT_NAMESPACE = "default"
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # --- the dataclasses ---------------------------------------------------------------------------------------
@@ -243,18 +242,17 @@ class ModelDeployment:
 
 
 def parse_duration(text: str, field_path: str) -> float:
-    """A Go-style duration (``30s``, ``1m30s``, ``250ms``, ``1h``) in seconds; SpecError when malformed."""
-    if not isinstance(text, str) or not text:
-        raise SpecError(field_path, f"Invalid value: {text!r}: must be a duration such as 30s, 5m or 1h")
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text):
-        raise SpecError(field_path, f"Invalid value: {text!r}: must be a duration such as 30s, 5m or 1h")
-    return total
+    """A Go-style duration (``30s``, ``1m30s``, ``250ms``, ``1h``) in seconds; SpecError when malformed.
+
+    The rollout's own parser reads it (one reading of a duration for the spec check and the rollout), but only a
+    string is taken here, as the CRD's fields are strings: no bare number of seconds.
+    """
+    if isinstance(text, str) and text and text == text.strip():
+        try:
+            return rollout_duration(text, field_path)
+        except RolloutSpecError:
+            pass
+    raise SpecError(field_path, f"Invalid value: {text!r}: must be a duration such as 30s, 5m or 1h")
 
 
 def parse_storage_uri(uri: str, field_path: str = "spec.model.storageUri") -> StorageLocation:

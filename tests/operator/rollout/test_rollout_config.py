@@ -22,6 +22,7 @@ from modeldeploy.rollout.config import (
     parse_int_or_percent,
     parse_rollout,
 )
+from modeldeploy.schema import DurationError, crd_manifest, go_duration_nanoseconds
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,44 @@ from modeldeploy.rollout.config import (
 )
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text, "f") == pytest.approx(seconds)
+
+
+def _crd_duration_patterns() -> set[str]:
+    patterns: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "duration" in str(node.get("description", "")).lower() and "pattern" in node:
+                patterns.add(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(crd_manifest())
+    return patterns
+
+
+DURATION_PATTERN = "^([0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+
+
+def test_the_crd_has_one_duration_pattern() -> None:
+    assert _crd_duration_patterns() == {DURATION_PATTERN}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(DURATION_PATTERN, fullmatch=True))
+def test_durations_the_crd_admits_read_as_its_rules_read_them(text: str) -> None:
+    """The rollout reads every duration the CRD's pattern admits as the CEL duration() of the CRD's bounds does (Go's
+    time.ParseDuration), to within rounding: the bound the API server checks is the bound the operator keeps."""
+    seconds = parse_duration(text, "f")
+    try:
+        nanoseconds = go_duration_nanoseconds(text)
+    except DurationError:
+        assert seconds > 2562047 * 3600  # past int64 nanoseconds: Go refuses, and the CRD's rules with it
+        return
+    assert seconds == pytest.approx(nanoseconds / 1e9, rel=1e-9, abs=1e-9 * (text.count(".") + 1))
 
 
 @pytest.mark.parametrize("text", ["", "30", "5 m", "1d", "m5", "30s5", "-5s", True, None, -1, "1h 30m"])
