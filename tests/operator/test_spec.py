@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from modeldeploy.rollout.config import MAX_ANALYSIS_INTERVAL_SECONDS, MAX_PAUSE_SECONDS
 from modeldeploy.schema import SpecError, validate_object
 from modeldeploy.spec import (
+    ANNOTATIONS_SIZE_LIMIT,
+    OPERATOR_POD_ANNOTATIONS_RESERVE,
     ModelDeployment,
     StorageLocation,
     parse_duration,
@@ -342,3 +344,33 @@ def test_any_malformed_value_gives_a_spec_error_never_a_crash(path: tuple[str, .
         assert error.field.split(".")[0].split("[")[0] in ("metadata", "spec", "apiVersion", "kind", "")
     else:
         assert md.name
+
+
+def _annotations(total: int) -> dict[str, str]:
+    """Pod annotations of ``total`` bytes, keys and values together, each value within the CRD's 4096."""
+    out: dict[str, str] = {}
+    while total > 0:
+        key = f"example.com/a{len(out):03d}"
+        out[key] = "x" * min(4096, total - len(key))
+        total -= len(key) + len(out[key])
+    return out
+
+
+LIMIT = ANNOTATIONS_SIZE_LIMIT - OPERATOR_POD_ANNOTATIONS_RESERVE
+MULTIBYTE = {f"example.com/a{i:03d}": "é" * 4096 for i in range(32)}  # 131,616 characters, 262,688 bytes
+
+
+@pytest.mark.parametrize(
+    ("annotations", "admitted"),
+    [(_annotations(10_000), True), (_annotations(LIMIT), True), (_annotations(LIMIT + 1), False), (MULTIBYTE, False)],
+)
+def test_pod_annotations_must_fit_the_api_servers_limit(annotations: dict[str, str], admitted: bool) -> None:
+    body = obj(runtime={"podAnnotations": annotations})
+    assert validate_object(body) == []  # each value is within the CRD's 4096 characters; only their sum is over
+    if admitted:
+        parse_model_deployment(body, admitted=True)
+    else:
+        with pytest.raises(SpecError) as caught:
+            parse_model_deployment(body, admitted=True)
+        assert caught.value.field == "spec.runtime.podAnnotations"
+        assert f"at most {LIMIT} bytes" in caught.value.message

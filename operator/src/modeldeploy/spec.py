@@ -330,6 +330,25 @@ def _overcommit_allowed(name: str) -> bool:
     return native and not name.startswith("hugepages-")
 
 
+ANNOTATIONS_SIZE_LIMIT = 256 * 1024
+"""The API server's limit on an object's annotations, keys and values together, in bytes."""
+OPERATOR_POD_ANNOTATIONS_RESERVE = 256
+"""Bytes kept for the annotations the operator adds to the pods (the revision, about 40)."""
+
+
+def _check_pod_annotations(annotations: Mapping[str, Any]) -> None:
+    """The pods' annotations must fit the API server's limit, with the operator's own added; the CRD bounds each
+    value (4096 characters) but not their sum, and a Deployment over the limit is refused when it is written."""
+    size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+    limit = ANNOTATIONS_SIZE_LIMIT - OPERATOR_POD_ANNOTATIONS_RESERVE
+    if size > limit:
+        raise SpecError(
+            "spec.runtime.podAnnotations",
+            f"Too long: must have at most {limit} bytes (keys and values together; {size} given): the API server "
+            f"refuses pods whose annotations pass {ANNOTATIONS_SIZE_LIMIT} bytes, and the operator adds its own",
+        )
+
+
 def _check_resources(resources: Mapping[str, Any]) -> None:
     """What the API server's pod validation checks in a container's resources and the CRD leaves to the operator.
 
@@ -461,6 +480,7 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
     batching = runtime["batching"]
     resources = runtime.get("resources") or {}
     _check_resources(resources)
+    _check_pod_annotations(runtime.get("podAnnotations") or {})
     return RuntimeSpec(
         image=runtime.get("image") or None,
         image_pull_policy=runtime["imagePullPolicy"],
