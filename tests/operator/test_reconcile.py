@@ -222,21 +222,37 @@ def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
     assert ("Normal", "Promoted") in cluster.events
 
 
-def test_invalid_update_keeps_the_last_good_children_and_says_why() -> None:
+@pytest.mark.parametrize(
+    ("update", "field"),
+    [
+        (
+            {"model": {"version": "2", "storageUri": "ftp://nowhere/model.pt", "format": "TorchScript"}},
+            "spec.model.storageUri",
+        ),
+        # Admitted by the CRD (amounts are compared by the operator, not by CEL); the pods would be refused.
+        (
+            {"runtime": {"resources": {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}}},
+            "spec.runtime.resources.requests[nvidia.com/gpu]",
+        ),
+        ({"runtime": {"resources": {"limits": {"nvidia.com/gpu": "500m"}}}}, "spec.runtime.resources.limits"),
+    ],
+    ids=["storage-uri", "gpu-request-not-its-limit", "half-a-gpu"],
+)
+def test_invalid_update_keeps_the_last_good_children_and_says_why(update: dict[str, Any], field: str) -> None:
     cluster = FakeCluster(model_deployment())
     cluster.converge()
     cluster.make_ready()
     cluster.converge()
     before = copy.deepcopy(cluster.objects)
 
-    cluster.update_spec(model={"version": "2", "storageUri": "ftp://nowhere/model.pt", "format": "TorchScript"})
+    cluster.update_spec(**update)
     plan = cluster.step()
     assert plan.apply == [] and plan.delete == []
     assert cluster.objects == before
     ready = cluster.condition("Ready")
     assert ready["status"] == "False"
     assert ready["reason"] == "InvalidSpec"
-    assert "spec.model.storageUri" in ready["message"]
+    assert field in ready["message"]
     assert "keeps serving" in ready["message"]
     assert cluster.md["status"]["observedGeneration"] == 2
     assert ("Warning", "InvalidSpec") in cluster.events
