@@ -14,6 +14,7 @@ import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -323,11 +324,24 @@ def _check_rollout_durations(rollout: Mapping[str, Any]) -> None:
             raise SpecError(field_path, f"Invalid value: {analysis['interval']!r}: must be at most 24h")
 
 
+def _native_resource(name: str) -> bool:
+    """A resource Kubernetes defines (no domain, or one in kubernetes.io), as the API server's ``IsNativeResource``;
+    any other is an extended resource (``nvidia.com/gpu``), counted in whole units."""
+    return "/" not in name or "kubernetes.io/" in name
+
+
 def _overcommit_allowed(name: str) -> bool:
     """Whether a request of ``name`` may be below its limit, as the API server's ``IsOvercommitAllowed``: native
-    resources (no domain, or one in kubernetes.io) other than hugepages."""
-    native = "/" not in name or "kubernetes.io/" in name
-    return native and not name.startswith("hugepages-")
+    resources other than hugepages."""
+    return _native_resource(name) and not name.startswith("hugepages-")
+
+
+def _quantity(text: object, path: str, examples: str) -> Decimal:
+    """``text`` read as the API server's ``resource.ParseQuantity`` reads it; SpecError with Go's reason if not."""
+    try:
+        return parse_quantity(str(text))
+    except QuantityError as error:
+        raise SpecError(path, f"Invalid value: {text!r}: must be a quantity such as {examples} ({error})") from None
 
 
 ANNOTATIONS_SIZE_LIMIT = 256 * 1024
@@ -357,18 +371,13 @@ def _check_resources(resources: Mapping[str, Any]) -> None:
     amount parses as Go parses it, an extended resource (``nvidia.com/gpu``) comes in whole units, its request (and
     a hugepages request) equals its limit, and any other request is at most its limit.
     """
-    amounts: dict[str, dict[str, Any]] = {}
+    amounts: dict[str, dict[str, tuple[object, Decimal]]] = {}
     for kind in ("requests", "limits"):
         amounts[kind] = {}
         for name, text in sorted((resources.get(kind) or {}).items()):
             path = format_path(("spec", "runtime", "resources", kind, name))
-            try:
-                value = parse_quantity(str(text))
-            except QuantityError as error:
-                raise SpecError(
-                    path, f"Invalid value: {text!r}: must be a quantity such as 500m, 2 or 4Gi ({error})"
-                ) from None
-            if not _overcommit_allowed(name) and not name.startswith("hugepages-") and value != value.to_integral():
+            value = _quantity(text, path, "500m, 2 or 4Gi")
+            if not _native_resource(name) and value != value.to_integral():
                 raise SpecError(path, f"Invalid value: {text!r}: must be an integer: {name} is counted in whole units")
             amounts[kind][name] = (text, value)
     for name, (text, value) in amounts["requests"].items():
@@ -517,11 +526,7 @@ def _parse_runtime(runtime: Mapping[str, Any]) -> RuntimeSpec:
 def _check_target_average_value(text: object) -> None:
     """The HorizontalPodAutoscaler's target: a quantity Go parses, and more than zero, or the API server refuses it."""
     path = "spec.autoscaling.inflightRequests.targetAverageValue"
-    try:
-        value = parse_quantity(str(text))
-    except QuantityError as error:
-        raise SpecError(path, f"Invalid value: {text!r}: must be a quantity such as 8 or 500m ({error})") from None
-    if value <= 0:
+    if _quantity(text, path, "8 or 500m") <= 0:
         raise SpecError(path, f"Invalid value: {text!r}: must be more than zero")
 
 
