@@ -10,6 +10,8 @@ copies its input to the device and the answer back as a server must; layout "gpu
 (a pod's few cores beside its GPU) and wrk CPUs 8-11, and "modelserve-fp16" adds the server in half precision.
 "modelserve" is the server as the image ships it, its request path compiled with mypyc (`make native`);
 "modelserve-py" is the same code interpreted, and "modelserve-asgi" the compiled server without its fast path.
+"modelserve-b1" is the compiled server with batching off (--max-batch-size 1); `--hidden 16384` widens the MLP so
+that on a GPU the forward pass, not HTTP, is the limit (docs/runtime.md, "A model the GPU has to work for").
 Usage: python runtime-image/bench/bench.py --kserve-python .venv-kserve/bin/python [--seconds 5]
        python runtime-image/bench/bench.py --device cuda --layouts gpu --kserve-python python3
 """
@@ -46,10 +48,10 @@ f:close()
 """
 
 
-def build_model() -> Path:
+def build_model(hidden: int = 1024) -> Path:
     from modelserve.testing import build_torchscript
 
-    return build_torchscript(WORK / "model", 256, 1024, 10)
+    return build_torchscript(WORK / ("model" if hidden == 1024 else f"model-h{hidden}"), 256, hidden, 10)
 
 
 def cpu_set(cpus: str) -> set[int]:
@@ -240,6 +242,14 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where every server runs the model")
     parser.add_argument(
+        "--hidden",
+        type=int,
+        default=1024,
+        help="width of the MLP's two hidden layers (256-H-H-10); a wide one makes the forward pass, not HTTP, the "
+        "limit on a GPU (add 'modelserve-b1', the server with batching off, to --servers to see what batching is "
+        "worth there)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=0,
@@ -254,7 +264,7 @@ def main() -> None:
         if missing:
             sys.exit(f"layout {layout} needs CPUs {sorted(missing)}, which this machine does not have")
     WORK.mkdir(exist_ok=True)
-    model = build_model()
+    model = build_model(args.hidden)
     bodies = write_bodies()
     raw_cpus = LAYOUTS["gpu"][0] if args.device == "cuda" else RAW_CPU
     raw = raw_forward(model, 3.0, args.device, raw_cpus)
@@ -295,7 +305,10 @@ def main() -> None:
     servers["modelserve-py"] = [*servers["modelserve"], "--port", "18083"]
     # On a GPU: the compiled server with the model in float16.
     servers["modelserve-fp16"] = [*servers["modelserve"], "--half-precision", "true", "--port", "18084"]
+    # The compiled server with batching off: each request its own forward pass.
+    servers["modelserve-b1"] = [*servers["modelserve"], "--max-batch-size", "1", "--port", "18087"]
     ports = {
+        "modelserve-b1": 18087,
         "modelserve": 18080,
         "kserve": 18081,
         "modelserve-asgi": 18082,
@@ -309,7 +322,7 @@ def main() -> None:
             ports[name] = port
     pythonpath = os.pathsep.join(p for p in (args.native_dir, os.environ.get("PYTHONPATH")) if p)
     native_env = {**os.environ, "PYTHONPATH": pythonpath}
-    envs = {"modelserve": native_env, "modelserve-asgi": native_env, "modelserve-fp16": native_env}
+    envs = {name: native_env for name in ("modelserve", "modelserve-asgi", "modelserve-fp16", "modelserve-b1")}
     envs[f"modelserve-w{args.workers}"] = native_env
     check = "import modelserve; print(','.join(modelserve.compiled_modules()) or 'none')"
     wanted = [name.strip() for name in args.servers.split(",") if name.strip()]
