@@ -126,6 +126,8 @@ EQUAL = "must be equal to the"
 NEEDS_LIMIT = "needs a limit of the same amount"
 AT_MOST = "must be less than or equal to the"
 WHOLE = "must be an integer"
+PAGES = "must be a whole number of"
+NO_PAGE_SIZE = "names no page size"
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,11 @@ WHOLE = "must be an integer"
         ({"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": "1"}}, None, None),
         ({"requests": {"nvidia.com/gpu": "1000m"}, "limits": {"nvidia.com/gpu": 1}}, None, None),
         ({"requests": {"amd.com/gpu": 2, "cpu": 4}, "limits": {"amd.com/gpu": 2}}, None, None),
-        ({"requests": {"hugepages-2Mi": "1Gi"}, "limits": {"hugepages-2Mi": "1024Mi"}}, None, None),
+        ({"requests": {"hugepages-2Mi": "1Gi", "memory": "1Gi"}, "limits": {"hugepages-2Mi": "1024Mi"}}, None, None),
+        ({"limits": {"hugepages-1Gi": "2Gi", "cpu": 1}}, None, None),
+        ({"limits": {"hugepages-2Mi": 0, "memory": "1Gi"}}, None, None),  # zero pages
+        ({"limits": {"hugepages-2Mi": 4194304, "memory": "1Gi"}}, None, None),  # two pages, in bytes
+        ({"limits": {"hugepages-64Ki": "192Ki", "memory": "1Gi"}}, None, None),
         ({"requests": {"cpu": "500m"}, "limits": {"cpu": 1}}, None, None),
         ({"requests": {"cpu": 1}, "limits": {"cpu": "1000m"}}, None, None),
         ({"requests": {"cpu": "1e3"}, "limits": {"cpu": "1k"}}, None, None),
@@ -172,6 +178,16 @@ WHOLE = "must be an integer"
         ({"limits": {"nvidia.com/gpu": "1.5"}}, "limits[nvidia.com/gpu]", WHOLE),
         ({"requests": {"amd.com/gpu": "0.5"}, "limits": {"amd.com/gpu": "0.5"}}, "requests[amd.com/gpu]", WHOLE),
         ({"limits": {"cpu": "1e1.5"}}, "limits.cpu", "must be a quantity"),  # the pattern admits it; Go does not
+        ({"limits": {"hugepages-2Mi": "3Mi", "memory": "1Gi"}}, "limits[hugepages-2Mi]", PAGES),
+        ({"limits": {"hugepages-1Gi": "1.5Gi", "cpu": 1}}, "limits[hugepages-1Gi]", PAGES),
+        ({"limits": {"hugepages-2Mi": "2097152.5", "memory": "1Gi"}}, "limits[hugepages-2Mi]", PAGES),  # rounded up
+        (
+            {"requests": {"hugepages-2Mi": "1Mi", "cpu": 1}, "limits": {"hugepages-2Mi": "1Mi"}},
+            "requests[hugepages-2Mi]",  # each amount is checked as it is read, requests first
+            PAGES,
+        ),
+        ({"limits": {"hugepages-abc": "1Gi", "memory": "1Gi"}}, "limits[hugepages-abc]", NO_PAGE_SIZE),
+        ({"limits": {"hugepages-500m": "1", "memory": "1Gi"}}, "limits[hugepages-500m]", NO_PAGE_SIZE),
     ],
 )
 def test_resource_amounts_the_operator_checks(resources: dict[str, Any], field: str | None, words: str | None) -> None:
@@ -186,6 +202,30 @@ def test_resource_amounts_the_operator_checks(resources: dict[str, Any], field: 
             parse_model_deployment(manifest)
         assert raised.value.field == f"spec.runtime.resources.{field}"
         assert words in raised.value.message, raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("resources", "refused"),
+    [
+        ({"limits": {"hugepages-2Mi": "2Mi"}}, True),
+        ({"requests": {"hugepages-2Mi": "2Mi"}, "limits": {"hugepages-2Mi": "2Mi"}}, True),
+        ({"limits": {"hugepages-2Mi": "2Mi", "ephemeral-storage": "1Gi", "nvidia.com/gpu": 1}}, True),
+        ({"requests": {"cpu": "500m"}, "limits": {"hugepages-2Mi": "2Mi"}}, False),
+        ({"limits": {"hugepages-2Mi": "2Mi", "memory": "1Gi"}}, False),
+        ({"requests": {"memory": "1Gi"}, "limits": {"hugepages-1Gi": "1Gi"}}, False),
+    ],
+)
+def test_hugepages_need_cpu_or_memory_beside_them(resources: dict[str, Any], refused: bool) -> None:
+    """The API server refuses a container with hugepages and no cpu or memory amount, in requests or limits."""
+    manifest = obj(runtime={"resources": resources})
+    assert validate_object(manifest) == []
+    if not refused:
+        parse_model_deployment(manifest)
+        return
+    with pytest.raises(SpecError) as raised:
+        parse_model_deployment(manifest)
+    assert raised.value.field == "spec.runtime.resources"
+    assert "needs a cpu or memory request or limit" in raised.value.message, raised.value.message
 
 
 def test_gpus_from_gpu_count_and_cpu_requests_together() -> None:

@@ -11,6 +11,7 @@ Pure: no API client, no clock, no environment.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -330,10 +331,13 @@ def _native_resource(name: str) -> bool:
     return "/" not in name or "kubernetes.io/" in name
 
 
+HUGEPAGES_PREFIX = "hugepages-"
+
+
 def _overcommit_allowed(name: str) -> bool:
     """Whether a request of ``name`` may be below its limit, as the API server's ``IsOvercommitAllowed``: native
     resources other than hugepages."""
-    return _native_resource(name) and not name.startswith("hugepages-")
+    return _native_resource(name) and not name.startswith(HUGEPAGES_PREFIX)
 
 
 def _quantity(text: object, path: str, examples: str) -> Decimal:
@@ -369,7 +373,8 @@ def _check_resources(resources: Mapping[str, Any]) -> None:
     Comparing two quantities in a CEL rule costs too much for the API server's budget (each ``quantity()`` of an
     int-or-string value is costed as a 3 MiB string), so these are checked here, before any pod exists: every
     amount parses as Go parses it, an extended resource (``nvidia.com/gpu``) comes in whole units, its request (and
-    a hugepages request) equals its limit, and any other request is at most its limit.
+    a hugepages request) equals its limit, and any other request is at most its limit; hugepages come in whole
+    pages and need a cpu or memory amount beside them.
     """
     amounts: dict[str, dict[str, tuple[object, Decimal]]] = {}
     for kind in ("requests", "limits"):
@@ -379,6 +384,8 @@ def _check_resources(resources: Mapping[str, Any]) -> None:
             value = _quantity(text, path, "500m, 2 or 4Gi")
             if not _native_resource(name) and value != value.to_integral():
                 raise SpecError(path, f"Invalid value: {text!r}: must be an integer: {name} is counted in whole units")
+            if name.startswith(HUGEPAGES_PREFIX):
+                _check_hugepages(name, text, value, path)
             amounts[kind][name] = (text, value)
     for name, (text, value) in amounts["requests"].items():
         path = format_path(("spec", "runtime", "resources", "requests", name))
@@ -396,6 +403,34 @@ def _check_resources(resources: Mapping[str, Any]) -> None:
             raise SpecError(
                 path, f"Invalid value: {text!r}: must be less than or equal to the {name} limit of {limit[0]!r}"
             )
+    hugepages = [name for kind in amounts.values() for name in kind if name.startswith(HUGEPAGES_PREFIX)]
+    if hugepages and not any(name in kind for kind in amounts.values() for name in ("cpu", "memory")):
+        raise SpecError(
+            "spec.runtime.resources",
+            f"Forbidden: {hugepages[0]} needs a cpu or memory request or limit beside it, or the API server refuses "
+            "the pods (HugePages require cpu or memory)",
+        )
+
+
+def _check_hugepages(name: str, text: object, value: Decimal, path: str) -> None:
+    """A hugepages amount is a whole number of its pages, as the API server's ``IsHugePageResourceValueDivisible``
+    checks: the page size is the name's suffix (``hugepages-2Mi``), a whole number of bytes, and the amount, rounded
+    up to a byte, is a multiple of it."""
+    size = name[len(HUGEPAGES_PREFIX) :]
+    try:
+        page = parse_quantity(size)
+    except QuantityError:
+        page = Decimal(0)
+    if page <= 0 or page != page.to_integral():
+        raise SpecError(
+            path,
+            f"Invalid value: {text!r}: {name!r} names no page size: use hugepages-<size> with the node's page size, "
+            "such as hugepages-2Mi or hugepages-1Gi",
+        )
+    if math.ceil(value) % int(page) != 0:
+        raise SpecError(
+            path, f"Invalid value: {text!r}: must be a whole number of {size} pages (a multiple of {int(page)} bytes)"
+        )
 
 
 # --- parsing -----------------------------------------------------------------------------------------------
