@@ -397,6 +397,11 @@ def report(raw: dict[str, dict[str, float]], results: dict[str, dict[str, dict[i
         if payload in ms and payload in asgi:
             gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / asgi[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
             print(f"  {payload:6} fast path / ASGI path throughput: {gains}")
+    b1 = results.get("modelserve-b1", {})
+    for payload in ("json", "binary"):
+        if payload in ms and payload in b1:
+            gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / b1[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
+            print(f"  {payload:6} batching on / off throughput: {gains}")
     for payload in ("json", "binary"):
         if payload in ms and payload in py:
             gains = ", ".join(f"c={c} {ms[payload][c]['rps'] / py[payload][c]['rps']:.2f}x" for c in CONCURRENCY)
