@@ -180,6 +180,21 @@ def test_strings_lists_and_maps_are_bounded_for_cel_cost() -> None:
     assert unbounded == []
 
 
+def test_the_label_selectors_share_one_schema() -> None:
+    """A CRD cannot refer to a shared definition, so each label selector carries its own copy of the schema and its
+    rules; they must not drift apart (only their descriptions differ)."""
+    runtime = _root()["properties"]["spec"]["properties"]["runtime"]["properties"]
+    peers = _root()["properties"]["spec"]["properties"]["networkPolicy"]["properties"]["ingressFrom"]["items"]
+    selectors = {
+        "podSelector": peers["properties"]["podSelector"],
+        "namespaceSelector": peers["properties"]["namespaceSelector"],
+        "labelSelector": runtime["topologySpreadConstraints"]["items"]["properties"]["labelSelector"],
+    }
+    shapes = {name: {k: v for k, v in node.items() if k != "description"} for name, node in selectors.items()}
+    assert shapes["namespaceSelector"] == shapes["podSelector"]
+    assert shapes["labelSelector"] == shapes["podSelector"]
+
+
 def test_no_rule_parses_quantities() -> None:
     """The API server rejects a CRD whose rule may cost more than 10,000,000 units, and its estimate of
     ``quantity(v)`` is 0.1 per character of ``v``. Before Kubernetes 1.34 an int-or-string value (as every quantity
