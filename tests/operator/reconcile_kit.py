@@ -86,3 +86,52 @@ class OneObject:
 
     def children(self, key: ObjectKey) -> Observed:
         return Observed()
+
+
+# Every part of a pod's affinity, valid for the CRD and for the API server.
+FULL_AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]},
+                        {"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40000"]},
+                        {"key": "example.com/spot", "operator": "DoesNotExist"},
+                    ]
+                },
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-node-1.example"]}]},
+            ]
+        },
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "preference": {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]},
+            },
+            {"weight": 1, "preference": {}},
+        ],
+    },
+    "podAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 50,
+                "podAffinityTerm": {
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "labelSelector": {"matchLabels": {"app": "feature-store"}},
+                    "namespaceSelector": {},
+                },
+            }
+        ]
+    },
+    "podAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"modeldeploy.io/model-deployment": "iris"}},
+                "namespaces": ["default", "ml-serving"],
+                "matchLabelKeys": ["pod-template-hash"],
+                "mismatchLabelKeys": ["tenant"],
+            }
+        ]
+    },
+}

@@ -180,6 +180,31 @@ def test_strings_lists_and_maps_are_bounded_for_cel_cost() -> None:
     assert unbounded == []
 
 
+def _shape(node: Any) -> Any:
+    """A schema without its descriptions."""
+    if isinstance(node, dict):
+        return {k: _shape(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [_shape(v) for v in node]
+    return node
+
+
+def _affinity() -> dict[str, Any]:
+    node: dict[str, Any] = _root()["properties"]["spec"]["properties"]["runtime"]["properties"]["affinity"]
+    return node["properties"]
+
+
+def _pod_affinity_terms() -> dict[str, dict[str, Any]]:
+    """The four copies of the pod affinity term: (anti-)affinity, required and preferred."""
+    terms = {}
+    for kind in ("podAffinity", "podAntiAffinity"):
+        rules = _affinity()[kind]["properties"]
+        terms[f"{kind}.required"] = rules["requiredDuringSchedulingIgnoredDuringExecution"]["items"]
+        preferred = rules["preferredDuringSchedulingIgnoredDuringExecution"]["items"]
+        terms[f"{kind}.preferred"] = preferred["properties"]["podAffinityTerm"]
+    return terms
+
+
 def test_the_label_selectors_share_one_schema() -> None:
     """A CRD cannot refer to a shared definition, so each label selector carries its own copy of the schema and its
     rules; they must not drift apart (only their descriptions differ)."""
@@ -190,9 +215,28 @@ def test_the_label_selectors_share_one_schema() -> None:
         "namespaceSelector": peers["properties"]["namespaceSelector"],
         "labelSelector": runtime["topologySpreadConstraints"]["items"]["properties"]["labelSelector"],
     }
-    shapes = {name: {k: v for k, v in node.items() if k != "description"} for name, node in selectors.items()}
-    assert shapes["namespaceSelector"] == shapes["podSelector"]
-    assert shapes["labelSelector"] == shapes["podSelector"]
+    for name, term in _pod_affinity_terms().items():
+        selectors[f"{name}.labelSelector"] = term["properties"]["labelSelector"]
+        selectors[f"{name}.namespaceSelector"] = term["properties"]["namespaceSelector"]
+    assert len(selectors) == 11
+    for name, node in selectors.items():
+        assert _shape(node) == _shape(selectors["podSelector"]), name
+
+
+def test_the_affinity_terms_share_one_schema() -> None:
+    """The pod affinity term is copied four times and the node selector term twice; the copies must not drift
+    apart. A required node selector term only adds the rule against an empty term."""
+    terms = _pod_affinity_terms()
+    for name, term in terms.items():
+        assert _shape(term) == _shape(terms["podAffinity.required"]), name
+    node = _affinity()["nodeAffinity"]["properties"]
+    required = node["requiredDuringSchedulingIgnoredDuringExecution"]["properties"]["nodeSelectorTerms"]["items"]
+    preferred = node["preferredDuringSchedulingIgnoredDuringExecution"]["items"]["properties"]["preference"]
+    assert [r["message"] for r in required["x-kubernetes-validations"]] == [
+        "a required node selector term needs matchExpressions or matchFields (an empty term matches no node)"
+    ]
+    assert _shape({k: v for k, v in required.items() if k != "x-kubernetes-validations"}) == _shape(preferred)
+    assert _shape(_affinity()["podAffinity"]) == _shape(_affinity()["podAntiAffinity"])
 
 
 def test_no_rule_parses_quantities() -> None:
@@ -545,9 +589,10 @@ def test_rollout_status_phases_are_described_but_not_enums() -> None:
         node = _node(f"{ROLLOUT}.{path}")
         assert "enum" not in node, path
         assert all(re.search(rf"\b{value}\b", node["description"]) for value in values), path
-    assert "enum" not in _node(f"{ROLLOUT}.pausedPhase") and "values of phase" in _node(f"{ROLLOUT}.pausedPhase")[
-        "description"
-    ]
+    assert (
+        "enum" not in _node(f"{ROLLOUT}.pausedPhase")
+        and "values of phase" in _node(f"{ROLLOUT}.pausedPhase")["description"]
+    )
     assert set(get_args(RunPhase)) == set(RUN_PHASES)  # the run verdicts analysis hands to the state machine
     assert _node(f"{ROLLOUT}.gpuPreflight.result")["enum"] == list(PREFLIGHT_RESULTS)  # older field, kept as it was
 

@@ -235,8 +235,13 @@ def test_new_version_rolls_out_while_the_old_revision_keeps_serving() -> None:
             "spec.runtime.resources.requests[nvidia.com/gpu]",
         ),
         ({"runtime": {"resources": {"limits": {"nvidia.com/gpu": "500m"}}}}, "spec.runtime.resources.limits"),
+        ({"runtime": {"resources": {"limits": {"hugepages-2Mi": "3Mi"}}}}, "spec.runtime.resources.limits"),
+        # Hugepages alone: the API server refuses the pods (HugePages require cpu or memory).
+        ({"runtime": {"resources": {"limits": {"hugepages-2Mi": "4Mi"}}}}, "spec.runtime.resources"),
+        # A stored object of an older CRD, whose affinity was not structural: checked, never a crash.
+        ({"runtime": {"affinity": {"nodeAffinity": "gpu"}}}, "spec.runtime.affinity.nodeAffinity"),
     ],
-    ids=["storage-uri", "gpu-request-not-its-limit", "half-a-gpu"],
+    ids=["storage-uri", "gpu-request-not-its-limit", "half-a-gpu", "half-a-page", "hugepages-alone", "affinity-shape"],
 )
 def test_invalid_update_keeps_the_last_good_children_and_says_why(update: dict[str, Any], field: str) -> None:
     cluster = FakeCluster(model_deployment())

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reconcile_kit import FULL_AFFINITY
 
 from modeldeploy import schema
 from modeldeploy.schema import SpecError, default_object, validate_object
@@ -66,6 +67,30 @@ SPREAD_ITEM = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "when
 def spread(**patch: Any) -> dict[str, Any]:
     """An object with one topology spread constraint: ``SPREAD_ITEM`` with ``patch`` merged in."""
     return spec(runtime={"topologySpreadConstraints": [merged(SPREAD_ITEM, patch)]})
+
+
+NODE_TERM = "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+ANTI_TERM = "spec.runtime.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0]"
+ANTI_ITEM = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "iris"}}}
+
+
+def node_term(term: dict[str, Any]) -> dict[str, Any]:
+    """An object whose required node affinity has the one term ``term``."""
+    required = {"nodeSelectorTerms": [term]}
+    return spec(runtime={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}})
+
+
+def node_expression(key: str, operator: str, *values: str) -> dict[str, Any]:
+    """``node_term`` of one label requirement (``values`` left out when none are given)."""
+    return node_term(
+        {"matchExpressions": [{"key": key, "operator": operator, **({"values": list(values)} if values else {})}]}
+    )
+
+
+def anti_term(**patch: Any) -> dict[str, Any]:
+    """An object with one required pod anti-affinity term: ``ANTI_ITEM`` with ``patch`` merged in."""
+    term = merged(ANTI_ITEM, patch)
+    return spec(runtime={"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}})
 
 
 # --- defaults ----------------------------------------------------------------------------------------------
@@ -192,6 +217,88 @@ def test_a_minimal_object_is_valid() -> None:
             "Unsupported value",
         ),
         (
+            spec(runtime={"affinity": {"nodeAffinity": "gpu"}}),
+            "spec.runtime.affinity.nodeAffinity",
+            "must be of type object",
+        ),
+        (spec(runtime={"affinity": {"podAfinity": {}}}), "spec.runtime.affinity.podAfinity", "unknown field"),
+        (
+            spec(runtime={"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}),
+            "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+            "Required value",
+        ),
+        (
+            node_term({"matchExpressions": [{"key": "zone", "operator": "Like", "values": ["a"]}]}),
+            f"{NODE_TERM}.matchExpressions[0].operator",
+            "Unsupported value",
+        ),
+        (node_expression("zone name", "Exists"), f"{NODE_TERM}.matchExpressions[0].key", "should match"),
+        (node_expression("zone", "In", "eu west"), f"{NODE_TERM}.matchExpressions[0].values[0]", "should match"),
+        (
+            node_term({"matchFields": [{"key": "metadata.labels", "operator": "In", "values": ["a"]}]}),
+            f"{NODE_TERM}.matchFields[0].key",
+            "Unsupported value",
+        ),
+        (
+            node_term({"matchFields": [{"key": "metadata.name", "operator": "Exists", "values": ["a"]}]}),
+            f"{NODE_TERM}.matchFields[0].operator",
+            "Unsupported value",
+        ),
+        (
+            node_term({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["a", "b"]}]}),
+            f"{NODE_TERM}.matchFields[0].values",
+            "at most 1",
+        ),
+        (
+            node_term({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["Node_1"]}]}),
+            f"{NODE_TERM}.matchFields[0].values[0]",
+            "should match",
+        ),
+        (
+            spec(
+                runtime={
+                    "affinity": {
+                        "nodeAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 101, "preference": {}}]
+                        }
+                    }
+                }
+            ),
+            "spec.runtime.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "less than or equal to 100",
+        ),
+        (
+            spec(
+                runtime={
+                    "affinity": {
+                        "podAffinity": {
+                            "preferredDuringSchedulingIgnoredDuringExecution": [
+                                {"weight": 0, "podAffinityTerm": ANTI_ITEM}
+                            ]
+                        }
+                    }
+                }
+            ),
+            "spec.runtime.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+            "greater than or equal to 1",
+        ),
+        (anti_term(labelSelector=DELETE), f"{ANTI_TERM}.labelSelector", "Required value"),
+        (anti_term(topologyKey=DELETE), f"{ANTI_TERM}.topologyKey", "Required value"),
+        (anti_term(topologyKey=""), f"{ANTI_TERM}.topologyKey", "at least 1 characters"),
+        (anti_term(namespaces=["ML_Serving"]), f"{ANTI_TERM}.namespaces[0]", "should match"),
+        (anti_term(namespaces=["a", "a"]), f"{ANTI_TERM}.namespaces", "Duplicate value"),
+        (anti_term(mismatchLabelKeys=["-a"]), f"{ANTI_TERM}.mismatchLabelKeys[0]", "should match"),
+        (
+            anti_term(labelSelector={"matchLabels": {"app": "iris v2"}}),
+            f"{ANTI_TERM}.labelSelector.matchLabels.app",
+            "should match",
+        ),
+        (
+            anti_term(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "Equals"}]}),
+            f"{ANTI_TERM}.namespaceSelector.matchExpressions[0].operator",
+            "Unsupported value",
+        ),
+        (
             spec(runtime={"topologySpreadConstraints": [SPREAD_ITEM, SPREAD_ITEM]}),
             "spec.runtime.topologySpreadConstraints[1]",
             "Duplicate value",
@@ -247,7 +354,6 @@ def test_schema_violations_name_the_field(obj: dict[str, Any], field: str, messa
         {"runtime": {"resources": {"limits": {"cpu": 2, "memory": "1Gi", "nvidia.com/gpu": "1"}}}},
         {"autoscaling": {"maxReplicas": 2, "inflightRequests": {"targetAverageValue": 8}}},
         {"autoscaling": {"maxReplicas": 2, "behavior": {"scaleDown": {"anything": ["goes", 1]}}}},
-        {"runtime": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}}},
         {"runtime": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
         {"rollout": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}}},
     ],
@@ -268,12 +374,19 @@ def test_int_or_string_and_preserved_fields_accept_their_shapes(patch: dict[str,
                 {"key": "", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
                 {"key": "example.com/pool", "value": "gpu-a100_80GB.v2", "effect": "NoSchedule"},
                 {"key": "dedicated", "operator": "Equal", "value": ""},
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-                 "tolerationSeconds": 0},
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 0,
+                },
             ]
         },
         {"topologySpreadConstraints": []},
         {"topologySpreadConstraints": [SPREAD_ITEM]},
+        {"affinity": FULL_AFFINITY},
+        {"affinity": {}},
+        {"affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}},
         {
             "topologySpreadConstraints": [
                 {
@@ -541,6 +654,69 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spread(labelSelector={"matchExpressions": [{"key": "a" * 253 + "/app", "operator": "Exists"}]}),
         f"{SPREAD}.labelSelector.matchExpressions[0].key",
         "prefix (before the '/') must be at most 253",
+    ),
+    (
+        "node-term-not-empty",
+        node_term({"matchExpressions": []}),
+        node_expression("zone", "Exists"),
+        NODE_TERM,
+        "needs matchExpressions or matchFields",
+    ),
+    (
+        "node-in-needs-values",
+        node_expression("zone", "In"),
+        node_expression("zone", "In", "a", "b"),
+        f"{NODE_TERM}.matchExpressions[0].values",
+        "In and NotIn need at least one value",
+    ),
+    (
+        "node-gt-one-value",
+        node_expression("gpus", "Gt", "1", "2"),
+        node_expression("gpus", "Gt", "1"),
+        f"{NODE_TERM}.matchExpressions[0].values",
+        "Gt and Lt exactly one",
+    ),
+    (
+        "node-exists-no-values",
+        node_expression("zone", "Exists", "a"),
+        node_expression("zone", "DoesNotExist"),
+        f"{NODE_TERM}.matchExpressions[0].values",
+        "Exists and DoesNotExist none",
+    ),
+    (
+        "node-lt-whole-number",
+        node_expression("gpu-memory", "Lt", "40Gi"),
+        node_expression("gpu-memory", "Lt", "40960"),
+        f"{NODE_TERM}.matchExpressions[0].values",
+        "compare whole numbers",
+    ),
+    (
+        "node-key-prefix",
+        node_expression("a" * 254 + "/zone", "Exists"),
+        node_expression("a" * 253 + "/zone", "Exists"),
+        f"{NODE_TERM}.matchExpressions[0].key",
+        "prefix (before the '/') must be at most 253",
+    ),
+    (
+        "pod-term-match-label-keys-also-in-the-selector",
+        anti_term(matchLabelKeys=["pod-template-hash", "app"]),
+        anti_term(matchLabelKeys=["pod-template-hash"]),
+        f"{ANTI_TERM}.matchLabelKeys",
+        "must not also be in labelSelector",
+    ),
+    (
+        "pod-term-match-and-mismatch",
+        anti_term(matchLabelKeys=["tenant"], mismatchLabelKeys=["tenant"]),
+        anti_term(matchLabelKeys=["tenant"], mismatchLabelKeys=["app"]),
+        f"{ANTI_TERM}.mismatchLabelKeys",
+        "both matchLabelKeys and mismatchLabelKeys",
+    ),
+    (
+        "pod-term-selector-in-needs-values",
+        anti_term(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "NotIn"}]}),
+        anti_term(namespaceSelector={"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}),
+        f"{ANTI_TERM}.namespaceSelector.matchExpressions[0].values",
+        "need at least one value",
     ),
     (
         "queue-holds-a-batch",
