@@ -475,7 +475,7 @@ RICH = body(
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
         "env": [
             {"name": "A", "value": "1"},
-            {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "x", "apiVersion": "v1"}}},
+            {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name", "apiVersion": "v1"}}},
         ],
         "nodeSelector": {"a": "1", "b": "2"},
         "affinity": {
@@ -552,9 +552,9 @@ PINNED_CONFIG = OperatorConfig(default_runtime_image="registry.example.com/model
 @pytest.mark.parametrize(
     ("obj", "revision"),
     [
-        # RICH's affinity was free-form until the CRD gave affinity a schema; this value is what the operator
-        # before that change computed for the RICH of today, so the hash itself did not move.
-        (RICH, "b4637c61d1"),
+        # RICH's affinity and env valueFrom were free-form until the CRD gave them a schema; this value is what
+        # the operator before that change computed for the RICH of today, so the hash itself did not move.
+        (RICH, "ecfc0eb8a1"),
         (body(), "3b761f81a9"),
         (body(runtime={"topologySpreadConstraints": []}), "3b761f81a9"),
         (

@@ -353,7 +353,6 @@ def test_schema_violations_name_the_field(obj: dict[str, Any], field: str, messa
     [
         {"runtime": {"resources": {"limits": {"cpu": 2, "memory": "1Gi", "nvidia.com/gpu": "1"}}}},
         {"autoscaling": {"maxReplicas": 2, "inflightRequests": {"targetAverageValue": 8}}},
-        {"autoscaling": {"maxReplicas": 2, "behavior": {"scaleDown": {"anything": ["goes", 1]}}}},
         {"runtime": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}},
         {"rollout": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}}},
     ],
@@ -540,10 +539,17 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ),
     (
         "env-value-xor-valuefrom",
-        spec(runtime={"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]}),
+        spec(runtime={"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}),
         spec(runtime={"env": [{"name": "A", "value": "1"}]}),
         "spec.runtime.env[0]",
         "value or valueFrom",
+    ),
+    (
+        "env-value-from-one-source",
+        spec(runtime={"env": [{"name": "A", "valueFrom": {}}]}),
+        spec(runtime={"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}),
+        "spec.runtime.env[0].valueFrom",
+        "set exactly one of",
     ),
     (
         "env-reserved",

@@ -452,3 +452,197 @@ def test_metadata_is_checked_as_the_api_server_does(metadata: dict[str, Any], fi
         assert errors == []
     else:
         assert refused(errors, field, words), errors
+
+
+# --- spec.runtime.env[].valueFrom: core EnvVarSource --------------------------------------------------------
+
+
+def env_from(source: dict[str, Any]) -> dict[str, Any]:
+    return obj(runtime={"env": [{"name": "V", "valueFrom": source}]})
+
+
+VALUE_FROM = "spec.runtime.env[0].valueFrom"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"secretKeyRef": {"name": "hub-token", "key": "token"}},
+        {"secretKeyRef": {"name": "hub-token", "key": "token.txt", "optional": True}},
+        {"configMapKeyRef": {"name": "settings.v2", "key": "LOG_LEVEL", "optional": False}},
+        {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIPs"}},
+        {"fieldRef": {"fieldPath": "metadata.labels['modeldeploy.io/revision']"}},
+        {"fieldRef": {"fieldPath": "metadata.annotations['Example.com/Owner']"}},
+        {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+        {"resourceFieldRef": {"containerName": "model-server", "resource": "requests.cpu", "divisor": "1m"}},
+        {"resourceFieldRef": {"resource": "requests.cpu", "divisor": 1}},
+        {"resourceFieldRef": {"resource": "limits.hugepages-2Mi", "divisor": "1Ki"}},
+        {"resourceFieldRef": {"resource": "limits.ephemeral-storage"}},
+    ],
+)
+def test_env_value_sources_the_api_server_admits(source: dict[str, Any]) -> None:
+    manifest = env_from(source)
+    assert validate_object(manifest) == []
+    assert parse_model_deployment(manifest).spec.runtime.env[0]["valueFrom"] == source
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "words"),
+    [
+        ({}, VALUE_FROM, "set exactly one of"),
+        (
+            {"secretKeyRef": {"name": "a", "key": "b"}, "fieldRef": {"fieldPath": "metadata.name"}},
+            VALUE_FROM,
+            "set exactly one of",
+        ),
+        ({"secretKeyRef": {"name": "a"}}, f"{VALUE_FROM}.secretKeyRef.key", "Required value"),
+        ({"secretKeyRef": {"name": "Hub_Token", "key": "t"}}, f"{VALUE_FROM}.secretKeyRef.name", "should match"),
+        ({"configMapKeyRef": {"name": "a", "key": "a/b"}}, f"{VALUE_FROM}.configMapKeyRef.key", "should match"),
+        (
+            {"secretKeyRef": {"name": "a", "key": "b", "optional": "yes"}},
+            f"{VALUE_FROM}.secretKeyRef.optional",
+            "boolean",
+        ),
+        ({"fieldRef": {"fieldPath": "metadata.labels"}}, f"{VALUE_FROM}.fieldRef.fieldPath", "should match"),
+        ({"fieldRef": {"fieldPath": "spec.containers[0].image"}}, f"{VALUE_FROM}.fieldRef.fieldPath", "should match"),
+        ({"fieldRef": {"fieldPath": "metadata.labels['-team']"}}, f"{VALUE_FROM}.fieldRef.fieldPath", "should match"),
+        (
+            {"fieldRef": {"apiVersion": "v2", "fieldPath": "metadata.name"}},
+            f"{VALUE_FROM}.fieldRef.apiVersion",
+            "Unsupported",
+        ),
+        (
+            {"resourceFieldRef": {"resource": "limits.nvidia.com/gpu"}},
+            f"{VALUE_FROM}.resourceFieldRef.resource",
+            "should match",
+        ),
+        (
+            {"resourceFieldRef": {"resource": "limits.cpu", "containerName": "fetch-model"}},
+            f"{VALUE_FROM}.resourceFieldRef.containerName",
+            "Unsupported",
+        ),
+        (
+            {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "2"}},
+            f"{VALUE_FROM}.resourceFieldRef.divisor",
+            "Unsupported",
+        ),
+        (
+            {"secretKeyRef": {"name": "a", "key": "b"}, "secretRef": {"name": "a"}},
+            f"{VALUE_FROM}.secretRef",
+            "unknown field",
+        ),
+    ],
+)
+def test_env_value_sources_the_api_server_refuses(source: dict[str, Any], field: str, words: str) -> None:
+    errors = validate_object(env_from(source))
+    assert refused(errors, field, words), errors
+
+
+@pytest.mark.parametrize(
+    ("resource", "divisor", "ok"),
+    [
+        ("limits.cpu", "1m", True),
+        ("requests.cpu", 1, True),
+        ("limits.cpu", "1Mi", False),
+        ("requests.cpu", "1k", False),
+        ("limits.memory", "1Gi", True),
+        ("limits.memory", "1m", False),
+        ("requests.ephemeral-storage", "1M", True),
+        ("limits.hugepages-1Gi", "1m", False),
+    ],
+)
+def test_env_resource_divisor_suits_its_resource(resource: str, divisor: Any, ok: bool) -> None:
+    """The CRD admits every divisor of either kind; the operator pairs them, as the API server's pod validation
+    does ("only divisor's values 1m and 1 are supported with the cpu resource")."""
+    manifest = env_from({"resourceFieldRef": {"resource": resource, "divisor": divisor}})
+    assert validate_object(manifest) == []
+    for admitted in (False, True):
+        if ok:
+            parse_model_deployment(manifest, admitted=admitted)
+            continue
+        with pytest.raises(SpecError) as raised:
+            parse_model_deployment(manifest, admitted=admitted)
+        assert raised.value.field == f"{VALUE_FROM}.resourceFieldRef.divisor"
+        assert f"{resource} takes a divisor of" in raised.value.message
+
+
+# --- spec.autoscaling.behavior: autoscaling/v2 HorizontalPodAutoscalerBehavior ---------------------------------
+
+BEHAVIOR = "spec.autoscaling.behavior"
+
+
+def behavior(value: dict[str, Any]) -> dict[str, Any]:
+    return obj(autoscaling={"maxReplicas": 4, "behavior": value})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"scaleDown": {"stabilizationWindowSeconds": 3600}},
+        {"scaleUp": {"selectPolicy": "Disabled"}},
+        {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}],
+            },
+            "scaleDown": {
+                "selectPolicy": "Min",
+                "policies": [
+                    {"type": "Percent", "value": 10, "periodSeconds": 60},
+                    {"type": "Pods", "value": 1, "periodSeconds": 1800},
+                ],
+            },
+        },
+    ],
+)
+def test_autoscaling_behaviors_the_api_server_admits(value: dict[str, Any]) -> None:
+    manifest = behavior(value)
+    assert validate_object(manifest) == []
+    autoscaling = parse_model_deployment(manifest).spec.autoscaling
+    assert autoscaling is not None and autoscaling.behavior == value
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "words"),
+    [
+        (
+            {"scaleDown": {"stabilizationWindowSeconds": 3601}},
+            f"{BEHAVIOR}.scaleDown.stabilizationWindowSeconds",
+            "less than or equal to 3600",
+        ),
+        (
+            {"scaleUp": {"stabilizationWindowSeconds": -1}},
+            f"{BEHAVIOR}.scaleUp.stabilizationWindowSeconds",
+            "greater than or equal to 0",
+        ),
+        ({"scaleUp": {"selectPolicy": "Average"}}, f"{BEHAVIOR}.scaleUp.selectPolicy", "Unsupported value"),
+        ({"scaleDown": {"policies": []}}, f"{BEHAVIOR}.scaleDown.policies", "at least 1"),
+        (
+            {"scaleDown": {"policies": [{"type": "Replicas", "value": 1, "periodSeconds": 60}]}},
+            f"{BEHAVIOR}.scaleDown.policies[0].type",
+            "Unsupported value",
+        ),
+        (
+            {"scaleDown": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 60}]}},
+            f"{BEHAVIOR}.scaleDown.policies[0].value",
+            "greater than or equal to 1",
+        ),
+        (
+            {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 1801}]}},
+            f"{BEHAVIOR}.scaleUp.policies[0].periodSeconds",
+            "less than or equal to 1800",
+        ),
+        (
+            {"scaleUp": {"policies": [{"type": "Pods", "value": 1}]}},
+            f"{BEHAVIOR}.scaleUp.policies[0].periodSeconds",
+            "Required value",
+        ),
+        ({"scaledown": {}}, f"{BEHAVIOR}.scaledown", "unknown field"),
+        ({"scaleDown": {"anything": ["goes", 1]}}, f"{BEHAVIOR}.scaleDown.anything", "unknown field"),
+    ],
+)
+def test_autoscaling_behaviors_the_api_server_refuses(value: dict[str, Any], field: str, words: str) -> None:
+    errors = validate_object(behavior(value))
+    assert refused(errors, field, words), errors
