@@ -282,7 +282,6 @@ def test_a_minimal_object_is_valid() -> None:
             "spec.runtime.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
             "greater than or equal to 1",
         ),
-        (anti_term(labelSelector=DELETE), f"{ANTI_TERM}.labelSelector", "Required value"),
         (anti_term(topologyKey=DELETE), f"{ANTI_TERM}.topologyKey", "Required value"),
         (anti_term(topologyKey=""), f"{ANTI_TERM}.topologyKey", "at least 1 characters"),
         (anti_term(namespaces=["ML_Serving"]), f"{ANTI_TERM}.namespaces[0]", "should match"),
@@ -709,6 +708,15 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         anti_term(matchLabelKeys=["pod-template-hash"]),
         f"{ANTI_TERM}.matchLabelKeys",
         "must not also be in labelSelector",
+    ),
+    (
+        # A CEL rule rather than a required property: the API server admits such a term, so an object stored
+        # before the CRD checked affinity keeps working (the operator does not re-run CEL rules on stored objects).
+        "pod-term-needs-a-selector",
+        anti_term(labelSelector=DELETE),
+        anti_term(),
+        f"{ANTI_TERM}.labelSelector",
+        "labelSelector is required",
     ),
     (
         "pod-term-match-and-mismatch",

@@ -646,3 +646,35 @@ def test_autoscaling_behaviors_the_api_server_admits(value: dict[str, Any]) -> N
 def test_autoscaling_behaviors_the_api_server_refuses(value: dict[str, Any], field: str, words: str) -> None:
     errors = validate_object(behavior(value))
     assert refused(errors, field, words), errors
+
+
+# --- spec.runtime.affinity: what the API server admits but leaves pods Pending or a term without effect ---------
+
+
+@pytest.mark.parametrize(
+    ("affinity", "field", "words"),
+    [
+        (
+            {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "kubernetes.io/hostname"}]
+                }
+            },
+            "spec.runtime.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector",
+            "labelSelector is required",
+        ),
+        (
+            {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}},
+            "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]",
+            "an empty term matches no node",
+        ),
+    ],
+)
+def test_affinity_the_api_server_admits_is_refused_when_written_but_kept_when_stored(
+    affinity: dict[str, Any], field: str, words: str
+) -> None:
+    """These are CEL rules, not structural ones: a new or changed object is refused, while one stored before the CRD
+    checked affinity (admitted, so its CEL rules are not run again by the operator) keeps being reconciled."""
+    manifest = obj(runtime={"affinity": affinity})
+    assert refused(validate_object(manifest), field, words)
+    assert parse_model_deployment(manifest, admitted=True).spec.runtime.affinity == affinity
