@@ -154,29 +154,8 @@ class Options:
 DEFAULT_OPTIONS = Options()
 
 _CEL_RESERVED = frozenset(
-    {
-        "true",
-        "false",
-        "null",
-        "in",
-        "as",
-        "break",
-        "const",
-        "continue",
-        "else",
-        "for",
-        "function",
-        "if",
-        "import",
-        "let",
-        "loop",
-        "package",
-        "namespace",
-        "return",
-        "var",
-        "void",
-        "while",
-    }
+    {"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if", "import",
+     "let", "loop", "package", "namespace", "return", "var", "void", "while"}
 )
 _IDENT = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
 _ESCAPES = {"__": "__underscores__", ".": "__dot__", "-": "__dash__", "/": "__slash__"}
@@ -754,40 +733,13 @@ def parse(rule: str) -> Node:
 
 # --- type checking: just enough of cel-go checker/checker.go to know each node's type and overloads -------------
 
-_TYPE_IDENTS = frozenset(
-    {
-        "bool",
-        "bytes",
-        "double",
-        "duration",
-        "dyn",
-        "int",
-        "list",
-        "map",
-        "null_type",
-        "string",
-        "timestamp",
-        "type",
-        "uint",
-    }
-)
+_TYPE_IDENTS = frozenset({"bool", "bytes", "double", "duration", "dyn", "int", "list", "map", "null_type", "string",
+                          "timestamp", "type", "uint"})
 _ORDERED = ("bool", "int", "uint", "double", "string", "bytes", "timestamp", "duration")
 _NUMERIC = ("int", "uint", "double")
 _ORDER_PREFIX = {"_<_": "less", "_<=_": "less_equals", "_>_": "greater", "_>=_": "greater_equals"}
-_TIME_ACCESSORS = frozenset(
-    {
-        "getDate",
-        "getDayOfMonth",
-        "getDayOfWeek",
-        "getDayOfYear",
-        "getFullYear",
-        "getHours",
-        "getMilliseconds",
-        "getMinutes",
-        "getMonth",
-        "getSeconds",
-    }
-)
+_TIME_ACCESSORS = frozenset({"getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getHours",
+                             "getMilliseconds", "getMinutes", "getMonth", "getSeconds"})
 _QUANTITY_METHODS = {
     "sign": INT,
     "asInteger": INT,
@@ -1006,12 +958,8 @@ class _Checker:
         if fn == "size" and n == 0:
             return ([f"{tk}_size"], INT)
         if fn in ("contains", "startsWith", "endsWith", "matches") and n == 1 and _is(target, "string"):
-            ids = {
-                "contains": "contains_string",
-                "startsWith": "starts_with_string",
-                "endsWith": "ends_with_string",
-                "matches": "matches_string",
-            }
+            ids = {"contains": "contains_string", "startsWith": "starts_with_string",
+                   "endsWith": "ends_with_string", "matches": "matches_string"}
             return ([ids[fn]], BOOL)
         if fn in _TIME_ACCESSORS and _is(target, "timestamp", "duration"):
             return ([f"{tk}_{fn}"], INT)

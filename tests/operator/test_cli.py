@@ -159,12 +159,8 @@ def test_console_script_renders_an_example() -> None:
 
 
 def run_process(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> OperatorProcess:
-    for name in (
-        "MODELDEPLOY_LOG_LEVEL",
-        "MODELDEPLOY_PEERING_LIFETIME_SECONDS",
-        "MODELDEPLOY_POD_IP",
-        "MODELDEPLOY_RESYNC_PERIOD_SECONDS",
-    ):
+    for name in ("MODELDEPLOY_LOG_LEVEL", "MODELDEPLOY_PEERING_LIFETIME_SECONDS", "MODELDEPLOY_POD_IP",
+                 "MODELDEPLOY_RESYNC_PERIOD_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -589,10 +589,9 @@ def test_rollout_status_phases_are_described_but_not_enums() -> None:
         node = _node(f"{ROLLOUT}.{path}")
         assert "enum" not in node, path
         assert all(re.search(rf"\b{value}\b", node["description"]) for value in values), path
-    assert (
-        "enum" not in _node(f"{ROLLOUT}.pausedPhase")
-        and "values of phase" in _node(f"{ROLLOUT}.pausedPhase")["description"]
-    )
+    assert "enum" not in _node(f"{ROLLOUT}.pausedPhase") and "values of phase" in _node(f"{ROLLOUT}.pausedPhase")[
+        "description"
+    ]
     assert set(get_args(RunPhase)) == set(RUN_PHASES)  # the run verdicts analysis hands to the state machine
     assert _node(f"{ROLLOUT}.gpuPreflight.result")["enum"] == list(PREFLIGHT_RESULTS)  # older field, kept as it was
 

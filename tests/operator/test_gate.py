@@ -177,12 +177,8 @@ def test_a_standing_by_process_exports_no_per_object_gauges() -> None:
     metrics.set_active(False)
     assert gauges() == set() and metrics.registry.get_sample_value("modeldeploy_active") == 0
     # Counters stay: they only ever grow, and the active process's own series carry the news.
-    assert (
-        metrics.registry.get_sample_value(
-            "modeldeploy_rollbacks_total", {"namespace": "ml", "name": "iris", "reason": "automatic"}
-        )
-        == 1
-    )
+    assert metrics.registry.get_sample_value(
+        "modeldeploy_rollbacks_total", {"namespace": "ml", "name": "iris", "reason": "automatic"}) == 1
     metrics.set_active(True)
     assert gauges() == set()  # stale records are gone; the reconciles after the resume record them anew
     metrics.record_rollout("ml", "iris", status, [])

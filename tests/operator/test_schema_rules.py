@@ -335,7 +335,7 @@ def test_label_keys(spec: dict[str, Any], field: str, words: str | None) -> None
     ],
 )
 def test_pod_annotation_keys(key: str, admitted: bool) -> None:
-    errors = validate_object(obj(runtime={"podAnnotations": {key: 'any value at all: {"a": 1}'}}))
+    errors = validate_object(obj(runtime={"podAnnotations": {key: "any value at all: {\"a\": 1}"}}))
     if admitted:
         assert errors == []
     else:

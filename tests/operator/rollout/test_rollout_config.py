@@ -237,45 +237,18 @@ def _case(
             "spec.rollout.analysis.source.prometheus.url",
         ),
         (
-            {
-                "analysis": {
-                    "maxErrorRatio": 0.1,
-                    "source": {
-                        "type": "Prometheus",
-                        "prometheus": {
-                            "url": "http://prom:9090",
-                            "errorRatioQuery": 'sum(rate(errors{rev="{{ revision }}"}[5m]))',
-                        },
-                    },
-                }
-            },
+            {"analysis": {"maxErrorRatio": 0.1, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "errorRatioQuery": 'sum(rate(errors{rev="{{ revision }}"}[5m]))'}}}},
             "spec.rollout.analysis.source.prometheus.errorRatioQuery",
         ),
         (
-            {
-                "analysis": {
-                    "maxP99LatencyMs": 100,
-                    "source": {
-                        "type": "Prometheus",
-                        "prometheus": {
-                            "url": "http://prom:9090",
-                            "p99LatencyQuery": 'histogram_quantile(0.99, x{r="{{rev}}"})',
-                        },
-                    },
-                }
-            },
+            {"analysis": {"maxP99LatencyMs": 100, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "p99LatencyQuery": 'histogram_quantile(0.99, x{r="{{rev}}"})'}}}},
             "spec.rollout.analysis.source.prometheus.p99LatencyQuery",
         ),
         (
-            {
-                "analysis": {
-                    "maxP99LatencyMs": 100,
-                    "source": {
-                        "type": "Prometheus",
-                        "prometheus": {"url": "http://prom:9090", "p99LatencyQuery": 'x{r="{{revision}"}'},
-                    },
-                }
-            },
+            {"analysis": {"maxP99LatencyMs": 100, "source": {"type": "Prometheus", "prometheus": {
+                "url": "http://prom:9090", "p99LatencyQuery": 'x{r="{{revision}"}'}}}},
             "spec.rollout.analysis.source.prometheus.p99LatencyQuery",
         ),
         ({"abort": "yes"}, "spec.rollout.abort"),
@@ -304,29 +277,19 @@ def _case(
             f"{_CASE}.inputs[0].data[2]",
         ),
         ({"analysis": {"goldenRequests": {"cases": [_case(data=[1, 2, True, 4])]}}}, f"{_CASE}.inputs[0].data[2]"),
-        (
-            {"analysis": {"goldenRequests": {"cases": [_case(datatype="INT64", data=[1, 2, 3.5, 4])]}}},
-            f"{_CASE}.inputs[0].data[2]",
-        ),
+        ({"analysis": {"goldenRequests": {"cases": [_case(datatype="INT64", data=[1, 2, 3.5, 4])]}}},
+         f"{_CASE}.inputs[0].data[2]"),
         ({"analysis": {"goldenRequests": {"cases": [_case(datatype="BYTES")]}}}, f"{_CASE}.inputs[0].datatype"),
         ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o"})]}}}, f"{_CASE}.outputs[0]"),
-        (
-            {"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "data": [1], "argmax": [0]})]}}},
-            f"{_CASE}.outputs[0]",
-        ),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "data": [1], "argmax": [0]})]}}},
+         f"{_CASE}.outputs[0]"),
         ({"analysis": {"goldenRequests": {"cases": [_case(output={"argmax": [0]})]}}}, f"{_CASE}.outputs[0].name"),
-        (
-            {"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "argmax": [0.5]})]}}},
-            f"{_CASE}.outputs[0].argmax[0]",
-        ),
-        (
-            {"analysis": {"goldenRequests": {"cases": [_case()], "maxMismatches": -1}}},
-            "spec.rollout.analysis.goldenRequests.maxMismatches",
-        ),
-        (
-            {"analysis": {"goldenRequests": {"cases": [_case()], "absoluteTolerance": -0.1}}},
-            "spec.rollout.analysis.goldenRequests.absoluteTolerance",
-        ),
+        ({"analysis": {"goldenRequests": {"cases": [_case(output={"name": "o", "argmax": [0.5]})]}}},
+         f"{_CASE}.outputs[0].argmax[0]"),
+        ({"analysis": {"goldenRequests": {"cases": [_case()], "maxMismatches": -1}}},
+         "spec.rollout.analysis.goldenRequests.maxMismatches"),
+        ({"analysis": {"goldenRequests": {"cases": [_case()], "absoluteTolerance": -0.1}}},
+         "spec.rollout.analysis.goldenRequests.absoluteTolerance"),
         ({"analysis": {"goldenRequests": {"cases": [_case()] * 33}}}, "spec.rollout.analysis.goldenRequests.cases"),
         ({"canary": []}, "spec.rollout.canary"),
         ({"analysis": {"maxErrorRatio": 0.1, "count": 1}}, "spec.rollout.analysis.failureLimit"),

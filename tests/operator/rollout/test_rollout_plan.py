@@ -997,14 +997,8 @@ def test_a_rolled_back_rolling_update_keeps_the_new_pods_until_the_old_ones_are_
 
 
 def test_measurement_errors_fail_a_first_deploy_gate_and_a_blue_green_pre_promotion() -> None:
-    analysis = {
-        "maxErrorRatio": 0.01,
-        "count": 1,
-        "failureLimit": 0,
-        "interval": "5s",
-        "minRequests": 1,
-        "consecutiveErrorLimit": 1,
-    }
+    analysis = {"maxErrorRatio": 0.01, "count": 1, "failureLimit": 0, "interval": "5s", "minRequests": 1,
+                "consecutiveErrorLimit": 1}
     cluster = Cluster(spec({"firstDeployAnalysis": True, "analysis": analysis}))
     d = cluster.step()
     for _ in range(10):
