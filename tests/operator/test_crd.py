@@ -50,7 +50,7 @@ from modeldeploy.rollout.state import (
     RollbackPin,
     RolloutStatus,
 )
-from modeldeploy.spec import parse_model_deployment
+from modeldeploy.spec import BYTE_DIVISORS, CPU_DIVISORS, parse_model_deployment
 
 REPO = Path(__file__).resolve().parents[2]
 CANONICAL = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -780,3 +780,13 @@ def test_every_status_the_rollout_state_machine_writes_is_described_and_valid(
     for status in _rollout_statuses(ROLLOUT_SPECS[name], [("sample", sample), *script]):
         assert _undescribed(status) == []
         assert schema.validate_object(_model_deployment(status), cel=False) == []
+
+
+def test_the_env_resource_reference_matches_the_operator() -> None:
+    """The CRD's resourceFieldRef names the container the operator builds and admits exactly the divisors the
+    operator's spec check pairs with their resources; both sides are literals, so this ties them."""
+    ref = _root()["properties"]["spec"]["properties"]["runtime"]["properties"]["env"]["items"]["properties"][
+        "valueFrom"
+    ]["properties"]["resourceFieldRef"]["properties"]
+    assert ref["containerName"]["enum"] == [CONTAINER_NAME]
+    assert {str(d) for d in ref["divisor"]["enum"]} == set(CPU_DIVISORS + BYTE_DIVISORS)
