@@ -7,6 +7,7 @@ real operator (KopfRunner) against the emulated API server; the test writes the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from kopf.testing import KopfRunner
 from modeldeploy.labels import REVISION_LABEL
 from modeldeploy.sim.emulator import ApiError
 
-from .conftest import DEPLOYMENTS, HPAS, MD, ThreadedCluster
+from .conftest import DEPLOYMENTS, EVENTS, HPAS, MD, ThreadedCluster
 from .test_operator import children, events, md, ready, settle, status
 
 pytestmark = pytest.mark.component
@@ -116,3 +117,57 @@ def test_a_scale_is_unreadable_until_it_has_a_count(emulated: ThreadedCluster) -
     with pytest.raises(ApiError) as caught:
         read_scale(emulated)
     assert caught.value.code == 500
+
+
+TOLERANCE = "spec.behavior.scaleDown.tolerance"
+TOLERANT = {**AUTOSCALING, "behavior": {"scaleDown": {"tolerance": 0.05, "stabilizationWindowSeconds": 600}}}
+
+
+def hpa_writes(emulated: ThreadedCluster, since: int) -> list[Any]:
+    return [r for r in emulated.writes(since) if r.resource == "horizontalpodautoscalers"]
+
+
+@pytest.mark.parametrize("gate_on", [True, False], ids=["gate-on", "gate-off"])
+def test_an_hpa_tolerance_is_applied_once_whether_or_not_the_api_server_keeps_it(
+    emulated: ThreadedCluster, operator_factory: Callable[[], KopfRunner], gate_on: bool
+) -> None:
+    """``behavior.scaleDown.tolerance`` reaches the HPA as a quantity. An API server with the HPAConfigurableTolerance
+    gate off (before Kubernetes 1.35, by default) drops it on write: the operator says so once, in a Warning event,
+    and does not apply the HPA again on every pass to put the field back (its resync runs every second here)."""
+    if not gate_on:
+        emulated.call(emulated.cluster.emulator.disable_fields, HPAS, TOLERANCE)
+    with operator_factory() as runner:
+        emulated.create(MD, md(autoscaling=TOLERANT))
+        (hpa,) = emulated.wait_for(lambda: children(emulated, HPAS), message="HPA created")
+        emulated.wait_for(lambda: ready(emulated), message="iris Ready")
+        settle(emulated)
+        (hpa,) = children(emulated, HPAS)
+        rules = hpa["spec"]["behavior"]["scaleDown"]
+        assert rules["stabilizationWindowSeconds"] == 600
+        dropped = events(emulated).count(("Warning", "FieldDropped"))
+        if gate_on:
+            assert rules["tolerance"] == "0.05" and dropped == 0
+        else:
+            assert "tolerance" not in rules and dropped == 1
+            (event,) = [e for e in emulated.list(EVENTS, "ml") if e["reason"] == "FieldDropped"]
+            assert TOLERANCE in event["message"] and "HPAConfigurableTolerance" in event["message"]
+
+        before = len(emulated.requests())
+        time.sleep(3)  # Three resyncs: each pass compares the HPA with what it would apply.
+        assert hpa_writes(emulated, before) == [], "the HPA is applied once, not on every pass"
+
+        # A change of the behavior is applied; without the gate, the same field dropped again is no news.
+        behavior = {"scaleDown": {"tolerance": 0.1, "stabilizationWindowSeconds": 300}}
+        emulated.patch(MD, "ml", "iris", {"spec": {"autoscaling": {"behavior": behavior}}})
+        emulated.wait_for(
+            lambda: children(emulated, HPAS)[0]["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300,
+            message="the new behavior applied",
+        )
+        settle(emulated)
+        rules = children(emulated, HPAS)[0]["spec"]["behavior"]["scaleDown"]
+        assert rules.get("tolerance") == ("0.1" if gate_on else None)
+        assert events(emulated).count(("Warning", "FieldDropped")) == (0 if gate_on else 1), (
+            "the same fields dropped again: no news, no second event"
+        )
+    assert runner.exit_code == 0, runner.output
+    assert "Traceback" not in runner.output, runner.output

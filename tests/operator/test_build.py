@@ -403,6 +403,39 @@ def test_hpa_metrics_and_behavior() -> None:
     assert_valid_k8s(hpa)
 
 
+@pytest.mark.parametrize(
+    ("value", "quantity"),
+    [
+        (0.05, "0.05"),
+        (0, "0"),
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1, "1"),
+        (1.0, "1"),
+        (0.1, "0.1"),
+        (0.123456789, "0.123456789"),
+        (0.1234567891, "0.12345679"),  # rounded up to nano units, as the API server stores it
+        (1e-10, "0.000000001"),
+        (2.5e-5, "0.000025"),
+    ],
+)
+def test_an_hpa_tolerance_is_written_as_the_quantity_the_api_server_stores(value: float, quantity: str) -> None:
+    assert build.tolerance_quantity(value) == quantity
+    assert parse_quantity(quantity) is not None
+
+
+def test_hpa_tolerances_reach_the_hpa_as_quantities() -> None:
+    behavior = {"scaleUp": {"tolerance": 0}, "scaleDown": {"tolerance": 0.05, "selectPolicy": "Min"}}
+    md = md_of(autoscaling={"maxReplicas": 6, "behavior": behavior})
+    hpa = build_hpa(md, CONFIG)
+    assert hpa["spec"]["behavior"] == {
+        "scaleUp": {"tolerance": "0"},
+        "scaleDown": {"tolerance": "0.05", "selectPolicy": "Min"},
+    }
+    assert md.autoscaling is not None and md.autoscaling.behavior == behavior, "the parsed spec is left as it is"
+    assert_valid_k8s(hpa)
+
+
 @pytest.mark.parametrize(("replicas", "expected"), [(None, 2), (1, 2), (4, 4), (9, 6)])
 def test_an_autoscaled_deployment_runs_the_hpas_choice_within_its_bounds(replicas: int | None, expected: int) -> None:
     """Offline there is no HPA: the Deployment runs spec.replicas (what the HPA wrote) within the bounds, and a new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modeldeploy.drift import contains, needs_apply, parse_quantity
+from modeldeploy.drift import GATED_FIELDS, contains, dropped_fields, needs_apply, parse_quantity, stamp
 
 
 @pytest.mark.parametrize(
@@ -104,3 +105,72 @@ def test_a_field_no_longer_applied_is_noticed_through_the_digest() -> None:
     assert contains(observed, {k: v for k, v in after.items() if k != "metadata"}), "a subset check alone misses it"
     assert after["metadata"]["annotations"][APPLIED_ANNOTATION] != before["metadata"]["annotations"][APPLIED_ANNOTATION]
     assert needs_apply(after, observed)
+
+
+# --- fields behind a feature gate: dropped by an API server without it ---------------------------------------
+
+
+def _hpa(tolerance: object = "0.05", window: int = 600) -> dict[str, Any]:
+    rules: dict[str, Any] = {"stabilizationWindowSeconds": window}
+    if tolerance is not None:
+        rules["tolerance"] = tolerance
+    return stamp(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "iris", "namespace": "ml"},
+            "spec": {"maxReplicas": 4, "behavior": {"scaleDown": rules}},
+        }
+    )
+
+
+def _stored(desired: dict[str, Any], *, keep_tolerance: bool, canonical: str = "50m") -> dict[str, Any]:
+    """What the API server stores for ``desired``: the quantity in canonical form, or the field dropped."""
+    stored = copy.deepcopy(desired)
+    stored["metadata"]["resourceVersion"] = "7"
+    rules = stored["spec"]["behavior"]["scaleDown"]
+    if keep_tolerance:
+        rules["tolerance"] = canonical
+    else:
+        del rules["tolerance"]
+    return stored
+
+
+SCALE_DOWN = next(f for f in GATED_FIELDS if f.dotted == "spec.behavior.scaleDown.tolerance")
+
+
+def test_a_tolerance_stored_in_canonical_form_is_no_drift() -> None:
+    desired = _hpa("0.05")
+    assert not needs_apply(desired, _stored(desired, keep_tolerance=True, canonical="50m"))
+    assert needs_apply(desired, _stored(desired, keep_tolerance=True, canonical="60m")), "a changed value is drift"
+
+
+def test_dropped_fields_names_the_gated_fields_the_answer_lacks() -> None:
+    desired = _hpa()
+    assert dropped_fields(desired, _stored(desired, keep_tolerance=False)) == (SCALE_DOWN,)
+    assert dropped_fields(desired, _stored(desired, keep_tolerance=True)) == ()
+    assert dropped_fields(_hpa(tolerance=None), _stored(desired, keep_tolerance=False)) == (), "not asked for"
+    service = {"kind": "Service", "spec": {"behavior": {"scaleDown": {"tolerance": "1"}}}}
+    assert dropped_fields(service, {"kind": "Service", "spec": {}}) == (), "gated for HPAs only"
+
+
+def test_a_field_the_server_is_known_to_drop_is_not_applied_again() -> None:
+    desired = _hpa()
+    stored = _stored(desired, keep_tolerance=False)
+    assert needs_apply(desired, stored), "not known to be dropped: missing, so applied"
+    assert not needs_apply(desired, stored, dropped=(SCALE_DOWN,))
+    assert not needs_apply(desired, stored, dropped=GATED_FIELDS), "the scale-up field is not asked for"
+
+
+def test_a_known_dropped_field_hides_no_other_drift() -> None:
+    desired = _hpa()
+    stored = _stored(desired, keep_tolerance=False)
+    edited = copy.deepcopy(stored)
+    edited["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] = 60
+    assert needs_apply(desired, edited, dropped=(SCALE_DOWN,)), "another field edited"
+    changed = _hpa("0.1")
+    assert needs_apply(changed, stored, dropped=(SCALE_DOWN,)), "a new configuration: the digests differ"
+    kept = _stored(desired, keep_tolerance=True, canonical="70m")
+    assert needs_apply(desired, kept, dropped=(SCALE_DOWN,)), "stored with another value: drift, dropped or not"
+    unstamped = {k: v for k, v in desired.items() if k != "metadata"} | {"metadata": {"name": "iris"}}
+    assert needs_apply(unstamped, stored, dropped=(SCALE_DOWN,)), "without a digest, nothing is known to match"

@@ -54,6 +54,26 @@ def test_analysis_failure_limit_below_count(analysis: dict[str, Any], admitted: 
         assert "with count 1 set failureLimit 0" in errors[0].message
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (lambda v: {"rollout": {"analysis": {"maxErrorRatio": v}}}, "spec.rollout.analysis.maxErrorRatio"),
+        (lambda v: {"rollout": {"analysis": {"maxP99LatencyRatio": v}}}, "spec.rollout.analysis.maxP99LatencyRatio"),
+        (
+            lambda v: {"autoscaling": {"maxReplicas": 4, "behavior": {"scaleUp": {"tolerance": v}}}},
+            "spec.autoscaling.behavior.scaleUp.tolerance",
+        ),
+    ],
+)
+def test_numbers_json_cannot_hold_are_refused(spec: Any, field: str, value: float) -> None:
+    """YAML spells NaN and the infinities (``.nan``, ``.inf``); JSON cannot, so no API server holds one. NaN would
+    pass every minimum and maximum (an error ratio of NaN fails no analysis), so ``modeldeploy render`` of such a
+    file says where instead."""
+    errors = validate_object(obj(**spec(value)))
+    assert refused(errors, field, "must be a finite number"), errors
+
+
 # --- spec.runtime.resources: what the API server's pod validation refuses --------------------------------------
 
 RESOURCE_NAME = "must be cpu, memory, ephemeral-storage, hugepages-<size> or a resource name with a domain"
@@ -582,6 +602,8 @@ def behavior(value: dict[str, Any]) -> dict[str, Any]:
         {},
         {"scaleDown": {"stabilizationWindowSeconds": 3600}},
         {"scaleUp": {"selectPolicy": "Disabled"}},
+        {"scaleUp": {"tolerance": 0}, "scaleDown": {"tolerance": 1}},
+        {"scaleDown": {"tolerance": 0.05, "stabilizationWindowSeconds": 600}},
         {
             "scaleUp": {
                 "stabilizationWindowSeconds": 0,
@@ -639,6 +661,10 @@ def test_autoscaling_behaviors_the_api_server_admits(value: dict[str, Any]) -> N
             f"{BEHAVIOR}.scaleUp.policies[0].periodSeconds",
             "Required value",
         ),
+        ({"scaleUp": {"tolerance": -0.01}}, f"{BEHAVIOR}.scaleUp.tolerance", "greater than or equal to 0"),
+        ({"scaleDown": {"tolerance": 1.5}}, f"{BEHAVIOR}.scaleDown.tolerance", "less than or equal to 1"),
+        ({"scaleDown": {"tolerance": "50m"}}, f"{BEHAVIOR}.scaleDown.tolerance", "must be of type number"),
+        ({"scaleDown": {"tolerance": True}}, f"{BEHAVIOR}.scaleDown.tolerance", "must be of type number"),
         ({"scaledown": {}}, f"{BEHAVIOR}.scaledown", "unknown field"),
         ({"scaleDown": {"anything": ["goes", 1]}}, f"{BEHAVIOR}.scaleDown.anything", "unknown field"),
     ],

@@ -638,3 +638,26 @@ async def test_compaction_makes_an_older_watch_410_gone_and_a_current_one_resume
         cluster, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={current}&timeoutSeconds=1"
     )
     assert [e["object"]["metadata"]["name"] for e in events] == ["c"]
+
+
+async def test_fields_of_a_disabled_feature_gate_are_dropped_unless_already_stored(
+    cluster: Cluster, kube: lightkube.AsyncClient
+) -> None:
+    """As the API server's dropDisabledFields: a write drops the field, unless the object it replaces has it."""
+    emulator = cluster.emulator
+    emulator.disable_fields(WIDGETS, "spec.extra.gated")
+    created = await kube.create(widget("a", size="s", extra={"gated": 1, "other": 2}), namespace="default")
+    assert created.spec == {"size": "s", "extra": {"other": 2}}, "dropped on create"
+    applied = emulator.patch_object(
+        WIDGETS, "default", "a",
+        {"apiVersion": "sim.example.com/v1", "kind": "Widget", "metadata": {"name": "a"},
+         "spec": {"size": "m", "extra": {"gated": 3}}},
+        patch_type="apply", manager="op",
+    )  # fmt: skip
+    assert applied["spec"] == {"size": "m", "extra": {"other": 2}}, "dropped on server-side apply"
+
+    emulator.create_object(WIDGETS, {"metadata": {"name": "b", "namespace": "default"}, "spec": {"size": "s"}})
+    emulator._store[emulator._key(emulator.resource_type(WIDGETS), "default", "b")]["spec"]["extra"] = {"gated": 1}
+    patched = await kube.patch(Widget, "b", {"spec": {"extra": {"gated": 5}}}, namespace="default",
+                               patch_type=PatchType.MERGE)  # fmt: skip
+    assert patched.spec["extra"] == {"gated": 5}, "stored while the gate was on: kept and updatable"

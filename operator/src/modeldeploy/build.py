@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from modeldeploy import labels
@@ -483,13 +484,32 @@ def build_hpa(md: ModelDeployment, config: OperatorConfig | None = None) -> Mani
     if metrics:
         spec["metrics"] = metrics
     if autoscaling.behavior:
-        spec["behavior"] = copy.deepcopy(dict(autoscaling.behavior))
+        spec["behavior"] = _hpa_behavior(autoscaling.behavior)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(md, md.name, labels.common_labels(md.name)),
         "spec": spec,
     }
+
+
+def tolerance_quantity(value: float) -> str:
+    """An HPA ``tolerance`` (a number in the spec) as the resource quantity the HPA takes: the decimal the number
+    was written as (``0.05``, not the float's ``0.05000000000000000277``), rounded up to nano units as the API server
+    rounds a quantity it stores, so that what it stores compares equal to what was applied."""
+    exact = Decimal(str(value))
+    if exact.as_tuple().exponent < -9:  # type: ignore[operator]  # finite: the schema admits numbers only
+        exact = exact.quantize(Decimal("1e-9"), rounding=ROUND_CEILING)
+    text = format(exact.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def _hpa_behavior(behavior: Any) -> Manifest:
+    rendered: Manifest = copy.deepcopy(dict(behavior))
+    for rules in rendered.values():
+        if isinstance(rules, dict) and "tolerance" in rules:
+            rules["tolerance"] = tolerance_quantity(rules["tolerance"])
+    return rendered
 
 
 # --- NetworkPolicy -----------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from modeldeploy.backoff import Backoff
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.conditions import rfc3339
 from modeldeploy.config import OperatorConfig
-from modeldeploy.drift import needs_apply
+from modeldeploy.drift import GatedField, dropped_fields, needs_apply
 from modeldeploy.fresh import FreshObjects, Key, ghosts, key_of, uid_of
 from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import (
@@ -66,6 +66,10 @@ REFUSALS = frozenset({400, 403, 413, 422})
 ``modeldeployments/status``), an object too large, a schema, CEL or admission webhook rejection. (404 is an object
 deleted meanwhile; 409, 429 and 5xx pass with a retry.)"""
 REFUSAL_REPEAT_SECONDS = 600.0
+DROPPED_RECHECK_SECONDS = 3600.0
+"""How long the controller takes a gated field the API server dropped from a child (``drift.GATED_FIELDS``) as
+dropped for good: afterwards the child is applied once more, in case the cluster was upgraded or the feature gate
+turned on meanwhile (on a server that still drops it, that write changes nothing)."""
 AUDITED: dict[str, Resource] = {
     "deployments": DEPLOYMENTS,
     "services": SERVICES,
@@ -165,6 +169,8 @@ class Controller:
     _unverified: set[ObjectKey] = field(default_factory=set)
     """Objects to look up on the API server before their next reconcile: what the caches held when this process
     became active again after standing by (some may have been deleted meanwhile)."""
+    _dropped: dict[Key, tuple[tuple[GatedField, ...], float]] = field(default_factory=dict)
+    """Per child, the gated fields the API server dropped from the last write of it, and when (monotonic)."""
     _gone: dict[ObjectKey, str] = field(default_factory=dict)
     """Objects still in the watch cache whose API server object is gone (uid): deleted while this process was not
     watching (standing by, or a watch that had to list again). kopf's caches keep them; reconciles skip them."""
@@ -207,8 +213,43 @@ class Controller:
             network_policies=groups["NetworkPolicy"],
             disruption_budgets=groups["PodDisruptionBudget"],
             measurement=self._measurements.get(key),
+            dropped=self._known_dropped(key[0]),
         )
         return md, observed
+
+    def _known_dropped(self, namespace: str) -> dict[tuple[str, str], tuple[GatedField, ...]]:
+        """(kind, name) -> the gated fields the API server dropped from the last write of that child of
+        ``namespace``, less than ``DROPPED_RECHECK_SECONDS`` ago (``Observed.dropped``)."""
+        now = self.monotonic()
+        return {
+            (kind, name): fields
+            for (kind, ns, name), (fields, since) in self._dropped.items()
+            if ns == namespace and now - since < DROPPED_RECHECK_SECONDS
+        }
+
+    async def _check_dropped(
+        self, md: Mapping[str, Any], manifest: Mapping[str, Any], stored: Mapping[str, Any]
+    ) -> None:
+        """After applying ``manifest``: record the gated fields the API server dropped from it (``stored``: its
+        answer), and say so in a Warning event when they are news to this process. Without the record, the next
+        pass would see those fields missing and apply again, on every pass."""
+        key = key_of(manifest)
+        lost = dropped_fields(manifest, stored)
+        if not lost:
+            self._dropped.pop(key, None)
+            return
+        before = self._dropped.get(key)
+        self._dropped[key] = (lost, self.monotonic())
+        if before is not None and before[0] == lost:
+            return
+        names = ", ".join(f.dotted for f in lost)
+        gates = ", ".join(sorted({f"{f.gate} (on by default from Kubernetes {f.default_from})" for f in lost}))
+        await self.post_event(md, Event(
+            "Warning", "FieldDropped",
+            f"The API server dropped {names} from {key[0]} {key[1]}/{key[2]}: its feature gate {gates} is off. "
+            "The cluster-wide default applies instead; the operator applies the field again every hour, so it "
+            "takes effect once the gate is on",
+        ))  # fmt: skip
 
     def _drop(self, key: ObjectKey) -> None:
         """Forget what is kept about an object that is gone (or going)."""
@@ -216,6 +257,8 @@ class Controller:
         self._measurements.pop(key, None)
         self._refusals.pop(key, None)
         self._failures.pop(key, None)
+        for child in [c for c in self._dropped if c[1:] == key]:  # Its HorizontalPodAutoscaler, named after it.
+            del self._dropped[child]
         self.metrics.forget(*key)
 
     async def _is_gone(self, key: ObjectKey, uid: str) -> bool:
@@ -341,7 +384,8 @@ class Controller:
                         f"this ModelDeployment; it is left untouched"
                     )
                     continue
-                if existing is not None and not needs_apply(manifest, existing):
+                known = self._known_dropped(str(meta.get("namespace") or "")).get((resource.kind, meta["name"]), ())
+                if existing is not None and not needs_apply(manifest, existing, dropped=known):
                     self.fresh.put(existing)
                     continue
             name = f"{resource.kind} {manifest['metadata'].get('namespace')}/{manifest['metadata']['name']}"
@@ -352,7 +396,9 @@ class Controller:
                 self.fresh.put(await self._write(md, f"update {name}", self.kube.replace_object(manifest)))
                 continue
             self.metrics.api_writes.labels("apply", resource.kind).inc()
-            self.fresh.put(await self._write(md, f"apply {name}", self.kube.apply_object(manifest)))
+            stored = await self._write(md, f"apply {name}", self.kube.apply_object(manifest))
+            self.fresh.put(stored)
+            await self._check_dropped(md, manifest, stored)
         # The status before the deletes: what cannot be undone (the Deployment of a revision the status no longer
         # runs, a promoted canary's old stable) happens only once the decision that allows it is recorded. If the
         # status write fails, the next pass decides again from the status as it was, with everything still there.

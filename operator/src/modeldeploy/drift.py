@@ -4,6 +4,11 @@ Server-side apply of an unchanged configuration is a no-op on the server, but it
 operator skips it when every field it would apply is already present with the same value. The API server
 normalizes some values (resource quantities such as ``1000m`` -> ``1``, defaulted fields), so the comparison is a
 subset check that treats equal quantities as equal.
+
+An API server also drops fields whose feature gate is off (``GATED_FIELDS``): what it stores then lacks a field
+the operator applied. Once the controller has seen that happen (``dropped_fields`` of a write's answer), it passes
+those fields to ``needs_apply`` as known to be dropped, so the same configuration is not applied again on every
+pass.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -107,12 +113,69 @@ def stamp(desired: dict[str, Any]) -> dict[str, Any]:
     return desired
 
 
-def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+@dataclass(frozen=True)
+class GatedField:
+    """A field of a child that only an API server with ``gate`` on keeps; one without the gate drops it on write."""
+
+    kind: str
+    path: tuple[str, ...]
+    gate: str
+    default_from: str
+    """The Kubernetes minor version from which the gate is on by default."""
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+HPA_TOLERANCE_GATE = "HPAConfigurableTolerance"
+GATED_FIELDS = tuple(
+    GatedField("HorizontalPodAutoscaler", ("spec", "behavior", direction, "tolerance"), HPA_TOLERANCE_GATE, "1.35")
+    for direction in ("scaleUp", "scaleDown")
+)
+"""The fields the operator sets that an API server may drop: beta or alpha fields behind a feature gate."""
+
+
+_ABSENT = object()
+
+
+def _at(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping) or key not in obj:
+            return _ABSENT
+        obj = obj[key]
+    return obj
+
+
+def dropped_fields(desired: Mapping[str, Any], stored: Mapping[str, Any]) -> tuple[GatedField, ...]:
+    """The gated fields ``desired`` sets that ``stored`` (the API server's answer to the write) lacks."""
+    return tuple(
+        f
+        for f in GATED_FIELDS
+        if f.kind == desired.get("kind") and _at(desired, f.path) is not _ABSENT and _at(stored, f.path) is _ABSENT
+    )
+
+
+def _without(obj: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``obj`` without the field at ``path`` (copies only the maps along the path)."""
+    out = dict(obj)
+    head, rest = path[0], path[1:]
+    if not rest:
+        out.pop(head, None)
+    elif isinstance(out.get(head), Mapping):
+        out[head] = _without(out[head], rest)
+    return out
+
+
+def needs_apply(
+    desired: Mapping[str, Any], observed: Mapping[str, Any] | None, *, dropped: Collection[GatedField] = ()
+) -> bool:
     """Whether applying ``desired`` would change ``observed`` (status is never compared).
 
     A subset check finds drift (someone changed a field the operator sets) but not a field the operator stopped
     applying, which server-side apply removes: a stamped ``desired`` is also compared by its digest with the one
-    ``observed`` was last applied with.
+    ``observed`` was last applied with. ``dropped``: gated fields the API server is known to drop (it dropped them
+    from the last write); when the digests match, their absence from ``observed`` is not drift.
     """
     if observed is None:
         return True
@@ -120,4 +183,8 @@ def needs_apply(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) 
     if wanted is not None and (observed.get("metadata") or {}).get("annotations", {}).get(APPLIED_ANNOTATION) != wanted:
         return True
     trimmed = {k: v for k, v in desired.items() if k != "status"}
+    if wanted is not None:
+        for gated in dropped:
+            if gated.kind == desired.get("kind") and _at(observed, gated.path) is _ABSENT:
+                trimmed = _without(trimmed, gated.path)
     return not contains(observed, trimmed)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -37,7 +37,7 @@ from modeldeploy.build import (
     wants_network_policy,
 )
 from modeldeploy.config import OperatorConfig
-from modeldeploy.drift import needs_apply, stamp
+from modeldeploy.drift import GatedField, needs_apply, stamp
 from modeldeploy.labels import (
     MODEL_DEPLOYMENT_LABEL,
     REVISION_LABEL,
@@ -111,6 +111,8 @@ class Observed:
     """The analysis measurement the previous decision asked for, once taken."""
     gpus_free: int | None = None
     """Free GPUs for the new pods of a rollout (``scheduling.free_gpus`` for ``gpu_query``); None: not read."""
+    dropped: Mapping[tuple[str, str], Collection[GatedField]] = field(default_factory=dict)
+    """(kind, name) of a child -> the gated fields the API server dropped from its last write (``drift``)."""
 
 
 @dataclass(frozen=True)
@@ -491,6 +493,7 @@ class _Reconcile:
         self.disruption_budgets = {_name(b): b for b in observed.disruption_budgets if owned_by(b, uid)}
         self.measurement = observed.measurement
         self.gpus_free = observed.gpus_free
+        self.dropped = observed.dropped
         self.events: list[Event] = []
         self.router = router_for(rollout, md.name, md.namespace)
 
@@ -552,7 +555,10 @@ class _Reconcile:
             return _invalid_plan(self.obj, SpecError("spec.rollout.canary.trafficRouting", str(error)), self.now)
         # Owned children carry the digest of what was applied; an edited existing object (not ours) does not.
         desired = [m if m["metadata"].get("resourceVersion") else stamp(m) for m in [*grow, *route, *shrink]]
-        applies = [m for m in desired if needs_apply(m, self.observed_copy(m))]
+        applies = [
+            m for m in desired
+            if needs_apply(m, self.observed_copy(m), dropped=self.dropped.get((m["kind"], _name(m)), ()))
+        ]  # fmt: skip
         status_out = self.status_for(decision)
         return Plan(
             scale=scale,

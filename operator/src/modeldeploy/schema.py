@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.resources
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -217,12 +218,25 @@ def _is_date_time(value: object) -> bool:
     return True
 
 
+def _is_finite_number(checker: Any, instance: object) -> bool:
+    """JSON numbers: never NaN or an infinity, which YAML (``.nan``, ``.inf``) can spell and JSON cannot, so the
+    API server never holds one (and NaN would pass every minimum and maximum)."""
+    return isinstance(instance, int | float) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]  # jsonschema leaves it untyped
+    jsonschema.Draft4Validator,
+    type_checker=jsonschema.Draft4Validator.TYPE_CHECKER.redefine("number", _is_finite_number),
+)
+
+
 @functools.cache
 def _validator() -> jsonschema.Draft4Validator:
     schema = _to_json_schema(openapi_schema())
     # metadata is validated by the API server itself, not by the CRD schema.
     schema["properties"]["metadata"] = {"type": "object"}
-    return jsonschema.Draft4Validator(schema, format_checker=_FORMATS)
+    validator: jsonschema.Draft4Validator = _Validator(schema, format_checker=_FORMATS)
+    return validator
 
 
 def _json_type(value: object) -> str:
@@ -262,6 +276,8 @@ def _schema_errors(error: jsonschema.ValidationError) -> Iterator[tuple[PathTupl
         known = set(error_schema.get("properties") or {})
         for name in sorted(set(instance) - known):
             yield (*path, name), "unknown field"
+    elif kind == "type" and isinstance(instance, float) and not math.isfinite(instance):
+        yield path, f"Invalid value: {_show(instance)}: must be a finite number"
     elif kind == "type":
         wanted = " or ".join(
             t for t in ([expected] if isinstance(expected, str) else expected) if t != "null"

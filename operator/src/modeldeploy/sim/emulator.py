@@ -348,6 +348,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _watchers: dict[tuple[str, str], set[asyncio.Queue[_WatchItem]]] = attrs.field(factory=dict, init=False)
     _listeners: list[Callable[[WatchEvent], None]] = attrs.field(factory=list, init=False)
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
+    _disabled: dict[tuple[str, str], list[tuple[str, ...]]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _faults: Callable[[RequestRecord, bytes], Fault | None] | None = attrs.field(default=None, init=False)
@@ -403,6 +404,27 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Validate every write of this resource with ``hook(new, old)``; messages make a 422 Invalid."""
         rt = self.resource_type(resource)
         self._admission.setdefault((rt.group, rt.plural), []).append(hook)
+
+    def disable_fields(self, resource: str | ResourceType, *paths: str) -> None:
+        """Serve ``resource`` as an API server whose feature gate for these fields (dotted paths,
+        ``spec.behavior.scaleUp.tolerance``) is off: a write drops them, unless the object it replaces already has
+        them (the API server's ``dropDisabledFields``: an object written while the gate was on keeps them)."""
+        rt = self.resource_type(resource)
+        self._disabled.setdefault((rt.group, rt.plural), []).extend(tuple(p.split(".")) for p in paths)
+
+    def _drop_disabled(self, rt: ResourceType, new: Obj, old: Obj | None) -> None:
+        def parent_of(obj: Any, path: tuple[str, ...]) -> Any:
+            for key in path[:-1]:
+                obj = obj.get(key) if isinstance(obj, dict) else None
+            return obj
+
+        for path in self._disabled.get((rt.group, rt.plural), ()):
+            kept = parent_of(old, path) if old is not None else None
+            if isinstance(kept, dict) and path[-1] in kept:
+                continue
+            parent = parent_of(new, path)
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
 
     def set_faults(self, choose: Callable[[RequestRecord, bytes], Fault | None] | None) -> None:
         """Ask ``choose(record, body)`` for every resource request served over HTTP whether to fail it, and how
@@ -706,6 +728,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         metadata["managedFields"] = managed
         body["apiVersion"] = rt.api_version
         body["kind"] = rt.kind
+        self._drop_disabled(rt, body, None)
         self._admit(rt, body, None)
         if dry_run:
             return self._present(rt, body)
@@ -855,6 +878,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 metadata["name"],
                 ["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"],
             )
+        if subresource is None:
+            self._drop_disabled(rt, new, old)
         self._admit(rt, new, old)
         unchanged = new == old if compare_managed else _strip_managed(new) == _strip_managed(old)
         if unchanged:
