@@ -1,6 +1,7 @@
 """Shared by the operator's unit tests: a ModelDeployment to start from, a plan's writes carried out on a plain
 dict of children, those children seen as ``Observed`` (enough of a cluster to follow one child across reconcile
-passes), and the strict check of a rendered object against the Kubernetes OpenAPI schema."""
+passes), the strict check of a rendered object against the Kubernetes OpenAPI schema, and a monotonic clock the test
+moves on."""
 
 from __future__ import annotations
 
@@ -69,6 +70,16 @@ def assert_valid_k8s(obj: Mapping[str, Any]) -> None:
     except kubernetes_validate.ValidationError as error:
         pytest.fail(f"{obj['kind']} {obj['metadata']['name']} invalid at {list(error.absolute_path)}: {error.message}")
     assert result == ".".join(K8S_VERSION.split(".")[:2])
+
+
+class Seconds:
+    """A monotonic clock the test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class OneObject:

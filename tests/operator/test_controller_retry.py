@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from reconcile_kit import OneObject, body
+from reconcile_kit import OneObject, Seconds, body
 
 from modeldeploy.backoff import Backoff
 from modeldeploy.config import OperatorConfig
@@ -55,16 +55,6 @@ class Cluster(KubeClient):
         self, involved: Mapping[str, Any], *, type_: str, reason: str, message: str, now: datetime
     ) -> None:
         self.events.append(f"{reason}: {message}")
-
-
-class Seconds:
-    """A monotonic clock the test moves on."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def controller(

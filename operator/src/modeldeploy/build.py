@@ -506,8 +506,8 @@ def tolerance_quantity(value: float) -> str:
 
 def _hpa_behavior(behavior: Any) -> Manifest:
     rendered: Manifest = copy.deepcopy(dict(behavior))
-    for rules in rendered.values():
-        if isinstance(rules, dict) and "tolerance" in rules:
+    for rules in rendered.values():  # scaleUp, scaleDown: objects (the schema)
+        if "tolerance" in rules:
             rules["tolerance"] = tolerance_quantity(rules["tolerance"])
     return rendered
 

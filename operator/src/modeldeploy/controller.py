@@ -384,7 +384,7 @@ class Controller:
                         f"this ModelDeployment; it is left untouched"
                     )
                     continue
-                known = self._known_dropped(str(meta.get("namespace") or "")).get((resource.kind, meta["name"]), ())
+                known = observed.dropped.get((resource.kind, meta["name"]), ())
                 if existing is not None and not needs_apply(manifest, existing, dropped=known):
                     self.fresh.put(existing)
                     continue

@@ -348,7 +348,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _watchers: dict[tuple[str, str], set[asyncio.Queue[_WatchItem]]] = attrs.field(factory=dict, init=False)
     _listeners: list[Callable[[WatchEvent], None]] = attrs.field(factory=list, init=False)
     _admission: dict[tuple[str, str], list[Admission]] = attrs.field(factory=dict, init=False)
-    _disabled: dict[tuple[str, str], list[tuple[str, ...]]] = attrs.field(factory=dict, init=False)
+    _disabled: dict[tuple[str, str], list[str]] = attrs.field(factory=dict, init=False)
     _gc_pending: bool = attrs.field(default=False, init=False)
     _closed: bool = attrs.field(default=False, init=False)
     _faults: Callable[[RequestRecord, bytes], Fault | None] | None = attrs.field(default=None, init=False)
@@ -410,21 +410,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         ``spec.behavior.scaleUp.tolerance``) is off: a write drops them, unless the object it replaces already has
         them (the API server's ``dropDisabledFields``: an object written while the gate was on keeps them)."""
         rt = self.resource_type(resource)
-        self._disabled.setdefault((rt.group, rt.plural), []).extend(tuple(p.split(".")) for p in paths)
+        self._disabled.setdefault((rt.group, rt.plural), []).extend(paths)
 
     def _drop_disabled(self, rt: ResourceType, new: Obj, old: Obj | None) -> None:
-        def parent_of(obj: Any, path: tuple[str, ...]) -> Any:
-            for key in path[:-1]:
-                obj = obj.get(key) if isinstance(obj, dict) else None
-            return obj
-
         for path in self._disabled.get((rt.group, rt.plural), ()):
-            kept = parent_of(old, path) if old is not None else None
-            if isinstance(kept, dict) and path[-1] in kept:
+            parent, _, leaf = path.rpartition(".")
+            kept = _get_at(old, parent)
+            if isinstance(kept, dict) and leaf in kept:
                 continue
-            parent = parent_of(new, path)
-            if isinstance(parent, dict):
-                parent.pop(path[-1], None)
+            holder = _get_at(new, parent)
+            if isinstance(holder, dict):
+                holder.pop(leaf, None)
 
     def set_faults(self, choose: Callable[[RequestRecord, bytes], Fault | None] | None) -> None:
         """Ask ``choose(record, body)`` for every resource request served over HTTP whether to fail it, and how
