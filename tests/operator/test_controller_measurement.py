@@ -491,3 +491,71 @@ async def test_golden_requests_to_a_first_deploy_scaled_to_no_pods_are_skipped_n
             assert "golden requests not sent" in run["measurements"][-1]["message"]
         finally:
             await controller.close()
+
+
+# --- webhooks through the controller ---------------------------------------------------------------------------
+
+
+def webhook_deployment(version: str, url: str) -> dict[str, Any]:
+    md = canary_deployment(version)
+    md["spec"]["rollout"]["canary"]["steps"] = [{"analysis": {}}, {"setWeight": 50}]
+    md["spec"]["rollout"]["analysis"] = {"interval": "10s", "count": 1, "failureLimit": 0,
+                                         "webhooks": [{"name": "evals", "url": url,
+                                                       "metadata": {"suite": "smoke"}}]}  # fmt: skip
+    return md
+
+
+@pytest.mark.parametrize("status", [200, 412], ids=["yes", "no"])
+async def test_the_controller_asks_the_webhooks_about_the_canary(status: int) -> None:
+    """The webhook is POSTed the canary, its ready pod and the stable; a 2xx promotes, a 412 rejects the canary
+    before it has any weight, with the webhook's answer in the rejection."""
+    received: list[dict[str, Any]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=status, text="ok" if status == 200 else "accuracy 0.71 < 0.9")
+
+    app = web.Application()
+    app.router.add_post("/check", check)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/check"
+    clock = {"now": NOW}
+    cluster = PodsCluster(webhook_deployment("1", url))
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster,
+                            pod_address=lambda pod: ("10.0.0.9", 8080))  # fmt: skip
+    controller._sources[KEY] = QuietSource()
+    try:
+        for _ in range(3):
+            await controller.reconcile(KEY)
+        stable = cluster.md["status"]["rollout"]["stableRevision"]
+        cluster.md["spec"] = webhook_deployment("2", url)["spec"]
+        cluster.md["metadata"]["generation"] = 2
+        for _ in range(20):
+            await controller.reconcile(KEY)
+            await settle(controller)
+            if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
+                break
+            clock["now"] += timedelta(seconds=10)
+        rollout = cluster.md["status"]["rollout"]
+        (run,) = rollout["analysisRuns"]
+        canary = run["revision"]
+        assert run["measurements"][-1]["webhooks"]["checks"] == 1
+        (body,) = received
+        assert body["revision"] == canary and body["stableRevision"] == stable and body["model"] == "iris"
+        assert body["modelDeployment"] == {"namespace": KEY[0], "name": KEY[1]}
+        assert body["pods"] == [{"name": f"iris-{canary}-0", "address": "10.0.0.9:8080"}]
+        assert body["metadata"] == {"suite": "smoke"} and body["analysisRun"] == run["id"]
+        if status == 200:
+            assert rollout["phase"] == "Completed" and rollout["stableRevision"] == canary
+        else:
+            assert rollout["phase"] in ("RollingBack", "RolledBack")
+            (rejected,) = rollout["rejectedRevisions"]
+            assert rejected["reason"] == "AnalysisFailed"
+            assert "webhook 'evals' answered HTTP 412: accuracy 0.71 < 0.9" in rejected["message"]
+    finally:
+        await controller.close()
+        await runner.cleanup()

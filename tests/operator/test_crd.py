@@ -21,6 +21,7 @@ from modeldeploy import schema
 from modeldeploy.analysis.criteria import Outcome, RunPhase
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
 from modeldeploy.build import CONTAINER_NAME, build_deployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.rollout.config import parse_rollout
@@ -420,6 +421,13 @@ GOLDEN = {
     "bad": GoldenResult(checks=4, mismatches=4, pods=2, detail=(WRONG,) * 3),
     "thin": GoldenResult(checks=4, mismatches=0, pods=2),
 }
+# The answers of ROLLOUT_SPECS["canary"]'s two webhooks with each sample.
+NO = "webhook 'evals' answered HTTP 412: accuracy 0.71 < 0.9"
+WEBHOOKS = {
+    "good": WebhookResult(checks=2, failures=0),
+    "bad": WebhookResult(checks=2, failures=1, detail=(NO, "webhook 'load' could not be asked: timeout")),
+    "thin": WebhookResult(checks=2, failures=0),
+}
 
 
 def test_chart_copy_is_identical_to_the_canonical_crd() -> None:
@@ -435,6 +443,7 @@ def _full_rollout_status() -> RolloutStatus:
         Sample(requests=1000.0, errors=30.0, p99_seconds=0.25, pods=2),
         Sample(requests=3000.0, errors=3.0, p99_seconds=0.2, pods=6),
         GOLDEN["bad"],
+        webhooks=WEBHOOKS["bad"],
     )
     run = AnalysisRun(
         id=f"{CANARY}-step-1-4",
@@ -650,6 +659,10 @@ ROLLOUT_SPECS: dict[str, dict[str, Any]] = {
                     }
                 ],
             },
+            "webhooks": [
+                {"name": "evals", "url": "http://evals.ml.svc/check", "metadata": {"suite": "smoke"}},
+                {"name": "load", "url": "http://load.ml.svc/run", "timeoutSeconds": 60},
+            ],
         },
         "progressDeadlineSeconds": 60,
         "keepPreviousWarm": {"replicas": 1, "seconds": 60},
@@ -691,7 +704,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
     crashing: set[str] = set()
     stuck: set[str] = set()
     controls = Controls()
-    sample, golden, erroring, gpus_free = GOOD, GOLDEN["good"], False, None
+    sample, golden, hooks, erroring, gpus_free = GOOD, GOLDEN["good"], WEBHOOKS["good"], False, None
     pending: AnalysisRequest | None = None
     # The first revision becomes stable and a rollout of the next one starts, then anything may happen.
     for kind, value in [("time", 0), ("time", 10), ("deploy", CANARY), ("time", 30), *script]:
@@ -704,6 +717,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
             erroring = value == "error"
             sample = {"good": GOOD, "bad": BAD, "thin": THIN, "error": GOOD}[value]
             golden = GOLDEN.get(value, GOLDEN["good"])
+            hooks = WEBHOOKS.get(value, WEBHOOKS["good"])
         elif kind == "deploy":
             target = RevisionInfo(value, value[:2], value)
         elif kind == "crash":
@@ -721,6 +735,7 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
                 else Measurement(
                     pending.run_id, pending.seq, now, sample, GOOD if pending.stable_revision else None,
                     attempt=pending.attempt, golden=golden if spec.analysis and spec.analysis.golden else None,
+                    webhooks=hooks if spec.analysis and spec.analysis.webhooks else None,
                 )
             )  # fmt: skip
         observed = Observed(
@@ -749,7 +764,8 @@ def _rollout_statuses(raw: Mapping[str, Any], script: list[tuple[str, Any]]) -> 
 
 def test_a_rollout_through_every_state_writes_every_described_key() -> None:
     """The real state machine, scripted: measurements against the stable, a promotion held by spec.paused, a
-    warm previous revision, measurement errors that roll back, a manual rollback. Every status is valid, and
+    warm previous revision, measurement errors that roll back, a manual rollback, a failed measurement. Every
+    status is valid, and
     together they write every key the CRD describes under status.rollout."""
     script = [
         *[("time", 30)] * 6,  # mirror, pause and weight steps, the analysis step's two measurements, a pause step
@@ -763,6 +779,9 @@ def test_a_rollout_through_every_state_writes_every_described_key() -> None:
         *[("time", 30)] * 6,
         ("rollback", 1),
         *[("time", 30)] * 2,
+        ("sample", "bad"),  # a webhook says no: its answer in the measurement's detail
+        ("deploy", CANARY),
+        *[("time", 30)] * 6,
     ]
     written: set[str] = set()
     for status in _rollout_statuses(ROLLOUT_SPECS["canary"], script):

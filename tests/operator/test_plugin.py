@@ -23,6 +23,7 @@ import yaml
 from modeldeploy import plugin
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
 from modeldeploy.rollout.state import (
     AnalysisRun,
     HistoryEntry,
@@ -889,3 +890,22 @@ def test_analysis_runs_with_golden_requests_show_their_wrong_answers() -> None:
     assert lines[4].split()[-3:] == ["-", "Passed", "..."]  # a measurement without golden requests
     # Without golden requests the table keeps its columns.
     assert "GOLDEN" not in plugin.format_analysis_run(RUN.to_dict())
+
+
+def test_analysis_runs_with_webhooks_show_their_answers() -> None:
+    no = WebhookResult(checks=2, failures=1, detail=("webhook 'evals' answered HTTP 412: accuracy 0.71",))
+    golden = GoldenResult(checks=1, mismatches=0, pods=1)
+    run = dataclasses.replace(
+        RUN,
+        phase="Failed",
+        measurements=(
+            MeasurementRecord(NOW, "Fail", "Failed webhooks: ...", Sample(requests=0), None, golden, webhooks=no),
+            MeasurementRecord(NOW, "Pass", "Passed ...", Sample(requests=10, errors=0)),
+        ),
+        passed=0,
+    )
+    lines = plugin.format_analysis_run(json.loads(json.dumps(run.to_dict()))).splitlines()
+    assert lines[2].split()[-5:] == ["GOLDEN", "WRONG", "WEBHOOKS", "NO", "MESSAGE"]
+    assert lines[3].split()[-5:] == ["0/1", "1/2", "Failed", "webhooks:", "..."]
+    assert lines[4].split()[-4:] == ["-", "-", "Passed", "..."]
+    assert "WEBHOOKS" not in plugin.format_analysis_run(RUN.to_dict())

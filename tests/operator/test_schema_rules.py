@@ -704,3 +704,50 @@ def test_affinity_the_api_server_admits_is_refused_when_written_but_kept_when_st
     manifest = obj(runtime={"affinity": affinity})
     assert refused(validate_object(manifest), field, words)
     assert parse_model_deployment(manifest, admitted=True).spec.runtime.affinity == affinity
+
+
+# --- spec.rollout.analysis.webhooks ---------------------------------------------------------------------------
+
+HOOKS = "spec.rollout.analysis.webhooks"
+
+
+def _hook(**fields: Any) -> dict[str, Any]:
+    return {"name": "evals", "url": "http://evals.ml.svc/check", **fields}
+
+
+@pytest.mark.parametrize(
+    ("hooks", "field", "words"),
+    [
+        ([_hook()], None, None),
+        ([_hook(timeoutSeconds=300, metadata={"suite": "smoke", "threshold": "0.9"})], None, None),
+        ([_hook(), _hook(name="load", url="https://load.example.com:8443/run?model=iris")], None, None),
+        ([_hook(name=f"h{i}") for i in range(8)], None, None),
+        ([], HOOKS, "must have at least 1 items"),
+        ([_hook(name=f"h{i}") for i in range(9)], HOOKS, "must have at most 8 items"),
+        ([_hook(), _hook()], f"{HOOKS}[1]", "Duplicate value"),
+        ([_hook(name="Evals")], f"{HOOKS}[0].name", "should match"),
+        ([_hook(name="")], f"{HOOKS}[0].name", "must be at least 1 characters long"),
+        ([_hook(url="ftp://evals/check")], f"{HOOKS}[0].url", "should match"),
+        ([_hook(url="http://")], f"{HOOKS}[0].url", "should match"),
+        ([_hook(url="evals.ml.svc/check")], f"{HOOKS}[0].url", "should match"),
+        ([{"name": "evals"}], f"{HOOKS}[0].url", "Required value"),
+        ([_hook(timeoutSeconds=0)], f"{HOOKS}[0].timeoutSeconds", "greater than or equal to 1"),
+        ([_hook(timeoutSeconds=301)], f"{HOOKS}[0].timeoutSeconds", "less than or equal to 300"),
+        ([_hook(metadata={"n": 1})], f"{HOOKS}[0].metadata.n", "must be of type string"),
+        ([_hook(metadata={f"k{i}": "v" for i in range(17)})], f"{HOOKS}[0].metadata", "at most 16"),
+    ],
+)
+def test_analysis_webhooks(hooks: list[Any], field: str | None, words: str | None) -> None:
+    errors = validate_object(obj(rollout={"analysis": {"webhooks": hooks, "count": 1, "failureLimit": 0}}))
+    if field is None:
+        assert errors == []
+        parse_model_deployment(obj(rollout={"analysis": {"webhooks": hooks, "count": 1, "failureLimit": 0}}))
+    else:
+        assert words is not None
+        assert any(e.field == field and words in e.message for e in errors), errors
+
+
+def test_webhooks_alone_are_a_criterion_of_an_analysis() -> None:
+    assert validate_object(obj(rollout={"analysis": {"webhooks": [_hook()]}})) == []
+    errors = validate_object(obj(rollout={"analysis": {"count": 2}}))
+    assert refused(errors, "spec.rollout.analysis", "goldenRequests or webhooks"), errors

@@ -18,8 +18,16 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from modeldeploy.analysis import webhooks
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.analysis.sources import MetricSource, MetricSourceError, PodTarget, check_golden, source_for
+from modeldeploy.analysis.sources import (
+    MetricSource,
+    MetricSourceError,
+    PodTarget,
+    check_golden,
+    check_webhooks,
+    source_for,
+)
 from modeldeploy.backoff import Backoff
 from modeldeploy.capacity import GpuCapacity
 from modeldeploy.conditions import rfc3339
@@ -566,6 +574,11 @@ class Controller:
             return
         spec = rollout.analysis
         namespace = parsed.namespace
+        status = md.get("status") or {}
+        # The revision serving now, for the webhooks (the request names it only when a relative criterion
+        # measures it); none on a first deploy, or when the canary is itself the stable (status lost).
+        serving = str(status.get("stableRevision") or "")
+        observed_stable = serving if serving and serving != request.revision else None
 
         def targets(revision: str | None) -> list[PodTarget]:
             if not revision:
@@ -600,8 +613,29 @@ class Controller:
                         self._session, spec.golden, parsed.model.name, request.revision, canary_pods
                     )
                     await source.rebase(request.revision, canary_pods)  # they are not the canary's traffic
+                hooks = None
+                if spec.webhooks:
+                    assert self._session is not None  # opened by _metric_source
+                    target = webhooks.Target(
+                        namespace=namespace,
+                        name=key[1],
+                        model=parsed.model.name,
+                        revision=request.revision,
+                        stable_revision=request.stable_revision or observed_stable,
+                        run_id=request.run_id,
+                        measurement=request.seq,
+                        pods=[(pod.name, pod.ip, pod.port) for pod in canary_pods],
+                    )
+                    hooks = await check_webhooks(self._session, spec.webhooks, target)
                 taken = Measurement(
-                    request.run_id, request.seq, self.clock(), canary, stable, attempt=request.attempt, golden=golden
+                    request.run_id,
+                    request.seq,
+                    self.clock(),
+                    canary,
+                    stable,
+                    attempt=request.attempt,
+                    golden=golden,
+                    webhooks=hooks,
                 )
             except MetricSourceError as error:
                 # Reported to the state machine, which counts it against consecutiveErrorLimit, posts the

@@ -401,6 +401,12 @@ def format_analysis_run(run: Mapping[str, Any]) -> str:
         for row, m in zip(rows, measurements, strict=True):
             golden = as_map(m.get("golden"))
             row.insert(-1, f"{golden.get('mismatches')}/{golden.get('checks')}" if golden else "-")
+    if any(isinstance(m.get("webhooks"), Mapping) for m in measurements):
+        # Webhooks: those that said no, of those asked.
+        headers.append("WEBHOOKS NO")
+        for row, m in zip(rows, measurements, strict=True):
+            hooks = as_map(m.get("webhooks"))
+            row.insert(-1, f"{hooks.get('failures')}/{hooks.get('checks')}" if hooks else "-")
     return head + render_table([*headers, "MESSAGE"], rows, indent="    ")
 
 

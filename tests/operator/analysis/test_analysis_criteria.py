@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from modeldeploy.analysis.criteria import RunVerdict, assess_errors, assess_measurement, judge_counts
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
+from modeldeploy.analysis.webhooks import WebhookResult
+from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor, WebhookSpec
 
 ALL = AnalysisSpec(
     min_requests=50,
@@ -300,3 +301,53 @@ def test_golden_requests_are_a_criterion(
         assert text in verdict.message, verdict.message
     if criteria.golden is None:
         assert "golden" not in verdict.message
+
+
+# --- webhooks --------------------------------------------------------------------------------------------------
+
+HOOKS_SPEC = (WebhookSpec("evals", "http://evals/check"), WebhookSpec("load", "http://load/run"))
+HOOKS_ONLY = AnalysisSpec(min_requests=50, webhooks=HOOKS_SPEC)
+HOOKS_AND_TRAFFIC = dataclasses.replace(ALL, webhooks=HOOKS_SPEC)
+HOOKS_AND_GOLDEN = AnalysisSpec(min_requests=50, golden=GOLDEN_SPEC, webhooks=HOOKS_SPEC)
+YES = WebhookResult(checks=2, failures=0)
+NO = WebhookResult(checks=2, failures=1, detail=("webhook 'evals' answered HTTP 412: accuracy 0.71",))
+
+
+@pytest.mark.parametrize(
+    ("criteria", "canary", "golden", "hooks", "outcome", "failed", "texts"),
+    [
+        # Webhooks alone need no traffic, as golden requests.
+        (HOOKS_ONLY, NONE, None, YES, "Pass", (), ["webhooks: 2 of 2 passed"]),
+        (HOOKS_ONLY, NONE, None, NO, "Fail", ("webhooks",), ["webhooks: 1 of 2 failed (first: webhook 'evals'"]),
+        (HOOKS_ONLY, BUSY, None, YES, "Pass", (), ["Passed over 1000 requests", "webhooks: 2 of 2 passed"]),
+        (HOOKS_ONLY, NONE, None, None, "Inconclusive", (), ["webhooks not asked"]),
+        # With traffic thresholds too: a no fails whatever the traffic, a yes needs the traffic judged.
+        (HOOKS_AND_TRAFFIC, NONE, None, NO, "Fail", ("webhooks",), ["fewer than minRequests 50"]),
+        (HOOKS_AND_TRAFFIC, NONE, None, YES, "Inconclusive", (), ["fewer than minRequests 50", "webhooks: 2 of 2"]),
+        (HOOKS_AND_TRAFFIC, BUSY, None, YES, "Pass", (), ["webhooks: 2 of 2", "errorRatio 0.30% <= maxErrorRatio"]),
+        (HOOKS_AND_TRAFFIC, FAILING, None, YES, "Fail", ("maxErrorRatio", "maxErrorRatioIncrease"), []),
+        (HOOKS_AND_TRAFFIC, FAILING, None, NO, "Fail", ("webhooks", "maxErrorRatio", "maxErrorRatioIncrease"), []),
+        # With golden requests: either one's no fails, both must say yes.
+        (HOOKS_AND_GOLDEN, NONE, RIGHT, YES, "Pass", (), ["golden requests", "webhooks: 2 of 2 passed"]),
+        (HOOKS_AND_GOLDEN, NONE, WRONG, YES, "Fail", ("goldenRequests",), []),
+        (HOOKS_AND_GOLDEN, NONE, RIGHT, NO, "Fail", ("webhooks",), []),
+        (HOOKS_AND_GOLDEN, NONE, WRONG, NO, "Fail", ("goldenRequests", "webhooks"), []),
+        # A result without webhooks configured is ignored (the spec changed since the request).
+        (ALL, BUSY, None, NO, "Pass", (), ["errorRatio 0.30%"]),
+    ],
+)
+def test_webhooks_are_a_criterion(
+    criteria: AnalysisSpec,
+    canary: Sample,
+    golden: GoldenResult | None,
+    hooks: WebhookResult | None,
+    outcome: str,
+    failed: tuple[str, ...],
+    texts: list[str],
+) -> None:
+    verdict = assess_measurement(criteria, canary, STABLE, golden, hooks)
+    assert (verdict.outcome, verdict.failed) == (outcome, failed), verdict.message
+    for text in texts:
+        assert text in verdict.message, verdict.message
+    if not criteria.webhooks:
+        assert "webhook" not in verdict.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -379,3 +380,24 @@ def test_the_default_queries_are_promql_over_what_modelserve_exports(query: str)
     promql_parser.walk(promql_parser.parse(rendered), visit)
     assert names and names <= exported, names - exported
     assert "[30s]" in rendered
+
+
+async def test_a_source_that_times_out_says_so(session: aiohttp.ClientSession) -> None:
+    """A timeout's exception has no text of its own: the error names its type rather than ending in nothing."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.Response(text="")
+
+    app = web.Application()
+    app.router.add_get("/metrics", slow)
+    app.router.add_post("/v2/models/iris/infer", slow)
+    runner, port = await serve(app)
+    target = PodTarget("p", "127.0.0.1", port)
+    try:
+        with pytest.raises(MetricSourceError, match=r"of pod p failed: TimeoutError$"):
+            await ScrapeSource(session, timeout_seconds=0.2).measure("abc", [target])
+        with pytest.raises(MetricSourceError, match=r"Golden request 'first' to pod p failed: TimeoutError$"):
+            await check_golden(session, GOLDEN, "iris", "abc", [target], timeout_seconds=0.2)
+    finally:
+        await runner.cleanup()

@@ -9,6 +9,7 @@ from typing import Any
 
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
 from modeldeploy.rollout.config import RolloutSpec, parse_rollout
 from modeldeploy.rollout.plan import (
     Controls,
@@ -50,6 +51,8 @@ class Cluster:
     next_sample: Sample | None = GOOD
     next_golden: GoldenResult | None = None
     """The canary's answers to golden requests in the next measurement (with ``goldenRequests``)."""
+    next_webhooks: WebhookResult | None = None
+    """The webhooks' answers in the next measurement (with ``webhooks``)."""
     stable_sample: Sample | None = GOOD
     crash: set[str] = field(default_factory=set)
     decisions: list[Decision] = field(default_factory=list)
@@ -121,6 +124,7 @@ class Cluster:
             self.stable_sample,
             attempt=request.attempt,
             golden=self.next_golden,
+            webhooks=self.next_webhooks,
         )
         self.last_measurement = m
         return self.step(m)

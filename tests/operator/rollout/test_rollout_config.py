@@ -18,6 +18,7 @@ from modeldeploy.rollout.config import (
     PauseStep,
     RolloutSpecError,
     SetWeightStep,
+    WebhookSpec,
     parse_duration,
     parse_int_or_percent,
     parse_rollout,
@@ -430,8 +431,8 @@ def test_golden_requests_parse_with_their_defaults() -> None:
     assert spec.analysis.has_threshold and not spec.analysis.has_traffic_threshold
 
 
-def test_an_analysis_without_any_criterion_names_golden_requests_too() -> None:
-    with pytest.raises(RolloutSpecError, match="or goldenRequests"):
+def test_an_analysis_without_any_criterion_names_golden_requests_and_webhooks_too() -> None:
+    with pytest.raises(RolloutSpecError, match="goldenRequests or webhooks"):
         parse_rollout({"analysis": {"count": 1}})
 
 
@@ -490,3 +491,57 @@ def test_an_analysis_parses_exactly_when_a_run_of_failed_measurements_fails(coun
         assert verdict == "Successful"
     else:
         assert verdict == "Failed"
+
+
+def test_webhooks_parse_with_their_defaults() -> None:
+    hooks = [
+        {"name": "evals", "url": "http://evals.ml.svc/check", "metadata": {"suite": "smoke", "min": "0.9"}},
+        {"name": "load", "url": "https://load.example.com/run", "timeoutSeconds": 120},
+    ]
+    spec = parse_rollout({"strategy": "BlueGreen", "analysis": {"webhooks": hooks}})
+    assert spec.analysis is not None
+    assert spec.analysis.webhooks == (
+        WebhookSpec("evals", "http://evals.ml.svc/check", 10, (("min", "0.9"), ("suite", "smoke"))),
+        WebhookSpec("load", "https://load.example.com/run", 120),
+    )
+    # Webhooks alone are a criterion, one that checks the canary itself.
+    assert spec.analysis.has_threshold and spec.analysis.probes_canary and not spec.analysis.has_traffic_threshold
+
+
+HOOK = {"name": "evals", "url": "http://evals/check"}
+
+
+@pytest.mark.parametrize(
+    ("hooks", "field", "words"),
+    [
+        ([], "spec.rollout.analysis.webhooks", "non-empty list"),
+        ([HOOK] * 9, "spec.rollout.analysis.webhooks", "at most 8"),
+        ([HOOK, HOOK], "spec.rollout.analysis.webhooks", "two webhooks are named 'evals'"),
+        (["http://evals/check"], "spec.rollout.analysis.webhooks[0]", "expected an object"),
+        ([{**HOOK, "name": "Evals"}], "spec.rollout.analysis.webhooks[0].name", "DNS label"),
+        ([{**HOOK, "name": "e" * 64}], "spec.rollout.analysis.webhooks[0].name", "DNS label"),
+        ([{**HOOK, "url": "evals/check"}], "spec.rollout.analysis.webhooks[0].url", "http(s) URL"),
+        ([{**HOOK, "url": "http:// evals"}], "spec.rollout.analysis.webhooks[0].url", "http(s) URL"),
+        ([{**HOOK, "url": 7}], "spec.rollout.analysis.webhooks[0].url", "expected a string"),
+        ([{**HOOK, "timeoutSeconds": 0}], "spec.rollout.analysis.webhooks[0].timeoutSeconds", "between 1 and 300"),
+        ([{**HOOK, "metadata": {"n": 1}}], "spec.rollout.analysis.webhooks[0].metadata.n", "expected a string"),
+        ([{**HOOK, "metadata": ["a"]}], "spec.rollout.analysis.webhooks[0].metadata", "expected an object"),
+    ],
+)
+def test_webhooks_the_schema_did_not_check_are_refused_by_name(hooks: Any, field: str, words: str) -> None:
+    """An object stored before the CRD knew webhooks (or under a looser one) is refused by the operator itself."""
+    with pytest.raises(RolloutSpecError) as info:
+        parse_rollout({"analysis": {"webhooks": hooks}})
+    assert info.value.field_path == field and words in info.value.message
+
+
+def test_a_canary_checked_by_webhooks_before_traffic_needs_room_for_a_pod() -> None:
+    raw = {
+        "strategy": "Canary",
+        "canary": {"steps": [{"analysis": {}}, {"setWeight": 50}], "capacity": {"mode": "Neutral", "maxSurgePods": 0}},
+        "analysis": {"webhooks": [HOOK], "count": 1, "failureLimit": 0},
+    }
+    with pytest.raises(RolloutSpecError, match=r"checks the canary \(goldenRequests or webhooks\) before"):
+        parse_rollout(raw)
+    raw["canary"]["capacity"]["maxSurgePods"] = 1
+    parse_rollout(raw)

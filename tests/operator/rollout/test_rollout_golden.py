@@ -38,7 +38,7 @@ def test_the_gate_gives_the_canary_one_pod_and_passes_it_on_right_answers_withou
     d = cluster.step()
     # One pod beside the stable's four, no traffic; nothing is asked before it is ready.
     assert d.replicas == {A: 4, B: 1} and d.weights == {A: 100, B: 0} and d.analysis is None
-    assert d.status.phase == "Progressing" and "a canary pod for the golden requests" in d.status.message
+    assert d.status.phase == "Progressing" and "a canary pod for the analysis checks" in d.status.message
     cluster.make_ready(B)
     d = cluster.step()
     assert d.status.phase == "Analyzing" and d.replicas == {A: 4, B: 1} and d.weights == {A: 100, B: 0}

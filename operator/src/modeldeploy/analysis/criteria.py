@@ -2,10 +2,10 @@
 
 A measurement is judged by ``assess_measurement``:
 
-- Fail when more golden requests were answered wrongly than ``goldenRequests.maxMismatches``, whatever the
-  traffic;
+- Fail when more golden requests were answered wrongly than ``goldenRequests.maxMismatches``, or a webhook said
+  no, whatever the traffic;
 - Inconclusive when the canary served fewer than ``minRequests`` requests (or none at all), unless golden requests
-  are the only criterion (then their answers decide);
+  and webhooks are the only criteria (then their answers decide);
 - Fail when any configured threshold is broken:
   ``maxErrorRatio`` (canary error ratio), ``maxP99LatencyMs`` (canary p99),
   ``maxErrorRatioIncrease`` (canary error ratio minus the stable's) and
@@ -33,6 +33,8 @@ from typing import Literal, TypeAlias
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.golden import assess as assess_golden
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
+from modeldeploy.analysis.webhooks import assess as assess_webhooks
 from modeldeploy.rollout.config import AnalysisSpec
 
 Outcome: TypeAlias = Literal["Pass", "Fail", "Inconclusive"]
@@ -73,10 +75,14 @@ def wants_stable(criteria: AnalysisSpec) -> bool:
 
 
 def assess_measurement(
-    criteria: AnalysisSpec, canary: Sample, stable: Sample | None, golden: GoldenResult | None = None
+    criteria: AnalysisSpec,
+    canary: Sample,
+    stable: Sample | None,
+    golden: GoldenResult | None = None,
+    hooks: WebhookResult | None = None,
 ) -> Verdict:
     """Judge one measurement of the canary (and the stable, for the relative criteria; ``golden``: the answers
-    to the golden requests, with ``goldenRequests``)."""
+    to the golden requests, with ``goldenRequests``; ``hooks``: the answers of the ``webhooks``)."""
     failures: list[str] = []
     notes: list[str] = []
     judged = 0
@@ -89,10 +95,19 @@ def assess_measurement(
             notes.append(note)
             if not ok:
                 failures.append("goldenRequests")
+    if criteria.webhooks:
+        if hooks is None:
+            notes.append("webhooks not asked, webhooks skipped")
+        else:
+            judged += 1
+            ok, note = assess_webhooks(hooks)
+            notes.append(note)
+            if not ok:
+                failures.append("webhooks")
     if canary.requests <= 0 or canary.requests < criteria.min_requests:
         thin = f"Canary served {canary.requests:g} requests, fewer than minRequests {max(criteria.min_requests, 1)}"
-        # A wrong answer is wrong whatever the traffic; right answers alone pass only an analysis that has no
-        # traffic threshold to judge (missing traffic data never passes).
+        # A wrong answer (or a webhook's no) is wrong whatever the traffic; right answers alone pass only an
+        # analysis that has no traffic threshold to judge (missing traffic data never passes).
         if failures:
             said = [*notes, thin] if criteria.has_traffic_threshold else notes
             return Verdict("Fail", f"Failed {', '.join(failures)}: {'; '.join(said)}", tuple(failures))

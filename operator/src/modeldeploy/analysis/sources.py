@@ -1,7 +1,8 @@
-"""Where measurements come from: one Protocol, two sources, one factory; and the golden requests' sender.
+"""Where measurements come from: one Protocol, two sources, one factory; and the senders of the golden requests
+and of the analysis webhooks.
 
 This is the only module of ``modeldeploy.rollout`` / ``modeldeploy.analysis`` that does network I/O, and only
-to the model-server pods or to Prometheus, never to the API server.
+to the model-server pods, to Prometheus or to the webhooks the spec names, never to the API server.
 
 - ``ScrapeSource`` GETs ``http://POD_IP:PORT/metrics`` of every pod of the revision and returns what happened
   since its previous call for that pod (the first call for a pod counts from the pod's start). No Prometheus
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from modeldeploy.analysis import golden
+from modeldeploy.analysis import golden, webhooks
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.promparse import (
     MetricsParseError,
@@ -35,7 +36,7 @@ from modeldeploy.analysis.promparse import (
     scrape_delta,
 )
 from modeldeploy.analysis.sample import Sample
-from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenSpec, PrometheusSpec
+from modeldeploy.rollout.config import AnalysisSpec, GoldenCase, GoldenSpec, PrometheusSpec, WebhookSpec
 
 DEFAULT_REQUESTS_QUERY = (
     'sum(increase(modelserve_requests_total{namespace="{{namespace}}",revision="{{revision}}"}[{{interval}}]))'
@@ -53,6 +54,12 @@ DEFAULT_P99_QUERY = (
 
 class MetricSourceError(RuntimeError):
     """A measurement could not be taken (unreachable pods or Prometheus, bad answers)."""
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, in words: the exception's text, or its type's name when it has none (a timeout's
+    ``TimeoutError()`` says nothing else)."""
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class ScrapeSource:
                     raise MetricSourceError(f"GET {url} of pod {pod.name} answered HTTP {response.status}")
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise MetricSourceError(f"GET {url} of pod {pod.name} failed: {exc or type(exc).__name__}") from exc
+            raise MetricSourceError(f"GET {url} of pod {pod.name} failed: {_why(exc)}") from exc
         try:
             return parse_scrape(text, model=self.model)
         except MetricsParseError as exc:
@@ -178,7 +185,7 @@ class PrometheusSource:
                 if response.status != 200:
                     raise MetricSourceError(f"Prometheus answered HTTP {response.status}: {_error_of(body)}")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise MetricSourceError(f"Prometheus query at {url} failed: {exc or type(exc).__name__}") from exc
+            raise MetricSourceError(f"Prometheus query at {url} failed: {_why(exc)}") from exc
         if not isinstance(body, dict) or body.get("status") != "success":
             raise MetricSourceError(f"Prometheus query failed: {_error_of(body)}")
         data: dict[str, Any] = body.get("data") or {}
@@ -249,7 +256,7 @@ async def check_golden(
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise MetricSourceError(
-                f"Golden request {case.name!r} to pod {pod.name} failed: {exc or type(exc).__name__}"
+                f"Golden request {case.name!r} to pod {pod.name} failed: {_why(exc)}"
             ) from exc
         if status in OVERLOADED:
             # Shed load says the pod is busy, not that the model is wrong (as for the traffic criteria): this
@@ -274,6 +281,41 @@ async def check_golden(
         pods=len(pods),
         detail=tuple(p[: golden.MAX_DETAIL_TEXT] for p in problems[: golden.MAX_DETAIL]),
     )
+
+
+WEBHOOK_HEADERS = {"Content-Type": "application/json", "User-Agent": "modeldeploy-analysis"}
+
+
+async def check_webhooks(
+    session: aiohttp.ClientSession, hooks: Sequence[WebhookSpec], target: webhooks.Target
+) -> webhooks.WebhookResult:
+    """POST ``target`` to every webhook at once (each within its ``timeoutSeconds``) and judge the answers
+    (``webhooks.judge``). Redirects are not followed. A webhook that said no fails the measurement even when another
+    could not be asked; when none said no and one could not be asked (no connection, a timeout, 408, 429, 5xx),
+    ``MetricSourceError``: the measurement could not be taken, and is tried again."""
+
+    async def ask(hook: WebhookSpec) -> tuple[webhooks.Judgement, str]:
+        timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
+        try:
+            async with session.post(
+                hook.url,
+                json=webhooks.payload(hook, target),
+                headers=WEBHOOK_HEADERS,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                answer = await response.content.read(webhooks.MAX_ANSWER_BYTES)
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return "unavailable", f"webhook {hook.name!r} could not be asked: {_why(exc)}"
+        return webhooks.judge(status), webhooks.describe(hook, status, answer)
+
+    answers = await asyncio.gather(*(ask(hook) for hook in hooks))
+    failed = [line for verdict, line in answers if verdict == "fail"]
+    unavailable = [line for verdict, line in answers if verdict == "unavailable"]
+    if unavailable and not failed:
+        raise MetricSourceError("; ".join(unavailable)[:1000])
+    return webhooks.make_result(len(hooks), failed, unavailable)
 
 
 def _error_of(body: object) -> str:

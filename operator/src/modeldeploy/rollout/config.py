@@ -248,6 +248,23 @@ class GoldenSpec:
     relative_tolerance: float = 1e-4
 
 
+WEBHOOK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+"""A webhook's name: a DNS label, as the CRD's pattern (it names the check in messages and events)."""
+MAX_WEBHOOKS = 8
+MAX_WEBHOOK_METADATA = 16
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One entry of ``spec.rollout.analysis.webhooks``: a check of the user's own, asked at every measurement."""
+
+    name: str
+    url: str
+    timeout_seconds: int = 10
+    metadata: tuple[tuple[str, str], ...] = ()
+    """Passed to the webhook as is (sorted by key), to tell one check's settings from another's."""
+
+
 @dataclass(frozen=True)
 class AnalysisSpec:
     source: MetricSourceSpec = MetricSourceSpec()
@@ -263,11 +280,19 @@ class AnalysisSpec:
     max_p99_latency_ratio: float | None = None
     golden: GoldenSpec | None = None
     """Golden requests, checked at every measurement (``assess_measurement``)."""
+    webhooks: tuple[WebhookSpec, ...] = ()
+    """The user's own checks, asked at every measurement (``assess_measurement``)."""
 
     @property
     def has_threshold(self) -> bool:
-        """Whether any criterion is configured: a traffic threshold or golden requests."""
-        return self.has_traffic_threshold or self.golden is not None
+        """Whether any criterion is configured: a traffic threshold, golden requests or webhooks."""
+        return self.has_traffic_threshold or self.probes_canary
+
+    @property
+    def probes_canary(self) -> bool:
+        """Whether a measurement checks the canary itself (golden requests, webhooks), which needs no traffic: an
+        analysis step reached before the canary has any gives it a pod for them."""
+        return self.golden is not None or bool(self.webhooks)
 
     @property
     def has_traffic_threshold(self) -> bool:
@@ -454,9 +479,9 @@ def _check_mirror_steps(steps: Sequence[Step], path: str, routing: str, capacity
             )
 
 
-def _check_golden_gate(canary: CanarySpec, path: str) -> None:
+def _check_probe_gate(canary: CanarySpec, path: str) -> None:
     """An analysis step reached while the canary has no traffic gives it a pod, beside the stable's, for the golden
-    requests; capacity Neutral with maxSurgePods 0 has no room for one."""
+    requests or webhooks; capacity Neutral with maxSurgePods 0 has no room for one."""
     if canary.capacity.room_beside_stable:
         return
     weight = 0
@@ -466,7 +491,8 @@ def _check_golden_gate(canary: CanarySpec, path: str) -> None:
         elif isinstance(step, AnalysisStep) and weight == 0:
             raise RolloutSpecError(
                 f"{path}.steps[{i}].analysis",
-                "this analysis sends golden requests before the canary has traffic, to a pod beside the stable's, "
+                "this analysis checks the canary (goldenRequests or webhooks) before it has traffic, on a pod beside "
+                "the stable's, "
                 "and capacity Neutral with maxSurgePods 0 has no room for one: allow maxSurgePods 1, or move the "
                 "step after a setWeight step",
             )
@@ -557,12 +583,13 @@ def _parse_analysis(raw: Mapping[str, Any], path: str) -> AnalysisSpec:
         max_error_ratio_increase=_number(raw, "maxErrorRatioIncrease", path, low=0, high=1),
         max_p99_latency_ratio=_number(raw, "maxP99LatencyRatio", path, low=1),
         golden=_parse_golden(raw, path),
+        webhooks=_parse_webhooks(raw, path),
     )
     if not spec.has_threshold:
         raise RolloutSpecError(
             path,
             "analysis needs at least one threshold (maxErrorRatio, maxP99LatencyMs, maxErrorRatioIncrease, "
-            "maxP99LatencyRatio) or goldenRequests",
+            "maxP99LatencyRatio), goldenRequests or webhooks",
         )
     if spec.failure_limit >= spec.count:
         # A run fails once more than failureLimit measurements fail, and ends after count of them: such a run
@@ -595,6 +622,36 @@ def _parse_golden(raw: Mapping[str, Any], path: str) -> GoldenSpec | None:
         absolute_tolerance=1e-5 if absolute is None else absolute,
         relative_tolerance=1e-4 if relative is None else relative,
     )
+
+
+def _parse_webhooks(raw: Mapping[str, Any], path: str) -> tuple[WebhookSpec, ...]:
+    if raw.get("webhooks") is None:
+        return ()
+    hooks: list[WebhookSpec] = []
+    for i, hook in enumerate(_items(raw, "webhooks", path, MAX_WEBHOOKS)):
+        hook_path = f"{path}.webhooks[{i}]"
+        name = _str(hook, "name", hook_path)
+        if not WEBHOOK_NAME.match(name) or len(name) > 63:
+            raise RolloutSpecError(f"{hook_path}.name", f"expected a DNS label (at most 63 characters), got {name!r}")
+        url = _str(hook, "url", hook_path)
+        if not re.match(r"^https?://[^\s/]+", url) or len(url) > 2048:
+            raise RolloutSpecError(f"{hook_path}.url", f"expected an http(s) URL, got {url[:100]!r}")
+        metadata = _mapping(hook, "metadata", hook_path) or {}
+        if len(metadata) > MAX_WEBHOOK_METADATA:
+            raise RolloutSpecError(f"{hook_path}.metadata", f"at most {MAX_WEBHOOK_METADATA} entries")
+        for key, value in metadata.items():
+            if not isinstance(value, str):
+                raise RolloutSpecError(f"{hook_path}.metadata.{key}", f"expected a string, got {value!r}")
+        hooks.append(
+            WebhookSpec(
+                name=name,
+                url=url,
+                timeout_seconds=_int(hook, "timeoutSeconds", hook_path, 10, low=1, high=300),
+                metadata=tuple(sorted((str(k), v) for k, v in metadata.items())),
+            )
+        )
+    _unique([h.name for h in hooks], f"{path}.webhooks", "webhook")
+    return tuple(hooks)
 
 
 def _unique(names: Sequence[str], path: str, what: str) -> None:
@@ -716,8 +773,8 @@ def parse_rollout(raw: Mapping[str, Any] | None, *, revision_history_limit: int 
                 raise RolloutSpecError(
                     f"{_BASE}.canary.steps[{i}].analysis", "a canary analysis step needs rollout.analysis"
                 )
-    if strategy == "Canary" and canary is not None and analysis is not None and analysis.golden is not None:
-        _check_golden_gate(canary, f"{_BASE}.canary")
+    if strategy == "Canary" and canary is not None and analysis is not None and analysis.probes_canary:
+        _check_probe_gate(canary, f"{_BASE}.canary")
 
     warm = None
     warm_raw = _mapping(raw, "keepPreviousWarm", _BASE)

@@ -18,6 +18,7 @@ from typing import Literal
 from modeldeploy.analysis.criteria import assess_errors, assess_measurement, judge_counts, wants_stable
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
 from modeldeploy.rollout import replicas as rmath
 from modeldeploy.rollout.config import AnalysisSpec, AnalysisStep, MirrorStep, PauseStep, RolloutSpec, SetWeightStep
 from modeldeploy.rollout.routing import Mirror
@@ -92,6 +93,8 @@ class Measurement:
     """The request's ``attempt``: errors of this measurement recorded before it was asked for."""
     golden: GoldenResult | None = None
     """The canary's answers to ``goldenRequests`` (when configured)."""
+    webhooks: WebhookResult | None = None
+    """The answers of ``analysis.webhooks`` (when configured)."""
 
     @classmethod
     def failed(cls, request: AnalysisRequest, taken_at: datetime, error: str) -> Measurement:
@@ -1267,14 +1270,14 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
             _waiting(s)
             s.phase("Progressing", f"Step {index}: waiting for {target.canary} canary pods ({ready} ready)")
             return
-        gate = _golden_gate_pods(s, current.canary, mirror_pods) if isinstance(step, AnalysisStep) else 0
+        gate = _probe_gate_pods(s, current.canary, mirror_pods) if isinstance(step, AnalysisStep) else 0
         s.replicas[canary] = max(current.canary, mirror_pods, gate)
         s.replicas[stable] = current.stable
         s.weights.update({stable: 100 - weight, canary: weight})
         ready = s.obs(canary).ready
         if ready < gate:
             _waiting(s)
-            s.phase("Progressing", f"Step {index}: waiting for a canary pod for the golden requests ({ready} ready)")
+            s.phase("Progressing", f"Step {index}: waiting for a canary pod for the analysis checks ({ready} ready)")
             return
         s.set(waiting_since=None)
         if isinstance(step, PauseStep):
@@ -1299,12 +1302,12 @@ def _canary(s: _Step, stable: str, canary: str) -> None:
         return
 
 
-def _golden_gate_pods(s: _Step, canary_pods: int, mirror_pods: int) -> int:
-    """Pods an analysis step gives a canary that has none (no traffic, no mirror) when the analysis sends golden
-    requests: one, beside the stable's, so that the requests have a pod to go to before any client does. None with
-    Neutral capacity and maxSurgePods 0 (``parse_rollout`` refuses such a step)."""
+def _probe_gate_pods(s: _Step, canary_pods: int, mirror_pods: int) -> int:
+    """Pods an analysis step gives a canary that has none (no traffic, no mirror) when the analysis checks the
+    canary itself (golden requests, webhooks): one, beside the stable's, so that the checks have a pod to go to
+    before any client does. None with Neutral capacity and maxSurgePods 0 (``parse_rollout`` refuses such a step)."""
     analysis = s.spec.analysis
-    if analysis is None or analysis.golden is None or canary_pods > 0 or mirror_pods > 0:
+    if analysis is None or not analysis.probes_canary or canary_pods > 0 or mirror_pods > 0:
         return 0
     return 1 if s.spec.capacity.room_beside_stable else 0
 
@@ -1529,7 +1532,9 @@ def _run_analysis(s: _Step, revision: str, stable: str | None, gate: str) -> Ana
 
 def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, measurement: Measurement) -> AnalysisRun:
     """Judge a measurement that was taken and add it to the run; it ends any streak of errors."""
-    verdict = assess_measurement(criteria, measurement.canary, measurement.stable, measurement.golden)
+    verdict = assess_measurement(
+        criteria, measurement.canary, measurement.stable, measurement.golden, measurement.webhooks
+    )
     record = MeasurementRecord(
         _sec(measurement.taken_at),
         verdict.outcome,
@@ -1537,6 +1542,7 @@ def _record_measurement(s: _Step, criteria: AnalysisSpec, run: AnalysisRun, meas
         measurement.canary,
         measurement.stable,
         measurement.golden,
+        webhooks=measurement.webhooks,
     )
     run = run.record(record)
     outcome = judge_counts(criteria, run.passed, run.failed, run.inconclusive)

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeAlias, cast
 from modeldeploy.analysis.criteria import Outcome
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
+from modeldeploy.analysis.webhooks import WebhookResult
 from modeldeploy.types import as_items
 
 Phase: TypeAlias = Literal[
@@ -147,6 +148,7 @@ class MeasurementRecord:
     golden: GoldenResult | None = None
     number: int = 0
     """Its place in the run, from 1; 0 when unknown (an older status: the run's position gives it)."""
+    webhooks: WebhookResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -160,6 +162,8 @@ class MeasurementRecord:
             out["stable"] = self.stable.to_dict()
         if self.golden is not None:
             out["golden"] = self.golden.to_dict()
+        if self.webhooks is not None:
+            out["webhooks"] = self.webhooks.to_dict()
         return out
 
     @classmethod
@@ -174,6 +178,8 @@ class MeasurementRecord:
             stable = Sample.from_dict(stable_raw) if isinstance(stable_raw, Mapping) else None
             golden_raw = raw.get("golden")
             golden = GoldenResult.from_dict(golden_raw) if isinstance(golden_raw, Mapping) else None
+            hooks_raw = raw.get("webhooks")
+            hooks = WebhookResult.from_dict(hooks_raw) if isinstance(hooks_raw, Mapping) else None
             return cls(
                 taken,
                 cast(Outcome, outcome),
@@ -182,6 +188,7 @@ class MeasurementRecord:
                 stable,
                 golden,
                 _count(raw.get("number")),
+                hooks,
             )
         except (KeyError, TypeError, ValueError):
             return None
