@@ -278,6 +278,34 @@ class QuietSource:
         self.rebased.append((revision, [p.name for p in pods]))
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on a free local port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def roll_out(
+    controller: Controller, cluster: PodsCluster, clock: dict[str, datetime], next_md: Mapping[str, Any]
+) -> str:
+    """Make the first revision stable, change the spec to ``next_md``'s and reconcile, 10 s apart, until the
+    rollout ends or rolls back; the first stable revision."""
+    for _ in range(3):
+        await controller.reconcile(KEY)
+    stable: str = cluster.md["status"]["rollout"]["stableRevision"]
+    cluster.md["spec"] = next_md["spec"]
+    cluster.md["metadata"]["generation"] = 2
+    for _ in range(20):
+        await controller.reconcile(KEY)
+        await settle(controller)
+        if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
+            break
+        clock["now"] += timedelta(seconds=10)
+    return stable
+
+
 def golden_deployment(version: str) -> dict[str, Any]:
     case = {"name": "c", "inputs": [{"name": "input", "shape": [1, 2], "data": [0.2, 0.8]}],
             "outputs": [{"name": "output", "argmax": [1]}]}  # fmt: skip
@@ -303,11 +331,7 @@ async def test_the_controller_sends_golden_requests_to_the_canary_and_rebases_it
 
     app = web.Application()
     app.router.add_post("/v2/models/iris/infer", infer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     clock = {"now": NOW}
     cluster = PodsCluster(golden_deployment("1"))
     controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster,
@@ -315,17 +339,7 @@ async def test_the_controller_sends_golden_requests_to_the_canary_and_rebases_it
     source = QuietSource()
     controller._sources[KEY] = source
     try:
-        for _ in range(3):
-            await controller.reconcile(KEY)
-        stable = cluster.md["status"]["rollout"]["stableRevision"]
-        cluster.md["spec"] = golden_deployment("2")["spec"]
-        cluster.md["metadata"]["generation"] = 2
-        for _ in range(20):
-            await controller.reconcile(KEY)
-            await settle(controller)
-            if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
-                break
-            clock["now"] += timedelta(seconds=10)
+        stable = await roll_out(controller, cluster, clock, golden_deployment("2"))
         rollout = cluster.md["status"]["rollout"]
         (run,) = rollout["analysisRuns"]
         canary = run["revision"]
@@ -517,11 +531,7 @@ async def test_the_controller_asks_the_webhooks_about_the_canary(status: int) ->
 
     app = web.Application()
     app.router.add_post("/check", check)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve(app)
     url = f"http://127.0.0.1:{port}/check"
     clock = {"now": NOW}
     cluster = PodsCluster(webhook_deployment("1", url))
@@ -529,17 +539,7 @@ async def test_the_controller_asks_the_webhooks_about_the_canary(status: int) ->
                             pod_address=lambda pod: ("10.0.0.9", 8080))  # fmt: skip
     controller._sources[KEY] = QuietSource()
     try:
-        for _ in range(3):
-            await controller.reconcile(KEY)
-        stable = cluster.md["status"]["rollout"]["stableRevision"]
-        cluster.md["spec"] = webhook_deployment("2", url)["spec"]
-        cluster.md["metadata"]["generation"] = 2
-        for _ in range(20):
-            await controller.reconcile(KEY)
-            await settle(controller)
-            if cluster.md["status"]["rollout"]["phase"] in ("Completed", "RolledBack", "RollingBack"):
-                break
-            clock["now"] += timedelta(seconds=10)
+        stable = await roll_out(controller, cluster, clock, webhook_deployment("2", url))
         rollout = cluster.md["status"]["rollout"]
         (run,) = rollout["analysisRuns"]
         canary = run["revision"]

@@ -492,9 +492,8 @@ def _check_probe_gate(canary: CanarySpec, path: str) -> None:
             raise RolloutSpecError(
                 f"{path}.steps[{i}].analysis",
                 "this analysis checks the canary (goldenRequests or webhooks) before it has traffic, on a pod beside "
-                "the stable's, "
-                "and capacity Neutral with maxSurgePods 0 has no room for one: allow maxSurgePods 1, or move the "
-                "step after a setWeight step",
+                "the stable's, and capacity Neutral with maxSurgePods 0 has no room for one: allow maxSurgePods 1, "
+                "or move the step after a setWeight step",
             )
 
 
