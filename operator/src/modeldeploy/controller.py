@@ -574,11 +574,6 @@ class Controller:
             return
         spec = rollout.analysis
         namespace = parsed.namespace
-        status = md.get("status") or {}
-        # The revision serving now, for the webhooks (the request names it only when a relative criterion
-        # measures it); none on a first deploy, or when the canary is itself the stable (status lost).
-        serving = str(status.get("stableRevision") or "")
-        observed_stable = serving if serving and serving != request.revision else None
 
         def targets(revision: str | None) -> list[PodTarget]:
             if not revision:
@@ -616,12 +611,15 @@ class Controller:
                 hooks = None
                 if spec.webhooks:
                     assert self._session is not None  # opened by _metric_source
+                    # The revision serving now (the request names it only when a relative criterion measures
+                    # it); none on a first deploy, or when the canary is itself the stable (status lost).
+                    serving = request.stable_revision or str((md.get("status") or {}).get("stableRevision") or "")
                     target = webhooks.Target(
                         namespace=namespace,
                         name=key[1],
                         model=parsed.model.name,
                         revision=request.revision,
-                        stable_revision=request.stable_revision or observed_stable,
+                        stable_revision=serving if serving and serving != request.revision else None,
                         run_id=request.run_id,
                         measurement=request.seq,
                         pods=[(pod.name, pod.ip, pod.port) for pod in canary_pods],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -33,12 +32,6 @@ from modeldeploy.rollout.config import (
     MetricSourceSpec,
     PrometheusSpec,
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,12 +29,6 @@ TARGET = Target(
     measurement=2,
     pods=[("iris-abcdef0123-x", "10.0.0.7", 8080)],
 )
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def test_the_payload_names_the_deployment_the_revision_and_its_pods() -> None:
@@ -131,17 +126,24 @@ class FakeWebhook:
         return app
 
 
-async def ask(session: aiohttp.ClientSession, *fakes: FakeWebhook, seconds: int = 5) -> WebhookResult:
+@contextlib.asynccontextmanager
+async def served(*fakes: FakeWebhook, seconds: int = 5) -> AsyncIterator[list[WebhookSpec]]:
+    """Serve each fake on a local port; the webhooks that name them (``h0``, ``h1``, ...; ``seconds``: timeout)."""
     runners, hooks = [], []
-    for i, fake in enumerate(fakes):
-        runner, port = await serve(fake.app())
-        runners.append(runner)
-        hooks.append(WebhookSpec(f"h{i}", f"http://127.0.0.1:{port}/check", seconds, (("suite", "smoke"),)))
     try:
-        return await check_webhooks(session, hooks, TARGET)
+        for i, fake in enumerate(fakes):
+            runner, port = await serve(fake.app())
+            runners.append(runner)
+            hooks.append(WebhookSpec(f"h{i}", f"http://127.0.0.1:{port}/check", seconds, (("suite", "smoke"),)))
+        yield hooks
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def ask(session: aiohttp.ClientSession, *fakes: FakeWebhook, seconds: int = 5) -> WebhookResult:
+    async with served(*fakes, seconds=seconds) as hooks:
+        return await check_webhooks(session, hooks, TARGET)
 
 
 async def test_every_webhook_is_posted_the_payload_and_2xx_passes(session: aiohttp.ClientSession) -> None:
@@ -183,17 +185,7 @@ async def test_a_no_wins_over_a_webhook_that_could_not_check(session: aiohttp.Cl
 
 
 async def test_webhooks_are_asked_at_once(session: aiohttp.ClientSession) -> None:
-    """Two webhooks that each take 1.5 s, each with a timeout of 2 s: asked one after the other, the second would
-    time out (the session's own limits aside, each call has its own timeout, so this shows they overlap)."""
-    fakes = [FakeWebhook(200, delay=1.5), FakeWebhook(200, delay=1.5)]
-    runners, hooks = [], []
-    for i, fake in enumerate(fakes):
-        runner, port = await serve(fake.app())
-        runners.append(runner)
-        hooks.append(WebhookSpec(f"h{i}", f"http://127.0.0.1:{port}/check", 2))
-    try:
+    """Two webhooks that each take 1.5 s to answer: asked one after the other they would take 3 s."""
+    async with served(FakeWebhook(200, delay=1.5), FakeWebhook(200, delay=1.5), seconds=2) as hooks:
         async with asyncio.timeout(2.8):
             assert await check_webhooks(session, hooks, TARGET) == WebhookResult(2, 0)
-    finally:
-        for runner in runners:
-            await runner.cleanup()

@@ -283,7 +283,8 @@ async def check_golden(
     )
 
 
-WEBHOOK_HEADERS = {"Content-Type": "application/json", "User-Agent": "modeldeploy-analysis"}
+WEBHOOK_HEADERS = {"User-Agent": "modeldeploy-analysis"}
+"""Sent with every webhook call, beside the ``Content-Type: application/json`` of its JSON body."""
 
 
 async def check_webhooks(
