@@ -84,6 +84,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
         "priorityClassName": "system-cluster-critical",
     },
+    "read-secrets": {"rbac": {"create": True, "readSecrets": {"ml": ["iris-tokens"], "team-b": ["a", "b.c"]}}},
 }
 
 
@@ -686,7 +687,49 @@ def test_rbac_has_no_wildcards_or_escalation(rendered: dict[str, list[dict[str, 
             assert "*" not in rule.get(key, []), rule
             assert not any("*" in item for item in rule.get(key, [])), rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
-        assert "secrets" not in rule["resources"], rule
+        if "secrets" in rule["resources"]:  # only the names rbac.readSecrets lists (test_read_secrets_...)
+            assert name == "read-secrets" and rule["resources"] == ["secrets"] and rule["resourceNames"], rule
+            assert rule["verbs"] == ["get"], rule
+
+
+def test_read_secrets_grants_get_on_the_named_secrets_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """rbac.readSecrets: a Role per namespace with get on exactly the names listed, bound to the operator's
+    ServiceAccount; nothing else about Secrets anywhere (the defaults read none)."""
+    objects = rendered["read-secrets"]
+    sa = one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    roles = {
+        r["metadata"]["namespace"]: r for r in of_kind(objects, "Role") if r["metadata"]["name"].endswith("-secrets")
+    }
+    assert sorted(roles) == ["ml", "team-b"]
+    (rule,) = RULES["secrets"]
+    assert roles["ml"]["rules"] == [{**rule, "resourceNames": ["iris-tokens"]}]
+    assert roles["team-b"]["rules"] == [{**rule, "resourceNames": ["a", "b.c"]}]
+    bindings = [b for b in of_kind(objects, "RoleBinding") if b["metadata"]["name"].endswith("-secrets")]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml", "team-b"]
+    for binding in bindings:
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": roles[binding["metadata"]["namespace"]]["metadata"]["name"]}  # fmt: skip
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    # The rest of the RBAC is the defaults'.
+    rest = [o for o in objects if not o["metadata"]["name"].endswith("-secrets")]
+    assert all_rules(rest) == all_rules(rendered["defaults"])
+
+
+@pytest.mark.parametrize(
+    ("read_secrets", "named"),
+    [
+        ({"ml": []}, "readSecrets/ml"),
+        ({"ML": ["x"]}, "'ML'"),  # helm names the bad key, not where it is
+        ({"ml": ["Bad_Name"]}, "readSecrets/ml/0"),
+        ({"ml": ["x", "x"]}, "readSecrets/ml"),
+        ({"ml": "x"}, "readSecrets/ml"),
+    ],
+    ids=["empty", "namespace-name", "secret-name", "twice", "not-a-list"],
+)
+def test_read_secrets_is_checked_at_install(read_secrets: dict[str, Any], named: str) -> None:
+    result = template({"rbac": {"create": True, "readSecrets": read_secrets}})
+    assert result.returncode != 0, f"accepted {read_secrets}"
+    assert named in result.stderr, result.stderr
 
 
 def test_cluster_wide_rbac_is_the_rules_file(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -737,6 +780,7 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
         + RULES["gpuPreflight"]
         + RULES["peering"]["cluster"]
         + RULES["peering"]["namespaced"]
+        + RULES["secrets"]
     ):
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
@@ -757,6 +801,7 @@ def test_rules_file_grants_what_the_operator_needs() -> None:
         ("", "pods"): {"list", "watch"},  # list also cluster-wide: the GPU pre-flight (rules.yaml, gpuPreflight)
         ("", "nodes"): {"list"},  # the GPU pre-flight's allocatable GPUs
         ("", "events"): {"create"},
+        ("", "secrets"): {"get"},  # only the names of rbac.readSecrets: golden requests' caller tokens
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},
         ("gateway.networking.k8s.io", "httproutes"): {"get", "patch", "update"},

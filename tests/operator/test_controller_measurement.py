@@ -4,7 +4,9 @@ gone, even across reconciles that do not run the rollout (an invalid spec meanwh
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.sources import MetricSourceError, PodTarget, ScrapeSource
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller, ObjectKey
-from modeldeploy.kube import KubeClient
+from modeldeploy.kube import ApiError, KubeClient
 from modeldeploy.kube.resources import Resource
 from modeldeploy.reconcile import Observed
 from modeldeploy.rollout.plan import Measurement
@@ -517,6 +519,99 @@ def webhook_deployment(version: str, url: str) -> dict[str, Any]:
                                          "webhooks": [{"name": "evals", "url": url,
                                                        "metadata": {"suite": "smoke"}}]}  # fmt: skip
     return md
+
+
+class SecretsCluster(PodsCluster):
+    """PodsCluster that holds Secrets (``data`` by name), or answers 403 on every Secret (``secrets`` None: a chart
+    installed without rbac.readSecrets), and records the Secrets read."""
+
+    def __init__(self, md: dict[str, Any], secrets: dict[str, dict[str, str]] | None) -> None:
+        super().__init__(md)
+        self.secrets, self.secret_reads = secrets, []  # type: ignore[var-annotated]
+
+    async def read_object(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        if resource.kind != "Secret":
+            return await super().read_object(resource, namespace, name)
+        self.secret_reads.append((namespace, name))
+        if self.secrets is None:
+            raise ApiError(403, "Forbidden", f'secrets "{name}" is forbidden: User "system:serviceaccount:'
+                           'modeldeploy:modeldeploy" cannot get resource "secrets" in API group ""')  # fmt: skip
+        data = self.secrets.get(name)
+        return None if data is None else {"apiVersion": "v1", "kind": "Secret", "data": data}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("secrets", "failure"),
+    [
+        ({"iris-tokens": {"old": b64("s3cret\n"), "z-next": b64("next")}}, None),
+        (None, "the operator may not read it: grant it get on that Secret (chart value rbac.readSecrets.ml: "
+               "[iris-tokens])"),
+        ({}, "Secret ml/iris-tokens (spec.runtime.auth.secretRef) not found"),
+        ({"iris-tokens": {"a": b64("rotated")}}, "refused the operator's token (HTTP 403)"),
+        ({"iris-tokens": {}}, "Secret ml/iris-tokens (spec.runtime.auth.secretRef) gives golden requests no token: "
+                              "it holds no keys"),
+    ],
+    ids=["granted", "forbidden", "missing", "not-accepted", "empty"],
+)  # fmt: skip
+async def test_golden_requests_to_a_server_with_caller_auth_carry_a_token_from_its_secret(
+    secrets: dict[str, dict[str, str]] | None, failure: str | None
+) -> None:
+    """With runtime.auth the golden requests carry the Secret's first token (read at each measurement). A Secret the
+    operator may not read, a missing one, or a token the pods refuse, is a measurement that could not be taken:
+    MeasurementFailed saying why (and which grant is missing), then MeasurementErrors; never a wrong answer, and
+    never the token in a status, Event or message."""
+    tokens: list[str | None] = []
+
+    async def infer(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization")
+        tokens.append(given)
+        if given is None:
+            return web.json_response({"error": "missing or malformed Authorization header"}, status=401)
+        if given != "Bearer s3cret":
+            return web.json_response({"error": "the bearer token is not valid for this server"}, status=403)
+        data = (await request.json())["inputs"][0]["data"]
+        return web.json_response({"outputs": [{"name": "output", "shape": [1, 2], "data": data}]})
+
+    def deployment(version: str) -> dict[str, Any]:
+        md = golden_deployment(version)
+        md["spec"]["runtime"] = {"auth": {"secretRef": {"name": "iris-tokens"}}}
+        return md
+
+    app = web.Application()
+    app.router.add_post("/v2/models/iris/infer", infer)
+    runner, port = await serve(app)
+    clock = {"now": NOW}
+    cluster = SecretsCluster(deployment("1"), secrets)
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster,
+                            pod_address=lambda pod: ("127.0.0.1", port))  # fmt: skip
+    controller._sources[KEY] = QuietSource()
+    try:
+        await roll_out(controller, cluster, clock, deployment("2"))
+        rollout = cluster.md["status"]["rollout"]
+        assert cluster.secret_reads and set(cluster.secret_reads) == {("ml", "iris-tokens")}
+        failed = [message for kind, reason, message in cluster.events if reason == "MeasurementFailed"]
+        if failure is None:
+            assert rollout["phase"] == "Completed", rollout["message"]
+            assert rollout["analysisRuns"][0]["measurements"][-1]["golden"] == {"checks": 1, "mismatches": 0,
+                                                                                 "pods": 1}  # fmt: skip
+            assert tokens == ["Bearer s3cret"] and not failed
+        else:
+            # consecutiveErrorLimit (default 4) errors are tolerated; the fifth rolls the canary back.
+            assert len(failed) == 5 and all(failure in message for message in failed), failed
+            assert rollout["phase"] in ("RollingBack", "RolledBack"), rollout["message"]
+            (rejected,) = rollout["rejectedRevisions"]
+            assert rejected["reason"] == "MeasurementErrors" and failure in rejected["message"]
+            runs = rollout.get("analysisRuns") or []
+            assert not any(m.get("golden") for run in runs for m in run.get("measurements") or [])  # no answers judged
+        seen = json.dumps([cluster.md, cluster.events, list(cluster.objects.values())])
+        assert "s3cret" not in seen and b64("s3cret\n") not in seen and "rotated" not in seen
+    finally:
+        await controller.close()
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("status", [200, 412], ids=["yes", "no"])

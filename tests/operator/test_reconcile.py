@@ -24,7 +24,6 @@ from modeldeploy.labels import MODEL_DEPLOYMENT_LABEL, REVISION_LABEL, STABLE_AN
 from modeldeploy.reconcile import (
     Observed,
     Plan,
-    SpecError,
     assess_deployment,
     check_spec,
     gpu_query,
@@ -265,9 +264,9 @@ def test_invalid_update_keeps_the_last_good_children_and_says_why(update: dict[s
 
 
 @pytest.mark.parametrize("admitted", [False, True], ids=["cel", "operator"])
-def test_golden_requests_and_caller_auth_are_refused_together(admitted: bool) -> None:
-    """The operator holds no token for a model server that wants one. The CRD refuses the pair; the operator
-    checks it too, for an API server whose CRD is older (an admitted object skips the CEL rules here)."""
+def test_golden_requests_and_caller_auth_go_together(admitted: bool) -> None:
+    """Golden requests to a model server with caller authentication carry a token from its Secret (the controller
+    reads it); neither the CRD's rules nor the operator's own checks refuse the pair."""
     case = {
         "name": "c",
         "inputs": [{"name": "input", "shape": [1, 4], "data": [0.0, 1.0, 2.0, 3.0]}],
@@ -277,12 +276,9 @@ def test_golden_requests_and_caller_auth_are_refused_together(admitted: bool) ->
         rollout={"strategy": "BlueGreen", "analysis": {"goldenRequests": {"cases": [case]}}},
         runtime={"auth": {"secretRef": {"name": "tokens"}}},
     )
-    with pytest.raises(SpecError) as info:
-        check_spec(md, admitted=admitted)
-    assert "goldenRequests cannot be used with runtime.auth" in str(info.value)
-    assert "spec.rollout.analysis.goldenRequests" in str(info.value)
-    del md["spec"]["runtime"]["auth"]
-    assert check_spec(md, admitted=admitted)[2].analysis is not None
+    _, parsed, rollout = check_spec(md, admitted=admitted)
+    assert rollout.analysis is not None and rollout.analysis.golden is not None
+    assert parsed.runtime.auth_secret_name == "tokens"
 
 
 MD_SCALE_TARGET = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "iris"}

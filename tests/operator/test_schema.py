@@ -813,13 +813,6 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         "setMirror needs pods beside the stable's",
     ),
     (
-        "golden-requests-without-caller-auth",
-        spec(rollout={"analysis": {"goldenRequests": golden()}}, runtime={"auth": {"secretRef": {"name": "tokens"}}}),
-        spec(rollout={"analysis": {"goldenRequests": golden()}}),
-        "spec.rollout.analysis.goldenRequests",
-        "goldenRequests cannot be used with runtime.auth",
-    ),
-    (
         "golden-output-by-data-or-argmax",
         spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "output"})}}),
         spec(rollout={"analysis": {"goldenRequests": golden(output={"name": "output", "data": [0.9, 0.1]})}}),

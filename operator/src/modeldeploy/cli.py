@@ -16,7 +16,7 @@ import ipaddress
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -358,6 +358,11 @@ def _add_golden(subparsers: Any) -> None:
         sub.add_argument("--url", required=True, help="the model server's base URL, e.g. http://localhost:8080")
         sub.add_argument("--model", required=True, help="the model name the server serves (spec.model.name)")
         sub.add_argument("--timeout", type=float, default=10.0, help="seconds per request (default 10)")
+        sub.add_argument(
+            "--token-file", metavar="FILE",
+            help="a file holding the bearer token of a server with caller authentication (spec.runtime.auth): one "
+            "of the Secret's values, e.g. from `kubectl get secret NAME -o jsonpath='{.data.KEY}' | base64 -d`",
+        )  # fmt: skip
     record.add_argument(
         "-f", "--filename", dest="file", required=True, metavar="FILE",
         help="YAML or JSON: a list of cases {name, inputs: [{name, datatype, shape, data}]} (or {cases: [...]}); "
@@ -379,9 +384,23 @@ def _add_golden(subparsers: Any) -> None:
     parser.set_defaults(handler=_cmd_golden)
 
 
-def _post_json(url: str, body: Any, timeout: float) -> tuple[int, Any]:
-    """POST ``body`` as JSON; (HTTP status, decoded JSON answer). InputError when the server cannot be reached or
-    does not answer JSON."""
+def _caller_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The Authorization header of ``--token-file`` (none without it); InputError for an unreadable or bad file."""
+    if not args.token_file:
+        return {}
+    try:
+        token = Path(args.token_file).read_bytes().strip()
+    except OSError as error:
+        raise InputError(f"cannot read --token-file {args.token_file}: {error.strerror or error}") from None
+    if not token or any(c < 0x21 or c > 0x7E for c in token):
+        # The message never shows the token.
+        raise InputError(f"--token-file {args.token_file}: expected one token, without spaces or control characters")
+    return {"Authorization": f"Bearer {token.decode('ascii')}"}
+
+
+def _post_json(url: str, body: Any, timeout: float, headers: Mapping[str, str]) -> tuple[int, Any]:
+    """POST ``body`` as JSON with ``headers``; (HTTP status, decoded JSON answer). InputError when the server cannot
+    be reached, refuses the caller (401, 403) or does not answer JSON."""
     import urllib.error
     import urllib.request
 
@@ -390,7 +409,7 @@ def _post_json(url: str, body: Any, timeout: float) -> tuple[int, Any]:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **PROBE_HEADERS},  # not client traffic in its metrics
+        headers={"Content-Type": "application/json", **PROBE_HEADERS, **headers},  # not client traffic in its metrics
         method="POST",
     )
     try:
@@ -401,9 +420,14 @@ def _post_json(url: str, body: Any, timeout: float) -> tuple[int, Any]:
     except (urllib.error.URLError, OSError) as error:
         raise InputError(f"cannot reach {url}: {getattr(error, 'reason', error)}") from None
     try:
-        return status, json.loads(raw)
+        answer = json.loads(raw)
     except ValueError:
         raise InputError(f"{url} answered HTTP {status} with something that is not JSON") from None
+    if status in (401, 403):
+        said = answer.get("error") if isinstance(answer, dict) else answer
+        given = "refused the token of --token-file" if "Authorization" in headers else "needs a token (--token-file)"
+        raise InputError(f"{url} {given}: HTTP {status}: {said}")
+    return status, answer
 
 
 def _golden_input(path: str) -> Any:
@@ -422,6 +446,7 @@ def _record_golden(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(cases, list) or not cases:
         raise InputError(f"{args.file}: expected a non-empty list of cases (or an object with cases)")
     url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
+    headers = _caller_headers(args)
     block: dict[str, Any] = {}
     for key, value in (("maxMismatches", args.max_mismatches), ("absoluteTolerance", args.absolute_tolerance),
                        ("relativeTolerance", args.relative_tolerance)):  # fmt: skip
@@ -440,7 +465,7 @@ def _record_golden(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"{args.file}: case {name!r}: {error.message} ({error.field_path})") from None
         assert parsed is not None and parsed.golden is not None
         inputs: tuple[GoldenTensor, ...] = parsed.golden.cases[0].inputs
-        status, answer = _post_json(url, golden.request_body(GoldenCase(name, inputs, ())), args.timeout)
+        status, answer = _post_json(url, golden.request_body(GoldenCase(name, inputs, ())), args.timeout, headers)
         if status != 200:
             said = answer.get("error") if isinstance(answer, dict) else answer
             raise InputError(f"case {name!r}: {url} answered HTTP {status}: {said}")
@@ -485,9 +510,10 @@ def _check_golden(args: argparse.Namespace) -> tuple[int, str]:
     assert parsed is not None and parsed.golden is not None
     spec = parsed.golden
     url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
+    headers = _caller_headers(args)
     lines, wrong = [], 0
     for case in spec.cases:
-        status, answer = _post_json(url, golden.request_body(case), args.timeout)
+        status, answer = _post_json(url, golden.request_body(case), args.timeout, headers)
         problem = golden.compare(case, spec, status, answer)
         wrong += problem is not None
         lines.append(f"{'WRONG' if problem else 'ok':5}  {case.name}" + (f": {problem}" if problem else ""))

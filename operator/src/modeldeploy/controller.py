@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from modeldeploy.analysis import golden as golden_requests
 from modeldeploy.analysis import webhooks
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.sources import (
@@ -44,6 +45,7 @@ from modeldeploy.kube.resources import (
     MODEL_DEPLOYMENTS,
     NETWORK_POLICIES,
     PODS,
+    SECRETS,
     SERVICES,
     Resource,
     resource_for,
@@ -604,8 +606,11 @@ class Controller:
                 golden = None
                 if spec.golden is not None and runs:  # no pod to ask (spec.replicas 0): golden requests skipped
                     assert self._session is not None  # opened by _metric_source
+                    token = None
+                    if parsed.runtime.auth_secret_name:
+                        token = await self._caller_token(namespace, parsed.runtime.auth_secret_name)
                     golden = await check_golden(
-                        self._session, spec.golden, parsed.model.name, request.revision, canary_pods
+                        self._session, spec.golden, parsed.model.name, request.revision, canary_pods, token=token
                     )
                     await source.rebase(request.revision, canary_pods)  # they are not the canary's traffic
                 hooks = None
@@ -646,6 +651,27 @@ class Controller:
             self.schedule(key, 0)
 
         self._measuring[key] = self._spawn(measure())
+
+    async def _caller_token(self, namespace: str, name: str) -> str:
+        """A bearer token from the ``runtime.auth`` Secret for golden requests, read at every measurement (a rotated
+        Secret is followed). Only that Secret is read, and only with a grant on it (chart value
+        ``rbac.readSecrets``); its values never reach a message or a log."""
+        where = f"Secret {namespace}/{name} (spec.runtime.auth.secretRef)"
+        try:
+            secret = await self.kube.read_object(SECRETS, namespace, name)
+        except ApiError as error:
+            if error.code == 403:
+                raise MetricSourceError(
+                    f"Golden requests need a caller token from {where}, and the operator may not read it: grant "
+                    f"it get on that Secret (chart value rbac.readSecrets.{namespace}: [{name}])"
+                ) from None
+            raise MetricSourceError(f"Reading {where} for the golden requests' token failed: {error}") from None
+        if secret is None:
+            raise MetricSourceError(f"{where} not found: golden requests need one of its tokens")
+        try:
+            return golden_requests.caller_token(secret.get("data") or {})
+        except ValueError as error:
+            raise MetricSourceError(f"{where} gives golden requests no token: {error}") from None
 
     @staticmethod
     async def _measure_stable(

@@ -372,15 +372,8 @@ def _check_spec(obj: Mapping[str, Any], admitted: bool) -> CheckedSpec | SpecErr
     except RolloutSpecError as error:
         path = error.field_path if error.field_path.startswith("spec.") else f"spec.rollout.{error.field_path}"
         return SpecError(path, error.message)
-    if rollout.analysis is not None and rollout.analysis.golden is not None and md.runtime.auth_secret_name:
-        return SpecError("spec.rollout.analysis.goldenRequests", GOLDEN_WITH_AUTH)
     return default_object(dict(obj)), md, rollout
 
-
-GOLDEN_WITH_AUTH = (
-    "goldenRequests cannot be used with runtime.auth: the model server then refuses callers without a token, and "
-    "the operator holds none (it never reads Secrets)"
-)
 
 
 def gpus_per_pod(md: ModelDeployment) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from modeldeploy.analysis.golden import GoldenResult, argmax_rows, assess, compare, request_body
+from modeldeploy.analysis.golden import GoldenResult, argmax_rows, assess, caller_token, compare, request_body
 from modeldeploy.rollout.config import GoldenCase, GoldenOutput, GoldenSpec, GoldenTensor
 
 INPUT = GoldenTensor("input", "FP32", (2, 2), (1.0, 2.0, 3.0, 4.0))
@@ -158,3 +161,74 @@ def test_the_note_names_the_first_wrong_answer_only() -> None:
     ok, note = assess(spec(), GoldenResult(8, 5, 2, detail))
     assert not ok and f"(first: {detail[0]}; 4 more)" in note and "c1" not in note
     assert len(note) < 400
+
+
+# -- the caller token of a model server with runtime.auth
+
+
+def secret_data(values: dict[str, bytes]) -> dict[str, str]:
+    """A Secret's ``data`` as the API server returns it (base64 values)."""
+    return {key: base64.b64encode(value).decode() for key, value in values.items()}
+
+
+@pytest.mark.parametrize(
+    ("values", "token"),
+    [
+        ({"token": b"abc"}, "abc"),
+        ({"b-new": b"new", "a-old": b"old"}, "old"),  # keys in sorted order, as the mounted files are read
+        ({"a": b"  \n", "b": b"tok\n"}, "tok"),  # whitespace stripped, empty keys skipped
+        ({".hidden": b"no", "z": b"yes"}, "yes"),  # hidden keys are not mounted as token files
+    ],
+)
+def test_the_caller_token_is_the_first_the_server_accepts(values: dict[str, bytes], token: str) -> None:
+    assert caller_token(secret_data(values)) == token
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "it holds no keys"),
+        (secret_data({"a": b"", "b": b"  "}), "it holds no token"),
+        (secret_data({"a": b"two words"}), "key 'a' holds whitespace or non-printable"),
+        (secret_data({"a": "pässword".encode()}), "key 'a' holds whitespace or non-printable"),
+        ({"a": "not base64!"}, "key 'a' is not valid base64"),
+    ],
+)
+def test_a_secret_without_a_usable_token_says_why_without_its_values(data: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        caller_token(data)
+    assert "two words" not in str(info.value) and "pässword" not in str(info.value)
+
+
+TOKEN_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+
+
+SECRET_VALUES = st.builds(
+    lambda pad, token, tail: pad + token + tail,
+    st.sampled_from(["", " ", "\n"]),
+    st.text(TOKEN_CHARS, min_size=0, max_size=12),
+    st.sampled_from(["", "\n", " \n"]),
+)
+SECRET_KEYS = st.from_regex(r"[-._a-zA-Z0-9]{1,20}", fullmatch=True).filter(lambda k: k not in (".", ".."))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(SECRET_KEYS, SECRET_VALUES, min_size=1, max_size=5))
+def test_the_caller_token_is_one_modelserve_accepts_from_the_mounted_secret(values: dict[str, str]) -> None:
+    """The token golden requests carry is the first one ``modelserve`` reads from the same Secret mounted as files
+    (``read_tokens`` on the directory): so the server accepts it."""
+    from modelserve.auth import TokenSourceError, read_tokens
+
+    with tempfile.TemporaryDirectory() as mount:
+        for key, value in values.items():
+            (Path(mount) / key).write_text(value, encoding="ascii")
+        try:
+            accepted = read_tokens(Path(mount))
+        except TokenSourceError:
+            accepted = ()
+        data = secret_data({key: value.encode() for key, value in values.items()})
+        if accepted:
+            assert caller_token(data) == accepted[0].decode()
+        else:
+            with pytest.raises(ValueError):
+                caller_token(data)

@@ -229,15 +229,22 @@ class FakeModelPod:
     """A model server pod: /v2/models/iris/infer answers the identity (right for GOLDEN) or, ``wrong``, swapped; it
     counts its requests in /metrics like modelserve."""
 
-    def __init__(self, *, wrong: bool = False, status: int = 200) -> None:
+    def __init__(self, *, wrong: bool = False, status: int = 200, token: str | None = None) -> None:
         self.wrong, self.status, self.requests, self.bodies = wrong, status, 0, []  # type: ignore[var-annotated]
         self.probe: list[str | None] = []  # each request's Modeldeploy-Probe header
+        self.token = token  # with one, callers need it (modelserve with runtime.auth: 401 without, 403 wrong)
 
     async def infer(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.bodies.append(body)
         self.probe.append(request.headers.get("Modeldeploy-Probe"))
         self.requests += 1
+        if self.token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme != "Bearer" or not given:
+                return web.json_response({"error": "missing or malformed Authorization header"}, status=401)
+            if given != self.token:
+                return web.json_response({"error": "the bearer token is not valid for this server"}, status=403)
         if self.status != 200:
             return web.json_response({"error": "input 'input': expected shape [-1, 3], got [1, 2]"}, status=self.status)
         data = body["inputs"][0]["data"]
@@ -332,6 +339,37 @@ async def test_the_scrape_source_does_not_count_golden_requests_as_traffic(sessi
         # A pod that cannot be scraped when rebasing keeps its earlier scrape.
         await source.rebase("abc", [target, PodTarget("gone", "127.0.0.1", 9)])
         assert set(source._previous["abc"]) == {("pod-0", "127.0.0.1")}
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        ("s3cret", None),
+        (None, "Golden request 'first' to pod p needs a caller token \\(HTTP 401\\): missing or malformed"),
+        ("old", "Golden request 'first' to pod p refused the operator's token \\(HTTP 403\\): the bearer token is not"),
+    ],
+    ids=["accepted", "none", "wrong"],
+)
+async def test_golden_requests_carry_the_caller_token_and_a_refusal_is_a_measurement_error(
+    session: aiohttp.ClientSession, token: str | None, message: str | None
+) -> None:
+    """A model server with caller authentication gets the token as a bearer token. One it refuses says nothing about
+    the model (a Secret rotated before the pods reload it): the measurement could not be taken, not a wrong answer
+    that would roll the revision back at once."""
+    pod = FakeModelPod(token="s3cret")
+    runner, port = await serve(pod.app())
+    target = [PodTarget("p", "127.0.0.1", port)]
+    try:
+        if message is None:
+            result = await check_golden(session, GOLDEN, "iris", "abc", target, token=token)
+            assert (result.checks, result.mismatches) == (2, 0)
+            assert pod.probe == ["golden", "golden"]  # still marked as probes
+        else:
+            with pytest.raises(MetricSourceError, match=message) as info:
+                await check_golden(session, GOLDEN, "iris", "abc", target, token=token)
+            assert "s3cret" not in str(info.value)
     finally:
         await runner.cleanup()
 

@@ -8,6 +8,8 @@ a mismatch but a measurement that could not be taken.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,26 @@ class GoldenResult:
         if checks < 0 or not 0 <= mismatches <= checks or pods < 0:
             raise ValueError(f"inconsistent golden result {dict(raw)!r}")
         return cls(checks, mismatches, pods, tuple(str(d) for d in raw.get("detail") or ()))
+
+
+def caller_token(data: Mapping[str, object]) -> str:
+    """The bearer token golden requests carry to a model server with ``runtime.auth``: from the Secret's ``data``
+    (base64 values), the first token the server itself accepts (``modelserve.auth.read_tokens`` on the mounted
+    Secret: keys in sorted order, hidden ``.`` keys skipped, surrounding whitespace stripped, empty ones skipped).
+    ``ValueError`` when it holds none, or when that token could not be sent; messages name keys, never values."""
+    for key in sorted(str(k) for k in data):
+        if key.startswith("."):
+            continue
+        try:
+            token = base64.b64decode(str(data[key]), validate=True).strip()
+        except (binascii.Error, ValueError):
+            raise ValueError(f"key {key!r} is not valid base64") from None
+        if not token:
+            continue
+        if any(c < 0x21 or c > 0x7E for c in token):
+            raise ValueError(f"the token in key {key!r} holds whitespace or non-printable characters")
+        return token.decode("ascii")
+    raise ValueError("it holds no token (every key empty)" if data else "it holds no keys")
 
 
 def request_body(case: GoldenCase) -> dict[str, Any]:
