@@ -654,3 +654,66 @@ async def test_the_controller_asks_the_webhooks_about_the_canary(status: int) ->
     finally:
         await controller.close()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("secrets", "failure"),
+    [
+        ({"evals-token": {"header": b64("Bearer s3cret\n")}}, None),
+        (None, "Webhook 'evals''s headers need Secret ml/evals-token (spec.rollout.analysis.webhooks[0].headers[1]), "
+               "and the operator may not read it: grant it get on that Secret (chart value rbac.readSecrets.ml: "
+               "[evals-token])"),
+        ({}, "Secret ml/evals-token (spec.rollout.analysis.webhooks[0].headers[1]) not found"),
+        ({"evals-token": {"other": b64("x")}}, "gives webhook 'evals' no header Authorization: it has no key 'header'"),
+    ],
+    ids=["granted", "forbidden", "missing", "no-key"],
+)  # fmt: skip
+async def test_webhook_headers_from_a_secret_are_read_at_each_measurement(
+    secrets: dict[str, dict[str, str]] | None, failure: str | None
+) -> None:
+    """A header from a Secret key reaches the webhook with the typed ones; a Secret the operator may not read, a
+    missing one or a missing key is a measurement that could not be taken, saying which (then MeasurementErrors),
+    and the value never reaches a status, Event or message."""
+    received: list[dict[str, str]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.Response(status=200 if request.headers.get("Authorization") == "Bearer s3cret" else 401)
+
+    def deployment(version: str, url: str) -> dict[str, Any]:
+        md = webhook_deployment(version, url)
+        md["spec"]["rollout"]["analysis"]["webhooks"][0]["headers"] = [
+            {"name": "X-Team", "value": "ml"},
+            {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "evals-token", "key": "header"}}},
+        ]
+        return md
+
+    app = web.Application()
+    app.router.add_post("/check", check)
+    runner, port = await serve(app)
+    url = f"http://127.0.0.1:{port}/check"
+    clock = {"now": NOW}
+    cluster = SecretsCluster(deployment("1", url), secrets)
+    controller = Controller(config=OperatorConfig(), kube=cluster, clock=lambda: clock["now"], source=cluster,
+                            pod_address=lambda pod: ("10.0.0.9", 8080))  # fmt: skip
+    controller._sources[KEY] = QuietSource()
+    try:
+        await roll_out(controller, cluster, clock, deployment("2", url))
+        rollout = cluster.md["status"]["rollout"]
+        assert set(cluster.secret_reads) == {("ml", "evals-token")}
+        failed = [message for _, reason, message in cluster.events if reason == "MeasurementFailed"]
+        if failure is None:
+            assert rollout["phase"] == "Completed", rollout["message"]
+            (headers,) = received
+            assert headers["Authorization"] == "Bearer s3cret" and headers["X-Team"] == "ml"
+            assert not failed
+        else:
+            assert not received  # never asked without its headers
+            assert len(failed) == 5 and all(failure in message for message in failed), failed
+            (rejected,) = rollout["rejectedRevisions"]
+            assert rejected["reason"] == "MeasurementErrors" and failure in rejected["message"]
+        seen = json.dumps([cluster.md, cluster.events, list(cluster.objects.values())])
+        assert "s3cret" not in seen and b64("Bearer s3cret\n") not in seen
+    finally:
+        await controller.close()
+        await runner.cleanup()

@@ -47,6 +47,18 @@ def fields(errors: list[SpecError]) -> list[str]:
     return [e.field for e in errors]
 
 
+def hook(**fields: Any) -> dict[str, Any]:
+    """One analysis webhook."""
+    return {"name": "evals", "url": "http://evals.ml.svc/check", **fields}
+
+
+def header(name: str, value: str = "v") -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+SECRET_KEY_REF = {"secretKeyRef": {"name": "tokens", "key": "header"}}
+
+
 def golden(output: dict[str, Any] | None = None) -> dict[str, Any]:
     """A goldenRequests block of one case."""
     return {
@@ -811,6 +823,27 @@ CEL_CASES: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
         spec(rollout={"canary": {**MIRROR, "capacity": {"mode": "Neutral", "maxSurgePods": 1}}}),
         "spec.rollout.canary.capacity",
         "setMirror needs pods beside the stable's",
+    ),
+    (
+        "webhook-headers-not-the-clients",
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[{"name": "Content-Type", "value": "text/plain"}])]}}),
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[{"name": "Accept", "value": "text/plain"}])]}}),
+        "spec.rollout.analysis.webhooks[0].headers",
+        "are set by the operator's HTTP client",
+    ),
+    (
+        "webhook-header-names-unique-whatever-their-case",
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[header("X-A"), header("x-A")])]}}),
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[header("X-A"), header("X-B")])]}}),
+        "spec.rollout.analysis.webhooks[0].headers",
+        "header names must be unique, whatever their case",
+    ),
+    (
+        "webhook-header-value-or-secret",
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[{"name": "X-A"}])]}}),
+        spec(rollout={"analysis": {"webhooks": [hook(headers=[{"name": "X-A", "valueFrom": SECRET_KEY_REF}])]}}),
+        "spec.rollout.analysis.webhooks[0].headers[0]",
+        "a header takes exactly one of value or valueFrom",
     ),
     (
         "golden-output-by-data-or-argmax",

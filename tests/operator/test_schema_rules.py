@@ -715,6 +715,10 @@ def _hook(**fields: Any) -> dict[str, Any]:
     return {"name": "evals", "url": "http://evals.ml.svc/check", **fields}
 
 
+def _secret_header(name: str = "evals-token", key: str = "header") -> dict[str, Any]:
+    return {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+
+
 @pytest.mark.parametrize(
     ("hooks", "field", "words"),
     [
@@ -735,6 +739,29 @@ def _hook(**fields: Any) -> dict[str, Any]:
         ([_hook(timeoutSeconds=301)], f"{HOOKS}[0].timeoutSeconds", "less than or equal to 300"),
         ([_hook(metadata={"n": 1})], f"{HOOKS}[0].metadata.n", "must be of type string"),
         ([_hook(metadata={f"k{i}": "v" for i in range(17)})], f"{HOOKS}[0].metadata", "at most 16"),
+        # headers: a value, or a key of a Secret
+        ([_hook(headers=[{"name": "X-Team", "value": "ml platform"}, _secret_header()])], None, None),
+        ([_hook(headers=[{"name": f"X-{i}", "value": "v"} for i in range(8)])], None, None),
+        ([_hook(headers=[])], f"{HOOKS}[0].headers", "must have at least 1 items"),
+        ([_hook(headers=[{"name": f"X-{i}", "value": "v"} for i in range(9)])], f"{HOOKS}[0].headers", "at most 8"),
+        ([_hook(headers=[{"name": "X-Team"}])], f"{HOOKS}[0].headers[0]", "exactly one of value or valueFrom"),
+        ([_hook(headers=[{**_secret_header(), "value": "x"}])], f"{HOOKS}[0].headers[0]", "exactly one of value"),
+        ([_hook(headers=[{"name": "X-Team", "value": "a\r\nX-Evil: 1"}])], f"{HOOKS}[0].headers[0].value",
+         "should match"),
+        ([_hook(headers=[{"name": "X Team", "value": "v"}])], f"{HOOKS}[0].headers[0].name", "should match"),
+        ([_hook(headers=[{"name": "X-Team:", "value": "v"}])], f"{HOOKS}[0].headers[0].name", "should match"),
+        ([_hook(headers=[{"name": "HOST", "value": "evil"}])], f"{HOOKS}[0].headers", "set by the operator's HTTP"),
+        ([_hook(headers=[{"name": "content-length", "value": "1"}])], f"{HOOKS}[0].headers", "set by the operator"),
+        ([_hook(headers=[{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}])], f"{HOOKS}[0].headers",
+         "unique, whatever their case"),
+        ([_hook(headers=[{"name": "X-A", "value": "1"}, {"name": "X-A", "value": "2"}])], f"{HOOKS}[0].headers[1]",
+         "Duplicate value"),
+        ([_hook(headers=[_secret_header(key="a/b")])], f"{HOOKS}[0].headers[0].valueFrom.secretKeyRef.key",
+         "should match"),
+        ([_hook(headers=[_secret_header(name="Tokens")])], f"{HOOKS}[0].headers[0].valueFrom.secretKeyRef.name",
+         "should match"),
+        ([_hook(headers=[{"name": "A", "valueFrom": {"secretKeyRef": {"name": "t"}}}])],
+         f"{HOOKS}[0].headers[0].valueFrom.secretKeyRef.key", "Required value"),
     ],
 )
 def test_analysis_webhooks(hooks: list[Any], field: str | None, words: str | None) -> None:

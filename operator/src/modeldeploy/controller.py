@@ -63,6 +63,7 @@ from modeldeploy.reconcile import (
     plan_reconcile,
     refused_status,
 )
+from modeldeploy.rollout.config import WebhookSpec
 from modeldeploy.rollout.plan import AnalysisRequest, Measurement, keep_measurement
 from modeldeploy.schema import SpecError
 
@@ -629,7 +630,8 @@ class Controller:
                         measurement=request.seq,
                         pods=[(pod.name, pod.ip, pod.port) for pod in canary_pods],
                     )
-                    hooks = await check_webhooks(self._session, spec.webhooks, target)
+                    headers = await self._webhook_headers(namespace, spec.webhooks)
+                    hooks = await check_webhooks(self._session, spec.webhooks, target, headers)
                 taken = Measurement(
                     request.run_id,
                     request.seq,
@@ -652,26 +654,55 @@ class Controller:
 
         self._measuring[key] = self._spawn(measure())
 
-    async def _caller_token(self, namespace: str, name: str) -> str:
-        """A bearer token from the ``runtime.auth`` Secret for golden requests, read at every measurement (a rotated
-        Secret is followed). Only that Secret is read, and only with a grant on it (chart value
-        ``rbac.readSecrets``); its values never reach a message or a log."""
-        where = f"Secret {namespace}/{name} (spec.runtime.auth.secretRef)"
+    async def _secret_data(self, namespace: str, name: str, where: str, purpose: str) -> Mapping[str, Any]:
+        """The ``data`` of the Secret ``name``, read now (a rotated Secret is followed), for ``purpose``; only with a
+        grant on it (chart value ``rbac.readSecrets``). ``MetricSourceError`` saying what is missing, never a value."""
+        what = f"Secret {namespace}/{name} ({where})"
         try:
             secret = await self.kube.read_object(SECRETS, namespace, name)
         except ApiError as error:
             if error.code == 403:
                 raise MetricSourceError(
-                    f"Golden requests need a caller token from {where}, and the operator may not read it: grant "
-                    f"it get on that Secret (chart value rbac.readSecrets.{namespace}: [{name}])"
+                    f"{purpose} need {what}, and the operator may not read it: grant it get on that Secret (chart "
+                    f"value rbac.readSecrets.{namespace}: [{name}])"
                 ) from None
-            raise MetricSourceError(f"Reading {where} for the golden requests' token failed: {error}") from None
+            raise MetricSourceError(f"Reading {what} for {purpose.lower()} failed: {error}") from None
         if secret is None:
-            raise MetricSourceError(f"{where} not found: golden requests need one of its tokens")
+            raise MetricSourceError(f"{what} not found: {purpose.lower()} need it")
+        data = secret.get("data") or {}
+        return data if isinstance(data, Mapping) else {}
+
+    async def _caller_token(self, namespace: str, name: str) -> str:
+        """A bearer token from the ``runtime.auth`` Secret for golden requests."""
+        where = "spec.runtime.auth.secretRef"
+        data = await self._secret_data(namespace, name, where, "Golden requests")
         try:
-            return golden_requests.caller_token(secret.get("data") or {})
+            return golden_requests.caller_token(data)
         except ValueError as error:
-            raise MetricSourceError(f"{where} gives golden requests no token: {error}") from None
+            raise MetricSourceError(
+                f"Secret {namespace}/{name} ({where}) gives golden requests no token: {error}"
+            ) from None
+
+    async def _webhook_headers(self, namespace: str, hooks: Sequence[WebhookSpec]) -> dict[str, dict[str, str]]:
+        """Every webhook's request headers by webhook name, those from Secrets read now."""
+        out: dict[str, dict[str, str]] = {}
+        for i, hook in enumerate(hooks):
+            headers = out[hook.name] = {}
+            for j, header in enumerate(hook.headers):
+                if header.value is not None:
+                    headers[header.name] = header.value
+                    continue
+                assert header.secret is not None and header.secret_key is not None  # parse_rollout: one of the two
+                where = f"spec.rollout.analysis.webhooks[{i}].headers[{j}]"
+                data = await self._secret_data(namespace, header.secret, where, f"Webhook {hook.name!r}'s headers")
+                try:
+                    headers[header.name] = webhooks.header_value(data, header.secret_key)
+                except ValueError as error:
+                    raise MetricSourceError(
+                        f"Secret {namespace}/{header.secret} ({where}) gives webhook {hook.name!r} no header "
+                        f"{header.name}: {error}"
+                    ) from None
+        return out
 
     @staticmethod
     async def _measure_stable(

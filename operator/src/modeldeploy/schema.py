@@ -574,7 +574,16 @@ def _cel() -> Any:
 @functools.cache
 def _program(rule: str) -> Any:
     cel = _cel()
-    return cel.program(cel.compile(rule), functions={"duration": _cel_duration, **_QUANTITY_FUNCTIONS})
+    return cel.program(
+        cel.compile(rule), functions={"duration": _cel_duration, "lowerAscii": _cel_lower_ascii, **_QUANTITY_FUNCTIONS}
+    )
+
+
+def _cel_lower_ascii(text: object) -> Any:
+    """The Kubernetes CEL strings library's ``lowerAscii()``: only the ASCII letters A-Z are lowered."""
+    from celpy import celtypes
+
+    return celtypes.StringType("".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in str(text)))
 
 
 def evaluate_rule(rule: str, value: Any) -> bool:

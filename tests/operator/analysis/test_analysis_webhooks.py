@@ -156,6 +156,45 @@ async def test_every_webhook_is_posted_the_payload_and_2xx_passes(session: aioht
         assert "Authorization" not in headers
 
 
+async def test_each_webhook_gets_its_own_headers(session: aiohttp.ClientSession) -> None:
+    """Headers (resolved by the controller) go to their own webhook only, beside the operator's User-Agent."""
+    fakes = [FakeWebhook(200), FakeWebhook(200)]
+    async with served(*fakes) as hooks:
+        own = {"h0": {"Authorization": "Bearer t0k", "X-Team": "ml"}}
+        assert await check_webhooks(session, hooks, TARGET, own) == WebhookResult(2, 0)
+    ((_, first),), ((_, second),) = fakes[0].received, fakes[1].received
+    assert first["Authorization"] == "Bearer t0k" and first["X-Team"] == "ml"
+    assert first["User-Agent"] == "modeldeploy-analysis" and first["Content-Type"] == "application/json"
+    assert "Authorization" not in second and "X-Team" not in second
+
+
+@pytest.mark.parametrize(
+    ("data", "value"),
+    [
+        ({"header": "QmVhcmVyIHQwaw=="}, "Bearer t0k"),
+        ({"header": "QmVhcmVyIHQwaw==", "other": "eA=="}, "Bearer t0k"),
+        ({"header": "QmVhcmVyIHQwawo="}, "Bearer t0k"),  # "Bearer t0k\n", as echo writes it
+    ],
+)
+def test_a_header_value_from_a_secret_key(data: dict[str, str], value: str) -> None:
+    assert webhooks.header_value(data, "header") == value
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"other": "eA=="}, "it has no key 'header'"),
+        ({"header": "not base64!"}, "key 'header' is not valid base64"),
+        ({"header": "QmVhcmVyCgpYLUV2aWw6IDE="}, "the value of key 'header' is not printable ASCII"),  # a line break
+        ({"header": "cMOkc3M="}, "the value of key 'header' is not printable ASCII"),  # "päss"
+    ],
+)
+def test_a_secret_key_that_cannot_be_a_header_says_why_without_its_value(data: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        webhooks.header_value(data, "header")
+    assert "Bearer" not in str(info.value) and "päss" not in str(info.value)
+
+
 @pytest.mark.parametrize("status", [400, 403, 404, 412, 302])
 async def test_a_webhook_that_says_no_fails_the_measurement(session: aiohttp.ClientSession, status: int) -> None:
     result = await ask(session, FakeWebhook(200), FakeWebhook(status, "accuracy 0.71 < 0.9"))

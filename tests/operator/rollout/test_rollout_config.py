@@ -18,6 +18,7 @@ from modeldeploy.rollout.config import (
     PauseStep,
     RolloutSpecError,
     SetWeightStep,
+    WebhookHeader,
     WebhookSpec,
     parse_duration,
     parse_int_or_percent,
@@ -493,6 +494,19 @@ def test_an_analysis_parses_exactly_when_a_run_of_failed_measurements_fails(coun
         assert verdict == "Failed"
 
 
+def test_webhook_headers_parse_as_values_or_secret_keys() -> None:
+    headers = [
+        {"name": "X-Team", "value": "ml"},
+        {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "evals-token", "key": "header"}}},
+    ]
+    spec = parse_rollout({"strategy": "BlueGreen", "analysis": {"webhooks": [{**HOOK, "headers": headers}]}})
+    assert spec.analysis is not None
+    assert spec.analysis.webhooks[0].headers == (
+        WebhookHeader("X-Team", value="ml"),
+        WebhookHeader("Authorization", secret="evals-token", secret_key="header"),
+    )
+
+
 def test_webhooks_parse_with_their_defaults() -> None:
     hooks = [
         {"name": "evals", "url": "http://evals.ml.svc/check", "metadata": {"suite": "smoke", "min": "0.9"}},
@@ -509,6 +523,7 @@ def test_webhooks_parse_with_their_defaults() -> None:
 
 
 HOOK = {"name": "evals", "url": "http://evals/check"}
+H0 = "spec.rollout.analysis.webhooks[0].headers[0]"
 
 
 @pytest.mark.parametrize(
@@ -526,6 +541,18 @@ HOOK = {"name": "evals", "url": "http://evals/check"}
         ([{**HOOK, "timeoutSeconds": 0}], "spec.rollout.analysis.webhooks[0].timeoutSeconds", "between 1 and 300"),
         ([{**HOOK, "metadata": {"n": 1}}], "spec.rollout.analysis.webhooks[0].metadata.n", "expected a string"),
         ([{**HOOK, "metadata": ["a"]}], "spec.rollout.analysis.webhooks[0].metadata", "expected an object"),
+        ([{**HOOK, "headers": [{"name": "X A", "value": "v"}]}], f"{H0}.name", "expected an HTTP header name"),
+        ([{**HOOK, "headers": [{"name": "Host", "value": "v"}]}], f"{H0}.name", "set by the operator's HTTP client"),
+        ([{**HOOK, "headers": [{"name": "A"}]}], H0, "exactly one of value or valueFrom"),
+        ([{**HOOK, "headers": [{"name": "A", "value": "x\ny"}]}], f"{H0}.value", "printable ASCII"),
+        ([{**HOOK, "headers": [{"name": "A", "value": 1}]}], f"{H0}.value", "printable ASCII"),
+        ([{**HOOK, "headers": [{"name": "A", "valueFrom": {}}]}], f"{H0}.valueFrom.secretKeyRef", "required"),
+        ([{**HOOK, "headers": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "T", "key": "k"}}}]}],
+         f"{H0}.valueFrom.secretKeyRef.name", "expected a Secret name"),
+        ([{**HOOK, "headers": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "t", "key": "a/b"}}}]}],
+         f"{H0}.valueFrom.secretKeyRef.key", "expected a Secret key"),
+        ([{**HOOK, "headers": [{"name": "A", "value": "1"}, {"name": "a", "value": "2"}]}],
+         "spec.rollout.analysis.webhooks[0].headers", "two headers are named 'a'"),
     ],
 )
 def test_webhooks_the_schema_did_not_check_are_refused_by_name(hooks: Any, field: str, words: str) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -299,12 +299,18 @@ WEBHOOK_HEADERS = {"User-Agent": "modeldeploy-analysis"}
 
 
 async def check_webhooks(
-    session: aiohttp.ClientSession, hooks: Sequence[WebhookSpec], target: webhooks.Target
+    session: aiohttp.ClientSession,
+    hooks: Sequence[WebhookSpec],
+    target: webhooks.Target,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> webhooks.WebhookResult:
-    """POST ``target`` to every webhook at once (each within its ``timeoutSeconds``) and judge the answers
-    (``webhooks.judge``). Redirects are not followed. A webhook that said no fails the measurement even when another
-    could not be asked; when none said no and one could not be asked (no connection, a timeout, 408, 429, 5xx),
-    ``MetricSourceError``: the measurement could not be taken, and is tried again."""
+    """POST ``target`` to every webhook at once (each within its ``timeoutSeconds``, with its ``headers`` by webhook
+    name: their values resolved) and judge the answers (``webhooks.judge``). Redirects are not followed. A webhook
+    that said no fails the measurement even when another could not be asked; when none said no and one could not
+    be asked (no connection, a timeout, 408, 429, 5xx), ``MetricSourceError``: the measurement could not be taken,
+    and is tried again."""
+
+    own = headers or {}
 
     async def ask(hook: WebhookSpec) -> tuple[webhooks.Judgement, str]:
         timeout = aiohttp.ClientTimeout(total=hook.timeout_seconds)
@@ -312,7 +318,7 @@ async def check_webhooks(
             async with session.post(
                 hook.url,
                 json=webhooks.payload(hook, target),
-                headers=WEBHOOK_HEADERS,
+                headers={**WEBHOOK_HEADERS, **own.get(hook.name, {})},
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:

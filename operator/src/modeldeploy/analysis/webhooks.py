@@ -13,6 +13,8 @@ ready pods, and answers with its status code (``judge``):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -123,3 +125,18 @@ def assess(result: WebhookResult) -> tuple[bool, str]:
         return True, f"webhooks: {result.checks} of {result.checks} passed"
     first = f" (first: {result.detail[0]})" if result.detail else ""
     return False, f"webhooks: {result.failures} of {result.checks} failed{first}"
+
+
+def header_value(data: Mapping[str, object], key: str) -> str:
+    """A webhook header's value from a Secret's ``data`` (base64 values): the key's value without surrounding
+    whitespace (a trailing newline, as ``echo`` writes it). ``ValueError`` when the key is missing, or its value
+    cannot be a header (not printable ASCII: a line break would end the header); messages never show the value."""
+    if key not in data:
+        raise ValueError(f"it has no key {key!r}")
+    try:
+        value = base64.b64decode(str(data[key]), validate=True).strip()
+    except (binascii.Error, ValueError):
+        raise ValueError(f"key {key!r} is not valid base64") from None
+    if any(c < 0x20 or c > 0x7E for c in value) or len(value) > 4096:
+        raise ValueError(f"the value of key {key!r} is not printable ASCII of at most 4096 characters")
+    return value.decode("ascii")

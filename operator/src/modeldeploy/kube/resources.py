@@ -40,7 +40,7 @@ CONTROLLER_REVISIONS = Resource("apps", "v1", "ControllerRevision", "controllerr
 EVENTS = Resource("", "v1", "Event", "events")
 PODS = Resource("", "v1", "Pod", "pods")
 SECRETS = Resource("", "v1", "Secret", "secrets")
-"""Read only, never written: the ``runtime.auth`` Secret whose token golden requests carry (``Controller``)."""
+"""Read only: a Secret golden requests (its ``runtime.auth`` token) or webhook headers take values from."""
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies")
 DISRUPTION_BUDGETS = Resource("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets")

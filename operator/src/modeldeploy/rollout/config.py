@@ -252,6 +252,25 @@ WEBHOOK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 """A webhook's name: a DNS label, as the CRD's pattern (it names the check in messages and events)."""
 MAX_WEBHOOKS = 8
 MAX_WEBHOOK_METADATA = 16
+MAX_WEBHOOK_HEADERS = 8
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+"""An HTTP header name (a token), as the CRD's pattern."""
+HEADER_VALUE = re.compile(r"^[ -~]{0,4096}$")
+"""A header value typed in the spec: printable ASCII (no line break can end the header)."""
+RESERVED_HEADERS = frozenset({"host", "content-type", "content-length", "transfer-encoding", "connection"})
+"""Set by the operator's HTTP client; a webhook's headers may not replace them."""
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+@dataclass(frozen=True)
+class WebhookHeader:
+    """One request header of a webhook: ``value`` as is, or the key ``secret_key`` of the Secret ``secret``."""
+
+    name: str
+    value: str | None = None
+    secret: str | None = None
+    secret_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +282,7 @@ class WebhookSpec:
     timeout_seconds: int = 10
     metadata: tuple[tuple[str, str], ...] = ()
     """Passed to the webhook as is (sorted by key), to tell one check's settings from another's."""
+    headers: tuple[WebhookHeader, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -647,10 +667,44 @@ def _parse_webhooks(raw: Mapping[str, Any], path: str) -> tuple[WebhookSpec, ...
                 url=url,
                 timeout_seconds=_int(hook, "timeoutSeconds", hook_path, 10, low=1, high=300),
                 metadata=tuple(sorted((str(k), v) for k, v in metadata.items())),
+                headers=_parse_headers(hook, hook_path),
             )
         )
     _unique([h.name for h in hooks], f"{path}.webhooks", "webhook")
     return tuple(hooks)
+
+
+def _parse_headers(hook: Mapping[str, Any], path: str) -> tuple[WebhookHeader, ...]:
+    if hook.get("headers") is None:
+        return ()
+    headers: list[WebhookHeader] = []
+    for i, raw in enumerate(_items(hook, "headers", path, MAX_WEBHOOK_HEADERS)):
+        where = f"{path}.headers[{i}]"
+        name = _str(raw, "name", where)
+        if not HEADER_NAME.match(name):
+            raise RolloutSpecError(f"{where}.name", f"expected an HTTP header name, got {name[:100]!r}")
+        if name.lower() in RESERVED_HEADERS:
+            raise RolloutSpecError(f"{where}.name", f"{name} is set by the operator's HTTP client")
+        if ("value" in raw) == ("valueFrom" in raw):
+            raise RolloutSpecError(where, "a header takes exactly one of value or valueFrom")
+        if "value" in raw:
+            value = raw["value"]
+            if not isinstance(value, str) or not HEADER_VALUE.match(value):
+                raise RolloutSpecError(f"{where}.value", "expected printable ASCII, at most 4096 characters")
+            headers.append(WebhookHeader(name, value=value))
+            continue
+        ref = _mapping(_mapping(raw, "valueFrom", where) or {}, "secretKeyRef", f"{where}.valueFrom")
+        ref_path = f"{where}.valueFrom.secretKeyRef"
+        if ref is None:
+            raise RolloutSpecError(ref_path, "required")
+        secret, key = _str(ref, "name", ref_path), _str(ref, "key", ref_path)
+        if not SECRET_NAME.match(secret) or len(secret) > 253:
+            raise RolloutSpecError(f"{ref_path}.name", f"expected a Secret name, got {secret[:100]!r}")
+        if not SECRET_KEY.match(key):
+            raise RolloutSpecError(f"{ref_path}.key", f"expected a Secret key, got {key[:100]!r}")
+        headers.append(WebhookHeader(name, secret=secret, secret_key=key))
+    _unique([h.name.lower() for h in headers], f"{path}.headers", "header")
+    return tuple(headers)
 
 
 def _unique(names: Sequence[str], path: str, what: str) -> None:
