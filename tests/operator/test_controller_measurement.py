@@ -659,7 +659,7 @@ async def test_the_controller_asks_the_webhooks_about_the_canary(status: int) ->
 @pytest.mark.parametrize(
     ("secrets", "failure"),
     [
-        ({"evals-token": {"header": b64("Bearer s3cret\n")}}, None),
+        ({"evals-token": {"header": b64("Bearer s3cret\n"), "team": b64("ml")}}, None),
         (None, "Webhook 'evals''s headers need Secret ml/evals-token (spec.rollout.analysis.webhooks[0].headers[1]), "
                "and the operator may not read it: grant it get on that Secret (chart value rbac.readSecrets.ml: "
                "[evals-token])"),
@@ -685,6 +685,7 @@ async def test_webhook_headers_from_a_secret_are_read_at_each_measurement(
         md["spec"]["rollout"]["analysis"]["webhooks"][0]["headers"] = [
             {"name": "X-Team", "value": "ml"},
             {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "evals-token", "key": "header"}}},
+            {"name": "X-Team-Token", "valueFrom": {"secretKeyRef": {"name": "evals-token", "key": "team"}}},
         ]
         return md
 
@@ -702,10 +703,13 @@ async def test_webhook_headers_from_a_secret_are_read_at_each_measurement(
         rollout = cluster.md["status"]["rollout"]
         assert set(cluster.secret_reads) == {("ml", "evals-token")}
         failed = [message for _, reason, message in cluster.events if reason == "MeasurementFailed"]
+        # One read of the Secret per measurement, for both headers that take a key of it.
+        assert len(cluster.secret_reads) == (1 if failure is None else len(failed))
         if failure is None:
             assert rollout["phase"] == "Completed", rollout["message"]
             (headers,) = received
             assert headers["Authorization"] == "Bearer s3cret" and headers["X-Team"] == "ml"
+            assert headers["X-Team-Token"] == "ml"
             assert not failed
         else:
             assert not received  # never asked without its headers

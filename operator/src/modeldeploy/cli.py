@@ -388,11 +388,13 @@ def _caller_headers(args: argparse.Namespace) -> dict[str, str]:
     """The Authorization header of ``--token-file`` (none without it); InputError for an unreadable or bad file."""
     if not args.token_file:
         return {}
+    from modeldeploy.analysis.secretdata import is_token
+
     try:
         token = Path(args.token_file).read_bytes().strip()
     except OSError as error:
         raise InputError(f"cannot read --token-file {args.token_file}: {error.strerror or error}") from None
-    if not token or any(c < 0x21 or c > 0x7E for c in token):
+    if not is_token(token):
         # The message never shows the token.
         raise InputError(f"--token-file {args.token_file}: expected one token, without spaces or control characters")
     return {"Authorization": f"Bearer {token.decode('ascii')}"}

@@ -684,8 +684,9 @@ class Controller:
             ) from None
 
     async def _webhook_headers(self, namespace: str, hooks: Sequence[WebhookSpec]) -> dict[str, dict[str, str]]:
-        """Every webhook's request headers by webhook name, those from Secrets read now."""
+        """Every webhook's request headers by webhook name, those from Secrets read now (each Secret once)."""
         out: dict[str, dict[str, str]] = {}
+        read: dict[str, Mapping[str, Any]] = {}
         for i, hook in enumerate(hooks):
             headers = out[hook.name] = {}
             for j, header in enumerate(hook.headers):
@@ -694,7 +695,10 @@ class Controller:
                     continue
                 assert header.secret is not None and header.secret_key is not None  # parse_rollout: one of the two
                 where = f"spec.rollout.analysis.webhooks[{i}].headers[{j}]"
-                data = await self._secret_data(namespace, header.secret, where, f"Webhook {hook.name!r}'s headers")
+                if header.secret not in read:
+                    purpose = f"Webhook {hook.name!r}'s headers"
+                    read[header.secret] = await self._secret_data(namespace, header.secret, where, purpose)
+                data = read[header.secret]
                 try:
                     headers[header.name] = webhooks.header_value(data, header.secret_key)
                 except ValueError as error:

@@ -375,7 +375,6 @@ def _check_spec(obj: Mapping[str, Any], admitted: bool) -> CheckedSpec | SpecErr
     return default_object(dict(obj)), md, rollout
 
 
-
 def gpus_per_pod(md: ModelDeployment) -> int:
     """GPUs each pod requests: ``runtime.gpu.count``, or the same resource put in ``runtime.resources``."""
     gpu = md.runtime.gpu

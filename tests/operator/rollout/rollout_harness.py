@@ -167,6 +167,17 @@ def stable_cluster(raw: dict[str, Any], **kwargs: Any) -> Cluster:
     return cluster
 
 
+def gated_canary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """A Canary whose first step is an analysis, before any traffic (a gate for the checks of the canary itself:
+    golden requests, webhooks), then 25% and a pause."""
+    return {
+        "strategy": "Canary",
+        "canary": {"steps": [{"analysis": {}}, {"setWeight": 25}, {"pause": {}}]},
+        "analysis": analysis,
+        "progressDeadlineSeconds": 120,
+    }
+
+
 def reasons(decision: Decision) -> list[str]:
     return [e.reason for e in decision.events]
 

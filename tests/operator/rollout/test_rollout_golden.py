@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from rollout_harness import BAD, GOOD, A, B, Cluster, reasons, spec, stable_cluster
+from rollout_harness import BAD, GOOD, A, B, Cluster, gated_canary, reasons, spec, stable_cluster
 
 from modeldeploy.analysis.golden import GoldenResult
 from modeldeploy.analysis.sample import Sample
@@ -19,12 +19,7 @@ CASE = {
 # One measurement, no failure tolerated (with the default failureLimit 1, a run of one measurement cannot fail).
 GOLDEN_ONLY: dict[str, Any] = {"goldenRequests": {"cases": [CASE]}, "interval": "10s", "count": 1, "failureLimit": 0}
 # Golden requests first, before any client: then live traffic judged on errors too.
-GATED: dict[str, Any] = {
-    "strategy": "Canary",
-    "canary": {"steps": [{"analysis": {}}, {"setWeight": 25}, {"pause": {}}]},
-    "analysis": GOLDEN_ONLY,
-    "progressDeadlineSeconds": 120,
-}
+GATED = gated_canary(GOLDEN_ONLY)
 RIGHT = GoldenResult(checks=1, mismatches=0, pods=1)
 WRONG = GoldenResult(checks=1, mismatches=1, pods=1, detail=("case 'setosa' on pod p: argmax [1], expected [0]",))
 NO_TRAFFIC = Sample(requests=0, pods=1)

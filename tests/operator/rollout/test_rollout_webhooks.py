@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollout_harness import A, B, Cluster, reasons, spec, stable_cluster
+from rollout_harness import A, B, Cluster, gated_canary, reasons, spec, stable_cluster
 
 from modeldeploy.analysis.sample import Sample
 from modeldeploy.analysis.webhooks import WebhookResult
@@ -15,12 +15,7 @@ HOOKS_ONLY: dict[str, Any] = {
     "count": 1,
     "failureLimit": 0,
 }
-GATED: dict[str, Any] = {
-    "strategy": "Canary",
-    "canary": {"steps": [{"analysis": {}}, {"setWeight": 25}, {"pause": {}}]},
-    "analysis": HOOKS_ONLY,
-    "progressDeadlineSeconds": 120,
-}
+GATED = gated_canary(HOOKS_ONLY)
 YES = WebhookResult(checks=1, failures=0)
 NO = WebhookResult(checks=1, failures=1, detail=("webhook 'evals' answered HTTP 412: accuracy 0.71 < 0.9",))
 NO_TRAFFIC = Sample(requests=0, pods=1)

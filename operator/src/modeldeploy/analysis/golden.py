@@ -8,13 +8,12 @@ a mismatch but a measurement that could not be taken.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy.analysis import secretdata
 from modeldeploy.rollout.config import GoldenCase, GoldenOutput, GoldenSpec
 
 PROBE_HEADERS = {"Modeldeploy-Probe": "golden"}
@@ -60,13 +59,10 @@ def caller_token(data: Mapping[str, object]) -> str:
     for key in sorted(str(k) for k in data):
         if key.startswith("."):
             continue
-        try:
-            token = base64.b64decode(str(data[key]), validate=True).strip()
-        except (binascii.Error, ValueError):
-            raise ValueError(f"key {key!r} is not valid base64") from None
+        token = secretdata.decoded(data, key)
         if not token:
             continue
-        if any(c < 0x21 or c > 0x7E for c in token):
+        if not secretdata.is_token(token):
             raise ValueError(f"the token in key {key!r} holds whitespace or non-printable characters")
         return token.decode("ascii")
     raise ValueError("it holds no token (every key empty)" if data else "it holds no keys")

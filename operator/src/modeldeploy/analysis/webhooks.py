@@ -13,13 +13,12 @@ ready pods, and answers with its status code (``judge``):
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from modeldeploy.analysis import secretdata
 from modeldeploy.rollout.config import WebhookSpec
 
 PAYLOAD_VERSION = "modeldeploy.io/v1alpha1"
@@ -133,10 +132,7 @@ def header_value(data: Mapping[str, object], key: str) -> str:
     cannot be a header (not printable ASCII: a line break would end the header); messages never show the value."""
     if key not in data:
         raise ValueError(f"it has no key {key!r}")
-    try:
-        value = base64.b64decode(str(data[key]), validate=True).strip()
-    except (binascii.Error, ValueError):
-        raise ValueError(f"key {key!r} is not valid base64") from None
+    value = secretdata.decoded(data, key)
     if any(c < 0x20 or c > 0x7E for c in value) or len(value) > 4096:
         raise ValueError(f"the value of key {key!r} is not printable ASCII of at most 4096 characters")
     return value.decode("ascii")
